@@ -1,0 +1,75 @@
+package aggregator
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/ferry-dev/ferry/events"
+)
+
+// Decision types on the aggregate log.
+const (
+	DecCarQueued      = "car.queued"      // accepted, waiting for its piece
+	DecCarAdded       = "car.added"       // joined an INGESTING aggregate
+	DecCarRejected    = "car.rejected"    // refused, with the reason
+	DecInputIgnored   = "input.ignored"   // changed nothing, with the reason
+	DecAggClock       = "aggregate.clock" // the aggregate's wait starts now
+	DecAggReady       = "aggregate.ready" // closed, layout fixed, piece known
+	DecAggOffered     = "aggregate.offered"
+	DecAggOfferFailed = "aggregate.offer_failed"
+	DecAggDeals       = "aggregate.deals"  // new deals reported
+	DecAggFailed      = "aggregate.failed" // the deal engine gave up
+	DecCarsRequeued   = "cars.requeued"    // pieces of a failed aggregate re-aggregated
+)
+
+// Why an aggregate closed.
+const (
+	ClosedFull    = "full"
+	ClosedMaxWait = "max-wait"
+	ClosedForced  = "forced"
+)
+
+// Batch is one message of the aggregate log: the decisions one input caused.
+// Storing them together makes an input's effect atomic.
+type Batch struct {
+	// In is the input log sequence of the input.
+	In uint64 `json:"in"`
+	// Now is the fold's clock after the input (the last tick's time).
+	Now       time.Time  `json:"now,omitzero"`
+	Decisions []Decision `json:"decisions"`
+}
+
+// Record is what a producer told about a CAR, carried through to the read
+// models and receipts.
+type Record struct {
+	Size         uint64          `json:"size"`
+	MD5          string          `json:"md5"`
+	URLs         []string        `json:"urls"`
+	ReplicatedAt string          `json:"replicatedAt,omitempty"`
+	Source       json.RawMessage `json:"source,omitempty"`
+}
+
+// Decision is one state change. Fields are used as its Type needs.
+type Decision struct {
+	Type string `json:"type"`
+	Car  string `json:"car,omitempty"`
+	// Record is set when a CAR is first accepted.
+	Record *Record `json:"record,omitempty"`
+	// Piece is a piece CID v2: the CAR's (car.added) or the aggregate's
+	// (aggregate.ready).
+	Piece     string `json:"piece,omitempty"`
+	PieceV1   string `json:"pieceV1,omitempty"`
+	PieceSize uint64 `json:"pieceSize,omitempty"`
+	Aggregate uint64 `json:"aggregate,omitempty"`
+	// From, First and Count place a run of a failed aggregate's pieces
+	// (cars.requeued): From's members [First, First+Count) in arrival order.
+	From    uint64        `json:"from,omitempty"`
+	First   int           `json:"first,omitempty"`
+	Count   int           `json:"count,omitempty"`
+	Payload uint64        `json:"payload,omitempty"`
+	Closed  string        `json:"closed,omitempty"`
+	Status  string        `json:"status,omitempty"`
+	Deals   []events.Deal `json:"deals,omitempty"`
+	Reason  string        `json:"reason,omitempty"`
+	At      time.Time     `json:"at,omitzero"`
+}

@@ -1,0 +1,25 @@
+// Package aggregator folds ferry's input log into its aggregate log: it
+// decides which CARs form which FRC-0058 aggregate, when an aggregate closes,
+// and how deal news moves it on.
+//
+// # The fold
+//
+// State.Apply(seq, input) returns the Batch of decisions the input causes
+// and evolves the state by exactly those decisions (State.Evolve). Restart
+// rebuilds the state by evolving every stored Batch in order, so
+// whatever Apply knows it must have put into a decision.
+//
+// # Rules
+//
+//   - Apply is deterministic: it reads no clock, randomness, map iteration
+//     order or network. Time enters only as tick inputs. The same input log
+//     under the same Config yields the same aggregate log, byte for byte.
+//   - Every input ends somewhere: a decision that changes state, a recorded
+//     rejection or ignore with its reason, or (only for a tick that changes
+//     nothing) no decision at all.
+//   - A CAR is accepted once (deduplicated by CID at any distance in time)
+//     and sits in at most one live aggregate.
+//   - One writer: the Runner appends each Batch with the expected last
+//     sequence of the aggregate log; when that fails another writer won, and
+//     the Runner steps down.
+package aggregator

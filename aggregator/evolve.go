@@ -1,0 +1,167 @@
+package aggregator
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ferry-dev/ferry/piece"
+)
+
+// ErrInvalidDecision is returned by Evolve for a decision that does not fit
+// the state: a log written by another Config, or a corrupt log.
+var ErrInvalidDecision = errors.New("decision does not fit the state")
+
+// Evolve changes the state by one decision. It is the only place the state
+// changes, and the restart path (Replay) uses it alone.
+func (s *State) Evolve(d Decision) error {
+	switch d.Type {
+	case DecCarQueued:
+		s.accepted[keyOf(d.Car)] = struct{}{}
+		s.queued[d.Car] = d.Record.Size
+	case DecCarAdded:
+		return s.evolveAdded(d)
+	case DecCarRejected:
+		if _, ok := s.queued[d.Car]; ok {
+			delete(s.queued, d.Car)
+			delete(s.accepted, keyOf(d.Car))
+		}
+	case DecInputIgnored:
+	case DecAggClock:
+		if s.open == nil || s.open.id != d.Aggregate {
+			return invalid(d, "no such INGESTING aggregate")
+		}
+		s.open.since = d.At
+	case DecAggReady:
+		return s.evolveReady(d)
+	case DecAggOffered:
+		return s.setState(d, DealPending, Ready)
+	case DecAggOfferFailed:
+		return s.setState(d, Ready, Ready)
+	case DecAggDeals:
+		return s.evolveDeals(d)
+	case DecAggFailed:
+		return s.setState(d, DealFailed, Ready, DealPending)
+	case DecCarsRequeued:
+		return s.evolveRequeued(d)
+	default:
+		return invalid(d, "unknown type")
+	}
+	return nil
+}
+
+func invalid(d Decision, why string) error {
+	return fmt.Errorf("%w: %s of aggregate %d car %q: %s", ErrInvalidDecision, d.Type, d.Aggregate, d.Car, why)
+}
+
+// ingest returns the INGESTING aggregate with id, opening it if id is next.
+func (s *State) ingest(d Decision) (*aggregate, error) {
+	switch {
+	case s.open != nil && s.open.id == d.Aggregate:
+		return s.open, nil
+	case s.open == nil && d.Aggregate == s.nextID:
+		s.open = &aggregate{id: s.nextID, state: Ingesting, since: s.now}
+		s.nextID++
+		return s.open, nil
+	}
+	return nil, invalid(d, "not the INGESTING aggregate")
+}
+
+func (s *State) join(a *aggregate, m member) {
+	a.members = append(a.members, m)
+	a.used += m.padded
+	a.payload += m.size
+}
+
+func (s *State) evolveAdded(d Decision) error {
+	a, err := s.ingest(d)
+	if err != nil {
+		return err
+	}
+	c, err := piece.Parse(d.Piece, 0)
+	if err != nil {
+		return invalid(d, err.Error())
+	}
+	size := c.Payload
+	delete(s.queued, d.Car)
+	s.accepted[keyOf(d.Car)] = struct{}{}
+	s.join(a, member{car: d.Car, root: c.Root, padded: c.Padded, size: size})
+	return nil
+}
+
+func (s *State) evolveReady(d Decision) error {
+	a := s.open
+	if a == nil || a.id != d.Aggregate {
+		return invalid(d, "not the INGESTING aggregate")
+	}
+	c, err := piece.Parse(d.Piece, 0)
+	if err != nil {
+		return invalid(d, err.Error())
+	}
+	a.state = Ready
+	s.closed[a.id] = a
+	s.byRoot[c.Root] = a.id
+	s.open = nil
+	return nil
+}
+
+func (s *State) setState(d Decision, to string, from ...string) error {
+	a, reason := s.closedIn(d.Aggregate, from...)
+	if a == nil {
+		return invalid(d, reason)
+	}
+	a.state = to
+	return nil
+}
+
+func (s *State) evolveDeals(d Decision) error {
+	a, reason := s.closedIn(d.Aggregate, Ready, DealPending, DealProcessed)
+	if a == nil {
+		return invalid(d, reason)
+	}
+	if a.deals == nil {
+		a.deals = map[dealKey]struct{}{}
+	}
+	for _, deal := range d.Deals {
+		a.deals[dealKey{deal.Provider, deal.DealID}] = struct{}{}
+	}
+	a.state = DealProcessed
+	a.members = nil // a processed aggregate never re-aggregates
+	return nil
+}
+
+func (s *State) evolveRequeued(d Decision) error {
+	from, reason := s.closedIn(d.From, DealFailed)
+	if from == nil {
+		return invalid(d, reason)
+	}
+	if d.First < 0 || d.Count < 1 || d.First+d.Count > len(from.members) {
+		return invalid(d, fmt.Sprintf("run [%d,+%d) outside %d members", d.First, d.Count, len(from.members)))
+	}
+	a, err := s.ingest(d)
+	if err != nil {
+		return err
+	}
+	for _, m := range from.members[d.First : d.First+d.Count] {
+		s.join(a, m)
+	}
+	if d.First+d.Count == len(from.members) {
+		from.members = nil // all placed again
+	}
+	return nil
+}
+
+// Counts summarises the state for metrics and logs.
+type Counts struct {
+	Accepted, Queued, Closed int
+	Ingesting                uint64 // id of the INGESTING aggregate, 0 if none
+	IngestingCount           int
+}
+
+// Counts returns the state's sizes.
+func (s *State) Counts() Counts {
+	c := Counts{Accepted: len(s.accepted), Queued: len(s.queued), Closed: len(s.closed)}
+	if s.open != nil {
+		c.Ingesting, c.IngestingCount = s.open.id, len(s.open.members)
+	}
+	return c
+}

@@ -1,0 +1,464 @@
+package aggregator
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/ferry-dev/ferry/aggregator/frc58"
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/piece"
+	"github.com/ipfs/go-cid"
+)
+
+// Aggregate states, as DESIGN.md names them.
+const (
+	Ingesting     = "INGESTING"
+	Ready         = "READY"
+	DealPending   = "DEAL_PENDING"
+	DealProcessed = "DEAL_PROCESSED"
+	DealFailed    = "DEAL_FAILED"
+)
+
+// CAR states that are not an aggregate's state.
+const (
+	Queued      = "QUEUED"
+	Aggregating = "AGGREGATING"
+	Rejected    = "REJECTED"
+)
+
+// Config is fixed for a log: the same inputs under the same Config give the
+// same decisions.
+type Config struct {
+	// DealSize is the padded deal size, a power of two.
+	DealSize uint64
+	// MinPayload is the CAR bytes an aggregate needs before max-wait may
+	// close it.
+	MinPayload uint64
+	// MaxWait is how long the oldest CAR of an aggregate may wait once the
+	// aggregate holds MinPayload.
+	MaxWait time.Duration
+}
+
+// DefaultMinPayload is Spade's lower bound scaled to dealSize: just over
+// half the deal's unpadded capacity (1+127*(1<<27) for 32 GiB).
+func DefaultMinPayload(dealSize uint64) uint64 { return piece.Unpadded(dealSize)/2 + 1 }
+
+// member is a CAR in an aggregate.
+type member struct {
+	car    string
+	root   [32]byte
+	padded uint64
+	size   uint64
+}
+
+// aggregate is the fold's view of one aggregate. Members are dropped once
+// its deals are made: nothing the fold decides needs them after that.
+type aggregate struct {
+	id      uint64
+	state   string
+	members []member // arrival order
+	used    uint64   // padded bytes of the members
+	payload uint64   // CAR bytes of the members
+	since   time.Time
+	deals   map[dealKey]struct{}
+}
+
+type dealKey struct {
+	provider string
+	id       uint64
+}
+
+// carKey is a fixed-size digest of a CAR CID: the dedup set holds every CAR
+// ever accepted, so it must be small per entry.
+type carKey [16]byte
+
+func keyOf(car string) carKey {
+	sum := sha256.Sum256([]byte(car))
+	return carKey(sum[:16])
+}
+
+// State is the aggregator's state. The zero value is not usable; see New.
+type State struct {
+	cfg    Config
+	lastIn uint64
+	now    time.Time
+	nextID uint64
+
+	accepted map[carKey]struct{}   // every CAR accepted and not rejected since
+	queued   map[string]uint64     // CARs waiting for a piece → size
+	open     *aggregate            // the INGESTING aggregate, if any
+	closed   map[uint64]*aggregate // every closed aggregate
+	byRoot   map[[32]byte]uint64   // aggregate piece root → id
+}
+
+// New returns the empty state of a log under cfg.
+func New(cfg Config) *State {
+	return &State{
+		cfg:      cfg,
+		nextID:   1,
+		accepted: map[carKey]struct{}{},
+		queued:   map[string]uint64{},
+		closed:   map[uint64]*aggregate{},
+		byRoot:   map[[32]byte]uint64{},
+	}
+}
+
+// LastIn is the sequence of the last input applied.
+func (s *State) LastIn() uint64 { return s.lastIn }
+
+// Apply decides what the input at seq causes and evolves the state by it.
+// An input at or below LastIn was applied before and gives an empty batch.
+func (s *State) Apply(seq uint64, data []byte) Batch {
+	b := &Batch{In: seq}
+	if seq <= s.lastIn {
+		return *b
+	}
+	ev, err := events.Decode(data)
+	if err != nil {
+		s.undecodable(b, data, err)
+	} else {
+		s.decide(b, ev)
+	}
+	s.lastIn = seq
+	b.Now = s.now
+	return *b
+}
+
+// Replay evolves the state by a stored batch.
+func (s *State) Replay(b Batch) error {
+	for _, d := range b.Decisions {
+		if err := s.Evolve(d); err != nil {
+			return fmt.Errorf("batch of input %d: %w", b.In, err)
+		}
+	}
+	s.lastIn = max(s.lastIn, b.In)
+	s.now = b.Now
+	return nil
+}
+
+func (s *State) emit(b *Batch, d Decision) {
+	if err := s.Evolve(d); err != nil {
+		// decide only emits decisions valid in the current state; a failure
+		// here is a bug in this file, and continuing would corrupt the log.
+		panic(fmt.Sprintf("aggregator: decided an invalid decision: %v", err))
+	}
+	b.Decisions = append(b.Decisions, d)
+}
+
+func (s *State) decide(b *Batch, ev events.Event) {
+	switch e := ev.(type) {
+	case *events.CarReplicated:
+		s.onReplicated(b, e)
+	case *events.CarPiece:
+		s.onPiece(b, e)
+	case *events.CarInvalid:
+		s.onInvalid(b, e)
+	case *events.Tick:
+		s.onTick(b, e)
+	case *events.AggregateClose:
+		s.onClose(b, e)
+	case *events.DealOffered:
+		s.onOffered(b, e)
+	case *events.OfferFailed:
+		s.onOfferFailed(b, e)
+	case *events.DealReport:
+		s.onReport(b, e)
+	}
+}
+
+// undecodable records an input that is not a well-formed event. A
+// car.replicated that names its CAR is rejected under that name so its
+// producer can find the reason.
+func (s *State) undecodable(b *Batch, data []byte, err error) {
+	var peek struct {
+		Type string `json:"type"`
+		Car  any    `json:"car"`
+	}
+	_ = json.Unmarshal(data, &peek)
+	car, _ := peek.Car.(string)
+	if peek.Type == events.TypeCarReplicated {
+		s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: err.Error()})
+		return
+	}
+	s.emit(b, Decision{Type: DecInputIgnored, Car: car, Reason: err.Error()})
+}
+
+func (s *State) onReplicated(b *Batch, e *events.CarReplicated) {
+	if reason := e.Validate(s.cfg.DealSize); reason != "" {
+		s.emit(b, Decision{Type: DecCarRejected, Car: e.Car, Reason: reason})
+		return
+	}
+	car := canonical(e.Car)
+	if _, ok := s.accepted[keyOf(car)]; ok {
+		s.emit(b, Decision{Type: DecInputIgnored, Car: car, Reason: "duplicate: CAR already accepted"})
+		return
+	}
+	rec := &Record{Size: e.Size, MD5: e.MD5, URLs: e.URLs, ReplicatedAt: e.ReplicatedAt, Source: e.Source}
+	if e.Piece == "" {
+		s.emit(b, Decision{Type: DecCarQueued, Car: car, Record: rec})
+		return
+	}
+	c, _ := e.Commitment() // Validate checked it
+	s.add(b, car, rec, c)
+}
+
+func (s *State) onPiece(b *Batch, e *events.CarPiece) {
+	car := canonical(e.Car)
+	size, ok := s.queued[car]
+	if !ok {
+		s.ignore(b, car, s.notQueued(car))
+		return
+	}
+	c, reason := events.CheckPiece(e.Piece, e.PieceSize, size)
+	if reason != "" {
+		s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: reason})
+		return
+	}
+	s.add(b, car, nil, c)
+}
+
+func (s *State) onInvalid(b *Batch, e *events.CarInvalid) {
+	car := canonical(e.Car)
+	if _, ok := s.queued[car]; !ok {
+		s.ignore(b, car, s.notQueued(car))
+		return
+	}
+	reason := e.Reason
+	if reason == "" {
+		reason = "car.invalid without a reason"
+	}
+	s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: reason})
+}
+
+func (s *State) notQueued(car string) string {
+	if _, ok := s.accepted[keyOf(car)]; ok {
+		return "CAR already has its piece"
+	}
+	return "unknown CAR"
+}
+
+// add places a CAR with its piece into the INGESTING aggregate, closing it
+// first when the piece does not fit.
+func (s *State) add(b *Batch, car string, rec *Record, c piece.Commitment) {
+	if s.open != nil && !frc58.Fits(s.cfg.DealSize, s.open.used+c.Padded, len(s.open.members)+1) {
+		s.closeOpen(b, ClosedFull)
+	}
+	s.emit(b, Decision{Type: DecCarAdded, Car: car, Record: rec, Piece: c.MustV2().String(),
+		PieceSize: c.Padded, Aggregate: s.target()})
+}
+
+// target is the id of the INGESTING aggregate, or of the next one.
+func (s *State) target() uint64 {
+	if s.open != nil {
+		return s.open.id
+	}
+	return s.nextID
+}
+
+func (s *State) onTick(b *Batch, e *events.Tick) {
+	if !e.Time.After(s.now) {
+		return // time does not go back, and a repeated tick says nothing new
+	}
+	s.now = e.Time.UTC()
+	a := s.open
+	if a == nil {
+		return
+	}
+	if a.since.IsZero() {
+		s.emit(b, Decision{Type: DecAggClock, Aggregate: a.id, At: s.now})
+		return
+	}
+	if a.payload >= s.cfg.MinPayload && s.now.Sub(a.since) >= s.cfg.MaxWait {
+		s.closeOpen(b, ClosedMaxWait)
+	}
+}
+
+func (s *State) onClose(b *Batch, e *events.AggregateClose) {
+	if s.open == nil || s.open.id != e.Aggregate {
+		s.ignore(b, "", fmt.Sprintf("aggregate %d is not INGESTING", e.Aggregate))
+		return
+	}
+	s.closeOpen(b, ClosedForced)
+}
+
+// closeOpen fixes the layout of the INGESTING aggregate and computes its
+// piece commitment.
+func (s *State) closeOpen(b *Batch, why string) {
+	a := s.open
+	agg, err := frc58.New(s.cfg.DealSize, layout(a.members))
+	if err != nil {
+		// add only admits pieces that fit, so this cannot happen.
+		panic(fmt.Sprintf("aggregator: aggregate %d does not build: %v", a.id, err))
+	}
+	c := agg.Commitment()
+	s.emit(b, Decision{Type: DecAggReady, Aggregate: a.id, Piece: c.MustV2().String(), PieceV1: c.V1().String(),
+		PieceSize: c.Padded, Payload: a.payload, Count: len(a.members), Closed: why})
+}
+
+// layout orders members for the deal: largest piece first, arrival order
+// among equals.
+func layout(members []member) []piece.Commitment {
+	sizes := make([]uint64, len(members))
+	for i, m := range members {
+		sizes[i] = m.padded
+	}
+	order := frc58.Layout(sizes)
+	out := make([]piece.Commitment, len(order))
+	for i, j := range order {
+		out[i] = piece.Commitment{Root: members[j].root, Padded: members[j].padded, Payload: members[j].size}
+	}
+	return out
+}
+
+func (s *State) onOffered(b *Batch, e *events.DealOffered) {
+	a, reason := s.closedIn(e.Aggregate, Ready)
+	if a == nil {
+		s.ignore(b, "", "deal.offered: "+reason)
+		return
+	}
+	s.emit(b, Decision{Type: DecAggOffered, Aggregate: a.id})
+}
+
+func (s *State) onOfferFailed(b *Batch, e *events.OfferFailed) {
+	a, reason := s.closedIn(e.Aggregate, Ready)
+	if a == nil {
+		s.ignore(b, "", "deal.offer_failed: "+reason)
+		return
+	}
+	s.emit(b, Decision{Type: DecAggOfferFailed, Aggregate: a.id, Reason: e.Reason})
+}
+
+// closedIn finds a closed aggregate that is in one of states.
+func (s *State) closedIn(id uint64, states ...string) (*aggregate, string) {
+	a, ok := s.closed[id]
+	if !ok {
+		return nil, fmt.Sprintf("aggregate %d is not closed", id)
+	}
+	for _, st := range states {
+		if a.state == st {
+			return a, ""
+		}
+	}
+	return nil, fmt.Sprintf("aggregate %d is %s", id, a.state)
+}
+
+func (s *State) onReport(b *Batch, e *events.DealReport) {
+	id, reason := s.resolve(e.Aggregate)
+	if reason != "" {
+		s.ignore(b, "", "deal.report: "+reason)
+		return
+	}
+	switch e.Status {
+	case events.StatusFailed:
+		s.onDealFailed(b, id, e.Reason)
+	case events.StatusPublished, events.StatusActive:
+		s.onDeals(b, id, e)
+	default:
+		s.ignore(b, "", fmt.Sprintf("deal.report: unknown status %q", e.Status))
+	}
+}
+
+// resolve finds an aggregate by numeric id or piece CID (v1 or v2).
+func (s *State) resolve(ref string) (uint64, string) {
+	if id, err := strconv.ParseUint(ref, 10, 64); err == nil {
+		if _, ok := s.closed[id]; ok {
+			return id, ""
+		}
+		return 0, fmt.Sprintf("aggregate %d is not closed", id)
+	}
+	c, err := piece.Parse(ref, s.cfg.DealSize)
+	if err != nil {
+		return 0, fmt.Sprintf("aggregate %q: %v", ref, err)
+	}
+	id, ok := s.byRoot[c.Root]
+	if !ok {
+		return 0, fmt.Sprintf("no aggregate has piece %s", ref)
+	}
+	return id, ""
+}
+
+func (s *State) onDeals(b *Batch, id uint64, e *events.DealReport) {
+	a := s.closed[id]
+	if a.state != Ready && a.state != DealPending && a.state != DealProcessed {
+		s.ignore(b, "", fmt.Sprintf("deal.report: aggregate %d is %s", id, a.state))
+		return
+	}
+	var fresh []events.Deal
+	seen := map[dealKey]struct{}{}
+	for _, d := range e.Deals {
+		k := dealKey{d.Provider, d.DealID}
+		if _, ok := a.deals[k]; ok {
+			continue
+		}
+		if _, ok := seen[k]; ok {
+			continue
+		}
+		seen[k] = struct{}{}
+		fresh = append(fresh, d)
+	}
+	if len(fresh) == 0 {
+		s.ignore(b, "", fmt.Sprintf("deal.report: no new deals for aggregate %d", id))
+		return
+	}
+	s.emit(b, Decision{Type: DecAggDeals, Aggregate: id, Status: e.Status, Deals: fresh})
+}
+
+// onDealFailed marks the aggregate DEAL_FAILED and aggregates its pieces
+// again, in their arrival order, before anything that arrives later.
+func (s *State) onDealFailed(b *Batch, id uint64, reason string) {
+	a := s.closed[id]
+	if a.state != Ready && a.state != DealPending {
+		s.ignore(b, "", fmt.Sprintf("deal.report: aggregate %d is %s, a failure changes nothing", id, a.state))
+		return
+	}
+	if reason == "" {
+		reason = "deal engine reported failure without a reason"
+	}
+	members := a.members
+	s.emit(b, Decision{Type: DecAggFailed, Aggregate: id, Reason: reason})
+	for first := 0; first < len(members); {
+		n := s.room(members[first:])
+		if n == 0 {
+			s.closeOpen(b, ClosedFull)
+			continue
+		}
+		s.emit(b, Decision{Type: DecCarsRequeued, From: id, First: first, Count: n, Aggregate: s.target()})
+		first += n
+	}
+}
+
+// room counts how many of ms, in order, fit the INGESTING aggregate (or a
+// new one).
+func (s *State) room(ms []member) int {
+	var used uint64
+	count := 0
+	if s.open != nil {
+		used, count = s.open.used, len(s.open.members)
+	}
+	n := 0
+	for _, m := range ms {
+		if !frc58.Fits(s.cfg.DealSize, used+m.padded, count+n+1) {
+			break
+		}
+		used += m.padded
+		n++
+	}
+	return n
+}
+
+func (s *State) ignore(b *Batch, car, reason string) {
+	s.emit(b, Decision{Type: DecInputIgnored, Car: car, Reason: reason})
+}
+
+// canonical is the CID's canonical string form (base32 for v1), so that two
+// spellings of one CAR are one CAR. Validate has checked it parses.
+func canonical(s string) string {
+	c, err := cid.Decode(s)
+	if err != nil {
+		return s
+	}
+	return c.String()
+}

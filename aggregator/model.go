@@ -1,0 +1,162 @@
+package aggregator
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ferry-dev/ferry/aggregator/frc58"
+	"github.com/ferry-dev/ferry/piece"
+)
+
+// Model is an independent, deliberately simple reading of an aggregate log
+// that checks DESIGN.md's invariants as it goes: every accepted CAR is in
+// exactly one state, no CAR is in two live aggregates, and every aggregate
+// fits its deal. It shares no code with the fold's bookkeeping, so tests
+// and audits can hold the fold to it.
+type Model struct {
+	car  map[string]string   // CAR → "queued", "rejected" or "agg:<id>"
+	aggs map[uint64]*modelAgg
+}
+
+type modelAgg struct {
+	state   string
+	members []string
+	padded  map[string]uint64
+}
+
+// NewModel returns an empty model.
+func NewModel() *Model {
+	return &Model{car: map[string]string{}, aggs: map[uint64]*modelAgg{}}
+}
+
+// Cars is the number of CARs the model knows.
+func (m *Model) Cars() int { return len(m.car) }
+
+// Apply reads one batch and returns the first invariant it breaks.
+func (m *Model) Apply(b Batch) error {
+	for _, d := range b.Decisions {
+		if err := m.apply(d); err != nil {
+			return fmt.Errorf("input %d: %s: %w", b.In, d.Type, err)
+		}
+	}
+	return nil
+}
+
+func (m *Model) apply(d Decision) error {
+	switch d.Type {
+	case DecCarQueued:
+		if _, ok := m.car[d.Car]; ok && m.car[d.Car] != "rejected" {
+			return fmt.Errorf("CAR %s accepted twice", d.Car)
+		}
+		m.car[d.Car] = "queued"
+	case DecCarAdded:
+		if st, ok := m.car[d.Car]; ok && st != "queued" && st != "rejected" {
+			return fmt.Errorf("CAR %s added while %s", d.Car, st)
+		}
+		c, err := piece.Parse(d.Piece, 0)
+		if err != nil {
+			return err
+		}
+		return m.join(d.Aggregate, d.Car, c.Padded)
+	case DecCarRejected:
+		if st, ok := m.car[d.Car]; !ok || st == "queued" {
+			m.car[d.Car] = "rejected"
+		}
+	case DecAggReady:
+		a, ok := m.aggs[d.Aggregate]
+		if !ok || a.state != Ingesting || len(a.members) != d.Count {
+			return fmt.Errorf("aggregate %d closed with %d CARs but the log put %d in it", d.Aggregate, d.Count, m.count(d.Aggregate))
+		}
+		a.state = Ready
+	case DecAggOffered:
+		return m.move(d.Aggregate, DealPending, Ready)
+	case DecAggDeals:
+		return m.move(d.Aggregate, DealProcessed, Ready, DealPending, DealProcessed)
+	case DecAggFailed:
+		return m.move(d.Aggregate, DealFailed, Ready, DealPending)
+	case DecCarsRequeued:
+		from := m.aggs[d.From]
+		if from == nil || from.state != DealFailed || d.First+d.Count > len(from.members) {
+			return fmt.Errorf("requeue from aggregate %d run [%d,+%d) is not a failed aggregate's", d.From, d.First, d.Count)
+		}
+		for _, car := range from.members[d.First : d.First+d.Count] {
+			if m.car[car] != fmt.Sprintf("agg:%d", d.From) {
+				return fmt.Errorf("CAR %s requeued from %d but is %s", car, d.From, m.car[car])
+			}
+			if err := m.join(d.Aggregate, car, from.padded[car]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (m *Model) count(id uint64) int {
+	if a := m.aggs[id]; a != nil {
+		return len(a.members)
+	}
+	return 0
+}
+
+func (m *Model) join(id uint64, car string, padded uint64) error {
+	a := m.aggs[id]
+	if a == nil {
+		a = &modelAgg{state: Ingesting, padded: map[string]uint64{}}
+		m.aggs[id] = a
+	}
+	if a.state != Ingesting {
+		return fmt.Errorf("CAR %s joined aggregate %d which is %s", car, id, a.state)
+	}
+	a.members = append(a.members, car)
+	a.padded[car] = padded
+	m.car[car] = fmt.Sprintf("agg:%d", id)
+	return nil
+}
+
+func (m *Model) move(id uint64, to string, from ...string) error {
+	a := m.aggs[id]
+	if a == nil {
+		return fmt.Errorf("aggregate %d unknown", id)
+	}
+	for _, f := range from {
+		if a.state == f {
+			a.state = to
+			return nil
+		}
+	}
+	return fmt.Errorf("aggregate %d moved to %s from %s", id, to, a.state)
+}
+
+// Check verifies the end state: each aggregate fits a deal of dealSize and
+// each CAR named by an aggregate as a live member is that aggregate's.
+func (m *Model) Check(dealSize uint64) error {
+	var errs []error
+	live := map[string]uint64{}
+	for id := uint64(1); id <= uint64(len(m.aggs)); id++ {
+		a := m.aggs[id]
+		if a == nil {
+			errs = append(errs, fmt.Errorf("aggregate ids skip %d", id))
+			continue
+		}
+		var used uint64
+		for _, car := range a.members {
+			used += a.padded[car]
+		}
+		if !frc58.Fits(dealSize, used, len(a.members)) {
+			errs = append(errs, fmt.Errorf("aggregate %d: %d CARs of %d padded bytes exceed the deal", id, len(a.members), used))
+		}
+		if a.state == DealFailed {
+			continue
+		}
+		for _, car := range a.members {
+			if prev, ok := live[car]; ok {
+				errs = append(errs, fmt.Errorf("CAR %s in live aggregates %d and %d", car, prev, id))
+			}
+			live[car] = id
+			if m.car[car] != fmt.Sprintf("agg:%d", id) {
+				errs = append(errs, fmt.Errorf("CAR %s listed in aggregate %d but is %s", car, id, m.car[car]))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

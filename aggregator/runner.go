@@ -1,0 +1,300 @@
+package aggregator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ferry-dev/ferry/events"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrDeposed is returned when an append to the aggregate log found another
+// writer's message in the way.
+var ErrDeposed = errors.New("aggregate log was appended by another writer")
+
+// RunnerConfig configures a Runner.
+type RunnerConfig struct {
+	Fold     Config
+	Subjects events.Subjects
+	// Holder names this process in the leadership lease.
+	Holder string
+	// Tick is how often the leader publishes a tick; 0 means never (tests
+	// publish their own).
+	Tick time.Duration
+	// Window bounds appends in flight.
+	Window int
+	Log    *slog.Logger
+	// OnBatch, if set, is called after each batch is stored (metrics).
+	OnBatch func(Batch, time.Duration)
+}
+
+// Runner is the single writer around the fold: it holds the leadership
+// lease, rebuilds the state from the aggregate log, then applies inputs
+// from where the log says it stopped and appends their decisions.
+//
+// Goroutines: run owns the State; a reader goroutine feeds it input
+// messages; keep renews the lease; tick publishes the time.
+type Runner struct {
+	js  jetstream.JetStream
+	cfg RunnerConfig
+
+	mu     sync.Mutex
+	counts Counts
+	lead   bool
+	aggSeq uint64
+}
+
+// NewRunner returns a runner on js.
+func NewRunner(js jetstream.JetStream, cfg RunnerConfig) *Runner {
+	if cfg.Window <= 0 {
+		cfg.Window = 256
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Runner{js: js, cfg: cfg}
+}
+
+// Status is what a runner reports about itself.
+type Status struct {
+	Leader bool
+	AggSeq uint64
+	Counts Counts
+}
+
+// Status returns the runner's view as of its last batch.
+func (r *Runner) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return Status{Leader: r.lead, AggSeq: r.aggSeq, Counts: r.counts}
+}
+
+// Run leads whenever it holds the lease and waits as a standby otherwise,
+// until ctx ends. Losing the lease or an append sends it back to standby.
+func (r *Runner) Run(ctx context.Context) error {
+	l, err := openLease(ctx, r.js, r.cfg.Holder)
+	if err != nil {
+		return err
+	}
+	for ctx.Err() == nil {
+		err := l.acquire(ctx, func(holder string) {
+			r.cfg.Log.Info("aggregator standby: another aggregator leads", "leader", holder)
+		})
+		if err != nil {
+			return nilIfDone(ctx, err)
+		}
+		r.cfg.Log.Info("aggregator leading", "holder", r.cfg.Holder)
+		err = r.leadOnce(ctx, l)
+		l.release()
+		r.setLead(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.cfg.Log.Warn("aggregator stepped down", "err", err)
+		if !errors.Is(err, ErrDeposed) && !errors.Is(err, ErrLeaseLost) {
+			return err
+		}
+	}
+	return nil
+}
+
+func nilIfDone(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (r *Runner) setLead(v bool) {
+	r.mu.Lock()
+	r.lead = v
+	r.mu.Unlock()
+}
+
+// leadOnce rebuilds and runs until an error or the end of ctx.
+func (r *Runner) leadOnce(ctx context.Context, l *lease) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		if err := l.keep(ctx); err != nil {
+			cancel(err)
+		}
+	}()
+	st, aggSeq, err := Rebuild(ctx, r.js, r.cfg.Fold)
+	if err != nil {
+		return err
+	}
+	r.publishStatus(st, aggSeq)
+	r.setLead(true)
+	r.cfg.Log.Info("aggregator rebuilt", "aggregateLogSeq", aggSeq, "lastInput", st.LastIn(), "state", st.Counts())
+	if r.cfg.Tick > 0 {
+		go r.tick(ctx)
+	}
+	err = r.apply(ctx, st, aggSeq)
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
+}
+
+// Rebuild evolves a fresh state through the whole aggregate log and returns
+// it with the log's last sequence.
+func Rebuild(ctx context.Context, js jetstream.JetStream, cfg Config) (*State, uint64, error) {
+	st := New(cfg)
+	var last uint64
+	err := events.Tail(ctx, js, events.StreamAgg, 1, false, func(e events.Entry) error {
+		var b Batch
+		if err := json.Unmarshal(e.Data, &b); err != nil {
+			return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
+		}
+		if err := st.Replay(b); err != nil {
+			return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
+		}
+		last = e.Seq
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("rebuild: %w", err)
+	}
+	return st, last, nil
+}
+
+// apply reads inputs after st.LastIn and appends their batches, keeping up
+// to Window appends in flight, each expecting the sequence before it.
+func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64) error {
+	inputs := make(chan events.Entry, 1024)
+	readErr := make(chan error, 1)
+	go func() {
+		readErr <- events.Tail(ctx, r.js, events.StreamIn, st.LastIn()+1, true, func(e events.Entry) error {
+			select {
+			case inputs <- e:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	var pending []jetstream.PubAckFuture
+	next := aggSeq // sequence the next append expects to follow
+	for {
+		var oldest jetstream.PubAckFuture
+		if len(pending) > 0 {
+			oldest = pending[0]
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-readErr:
+			return nilIfDone(ctx, err)
+		case <-okChan(oldest):
+			pending = pending[1:]
+			r.publishStatus(st, aggSeq)
+		case err := <-errChan(oldest):
+			return appendErr(err)
+		case e := <-inputs:
+			fut, err := r.step(st, e, next)
+			if err != nil {
+				return err
+			}
+			if fut != nil {
+				next++
+				aggSeq = next
+				pending = append(pending, fut)
+			}
+			for len(pending) >= r.cfg.Window {
+				if err := waitAck(ctx, pending[0]); err != nil {
+					return err
+				}
+				pending = pending[1:]
+			}
+		}
+	}
+}
+
+// step applies one input and starts the append of its batch, if any.
+func (r *Runner) step(st *State, e events.Entry, after uint64) (jetstream.PubAckFuture, error) {
+	start := time.Now()
+	b := st.Apply(e.Seq, e.Data)
+	if len(b.Decisions) == 0 {
+		return nil, nil
+	}
+	data, err := json.Marshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("encode batch of input %d: %w", e.Seq, err)
+	}
+	msg := nats.NewMsg(r.cfg.Subjects.Decisions())
+	msg.Data = data
+	fut, err := r.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequence(after))
+	if err != nil {
+		return nil, fmt.Errorf("append batch of input %d: %w", e.Seq, err)
+	}
+	if r.cfg.OnBatch != nil {
+		r.cfg.OnBatch(b, time.Since(start))
+	}
+	return fut, nil
+}
+
+func waitAck(ctx context.Context, f jetstream.PubAckFuture) error {
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return appendErr(err)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func appendErr(err error) error {
+	if events.IsConflict(err) {
+		return fmt.Errorf("%w: %v", ErrDeposed, err)
+	}
+	return fmt.Errorf("append to aggregate log: %w", err)
+}
+
+func okChan(f jetstream.PubAckFuture) <-chan *jetstream.PubAck {
+	if f == nil {
+		return nil
+	}
+	return f.Ok()
+}
+
+func errChan(f jetstream.PubAckFuture) <-chan error {
+	if f == nil {
+		return nil
+	}
+	return f.Err()
+}
+
+func (r *Runner) publishStatus(st *State, aggSeq uint64) {
+	r.mu.Lock()
+	r.counts = st.Counts()
+	r.aggSeq = aggSeq
+	r.mu.Unlock()
+}
+
+// tick publishes the time into the input log while leading. Its message id
+// is the tick time truncated to the period, so two leaders for a moment
+// publish one tick.
+func (r *Runner) tick(ctx context.Context) {
+	pub := events.NewPublisher(r.js, r.cfg.Subjects)
+	t := time.NewTicker(r.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			ev := &events.Tick{Time: now.UTC().Truncate(r.cfg.Tick)}
+			if _, err := pub.Publish(ctx, ev); err != nil && ctx.Err() == nil {
+				r.cfg.Log.Warn("tick not published", "err", err)
+			}
+		}
+	}
+}

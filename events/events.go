@@ -1,0 +1,226 @@
+package events
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Event types on the input log.
+const (
+	TypeCarReplicated  = "car.replicated"
+	TypeCarPiece       = "car.piece"
+	TypeCarInvalid     = "car.invalid"
+	TypeTick           = "tick"
+	TypeAggregateClose = "aggregate.close"
+	TypeDealOffered    = "deal.offered"
+	TypeOfferFailed    = "deal.offer_failed"
+	TypeDealReport     = "deal.report"
+)
+
+// Version is the only wire version so far.
+const Version = 1
+
+// ErrUnknownType is returned by Decode for a type it does not know.
+var ErrUnknownType = errors.New("unknown event type")
+
+// Event is one input fact.
+type Event interface {
+	// Kind is the event's "type".
+	Kind() string
+	// MsgID is the Nats-Msg-Id derived from the fact.
+	MsgID() string
+}
+
+// Header is the part every event carries.
+type Header struct {
+	Type    string `json:"type"`
+	Version int    `json:"version"`
+}
+
+// CarReplicated says a CAR is stored in public storage and can be fetched
+// from its URLs. It is the event producers publish.
+type CarReplicated struct {
+	Header
+	Car          string          `json:"car"`
+	Size         uint64          `json:"size"`
+	MD5          string          `json:"md5"`
+	URLs         []string        `json:"urls"`
+	Piece        string          `json:"piece,omitempty"`
+	PieceSize    uint64          `json:"pieceSize,omitempty"`
+	ReplicatedAt string          `json:"replicatedAt,omitempty"`
+	Source       json.RawMessage `json:"source,omitempty"`
+}
+
+// CarPiece says a piece worker computed the piece CID of a CAR.
+type CarPiece struct {
+	Header
+	Car       string `json:"car"`
+	Piece     string `json:"piece"`
+	PieceSize uint64 `json:"pieceSize,omitempty"`
+}
+
+// CarInvalid says a piece worker found a CAR's bytes bad.
+type CarInvalid struct {
+	Header
+	Car    string `json:"car"`
+	Reason string `json:"reason"`
+}
+
+// Tick carries the time into the fold; nothing else does.
+type Tick struct {
+	Header
+	Time time.Time `json:"time"`
+}
+
+// AggregateClose is an operator's order to close an INGESTING aggregate now.
+type AggregateClose struct {
+	Header
+	Aggregate uint64 `json:"aggregate"`
+	// By names who asked, for the record.
+	By string `json:"by,omitempty"`
+}
+
+// DealOffered says the deal engine accepted the offer of an aggregate.
+type DealOffered struct {
+	Header
+	Aggregate uint64 `json:"aggregate"`
+	Piece     string `json:"piece"`
+	Engine    string `json:"engine,omitempty"`
+}
+
+// OfferFailed says offering an aggregate failed for good (after retries).
+type OfferFailed struct {
+	Header
+	Aggregate uint64 `json:"aggregate"`
+	Reason    string `json:"reason"`
+}
+
+// Deal is one storage deal made for an aggregate.
+type Deal struct {
+	Provider        string `json:"provider"`
+	DealID          uint64 `json:"dealId"`
+	ExpirationEpoch int64  `json:"expirationEpoch,omitempty"`
+}
+
+// Report statuses.
+const (
+	StatusPublished = "published"
+	StatusActive    = "active"
+	StatusFailed    = "failed"
+)
+
+// DealReport is deal news from the deal engine or the oracle.
+type DealReport struct {
+	Header
+	// Aggregate is the aggregate's piece CID (v1 or v2) or its numeric id.
+	Aggregate string `json:"aggregate"`
+	Status    string `json:"status"`
+	Deals     []Deal `json:"deals,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+func (e *CarReplicated) Kind() string  { return TypeCarReplicated }
+func (e *CarPiece) Kind() string       { return TypeCarPiece }
+func (e *CarInvalid) Kind() string     { return TypeCarInvalid }
+func (e *Tick) Kind() string           { return TypeTick }
+func (e *AggregateClose) Kind() string { return TypeAggregateClose }
+func (e *DealOffered) Kind() string    { return TypeDealOffered }
+func (e *OfferFailed) Kind() string    { return TypeOfferFailed }
+func (e *DealReport) Kind() string     { return TypeDealReport }
+
+func (e *CarReplicated) MsgID() string { return "car.replicated/" + e.Car }
+func (e *CarPiece) MsgID() string      { return "car.piece/" + e.Car + "/" + e.Piece }
+func (e *CarInvalid) MsgID() string    { return "car.invalid/" + e.Car }
+func (e *Tick) MsgID() string          { return "tick/" + e.Time.UTC().Format(time.RFC3339Nano) }
+func (e *AggregateClose) MsgID() string {
+	return fmt.Sprintf("aggregate.close/%d/%s", e.Aggregate, e.By)
+}
+func (e *DealOffered) MsgID() string { return fmt.Sprintf("deal.offered/%d", e.Aggregate) }
+func (e *OfferFailed) MsgID() string {
+	return fmt.Sprintf("deal.offer_failed/%d/%s", e.Aggregate, e.Reason)
+}
+func (e *DealReport) MsgID() string {
+	id := "deal.report/" + e.Aggregate + "/" + e.Status
+	for _, d := range e.Deals {
+		id += fmt.Sprintf("/%s:%d", d.Provider, d.DealID)
+	}
+	if e.Status == StatusFailed {
+		id += "/" + e.Reason
+	}
+	return id
+}
+
+// New returns an empty event of the given type, or nil.
+func New(typ string) Event {
+	switch typ {
+	case TypeCarReplicated:
+		return &CarReplicated{}
+	case TypeCarPiece:
+		return &CarPiece{}
+	case TypeCarInvalid:
+		return &CarInvalid{}
+	case TypeTick:
+		return &Tick{}
+	case TypeAggregateClose:
+		return &AggregateClose{}
+	case TypeDealOffered:
+		return &DealOffered{}
+	case TypeOfferFailed:
+		return &OfferFailed{}
+	case TypeDealReport:
+		return &DealReport{}
+	}
+	return nil
+}
+
+// Decode parses one event. An unknown type gives ErrUnknownType; a known
+// type with a version other than 1, or with fields of the wrong JSON type,
+// gives a descriptive error. The "type" field is the source of truth: the
+// subject a message came on does not change how it is read.
+func Decode(data []byte) (Event, error) {
+	var h Header
+	if err := json.Unmarshal(data, &h); err != nil {
+		return nil, fmt.Errorf("not a JSON event object: %v", err)
+	}
+	ev := New(h.Type)
+	if ev == nil {
+		return nil, fmt.Errorf("%w %q", ErrUnknownType, h.Type)
+	}
+	if h.Version != Version {
+		return nil, fmt.Errorf("%s: unsupported version %d (want %d)", h.Type, h.Version, Version)
+	}
+	if err := json.Unmarshal(data, ev); err != nil {
+		return nil, fmt.Errorf("%s: %v", h.Type, err)
+	}
+	return ev, nil
+}
+
+// Encode sets the header of ev and marshals it.
+func Encode(ev Event) ([]byte, error) {
+	setHeader(ev)
+	return json.Marshal(ev)
+}
+
+func setHeader(ev Event) {
+	h := Header{Type: ev.Kind(), Version: Version}
+	switch e := ev.(type) {
+	case *CarReplicated:
+		e.Header = h
+	case *CarPiece:
+		e.Header = h
+	case *CarInvalid:
+		e.Header = h
+	case *Tick:
+		e.Header = h
+	case *AggregateClose:
+		e.Header = h
+	case *DealOffered:
+		e.Header = h
+	case *OfferFailed:
+		e.Header = h
+	case *DealReport:
+		e.Header = h
+	}
+}

@@ -1,0 +1,73 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Entry is one message of a log: its stream sequence and body.
+type Entry struct {
+	Seq  uint64
+	Data []byte
+	Msg  jetstream.Msg
+}
+
+// Tail reads stream from sequence from on and calls fn for each message in
+// order. With follow it keeps waiting for new messages until ctx ends or fn
+// fails; without it returns once the message that was last when Tail started
+// has been read. An ordered consumer is used: no state is left on the server.
+func Tail(ctx context.Context, js jetstream.JetStream, stream string, from uint64, follow bool, fn func(Entry) error) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", stream, err)
+	}
+	last := info.State.LastSeq
+	if !follow && (last == 0 || last < from) {
+		return nil
+	}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 1 {
+		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}
+	}
+	cons, err := st.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("consumer on %s: %w", stream, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", stream, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return ctx.Err()
+			}
+			return fmt.Errorf("read %s: %w", stream, err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", stream, err)
+		}
+		seq := meta.Sequence.Stream
+		if err := fn(Entry{Seq: seq, Data: msg.Data(), Msg: msg}); err != nil {
+			return err
+		}
+		if !follow && seq >= last {
+			return nil
+		}
+	}
+}

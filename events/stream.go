@@ -1,0 +1,176 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream and bucket names. They are fixed so an operator can find them with
+// a stock NATS client; the subject prefix is configurable.
+const (
+	// StreamIn is the input log: every fact ferry is told.
+	StreamIn = "FERRY_IN"
+	// StreamAgg is the aggregate log: the aggregator's decisions.
+	StreamAgg = "FERRY_AGG"
+	// StreamReceipts holds per-CAR deal receipts.
+	StreamReceipts = "FERRY_RECEIPTS"
+	// StreamWork is the piece work queue.
+	StreamWork = "FERRY_WORK"
+	// BucketLeader holds the aggregator's leadership lease.
+	BucketLeader = "FERRY_LEADER"
+	// DefaultPrefix is the default subject prefix.
+	DefaultPrefix = "ferry."
+)
+
+// Subjects names ferry's subjects under one prefix ("ferry." by default).
+type Subjects struct{ Prefix string }
+
+// DefaultSubjects uses DefaultPrefix.
+var DefaultSubjects = Subjects{Prefix: DefaultPrefix}
+
+// Input is the subject of an input event of type typ: <prefix>in.<type>.
+func (s Subjects) Input(typ string) string { return s.Prefix + "in." + typ }
+
+// Inputs matches every input subject.
+func (s Subjects) Inputs() string { return s.Prefix + "in.>" }
+
+// Decisions is the one subject of the aggregate log.
+func (s Subjects) Decisions() string { return s.Prefix + "agg.decisions" }
+
+// Receipt is the subject of the receipts of one CAR.
+func (s Subjects) Receipt(car string) string { return s.Prefix + "receipts." + car }
+
+// Receipts matches every receipt subject.
+func (s Subjects) Receipts() string { return s.Prefix + "receipts.>" }
+
+// Work is the subject of piece work items.
+func (s Subjects) Work() string { return s.Prefix + "work.piece" }
+
+// DeadLetter is the subject of piece work that ran out of deliveries.
+func (s Subjects) DeadLetter() string { return s.Prefix + "dlq.piece" }
+
+// StreamOptions shape the streams ferry creates.
+type StreamOptions struct {
+	Subjects Subjects
+	// Replicas for every stream (1 on a single server).
+	Replicas int
+	// Duplicates is the Nats-Msg-Id window of the input stream.
+	Duplicates time.Duration
+}
+
+// EnsureStreams creates or updates ferry's streams and buckets. It is
+// idempotent and safe to run from every process at start.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
+	if o.Replicas < 1 {
+		o.Replicas = 1
+	}
+	if o.Duplicates == 0 {
+		o.Duplicates = 2 * time.Minute
+	}
+	s := o.Subjects
+	cfgs := []jetstream.StreamConfig{
+		{Name: StreamIn, Subjects: []string{s.Inputs()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+			Duplicates: o.Duplicates, Description: "ferry input log: facts, appended once"},
+		{Name: StreamAgg, Subjects: []string{s.Decisions()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+			Description: "ferry aggregate log: the aggregator's decisions"},
+		{Name: StreamReceipts, Subjects: []string{s.Receipts()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+			Duplicates: o.Duplicates, Description: "ferry per-CAR deal receipts"},
+		{Name: StreamWork, Subjects: []string{s.Work(), s.DeadLetter()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+			Duplicates: o.Duplicates, Description: "ferry piece work and its dead letters"},
+	}
+	for _, cfg := range cfgs {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+	}
+	_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: BucketLeader, TTL: LeaseTTL, Replicas: o.Replicas, Storage: jetstream.FileStorage,
+		Description: "ferry aggregator leadership lease",
+	})
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", BucketLeader, err)
+	}
+	return nil
+}
+
+// LeaseTTL is how long a leadership lease lives without renewal.
+const LeaseTTL = 6 * time.Second
+
+// Publisher appends input events to the input log.
+type Publisher struct {
+	js  jetstream.JetStream
+	sub Subjects
+}
+
+// NewPublisher returns a publisher on js.
+func NewPublisher(js jetstream.JetStream, sub Subjects) *Publisher {
+	return &Publisher{js: js, sub: sub}
+}
+
+// Published is the outcome of one publish.
+type Published struct {
+	Seq uint64
+	// Duplicate is true when the stream had the same message id within its
+	// duplicate window and stored nothing.
+	Duplicate bool
+}
+
+// Publish appends ev and waits for the stream's acknowledgement.
+func (p *Publisher) Publish(ctx context.Context, ev Event) (Published, error) {
+	msg, err := p.Msg(ev)
+	if err != nil {
+		return Published{}, err
+	}
+	ack, err := p.js.PublishMsg(ctx, msg)
+	if err != nil {
+		return Published{}, fmt.Errorf("publish %s: %w", ev.Kind(), err)
+	}
+	return Published{Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// PublishAsync appends ev without waiting; the future says how it went.
+func (p *Publisher) PublishAsync(ev Event) (jetstream.PubAckFuture, error) {
+	msg, err := p.Msg(ev)
+	if err != nil {
+		return nil, err
+	}
+	return p.js.PublishMsgAsync(msg)
+}
+
+// Msg is the NATS message for ev: its subject, body and Nats-Msg-Id.
+func (p *Publisher) Msg(ev Event) (*nats.Msg, error) {
+	data, err := Encode(ev)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", ev.Kind(), err)
+	}
+	msg := nats.NewMsg(p.sub.Input(ev.Kind()))
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, truncateID(ev.MsgID()))
+	return msg, nil
+}
+
+// truncateID keeps message ids within a sane header length; ids longer
+// than that are still unique enough by their prefix for the window.
+func truncateID(id string) string {
+	const max = 512
+	if len(id) > max {
+		return id[:max]
+	}
+	return strings.TrimSpace(id)
+}
+
+// IsConflict reports whether err is JetStream's wrong-last-sequence error:
+// another writer appended first.
+func IsConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+	}
+	return false
+}

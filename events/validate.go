@@ -1,0 +1,108 @@
+package events
+
+import (
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/ferry-dev/ferry/piece"
+	"github.com/ipfs/go-cid"
+)
+
+// Limits of a car.replicated that are not about sizes.
+const (
+	MaxURLs      = 16
+	MaxURLLength = 2048
+	MaxSource    = 4096
+)
+
+// Validate checks a car.replicated against the rules of DESIGN.md for a deal of
+// dealSize and returns the reason it is unacceptable, or "" when it is good.
+// The reason is a sentence meant for the producer.
+func (e *CarReplicated) Validate(dealSize uint64) string {
+	if e.Car == "" {
+		return "car: missing"
+	}
+	if _, err := cid.Decode(e.Car); err != nil {
+		return fmt.Sprintf("car: %q is not a CID: %v", e.Car, err)
+	}
+	if e.Size == 0 {
+		return "size: must be at least 1 byte"
+	}
+	padded := piece.PaddedSize(e.Size)
+	if max := piece.MaxPiece(dealSize); padded > max {
+		return fmt.Sprintf("size: %d bytes pads to a %d byte piece, larger than the %d bytes a %d byte deal holds beside its index",
+			e.Size, padded, max, dealSize)
+	}
+	if len(e.MD5) != 32 {
+		return fmt.Sprintf("md5: want 32 hex digits, got %d characters", len(e.MD5))
+	}
+	if _, err := hex.DecodeString(e.MD5); err != nil {
+		return "md5: not hexadecimal"
+	}
+	if reason := validURLs(e.URLs); reason != "" {
+		return reason
+	}
+	if e.ReplicatedAt != "" {
+		if _, err := time.Parse(time.RFC3339, e.ReplicatedAt); err != nil {
+			return fmt.Sprintf("replicatedAt: not an RFC 3339 time: %q", e.ReplicatedAt)
+		}
+	}
+	if len(e.Source) > MaxSource {
+		return fmt.Sprintf("source: %d bytes, more than %d", len(e.Source), MaxSource)
+	}
+	if e.Piece != "" {
+		if _, reason := e.Commitment(); reason != "" {
+			return reason
+		}
+	} else if e.PieceSize != 0 {
+		return "pieceSize: given without a piece"
+	}
+	return ""
+}
+
+// Commitment parses the event's claimed piece and checks it against the
+// CAR size. The reason is "" when the piece is consistent.
+func (e *CarReplicated) Commitment() (piece.Commitment, string) {
+	return CheckPiece(e.Piece, e.PieceSize, e.Size)
+}
+
+// CheckPiece parses a piece CID (v2, or v1 with its padded size) claimed for
+// a payload of size bytes and checks that the two agree.
+func CheckPiece(pieceCID string, pieceSize, size uint64) (piece.Commitment, string) {
+	c, err := piece.Parse(pieceCID, pieceSize)
+	if err != nil {
+		return c, fmt.Sprintf("piece: %v", err)
+	}
+	if want := piece.PaddedSize(size); c.Padded != want {
+		return c, fmt.Sprintf("piece: padded size %d does not match size %d (pads to %d)", c.Padded, size, want)
+	}
+	if c.Payload != 0 && c.Payload != size {
+		return c, fmt.Sprintf("piece: v2 CID is for a %d byte payload, size says %d", c.Payload, size)
+	}
+	c.Payload = size
+	return c, ""
+}
+
+func validURLs(urls []string) string {
+	if len(urls) == 0 {
+		return "urls: at least one http(s) URL is needed"
+	}
+	if len(urls) > MaxURLs {
+		return fmt.Sprintf("urls: %d given, at most %d", len(urls), MaxURLs)
+	}
+	for i, s := range urls {
+		if len(s) > MaxURLLength {
+			return fmt.Sprintf("urls[%d]: longer than %d characters", i, MaxURLLength)
+		}
+		u, err := url.Parse(s)
+		if err != nil {
+			return fmt.Sprintf("urls[%d]: %v", i, err)
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Sprintf("urls[%d]: %q is not an http(s) URL", i, s)
+		}
+	}
+	return ""
+}

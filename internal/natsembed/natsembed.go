@@ -1,0 +1,63 @@
+// Package natsembed runs the NATS server with JetStream inside the ferry
+// process, for the one-machine setup and for tests.
+package natsembed
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Config of the embedded server.
+type Config struct {
+	// Dir holds JetStream's file storage.
+	Dir string
+	// Listen is the client address, host:port; port 0 or -1 picks a free one.
+	Listen string
+	// SyncInterval is how often JetStream fsyncs; 0 keeps the server's
+	// default (2 minutes). "always" durability is SyncAlways.
+	SyncInterval time.Duration
+	SyncAlways   bool
+	// MaxPayload bounds a message; 0 keeps the default (1 MiB).
+	MaxPayload int32
+}
+
+// Start starts the server and waits until it accepts clients.
+func Start(c Config) (*server.Server, error) {
+	host, portStr, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("nats listen %q: %w", c.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("nats listen %q: %w", c.Listen, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	opts := &server.Options{
+		ServerName:   "ferry",
+		Host:         host,
+		Port:         port,
+		JetStream:    true,
+		StoreDir:     c.Dir,
+		NoSigs:       true,
+		NoLog:        true,
+		SyncInterval: c.SyncInterval,
+		SyncAlways:   c.SyncAlways,
+		MaxPayload:   c.MaxPayload,
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("nats server: %w", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, fmt.Errorf("nats server on %s not ready", c.Listen)
+	}
+	return s, nil
+}
