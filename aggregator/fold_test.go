@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/filecoin-project/go-data-segment/datasegment"
-	"github.com/filecoin-project/go-state-types/abi"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/piece"
+	"github.com/filecoin-project/go-data-segment/datasegment"
+	"github.com/filecoin-project/go-state-types/abi"
 	"github.com/multiformats/go-multibase"
 )
 

@@ -14,7 +14,7 @@ import (
 // fits its deal. It shares no code with the fold's bookkeeping, so tests
 // and audits can hold the fold to it.
 type Model struct {
-	car  map[string]string   // CAR → "queued", "rejected" or "agg:<id>"
+	car  map[string]string // CAR → "queued", "rejected" or "agg:<id>"
 	aggs map[uint64]*modelAgg
 }
 

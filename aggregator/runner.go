@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -120,13 +121,21 @@ func (r *Runner) setLead(v bool) {
 // leadOnce rebuilds and runs until an error or the end of ctx.
 func (r *Runner) leadOnce(ctx context.Context, l *lease) error {
 	ctx, cancel := context.WithCancelCause(ctx)
+	var wg sync.WaitGroup
+	// The helpers end before leadOnce returns, so the lease is never
+	// renewed after it was released.
+	defer wg.Wait()
 	defer cancel(nil)
-	go func() {
+	wg.Go(func() {
 		if err := l.keep(ctx); err != nil {
 			cancel(err)
 		}
-	}()
+	})
 	st, aggSeq, err := Rebuild(ctx, r.js, r.cfg.Fold)
+	if err != nil {
+		return err
+	}
+	lastID, err := lastMsgID(ctx, r.js, aggSeq)
 	if err != nil {
 		return err
 	}
@@ -134,9 +143,9 @@ func (r *Runner) leadOnce(ctx context.Context, l *lease) error {
 	r.setLead(true)
 	r.cfg.Log.Info("aggregator rebuilt", "aggregateLogSeq", aggSeq, "lastInput", st.LastIn(), "state", st.Counts())
 	if r.cfg.Tick > 0 {
-		go r.tick(ctx)
+		wg.Go(func() { r.tick(ctx) })
 	}
-	err = r.apply(ctx, st, aggSeq)
+	err = r.apply(ctx, st, aggSeq, lastID)
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
@@ -165,9 +174,31 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, cfg Config) (*State, u
 	return st, last, nil
 }
 
+// lastMsgID is the Nats-Msg-Id of the aggregate log's message at seq.
+func lastMsgID(ctx context.Context, js jetstream.JetStream, seq uint64) (string, error) {
+	if seq == 0 {
+		return "", nil
+	}
+	st, err := js.Stream(ctx, events.StreamAgg)
+	if err != nil {
+		return "", err
+	}
+	m, err := st.GetMsg(ctx, seq)
+	if err != nil {
+		return "", fmt.Errorf("aggregate log %d: %w", seq, err)
+	}
+	return m.Header.Get(jetstream.MsgIDHeader), nil
+}
+
+// batchID is the message id of the batch of input seq.
+func batchID(in uint64) string { return "batch/" + strconv.FormatUint(in, 10) }
+
 // apply reads inputs after st.LastIn and appends their batches, keeping up
-// to Window appends in flight, each expecting the sequence before it.
-func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64) error {
+// to Window appends in flight. Each append expects both the sequence and
+// the message id of the batch before it: the sequence alone would let a
+// pipelined append land after a failed one once a foreign message filled
+// the failed one's slot, silently dropping a batch.
+func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID string) error {
 	inputs := make(chan events.Entry, 1024)
 	readErr := make(chan error, 1)
 	go func() {
@@ -192,18 +223,22 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64) error {
 			return nil
 		case err := <-readErr:
 			return nilIfDone(ctx, err)
-		case <-okChan(oldest):
+		case ack := <-okChan(oldest):
+			if ack.Duplicate {
+				return fmt.Errorf("%w: batch %d was already stored", ErrDeposed, ack.Sequence)
+			}
 			pending = pending[1:]
 			r.publishStatus(st, aggSeq)
 		case err := <-errChan(oldest):
 			return appendErr(err)
 		case e := <-inputs:
-			fut, err := r.step(st, e, next)
+			fut, id, err := r.step(st, e, next, lastID)
 			if err != nil {
 				return err
 			}
 			if fut != nil {
 				next++
+				lastID = id
 				aggSeq = next
 				pending = append(pending, fut)
 			}
@@ -218,31 +253,39 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64) error {
 }
 
 // step applies one input and starts the append of its batch, if any.
-func (r *Runner) step(st *State, e events.Entry, after uint64) (jetstream.PubAckFuture, error) {
+func (r *Runner) step(st *State, e events.Entry, after uint64, afterID string) (jetstream.PubAckFuture, string, error) {
 	start := time.Now()
 	b := st.Apply(e.Seq, e.Data)
 	if len(b.Decisions) == 0 {
-		return nil, nil
+		return nil, "", nil
 	}
 	data, err := json.Marshal(b)
 	if err != nil {
-		return nil, fmt.Errorf("encode batch of input %d: %w", e.Seq, err)
+		return nil, "", fmt.Errorf("encode batch of input %d: %w", e.Seq, err)
 	}
 	msg := nats.NewMsg(r.cfg.Subjects.Decisions())
 	msg.Data = data
-	fut, err := r.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequence(after))
+	id := batchID(b.In)
+	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequence(after), jetstream.WithMsgID(id)}
+	if afterID != "" {
+		opts = append(opts, jetstream.WithExpectLastMsgID(afterID))
+	}
+	fut, err := r.js.PublishMsgAsync(msg, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("append batch of input %d: %w", e.Seq, err)
+		return nil, "", fmt.Errorf("append batch of input %d: %w", e.Seq, err)
 	}
 	if r.cfg.OnBatch != nil {
 		r.cfg.OnBatch(b, time.Since(start))
 	}
-	return fut, nil
+	return fut, id, nil
 }
 
 func waitAck(ctx context.Context, f jetstream.PubAckFuture) error {
 	select {
-	case <-f.Ok():
+	case ack := <-f.Ok():
+		if ack.Duplicate {
+			return fmt.Errorf("%w: batch %d was already stored", ErrDeposed, ack.Sequence)
+		}
 		return nil
 	case err := <-f.Err():
 		return appendErr(err)

@@ -165,12 +165,18 @@ func truncateID(id string) string {
 	return strings.TrimSpace(id)
 }
 
+// errWrongLastMsgID is JetStream's "last msgid mismatch" error code.
+const errWrongLastMsgID jetstream.ErrorCode = 10070
+
 // IsConflict reports whether err is JetStream's wrong-last-sequence error:
-// another writer appended first.
+// another writer appended first (wrong last sequence or last message id).
 func IsConflict(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
-		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+		switch apiErr.ErrorCode {
+		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant, errWrongLastMsgID:
+			return true
+		}
 	}
 	return false
 }

@@ -1,0 +1,164 @@
+// Package client is the Go client of ferry for the three jobs of a storage
+// service: publish car.replicated events, read state (over HTTP, or by
+// replaying the aggregate log), and follow deal receipts.
+//
+// # Rules
+//
+//   - Publishing is idempotent by CAR CID: a retried publish is not a
+//     second CAR.
+//   - Reads over HTTP see the read models, which trail the aggregate log by
+//     moments; Replay reads the log itself.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/projections"
+)
+
+// ErrNotFound is returned when ferry does not know the CAR or aggregate.
+var ErrNotFound = errors.New("not found")
+
+// APIError is an error answer of the HTTP API.
+type APIError struct {
+	Status  int
+	Message string
+}
+
+func (e *APIError) Error() string { return fmt.Sprintf("ferry: %d: %s", e.Status, e.Message) }
+
+// Unwrap makes a 404 match ErrNotFound.
+func (e *APIError) Unwrap() error {
+	if e.Status == http.StatusNotFound {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// HTTP talks to ferry's HTTP API.
+type HTTP struct {
+	// Base is ferry's address, e.g. http://127.0.0.1:8080.
+	Base  string
+	Token string
+	HC    *http.Client
+}
+
+// NewHTTP returns a client of the API at base ("127.0.0.1:8080" or a URL).
+func NewHTTP(base string) *HTTP {
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	return &HTTP{Base: strings.TrimRight(base, "/"), HC: http.DefaultClient}
+}
+
+func (c *HTTP) do(ctx context.Context, method, path string, body any, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.HC.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 400 && resp.StatusCode != http.StatusUnprocessableEntity {
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal(data, &e)
+		if e.Error == "" {
+			e.Error = strings.TrimSpace(string(data))
+		}
+		return &APIError{Status: resp.StatusCode, Message: e.Error}
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
+// Car returns where a CAR is.
+func (c *HTTP) Car(ctx context.Context, car string) (*projections.CarView, error) {
+	var v projections.CarView
+	if err := c.do(ctx, http.MethodGet, "/v1/cars/"+url.PathEscape(car), nil, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// Aggregate returns an aggregate by id or piece CID, with up to limit
+// pieces after position after (-1 for the first page).
+func (c *HTTP) Aggregate(ctx context.Context, ref string, after, limit int) (*projections.AggregateView, error) {
+	q := url.Values{"limit": {strconv.Itoa(limit)}}
+	if after >= 0 {
+		q.Set("after", strconv.Itoa(after))
+	}
+	var v projections.AggregateView
+	if err := c.do(ctx, http.MethodGet, "/v1/aggregates/"+url.PathEscape(ref)+"?"+q.Encode(), nil, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// AggregatePage is one page of the aggregate listing.
+type AggregatePage struct {
+	Aggregates []projections.AggregateView `json:"aggregates"`
+	Next       uint64                      `json:"next,omitempty"`
+}
+
+// Aggregates lists aggregates with id > after, optionally in one state.
+func (c *HTTP) Aggregates(ctx context.Context, state string, after uint64, limit int) (*AggregatePage, error) {
+	q := url.Values{"limit": {strconv.Itoa(limit)}, "after": {strconv.FormatUint(after, 10)}}
+	if state != "" {
+		q.Set("state", state)
+	}
+	var p AggregatePage
+	if err := c.do(ctx, http.MethodGet, "/v1/aggregates?"+q.Encode(), nil, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Submit posts car.replicated events; each gets its own result.
+func (c *HTTP) Submit(ctx context.Context, evs []*events.CarReplicated) ([]projections.CarResult, error) {
+	var out struct {
+		Results []projections.CarResult `json:"results"`
+	}
+	if err := c.do(ctx, http.MethodPost, "/v1/cars", evs, &out); err != nil {
+		return nil, err
+	}
+	return out.Results, nil
+}
+
+// CloseAggregate asks ferry to close an INGESTING aggregate now.
+func (c *HTTP) CloseAggregate(ctx context.Context, id uint64) error {
+	return c.do(ctx, http.MethodPost, "/v1/aggregates/"+strconv.FormatUint(id, 10)+"/close", nil, nil)
+}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"text/tabwriter"
+
+	"github.com/ferry-dev/ferry/client"
+)
+
+func runAggregates(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("aggregates", "aggregates [flags] [ID | close ID]", stderr)
+	server := fs.String("server", defaultHTTP, "ferry's HTTP `address`")
+	token := fs.String("write-token", "", "bearer token for close")
+	state := fs.String("state", "", "only aggregates in this state")
+	limit := fs.Int("limit", 100, "aggregates (or pieces of one) to show")
+	after := fs.Int("after", -1, "list after this id (or, for one aggregate, this piece position)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	c := client.NewHTTP(*server)
+	c.Token = *token
+	switch {
+	case fs.NArg() == 2 && fs.Arg(0) == "close":
+		id, err := strconv.ParseUint(fs.Arg(1), 10, 64)
+		if err != nil {
+			return fmt.Errorf("%w: aggregate id %q", errUsage, fs.Arg(1))
+		}
+		if err := c.CloseAggregate(ctx, id); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "close of aggregate %d requested\n", id)
+		return nil
+	case fs.NArg() == 1:
+		v, err := c.Aggregate(ctx, fs.Arg(0), *after, *limit)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, v)
+	case fs.NArg() == 0:
+		return listAggregates(ctx, c, *state, *after, *limit, stdout)
+	}
+	fs.Usage()
+	return fmt.Errorf("%w: aggregates [ID | close ID]", errUsage)
+}
+
+func listAggregates(ctx context.Context, c *client.HTTP, state string, after, limit int, stdout io.Writer) error {
+	page, err := c.Aggregates(ctx, state, uint64(max(after, 0)), limit)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tCARS\tPAYLOAD\tCLOSED\tPIECE")
+	for _, a := range page.Aggregates {
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s\n", a.ID, a.State, a.Count, a.Payload, a.Closed, a.Piece)
+	}
+	return tw.Flush()
+}

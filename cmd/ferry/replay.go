@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/ferry-dev/ferry/internal/natsembed"
+	"github.com/ferry-dev/ferry/internal/node"
+	"github.com/ferry-dev/ferry/projections"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("replay", "replay [flags]", stderr)
+	data := fs.String("data", "./ferry-data", "ferry's data `dir` (stop ferry serve first)")
+	natsURL := fs.String("nats", "", "NATS `URL` with ferry's streams (default: start the embedded server on --data)")
+	deal := size(defaultDeal)
+	fs.Var(&deal, "deal-size", "the deal size ferry serve runs with")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	url := *natsURL
+	if url == "" {
+		s, err := natsembed.Start(natsembed.Config{Dir: filepath.Join(*data, "jetstream"), Listen: "127.0.0.1:0"})
+		if err != nil {
+			return err
+		}
+		defer s.Shutdown()
+		url = s.ClientURL()
+	}
+	nc, err := nats.Connect(url, nats.Name("ferry replay"))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	return Replay(ctx, js, node.ReadModelPath(*data), uint64(deal), stdout)
+}
+
+// Replay deletes the read models at path and rebuilds them from the
+// aggregate log, reporting progress and a final count.
+func Replay(ctx context.Context, js jetstream.JetStream, path string, dealSize uint64, stdout io.Writer) error {
+	start := time.Now()
+	// Opening first takes bbolt's lock: it fails while ferry serve holds
+	// the read models, before anything is deleted.
+	probe, err := projections.Open(path, dealSize)
+	if err != nil {
+		return fmt.Errorf("%w (is ferry serve running on this data dir?)", err)
+	}
+	probe.Close()
+	if err := projections.Remove(path); err != nil {
+		return fmt.Errorf("delete read models: %w", err)
+	}
+	store, err := projections.Open(path, dealSize)
+	if err != nil {
+		return fmt.Errorf("%w (is ferry serve running on this data dir?)", err)
+	}
+	defer store.Close()
+	p := projections.NewProjector(js, store, nil)
+	var applied int
+	last := time.Now()
+	p.OnApplied = func(entries []projections.Entry) {
+		applied += len(entries)
+		if time.Since(last) > time.Second {
+			last = time.Now()
+			fmt.Fprintf(stdout, "replayed %d aggregate log messages…\n", applied)
+		}
+	}
+	if err := p.Run(ctx, false); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "replayed %d aggregate log messages (through sequence %d) in %s\n",
+		applied, store.AggSeq(), time.Since(start).Round(time.Millisecond))
+	return nil
+}

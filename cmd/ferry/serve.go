@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/node"
+	"github.com/ferry-dev/ferry/piece"
+)
+
+// Defaults of the local setup every command agrees on.
+const (
+	defaultHTTP = "127.0.0.1:8080"
+	defaultNATS = "nats://127.0.0.1:4222"
+	defaultDeal = 32 << 30
+)
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", "serve [flags]", stderr)
+	data := fs.String("data", "./ferry-data", "data `dir`: JetStream storage (embedded) and read models")
+	httpAddr := fs.String("http", defaultHTTP, "HTTP API listen `address`")
+	natsListen := fs.String("nats-listen", "127.0.0.1:4222", "embedded NATS client listen `address`")
+	natsURL := fs.String("nats", "", "join an existing NATS server at `URL` instead of embedding one")
+	replicas := fs.Int("replicas", 1, "stream replicas on a NATS cluster")
+	prefix := fs.String("prefix", events.DefaultPrefix, "subject prefix")
+	deal := size(defaultDeal)
+	fs.Var(&deal, "deal-size", "padded deal size, a power of two (32GiB, 8MiB)")
+	minPayload := size(0)
+	fs.Var(&minPayload, "min-payload", "CAR bytes an aggregate needs before max-wait closes it (default: just over half the deal, Spade's lower bound)")
+	maxWait := fs.Duration("max-wait", 4*time.Hour, "how long the oldest CAR may wait once the aggregate has min-payload")
+	tick := fs.Duration("tick", 10*time.Second, "how often time enters the input log")
+	syncInterval := fs.Duration("sync-interval", 0, "JetStream fsync interval of the embedded server (0: server default, 2m)")
+	syncAlways := fs.Bool("sync-always", false, "fsync every JetStream write (slowest, safest)")
+	writeToken := fs.String("write-token", "", "bearer token for POST /v1/cars and admin calls (empty: open)")
+	reportToken := fs.String("report-token", "", "bearer token the deal engine sends to POST /v1/deals/report (empty: reports refused)")
+	verbose := fs.Bool("v", false, "debug logging")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if !piece.ValidPadded(uint64(deal)) || deal < 4<<10 {
+		return fmt.Errorf("%w: --deal-size %s is not a power of two ≥ 4KiB", errUsage, deal.String())
+	}
+	if minPayload == 0 {
+		minPayload = size(aggregator.DefaultMinPayload(uint64(deal)))
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	n, err := node.Start(ctx, node.Config{
+		Data: *data, HTTP: *httpAddr, NATSListen: *natsListen, NATS: *natsURL, Replicas: *replicas,
+		Subjects:     events.Subjects{Prefix: *prefix},
+		Fold:         aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait},
+		SyncInterval: *syncInterval, SyncAlways: *syncAlways, Tick: *tick,
+		WriteToken: *writeToken, ReportToken: *reportToken, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	n.Run(ctx)
+	fmt.Fprintf(stdout, "ferry serving\n  http: http://%s\n  nats: %s\n  data: %s\n  deal size: %s\n",
+		n.HTTPAddr(), n.NATSURL(), *data, deal.String())
+	<-ctx.Done()
+	log.Info("shutting down")
+	return n.Close()
+}

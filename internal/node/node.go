@@ -1,0 +1,253 @@
+// Package node assembles a running ferry: the NATS connection (embedded
+// server or an existing cluster), the streams, the aggregator, the read
+// models and the HTTP API. `ferry serve` is a Node; so are end-to-end tests.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/natsembed"
+	"github.com/ferry-dev/ferry/projections"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Config is everything `ferry serve` takes.
+type Config struct {
+	// Data holds JetStream storage (embedded) and the read models.
+	Data string
+	// HTTP is the API's listen address.
+	HTTP string
+	// NATSListen is the embedded server's client address.
+	NATSListen string
+	// NATS, when set, joins an existing server instead of embedding one.
+	NATS     string
+	Replicas int
+	Subjects events.Subjects
+	Fold     aggregator.Config
+	// SyncInterval is JetStream's fsync interval (embedded server only);
+	// 0 keeps the server default of 2 minutes; SyncAlways fsyncs each write.
+	SyncInterval time.Duration
+	SyncAlways   bool
+	Tick         time.Duration
+	WriteToken   string
+	ReportToken  string
+	Log          *slog.Logger
+}
+
+// Node is a running ferry.
+type Node struct {
+	cfg       Config
+	log       *slog.Logger
+	Server    *server.Server // nil when joined to an existing NATS
+	Conn      *nats.Conn
+	JS        jetstream.JetStream
+	Store     *projections.Store
+	Projector *projections.Projector
+	Runner    *aggregator.Runner
+	Pub       *events.Publisher
+	API       *projections.API
+	Registry  *prometheus.Registry
+	httpSrv   *http.Server
+	httpLn    net.Listener
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	errMu  sync.Mutex
+	err    error
+}
+
+// Start brings a node up. It returns once the HTTP API listens; the
+// aggregator and projector run in the background until Close.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Subjects.Prefix == "" {
+		cfg.Subjects = events.DefaultSubjects
+	}
+	n := &Node{cfg: cfg, log: cfg.Log, Registry: prometheus.NewRegistry()}
+	if err := n.start(ctx); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) start(ctx context.Context) error {
+	if err := os.MkdirAll(n.cfg.Data, 0o755); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if err := n.connect(); err != nil {
+		return err
+	}
+	err := events.EnsureStreams(ctx, n.JS, events.StreamOptions{Subjects: n.cfg.Subjects, Replicas: n.cfg.Replicas})
+	if err != nil {
+		return err
+	}
+	store, err := projections.Open(ReadModelPath(n.cfg.Data), n.cfg.Fold.DealSize)
+	if err != nil {
+		return err
+	}
+	n.Store = store
+	n.Pub = events.NewPublisher(n.JS, n.cfg.Subjects)
+	n.Projector = projections.NewProjector(n.JS, store, n.log)
+	n.Runner = aggregator.NewRunner(n.JS, aggregator.RunnerConfig{
+		Fold: n.cfg.Fold, Subjects: n.cfg.Subjects, Holder: holderName(), Tick: n.cfg.Tick, Log: n.log,
+		OnBatch: newMetrics(n.Registry, n).observeBatch,
+	})
+	n.API = &projections.API{Store: store, Pub: n.Pub, DealSize: n.cfg.Fold.DealSize,
+		WriteToken: n.cfg.WriteToken, ReportToken: n.cfg.ReportToken, Log: n.log,
+		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health}
+	return n.listen()
+}
+
+// ReadModelPath is where a data dir keeps its read models.
+func ReadModelPath(data string) string { return filepath.Join(data, "views.db") }
+
+func holderName() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s/%d/%d", host, os.Getpid(), time.Now().UnixNano())
+}
+
+func (n *Node) connect() error {
+	url := n.cfg.NATS
+	if url == "" {
+		s, err := natsembed.Start(natsembed.Config{
+			Dir: filepath.Join(n.cfg.Data, "jetstream"), Listen: n.cfg.NATSListen,
+			SyncInterval: n.cfg.SyncInterval, SyncAlways: n.cfg.SyncAlways,
+		})
+		if err != nil {
+			return err
+		}
+		n.Server = s
+		url = s.ClientURL()
+		n.log.Info("embedded NATS server ready", "url", url, "store", filepath.Join(n.cfg.Data, "jetstream"))
+	}
+	nc, err := nats.Connect(url, nats.Name("ferry"), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	n.Conn = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	n.JS = js
+	return nil
+}
+
+func (n *Node) listen() error {
+	ln, err := net.Listen("tcp", n.cfg.HTTP)
+	if err != nil {
+		return fmt.Errorf("http listen %s: %w", n.cfg.HTTP, err)
+	}
+	n.httpLn = ln
+	n.httpSrv = &http.Server{Handler: n.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	return nil
+}
+
+// Run starts the background parts; it returns at once.
+func (n *Node) Run(ctx context.Context) {
+	ctx, n.cancel = context.WithCancel(ctx)
+	n.goRun("aggregator", func() error { return n.Runner.Run(ctx) })
+	n.goRun("projector", func() error { return n.Projector.Run(ctx, true) })
+	n.goRun("http", func() error {
+		err := n.httpSrv.Serve(n.httpLn)
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	})
+	n.log.Info("ferry serving", "http", "http://"+n.HTTPAddr(), "dealSize", n.cfg.Fold.DealSize)
+}
+
+// goRun runs a part; a part that fails records the node's error.
+func (n *Node) goRun(name string, fn func() error) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := fn(); err != nil {
+			n.log.Error("part stopped", "part", name, "err", err)
+			n.errMu.Lock()
+			if n.err == nil {
+				n.err = fmt.Errorf("%s: %w", name, err)
+			}
+			n.errMu.Unlock()
+		}
+	}()
+}
+
+// Err is the first error a part stopped with, or nil.
+func (n *Node) Err() error {
+	n.errMu.Lock()
+	defer n.errMu.Unlock()
+	return n.err
+}
+
+func (n *Node) health() error {
+	if err := n.Err(); err != nil {
+		return err
+	}
+	if !n.Conn.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	return nil
+}
+
+// HTTPAddr is the address the API listens on.
+func (n *Node) HTTPAddr() string {
+	if n.httpLn == nil {
+		return ""
+	}
+	return n.httpLn.Addr().String()
+}
+
+// NATSURL is the client URL of the NATS server in use.
+func (n *Node) NATSURL() string {
+	if n.Server != nil {
+		return n.Server.ClientURL()
+	}
+	return n.cfg.NATS
+}
+
+// Close stops everything and waits for it.
+func (n *Node) Close() error {
+	if n.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = n.httpSrv.Shutdown(ctx)
+		cancel()
+	} else if n.httpLn != nil {
+		n.httpLn.Close()
+	}
+	if n.cancel != nil {
+		n.cancel()
+	}
+	n.wg.Wait()
+	if n.Conn != nil {
+		n.Conn.Drain()
+		n.Conn.Close()
+	}
+	if n.Store != nil {
+		n.Store.Close()
+	}
+	if n.Server != nil {
+		n.Server.Shutdown()
+		n.Server.WaitForShutdown()
+	}
+	return n.Err()
+}

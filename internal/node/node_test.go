@@ -1,0 +1,403 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/client"
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/piece"
+	"github.com/filecoin-project/go-data-segment/datasegment"
+	"github.com/filecoin-project/go-state-types/abi"
+	"github.com/ipfs/go-cid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const testDeal = 1 << 20
+
+func testConfig(dir, natsURL string) Config {
+	return Config{
+		Data: dir, HTTP: "127.0.0.1:0", NATSListen: "127.0.0.1:0", NATS: natsURL,
+		Fold: aggregator.Config{DealSize: testDeal, MinPayload: aggregator.DefaultMinPayload(testDeal), MaxWait: time.Hour},
+		Log:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+func startNode(t *testing.T, cfg Config) *Node {
+	t.Helper()
+	n, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("start node: %v", err)
+	}
+	n.Run(context.Background())
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// waitIdle waits until the projection has applied the whole aggregate log
+// and the aggregator has read the whole input log.
+func waitIdle(t *testing.T, n *Node, js jetstream.JetStream) {
+	t.Helper()
+	ctx := context.Background()
+	testutil.Eventually(t, 30*time.Second, "aggregator and projection to catch up", func() bool {
+		in, err1 := js.Stream(ctx, events.StreamIn)
+		agg, err2 := js.Stream(ctx, events.StreamAgg)
+		if err1 != nil || err2 != nil {
+			return false
+		}
+		ii, _ := in.Info(ctx)
+		ai, _ := agg.Info(ctx)
+		st := n.Runner.Status()
+		return st.Leader && n.Projector.Seq() == ai.State.LastSeq && lastInputSeen(t, js, ai.State.LastSeq) >= lastDecisive(ii.State.LastSeq)
+	})
+}
+
+// lastInputSeen is the input sequence named by the last aggregate log
+// message.
+func lastInputSeen(t *testing.T, js jetstream.JetStream, aggSeq uint64) uint64 {
+	if aggSeq == 0 {
+		return 0
+	}
+	st, _ := js.Stream(context.Background(), events.StreamAgg)
+	m, err := st.GetMsg(context.Background(), aggSeq)
+	if err != nil {
+		return 0
+	}
+	var b aggregator.Batch
+	_ = json.Unmarshal(m.Data, &b)
+	return b.In
+}
+
+// lastDecisive: every input in these tests causes a decision (no ticks).
+func lastDecisive(seq uint64) uint64 { return seq }
+
+func TestCarsFlowIntoAggregatesWhosePieceCIDsAndProofsVerify(t *testing.T) {
+	nt := testutil.StartNATS(t)
+	n := startNode(t, testConfig(t.TempDir(), nt.URL()))
+	pub := events.NewPublisher(nt.JS, events.DefaultSubjects)
+	ctx := context.Background()
+	var cars []testutil.CAR
+	for i := range 120 {
+		cars = append(cars, testutil.MakeCAR(t, uint64(i), 1000+i*397%60000))
+	}
+	// Half over NATS, half over HTTP; a few bad ones in between.
+	api := client.NewHTTP(n.HTTPAddr())
+	var httpEvs []*events.CarReplicated
+	for i, c := range cars {
+		ev := c.Event("https://carpark.example", true)
+		if i%2 == 0 {
+			if _, err := pub.Publish(ctx, ev); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			httpEvs = append(httpEvs, ev)
+		}
+	}
+	bad := testutil.Replicated(9999, 1000, true)
+	bad.MD5 = "nothex"
+	res, err := api.Submit(ctx, append(httpEvs, bad))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res[:len(res)-1] {
+		if r.Status != "accepted" {
+			t.Fatalf("HTTP submit: %+v", r)
+		}
+	}
+	if last := res[len(res)-1]; last.Status != "rejected" || !strings.Contains(last.Reason, "md5") {
+		t.Fatalf("bad event answered %+v", last)
+	}
+	// Duplicates by HTTP and NATS change nothing.
+	if res, _ := api.Submit(ctx, []*events.CarReplicated{cars[1].Event("https://x.example", true)}); res[0].Status != "duplicate" {
+		t.Fatalf("duplicate answered %+v", res[0])
+	}
+	waitIdle(t, n, nt.JS)
+	closeIngesting(t, n, api)
+	waitIdle(t, n, nt.JS)
+
+	verifyAll(t, api, cars)
+	if v, err := api.Car(ctx, bad.Car); err != nil || v.State != aggregator.Rejected || !strings.Contains(v.Reason, "md5") {
+		t.Fatalf("bad CAR status %+v %v", v, err)
+	}
+	checkLogs(t, nt.JS, testDeal)
+}
+
+// closeIngesting force-closes the INGESTING aggregate, if any.
+func closeIngesting(t *testing.T, n *Node, api *client.HTTP) {
+	t.Helper()
+	page, err := api.Aggregates(context.Background(), aggregator.Ingesting, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range page.Aggregates {
+		if err := api.CloseAggregate(context.Background(), a.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// verifyAll checks every CAR against independent computation: each
+// aggregate's piece CID is what go-data-segment builds from the layout the
+// API reports, the layout is largest first, and every CAR's inclusion
+// proof verifies with go-data-segment's verifier for the CAR's own commP.
+func verifyAll(t *testing.T, api *client.HTTP, cars []testutil.CAR) {
+	t.Helper()
+	ctx := context.Background()
+	aggs := map[uint64]bool{}
+	for _, c := range cars {
+		v, err := api.Car(ctx, c.CID.String())
+		if err != nil {
+			t.Fatalf("status of %s: %v", c.CID, err)
+		}
+		if v.State != aggregator.Ready || v.Inclusion == nil || v.Aggregate == 0 {
+			t.Fatalf("CAR %s: %+v", c.CID, v)
+		}
+		if v.Piece != c.Piece.MustV2().String() || v.Size != uint64(len(c.Bytes)) || v.MD5 != c.MD5 {
+			t.Fatalf("CAR %s facts differ: %+v", c.CID, v)
+		}
+		agg, err := api.Aggregate(ctx, fmt.Sprint(v.Aggregate), -1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		verifyProof(t, v.Inclusion.CBOR, c.Piece, agg.PieceV1)
+		aggs[v.Aggregate] = true
+	}
+	for id := range aggs {
+		verifyAggregate(t, api, id)
+	}
+}
+
+func verifyProof(t *testing.T, enc []byte, p piece.Commitment, aggPieceV1 string) {
+	t.Helper()
+	var proof datasegment.InclusionProof
+	if err := proof.UnmarshalCBOR(bytes.NewReader(enc)); err != nil {
+		t.Fatal(err)
+	}
+	aux, err := proof.ComputeExpectedAuxData(datasegment.InclusionVerifierData{CommPc: p.V1(), SizePc: abi.PaddedPieceSize(p.Padded)})
+	if err != nil {
+		t.Fatalf("proof does not verify: %v", err)
+	}
+	if aux.CommPa.String() != aggPieceV1 || uint64(aux.SizePa) != testDeal {
+		t.Fatalf("proof leads to %s/%d, aggregate is %s/%d", aux.CommPa, aux.SizePa, aggPieceV1, testDeal)
+	}
+}
+
+func verifyAggregate(t *testing.T, api *client.HTTP, id uint64) {
+	t.Helper()
+	a, err := api.Aggregate(context.Background(), fmt.Sprint(id), -1, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	infos := make([]abi.PieceInfo, len(a.Pieces))
+	for i, p := range a.Pieces {
+		c, err := cid.Decode(p.Piece)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc, err := piece.FromCID(c, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		infos[i] = abi.PieceInfo{Size: abi.PaddedPieceSize(pc.Padded), PieceCID: pc.V1()}
+	}
+	if !slices.IsSortedFunc(infos, func(x, y abi.PieceInfo) int { return int(y.Size>>7) - int(x.Size>>7) }) {
+		t.Fatalf("aggregate %d layout is not largest first", id)
+	}
+	ds, err := datasegment.NewAggregate(testDeal, infos)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := ds.PieceCID()
+	if a.PieceV1 != want.String() || a.Count != len(a.Pieces) {
+		t.Fatalf("aggregate %d: piece %s count %d, go-data-segment says %s for %d pieces", id, a.PieceV1, a.Count, want, len(a.Pieces))
+	}
+	for i, e := range ds.Index.Entries {
+		if a.Pieces[i].Offset == nil || *a.Pieces[i].Offset != e.Offset {
+			t.Fatalf("aggregate %d piece %d offset %v, go-data-segment says %d", id, i, a.Pieces[i].Offset, e.Offset)
+		}
+	}
+}
+
+// checkLogs refolds the whole input log into a fresh state and requires the
+// aggregate log byte for byte, then checks the model's invariants on it.
+func checkLogs(t *testing.T, js jetstream.JetStream, deal uint64) {
+	t.Helper()
+	ctx := context.Background()
+	st := aggregator.New(aggregator.Config{DealSize: deal, MinPayload: aggregator.DefaultMinPayload(deal), MaxWait: time.Hour})
+	var want [][]byte
+	err := events.Tail(ctx, js, events.StreamIn, 1, false, func(e events.Entry) error {
+		if b := st.Apply(e.Seq, e.Data); len(b.Decisions) > 0 {
+			data, err := json.Marshal(b)
+			want = append(want, data)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := aggregator.NewModel()
+	i := 0
+	err = events.Tail(ctx, js, events.StreamAgg, 1, false, func(e events.Entry) error {
+		if i >= len(want) || !bytes.Equal(e.Data, want[i]) {
+			return fmt.Errorf("aggregate log message %d differs from the refold", e.Seq)
+		}
+		i++
+		var b aggregator.Batch
+		if err := json.Unmarshal(e.Data, &b); err != nil {
+			return err
+		}
+		return m.Apply(b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i != len(want) {
+		t.Fatalf("aggregate log has %d messages, the refold %d", i, len(want))
+	}
+	if err := m.Check(deal); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRestartsDuringBulkIngestLoseAndDoubleNothing(t *testing.T) {
+	nt := testutil.StartNATS(t)
+	dir := t.TempDir()
+	const total = 3000
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, js := testutil.Connect(t, nt.URL())
+		pub := events.NewPublisher(js, events.DefaultSubjects)
+		for i := range total {
+			if _, err := pub.PublishAsync(testutil.Replicated(i, 1+uint64(i*7919%30000), true)); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+		<-js.PublishAsyncComplete()
+	}()
+	for range 4 {
+		n := startNode(t, testConfig(dir, nt.URL()))
+		time.Sleep(150 * time.Millisecond)
+		if err := n.Close(); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	}
+	wg.Wait()
+	n := startNode(t, testConfig(dir, nt.URL()))
+	waitIdle(t, n, nt.JS)
+	api := client.NewHTTP(n.HTTPAddr())
+	for i := range total {
+		c := testutil.CarCID(i).String()
+		v, err := api.Car(context.Background(), c)
+		if err != nil || (v.State != aggregator.Aggregating && v.State != aggregator.Ready) {
+			t.Fatalf("CAR %d: %+v %v", i, v, err)
+		}
+	}
+	checkLogs(t, nt.JS, testDeal)
+}
+
+func TestASecondAggregatorWaitsAndARogueAppendDeposesTheWriter(t *testing.T) {
+	nt := testutil.StartNATS(t)
+	a := startNode(t, testConfig(t.TempDir(), nt.URL()))
+	testutil.Eventually(t, 10*time.Second, "first aggregator to lead", func() bool { return a.Runner.Status().Leader })
+	b := startNode(t, testConfig(t.TempDir(), nt.URL()))
+	time.Sleep(300 * time.Millisecond)
+	if b.Runner.Status().Leader {
+		t.Fatal("two aggregators lead at once")
+	}
+	pub := events.NewPublisher(nt.JS, events.DefaultSubjects)
+	ctx := context.Background()
+	for i := range 50 {
+		if _, err := pub.Publish(ctx, testutil.Replicated(i, 5000, true)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitIdle(t, a, nt.JS)
+	// A writer that ignores the lease appends behind the leader's back: the
+	// leader's next append must fail and it must step down, not interleave.
+	rogue, _ := json.Marshal(aggregator.Batch{Decisions: []aggregator.Decision{{Type: aggregator.DecInputIgnored, Reason: "rogue"}}})
+	if _, err := nt.JS.Publish(ctx, events.DefaultSubjects.Decisions(), rogue); err != nil {
+		t.Fatal(err)
+	}
+	for i := 50; i < 100; i++ {
+		if _, err := pub.Publish(ctx, testutil.Replicated(i, 5000, true)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Stop the first; the second takes over after the lease is released.
+	a.Close()
+	testutil.Eventually(t, 20*time.Second, "second aggregator to lead", func() bool { return b.Runner.Status().Leader })
+	waitIdle(t, b, nt.JS)
+	m := aggregator.NewModel()
+	if err := client.Replay(ctx, nt.JS, 1, func(_ uint64, batch aggregator.Batch) error { return m.Apply(batch) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Check(testDeal); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Cars(); got != 100 {
+		t.Fatalf("log holds %d CARs, want 100", got)
+	}
+}
+
+func TestHTTPErrorsAreJSONWithTheRightStatus(t *testing.T) {
+	nt := testutil.StartNATS(t)
+	n := startNode(t, testConfig(t.TempDir(), nt.URL()))
+	base := "http://" + n.HTTPAddr()
+	cases := []struct {
+		name, method, path, body string
+		status                   int
+		msg                      string
+	}{
+		{"an unknown CID is 404", "GET", "/v1/cars/" + testutil.CarCID(1).String(), "", 404, "not found"},
+		{"a malformed CID is 400", "GET", "/v1/cars/notacid", "", 400, "not a CID"},
+		{"an unknown aggregate is 404", "GET", "/v1/aggregates/77", "", 404, "not found"},
+		{"a bad aggregate reference is 400", "GET", "/v1/aggregates/xyz", "", 400, "neither"},
+		{"a bad state filter is 400", "GET", "/v1/aggregates?state=SAILING", "", 400, "not an aggregate state"},
+		{"an empty body is 400", "POST", "/v1/cars", "", 400, "empty body"},
+		{"a body that is not JSON is 400", "POST", "/v1/cars", "hello", 400, "not a JSON"},
+		{"an invalid event is 422 with the reason", "POST", "/v1/cars", `{"car":"x","size":1}`, 422, "car:"},
+		{"reports without a configured token are refused", "POST", "/v1/deals/report", `{}`, 403, "disabled"},
+		{"closing an unknown aggregate is 404", "POST", "/v1/aggregates/5/close", "", 404, "not found"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, base+tc.path, strings.NewReader(tc.body))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var body map[string]any
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+				t.Fatalf("body is not JSON: %v", err)
+			}
+			text := fmt.Sprint(body["error"], body["reason"])
+			if resp.StatusCode != tc.status || !strings.Contains(text, tc.msg) {
+				t.Fatalf("got %d %v, want %d mentioning %q", resp.StatusCode, body, tc.status, tc.msg)
+			}
+		})
+	}
+}
+
+var (
+	_ = httptest.NewServer
+	_ = nats.Connect
+)

@@ -1,0 +1,106 @@
+package testutil
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/piece"
+	commp "github.com/filecoin-project/go-fil-commp-hashhash"
+	"github.com/ipfs/go-cid"
+	car "github.com/ipld/go-car/v2"
+	"github.com/ipld/go-car/v2/storage"
+	"github.com/multiformats/go-multihash"
+)
+
+// CAR is a real CARv1 file made with go-car, with its facts computed
+// independently of ferry: the CAR CID from sha256, md5, and the piece
+// commitment from go-fil-commp-hashhash.
+type CAR struct {
+	Bytes []byte
+	CID   cid.Cid
+	MD5   string
+	Piece piece.Commitment
+}
+
+// MakeCAR makes a CARv1 of raw blocks of seeded random bytes, about size
+// bytes long.
+func MakeCAR(tb testing.TB, seed uint64, size int) CAR {
+	tb.Helper()
+	r := rand.New(rand.NewPCG(seed, 42))
+	var blocks [][]byte
+	for total := 0; total < size; {
+		n := 1 + r.IntN(min(64<<10, max(size-total, 1)))
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(r.Uint32())
+		}
+		blocks = append(blocks, b)
+		total += n + 40
+	}
+	cids := make([]cid.Cid, len(blocks))
+	for i, b := range blocks {
+		c, err := cid.Prefix{Version: 1, Codec: cid.Raw, MhType: multihash.SHA2_256, MhLength: -1}.Sum(b)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		cids[i] = c
+	}
+	var buf bytes.Buffer
+	w, err := storage.NewWritable(&buf, cids[:1], car.WriteAsCarV1(true))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i, b := range blocks {
+		if err := w.Put(context.Background(), cids[i].KeyString(), b); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := w.Finalize(); err != nil {
+		tb.Fatal(err)
+	}
+	return describe(tb, buf.Bytes())
+}
+
+func describe(tb testing.TB, data []byte) CAR {
+	tb.Helper()
+	mh, _ := multihash.Sum(data, multihash.SHA2_256, -1)
+	sum := md5.Sum(data)
+	cp := &commp.Calc{}
+	cp.Write(data)
+	digest, padded, err := cp.Digest()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := CAR{Bytes: data, CID: cid.NewCidV1(CodecCAR, mh), MD5: hex.EncodeToString(sum[:])}
+	copy(c.Piece.Root[:], digest)
+	c.Piece.Padded, c.Piece.Payload = padded, uint64(len(data))
+	return c
+}
+
+// Event is the car.replicated of the CAR served under base; withPiece adds
+// its piece CID v2.
+func (c CAR) Event(base string, withPiece bool) *events.CarReplicated {
+	e := &events.CarReplicated{Car: c.CID.String(), Size: uint64(len(c.Bytes)), MD5: c.MD5,
+		URLs: []string{base + "/" + c.CID.String() + ".car"}, ReplicatedAt: "2026-11-22T12:00:00Z"}
+	if withPiece {
+		e.Piece = c.Piece.MustV2().String()
+	}
+	return e
+}
+
+// WriteTo stores the CAR as <dir>/<cid>.car.
+func (c CAR) WriteTo(tb testing.TB, dir string) string {
+	tb.Helper()
+	p := filepath.Join(dir, c.CID.String()+".car")
+	if err := os.WriteFile(p, c.Bytes, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}

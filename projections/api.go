@@ -1,0 +1,269 @@
+package projections
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ipfs/go-cid"
+)
+
+// Limits of the HTTP front door.
+const (
+	// MaxCarsBody bounds a POST /v1/cars body.
+	MaxCarsBody = 16 << 20
+	// MaxCarsPerRequest bounds the events of one POST /v1/cars.
+	MaxCarsPerRequest = 10000
+	// MaxReportBody bounds a deal report.
+	MaxReportBody = 4 << 20
+	// DefaultPageLimit and MaxPageLimit bound listings.
+	DefaultPageLimit = 1000
+	MaxPageLimit     = 10000
+)
+
+// API serves ferry's HTTP interface from the read models, and takes writes
+// by publishing input events.
+type API struct {
+	Store    *Store
+	Pub      *events.Publisher
+	DealSize uint64
+	// WriteToken guards POST /v1/cars and admin calls; empty leaves them open.
+	WriteToken string
+	// ReportToken guards POST /v1/deals/report; empty refuses every report.
+	ReportToken string
+	// ParseReport validates a deal report body.
+	ParseReport func([]byte) (*events.DealReport, error)
+	// Manifest builds the FRC-58 manifest of an aggregate.
+	Manifest func(ctx context.Context, ref string) (any, error)
+	Metrics  http.Handler
+	// Health reports why ferry is unhealthy, or nil.
+	Health func() error
+	Log    *slog.Logger
+}
+
+// Handler routes the API.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/cars", a.auth(a.WriteToken, true, a.postCars))
+	mux.HandleFunc("GET /v1/cars/{cid}", a.getCar)
+	mux.HandleFunc("GET /v1/aggregates", a.listAggregates)
+	mux.HandleFunc("GET /v1/aggregates/{id}", a.getAggregate)
+	mux.HandleFunc("GET /v1/aggregates/{id}/manifest", a.getManifest)
+	mux.HandleFunc("POST /v1/aggregates/{id}/close", a.auth(a.WriteToken, true, a.closeAggregate))
+	mux.HandleFunc("POST /v1/deals/report", a.auth(a.ReportToken, false, a.postReport))
+	mux.HandleFunc("GET /healthz", a.healthz)
+	if a.Metrics != nil {
+		mux.Handle("GET /metrics", a.Metrics)
+	}
+	return mux
+}
+
+// auth requires "Authorization: Bearer <token>", compared in constant
+// time. An empty token leaves the route open when openIfUnset, and closes
+// it otherwise.
+func (a *API) auth(token string, openIfUnset bool, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if token == "" {
+			if openIfUnset {
+				h(w, r)
+				return
+			}
+			writeErr(w, http.StatusForbidden, "this endpoint is disabled: no token is configured")
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ferry"`)
+			writeErr(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			return
+		}
+		h(w, r)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// storeErr maps store errors to statuses.
+func storeErr(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		writeErr(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, ErrBadRef):
+		writeErr(w, http.StatusBadRequest, err.Error())
+	default:
+		writeErr(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+func (a *API) getCar(w http.ResponseWriter, r *http.Request) {
+	c, err := cid.Decode(r.PathValue("cid"))
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, fmt.Sprintf("%q is not a CID: %v", r.PathValue("cid"), err))
+		return
+	}
+	v, err := a.Store.Car(c.String())
+	if err != nil {
+		storeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func intParam(r *http.Request, name string, def, max int) (int, error) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%s: %q is not a non-negative number", name, s)
+	}
+	return min(n, max), nil
+}
+
+var states = map[string]bool{aggregator.Ingesting: true, aggregator.Ready: true, aggregator.DealPending: true,
+	aggregator.DealProcessed: true, aggregator.DealFailed: true}
+
+func (a *API) listAggregates(w http.ResponseWriter, r *http.Request) {
+	state := strings.ToUpper(r.URL.Query().Get("state"))
+	if state != "" && !states[state] {
+		writeErr(w, http.StatusBadRequest, fmt.Sprintf("state: %q is not an aggregate state", state))
+		return
+	}
+	limit, err := intParam(r, "limit", 100, MaxPageLimit)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	after, err := intParam(r, "after", 0, int(^uint(0)>>1))
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	list, err := a.Store.Aggregates(state, uint64(after), limit)
+	if err != nil {
+		storeErr(w, err)
+		return
+	}
+	out := map[string]any{"aggregates": list}
+	if len(list) == limit && limit > 0 {
+		out["next"] = list[len(list)-1].ID
+	}
+	if list == nil {
+		out["aggregates"] = []AggregateView{}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) getAggregate(w http.ResponseWriter, r *http.Request) {
+	limit, err := intParam(r, "limit", DefaultPageLimit, MaxPageLimit)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	after := -1
+	if r.URL.Query().Get("after") != "" {
+		if after, err = intParam(r, "after", 0, int(^uint32(0)>>1)); err != nil {
+			writeErr(w, http.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	v, err := a.Store.Aggregate(r.PathValue("id"), after, limit)
+	if err != nil {
+		storeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (a *API) getManifest(w http.ResponseWriter, r *http.Request) {
+	if a.Manifest == nil {
+		writeErr(w, http.StatusNotImplemented, "manifests are not served by this process")
+		return
+	}
+	m, err := a.Manifest(r.Context(), r.PathValue("id"))
+	if err != nil {
+		storeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, m)
+}
+
+func (a *API) closeAggregate(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "aggregate id must be a number")
+		return
+	}
+	v, err := a.Store.Aggregate(r.PathValue("id"), 0, 0)
+	if err != nil {
+		storeErr(w, err)
+		return
+	}
+	if v.State != aggregator.Ingesting {
+		writeErr(w, http.StatusConflict, fmt.Sprintf("aggregate %d is %s, not INGESTING", id, v.State))
+		return
+	}
+	ev := &events.AggregateClose{Aggregate: id, By: "http@" + time.Now().UTC().Format(time.RFC3339)}
+	pub, err := a.Pub.Publish(r.Context(), ev)
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"aggregate": id, "status": "close requested", "seq": pub.Seq})
+}
+
+func (a *API) postReport(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxReportBody))
+	if err != nil {
+		writeErr(w, http.StatusRequestEntityTooLarge, err.Error())
+		return
+	}
+	rep, err := a.ParseReport(body)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if _, err := a.Store.Aggregate(rep.Aggregate, 0, 0); err != nil {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrBadRef) {
+			writeErr(w, http.StatusNotFound, fmt.Sprintf("unknown aggregate %q", rep.Aggregate))
+			return
+		}
+	}
+	pub, err := a.Pub.Publish(r.Context(), rep)
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "seq": pub.Seq, "duplicate": pub.Duplicate})
+}
+
+func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
+	if a.Health != nil {
+		if err := a.Health(); err != nil {
+			writeErr(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "aggregateLogSeq": a.Store.AggSeq()})
+}

@@ -1,0 +1,71 @@
+package projections
+
+import (
+	"encoding/json"
+
+	"github.com/ferry-dev/ferry/events"
+)
+
+// CarView is what GET /v1/cars/{cid} answers. Fields not yet known are
+// absent.
+type CarView struct {
+	Car          string          `json:"car"`
+	State        string          `json:"state"`
+	Size         uint64          `json:"size,omitempty"`
+	MD5          string          `json:"md5,omitempty"`
+	URLs         []string        `json:"urls,omitempty"`
+	ReplicatedAt string          `json:"replicatedAt,omitempty"`
+	Source       json.RawMessage `json:"source,omitempty"`
+	Piece        string          `json:"piece,omitempty"`
+	PieceSize    uint64          `json:"pieceSize,omitempty"`
+	Aggregate    uint64          `json:"aggregate,omitempty"`
+	// AggregatePiece is the aggregate's piece CID v2 once it is closed.
+	AggregatePiece string         `json:"aggregatePiece,omitempty"`
+	Position       *int           `json:"position,omitempty"`
+	Offset         *uint64        `json:"offset,omitempty"`
+	Inclusion      *InclusionView `json:"inclusion,omitempty"`
+	Deals          []events.Deal  `json:"deals,omitempty"`
+	Reason         string         `json:"reason,omitempty"`
+}
+
+// InclusionView is an FRC-0058 inclusion proof in JSON: the subtree proof of
+// the piece and the proof of its index entry, nodes in hex, and the same
+// proof in go-data-segment's CBOR encoding (base64) for verifiers.
+type InclusionView struct {
+	Subtree ProofPath `json:"subtree"`
+	Index   ProofPath `json:"index"`
+	CBOR    []byte    `json:"cbor"`
+}
+
+// ProofPath is one Merkle path.
+type ProofPath struct {
+	Index uint64   `json:"index"`
+	Path  []string `json:"path"`
+}
+
+// AggregateView is what GET /v1/aggregates/{id} answers.
+type AggregateView struct {
+	ID         uint64        `json:"id"`
+	State      string        `json:"state"`
+	Piece      string        `json:"piece,omitempty"`
+	PieceV1    string        `json:"pieceV1,omitempty"`
+	PieceSize  uint64        `json:"pieceSize,omitempty"`
+	DealSize   uint64        `json:"dealSize"`
+	Payload    uint64        `json:"payload"`
+	Count      int           `json:"count"`
+	Closed     string        `json:"closed,omitempty"`
+	OfferError string        `json:"offerError,omitempty"`
+	Reason     string        `json:"reason,omitempty"`
+	Deals      []events.Deal `json:"deals,omitempty"`
+	Pieces     []PieceView   `json:"pieces,omitempty"`
+	// Next is the position to pass as ?after= for the next page of pieces.
+	Next *int `json:"next,omitempty"`
+}
+
+// PieceView is one CAR in an aggregate's layout.
+type PieceView struct {
+	Car       string  `json:"car"`
+	Piece     string  `json:"piece"`
+	PieceSize uint64  `json:"pieceSize"`
+	Offset    *uint64 `json:"offset,omitempty"`
+}

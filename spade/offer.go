@@ -1,0 +1,328 @@
+package spade
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+
+	"github.com/ferry-dev/ferry/aggregator/frc58"
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/piece"
+	"github.com/ipfs/go-cid"
+)
+
+// Offer is what ferry POSTs to the deal engine for one full aggregate:
+//
+//	{"aggregate": 7,
+//	 "piece": "bafkzcib…",                 (aggregate piece CID v2)
+//	 "pieceV1": "baga6ea4sea…",            (the same piece as CID v1)
+//	 "pieceSize": 34359738368,             (padded deal size)
+//	 "dealSize": 34359738368,              (the same)
+//	 "pieces": [{"car": "bagbaiera…", "piece": "bafkzcib…", "pieceSize": 1073741824,
+//	             "size": 1000000000, "md5": "9e107d9d…", "urls": ["https://…"],
+//	             "offset": 0}, …],           (layout order)
+//	 "manifest": {…},                       (FRC-58 manifest, see Manifest)
+//	 "reportUrl": "http://ferry.example/v1/deals/report"}
+type Offer struct {
+	// Aggregate is ferry's numeric id of the aggregate.
+	Aggregate uint64 `json:"aggregate"`
+	// Piece is the aggregate's piece CID v2 (FRC-0069); it identifies the
+	// offer: a repeat offer of the same piece is the same offer.
+	Piece string `json:"piece"`
+	// PieceV1 is the same piece as a v1 CID, for engines that predate v2.
+	PieceV1 string `json:"pieceV1"`
+	// PieceSize and DealSize are both the padded deal size.
+	PieceSize uint64 `json:"pieceSize"`
+	DealSize  uint64 `json:"dealSize"`
+	// Pieces are the CARs in layout order.
+	Pieces   []OfferPiece `json:"pieces"`
+	Manifest Manifest     `json:"manifest"`
+	// ReportURL is where the engine POSTs its Report.
+	ReportURL string `json:"reportUrl"`
+}
+
+// OfferPiece is one CAR of an offer and where its piece sits in the deal.
+type OfferPiece struct {
+	Car string `json:"car"`
+	// Piece is the CAR's piece CID v2.
+	Piece string `json:"piece"`
+	// PieceSize is the piece's padded size.
+	PieceSize uint64 `json:"pieceSize"`
+	// Size is the CAR's size in bytes.
+	Size uint64 `json:"size"`
+	// MD5 is the hex md5 of the CAR's bytes.
+	MD5 string `json:"md5"`
+	// URLs are where the CAR can be downloaded; any one will do.
+	URLs []string `json:"urls"`
+	// Offset is the piece's padded offset in the deal.
+	Offset uint64 `json:"offset"`
+}
+
+// Manifest is the FRC-58 manifest of an aggregate: its piece and, in layout
+// order, each piece with the URLs its bytes can be fetched from.
+//
+//	{"frc58_aggregate": "bafkzcib…",
+//	 "piece_list": [{"pcid_v2": "bafkzcib…", "sources": ["https://…"]}]}
+type Manifest struct {
+	Aggregate string          `json:"frc58_aggregate"`
+	Pieces    []ManifestPiece `json:"piece_list"`
+}
+
+// ManifestPiece is one entry of a Manifest's piece_list.
+type ManifestPiece struct {
+	PieceCID string   `json:"pcid_v2"`
+	Sources  []string `json:"sources"`
+}
+
+// ManifestOf is the FRC-58 manifest describing an offer.
+func ManifestOf(o *Offer) Manifest {
+	m := Manifest{Aggregate: o.Piece, Pieces: make([]ManifestPiece, len(o.Pieces))}
+	for i, p := range o.Pieces {
+		m.Pieces[i] = ManifestPiece{PieceCID: p.Piece, Sources: p.URLs}
+	}
+	return m
+}
+
+// NewOffer builds the offer of aggregate id from its built aggregate and
+// its CARs, given in the aggregate's layout order with Car, Size, MD5 and
+// URLs set. NewOffer fills in each piece's CID, padded size and offset, the
+// aggregate's piece and the manifest.
+func NewOffer(id uint64, agg *frc58.Aggregate, cars []OfferPiece, reportURL string) (*Offer, error) {
+	if len(cars) != len(agg.Pieces) {
+		return nil, fmt.Errorf("%w: %d CARs for %d pieces", ErrBadOffer, len(cars), len(agg.Pieces))
+	}
+	c := agg.Commitment()
+	v2, err := c.V2()
+	if err != nil {
+		return nil, fmt.Errorf("offer: %w", err)
+	}
+	o := &Offer{
+		Aggregate: id, Piece: v2.String(), PieceV1: c.V1().String(),
+		PieceSize: agg.DealSize, DealSize: agg.DealSize, ReportURL: reportURL,
+		Pieces: make([]OfferPiece, len(cars)),
+	}
+	offsets := agg.Offsets()
+	for i, p := range agg.Pieces {
+		pv2, err := p.V2()
+		if err != nil {
+			return nil, fmt.Errorf("offer: pieces[%d]: %w", i, err)
+		}
+		o.Pieces[i] = cars[i]
+		o.Pieces[i].Piece, o.Pieces[i].PieceSize, o.Pieces[i].Offset = pv2.String(), p.Padded, offsets[i]
+	}
+	o.Manifest = ManifestOf(o)
+	return o, o.Validate()
+}
+
+// Commitment is the offer's aggregate piece, parsed.
+func (o *Offer) Commitment() (piece.Commitment, error) {
+	return piece.Parse(o.Piece, o.DealSize)
+}
+
+// Validate checks the offer against the wire contract: every CID parses
+// and agrees with its sizes, the pieces are aligned, in order and fit
+// beside the index, and the URLs are http(s). It does not check any bytes.
+// The error wraps ErrBadOffer and names the field.
+func (o *Offer) Validate() error {
+	if reason := o.check(); reason != "" {
+		return fmt.Errorf("%w: %s", ErrBadOffer, reason)
+	}
+	return nil
+}
+
+func (o *Offer) check() string {
+	if !piece.ValidPadded(o.DealSize) {
+		return fmt.Sprintf("dealSize: %d is not a power of two ≥ 128", o.DealSize)
+	}
+	if o.DealSize <= piece.IndexReserve(o.DealSize) {
+		return fmt.Sprintf("dealSize: %d leaves no room beside the data segment index", o.DealSize)
+	}
+	if o.PieceSize != o.DealSize {
+		return fmt.Sprintf("pieceSize: %d differs from dealSize %d", o.PieceSize, o.DealSize)
+	}
+	if reason := o.checkPiece(); reason != "" {
+		return reason
+	}
+	if n, max := len(o.Pieces), piece.MaxEntries(o.DealSize); n == 0 || n > max {
+		return fmt.Sprintf("pieces: %d given, want 1 to %d", n, max)
+	}
+	var end uint64
+	for i := range o.Pieces {
+		if reason := o.Pieces[i].check(end, o.DealSize); reason != "" {
+			return fmt.Sprintf("pieces[%d]: %s", i, reason)
+		}
+		end = o.Pieces[i].Offset + o.Pieces[i].PieceSize
+	}
+	if reason := o.checkManifest(); reason != "" {
+		return reason
+	}
+	return checkURL("reportUrl", o.ReportURL)
+}
+
+func (o *Offer) checkPiece() string {
+	c, err := o.Commitment()
+	if err != nil {
+		return fmt.Sprintf("piece: %v", err)
+	}
+	if c.Payload == 0 {
+		return "piece: want a piece CID v2"
+	}
+	if o.PieceV1 != "" && o.PieceV1 != c.V1().String() {
+		return fmt.Sprintf("pieceV1: %s is not the v1 form of piece %s", o.PieceV1, o.Piece)
+	}
+	return ""
+}
+
+// check validates one piece that may start no earlier than from.
+func (p *OfferPiece) check(from, dealSize uint64) string {
+	if _, err := cid.Decode(p.Car); err != nil {
+		return fmt.Sprintf("car: %q is not a CID", p.Car)
+	}
+	if p.Size == 0 {
+		return "size: must be at least 1 byte"
+	}
+	c, reason := events.CheckPiece(p.Piece, p.PieceSize, p.Size)
+	if reason != "" {
+		return reason
+	}
+	if p.PieceSize != c.Padded {
+		return fmt.Sprintf("pieceSize: %d, the piece is %d", p.PieceSize, c.Padded)
+	}
+	if _, err := hex.DecodeString(p.MD5); err != nil || len(p.MD5) != 32 {
+		return fmt.Sprintf("md5: want 32 hex digits, got %q", p.MD5)
+	}
+	if p.Offset%p.PieceSize != 0 || p.Offset < from {
+		return fmt.Sprintf("offset: %d is not a multiple of %d at or after %d", p.Offset, p.PieceSize, from)
+	}
+	// Written so that a huge offset cannot wrap around and pass.
+	if room := dealSize - piece.IndexReserve(dealSize); p.Offset > room || p.PieceSize > room-p.Offset {
+		return fmt.Sprintf("offset: a %d byte piece at %d does not end within the %d bytes before the index", p.PieceSize, p.Offset, room)
+	}
+	if len(p.URLs) == 0 {
+		return "urls: at least one is needed"
+	}
+	for i, u := range p.URLs {
+		if reason := checkURL("urls["+strconv.Itoa(i)+"]", u); reason != "" {
+			return reason
+		}
+	}
+	return ""
+}
+
+// checkManifest accepts an empty manifest (the engine can derive it) or
+// one that names the offer's pieces in the offer's order.
+func (o *Offer) checkManifest() string {
+	m := o.Manifest
+	if m.Aggregate == "" && len(m.Pieces) == 0 {
+		return ""
+	}
+	if m.Aggregate != o.Piece {
+		return fmt.Sprintf("manifest: frc58_aggregate %s is not piece %s", m.Aggregate, o.Piece)
+	}
+	if len(m.Pieces) != len(o.Pieces) {
+		return fmt.Sprintf("manifest: %d entries for %d pieces", len(m.Pieces), len(o.Pieces))
+	}
+	for i, p := range m.Pieces {
+		if p.PieceCID != o.Pieces[i].Piece {
+			return fmt.Sprintf("manifest: piece_list[%d] is %s, pieces[%d] is %s", i, p.PieceCID, i, o.Pieces[i].Piece)
+		}
+	}
+	return ""
+}
+
+func checkURL(field, s string) string {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Sprintf("%s: %q is not an http(s) URL", field, s)
+	}
+	return ""
+}
+
+// MaxReportSize bounds a report body: a report lists the deals of one
+// aggregate, a few hundred bytes each.
+const MaxReportSize = 1 << 20
+
+// ParseReport reads the report a deal engine POSTs to reportUrl:
+//
+//	{"aggregate": "bafkzcib…",            (piece CID v2 or v1, or ferry's decimal id)
+//	 "status": "published",               (published, active or failed)
+//	 "deals": [{"provider": "f01000", "dealId": 12, "expirationEpoch": 5000000}],
+//	 "reason": "…"}                       (required when failed)
+//
+// It returns the report as an event ready to publish ("type" and "version"
+// may be omitted; if present they must be deal.report and 1). The error
+// wraps ErrBadReport, or ErrTooLarge past MaxReportSize, and names the field.
+func ParseReport(body []byte) (*events.DealReport, error) {
+	if len(body) > MaxReportSize {
+		return nil, fmt.Errorf("%w: report of %d bytes, more than %d", ErrTooLarge, len(body), MaxReportSize)
+	}
+	var r events.DealReport
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("%w: not a JSON report: %v", ErrBadReport, err)
+	}
+	if reason := checkReport(&r); reason != "" {
+		return nil, fmt.Errorf("%w: %s", ErrBadReport, reason)
+	}
+	r.Header = events.Header{Type: events.TypeDealReport, Version: events.Version}
+	return &r, nil
+}
+
+func checkReport(r *events.DealReport) string {
+	if r.Type != "" && r.Type != events.TypeDealReport {
+		return fmt.Sprintf("type: %q is not %q", r.Type, events.TypeDealReport)
+	}
+	if r.Version != 0 && r.Version != events.Version {
+		return fmt.Sprintf("version: %d is not %d", r.Version, events.Version)
+	}
+	if reason := checkAggregateRef(r.Aggregate); reason != "" {
+		return reason
+	}
+	switch r.Status {
+	case events.StatusPublished, events.StatusActive:
+		return checkDeals(r.Deals)
+	case events.StatusFailed:
+		if r.Reason == "" {
+			return "reason: required when status is failed"
+		}
+		return ""
+	case "":
+		return "status: missing"
+	}
+	return fmt.Sprintf("status: %q is not published, active or failed", r.Status)
+}
+
+// checkAggregateRef accepts a piece CID of either form or a decimal id.
+func checkAggregateRef(s string) string {
+	if s == "" {
+		return "aggregate: missing"
+	}
+	if _, err := strconv.ParseUint(s, 10, 64); err == nil {
+		return ""
+	}
+	c, err := cid.Decode(s)
+	if err != nil {
+		return fmt.Sprintf("aggregate: %q is neither a piece CID nor a decimal id", s)
+	}
+	if _, err := piece.FromCID(c, 0); err != nil && !errors.Is(err, piece.ErrSizeNeeded) {
+		return fmt.Sprintf("aggregate: %v", err)
+	}
+	return ""
+}
+
+func checkDeals(deals []events.Deal) string {
+	if len(deals) == 0 {
+		return "deals: at least one is required when status is published or active"
+	}
+	for i, d := range deals {
+		if d.Provider == "" {
+			return fmt.Sprintf("deals[%d].provider: missing", i)
+		}
+		if d.DealID == 0 {
+			return fmt.Sprintf("deals[%d].dealId: missing", i)
+		}
+	}
+	return ""
+}
