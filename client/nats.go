@@ -3,10 +3,12 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/projections"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -27,4 +29,91 @@ func Replay(ctx context.Context, js jetstream.JetStream, from uint64, fn func(se
 		}
 		return fn(e.Seq, b)
 	})
+}
+
+// From says where a receipt subscription starts: at a stream sequence, or
+// where the named durable consumer stopped (created at the first receipt
+// if new). A durable subscription acknowledges each receipt after handler
+// returns nil, so a restart resumes after the last one handled.
+type From struct {
+	Seq     uint64
+	Durable string
+	// Car, when set, limits the subscription to one CAR's receipts.
+	Car string
+	// Once stops after the receipts present at the start, instead of
+	// following new ones.
+	Once bool
+}
+
+// SubscribeReceipts calls handler for each receipt from the given position
+// on, until ctx ends or handler fails. A handler error is returned; with a
+// durable consumer, that receipt is delivered again next time.
+func SubscribeReceipts(ctx context.Context, js jetstream.JetStream, from From, handler func(seq uint64, r projections.Receipt) error) error {
+	cons, err := receiptConsumer(ctx, js, from)
+	if err != nil {
+		return err
+	}
+	if from.Once {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.NumPending == 0 {
+			return nil
+		}
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return ctx.Err()
+			}
+			return err
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return err
+		}
+		var r projections.Receipt
+		if err := json.Unmarshal(msg.Data(), &r); err != nil {
+			return fmt.Errorf("receipt %d: %w", meta.Sequence.Stream, err)
+		}
+		if err := handler(meta.Sequence.Stream, r); err != nil {
+			_ = msg.Nak()
+			return err
+		}
+		if from.Durable != "" {
+			if err := msg.DoubleAck(ctx); err != nil {
+				return fmt.Errorf("ack receipt %d: %w", meta.Sequence.Stream, err)
+			}
+		}
+		if from.Once && meta.NumPending == 0 {
+			return nil
+		}
+	}
+}
+
+func receiptConsumer(ctx context.Context, js jetstream.JetStream, from From) (jetstream.Consumer, error) {
+	subject := events.DefaultSubjects.Receipts()
+	if from.Car != "" {
+		subject = events.DefaultSubjects.Receipt(from.Car)
+	}
+	deliver, start := jetstream.DeliverAllPolicy, uint64(0)
+	if from.Seq > 1 {
+		deliver, start = jetstream.DeliverByStartSequencePolicy, from.Seq
+	}
+	if from.Durable == "" {
+		return js.OrderedConsumer(ctx, events.StreamReceipts, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{subject}, DeliverPolicy: deliver, OptStartSeq: start})
+	}
+	return js.CreateOrUpdateConsumer(ctx, events.StreamReceipts, jetstream.ConsumerConfig{
+		Durable: from.Durable, FilterSubject: subject, DeliverPolicy: deliver, OptStartSeq: start,
+		AckPolicy: jetstream.AckExplicitPolicy, Description: "ferry receipts subscriber"})
 }

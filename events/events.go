@@ -119,6 +119,11 @@ type DealReport struct {
 	Status    string `json:"status"`
 	Deals     []Deal `json:"deals,omitempty"`
 	Reason    string `json:"reason,omitempty"`
+	// AggregateID is the numeric id ferry resolved Aggregate to when the
+	// report came in. A piece can be offered again after a failure (the
+	// same CARs in the same layout), so the id tells a second failure of
+	// that piece from a retried publish of the first.
+	AggregateID uint64 `json:"aggregateId,omitempty"`
 }
 
 func (e *CarReplicated) Kind() string  { return TypeCarReplicated }
@@ -143,6 +148,9 @@ func (e *OfferFailed) MsgID() string {
 }
 func (e *DealReport) MsgID() string {
 	id := "deal.report/" + e.Aggregate + "/" + e.Status
+	if e.AggregateID != 0 {
+		id = fmt.Sprintf("deal.report/%d/%s", e.AggregateID, e.Status)
+	}
 	for _, d := range e.Deals {
 		id += fmt.Sprintf("/%s:%d", d.Provider, d.DealID)
 	}

@@ -244,9 +244,15 @@ func (a *API) postReport(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if _, err := a.Store.Aggregate(rep.Aggregate, 0, 0); err != nil {
-		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrBadRef) {
-			writeErr(w, http.StatusNotFound, fmt.Sprintf("unknown aggregate %q", rep.Aggregate))
+	agg, err := a.Store.Aggregate(rep.Aggregate, 0, 0)
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrBadRef) || (err == nil && agg.State == aggregator.Ingesting) {
+		writeErr(w, http.StatusNotFound, fmt.Sprintf("unknown aggregate %q: no closed aggregate has this id or piece CID", rep.Aggregate))
+		return
+	}
+	if err == nil {
+		rep.AggregateID = agg.ID
+		if reason := unchanged(agg, rep); reason != "" {
+			writeJSON(w, http.StatusOK, map[string]any{"status": "ignored", "reason": reason})
 			return
 		}
 	}
@@ -266,4 +272,27 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "aggregateLogSeq": a.Store.AggSeq()})
+}
+
+// unchanged says why a report would change nothing, as the fold would
+// decide; the fold decides again on the log, this answer is a courtesy.
+func unchanged(agg *AggregateView, rep *events.DealReport) string {
+	switch {
+	case rep.Status == events.StatusFailed && agg.State == aggregator.DealProcessed:
+		return fmt.Sprintf("aggregate %d has deals; a failure changes nothing", agg.ID)
+	case rep.Status == events.StatusFailed && agg.State == aggregator.DealFailed:
+		return fmt.Sprintf("aggregate %d has failed already", agg.ID)
+	case rep.Status == events.StatusFailed:
+		return ""
+	}
+	known := map[events.Deal]bool{}
+	for _, d := range agg.Deals {
+		known[events.Deal{Provider: d.Provider, DealID: d.DealID}] = true
+	}
+	for _, d := range rep.Deals {
+		if !known[events.Deal{Provider: d.Provider, DealID: d.DealID}] {
+			return ""
+		}
+	}
+	return fmt.Sprintf("aggregate %d already has these deals", agg.ID)
 }

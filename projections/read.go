@@ -176,3 +176,36 @@ func (s *Store) Aggregates(state string, after uint64, limit int) ([]AggregateVi
 	})
 	return out, err
 }
+
+// Layout returns a closed aggregate and all its CARs in layout order, with
+// their inclusion proofs (CBOR) — what an offer or a receipt needs.
+func (s *Store) Layout(id uint64) (*AggregateView, []CarView, [][]byte, error) {
+	var (
+		agg    *AggregateView
+		cars   []CarView
+		proofs [][]byte
+	)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		w := &writer{tx: tx, dealSize: s.dealSize}
+		a, err := w.agg(id)
+		if err != nil {
+			return err
+		}
+		if a.State == aggregator.Ingesting {
+			return fmt.Errorf("aggregate %d is INGESTING: %w", id, ErrNotFound)
+		}
+		cur := tx.Bucket(bLayout).Cursor()
+		prefix := be64(id)
+		for k, v := cur.Seek(prefix); k != nil && string(k[:8]) == string(prefix); k, v = cur.Next() {
+			c, err := w.car(string(v))
+			if err != nil {
+				return err
+			}
+			cars = append(cars, *c)
+			proofs = append(proofs, append([]byte(nil), tx.Bucket(bProofs).Get(v)...))
+		}
+		agg = a
+		return nil
+	})
+	return agg, cars, proofs, err
+}

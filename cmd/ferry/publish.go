@@ -38,6 +38,9 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	fs.Uint64Var(&ev.PieceSize, "piece-size", 0, "padded piece size for a v1 piece CID")
 	fs.StringVar(&ev.ReplicatedAt, "replicated-at", "", "RFC 3339 time of replication")
 	source := fs.String("source", "", "JSON object carried through to receipts")
+	dir := fs.String("dir", "", "publish every .car file of `dir` (CID, size, md5 and piece computed here)")
+	urlBase := fs.String("url-base", "http://"+defaultHTTP+"/cars", "with --dir: the URL the directory is served under")
+	noPiece := fs.Bool("no-piece", false, "with --dir: leave the piece CID to ferry's piece workers")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -55,7 +58,10 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	p := &publisher{pub: events.NewPublisher(js, events.Subjects{Prefix: *prefix}), js: js, deal: uint64(deal),
 		max: *inFlight, stderr: stderr, tty: isTerminal(stderr), start: time.Now()}
-	if *file == "" {
+	switch {
+	case *dir != "":
+		err = p.dir(ctx, *dir, *urlBase, !*noPiece)
+	case *file == "":
 		if ev.Car == "" {
 			fs.Usage()
 			return fmt.Errorf("%w: give --car and its fields, or --file", errUsage)
@@ -65,7 +71,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 			ev.Source = json.RawMessage(*source)
 		}
 		err = p.one(ctx, 0, &ev)
-	} else {
+	default:
 		err = p.lines(ctx, *file, stdin)
 	}
 	if ferr := p.flush(ctx); err == nil {
@@ -89,6 +95,19 @@ type publisher struct {
 	tty     bool
 	start   time.Time
 	shown   time.Time
+}
+
+func (p *publisher) dir(ctx context.Context, dir, urlBase string, withPiece bool) error {
+	evs, err := dirEvents(dir, urlBase, withPiece)
+	if err != nil {
+		return err
+	}
+	for i, ev := range evs {
+		if err := p.one(ctx, i+1, ev); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (p *publisher) lines(ctx context.Context, file string, stdin io.Reader) error {

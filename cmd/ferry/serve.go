@@ -38,6 +38,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	syncAlways := fs.Bool("sync-always", false, "fsync every JetStream write (slowest, safest)")
 	writeToken := fs.String("write-token", "", "bearer token for POST /v1/cars and admin calls (empty: open)")
 	reportToken := fs.String("report-token", "", "bearer token the deal engine sends to POST /v1/deals/report (empty: reports refused)")
+	var deals node.DealConfig
+	fs.StringVar(&deals.Engine, "deal-engine", "", "`URL` offers are POSTed to (Spade or ferry spade-sim); empty: no offers")
+	fs.StringVar(&deals.EngineToken, "deal-engine-token", "", "bearer token sent with offers (never logged)")
+	fs.StringVar(&deals.OfferDir, "offer-dir", "", "also write each offer as <RFC3339 time>_<piece CID>.json into `dir`")
+	fs.StringVar(&deals.ReportURL, "report-url", "", "reportUrl sent with offers (default: http://<--http>/v1/deals/report)")
+	fs.DurationVar(&deals.RetryAfter, "offer-retry", 10*time.Minute, "wait before a transiently failed offer is made again")
+	fs.StringVar(&deals.Oracle, "deal-oracle", "", "`URL` of a Spade-style replica document (JSON or zstd) to poll for deals")
+	fs.DurationVar(&deals.OracleInterval, "oracle-interval", 10*time.Minute, "deal oracle poll interval")
+	cars := fs.String("cars", "", "serve the CAR files of `dir` at /cars/<name> (for trying ferry out)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -58,7 +67,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Subjects:     events.Subjects{Prefix: *prefix},
 		Fold:         aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait},
 		SyncInterval: *syncInterval, SyncAlways: *syncAlways, Tick: *tick,
-		WriteToken: *writeToken, ReportToken: *reportToken, Log: log,
+		WriteToken: *writeToken, ReportToken: *reportToken, Deals: deals, Cars: *cars, Log: log,
 	})
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/spade"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -46,7 +47,10 @@ type Config struct {
 	Tick         time.Duration
 	WriteToken   string
 	ReportToken  string
-	Log          *slog.Logger
+	Deals        DealConfig
+	// Cars, when set, is a directory of CAR files served at /cars/.
+	Cars string
+	Log  *slog.Logger
 }
 
 // Node is a running ferry.
@@ -61,6 +65,9 @@ type Node struct {
 	Runner    *aggregator.Runner
 	Pub       *events.Publisher
 	API       *projections.API
+	Dealer    *spade.Dealer
+	Receipter *projections.Receipter
+	Oracle    *spade.OraclePoller
 	Registry  *prometheus.Registry
 	httpSrv   *http.Server
 	httpLn    net.Listener
@@ -112,7 +119,9 @@ func (n *Node) start(ctx context.Context) error {
 	})
 	n.API = &projections.API{Store: store, Pub: n.Pub, DealSize: n.cfg.Fold.DealSize,
 		WriteToken: n.cfg.WriteToken, ReportToken: n.cfg.ReportToken, Log: n.log,
-		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health}
+		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health,
+		ParseReport: spade.ParseReport, Manifest: n.manifest}
+	n.setupDeals()
 	return n.listen()
 }
 
@@ -157,7 +166,7 @@ func (n *Node) listen() error {
 		return fmt.Errorf("http listen %s: %w", n.cfg.HTTP, err)
 	}
 	n.httpLn = ln
-	n.httpSrv = &http.Server{Handler: n.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	n.httpSrv = &http.Server{Handler: n.handler(), ReadHeaderTimeout: 10 * time.Second}
 	return nil
 }
 
@@ -166,6 +175,7 @@ func (n *Node) Run(ctx context.Context) {
 	ctx, n.cancel = context.WithCancel(ctx)
 	n.goRun("aggregator", func() error { return n.Runner.Run(ctx) })
 	n.goRun("projector", func() error { return n.Projector.Run(ctx, true) })
+	n.runDeals(ctx)
 	n.goRun("http", func() error {
 		err := n.httpSrv.Serve(n.httpLn)
 		if errors.Is(err, http.ErrServerClosed) {

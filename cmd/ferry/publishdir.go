@@ -1,0 +1,65 @@
+package main
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/piece"
+	"github.com/ipfs/go-cid"
+	"github.com/multiformats/go-multihash"
+)
+
+// codecCAR is the multicodec of a CAR file's CID (bagbaiera…).
+const codecCAR = 0x0202
+
+// dirEvents describes every .car file of dir as a car.replicated whose URL
+// is urlBase/<file name>. One pass per file computes the CAR CID (sha256),
+// size, md5, and checks the CAR and computes its piece; withPiece puts the
+// piece in the event, otherwise ferry's piece workers compute it.
+func dirEvents(dir, urlBase string, withPiece bool) ([]*events.CarReplicated, error) {
+	names, err := filepath.Glob(filepath.Join(dir, "*.car"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	out := make([]*events.CarReplicated, 0, len(names))
+	for _, name := range names {
+		ev, err := fileEvent(name, strings.TrimRight(urlBase, "/"), withPiece)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+func fileEvent(name, urlBase string, withPiece bool) (*events.CarReplicated, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	res, err := piece.Check(io.TeeReader(f, h), piece.CheckOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	mh, err := multihash.Encode(h.Sum(nil), multihash.SHA2_256)
+	if err != nil {
+		return nil, err
+	}
+	ev := &events.CarReplicated{
+		Car: cid.NewCidV1(codecCAR, mh).String(), Size: res.Size, MD5: res.MD5,
+		URLs: []string{urlBase + "/" + filepath.Base(name)},
+	}
+	if withPiece {
+		ev.Piece = res.Commitment.MustV2().String()
+	}
+	return ev, nil
+}

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/ferry-dev/ferry/client"
+	"github.com/ferry-dev/ferry/projections"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func init() { extra["receipts"] = runReceipts }
+
+func runReceipts(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("receipts", "receipts [--follow] [--from SEQ | --durable NAME] [--car CID]", stderr)
+	natsURL := fs.String("nats", defaultNATS, "NATS `URL`")
+	follow := fs.Bool("follow", false, "keep printing new receipts")
+	var from client.From
+	fs.Uint64Var(&from.Seq, "from", 0, "start at this receipts stream sequence")
+	fs.StringVar(&from.Durable, "durable", "", "resume where the durable consumer `NAME` stopped")
+	fs.StringVar(&from.Car, "car", "", "only the receipts of this CAR")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	nc, err := nats.Connect(*natsURL, nats.Name("ferry receipts"))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	from.Once = !*follow
+	enc := json.NewEncoder(stdout)
+	return client.SubscribeReceipts(ctx, js, from, func(_ uint64, r projections.Receipt) error {
+		return enc.Encode(r)
+	})
+}

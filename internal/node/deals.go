@@ -1,0 +1,185 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/spade"
+)
+
+// DealConfig connects ferry to a deal engine.
+type DealConfig struct {
+	// Engine is the URL offers are POSTed to; empty means no offers.
+	Engine      string
+	EngineToken string
+	// OfferDir, when set, receives a copy of every offer.
+	OfferDir string
+	// ReportURL is the reportUrl sent with offers; empty derives it from
+	// the HTTP listen address.
+	ReportURL string
+	// RetryAfter is the wait before a failed offer is made again.
+	RetryAfter time.Duration
+	// Oracle is the URL of a Spade-style replica document; empty means none.
+	Oracle         string
+	OracleInterval time.Duration
+}
+
+func (n *Node) setupDeals() {
+	active := func() bool { return n.Runner.Status().Leader }
+	n.Receipter = &projections.Receipter{JS: n.JS, Store: n.Store, Projector: n.Projector,
+		Subjects: n.cfg.Subjects, Active: active, Log: n.log}
+	d := n.cfg.Deals
+	if d.Engine != "" {
+		n.Dealer = &spade.Dealer{
+			Offerer: &spade.Offerer{URL: d.Engine, Token: d.EngineToken, OfferDir: d.OfferDir, Logger: n.log},
+			OfferOf: n.offerOf, Publish: n.publish, Active: active, RetryAfter: d.RetryAfter, Log: n.log,
+		}
+		n.Projector.OnApplied = n.onApplied
+	}
+	if d.Oracle != "" {
+		n.Oracle = &spade.OraclePoller{URL: d.Oracle, Interval: d.OracleInterval, Logger: n.log, Want: n.ownsPiece}
+	}
+}
+
+func (n *Node) runDeals(ctx context.Context) {
+	n.goRun("receipts", func() error { return n.Receipter.Run(ctx) })
+	if n.Dealer != nil {
+		n.goRun("dealer", func() error { return n.Dealer.Run(ctx) })
+		n.goRun("dealer-resume", func() error { return n.offerReady(ctx) })
+	}
+	if n.Oracle != nil {
+		n.goRun("oracle", func() error {
+			err := n.Oracle.Run(ctx, n.publishReports)
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		})
+	}
+}
+
+func (n *Node) publish(ctx context.Context, ev events.Event) error {
+	_, err := n.Pub.Publish(ctx, ev)
+	return err
+}
+
+func (n *Node) publishReports(ctx context.Context, reps []events.DealReport) error {
+	for i := range reps {
+		if err := n.publish(ctx, &reps[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ownsPiece keeps oracle replicas of ferry's own aggregates.
+func (n *Node) ownsPiece(pieceV1 string) bool {
+	_, err := n.Store.Aggregate(pieceV1, 0, 0)
+	return err == nil
+}
+
+// onApplied offers every aggregate that just closed.
+func (n *Node) onApplied(entries []projections.Entry) {
+	for _, e := range entries {
+		for _, d := range e.Batch.Decisions {
+			if d.Type == aggregator.DecAggReady {
+				n.Dealer.Enqueue(d.Aggregate)
+			}
+		}
+	}
+}
+
+// offerReady offers the READY aggregates found at start, once the
+// projection has caught up: offers interrupted by a restart are made again.
+func (n *Node) offerReady(ctx context.Context) error {
+	for !n.Runner.Status().Leader {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if err := n.Projector.WaitFor(ctx, n.Runner.Status().AggSeq); err != nil {
+		return nil
+	}
+	var after uint64
+	for {
+		list, err := n.Store.Aggregates(aggregator.Ready, after, 1000)
+		if err != nil {
+			return err
+		}
+		for _, a := range list {
+			n.Dealer.Enqueue(a.ID)
+			after = a.ID
+		}
+		if len(list) < 1000 {
+			return nil
+		}
+	}
+}
+
+func (n *Node) reportURL() string {
+	if n.cfg.Deals.ReportURL != "" {
+		return n.cfg.Deals.ReportURL
+	}
+	return "http://" + n.HTTPAddr() + "/v1/deals/report"
+}
+
+// offerOf builds the offer of a closed aggregate from the read models.
+func (n *Node) offerOf(ctx context.Context, id uint64) (*spade.Offer, error) {
+	agg, cars, _, err := n.Store.Layout(id)
+	if err != nil {
+		return nil, err
+	}
+	if agg.State != aggregator.Ready {
+		return nil, fmt.Errorf("aggregate %d is %s, not READY", id, agg.State)
+	}
+	o := &spade.Offer{Aggregate: id, Piece: agg.Piece, PieceV1: agg.PieceV1, PieceSize: agg.PieceSize,
+		DealSize: agg.DealSize, ReportURL: n.reportURL()}
+	for _, c := range cars {
+		p := spade.OfferPiece{Car: c.Car, Piece: c.Piece, PieceSize: c.PieceSize, Size: c.Size, MD5: c.MD5, URLs: c.URLs}
+		if c.Offset != nil {
+			p.Offset = *c.Offset
+		}
+		o.Pieces = append(o.Pieces, p)
+	}
+	o.Manifest = spade.ManifestOf(o)
+	return o, nil
+}
+
+// manifest serves GET /v1/aggregates/{id}/manifest.
+func (n *Node) manifest(ctx context.Context, ref string) (any, error) {
+	a, err := n.Store.Aggregate(ref, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	if a.State == aggregator.Ingesting {
+		return nil, fmt.Errorf("aggregate %d is INGESTING, its layout is not fixed: %w", a.ID, projections.ErrNotFound)
+	}
+	_, cars, _, err := n.Store.Layout(a.ID)
+	if err != nil {
+		return nil, err
+	}
+	o := &spade.Offer{Piece: a.Piece}
+	for _, c := range cars {
+		o.Pieces = append(o.Pieces, spade.OfferPiece{Piece: c.Piece, URLs: c.URLs})
+	}
+	return spade.ManifestOf(o), nil
+}
+
+// handler is the API, plus the CAR directory when one is served.
+func (n *Node) handler() http.Handler {
+	api := n.API.Handler()
+	if n.cfg.Cars == "" {
+		return api
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", api)
+	mux.Handle("GET /cars/", http.StripPrefix("/cars", spade.CarServer(n.cfg.Cars)))
+	return mux
+}

@@ -1,0 +1,223 @@
+package projections
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/events"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Receipt tells a CAR's owner that its CAR is in a deal: which aggregate,
+// where in it, the proof of inclusion, and the deals just made. One is
+// published per CAR for each aggregate.deals decision: the first deals and
+// every later replica or renewal.
+type Receipt struct {
+	Car            string          `json:"car"`
+	Piece          string          `json:"piece"`
+	PieceSize      uint64          `json:"pieceSize"`
+	Aggregate      uint64          `json:"aggregate"`
+	AggregatePiece string          `json:"aggregatePiece"`
+	DealSize       uint64          `json:"dealSize"`
+	Position       int             `json:"position"`
+	Offset         uint64          `json:"offset"`
+	Inclusion      *InclusionView  `json:"inclusion"`
+	Status         string          `json:"status"`
+	Deals          []events.Deal   `json:"deals"`
+	Source         json.RawMessage `json:"source,omitempty"`
+	// AggregateLogSeq is the aggregate log message that made the deals.
+	AggregateLogSeq uint64 `json:"aggregateLogSeq"`
+}
+
+// Headers of receipt messages, which also let the Receipter resume.
+const (
+	HeaderAggSeq   = "Ferry-Agg-Seq"
+	HeaderPosition = "Ferry-Position"
+)
+
+// Receipter turns aggregate.deals decisions into per-CAR receipts on the
+// receipts stream. Its position is the receipts stream itself: the headers
+// of the last receipt say which decision and CAR it was, so a restart
+// resumes after it, and message ids make a repeat within the duplicate
+// window harmless.
+//
+// Goroutines: Run tails the aggregate log and publishes; it waits for the
+// projector to have applied a decision before reading its layout.
+type Receipter struct {
+	JS        jetstream.JetStream
+	Store     *Store
+	Projector *Projector
+	Subjects  events.Subjects
+	// Active reports whether this process should publish now (it leads).
+	Active func() bool
+	// Window bounds receipts in flight.
+	Window int
+	Log    *slog.Logger
+}
+
+type position struct {
+	seq uint64
+	pos int
+}
+
+// Run publishes receipts until ctx ends.
+func (r *Receipter) Run(ctx context.Context) error {
+	if r.Log == nil {
+		r.Log = slog.New(slog.DiscardHandler)
+	}
+	start, err := r.resume(ctx)
+	if err != nil {
+		return err
+	}
+	from := max(start.seq, 1)
+	return nilIfCanceled(ctx, events.Tail(ctx, r.JS, events.StreamAgg, from, true, func(e events.Entry) error {
+		var b aggregator.Batch
+		if err := json.Unmarshal(e.Data, &b); err != nil {
+			return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
+		}
+		for _, d := range b.Decisions {
+			if d.Type != aggregator.DecAggDeals {
+				continue
+			}
+			if err := r.publish(ctx, e.Seq, d); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+}
+
+func nilIfCanceled(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// resume reads the last receipt's headers.
+func (r *Receipter) resume(ctx context.Context) (position, error) {
+	st, err := r.JS.Stream(ctx, events.StreamReceipts)
+	if err != nil {
+		return position{}, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return position{}, err
+	}
+	if info.State.LastSeq == 0 {
+		return position{pos: -1}, nil
+	}
+	m, err := st.GetMsg(ctx, info.State.LastSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return position{pos: -1}, nil
+	}
+	if err != nil {
+		return position{}, fmt.Errorf("last receipt: %w", err)
+	}
+	seq, _ := strconv.ParseUint(m.Header.Get(HeaderAggSeq), 10, 64)
+	pos, err := strconv.Atoi(m.Header.Get(HeaderPosition))
+	if err != nil {
+		pos = -1
+	}
+	return position{seq: seq, pos: pos}, nil
+}
+
+// publish sends the receipts of one aggregate.deals decision, skipping
+// those already on the stream.
+func (r *Receipter) publish(ctx context.Context, seq uint64, d aggregator.Decision) error {
+	for r.Active != nil && !r.Active() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	done, err := r.resume(ctx)
+	if err != nil {
+		return err
+	}
+	if done.seq > seq {
+		return nil
+	}
+	skip := -1
+	if done.seq == seq {
+		skip = done.pos
+	}
+	if err := r.Projector.WaitFor(ctx, seq); err != nil {
+		return err
+	}
+	agg, cars, proofs, err := r.Store.Layout(d.Aggregate)
+	if err != nil {
+		return fmt.Errorf("receipts of aggregate %d: %w", d.Aggregate, err)
+	}
+	var pending []jetstream.PubAckFuture
+	for i, c := range cars {
+		if i <= skip {
+			continue
+		}
+		msg, err := r.message(seq, i, agg, &c, proofs[i], d)
+		if err != nil {
+			return err
+		}
+		fut, err := r.JS.PublishMsgAsync(msg)
+		if err != nil {
+			return fmt.Errorf("receipt of %s: %w", c.Car, err)
+		}
+		if pending = append(pending, fut); len(pending) >= max(r.Window, 256) {
+			if err := settle(ctx, pending); err != nil {
+				return err
+			}
+			pending = pending[:0]
+		}
+	}
+	if err := settle(ctx, pending); err != nil {
+		return err
+	}
+	r.Log.Info("receipts published", "aggregate", d.Aggregate, "cars", len(cars)-skip-1, "deals", len(d.Deals))
+	return nil
+}
+
+func (r *Receipter) message(seq uint64, i int, agg *AggregateView, c *CarView, proof []byte, d aggregator.Decision) (*nats.Msg, error) {
+	rc := Receipt{Car: c.Car, Piece: c.Piece, PieceSize: c.PieceSize, Aggregate: agg.ID, AggregatePiece: agg.Piece,
+		DealSize: agg.DealSize, Position: i, Status: d.Status, Deals: d.Deals, Source: c.Source, AggregateLogSeq: seq}
+	if c.Offset != nil {
+		rc.Offset = *c.Offset
+	}
+	if len(proof) > 0 {
+		iv, err := inclusionView(proof)
+		if err != nil {
+			return nil, err
+		}
+		rc.Inclusion = iv
+	}
+	data, err := json.Marshal(rc)
+	if err != nil {
+		return nil, err
+	}
+	msg := nats.NewMsg(r.Subjects.Receipt(c.Car))
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("receipt/%d/%s", seq, c.Car))
+	msg.Header.Set(HeaderAggSeq, strconv.FormatUint(seq, 10))
+	msg.Header.Set(HeaderPosition, strconv.Itoa(i))
+	return msg, nil
+}
+
+func settle(ctx context.Context, futs []jetstream.PubAckFuture) error {
+	for _, f := range futs {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("receipt not stored: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}

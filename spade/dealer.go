@@ -1,0 +1,129 @@
+package spade
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ferry-dev/ferry/events"
+)
+
+// Dealer offers READY aggregates to the deal engine and records each
+// outcome in the input log, where the fold moves the aggregate on: a
+// deal.offered (READY → DEAL_PENDING) or a deal.offer_failed whose reason
+// shows on the aggregate.
+//
+// Goroutines: Run's workers each own one offer at a time; Enqueue may be
+// called from any goroutine.
+type Dealer struct {
+	Offerer *Offerer
+	// OfferOf builds the offer of an aggregate from the read models.
+	OfferOf func(ctx context.Context, id uint64) (*Offer, error)
+	// Publish appends an input event.
+	Publish func(ctx context.Context, ev events.Event) error
+	// Active reports whether this process should offer now (it leads the
+	// aggregator); a standby leaves offers to the leader.
+	Active func() bool
+	// RetryAfter is how long a transient failure waits before the offer is
+	// made again; refusals are not retried. Zero means ten minutes.
+	RetryAfter time.Duration
+	// Workers offer concurrently; zero means 2.
+	Workers int
+	Log     *slog.Logger
+
+	once    sync.Once
+	queue   chan uint64
+	mu      sync.Mutex
+	pending map[uint64]bool
+}
+
+func (d *Dealer) init() {
+	d.once.Do(func() {
+		d.queue = make(chan uint64, 4096)
+		d.pending = map[uint64]bool{}
+		if d.Log == nil {
+			d.Log = slog.New(slog.DiscardHandler)
+		}
+	})
+}
+
+// Enqueue asks for an aggregate to be offered; an aggregate already waiting
+// is not queued twice.
+func (d *Dealer) Enqueue(id uint64) {
+	d.init()
+	d.mu.Lock()
+	if d.pending[id] {
+		d.mu.Unlock()
+		return
+	}
+	d.pending[id] = true
+	d.mu.Unlock()
+	go func() { d.queue <- id }()
+}
+
+// Run offers queued aggregates until ctx ends.
+func (d *Dealer) Run(ctx context.Context) error {
+	d.init()
+	var wg sync.WaitGroup
+	for range max(d.Workers, 2) {
+		wg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case id := <-d.queue:
+					d.offer(ctx, id)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return nil
+}
+
+func (d *Dealer) offer(ctx context.Context, id uint64) {
+	d.mu.Lock()
+	delete(d.pending, id)
+	d.mu.Unlock()
+	if d.Active != nil && !d.Active() {
+		return
+	}
+	log := d.Log.With("aggregate", id)
+	offer, err := d.OfferOf(ctx, id)
+	if err != nil {
+		log.Warn("offer not built", "err", err)
+		return
+	}
+	err = d.Offerer.Offer(ctx, offer)
+	if ctx.Err() != nil {
+		return
+	}
+	var ev events.Event = &events.DealOffered{Aggregate: id, Piece: offer.Piece, Engine: d.Offerer.URL}
+	if err != nil {
+		ev = &events.OfferFailed{Aggregate: id, Reason: err.Error()}
+		log.Warn("offer failed", "err", err)
+		if !errors.Is(err, ErrRefused) && !errors.Is(err, ErrBadOffer) {
+			d.retryLater(ctx, id)
+		}
+	} else {
+		log.Info("offered", "piece", offer.Piece, "pieces", len(offer.Pieces))
+	}
+	if err := d.Publish(ctx, ev); err != nil {
+		log.Error("offer outcome not recorded; offering again later", "err", err)
+		d.retryLater(ctx, id)
+	}
+}
+
+func (d *Dealer) retryLater(ctx context.Context, id uint64) {
+	wait := d.RetryAfter
+	if wait <= 0 {
+		wait = 10 * time.Minute
+	}
+	time.AfterFunc(wait, func() {
+		if ctx.Err() == nil {
+			d.Enqueue(id)
+		}
+	})
+}
