@@ -17,7 +17,7 @@ func (s *State) Evolve(d Decision) error {
 	switch d.Type {
 	case DecCarQueued:
 		s.accepted[keyOf(d.Car)] = struct{}{}
-		s.queued[d.Car] = d.Record.Size
+		s.queued[d.Car] = queuedCar{size: d.Record.Size, claim: d.Piece}
 	case DecCarAdded:
 		return s.evolveAdded(d)
 	case DecCarRejected:

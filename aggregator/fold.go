@@ -40,6 +40,9 @@ type Config struct {
 	// MaxWait is how long the oldest CAR of an aggregate may wait once the
 	// aggregate holds MinPayload.
 	MaxWait time.Duration
+	// VerifyPieces sends CARs that arrive with a claimed piece CID through
+	// the piece workers too; a computed piece that differs rejects the CAR.
+	VerifyPieces bool
 }
 
 // DefaultMinPayload is Spade's lower bound scaled to dealSize: just over
@@ -71,6 +74,13 @@ type dealKey struct {
 	id       uint64
 }
 
+// queuedCar is a CAR waiting for its piece, with the piece its producer
+// claimed when pieces are verified ("" otherwise).
+type queuedCar struct {
+	size  uint64
+	claim string
+}
+
 // carKey is a fixed-size digest of a CAR CID: the dedup set holds every CAR
 // ever accepted, so it must be small per entry.
 type carKey [16]byte
@@ -88,7 +98,7 @@ type State struct {
 	nextID uint64
 
 	accepted map[carKey]struct{}   // every CAR accepted and not rejected since
-	queued   map[string]uint64     // CARs waiting for a piece → size
+	queued   map[string]queuedCar  // CARs waiting for a piece
 	open     *aggregate            // the INGESTING aggregate, if any
 	closed   map[uint64]*aggregate // every closed aggregate
 	byRoot   map[[32]byte]uint64   // aggregate piece root → id
@@ -100,7 +110,7 @@ func New(cfg Config) *State {
 		cfg:      cfg,
 		nextID:   1,
 		accepted: map[carKey]struct{}{},
-		queued:   map[string]uint64{},
+		queued:   map[string]queuedCar{},
 		closed:   map[uint64]*aggregate{},
 		byRoot:   map[[32]byte]uint64{},
 	}
@@ -187,12 +197,18 @@ func (s *State) undecodable(b *Batch, data []byte, err error) {
 }
 
 func (s *State) onReplicated(b *Batch, e *events.CarReplicated) {
+	car := canonical(e.Car)
+	_, known := s.accepted[keyOf(car)]
 	if reason := e.Validate(s.cfg.DealSize); reason != "" {
+		if known {
+			// A bad copy of an accepted CAR's event must not undo it.
+			s.ignore(b, car, "invalid event for an accepted CAR: "+reason)
+			return
+		}
 		s.emit(b, Decision{Type: DecCarRejected, Car: e.Car, Reason: reason})
 		return
 	}
-	car := canonical(e.Car)
-	if _, ok := s.accepted[keyOf(car)]; ok {
+	if known {
 		s.emit(b, Decision{Type: DecInputIgnored, Car: car, Reason: "duplicate: CAR already accepted"})
 		return
 	}
@@ -202,17 +218,24 @@ func (s *State) onReplicated(b *Batch, e *events.CarReplicated) {
 		return
 	}
 	c, _ := e.Commitment() // Validate checked it
+	if s.cfg.VerifyPieces {
+		s.emit(b, Decision{Type: DecCarQueued, Car: car, Record: rec, Piece: c.MustV2().String()})
+		return
+	}
 	s.add(b, car, rec, c)
 }
 
 func (s *State) onPiece(b *Batch, e *events.CarPiece) {
 	car := canonical(e.Car)
-	size, ok := s.queued[car]
+	q, ok := s.queued[car]
 	if !ok {
 		s.ignore(b, car, s.notQueued(car))
 		return
 	}
-	c, reason := events.CheckPiece(e.Piece, e.PieceSize, size)
+	c, reason := events.CheckPiece(e.Piece, e.PieceSize, q.size)
+	if reason == "" && q.claim != "" && q.claim != c.MustV2().String() {
+		reason = fmt.Sprintf("piece: claimed %s, computed %s", q.claim, c.MustV2())
+	}
 	if reason != "" {
 		s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: reason})
 		return

@@ -449,3 +449,18 @@ func mustBase36() multibase.Encoder {
 	}
 	return enc
 }
+
+func TestABadCopyOfAnAcceptedCarsEventDoesNotUndoIt(t *testing.T) {
+	f := newFolder(t)
+	e := testutil.Replicated(1, 1000, false)
+	f.apply(e)
+	bad := *e
+	bad.MD5 = "short"
+	b := f.apply(&bad)
+	if got := types(b); got != DecInputIgnored || !strings.Contains(b.Decisions[0].Reason, "md5") {
+		t.Fatalf("bad copy gave %s %+v", got, b.Decisions)
+	}
+	if f.st.Counts().Queued != 1 {
+		t.Fatal("the queued CAR was dropped")
+	}
+}

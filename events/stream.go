@@ -20,8 +20,12 @@ const (
 	StreamAgg = "FERRY_AGG"
 	// StreamReceipts holds per-CAR deal receipts.
 	StreamReceipts = "FERRY_RECEIPTS"
-	// StreamWork is the piece work queue.
+	// StreamWork is the piece work queue: one pending item per CAR.
 	StreamWork = "FERRY_WORK"
+	// StreamDLQ keeps piece work that ran out of attempts.
+	StreamDLQ = "FERRY_DLQ"
+	// WorkConsumer is the durable consumer every piece worker shares.
+	WorkConsumer = "piece-workers"
 	// BucketLeader holds the aggregator's leadership lease.
 	BucketLeader = "FERRY_LEADER"
 	// DefaultPrefix is the default subject prefix.
@@ -49,11 +53,17 @@ func (s Subjects) Receipt(car string) string { return s.Prefix + "receipts." + c
 // Receipts matches every receipt subject.
 func (s Subjects) Receipts() string { return s.Prefix + "receipts.>" }
 
-// Work is the subject of piece work items.
-func (s Subjects) Work() string { return s.Prefix + "work.piece" }
+// Work is the subject of the piece work item of one CAR.
+func (s Subjects) Work(car string) string { return s.Prefix + "work.piece." + car }
 
-// DeadLetter is the subject of piece work that ran out of deliveries.
-func (s Subjects) DeadLetter() string { return s.Prefix + "dlq.piece" }
+// Works matches every piece work item.
+func (s Subjects) Works() string { return s.Prefix + "work.piece.>" }
+
+// DeadLetter is the subject of a CAR's piece work that ran out of attempts.
+func (s Subjects) DeadLetter(car string) string { return s.Prefix + "dlq.piece." + car }
+
+// DeadLetters matches every dead letter.
+func (s Subjects) DeadLetters() string { return s.Prefix + "dlq.piece.>" }
 
 // StreamOptions shape the streams ferry creates.
 type StreamOptions struct {
@@ -81,8 +91,14 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 			Description: "ferry aggregate log: the aggregator's decisions"},
 		{Name: StreamReceipts, Subjects: []string{s.Receipts()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 			Duplicates: o.Duplicates, Description: "ferry per-CAR deal receipts"},
-		{Name: StreamWork, Subjects: []string{s.Work(), s.DeadLetter()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
-			Duplicates: o.Duplicates, Description: "ferry piece work and its dead letters"},
+		// One subject per CAR holding at most one message, new ones
+		// discarded: a CAR is never waiting twice, however often its work
+		// is published.
+		{Name: StreamWork, Subjects: []string{s.Works()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+			Retention: jetstream.WorkQueuePolicy, MaxMsgsPerSubject: 1, Discard: jetstream.DiscardNew, DiscardNewPerSubject: true,
+			Duplicates: o.Duplicates, Description: "ferry piece work: CARs waiting for their piece CID"},
+		{Name: StreamDLQ, Subjects: []string{s.DeadLetters()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+			Description: "ferry piece work that ran out of attempts, for ferry dlq list|replay"},
 	}
 	for _, cfg := range cfgs {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {

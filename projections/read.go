@@ -209,3 +209,17 @@ func (s *Store) Layout(id uint64) (*AggregateView, []CarView, [][]byte, error) {
 	})
 	return agg, cars, proofs, err
 }
+
+// Queued calls fn with every CAR waiting for its piece.
+func (s *Store) Queued(fn func(CarView) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		w := &writer{tx: tx, dealSize: s.dealSize}
+		return tx.Bucket(bQueued).ForEach(func(k, _ []byte) error {
+			c, err := w.car(string(k))
+			if err != nil {
+				return err
+			}
+			return fn(*c)
+		})
+	})
+}

@@ -32,8 +32,9 @@ var (
 	bProofs  = []byte("proofs")  // car → CBOR proof
 	bByPiece = []byte("byPiece") // aggregate piece CID (v1 and v2) → id
 	bRejects = []byte("rejects") // input seq → rejection without a CAR
+	bQueued  = []byte("queued")  // CARs waiting for their piece
 	kAggSeq  = []byte("aggSeq")
-	buckets  = [][]byte{bMeta, bCars, bAggs, bMembers, bLayout, bProofs, bByPiece, bRejects}
+	buckets  = [][]byte{bMeta, bCars, bAggs, bMembers, bLayout, bProofs, bByPiece, bRejects, bQueued}
 )
 
 // Store is the bbolt file of the read models.
@@ -141,6 +142,9 @@ type writer struct {
 func (w *writer) apply(in uint64, d aggregator.Decision) error {
 	switch d.Type {
 	case aggregator.DecCarQueued:
+		if err := w.tx.Bucket(bQueued).Put([]byte(d.Car), nil); err != nil {
+			return err
+		}
 		return w.accept(d, aggregator.Queued)
 	case aggregator.DecCarAdded:
 		return w.added(d)
@@ -221,6 +225,9 @@ func (w *writer) accept(d aggregator.Decision, state string) error {
 }
 
 func (w *writer) added(d aggregator.Decision) error {
+	if err := w.tx.Bucket(bQueued).Delete([]byte(d.Car)); err != nil {
+		return err
+	}
 	var c *CarView
 	if d.Record != nil {
 		c = &CarView{Car: d.Car}
@@ -263,25 +270,25 @@ func (w *writer) join(id uint64, c *CarView) error {
 
 func (w *writer) rejected(in uint64, d aggregator.Decision) error {
 	if d.Car != "" {
-		c, err := w.car(d.Car)
-		if errors.Is(err, ErrNotFound) || (err == nil && c.State == aggregator.Queued) || (err == nil && c.State == aggregator.Rejected) {
-			return w.putCar(&CarView{Car: d.Car, State: aggregator.Rejected, Reason: d.Reason, Size: sizeOf(c)})
-		}
-		if err != nil {
+		if err := w.tx.Bucket(bQueued).Delete([]byte(d.Car)); err != nil {
 			return err
+		}
+		c, err := w.car(d.Car)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			return w.putCar(&CarView{Car: d.Car, State: aggregator.Rejected, Reason: d.Reason})
+		case err != nil:
+			return err
+		case c.State == aggregator.Queued || c.State == aggregator.Rejected:
+			// Keep what the producer said; it helps to see why.
+			c.State, c.Reason = aggregator.Rejected, d.Reason
+			return w.putCar(c)
 		}
 	}
 	// A rejection of an input whose CAR is accepted (or that names none)
 	// leaves the CAR alone; it is kept by input sequence for the record.
 	data, _ := json.Marshal(map[string]string{"car": d.Car, "reason": d.Reason})
 	return w.tx.Bucket(bRejects).Put(be64(in), data)
-}
-
-func sizeOf(c *CarView) uint64 {
-	if c == nil {
-		return 0
-	}
-	return c.Size
 }
 
 // members returns an aggregate's CARs in arrival order.

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/node"
 	"github.com/ferry-dev/ferry/piece"
+	"github.com/ferry-dev/ferry/piece/worker"
 )
 
 // Defaults of the local setup every command agrees on.
@@ -46,6 +48,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&deals.RetryAfter, "offer-retry", 10*time.Minute, "wait before a transiently failed offer is made again")
 	fs.StringVar(&deals.Oracle, "deal-oracle", "", "`URL` of a Spade-style replica document (JSON or zstd) to poll for deals")
 	fs.DurationVar(&deals.OracleInterval, "oracle-interval", 10*time.Minute, "deal oracle poll interval")
+	var pieces worker.Config
+	workerFlags(fs, &pieces)
+	fs.IntVar(&pieces.Workers, "piece-workers", runtime.NumCPU(), "piece workers in this process (-1: none, leave it to ferry piece-worker)")
+	verify := fs.Bool("verify-pieces", false, "compute the piece of CARs that arrive with one too, and reject a mismatch")
 	cars := fs.String("cars", "", "serve the CAR files of `dir` at /cars/<name> (for trying ferry out)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := parse(fs, args); err != nil {
@@ -65,7 +71,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	n, err := node.Start(ctx, node.Config{
 		Data: *data, HTTP: *httpAddr, NATSListen: *natsListen, NATS: *natsURL, Replicas: *replicas,
 		Subjects:     events.Subjects{Prefix: *prefix},
-		Fold:         aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait},
+		Fold:         aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify},
+		Pieces:       pieces,
 		SyncInterval: *syncInterval, SyncAlways: *syncAlways, Tick: *tick,
 		WriteToken: *writeToken, ReportToken: *reportToken, Deals: deals, Cars: *cars, Log: log,
 	})

@@ -39,7 +39,6 @@ func (n *Node) setupDeals() {
 			Offerer: &spade.Offerer{URL: d.Engine, Token: d.EngineToken, OfferDir: d.OfferDir, Logger: n.log},
 			OfferOf: n.offerOf, Publish: n.publish, Active: active, RetryAfter: d.RetryAfter, Log: n.log,
 		}
-		n.Projector.OnApplied = n.onApplied
 	}
 	if d.Oracle != "" {
 		n.Oracle = &spade.OraclePoller{URL: d.Oracle, Interval: d.OracleInterval, Logger: n.log, Want: n.ownsPiece}
@@ -83,12 +82,16 @@ func (n *Node) ownsPiece(pieceV1 string) bool {
 	return err == nil
 }
 
-// onApplied offers every aggregate that just closed.
+// onApplied offers every aggregate that just closed and hands every CAR
+// that waits for its piece to the piece workers.
 func (n *Node) onApplied(entries []projections.Entry) {
 	for _, e := range entries {
 		for _, d := range e.Batch.Decisions {
-			if d.Type == aggregator.DecAggReady {
+			switch {
+			case d.Type == aggregator.DecAggReady && n.Dealer != nil:
 				n.Dealer.Enqueue(d.Aggregate)
+			case d.Type == aggregator.DecCarQueued:
+				n.work <- workItem(d)
 			}
 		}
 	}

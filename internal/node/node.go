@@ -18,6 +18,7 @@ import (
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
+	"github.com/ferry-dev/ferry/piece/worker"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/ferry-dev/ferry/spade"
 	"github.com/nats-io/nats-server/v2/server"
@@ -48,6 +49,8 @@ type Config struct {
 	WriteToken   string
 	ReportToken  string
 	Deals        DealConfig
+	// Pieces configures the piece workers run inside this process.
+	Pieces worker.Config
 	// Cars, when set, is a directory of CAR files served at /cars/.
 	Cars string
 	Log  *slog.Logger
@@ -72,6 +75,8 @@ type Node struct {
 	httpSrv   *http.Server
 	httpLn    net.Listener
 
+	work chan *events.CarReplicated
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	errMu  sync.Mutex
@@ -87,7 +92,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Subjects.Prefix == "" {
 		cfg.Subjects = events.DefaultSubjects
 	}
-	n := &Node{cfg: cfg, log: cfg.Log, Registry: prometheus.NewRegistry()}
+	n := &Node{cfg: cfg, log: cfg.Log, Registry: prometheus.NewRegistry(), work: make(chan *events.CarReplicated, 4096)}
 	if err := n.start(ctx); err != nil {
 		n.Close()
 		return nil, err
@@ -122,6 +127,7 @@ func (n *Node) start(ctx context.Context) error {
 		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health,
 		ParseReport: spade.ParseReport, Manifest: n.manifest}
 	n.setupDeals()
+	n.Projector.OnApplied = n.onApplied
 	return n.listen()
 }
 
@@ -176,6 +182,7 @@ func (n *Node) Run(ctx context.Context) {
 	n.goRun("aggregator", func() error { return n.Runner.Run(ctx) })
 	n.goRun("projector", func() error { return n.Projector.Run(ctx, true) })
 	n.runDeals(ctx)
+	n.runPieces(ctx)
 	n.goRun("http", func() error {
 		err := n.httpSrv.Serve(n.httpLn)
 		if errors.Is(err, http.ErrServerClosed) {

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/piece"
+	"github.com/ferry-dev/ferry/piece/worker"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func init() { extra["piece-worker"] = runPieceWorker }
+
+// workerFlags are the piece worker flags shared by serve and piece-worker.
+func workerFlags(fs *flag.FlagSet, c *worker.Config) {
+	maxSize := (*size)(&c.MaxSize)
+	fs.Var(maxSize, "max-car-size", "largest CAR a piece worker accepts (default: the largest that fits a deal)")
+	fs.DurationVar(&c.Fetch.Timeout, "fetch-timeout", time.Hour, "bound on one CAR's whole download")
+	fs.DurationVar(&c.Fetch.StallTimeout, "stall-timeout", time.Minute, "a download that sends nothing for this long fails")
+	fs.IntVar(&c.MaxDeliver, "piece-attempts", 5, "attempts of a CAR's piece work before it is rejected and dead-lettered")
+}
+
+func runPieceWorker(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("piece-worker", "piece-worker [flags]", stderr)
+	natsURL := fs.String("nats", defaultNATS, "NATS `URL` of ferry's streams")
+	prefix := fs.String("prefix", events.DefaultPrefix, "subject prefix")
+	deal := size(defaultDeal)
+	fs.Var(&deal, "deal-size", "ferry's deal size (bounds the CAR size)")
+	var cfg worker.Config
+	workerFlags(fs, &cfg)
+	fs.IntVar(&cfg.Workers, "workers", runtime.NumCPU(), "CARs worked on at once")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if cfg.MaxSize == 0 {
+		cfg.MaxSize = piece.Unpadded(piece.MaxPiece(uint64(deal)))
+	}
+	cfg.Subjects = events.Subjects{Prefix: *prefix}
+	cfg.Log = slog.New(slog.NewTextHandler(stderr, nil))
+	nc, err := nats.Connect(*natsURL, nats.Name("ferry piece-worker"), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "piece-worker: %d workers on %s\n", cfg.Workers, *natsURL)
+	return worker.New(js, cfg).Run(ctx)
+}

@@ -1,0 +1,69 @@
+package node
+
+import (
+	"context"
+	"runtime"
+
+	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/piece"
+	"github.com/ferry-dev/ferry/piece/worker"
+	"github.com/ferry-dev/ferry/projections"
+)
+
+// workItem is the piece work of a queued CAR: its car.replicated as the
+// producer sent it (with the claimed piece, under --verify-pieces).
+func workItem(d aggregator.Decision) *events.CarReplicated {
+	ev := &events.CarReplicated{Car: d.Car, Piece: d.Piece}
+	if r := d.Record; r != nil {
+		ev.Size, ev.MD5, ev.URLs, ev.ReplicatedAt, ev.Source = r.Size, r.MD5, r.URLs, r.ReplicatedAt, r.Source
+	}
+	return ev
+}
+
+func viewItem(c projections.CarView) *events.CarReplicated {
+	return &events.CarReplicated{Car: c.Car, Size: c.Size, MD5: c.MD5, URLs: c.URLs, ReplicatedAt: c.ReplicatedAt, Source: c.Source}
+}
+
+// runPieces dispatches queued CARs to the work queue — those found at start
+// and those the projector applies — and runs this process's workers.
+func (n *Node) runPieces(ctx context.Context) {
+	n.goRun("piece-dispatch", func() error {
+		err := n.Store.Queued(func(c projections.CarView) error {
+			return worker.Enqueue(ctx, n.JS, n.cfg.Subjects, viewItem(c))
+		})
+		if err != nil {
+			return nilIfDone(ctx, err)
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case ev := <-n.work:
+				if err := worker.Enqueue(ctx, n.JS, n.cfg.Subjects, ev); err != nil && ctx.Err() == nil {
+					n.log.Error("piece work not queued; it is queued again at the next start", "car", ev.Car, "err", err)
+				}
+			}
+		}
+	})
+	if n.cfg.Pieces.Workers < 0 {
+		return
+	}
+	cfg := n.cfg.Pieces
+	cfg.Subjects, cfg.Log = n.cfg.Subjects, n.log
+	if cfg.Workers == 0 {
+		cfg.Workers = runtime.NumCPU()
+	}
+	if cfg.MaxSize == 0 {
+		cfg.MaxSize = piece.Unpadded(piece.MaxPiece(n.cfg.Fold.DealSize))
+	}
+	pool := worker.New(n.JS, cfg)
+	n.goRun("piece-workers", func() error { return pool.Run(ctx) })
+}
+
+func nilIfDone(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
