@@ -33,6 +33,15 @@ type CAR struct {
 // bytes long.
 func MakeCAR(tb testing.TB, seed uint64, size int) CAR {
 	tb.Helper()
+	c, err := NewCAR(seed, size)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// NewCAR is MakeCAR outside a test.
+func NewCAR(seed uint64, size int) (CAR, error) {
 	r := rand.New(rand.NewPCG(seed, 42))
 	var blocks [][]byte
 	for total := 0; total < size; {
@@ -48,40 +57,41 @@ func MakeCAR(tb testing.TB, seed uint64, size int) CAR {
 	for i, b := range blocks {
 		c, err := cid.Prefix{Version: 1, Codec: cid.Raw, MhType: multihash.SHA2_256, MhLength: -1}.Sum(b)
 		if err != nil {
-			tb.Fatal(err)
+			return CAR{}, err
 		}
 		cids[i] = c
 	}
 	var buf bytes.Buffer
 	w, err := storage.NewWritable(&buf, cids[:1], car.WriteAsCarV1(true))
 	if err != nil {
-		tb.Fatal(err)
+		return CAR{}, err
 	}
 	for i, b := range blocks {
 		if err := w.Put(context.Background(), cids[i].KeyString(), b); err != nil {
-			tb.Fatal(err)
+			return CAR{}, err
 		}
 	}
 	if err := w.Finalize(); err != nil {
-		tb.Fatal(err)
+		return CAR{}, err
 	}
-	return describe(tb, buf.Bytes())
+	return describe(buf.Bytes())
 }
 
-func describe(tb testing.TB, data []byte) CAR {
-	tb.Helper()
+// describe computes a CAR's facts with go-car-independent tools: sha256
+// for the CAR CID, md5, and go-fil-commp-hashhash for the piece.
+func describe(data []byte) (CAR, error) {
 	mh, _ := multihash.Sum(data, multihash.SHA2_256, -1)
 	sum := md5.Sum(data)
 	cp := &commp.Calc{}
 	cp.Write(data)
 	digest, padded, err := cp.Digest()
 	if err != nil {
-		tb.Fatal(err)
+		return CAR{}, err
 	}
 	c := CAR{Bytes: data, CID: cid.NewCidV1(CodecCAR, mh), MD5: hex.EncodeToString(sum[:])}
 	copy(c.Piece.Root[:], digest)
 	c.Piece.Padded, c.Piece.Payload = padded, uint64(len(data))
-	return c
+	return c, nil
 }
 
 // Event is the car.replicated of the CAR served under base; withPiece adds
@@ -98,9 +108,15 @@ func (c CAR) Event(base string, withPiece bool) *events.CarReplicated {
 // WriteTo stores the CAR as <dir>/<cid>.car.
 func (c CAR) WriteTo(tb testing.TB, dir string) string {
 	tb.Helper()
-	p := filepath.Join(dir, c.CID.String()+".car")
-	if err := os.WriteFile(p, c.Bytes, 0o644); err != nil {
+	p, err := c.WriteFile(dir)
+	if err != nil {
 		tb.Fatal(err)
 	}
 	return p
+}
+
+// WriteFile stores the CAR as <dir>/<cid>.car and returns the path.
+func (c CAR) WriteFile(dir string) (string, error) {
+	p := filepath.Join(dir, c.CID.String()+".car")
+	return p, os.WriteFile(p, c.Bytes, 0o644)
 }
