@@ -137,15 +137,18 @@ func (s *State) Apply(seq uint64, data []byte) Batch {
 	return *b
 }
 
-// Replay evolves the state by a stored batch.
+// Replay evolves the state by a stored batch. The clock is set first:
+// b.Now is the time every decision of the batch was made at (only a tick
+// moves the clock, and it does so before it decides), while the batch
+// before may be older than ticks that decided nothing.
 func (s *State) Replay(b Batch) error {
+	s.now = b.Now
 	for _, d := range b.Decisions {
 		if err := s.Evolve(d); err != nil {
 			return fmt.Errorf("batch of input %d: %w", b.In, err)
 		}
 	}
 	s.lastIn = max(s.lastIn, b.In)
-	s.now = b.Now
 	return nil
 }
 
@@ -189,7 +192,8 @@ func (s *State) undecodable(b *Batch, data []byte, err error) {
 	}
 	_ = json.Unmarshal(data, &peek)
 	car, _ := peek.Car.(string)
-	if peek.Type == events.TypeCarReplicated {
+	car = canonical(car)
+	if _, known := s.accepted[keyOf(car)]; peek.Type == events.TypeCarReplicated && !known {
 		s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: err.Error()})
 		return
 	}
@@ -205,7 +209,7 @@ func (s *State) onReplicated(b *Batch, e *events.CarReplicated) {
 			s.ignore(b, car, "invalid event for an accepted CAR: "+reason)
 			return
 		}
-		s.emit(b, Decision{Type: DecCarRejected, Car: e.Car, Reason: reason})
+		s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: reason})
 		return
 	}
 	if known {

@@ -464,3 +464,63 @@ func TestABadCopyOfAnAcceptedCarsEventDoesNotUndoIt(t *testing.T) {
 		t.Fatal("the queued CAR was dropped")
 	}
 }
+
+func TestAnUndecodableCopyOfAnAcceptedCarsEventDoesNotUndoIt(t *testing.T) {
+	f := newFolder(t)
+	e := testutil.Replicated(1, 1000, false)
+	f.apply(e)
+	b := f.raw(`{"type":"car.replicated","version":1,"car":"` + e.Car + `","size":"10"}`)
+	if got := types(b); got != DecInputIgnored {
+		t.Fatalf("undecodable copy gave %s %+v", got, b.Decisions)
+	}
+	if f.st.Counts().Queued != 1 {
+		t.Fatal("the queued CAR was dropped")
+	}
+}
+
+func TestARejectionIsRecordedUnderTheCanonicalCID(t *testing.T) {
+	f := newFolder(t)
+	e := testutil.Replicated(1, 1000, false)
+	e.Car = testutil.CarCID(1).Encode(mustBase36())
+	e.MD5 = "x"
+	b := f.apply(e)
+	if got := b.Decisions[0].Car; got != testutil.CarCID(1).String() {
+		t.Fatalf("rejected under %q, want the canonical %q", got, testutil.CarCID(1).String())
+	}
+}
+
+func TestAggregateWaitSurvivesARebuildAfterTicksThatDecidedNothing(t *testing.T) {
+	// A tick that decides nothing stores no batch; the aggregate opened
+	// after it must remember that tick's time, not an older one, once the
+	// state is rebuilt from the stored batches.
+	t0 := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	log := [][]byte{
+		testutil.MustEncode(&events.AggregateClose{Aggregate: 9}), // stores a batch at t=0
+		testutil.MustEncode(&events.Tick{Time: t0}),
+		testutil.MustEncode(&events.Tick{Time: t0.Add(50 * time.Second)}),
+		testutil.MustEncode(testutil.Replicated(1, 17000, true)),
+		testutil.MustEncode(&events.Tick{Time: t0.Add(70 * time.Second)}),
+	}
+	want, _ := foldLog(testConfig(), log)
+	_, batches := foldLog(testConfig(), log[:4])
+	st := New(testConfig())
+	for _, b := range batches {
+		if err := st.Replay(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out bytes.Buffer
+	for _, b := range batches {
+		data, _ := json.Marshal(b)
+		out.Write(data)
+		out.WriteByte('\n')
+	}
+	if b := st.Apply(5, log[4]); len(b.Decisions) > 0 {
+		data, _ := json.Marshal(b)
+		out.Write(data)
+		out.WriteByte('\n')
+	}
+	if !bytes.Equal(out.Bytes(), want) {
+		t.Fatalf("rebuilt fold closed differently:\n%s\nwant\n%s", out.Bytes(), want)
+	}
+}

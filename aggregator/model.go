@@ -22,6 +22,9 @@ type modelAgg struct {
 	state   string
 	members []string
 	padded  map[string]uint64
+	piece   map[string]string // CAR → its piece CID
+	pieceV1 string            // the aggregate's, once closed
+	deals   int
 }
 
 // NewModel returns an empty model.
@@ -57,7 +60,7 @@ func (m *Model) apply(d Decision) error {
 		if err != nil {
 			return err
 		}
-		return m.join(d.Aggregate, d.Car, c.Padded)
+		return m.join(d.Aggregate, d.Car, c.Padded, d.Piece)
 	case DecCarRejected:
 		if st, ok := m.car[d.Car]; !ok || st == "queued" {
 			m.car[d.Car] = "rejected"
@@ -67,10 +70,13 @@ func (m *Model) apply(d Decision) error {
 		if !ok || a.state != Ingesting || len(a.members) != d.Count {
 			return fmt.Errorf("aggregate %d closed with %d CARs but the log put %d in it", d.Aggregate, d.Count, m.count(d.Aggregate))
 		}
-		a.state = Ready
+		a.state, a.pieceV1 = Ready, d.PieceV1
 	case DecAggOffered:
 		return m.move(d.Aggregate, DealPending, Ready)
 	case DecAggDeals:
+		if a := m.aggs[d.Aggregate]; a != nil {
+			a.deals += len(d.Deals)
+		}
 		return m.move(d.Aggregate, DealProcessed, Ready, DealPending, DealProcessed)
 	case DecAggFailed:
 		return m.move(d.Aggregate, DealFailed, Ready, DealPending)
@@ -83,7 +89,7 @@ func (m *Model) apply(d Decision) error {
 			if m.car[car] != fmt.Sprintf("agg:%d", d.From) {
 				return fmt.Errorf("CAR %s requeued from %d but is %s", car, d.From, m.car[car])
 			}
-			if err := m.join(d.Aggregate, car, from.padded[car]); err != nil {
+			if err := m.join(d.Aggregate, car, from.padded[car], from.piece[car]); err != nil {
 				return err
 			}
 		}
@@ -98,12 +104,13 @@ func (m *Model) count(id uint64) int {
 	return 0
 }
 
-func (m *Model) join(id uint64, car string, padded uint64) error {
+func (m *Model) join(id uint64, car string, padded uint64, piece string) error {
 	a := m.aggs[id]
 	if a == nil {
-		a = &modelAgg{state: Ingesting, padded: map[string]uint64{}}
+		a = &modelAgg{state: Ingesting, padded: map[string]uint64{}, piece: map[string]string{}}
 		m.aggs[id] = a
 	}
+	a.piece[car] = piece
 	if a.state != Ingesting {
 		return fmt.Errorf("CAR %s joined aggregate %d which is %s", car, id, a.state)
 	}
@@ -159,4 +166,43 @@ func (m *Model) Check(dealSize uint64) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ModelAggregate is the model's view of one aggregate.
+type ModelAggregate struct {
+	ID    uint64
+	State string
+	// Cars in arrival order, with their piece CIDs.
+	Cars, Pieces []string
+	// PieceV1 is the aggregate's piece CID as the log decided it.
+	PieceV1 string
+	Deals   int
+}
+
+// Aggregates lists the model's aggregates by id.
+func (m *Model) Aggregates() []ModelAggregate {
+	out := make([]ModelAggregate, 0, len(m.aggs))
+	for id := uint64(1); id <= uint64(len(m.aggs)); id++ {
+		a := m.aggs[id]
+		if a == nil {
+			continue
+		}
+		ma := ModelAggregate{ID: id, State: a.state, Cars: a.members, PieceV1: a.pieceV1, Deals: a.deals}
+		for _, c := range a.members {
+			ma.Pieces = append(ma.Pieces, a.piece[c])
+		}
+		out = append(out, ma)
+	}
+	return out
+}
+
+// CarState is where the model puts a CAR: "queued", "rejected" or
+// "agg:<id>", and "" for a CAR it never saw.
+func (m *Model) CarState(car string) string { return m.car[car] }
+
+// EachCar calls fn for every CAR the model knows, in no particular order.
+func (m *Model) EachCar(fn func(car, state string)) {
+	for c, st := range m.car {
+		fn(c, st)
+	}
 }

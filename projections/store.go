@@ -339,11 +339,8 @@ func (w *writer) ready(d aggregator.Decision) error {
 		return fmt.Errorf("%w: aggregate %d derives %s, the log says %s", ErrLayoutMismatch, a.ID, got, d.PieceV1)
 	}
 	offsets := built.Offsets()
-	for i, c := range laid {
-		proof, err := built.Proof(i)
-		if err != nil {
-			return err
-		}
+	err = built.EachProof(func(i int, proof *frc58.Proof) error {
+		c := laid[i]
 		enc, err := frc58.EncodeProof(proof)
 		if err != nil {
 			return err
@@ -356,9 +353,10 @@ func (w *writer) ready(d aggregator.Decision) error {
 		if err := w.tx.Bucket(bProofs).Put([]byte(c.Car), enc); err != nil {
 			return err
 		}
-		if err := w.tx.Bucket(bLayout).Put(key2(a.ID, i), []byte(c.Car)); err != nil {
-			return err
-		}
+		return w.tx.Bucket(bLayout).Put(key2(a.ID, i), []byte(c.Car))
+	})
+	if err != nil {
+		return err
 	}
 	a.State, a.Piece, a.PieceV1, a.PieceSize, a.Closed = aggregator.Ready, d.Piece, d.PieceV1, d.PieceSize, d.Closed
 	byPiece := w.tx.Bucket(bByPiece)

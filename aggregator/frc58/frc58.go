@@ -6,8 +6,14 @@
 //   - The order of the pieces given to New is the layout. Layout returns the
 //     order ferry uses: largest first, arrival order among equals, which
 //     leaves no alignment gaps because every piece is a power of two.
+//   - Each piece is placed at the next offset that is a multiple of its
+//     padded size, as go-data-segment places it; the index of
+//     MaxEntries(dealSize) 64-byte entries ends the deal.
 //   - The results agree with go-data-segment byte for byte; its verifier
 //     (ComputeExpectedAuxData) is the judge of every proof (Verify).
+//   - New does all the hashing: ferry's own tree holds only the nodes at and
+//     above the pieces and the index entries, so a Proof is one lookup per
+//     tree level. An Aggregate is immutable and safe for concurrent use.
 package frc58
 
 import (
@@ -16,13 +22,21 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/filecoin-project/go-data-segment/datasegment"
-	"github.com/filecoin-project/go-state-types/abi"
 	"github.com/ferry-dev/ferry/piece"
+	"github.com/filecoin-project/go-data-segment/datasegment"
+	"github.com/filecoin-project/go-data-segment/merkletree"
+	"github.com/filecoin-project/go-state-types/abi"
 )
 
-// ErrDoesNotFit is returned by New when the pieces and the index do not fit the deal.
-var ErrDoesNotFit = errors.New("pieces do not fit the deal")
+// Errors returned by New and Proof. New also returns piece.ErrBadSize,
+// wrapped, for a deal or piece size that is not a valid padded size.
+var (
+	// ErrDoesNotFit is returned by New when the pieces and the index do not
+	// fit the deal.
+	ErrDoesNotFit = errors.New("pieces do not fit the deal")
+	// ErrNoPiece is returned by Proof for an index outside the pieces.
+	ErrNoPiece = errors.New("no such piece in the aggregate")
+)
 
 // Proof is an FRC-0058 inclusion proof of a piece in an aggregate.
 type Proof = datasegment.InclusionProof
@@ -55,48 +69,115 @@ func Fits(dealSize, used uint64, count int) bool {
 // Aggregate is a built aggregate.
 type Aggregate struct {
 	DealSize uint64
-	// Pieces in layout order.
-	Pieces []piece.Commitment
-	agg    *datasegment.Aggregate
+	// Pieces in layout order, as given to New. The proofs do not read them.
+	Pieces  []piece.Commitment
+	offsets []uint64
+	levels  []uint8 // each piece's level in the tree: log2(padded/32)
+	tree    *tree
 }
 
-// New builds the aggregate of pieces, which are in layout order.
+// New builds the aggregate of pieces, which are in layout order. It returns
+// ErrDoesNotFit when they do not fit beside the index.
 func New(dealSize uint64, pieces []piece.Commitment) (*Aggregate, error) {
-	var used uint64
-	infos := make([]abi.PieceInfo, len(pieces))
-	for i, p := range pieces {
-		used += p.Padded
-		infos[i] = abi.PieceInfo{Size: abi.PaddedPieceSize(p.Padded), PieceCID: p.V1()}
+	if !piece.ValidPadded(dealSize) {
+		return nil, fmt.Errorf("frc58: deal size %d: %w", dealSize, piece.ErrBadSize)
 	}
-	if !Fits(dealSize, used, len(pieces)) {
-		return nil, fmt.Errorf("%w: %d pieces of %d padded bytes in a %d byte deal", ErrDoesNotFit, len(pieces), used, dealSize)
-	}
-	agg, err := datasegment.NewAggregate(abi.PaddedPieceSize(dealSize), infos)
+	offsets, err := place(dealSize, pieces)
 	if err != nil {
-		return nil, fmt.Errorf("frc58: %w", err)
+		return nil, err
 	}
-	return &Aggregate{DealSize: dealSize, Pieces: pieces, agg: agg}, nil
+	levels := make([]uint8, len(pieces))
+	for i, p := range pieces {
+		levels[i] = uint8(levelOf(p.Padded))
+	}
+	return &Aggregate{
+		DealSize: dealSize,
+		Pieces:   pieces,
+		offsets:  offsets,
+		levels:   levels,
+		tree:     newTree(dealSize, pieces, offsets),
+	}, nil
+}
+
+// place computes each piece's padded offset: the next multiple of its size
+// after the previous piece, as go-data-segment's ComputeDealPlacement does.
+// In ferry's layout (largest first) that leaves no gaps.
+func place(dealSize uint64, pieces []piece.Commitment) ([]uint64, error) {
+	reserve := piece.IndexReserve(dealSize)
+	if len(pieces) > piece.MaxEntries(dealSize) || reserve > dealSize {
+		return nil, fmt.Errorf("%w: %d pieces in a %d byte deal with room for %d index entries",
+			ErrDoesNotFit, len(pieces), dealSize, piece.MaxEntries(dealSize))
+	}
+	room := dealSize - reserve
+	offsets := make([]uint64, len(pieces))
+	var end uint64
+	for i, p := range pieces {
+		if !piece.ValidPadded(p.Padded) {
+			return nil, fmt.Errorf("frc58: piece %d: padded size %d: %w", i, p.Padded, piece.ErrBadSize)
+		}
+		// end ≤ room < 2^63 and Padded ≤ 2^63 (a power of two), so no overflow.
+		off := (end + p.Padded - 1) &^ (p.Padded - 1)
+		if p.Padded > room || off > room-p.Padded {
+			return nil, fmt.Errorf("%w: piece %d of %d padded bytes at offset %d passes the index at %d (%d pieces in a %d byte deal)",
+				ErrDoesNotFit, i, p.Padded, off, room, len(pieces), dealSize)
+		}
+		offsets[i], end = off, off+p.Padded
+	}
+	return offsets, nil
 }
 
 // Commitment is the aggregate's piece: the deal's root over the whole
 // padded deal, whose payload is the full unpadded deal (index included).
 func (a *Aggregate) Commitment() piece.Commitment {
-	root := a.agg.Tree.Root()
-	return piece.Commitment{Root: root, Padded: a.DealSize, Payload: piece.Unpadded(a.DealSize)}
+	return piece.Commitment{Root: a.tree.root(), Padded: a.DealSize, Payload: piece.Unpadded(a.DealSize)}
 }
 
 // Offsets returns each piece's padded offset in the deal, in layout order.
 func (a *Aggregate) Offsets() []uint64 {
-	out := make([]uint64, len(a.Pieces))
-	for i, e := range a.agg.Index.Entries {
-		out[i] = e.Offset
-	}
-	return out
+	return slices.Clone(a.offsets)
 }
 
-// Proof returns the inclusion proof of the i-th piece in layout order.
+// Proof returns the inclusion proof of the i-th piece in layout order, or
+// ErrNoPiece. It hashes nothing: both paths are lookups in the tree New built.
 func (a *Aggregate) Proof(i int) (*Proof, error) {
-	return a.agg.ProofForIndexEntry(i)
+	if i < 0 || i >= len(a.offsets) {
+		return nil, fmt.Errorf("frc58: proof %d of %d pieces: %w", i, len(a.offsets), ErrNoPiece)
+	}
+	var p Proof
+	a.proof(&p, make([]node, 0, 2*a.tree.depth-int(a.levels[i])-1), i)
+	return &p, nil
+}
+
+// EachProof calls fn with the inclusion proof of every piece, in layout
+// order, and returns the first error fn returns. It reuses one Proof for
+// all calls, so fn must not keep p or its paths: encode or copy them.
+// Where Proof allocates each proof's paths, EachProof allocates nothing
+// per piece.
+func (a *Aggregate) EachProof(fn func(i int, p *Proof) error) error {
+	var p Proof
+	buf := make([]node, 0, 2*a.tree.depth)
+	for i := range a.offsets {
+		a.proof(&p, buf[:0], i)
+		if err := fn(i, &p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// proof sets p to the proof of piece i, with both paths in buf, which has
+// room for them.
+func (a *Aggregate) proof(p *Proof, buf []node, i int) {
+	t, l := a.tree, int(a.levels[i])
+	idx := indexAt(a.offsets[i], l)
+	entry := t.entries + uint64(i)
+	// The subtree path climbs from the piece's level, the index path from
+	// level 1 (an entry's node).
+	buf = t.path(buf, l, idx)
+	sub := len(buf)
+	buf = t.path(buf, 1, entry)
+	p.ProofSubtree = merkletree.ProofData{Path: buf[:sub:sub], Index: idx}
+	p.ProofIndex = merkletree.ProofData{Path: buf[sub:], Index: entry}
 }
 
 // Verify checks with go-data-segment's verifier that proof places p in agg.

@@ -1,0 +1,6 @@
+//go:build race
+
+package frc58
+
+// raceEnabled shrinks the heaviest tests under the race detector.
+const raceEnabled = true
