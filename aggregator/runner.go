@@ -31,7 +31,8 @@ type RunnerConfig struct {
 	// Window bounds appends in flight.
 	Window int
 	Log    *slog.Logger
-	// OnBatch, if set, is called after each batch is stored (metrics).
+	// OnBatch, if set, is called after each batch is decided and its
+	// append sent (metrics); the append may still fail.
 	OnBatch func(Batch, time.Duration)
 }
 
@@ -139,6 +140,9 @@ func (r *Runner) leadOnce(ctx context.Context, l *lease) error {
 	if err != nil {
 		return err
 	}
+	if err := inputsReach(ctx, r.js, st.LastIn()); err != nil {
+		return err
+	}
 	r.publishStatus(st, aggSeq)
 	r.setLead(true)
 	r.cfg.Log.Info("aggregator rebuilt", "aggregateLogSeq", aggSeq, "lastInput", st.LastIn(), "state", st.Counts())
@@ -172,6 +176,27 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, cfg Config) (*State, u
 		return nil, 0, fmt.Errorf("rebuild: %w", err)
 	}
 	return st, last, nil
+}
+
+// ErrInputBehind is returned when the input log ends before the last input
+// the aggregate log names: inputs were lost (an OS crash inside the fsync
+// interval, or an older backup of the input log). New inputs would reuse
+// sequences the fold has already passed and be skipped, so ferry stops.
+var ErrInputBehind = errors.New("input log is behind the aggregate log")
+
+func inputsReach(ctx context.Context, js jetstream.JetStream, lastIn uint64) error {
+	st, err := js.Stream(ctx, events.StreamIn)
+	if err != nil {
+		return err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if info.State.LastSeq < lastIn {
+		return fmt.Errorf("%w: it ends at %d, the aggregate log has applied input %d", ErrInputBehind, info.State.LastSeq, lastIn)
+	}
+	return nil
 }
 
 // lastMsgID is the Nats-Msg-Id of the aggregate log's message at seq.

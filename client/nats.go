@@ -12,10 +12,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// NewPublisher returns a publisher of input events on js under the default
-// subjects; see events.Publisher.
-func NewPublisher(js jetstream.JetStream) *events.Publisher {
-	return events.NewPublisher(js, events.DefaultSubjects)
+// NewPublisher returns a publisher of input events on js under ferry's
+// subject prefix (events.DefaultPrefix unless configured otherwise); see
+// events.Publisher.
+func NewPublisher(js jetstream.JetStream, prefix string) *events.Publisher {
+	if prefix == "" {
+		prefix = events.DefaultPrefix
+	}
+	return events.NewPublisher(js, events.Subjects{Prefix: prefix})
 }
 
 // Replay reads the aggregate log from sequence from up to its current end
@@ -43,6 +47,9 @@ type From struct {
 	// Once stops after the receipts present at the start, instead of
 	// following new ones.
 	Once bool
+	// Subjects are ferry's subjects; the zero value means the default
+	// "ferry." prefix.
+	Subjects events.Subjects
 }
 
 // SubscribeReceipts calls handler for each receipt from the given position
@@ -101,9 +108,13 @@ func SubscribeReceipts(ctx context.Context, js jetstream.JetStream, from From, h
 }
 
 func receiptConsumer(ctx context.Context, js jetstream.JetStream, from From) (jetstream.Consumer, error) {
-	subject := events.DefaultSubjects.Receipts()
+	sub := from.Subjects
+	if sub.Prefix == "" {
+		sub = events.DefaultSubjects
+	}
+	subject := sub.Receipts()
 	if from.Car != "" {
-		subject = events.DefaultSubjects.Receipt(from.Car)
+		subject = sub.Receipt(from.Car)
 	}
 	deliver, start := jetstream.DeliverAllPolicy, uint64(0)
 	if from.Seq > 1 {

@@ -94,15 +94,19 @@ func (e *FetchError) Unwrap() []error {
 	return errs
 }
 
-// Invalid reports whether every attempt got bad bytes: the content itself
-// is bad wherever it is stored, so fetching again will not help.
+// Invalid reports whether every source was tried and gave bad bytes: the
+// content itself is bad wherever it is stored, so fetching again will not
+// help. It is false when the context ended before every source was tried.
 func (e *FetchError) Invalid() bool {
+	if len(e.Attempts) == 0 || len(e.Attempts) < e.Sources {
+		return false
+	}
 	for _, a := range e.Attempts {
 		if !IsInvalid(a.Err) {
 			return false
 		}
 	}
-	return len(e.Attempts) > 0
+	return true
 }
 
 // Last is the last attempt's error: the reason to report.

@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/ferry-dev/ferry/client"
+	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,6 +23,7 @@ func runReceipts(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	fs.Uint64Var(&from.Seq, "from", 0, "start at this receipts stream sequence")
 	fs.StringVar(&from.Durable, "durable", "", "resume where the durable consumer `NAME` stopped")
 	fs.StringVar(&from.Car, "car", "", "only the receipts of this CAR")
+	prefix := fs.String("prefix", events.DefaultPrefix, "subject prefix")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -35,6 +37,7 @@ func runReceipts(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 		return err
 	}
 	from.Once = !*follow
+	from.Subjects = events.Subjects{Prefix: *prefix}
 	enc := json.NewEncoder(stdout)
 	return client.SubscribeReceipts(ctx, js, from, func(_ uint64, r projections.Receipt) error {
 		return enc.Encode(r)

@@ -23,6 +23,13 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	// Opening the read models takes bbolt's lock: it fails while ferry
+	// serve holds them, before a second NATS server touches its store.
+	probe, err := projections.Open(node.ReadModelPath(*data), uint64(deal))
+	if err != nil {
+		return fmt.Errorf("%w (is ferry serve running on this data dir?)", err)
+	}
+	probe.Close()
 	url := *natsURL
 	if url == "" {
 		s, err := natsembed.Start(natsembed.Config{Dir: filepath.Join(*data, "jetstream"), Listen: "127.0.0.1:0"})

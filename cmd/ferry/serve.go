@@ -50,7 +50,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&deals.OracleInterval, "oracle-interval", 10*time.Minute, "deal oracle poll interval")
 	var pieces worker.Config
 	workerFlags(fs, &pieces)
-	fs.IntVar(&pieces.Workers, "piece-workers", runtime.NumCPU(), "piece workers in this process (-1: none, leave it to ferry piece-worker)")
+	fs.IntVar(&pieces.Workers, "piece-workers", runtime.NumCPU(), "piece workers in this process (0: none, leave it to ferry piece-worker)")
 	verify := fs.Bool("verify-pieces", false, "compute the piece of CARs that arrive with one too, and reject a mismatch")
 	cars := fs.String("cars", "", "serve the CAR files of `dir` at /cars/<name> (for trying ferry out)")
 	verbose := fs.Bool("v", false, "debug logging")
@@ -59,6 +59,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if !piece.ValidPadded(uint64(deal)) || deal < 4<<10 {
 		return fmt.Errorf("%w: --deal-size %s is not a power of two ≥ 4KiB", errUsage, deal.String())
+	}
+	if pieces.Workers == 0 {
+		pieces.Workers = -1 // 0 means none here; the node reads 0 as "one per core"
 	}
 	if minPayload == 0 {
 		minPayload = size(aggregator.DefaultMinPayload(uint64(deal)))

@@ -24,7 +24,7 @@ func runSpadeSim(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	fs.DurationVar(&cfg.Delay, "delay", 2*time.Second, "wait after checking an offer before reporting")
 	fs.Float64Var(&cfg.FailureRate, "failure-rate", 0, "share (0..1) of good offers reported failed, for trials")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the failure draws")
-	fs.IntVar(&cfg.Replicas, "replicas", 1, "deals made per aggregate")
+	fs.IntVar(&cfg.Replicas, "deals-per-aggregate", 1, "deals (each with another provider) made per aggregate")
 	maxAssemble := size(1 << 30)
 	fs.Var(&maxAssemble, "max-assemble", "largest deal whose bytes are assembled and hashed to check the offer")
 	fs.StringVar(&cfg.TempDir, "tmp", "", "directory for downloads (default: system temp)")

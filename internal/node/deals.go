@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -68,6 +69,11 @@ func (n *Node) publish(ctx context.Context, ev events.Event) error {
 }
 
 func (n *Node) publishReports(ctx context.Context, reps []events.DealReport) error {
+	if !n.Runner.Status().Leader {
+		// The poller forgets what a failed handle saw, so the leader (or
+		// this process once it leads) publishes it.
+		return errors.New("not leading: the leader publishes oracle deals")
+	}
 	for i := range reps {
 		if err := n.publish(ctx, &reps[i]); err != nil {
 			return err
@@ -91,7 +97,11 @@ func (n *Node) onApplied(entries []projections.Entry) {
 			case d.Type == aggregator.DecAggReady && n.Dealer != nil:
 				n.Dealer.Enqueue(d.Aggregate)
 			case d.Type == aggregator.DecCarQueued:
-				n.work <- workItem(d)
+				select {
+				case n.work <- workItem(d):
+				case <-n.done:
+					return
+				}
 			}
 		}
 	}

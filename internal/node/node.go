@@ -81,6 +81,9 @@ type Node struct {
 	wg     sync.WaitGroup
 	errMu  sync.Mutex
 	err    error
+	errs   map[string]error
+	ctx    context.Context
+	done   <-chan struct{}
 }
 
 // Start brings a node up. It returns once the HTTP API listens; the
@@ -92,7 +95,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Subjects.Prefix == "" {
 		cfg.Subjects = events.DefaultSubjects
 	}
-	n := &Node{cfg: cfg, log: cfg.Log, Registry: prometheus.NewRegistry(), work: make(chan *events.CarReplicated, 4096)}
+	n := &Node{cfg: cfg, log: cfg.Log, Registry: prometheus.NewRegistry(), work: make(chan *events.CarReplicated, 4096),
+		errs: map[string]error{}, ctx: context.Background(), done: make(chan struct{})}
 	if err := n.start(ctx); err != nil {
 		n.Close()
 		return nil, err
@@ -179,6 +183,7 @@ func (n *Node) listen() error {
 // Run starts the background parts; it returns at once.
 func (n *Node) Run(ctx context.Context) {
 	ctx, n.cancel = context.WithCancel(ctx)
+	n.ctx, n.done = ctx, ctx.Done()
 	n.goRun("aggregator", func() error { return n.Runner.Run(ctx) })
 	n.goRun("projector", func() error { return n.Projector.Run(ctx, true) })
 	n.runDeals(ctx)
@@ -193,31 +198,73 @@ func (n *Node) Run(ctx context.Context) {
 	n.log.Info("ferry serving", "http", "http://"+n.HTTPAddr(), "dealSize", n.cfg.Fold.DealSize)
 }
 
-// goRun runs a part; a part that fails records the node's error.
+// goRun runs a part until the node stops. A part that fails is restarted
+// after a backoff (1 s doubling to 30 s, reset after a minute of running);
+// while it is down its error makes /healthz fail.
 func (n *Node) goRun(name string, fn func() error) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := fn(); err != nil {
-			n.log.Error("part stopped", "part", name, "err", err)
-			n.errMu.Lock()
-			if n.err == nil {
-				n.err = fmt.Errorf("%s: %w", name, err)
+		wait := time.Second
+		for {
+			start := time.Now()
+			err := fn()
+			if n.ctx.Err() != nil {
+				return
 			}
-			n.errMu.Unlock()
+			if err == nil {
+				return // the part is done (a one-off such as dealer-resume)
+			}
+			n.setErr(name, err)
+			n.log.Error("part stopped; restarting", "part", name, "err", err, "in", wait)
+			if time.Since(start) > time.Minute {
+				wait = time.Second
+			}
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 30*time.Second)
+			n.setErr(name, nil)
 		}
 	}()
 }
 
-// Err is the first error a part stopped with, or nil.
+func (n *Node) setErr(part string, err error) {
+	n.errMu.Lock()
+	defer n.errMu.Unlock()
+	if err == nil {
+		delete(n.errs, part)
+		return
+	}
+	n.errs[part] = err
+	if n.err == nil {
+		n.err = fmt.Errorf("%s: %w", part, err)
+	}
+}
+
+// Err is the first error a part stopped with since the node started, or
+// nil.
 func (n *Node) Err() error {
 	n.errMu.Lock()
 	defer n.errMu.Unlock()
 	return n.err
 }
 
+// failing is an error naming the parts that are down now, or nil.
+func (n *Node) failing() error {
+	n.errMu.Lock()
+	defer n.errMu.Unlock()
+	var errs []error
+	for part, err := range n.errs {
+		errs = append(errs, fmt.Errorf("%s: %w", part, err))
+	}
+	return errors.Join(errs...)
+}
+
 func (n *Node) health() error {
-	if err := n.Err(); err != nil {
+	if err := n.failing(); err != nil {
 		return err
 	}
 	if !n.Conn.IsConnected() {

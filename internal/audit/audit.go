@@ -1,0 +1,255 @@
+// Package audit proves, from the input and aggregate logs alone, that
+// nothing was lost or doubled: the aggregate log is exactly the fold of the
+// input log, every accepted CAR is in one state and in at most one live
+// aggregate, every aggregate fits its deal and its piece CID recomputes
+// from its layout (with go-data-segment), every aggregate with deals has a
+// receipt for each of its CARs, and the read models agree with the logs.
+package audit
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/piece"
+	"github.com/ferry-dev/ferry/projections"
+	"github.com/filecoin-project/go-data-segment/datasegment"
+	"github.com/filecoin-project/go-state-types/abi"
+	"github.com/ipfs/go-cid"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Violation is one broken invariant and what it concerns.
+type Violation struct {
+	Concerns string `json:"concerns"`
+	Problem  string `json:"problem"`
+}
+
+// Report is the outcome of an audit.
+type Report struct {
+	Inputs, Batches, Cars, Aggregates, Receipts, ViewsChecked int
+	Violations                                                []Violation
+}
+
+// OK reports whether every invariant holds.
+func (r *Report) OK() bool { return len(r.Violations) == 0 }
+
+func (r *Report) add(concerns, format string, args ...any) {
+	r.Violations = append(r.Violations, Violation{Concerns: concerns, Problem: fmt.Sprintf(format, args...)})
+}
+
+// Views reads a CAR from the read models; nil skips that check.
+type Views func(ctx context.Context, car string) (*projections.CarView, error)
+
+// Run audits the logs on js, folded under cfg (the Config ferry serve runs
+// with), and the read models through views.
+func Run(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, views Views) (*Report, error) {
+	r := &Report{}
+	model := aggregator.NewModel()
+	var sums [][32]byte
+	err := events.Tail(ctx, js, events.StreamAgg, 1, false, func(e events.Entry) error {
+		var b aggregator.Batch
+		if err := json.Unmarshal(e.Data, &b); err != nil {
+			r.add(fmt.Sprintf("aggregate log %d", e.Seq), "unreadable: %v", err)
+			return nil
+		}
+		if err := model.Apply(b); err != nil {
+			r.add(fmt.Sprintf("aggregate log %d", e.Seq), "%v", err)
+		}
+		sums = append(sums, sha256.Sum256(e.Data))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.Batches = len(sums)
+	if err := refold(ctx, js, cfg, sums, model, r); err != nil {
+		return nil, err
+	}
+	if err := model.Check(cfg.DealSize); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			r.add("model", "%s", line)
+		}
+	}
+	aggs := model.Aggregates()
+	r.Aggregates = len(aggs)
+	for _, a := range aggs {
+		checkAggregate(a, cfg.DealSize, r)
+	}
+	if err := checkReceipts(ctx, js, aggs, r); err != nil {
+		return nil, err
+	}
+	if views != nil {
+		if err := checkViews(ctx, model, aggs, views, r); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// refold folds the input log into a fresh state and requires the stored
+// aggregate log, message for message; it also requires every
+// car.replicated the fold accepted to have a state in the model.
+func refold(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, sums [][32]byte, model *aggregator.Model, r *Report) error {
+	st := aggregator.New(cfg)
+	i, mismatched := 0, false
+	err := events.Tail(ctx, js, events.StreamIn, 1, false, func(e events.Entry) error {
+		r.Inputs++
+		b := st.Apply(e.Seq, e.Data)
+		if len(b.Decisions) == 0 {
+			return nil
+		}
+		data, err := json.Marshal(b)
+		if err != nil {
+			return err
+		}
+		if !mismatched && (i >= len(sums) || sha256.Sum256(data) != sums[i]) {
+			r.add(fmt.Sprintf("aggregate log %d", i+1), "differs from the fold of input %d (was the log written under another configuration?)", e.Seq)
+			mismatched = true
+		}
+		i++
+		for _, d := range b.Decisions {
+			if (d.Type == aggregator.DecCarQueued || d.Type == aggregator.DecCarAdded) && d.Record != nil && model.CarState(d.Car) == "" {
+				r.add("CAR "+d.Car, "accepted from input %d but in no state", e.Seq)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if !mismatched && i < len(sums) {
+		// The aggregator may be behind the input log, never ahead of it.
+		r.add("aggregate log", "holds %d batches, the fold of the input log only %d", len(sums), i)
+	}
+	return nil
+}
+
+// checkAggregate recomputes a closed aggregate's piece CID with
+// go-data-segment from the layout rule: largest first, arrival order
+// among equals.
+func checkAggregate(a aggregator.ModelAggregate, dealSize uint64, r *Report) {
+	if a.State == aggregator.Ingesting || a.State == aggregator.DealFailed {
+		return
+	}
+	concerns := "aggregate " + strconv.FormatUint(a.ID, 10)
+	if a.State == aggregator.DealProcessed && a.Deals == 0 {
+		r.add(concerns, "DEAL_PROCESSED without deals")
+	}
+	infos := make([]abi.PieceInfo, len(a.Pieces))
+	for i, p := range a.Pieces {
+		c, err := piece.Parse(p, 0)
+		if err != nil {
+			r.add(concerns, "CAR %s piece %q: %v", a.Cars[i], p, err)
+			return
+		}
+		infos[i] = abi.PieceInfo{Size: abi.PaddedPieceSize(c.Padded), PieceCID: c.V1()}
+	}
+	sort.SliceStable(infos, func(i, j int) bool { return infos[i].Size > infos[j].Size })
+	agg, err := datasegment.NewAggregate(abi.PaddedPieceSize(dealSize), infos)
+	if err != nil {
+		r.add(concerns, "does not build with go-data-segment: %v", err)
+		return
+	}
+	got, err := agg.PieceCID()
+	if err != nil || got.String() != a.PieceV1 {
+		r.add(concerns, "piece CID %s in the log, %s recomputed from its layout", a.PieceV1, got)
+	}
+}
+
+// checkReceipts requires a receipt for every CAR of every aggregate with
+// deals, naming that aggregate.
+func checkReceipts(ctx context.Context, js jetstream.JetStream, aggs []aggregator.ModelAggregate, r *Report) error {
+	got := map[string][]uint64{}
+	err := events.Tail(ctx, js, events.StreamReceipts, 1, false, func(e events.Entry) error {
+		var rc projections.Receipt
+		if err := json.Unmarshal(e.Data, &rc); err != nil {
+			r.add(fmt.Sprintf("receipt %d", e.Seq), "unreadable: %v", err)
+			return nil
+		}
+		r.Receipts++
+		got[rc.Car] = append(got[rc.Car], rc.Aggregate)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, a := range aggs {
+		if a.State != aggregator.DealProcessed {
+			continue
+		}
+		for _, car := range a.Cars {
+			if !slices.Contains(got[car], a.ID) {
+				r.add("CAR "+car, "aggregate %d has deals but the CAR has no receipt for it", a.ID)
+			}
+		}
+	}
+	return nil
+}
+
+// checkViews asks the read models about every CAR the logs know.
+func checkViews(ctx context.Context, model *aggregator.Model, aggs []aggregator.ModelAggregate, views Views, r *Report) error {
+	state := map[uint64]string{}
+	for _, a := range aggs {
+		state[a.ID] = a.State
+	}
+	var cars []string
+	model.EachCar(func(car, _ string) { cars = append(cars, car) })
+	sort.Strings(cars)
+	r.Cars = len(cars)
+	for _, car := range cars {
+		if _, err := cid.Decode(car); err != nil {
+			continue // rejected names that are not CIDs have no view by CID
+		}
+		v, err := views(ctx, car)
+		if err != nil {
+			r.add("CAR "+car, "read model: %v", err)
+			continue
+		}
+		r.ViewsChecked++
+		if want := expected(model.CarState(car), state); v.State != want.state || v.Aggregate != want.agg {
+			r.add("CAR "+car, "read model says %s in aggregate %d, the logs %s in aggregate %d", v.State, v.Aggregate, want.state, want.agg)
+		}
+	}
+	return nil
+}
+
+type where struct {
+	state string
+	agg   uint64
+}
+
+func expected(modelState string, aggState map[uint64]string) where {
+	switch {
+	case modelState == "queued":
+		return where{state: aggregator.Queued}
+	case modelState == "rejected":
+		return where{state: aggregator.Rejected}
+	}
+	id, _ := strconv.ParseUint(strings.TrimPrefix(modelState, "agg:"), 10, 64)
+	st := aggState[id]
+	if st == aggregator.Ingesting {
+		st = aggregator.Aggregating
+	}
+	return where{state: st, agg: id}
+}
+
+// Print writes the report for people.
+func (r *Report) Print(w *bytes.Buffer) {
+	fmt.Fprintf(w, "audited %d inputs, %d aggregate log batches, %d aggregates, %d receipts, %d CAR views\n",
+		r.Inputs, r.Batches, r.Aggregates, r.Receipts, r.ViewsChecked)
+	for _, v := range r.Violations {
+		fmt.Fprintf(w, "VIOLATION %s: %s\n", v.Concerns, v.Problem)
+	}
+	if r.OK() {
+		fmt.Fprintln(w, "ok: every invariant holds")
+	}
+}
