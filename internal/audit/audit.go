@@ -7,11 +7,11 @@
 package audit
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"sort"
 	"strconv"
@@ -243,7 +243,7 @@ func expected(modelState string, aggState map[uint64]string) where {
 }
 
 // Print writes the report for people.
-func (r *Report) Print(w *bytes.Buffer) {
+func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "audited %d inputs, %d aggregate log batches, %d aggregates, %d receipts, %d CAR views\n",
 		r.Inputs, r.Batches, r.Aggregates, r.Receipts, r.ViewsChecked)
 	for _, v := range r.Violations {

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/client"
+	"github.com/ferry-dev/ferry/internal/audit"
+	"github.com/ferry-dev/ferry/projections"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func init() { extra["audit"] = runAudit }
+
+// errViolations makes ferry audit exit non-zero when an invariant fails.
+var errViolations = errors.New("invariants violated")
+
+func runAudit(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("audit", "audit [flags]", stderr)
+	natsURL := fs.String("nats", defaultNATS, "NATS `URL` of ferry's streams")
+	server := fs.String("server", "", "ferry's HTTP `address`, to check the read models against the logs (empty: skip)")
+	deal := size(defaultDeal)
+	fs.Var(&deal, "deal-size", "the deal size ferry serve runs with")
+	minPayload := size(0)
+	fs.Var(&minPayload, "min-payload", "the min payload ferry serve runs with (default: its default)")
+	maxWait := fs.Duration("max-wait", 4*time.Hour, "the max wait ferry serve runs with")
+	verify := fs.Bool("verify-pieces", false, "whether ferry serve runs with --verify-pieces")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if minPayload == 0 {
+		minPayload = size(aggregator.DefaultMinPayload(uint64(deal)))
+	}
+	nc, err := nats.Connect(*natsURL, nats.Name("ferry audit"))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	var views audit.Views
+	if *server != "" {
+		api := client.NewHTTP(*server)
+		views = func(ctx context.Context, car string) (*projections.CarView, error) { return api.Car(ctx, car) }
+	}
+	cfg := aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify}
+	rep, err := audit.Run(ctx, js, cfg, views)
+	if err != nil {
+		return err
+	}
+	rep.Print(stdout)
+	if !rep.OK() {
+		return fmt.Errorf("%w: %d", errViolations, len(rep.Violations))
+	}
+	return nil
+}

@@ -1,0 +1,71 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/audit"
+	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/spade"
+)
+
+func storeViews(n *Node) audit.Views {
+	return func(_ context.Context, car string) (*projections.CarView, error) { return n.Store.Car(car) }
+}
+
+func TestAuditPassesOnAHealthyRunAndNamesWhatATamperedLogBreaks(t *testing.T) {
+	d := startDeals(t, 12, spade.SimConfig{Delay: 5 * time.Millisecond}, "")
+	d.publishAll(t)
+	d.waitProcessed(t, 60*time.Second)
+	cfg := d.n.cfg.Fold
+	ctx := context.Background()
+	testutil := func() *audit.Report {
+		rep, err := audit.Run(ctx, d.nt.JS, cfg, storeViews(d.n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	var rep *audit.Report
+	waitFor(t, "receipts for every CAR and a clean audit", func() bool { rep = testutil(); return rep.OK() })
+	if rep.Receipts < len(d.cars) || rep.ViewsChecked < len(d.cars) || rep.Aggregates == 0 {
+		t.Fatalf("audit checked too little: %+v", rep)
+	}
+
+	// A rogue batch puts an aggregated CAR into a second aggregate.
+	car := d.cars[0].CID.String()
+	v, _ := d.n.Store.Car(car)
+	rogue, _ := json.Marshal(aggregator.Batch{In: 1 << 40, Decisions: []aggregator.Decision{{
+		Type: aggregator.DecCarAdded, Car: car, Piece: v.Piece, PieceSize: v.PieceSize, Aggregate: 999,
+	}}})
+	if _, err := d.nt.JS.Publish(ctx, events.DefaultSubjects.Decisions(), rogue); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.Run(ctx, d.nt.JS, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := ""
+	for _, v := range rep.Violations {
+		text += v.Concerns + ": " + v.Problem + "\n"
+	}
+	if rep.OK() || !strings.Contains(text, car) || !strings.Contains(text, "the fold of the input log") {
+		t.Fatalf("tampered log audited as:\n%s", text)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
