@@ -41,6 +41,9 @@ type API struct {
 	WriteToken string
 	// ReportToken guards POST /v1/deals/report; empty refuses every report.
 	ReportToken string
+	// ReadToken, when set, guards the GET routes (not /healthz and
+	// /metrics, which monitoring reads).
+	ReadToken string
 	// ParseReport validates a deal report body.
 	ParseReport func([]byte) (*events.DealReport, error)
 	// Manifest builds the FRC-58 manifest of an aggregate.
@@ -55,10 +58,10 @@ type API struct {
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/cars", a.auth(a.WriteToken, true, a.postCars))
-	mux.HandleFunc("GET /v1/cars/{cid}", a.getCar)
-	mux.HandleFunc("GET /v1/aggregates", a.listAggregates)
-	mux.HandleFunc("GET /v1/aggregates/{id}", a.getAggregate)
-	mux.HandleFunc("GET /v1/aggregates/{id}/manifest", a.getManifest)
+	mux.HandleFunc("GET /v1/cars/{cid}", a.auth(a.ReadToken, true, a.getCar))
+	mux.HandleFunc("GET /v1/aggregates", a.auth(a.ReadToken, true, a.listAggregates))
+	mux.HandleFunc("GET /v1/aggregates/{id}", a.auth(a.ReadToken, true, a.getAggregate))
+	mux.HandleFunc("GET /v1/aggregates/{id}/manifest", a.auth(a.ReadToken, true, a.getManifest))
 	mux.HandleFunc("POST /v1/aggregates/{id}/close", a.auth(a.WriteToken, true, a.closeAggregate))
 	mux.HandleFunc("POST /v1/deals/report", a.auth(a.ReportToken, false, a.postReport))
 	mux.HandleFunc("GET /healthz", a.healthz)

@@ -11,8 +11,6 @@ import (
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/internal/audit"
 	"github.com/ferry-dev/ferry/projections"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 func init() { extra["audit"] = runAudit }
@@ -30,21 +28,18 @@ func runAudit(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.Var(&minPayload, "min-payload", "the min payload ferry serve runs with (default: its default)")
 	maxWait := fs.Duration("max-wait", 4*time.Hour, "the max wait ferry serve runs with")
 	verify := fs.Bool("verify-pieces", false, "whether ferry serve runs with --verify-pieces")
+	auth := natsAuthFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if minPayload == 0 {
 		minPayload = size(aggregator.DefaultMinPayload(uint64(deal)))
 	}
-	nc, err := nats.Connect(*natsURL, nats.Name("ferry audit"))
-	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	nc, js, err := auth.connect(*natsURL, "ferry audit")
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
 	var views audit.Views
 	if *server != "" {
 		api := client.NewHTTP(*server)

@@ -8,8 +8,6 @@ import (
 
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/piece/worker"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 func init() { extra["dlq"] = runDLQ }
@@ -22,6 +20,7 @@ func runDLQ(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	natsURL := fs.String("nats", defaultNATS, "NATS `URL` of ferry's streams")
 	prefix := fs.String("prefix", events.DefaultPrefix, "subject prefix")
 	car := fs.String("car", "", "only this CAR")
+	auth := natsAuthFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -29,15 +28,11 @@ func runDLQ(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 		fs.Usage()
 		return fmt.Errorf("%w: dlq list | dlq replay", errUsage)
 	}
-	nc, err := nats.Connect(*natsURL, nats.Name("ferry dlq"))
-	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	nc, js, err := auth.connect(*natsURL, "ferry dlq")
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
 	sub := events.Subjects{Prefix: *prefix}
 	letters, err := worker.DeadLetters(ctx, js, sub, *car)
 	if err != nil {

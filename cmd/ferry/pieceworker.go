@@ -13,7 +13,6 @@ import (
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/piece/worker"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 func init() { extra["piece-worker"] = runPieceWorker }
@@ -36,6 +35,7 @@ func runPieceWorker(ctx context.Context, args []string, _ io.Reader, stdout, std
 	var cfg worker.Config
 	workerFlags(fs, &cfg)
 	fs.IntVar(&cfg.Workers, "workers", runtime.NumCPU(), "CARs worked on at once")
+	auth := natsAuthFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -44,15 +44,11 @@ func runPieceWorker(ctx context.Context, args []string, _ io.Reader, stdout, std
 	}
 	cfg.Subjects = events.Subjects{Prefix: *prefix}
 	cfg.Log = slog.New(slog.NewTextHandler(stderr, nil))
-	nc, err := nats.Connect(*natsURL, nats.Name("ferry piece-worker"), nats.MaxReconnects(-1))
-	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	nc, js, err := auth.connect(*natsURL, "ferry piece-worker", nats.MaxReconnects(-1))
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
 	fmt.Fprintf(stdout, "piece-worker: %d workers on %s\n", cfg.Workers, *natsURL)
 	return worker.New(js, cfg).Run(ctx)
 }

@@ -41,13 +41,18 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	dir := fs.String("dir", "", "publish every .car file of `dir` (CID, size, md5 and piece computed here)")
 	urlBase := fs.String("url-base", "http://"+defaultHTTP+"/cars", "with --dir: the URL the directory is served under")
 	noPiece := fs.Bool("no-piece", false, "with --dir: leave the piece CID to ferry's piece workers")
+	auth := natsAuthFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() == 1 && fs.Arg(0) == "-" {
 		*file = "-"
 	}
-	nc, err := nats.Connect(*natsURL, nats.Name("ferry publish"))
+	opts, err := auth.options()
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(*natsURL, append(opts, nats.Name("ferry publish"))...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
 	}

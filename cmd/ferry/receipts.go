@@ -3,14 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/projections"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 func init() { extra["receipts"] = runReceipts }
@@ -24,18 +21,15 @@ func runReceipts(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	fs.StringVar(&from.Durable, "durable", "", "resume where the durable consumer `NAME` stopped")
 	fs.StringVar(&from.Car, "car", "", "only the receipts of this CAR")
 	prefix := fs.String("prefix", events.DefaultPrefix, "subject prefix")
+	auth := natsAuthFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	nc, err := nats.Connect(*natsURL, nats.Name("ferry receipts"))
-	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	nc, js, err := auth.connect(*natsURL, "ferry receipts")
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
 	from.Once = !*follow
 	from.Subjects = events.Subjects{Prefix: *prefix}
 	enc := json.NewEncoder(stdout)

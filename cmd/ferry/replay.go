@@ -10,7 +10,6 @@ import (
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/internal/node"
 	"github.com/ferry-dev/ferry/projections"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -20,6 +19,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	natsURL := fs.String("nats", "", "NATS `URL` with ferry's streams (default: start the embedded server on --data)")
 	deal := size(defaultDeal)
 	fs.Var(&deal, "deal-size", "the deal size ferry serve runs with")
+	auth := natsAuthFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -39,15 +39,11 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		defer s.Shutdown()
 		url = s.ClientURL()
 	}
-	nc, err := nats.Connect(url, nats.Name("ferry replay"))
-	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", url, err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	nc, js, err := auth.connect(url, "ferry replay")
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
 	return Replay(ctx, js, node.ReadModelPath(*data), uint64(deal), stdout)
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"runtime"
 	"time"
 
@@ -53,6 +54,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&pieces.Workers, "piece-workers", runtime.NumCPU(), "piece workers in this process (0: none, leave it to ferry piece-worker)")
 	verify := fs.Bool("verify-pieces", false, "compute the piece of CARs that arrive with one too, and reject a mismatch")
 	cars := fs.String("cars", "", "serve the CAR files of `dir` at /cars/<name> (for trying ferry out)")
+	readToken := fs.String("read-token", "", "bearer token for the GET routes (empty: reads are open)")
+	auth := natsAuthFlags(fs)
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -66,6 +69,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if minPayload == 0 {
 		minPayload = size(aggregator.DefaultMinPayload(uint64(deal)))
 	}
+	natsOpts, err := auth.options()
+	if err != nil {
+		return err
+	}
+	if err := checkExposure(*httpAddr, *writeToken, *reportToken); err != nil {
+		return err
+	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
@@ -77,10 +87,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Fold:         aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify},
 		Pieces:       pieces,
 		SyncInterval: *syncInterval, SyncAlways: *syncAlways, Tick: *tick,
-		WriteToken: *writeToken, ReportToken: *reportToken, Deals: deals, Cars: *cars, Log: log,
+		WriteToken: *writeToken, ReportToken: *reportToken, ReadToken: *readToken, NATSOptions: natsOpts,
+		Deals: deals, Cars: *cars, Log: log,
 	})
 	if err != nil {
 		return err
+	}
+	if *writeToken == "" {
+		log.Warn("no --write-token: POST /v1/cars and admin calls are open to anyone who can reach " + *httpAddr)
 	}
 	n.Run(ctx)
 	fmt.Fprintf(stdout, "ferry serving\n  http: http://%s\n  nats: %s\n  data: %s\n  deal size: %s\n",
@@ -88,4 +102,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	<-ctx.Done()
 	log.Info("shutting down")
 	return n.Close()
+}
+
+// checkExposure refuses to serve open write routes beyond loopback: with no
+// write token, the HTTP API must listen on a loopback address.
+func checkExposure(addr, writeToken, reportToken string) error {
+	if writeToken != "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%w: --http %q: %v", errUsage, addr, err)
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return nil
+	}
+	return fmt.Errorf("%w: --http %s is not a loopback address and no --write-token is set: anyone could publish; set --write-token (and --report-token for the deal engine)", errUsage, addr)
 }

@@ -48,7 +48,11 @@ type Config struct {
 	Tick         time.Duration
 	WriteToken   string
 	ReportToken  string
-	Deals        DealConfig
+	// ReadToken, when set, guards the GET routes too.
+	ReadToken string
+	// NATSOptions add credentials and TLS when joining an existing NATS.
+	NATSOptions []nats.Option
+	Deals       DealConfig
 	// Pieces configures the piece workers run inside this process.
 	Pieces worker.Config
 	// Cars, when set, is a directory of CAR files served at /cars/.
@@ -127,7 +131,7 @@ func (n *Node) start(ctx context.Context) error {
 		OnBatch: newMetrics(n.Registry, n).observeBatch,
 	})
 	n.API = &projections.API{Store: store, Pub: n.Pub, DealSize: n.cfg.Fold.DealSize,
-		WriteToken: n.cfg.WriteToken, ReportToken: n.cfg.ReportToken, Log: n.log,
+		WriteToken: n.cfg.WriteToken, ReportToken: n.cfg.ReportToken, ReadToken: n.cfg.ReadToken, Log: n.log,
 		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health,
 		ParseReport: spade.ParseReport, Manifest: n.manifest}
 	n.setupDeals()
@@ -157,7 +161,8 @@ func (n *Node) connect() error {
 		url = s.ClientURL()
 		n.log.Info("embedded NATS server ready", "url", url, "store", filepath.Join(n.cfg.Data, "jetstream"))
 	}
-	nc, err := nats.Connect(url, nats.Name("ferry"), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	opts := append([]nats.Option{nats.Name("ferry"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}, n.cfg.NATSOptions...)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", url, err)
 	}

@@ -1,0 +1,80 @@
+package node
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// authServer is a JetStream server that requires a user and password.
+func authServer(t *testing.T) *server.Server {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		Username: "ferry", Password: "s3cret", NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+func TestJoiningANATSServerThatRequiresCredentials(t *testing.T) {
+	s := authServer(t)
+	cfg := testConfig(t.TempDir(), s.ClientURL())
+	cfg.NATSOptions = []nats.Option{nats.UserInfo("ferry", "wrong")}
+	if n, err := Start(context.Background(), cfg); err == nil {
+		n.Close()
+		t.Fatal("ferry joined with a wrong password")
+	}
+	cfg.NATSOptions = []nats.Option{nats.UserInfo("ferry", "s3cret")}
+	n := startNode(t, cfg)
+	testutil.Eventually(t, 10*time.Second, "the aggregator to lead", func() bool { return n.Runner.Status().Leader })
+}
+
+func TestTokensGuardWritesReportsAndOptionallyReads(t *testing.T) {
+	nt := testutil.StartNATS(t)
+	cfg := testConfig(t.TempDir(), nt.URL())
+	cfg.WriteToken, cfg.ReportToken, cfg.ReadToken = "w", "r", "g"
+	n := startNode(t, cfg)
+	base := "http://" + n.HTTPAddr()
+	car := testutil.CarCID(1).String()
+	cases := []struct {
+		name, method, path, token string
+		status                    int
+	}{
+		{"a write without a token is refused", "POST", "/v1/cars", "", 401},
+		{"a write with the report token is refused", "POST", "/v1/cars", "r", 401},
+		{"a write with the write token is taken", "POST", "/v1/cars", "w", 422},
+		{"a close without a token is refused", "POST", "/v1/aggregates/1/close", "", 401},
+		{"a report with the write token is refused", "POST", "/v1/deals/report", "w", 401},
+		{"a read without the read token is refused", "GET", "/v1/cars/" + car, "", 401},
+		{"a read with the read token is answered", "GET", "/v1/cars/" + car, "g", 404},
+		{"health needs no token", "GET", "/healthz", "", 200},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, base+tc.path, strings.NewReader(`{"car":"x"}`))
+			if tc.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+		})
+	}
+}
