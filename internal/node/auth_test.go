@@ -2,12 +2,14 @@ package node
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/projections"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
@@ -77,4 +79,35 @@ func TestTokensGuardWritesReportsAndOptionallyReads(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestAFloodOfWritesIsAnswered429NotQueued(t *testing.T) {
+	nt := testutil.StartNATS(t)
+	n := startNode(t, testConfig(t.TempDir(), nt.URL()))
+	url := "http://" + n.HTTPAddr() + "/v1/cars"
+	// Writers that never finish their bodies hold every write slot.
+	var pipes []*io.PipeWriter
+	t.Cleanup(func() {
+		for _, p := range pipes {
+			p.Close()
+		}
+	})
+	for range projections.MaxWritesInFlight {
+		pr, pw := io.Pipe()
+		pipes = append(pipes, pw)
+		go func() {
+			if resp, err := http.Post(url, "application/json", pr); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		pw.Write([]byte("[")) // the handler is now reading this body
+	}
+	testutil.Eventually(t, 10*time.Second, "a 429 once every slot is taken", func() bool {
+		resp, err := http.Post(url, "application/json", strings.NewReader(`{"car":"x"}`))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") != ""
+	})
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 type metrics struct {
@@ -27,6 +28,7 @@ func newMetrics(reg *prometheus.Registry, n *Node) *metrics {
 		}),
 	}
 	reg.MustRegister(m.decisions, m.closes, m.applyTime,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ferry_projection_seq", Help: "Aggregate log sequence the read models applied."},
 			func() float64 { return float64(n.Projector.Seq()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ferry_aggregate_log_seq", Help: "Aggregate log sequence the aggregator appended."},

@@ -137,8 +137,12 @@ func (p *Pool) Run(ctx context.Context) error {
 
 func (p *Pool) loop(ctx context.Context, cons jetstream.Consumer) {
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		// One item at a time, pulled only when this worker is free: a
+		// prefetched item would wait unheartbeaten and go to a second worker.
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
 		if err != nil {
+			cancel()
 			if ctx.Err() == nil {
 				p.cfg.Log.Warn("piece work fetch failed", "err", err)
 				sleep(ctx, time.Second)
@@ -148,6 +152,7 @@ func (p *Pool) loop(ctx context.Context, cons jetstream.Consumer) {
 		for msg := range batch.Messages() {
 			p.work(ctx, msg)
 		}
+		cancel()
 	}
 }
 
