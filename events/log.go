@@ -40,6 +40,17 @@ func Tail(ctx context.Context, js jetstream.JetStream, stream string, from uint6
 	if err != nil {
 		return fmt.Errorf("consumer on %s: %w", stream, err)
 	}
+	if !follow {
+		// Deleted messages (a replayed dead letter) leave LastSeq behind;
+		// what is left to read is the consumer's pending count.
+		ci, err := cons.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("consumer on %s: %w", stream, err)
+		}
+		if ci.NumPending == 0 {
+			return nil
+		}
+	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(2048))
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", stream, err)
@@ -66,7 +77,7 @@ func Tail(ctx context.Context, js jetstream.JetStream, stream string, from uint6
 		if err := fn(Entry{Seq: seq, Data: msg.Data(), Msg: msg}); err != nil {
 			return err
 		}
-		if !follow && seq >= last {
+		if !follow && (seq >= last || meta.NumPending == 0) {
 			return nil
 		}
 	}
