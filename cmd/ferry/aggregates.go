@@ -56,5 +56,11 @@ func listAggregates(ctx context.Context, c *client.HTTP, state string, after, li
 	for _, a := range page.Aggregates {
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s\n", a.ID, a.State, a.Count, a.Payload, a.Closed, a.Piece)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if page.Next != 0 {
+		fmt.Fprintf(stdout, "(more: --after %d)\n", page.Next)
+	}
+	return nil
 }

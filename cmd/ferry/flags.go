@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -64,6 +65,9 @@ func parseSize(v string) (uint64, error) {
 			n, err := strconv.ParseUint(strings.TrimSpace(num), 10, 64)
 			if err != nil {
 				return 0, fmt.Errorf("size %q: want a whole number with B, KiB, MiB, GiB or TiB", v)
+			}
+			if n > math.MaxUint64/u.mult {
+				return 0, fmt.Errorf("size %q: more than 2^64 bytes", v)
 			}
 			return n * u.mult, nil
 		}

@@ -48,6 +48,13 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if fs.NArg() == 1 && fs.Arg(0) == "-" {
 		*file = "-"
 	}
+	if *dir == "" && *file == "" && ev.Car == "" {
+		fs.Usage()
+		return fmt.Errorf("%w: give --car and its fields, --file or --dir", errUsage)
+	}
+	if *source != "" && !json.Valid([]byte(*source)) {
+		return fmt.Errorf("%w: --source is not JSON: %q", errUsage, *source)
+	}
 	opts, err := auth.options()
 	if err != nil {
 		return err

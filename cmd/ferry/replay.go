@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/ferry-dev/ferry/internal/node"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/nats-io/nats.go/jetstream"
+	bolt "go.etcd.io/bbolt"
 )
 
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -23,13 +26,14 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	// Opening the read models takes bbolt's lock: it fails while ferry
-	// serve holds them, before a second NATS server touches its store.
-	probe, err := projections.Open(node.ReadModelPath(*data), uint64(deal))
-	if err != nil {
-		return fmt.Errorf("%w (is ferry serve running on this data dir?)", err)
+	if st, err := os.Stat(*data); err != nil || !st.IsDir() {
+		return fmt.Errorf("no ferry data dir at %s", *data)
 	}
-	probe.Close()
+	// Taking the read models' lock fails while ferry serve holds them,
+	// before a second NATS server touches its store.
+	if err := lockFree(node.ReadModelPath(*data), uint64(deal), stdout); err != nil {
+		return err
+	}
 	url := *natsURL
 	if url == "" {
 		s, err := natsembed.Start(natsembed.Config{Dir: filepath.Join(*data, "jetstream"), Listen: "127.0.0.1:0"})
@@ -51,13 +55,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // aggregate log, reporting progress and a final count.
 func Replay(ctx context.Context, js jetstream.JetStream, path string, dealSize uint64, stdout io.Writer) error {
 	start := time.Now()
-	// Opening first takes bbolt's lock: it fails while ferry serve holds
-	// the read models, before anything is deleted.
-	probe, err := projections.Open(path, dealSize)
-	if err != nil {
-		return fmt.Errorf("%w (is ferry serve running on this data dir?)", err)
+	if err := lockFree(path, dealSize, stdout); err != nil {
+		return err
 	}
-	probe.Close()
 	if err := projections.Remove(path); err != nil {
 		return fmt.Errorf("delete read models: %w", err)
 	}
@@ -82,4 +82,20 @@ func Replay(ctx context.Context, js jetstream.JetStream, path string, dealSize u
 	fmt.Fprintf(stdout, "replayed %d aggregate log messages (through sequence %d) in %s\n",
 		applied, store.AggSeq(), time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// lockFree checks that no ferry serve holds the read models at path. Only
+// a lock timeout means one does: bbolt locks the file before reading it,
+// so any other error is an unreadable file, which replay is there to
+// rebuild.
+func lockFree(path string, dealSize uint64, stdout io.Writer) error {
+	probe, err := projections.Open(path, dealSize)
+	switch {
+	case errors.Is(err, bolt.ErrTimeout):
+		return fmt.Errorf("%w (is ferry serve running on this data dir?)", err)
+	case err != nil:
+		fmt.Fprintf(stdout, "read models unreadable (%v); rebuilding\n", err)
+		return nil
+	}
+	return probe.Close()
 }

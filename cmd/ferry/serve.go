@@ -69,6 +69,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if minPayload == 0 {
 		minPayload = size(aggregator.DefaultMinPayload(uint64(deal)))
 	}
+	if uint64(minPayload) > piece.Unpadded(uint64(deal)) {
+		return fmt.Errorf("%w: --min-payload %s is more than a %s deal holds (%d bytes): max-wait would never close an aggregate",
+			errUsage, minPayload.String(), deal.String(), piece.Unpadded(uint64(deal)))
+	}
 	natsOpts, err := auth.options()
 	if err != nil {
 		return err

@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	bolt "go.etcd.io/bbolt"
 )
 
 // Config is everything `ferry serve` takes.
@@ -112,18 +113,23 @@ func (n *Node) start(ctx context.Context) error {
 	if err := os.MkdirAll(n.cfg.Data, 0o755); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	if err := n.connect(); err != nil {
-		return err
-	}
-	err := events.EnsureStreams(ctx, n.JS, events.StreamOptions{Subjects: n.cfg.Subjects, Replicas: n.cfg.Replicas})
-	if err != nil {
-		return err
-	}
+	// The read models' lock comes first: a second ferry on this data dir
+	// stops here, before it starts a NATS server on the same store.
 	store, err := projections.Open(ReadModelPath(n.cfg.Data), n.cfg.Fold.DealSize)
+	if errors.Is(err, bolt.ErrTimeout) {
+		return fmt.Errorf("another ferry serve is using %s: %w", n.cfg.Data, err)
+	}
 	if err != nil {
 		return err
 	}
 	n.Store = store
+	if err := n.connect(); err != nil {
+		return err
+	}
+	err = events.EnsureStreams(ctx, n.JS, events.StreamOptions{Subjects: n.cfg.Subjects, Replicas: n.cfg.Replicas})
+	if err != nil {
+		return err
+	}
 	n.Pub = events.NewPublisher(n.JS, n.cfg.Subjects)
 	n.Projector = projections.NewProjector(n.JS, store, n.log)
 	n.Runner = aggregator.NewRunner(n.JS, aggregator.RunnerConfig{
