@@ -237,10 +237,14 @@ func (s *State) onPiece(b *Batch, e *events.CarPiece) {
 		return
 	}
 	c, reason := events.CheckPiece(e.Piece, e.PieceSize, q.size)
-	if reason == "" && q.claim != "" && q.claim != c.MustV2().String() {
-		reason = fmt.Sprintf("piece: claimed %s, computed %s", q.claim, c.MustV2())
-	}
 	if reason != "" {
+		// A piece that cannot be this CAR's is a bad event, not a bad CAR:
+		// the CAR waits for a piece worker's answer.
+		s.ignore(b, car, "car.piece: "+reason)
+		return
+	}
+	if q.claim != "" && q.claim != c.MustV2().String() {
+		reason := fmt.Sprintf("piece: claimed %s, computed %s", q.claim, c.MustV2())
 		s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: reason})
 		return
 	}

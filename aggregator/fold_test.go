@@ -524,3 +524,17 @@ func TestAggregateWaitSurvivesARebuildAfterTicksThatDecidedNothing(t *testing.T)
 		t.Fatalf("rebuilt fold closed differently:\n%s\nwant\n%s", out.Bytes(), want)
 	}
 }
+
+func TestACarPieceThatCannotBeTheCarsIsIgnoredAndTheCarWaits(t *testing.T) {
+	f := newFolder(t)
+	e := testutil.Replicated(1, 1000, false)
+	f.apply(e)
+	wrong := testutil.FakePiece(1, 50000).MustV2().String()
+	b := f.apply(&events.CarPiece{Car: e.Car, Piece: wrong})
+	if got := types(b); got != DecInputIgnored || !strings.Contains(b.Decisions[0].Reason, "car.piece: piece:") {
+		t.Fatalf("inconsistent car.piece gave %s %+v", got, b.Decisions)
+	}
+	if got := types(f.apply(&events.CarPiece{Car: e.Car, Piece: testutil.FakePiece(1, 1000).MustV2().String()})); got != DecCarAdded {
+		t.Fatalf("the right piece afterwards gave %s", got)
+	}
+}
