@@ -109,6 +109,9 @@ func (s *Store) Apply(entries []Entry) error {
 			}
 			last = e.Seq
 		}
+		if err := w.flush(); err != nil {
+			return err
+		}
 		return tx.Bucket(bMeta).Put(kAggSeq, be64(last))
 	})
 }
@@ -137,6 +140,7 @@ func key2(id uint64, n int) []byte {
 type writer struct {
 	tx       *bolt.Tx
 	dealSize uint64
+	aggs     map[uint64]*AggregateView // changed, written by flush
 }
 
 func (w *writer) apply(in uint64, d aggregator.Decision) error {
@@ -188,7 +192,13 @@ func (w *writer) putCar(c *CarView) error {
 	return w.tx.Bucket(bCars).Put([]byte(c.Car), data)
 }
 
+// agg reads an aggregate. Within a write transaction aggregates are kept
+// decoded until flush: an INGESTING aggregate changes with every CAR that
+// joins it, and re-encoding it per CAR would dominate ingest.
 func (w *writer) agg(id uint64) (*AggregateView, error) {
+	if a, ok := w.aggs[id]; ok {
+		return a, nil
+	}
 	v := w.tx.Bucket(bAggs).Get(be64(id))
 	if v == nil {
 		return nil, fmt.Errorf("aggregate %d: %w", id, ErrNotFound)
@@ -198,11 +208,25 @@ func (w *writer) agg(id uint64) (*AggregateView, error) {
 }
 
 func (w *writer) putAgg(a *AggregateView) error {
-	data, err := json.Marshal(a)
-	if err != nil {
-		return err
+	if w.aggs == nil {
+		w.aggs = map[uint64]*AggregateView{}
 	}
-	return w.tx.Bucket(bAggs).Put(be64(a.ID), data)
+	w.aggs[a.ID] = a
+	return nil
+}
+
+// flush writes the aggregates changed in this transaction.
+func (w *writer) flush() error {
+	for id, a := range w.aggs {
+		data, err := json.Marshal(a)
+		if err != nil {
+			return err
+		}
+		if err := w.tx.Bucket(bAggs).Put(be64(id), data); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (w *writer) updateAgg(id uint64, fn func(*AggregateView)) error {
@@ -241,10 +265,7 @@ func (w *writer) added(d aggregator.Decision) error {
 	}
 	c.State, c.Reason = aggregator.Aggregating, ""
 	c.Piece, c.PieceSize = d.Piece, d.PieceSize
-	if err := w.putCar(c); err != nil {
-		return err
-	}
-	return w.join(d.Aggregate, c)
+	return w.join(d.Aggregate, c) // join stores the car
 }
 
 // join appends a CAR to an INGESTING aggregate, creating the aggregate.
