@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build test vet fmt-check run bench clean
+.PHONY: build test vet fmt-check run bench clean crash-test fuzz
 
 build:
 	$(GO) build -o bin/ferry ./cmd/ferry
@@ -10,6 +10,25 @@ build:
 # vet, gofmt and the whole suite with the race detector.
 test: fmt-check vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(GO) test -tags crash -count=1 -timeout 20m ./tests/crash/
+
+# SIGKILLs ferry serve and the NATS server under load, then audits
+# (tests/crash; CRASH_N=100000 for the full run, see its package doc).
+crash-test:
+	$(GO) test -tags crash -count=1 -timeout 60m ./tests/crash/ -v
+
+# Each fuzz target for FUZZTIME; the seed corpora under testdata/fuzz run
+# in every go test. Minimizing a new input is capped so slow targets
+# (FuzzFold) keep fuzzing.
+FUZZTIME ?= 10s
+FUZZMINIMIZE ?= 5s
+FUZZ_TARGETS := ./events:FuzzDecode ./spade:FuzzParseReport ./spade:FuzzParseOracle \
+	./projections:FuzzCarsBody ./aggregator:FuzzFold ./aggregator:FuzzFoldOps ./piece:FuzzCheck
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} in $${t%%:*} for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$${t#*:}\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) "$${t%%:*}/"; \
+	done
 
 vet:
 	$(GO) vet $(PKGS)

@@ -223,8 +223,10 @@ func (s *State) onReplicated(b *Batch, e *events.CarReplicated) {
 	}
 	c, _ := e.Commitment() // Validate checked it
 	if s.cfg.VerifyPieces {
-		s.emit(b, Decision{Type: DecCarQueued, Car: car, Record: rec, Piece: c.MustV2().String()})
-		return
+		if v2, err := c.V2(); err == nil {
+			s.emit(b, Decision{Type: DecCarQueued, Car: car, Record: rec, Piece: v2.String()})
+			return
+		}
 	}
 	s.add(b, car, rec, c)
 }
@@ -243,8 +245,8 @@ func (s *State) onPiece(b *Batch, e *events.CarPiece) {
 		s.ignore(b, car, "car.piece: "+reason)
 		return
 	}
-	if q.claim != "" && q.claim != c.MustV2().String() {
-		reason := fmt.Sprintf("piece: claimed %s, computed %s", q.claim, c.MustV2())
+	if v2, err := c.V2(); err == nil && q.claim != "" && q.claim != v2.String() {
+		reason := fmt.Sprintf("piece: claimed %s, computed %s", q.claim, v2)
 		s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: reason})
 		return
 	}
@@ -274,10 +276,17 @@ func (s *State) notQueued(car string) string {
 // add places a CAR with its piece into the INGESTING aggregate, closing it
 // first when the piece does not fit.
 func (s *State) add(b *Batch, car string, rec *Record, c piece.Commitment) {
+	v2, err := c.V2()
+	if err != nil || !piece.ValidPadded(c.Padded) || c.Padded > piece.MaxPiece(s.cfg.DealSize) {
+		// Validate rules this out; a piece that still slips through is
+		// rejected here rather than allowed to crash the fold.
+		s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: fmt.Sprintf("piece: %v (padded %d)", err, c.Padded)})
+		return
+	}
 	if s.open != nil && !frc58.Fits(s.cfg.DealSize, s.open.used+c.Padded, len(s.open.members)+1) {
 		s.closeOpen(b, ClosedFull)
 	}
-	s.emit(b, Decision{Type: DecCarAdded, Car: car, Record: rec, Piece: c.MustV2().String(),
+	s.emit(b, Decision{Type: DecCarAdded, Car: car, Record: rec, Piece: v2.String(),
 		PieceSize: c.Padded, Aggregate: s.target()})
 }
 

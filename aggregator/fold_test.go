@@ -128,6 +128,12 @@ func TestBadInputsAreRejectedWithReasonsAndDoNotBlockGoodOnes(t *testing.T) {
 		}, "does not match size"},
 		{"a piece that is not a piece CID is rejected", func(e *events.CarReplicated) { e.Piece = testutil.CarCID(1).String() }, "not a piece CID"},
 		{"a bad replicatedAt is rejected", func(e *events.CarReplicated) { e.ReplicatedAt = "yesterday" }, "replicatedAt"},
+		{"a size whose padding overflows is rejected, not a crash", func(e *events.CarReplicated) {
+			e.Size, e.Piece, e.PieceSize = 1<<64-1, testutil.FakePiece(99, 100).V1().String(), 128
+		}, "size:"},
+		{"a source over the limit as stored is rejected", func(e *events.CarReplicated) {
+			e.Source = json.RawMessage(`{"note":"` + strings.Repeat("<", 1500) + `"}`) // escapes to 6 bytes each
+		}, "source:"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

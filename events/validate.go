@@ -1,6 +1,7 @@
 package events
 
 import (
+	"encoding/json"
 	"encoding/hex"
 	"fmt"
 	"net/url"
@@ -31,7 +32,7 @@ func (e *CarReplicated) Validate(dealSize uint64) string {
 		return "size: must be at least 1 byte"
 	}
 	padded := piece.PaddedSize(e.Size)
-	if max := piece.MaxPiece(dealSize); padded > max {
+	if max := piece.MaxPiece(dealSize); e.Size > piece.Unpadded(max) || padded > max {
 		return fmt.Sprintf("size: %d bytes pads to a %d byte piece, larger than the %d bytes a %d byte deal holds beside its index",
 			e.Size, padded, max, dealSize)
 	}
@@ -49,8 +50,16 @@ func (e *CarReplicated) Validate(dealSize uint64) string {
 			return fmt.Sprintf("replicatedAt: not an RFC 3339 time: %q", e.ReplicatedAt)
 		}
 	}
-	if len(e.Source) > MaxSource {
-		return fmt.Sprintf("source: %d bytes, more than %d", len(e.Source), MaxSource)
+	if len(e.Source) > 0 {
+		// Measured as it will be stored: Encode re-marshals (compacts and
+		// escapes) the raw JSON, so the bytes as sent are not the measure.
+		enc, err := json.Marshal(e.Source)
+		if err != nil {
+			return "source: not valid JSON"
+		}
+		if len(enc) > MaxSource {
+			return fmt.Sprintf("source: %d bytes, more than %d", len(enc), MaxSource)
+		}
 	}
 	if e.Piece != "" {
 		if _, reason := e.Commitment(); reason != "" {

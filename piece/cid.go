@@ -47,7 +47,11 @@ type Commitment struct {
 
 // PaddedSize is the padded size of the piece of a payload of n bytes:
 // nextPow2(ceil(n*128/127)), at least 128.
+// Payloads beyond the largest piece saturate at 1<<63, which no deal holds.
 func PaddedSize(n uint64) uint64 {
+	if n > Unpadded(1<<63) {
+		return 1 << 63
+	}
 	p := (n + 126) / 127 * 128
 	if p <= MinPaddedSize {
 		return MinPaddedSize

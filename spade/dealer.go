@@ -88,6 +88,9 @@ func (d *Dealer) offer(ctx context.Context, id uint64) {
 	delete(d.pending, id)
 	d.mu.Unlock()
 	if d.Active != nil && !d.Active() {
+		// A standby (or a leader between terms) offers nothing now, but
+		// keeps the aggregate: dropping it could leave it READY forever.
+		d.retryLater(ctx, id)
 		return
 	}
 	log := d.Log.With("aggregate", id)

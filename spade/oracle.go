@@ -57,7 +57,9 @@ type Contract struct {
 func ParseOracle(r io.Reader) (*Oracle, error) {
 	br := bufio.NewReader(r)
 	if magic, _ := br.Peek(len(zstdMagic)); bytes.Equal(magic, zstdMagic) {
-		dec, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(MaxOracleSize))
+		dec, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(MaxOracleSize),
+			// A small frame may declare a huge window; cap what it makes us allocate.
+			zstd.WithDecoderMaxWindow(128<<20), zstd.WithDecoderLowmem(true))
 		if err != nil {
 			return nil, fmt.Errorf("%w: zstd: %v", ErrBadOracle, err)
 		}

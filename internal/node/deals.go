@@ -107,19 +107,39 @@ func (n *Node) onApplied(entries []projections.Entry) {
 	}
 }
 
-// offerReady offers the READY aggregates found at start, once the
-// projection has caught up: offers interrupted by a restart are made again.
+// offerReady offers the READY aggregates each time this process gains the
+// lead, once the projection has caught up: offers interrupted by a restart
+// or a change of leader are made again.
 func (n *Node) offerReady(ctx context.Context) error {
-	for !n.Runner.Status().Leader {
+	for {
+		if !n.waitLead(ctx, true) {
+			return nil
+		}
+		if err := n.Projector.WaitFor(ctx, n.Runner.Status().AggSeq); err != nil {
+			return nil
+		}
+		if err := n.enqueueReady(); err != nil {
+			return err
+		}
+		if !n.waitLead(ctx, false) {
+			return nil
+		}
+	}
+}
+
+// waitLead waits until leading is lead; false when ctx ends first.
+func (n *Node) waitLead(ctx context.Context, lead bool) bool {
+	for n.Runner.Status().Leader != lead {
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	if err := n.Projector.WaitFor(ctx, n.Runner.Status().AggSeq); err != nil {
-		return nil
-	}
+	return true
+}
+
+func (n *Node) enqueueReady() error {
 	var after uint64
 	for {
 		list, err := n.Store.Aggregates(aggregator.Ready, after, 1000)

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"runtime"
+	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
@@ -40,9 +41,7 @@ func (n *Node) runPieces(ctx context.Context) {
 			case <-ctx.Done():
 				return nil
 			case ev := <-n.work:
-				if err := worker.Enqueue(ctx, n.JS, n.cfg.Subjects, ev); err != nil && ctx.Err() == nil {
-					n.log.Error("piece work not queued; it is queued again at the next start", "car", ev.Car, "err", err)
-				}
+				n.enqueue(ctx, ev)
 			}
 		}
 	})
@@ -66,4 +65,24 @@ func nilIfDone(ctx context.Context, err error) error {
 		return nil
 	}
 	return err
+}
+
+// enqueue puts a CAR's work on the queue, retrying (250 ms doubling to
+// 10 s) until it is stored or the node stops: a NATS blip must not leave a
+// CAR QUEUED forever.
+func (n *Node) enqueue(ctx context.Context, ev *events.CarReplicated) {
+	wait := 250 * time.Millisecond
+	for {
+		err := worker.Enqueue(ctx, n.JS, n.cfg.Subjects, ev)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		n.log.Warn("piece work not queued; retrying", "car", ev.Car, "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
 }
