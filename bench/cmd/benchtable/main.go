@@ -1,0 +1,258 @@
+// Command benchtable reads `go test -bench` output of ferry's benchmark
+// lines (bench, aggregator/frc58, piece) and prints the table of
+// docs/benchmarks.md: each figure, its baseline from the same run, the
+// ratio and whether the target is met. With -count above 1 the median of
+// each metric is used.
+//
+//	benchtable [-strict] [-close-scale S] [-piece-scale S] results/*.txt
+//
+// -strict exits 1 when a target is missed (a line that did not run is
+// listed as such and never fails).
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+var (
+	closeScale = flag.String("close-scale", "see frc58 flags", "scale of the Close line, for the table")
+	pieceScale = flag.String("piece-scale", "see -piece.size", "scale of the Piece line, for the table")
+)
+
+func main() {
+	strict := flag.Bool("strict", false, "exit 1 when a target is missed")
+	flag.Parse()
+	res := results{}
+	for _, path := range flag.Args() {
+		f, err := os.Open(path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchtable:", err)
+			os.Exit(1)
+		}
+		res.read(f)
+		f.Close()
+	}
+	if len(flag.Args()) == 0 {
+		res.read(os.Stdin)
+	}
+	missed := write(os.Stdout, res)
+	if *strict && missed > 0 {
+		os.Exit(1)
+	}
+}
+
+// results holds every value of every metric: results[benchmark][unit].
+type results map[string]map[string][]float64
+
+var procSuffix = regexp.MustCompile(`-\d+$`)
+
+// read takes the benchmark lines of go test output:
+// BenchmarkName-2  1  123 ns/op  4.5 unit ...
+func (r results) read(in io.Reader) {
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		if _, err := strconv.Atoi(f[1]); err != nil {
+			continue
+		}
+		name := procSuffix.ReplaceAllString(f[0], "")
+		if r[name] == nil {
+			r[name] = map[string][]float64{}
+		}
+		for i := 2; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				continue
+			}
+			r[name][f[i+1]] = append(r[name][f[i+1]], v)
+		}
+	}
+}
+
+var errMissing = errors.New("not run")
+
+// get is the median of a metric.
+func (r results) get(bench, unit string) (float64, error) {
+	vs := r[bench][unit]
+	if len(vs) == 0 {
+		return 0, fmt.Errorf("%s %s: %w", bench, unit, errMissing)
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2], nil
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2, nil
+}
+
+// row is one line of the table.
+type row struct {
+	line, scale, figure, baseline, ratio, target, verdict string
+}
+
+// write prints the table and returns how many targets were missed.
+func write(w io.Writer, r results) int {
+	rows := []row{ingest(r), closeRow(r), replay(r), api(r), memory(r), pieceRow(r)}
+	fmt.Fprintln(w, "| Line | Scale | ferry | Baseline (same run) | Ratio | Target | Met? |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
+	missed := 0
+	for _, x := range rows {
+		if strings.HasPrefix(x.verdict, "**missed") {
+			missed++
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", x.line, x.scale, x.figure, x.baseline, x.ratio, x.target, x.verdict)
+	}
+	return missed
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**missed**"
+}
+
+func notRun(line, target string, err error) row {
+	return row{line: line, scale: "—", figure: "not run", baseline: "—", ratio: "—", target: target,
+		verdict: "— (" + strings.ReplaceAll(err.Error(), "\n", "; ") + ")"}
+}
+
+func count(v float64) string {
+	s := strconv.FormatFloat(v, 'f', 0, 64)
+	var out []byte
+	for i := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
+
+func ingest(r results) row {
+	const line, target = "Ingest (events/s to status projection)", "≥ 0.5×, at 1,000,000"
+	f, err1 := r.get("BenchmarkIngest/ferry", "events/s")
+	b, err2 := r.get("BenchmarkIngest/raw", "events/s")
+	if err := errors.Join(err1, err2); err != nil {
+		return notRun(line, target, err)
+	}
+	fc, _ := r.get("BenchmarkIngest/ferry", "cpu-µs/event")
+	bc, _ := r.get("BenchmarkIngest/raw", "cpu-µs/event")
+	n, _ := r.get("BenchmarkIngest/ferry", "cars")
+	ratio := f / b
+	return row{line: line, scale: count(n) + " events",
+		figure:   fmt.Sprintf("%s ev/s (%.0f CPU-µs/ev)", count(f), fc),
+		baseline: fmt.Sprintf("raw JetStream pub+ordered consumer: %s msg/s (%.0f CPU-µs/msg)", count(b), bc),
+		ratio:    fmt.Sprintf("%.2f× (CPU/event %.1f×)", ratio, fc/bc), target: target, verdict: verdict(ratio >= 0.5) + scaleNote(n, 1e6)}
+}
+
+// scaleNote marks a verdict reached below the target's scale: it holds
+// for that scale only.
+func scaleNote(n, full float64) string {
+	if n >= full {
+		return ""
+	}
+	return " (at " + count(n) + ", below the target's " + count(full) + ")"
+}
+
+func closeRow(r results) row {
+	const line, target = "Close (piece CID + every proof, 32 GiB deal)", "— (informational: ferry's tree vs go-data-segment)"
+	f, err1 := r.get("BenchmarkCloseFerry/Proof", "close-s")
+	b, err2 := r.get("BenchmarkCloseDataSegment", "close-s")
+	if err := errors.Join(err1, err2); err != nil {
+		return notRun(line, target, err)
+	}
+	each, _ := r.get("BenchmarkCloseFerry/EachProof", "close-s")
+	heap, _ := r.get("BenchmarkCloseFerry/Proof", "MiB-heap")
+	dsHeap, _ := r.get("BenchmarkCloseDataSegment", "MiB-heap")
+	sampled, _ := r.get("BenchmarkCloseDataSegment", "proofs-sampled")
+	base := fmt.Sprintf("go-data-segment: %.2f s, %.0f MiB heap", b, dsHeap)
+	if sampled > 0 {
+		base += fmt.Sprintf(" (%s proofs sampled, rest extrapolated)", count(sampled))
+	}
+	return row{line: line, scale: *closeScale,
+		figure:   fmt.Sprintf("%.2f s (EachProof %.2f s), %.0f MiB heap", f, each, heap),
+		baseline: base, ratio: fmt.Sprintf("%.3f×", f/b), target: target, verdict: "—"}
+}
+
+func replay(r results) row {
+	const line, target = "Replay (rebuild read models from the aggregate log)", "≤ 2×"
+	f, err1 := r.get("BenchmarkReplay/ferry", "s")
+	b, err2 := r.get("BenchmarkReplay/raw", "s")
+	if err := errors.Join(err1, err2); err != nil {
+		return notRun(line, target, err)
+	}
+	n, _ := r.get("BenchmarkReplay/ferry", "msgs")
+	fr, _ := r.get("BenchmarkReplay/ferry", "msgs/s")
+	br, _ := r.get("BenchmarkReplay/raw", "msgs/s")
+	ratio := f / b
+	return row{line: line, scale: count(n) + " CARs",
+		figure:   fmt.Sprintf("%.2f s (%s msg/s)", f, count(fr)),
+		baseline: fmt.Sprintf("raw ordered-consumer read: %.2f s (%s msg/s)", b, count(br)),
+		ratio:    fmt.Sprintf("%.1f×", ratio), target: target, verdict: verdict(ratio <= 2)}
+}
+
+func api(r results) row {
+	const line, target = "Status API GET /v1/cars/{cid}", "≥ 20,000 req/s, p99 ≤ 5 ms"
+	f, err1 := r.get("BenchmarkServe/api=ferry", "req/s")
+	b, err2 := r.get("BenchmarkServe/api=fixed", "req/s")
+	if err := errors.Join(err1, err2); err != nil {
+		return notRun(line, target, err)
+	}
+	fp, _ := r.get("BenchmarkServe/api=ferry", "p99-ms")
+	fp50, _ := r.get("BenchmarkServe/api=ferry", "p50-ms")
+	bp, _ := r.get("BenchmarkServe/api=fixed", "p99-ms")
+	conns, _ := r.get("BenchmarkServe/api=ferry", "conns")
+	fcpu, _ := r.get("BenchmarkServe/api=ferry", "server-cpu-µs/req")
+	bcpu, _ := r.get("BenchmarkServe/api=fixed", "server-cpu-µs/req")
+	n, _ := r.get("BenchmarkServe/memory", "cars")
+	return row{line: line, scale: fmt.Sprintf("%s CARs, %.0f conns", count(n), conns),
+		figure:   fmt.Sprintf("%s req/s, p50 %.2f ms, p99 %.2f ms (server %.0f CPU-µs/req)", count(f), fp50, fp, fcpu),
+		baseline: fmt.Sprintf("fixed JSON net/http, same size: %s req/s, p99 %.2f ms (%.0f CPU-µs/req)", count(b), bp, bcpu),
+		ratio:    fmt.Sprintf("%.2f×", f/b), target: target, verdict: verdict(f >= 20000 && fp <= 5)}
+}
+
+func memory(r results) row {
+	const line, target = "Memory (ferry serve, peak RSS)", "≤ 512 MiB at 1,000,000"
+	hwm, err := r.get("BenchmarkServe/memory", "MiB-hwm")
+	if err != nil {
+		return notRun(line, target, err)
+	}
+	idle, _ := r.get("BenchmarkServe/memory", "MiB-idle-rss")
+	rss, _ := r.get("BenchmarkServe/memory", "MiB-rss")
+	anon, _ := r.get("BenchmarkServe/memory", "MiB-anon")
+	file, _ := r.get("BenchmarkServe/memory", "MiB-file")
+	n, _ := r.get("BenchmarkServe/memory", "cars")
+	return row{line: line, scale: count(n) + " CARs",
+		figure:   fmt.Sprintf("VmHWM %.0f MiB (after: RSS %.0f = anon %.0f + file %.0f)", hwm, rss, anon, file),
+		baseline: fmt.Sprintf("same ferry serve idle, empty: %.0f MiB", idle),
+		ratio:    fmt.Sprintf("%.1f×", hwm/idle), target: target, verdict: verdict(hwm <= 512) + scaleNote(n, 1e6)}
+}
+
+func pieceRow(r results) row {
+	const line, target = "Piece stage (CAR check + md5 + commP, 2 at once)", "— (informational: vs bare commP)"
+	f, err1 := r.get("BenchmarkCheckParallel2", "MB/s")
+	b, err2 := r.get("BenchmarkCommPBareParallel2", "MB/s")
+	if err := errors.Join(err1, err2); err != nil {
+		return notRun(line, target, err)
+	}
+	fc, _ := r.get("BenchmarkCheckParallel2", "cpu-ns/B")
+	bc, _ := r.get("BenchmarkCommPBareParallel2", "cpu-ns/B")
+	return row{line: line, scale: *pieceScale,
+		figure:   fmt.Sprintf("%.0f MB/s (%.2f CPU-ns/B)", f, fc),
+		baseline: fmt.Sprintf("go-fil-commp-hashhash alone: %.0f MB/s (%.2f CPU-ns/B)", b, bc),
+		ratio:    fmt.Sprintf("%.2f× MB/s, %.2f× CPU/B", f/b, fc/bc), target: target, verdict: "—"}
+}

@@ -1,0 +1,111 @@
+package bench
+
+import (
+	"context"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/projections"
+)
+
+// BenchmarkReplay is the Replay line: rebuild the read models of
+// -ferry.cars CARs from the aggregate log, as `ferry replay` does
+// (projections.Open on a new file, NewProjector(...).Run(ctx, false)),
+// against a raw ordered-consumer read of the same stream on the same
+// server.
+//
+// The log is made once, outside the timing, by ferry itself: the events
+// are published into FERRY_IN and the aggregator's Runner appends their
+// batches, one per CAR plus the closes.
+//
+// Metrics: s (the wall time of one replay or read, the figure), msgs/s,
+// cpu-s (this process, server included), MiB-viewsdb (the read models'
+// file), MiB-hwm.
+func BenchmarkReplay(b *testing.B) {
+	n := *flagCars
+	f := fleetOf(b, n)
+	nt := testutil.StartNATS(b)
+	last := aggregateLog(b, nt, f, n)
+	b.Run("ferry", func(b *testing.B) {
+		for i := range b.N {
+			b.StopTimer()
+			path := filepath.Join(b.TempDir(), "views-"+strconv.Itoa(i)+".db")
+			ctx := context.Background()
+			start, cpu0 := time.Now(), cpuTime()
+			b.StartTimer()
+			store, err := projections.Open(path, *flagDeal)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := projections.NewProjector(nt.JS, store, quietLog()).Run(ctx, false); err != nil {
+				b.Fatal(err)
+			}
+			took, cpu := time.Since(start), cpuTime()-cpu0
+			b.StopTimer()
+			if got := store.AggSeq(); got != last {
+				b.Fatalf("replay stopped at %d of %d", got, last)
+			}
+			verifyStore(b, store, f, n)
+			store.Close()
+			reportReplay(b, last, took, cpu)
+			b.ReportMetric(MiB(dirSize(path)), "MiB-viewsdb")
+			b.StartTimer()
+		}
+		reportMem(b, "")
+	})
+	b.Run("raw", func(b *testing.B) {
+		for range b.N {
+			b.StopTimer()
+			start, cpu0 := time.Now(), cpuTime()
+			b.StartTimer()
+			if _, err := rawRead(context.Background(), nt.JS, events.StreamAgg, last); err != nil {
+				b.Fatal(err)
+			}
+			took, cpu := time.Since(start), cpuTime()-cpu0
+			b.StopTimer()
+			reportReplay(b, last, took, cpu)
+			b.StartTimer()
+		}
+		reportMem(b, "")
+	})
+}
+
+func reportReplay(b *testing.B, msgs uint64, took, cpu time.Duration) {
+	b.ReportMetric(took.Seconds(), "s")
+	b.ReportMetric(float64(msgs)/took.Seconds(), "msgs/s")
+	b.ReportMetric(cpu.Seconds(), "cpu-s")
+	b.ReportMetric(float64(msgs), "msgs")
+}
+
+// aggregateLog publishes the first n events of f into FERRY_IN and runs
+// the aggregator until it has appended their batches; it returns the
+// aggregate log's last sequence.
+func aggregateLog(b *testing.B, nt *testutil.NATS, f *fleet, n int) uint64 {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := aggregator.NewRunner(nt.JS, aggregator.RunnerConfig{Fold: foldConfig(), Subjects: events.DefaultSubjects,
+		Holder: "bench", Log: quietLog()})
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	if err := publishFleet(ctx, nt.JS, f, n); err != nil {
+		b.Fatal(err)
+	}
+	testutil.Eventually(b, time.Hour, "the aggregator to append every batch", func() bool {
+		return r.Status().AggSeq >= uint64(n)
+	})
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	last := streamLast(context.Background(), b, nt.JS, events.StreamAgg)
+	if last != uint64(n) {
+		b.Fatalf("aggregate log has %d messages, want %d", last, n)
+	}
+	return last
+}
