@@ -3,8 +3,8 @@
 # baseline measured in the same run, then the table of docs/benchmarks.md.
 #
 #   scripts/bench.sh            full scale: 1,000,000 CARs, 262,144-piece close
-#                               (about 25–40 minutes on 2 cores; see docs/benchmarks.md)
-#   scripts/bench.sh --smoke    CI size: 10,000 CARs, 4,096-piece close (a couple of minutes)
+#                               (about 13–20 minutes on 2 cores; see docs/benchmarks.md)
+#   scripts/bench.sh --smoke    CI size: 10,000 CARs, 4,096-piece close (about a minute)
 #
 # Options:
 #   --cars N         CARs of the ingest, replay, memory and status API lines
