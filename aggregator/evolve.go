@@ -84,7 +84,7 @@ func (s *State) evolveAdded(d Decision) error {
 	size := c.Payload
 	delete(s.queued, d.Car)
 	s.accepted[keyOf(d.Car)] = struct{}{}
-	s.join(a, member{car: d.Car, root: c.Root, padded: c.Padded, size: size})
+	s.join(a, member{root: c.Root, padded: c.Padded, size: size})
 	return nil
 }
 

@@ -49,9 +49,10 @@ type Config struct {
 // half the deal's unpadded capacity (1+127*(1<<27) for 32 GiB).
 func DefaultMinPayload(dealSize uint64) uint64 { return piece.Unpadded(dealSize)/2 + 1 }
 
-// member is a CAR in an aggregate.
+// member is a CAR in an aggregate: what its layout and piece CID need.
+// The CAR's CID is not kept: nothing the fold decides reads it, and at a
+// million CARs it would be the largest part of the state.
 type member struct {
-	car    string
 	root   [32]byte
 	padded uint64
 	size   uint64
