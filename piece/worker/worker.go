@@ -221,17 +221,8 @@ func (p *Pool) check(ctx context.Context, msg jetstream.Msg, ev *events.CarRepli
 
 // allInvalid: every source gave bad bytes, so no retry can help.
 func allInvalid(err error) bool {
-	var fe *piece.FetchError
-	if errors.As(err, &fe) {
-		if len(fe.Attempts) == 0 || len(fe.Attempts) < fe.Sources {
-			return false
-		}
-		for _, a := range fe.Attempts {
-			if !piece.IsInvalid(a.Err) {
-				return false
-			}
-		}
-		return true
+	if fe, ok := errors.AsType[*piece.FetchError](err); ok {
+		return fe.Invalid()
 	}
 	return piece.IsInvalid(err)
 }
