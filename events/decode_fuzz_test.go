@@ -102,7 +102,7 @@ func checkValid(t *testing.T, cr, cr2 *events.CarReplicated, deal uint64) {
 		t.Fatalf("valid event's piece is %d padded / %d payload for a %d byte CAR", c.Padded, c.Payload, cr.Size)
 	}
 	if _, err := c.V2(); err != nil {
-		t.Fatalf("valid event's piece has no v2 CID (the fold calls MustV2 on it): %v", err)
+		t.Fatalf("valid event's piece has no v2 CID (the fold would reject it): %v", err)
 	}
 }
 
