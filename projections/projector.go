@@ -68,9 +68,22 @@ func (p *Projector) WaitFor(ctx context.Context, seq uint64) error {
 // Run applies the aggregate log from the stored sequence on, following it
 // until ctx ends. With follow false it returns once it has caught up with
 // the log as it was when Run started (ferry replay).
-func (p *Projector) Run(ctx context.Context, follow bool) error {
+//
+// A rebuild (follow false) commits without fsync and syncs once at the end:
+// if it dies, the file is rebuilt again.
+func (p *Projector) Run(ctx context.Context, follow bool) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if !follow {
+		if err := p.store.Bulk(true); err != nil {
+			return err
+		}
+		defer func() {
+			if serr := p.store.Bulk(false); err == nil {
+				err = serr
+			}
+		}()
+	}
 	entries := make(chan Entry, maxTx)
 	readErr := make(chan error, 1)
 	go func() {

@@ -1,10 +1,12 @@
 package projections
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/aggregator/frc58"
@@ -14,29 +16,33 @@ import (
 
 // Car returns the view of a CAR by its canonical CID string: its own state
 // until it is in a closed aggregate, then the aggregate's state, with its
-// inclusion proof and deals.
+// position, offset, inclusion proof and deals.
 func (s *Store) Car(car string) (*CarView, error) {
 	var out *CarView
 	err := s.db.View(func(tx *bolt.Tx) error {
-		w := &writer{tx: tx, dealSize: s.dealSize}
-		c, err := w.car(car)
+		r, err := lookup(tx, car)
 		if err != nil {
 			return err
 		}
+		c := &r.view
 		if c.Aggregate != 0 && c.State != aggregator.Rejected {
-			a, err := w.agg(c.Aggregate)
+			a, err := s.aggView(tx, c.Aggregate)
 			if err != nil {
 				return err
 			}
 			if a.State != aggregator.Ingesting {
 				c.State = a.State
+				proof, err := placed(tx, a, r)
+				if err != nil {
+					return err
+				}
+				if proof != nil {
+					if c.Inclusion, err = inclusionView(proof); err != nil {
+						return err
+					}
+				}
 			}
 			c.Deals = a.Deals
-		}
-		if enc := tx.Bucket(bProofs).Get([]byte(car)); enc != nil {
-			if c.Inclusion, err = inclusionView(enc); err != nil {
-				return err
-			}
 		}
 		out = c
 		return nil
@@ -44,30 +50,59 @@ func (s *Store) Car(car string) (*CarView, error) {
 	return out, err
 }
 
-func inclusionView(enc []byte) (*InclusionView, error) {
-	p, err := frc58.DecodeProof(enc)
+// placed sets the position, offset and aggregate piece of a CAR of the
+// closed aggregate a from a's layout and tree, and returns its inclusion
+// proof. A CAR that moved on after a failed deal is not placed in a.
+func placed(tx *bolt.Tx, a *AggregateView, r *carRecord) (*frc58.Proof, error) {
+	if r.view.Aggregate != a.ID {
+		return nil, nil
+	}
+	lay := layout(tx.Bucket(bLayout).Get(be64(a.ID)))
+	pos := lay.position(r.member)
+	if pos < 0 {
+		return nil, fmt.Errorf("aggregate %d: no layout position for CAR %s", a.ID, r.view.Car)
+	}
+	st, err := frc58.OpenStored(tx.Bucket(bTrees).Get(be64(a.ID)))
+	if err != nil {
+		return nil, fmt.Errorf("aggregate %d: %w", a.ID, err)
+	}
+	proof, err := st.Proof(pos)
+	if err != nil {
+		return nil, fmt.Errorf("aggregate %d: %w", a.ID, err)
+	}
+	off := st.Offset(pos)
+	c := &r.view
+	c.Position, c.Offset, c.AggregatePiece = &pos, &off, a.Piece
+	return proof, nil
+}
+
+// inclusionView renders a proof: nodes in hex, cut from one string, and the
+// CBOR form.
+func inclusionView(p *frc58.Proof) (*InclusionView, error) {
+	enc, err := frc58.EncodeProof(p)
 	if err != nil {
 		return nil, err
 	}
-	path := func(nodes []([32]byte)) []string {
-		out := make([]string, len(nodes))
-		for i, n := range nodes {
-			out[i] = hex.EncodeToString(n[:])
+	sub, idx := p.ProofSubtree.Path, p.ProofIndex.Path
+	raw := make([]byte, 0, 32*(len(sub)+len(idx)))
+	for _, n := range sub {
+		raw = append(raw, n[:]...)
+	}
+	for _, n := range idx {
+		raw = append(raw, n[:]...)
+	}
+	all := hex.EncodeToString(raw)
+	path := func(from, n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = all[64*(from+i) : 64*(from+i+1)]
 		}
 		return out
 	}
-	sub := make([][32]byte, len(p.ProofSubtree.Path))
-	for i, n := range p.ProofSubtree.Path {
-		sub[i] = n
-	}
-	idx := make([][32]byte, len(p.ProofIndex.Path))
-	for i, n := range p.ProofIndex.Path {
-		idx[i] = n
-	}
 	return &InclusionView{
-		Subtree: ProofPath{Index: p.ProofSubtree.Index, Path: path(sub)},
-		Index:   ProofPath{Index: p.ProofIndex.Index, Path: path(idx)},
-		CBOR:    append([]byte(nil), enc...),
+		Subtree: ProofPath{Index: p.ProofSubtree.Index, Path: path(0, len(sub))},
+		Index:   ProofPath{Index: p.ProofIndex.Index, Path: path(len(sub), len(idx))},
+		CBOR:    enc,
 	}, nil
 }
 
@@ -76,12 +111,27 @@ func inclusionView(enc []byte) (*InclusionView, error) {
 func (s *Store) Proof(car string) ([]byte, error) {
 	var out []byte
 	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bProofs).Get([]byte(car))
-		if v == nil {
+		r, err := lookup(tx, car)
+		if err != nil {
+			return err
+		}
+		var proof *frc58.Proof
+		if r.view.Aggregate != 0 && r.view.State != aggregator.Rejected {
+			a, err := s.aggView(tx, r.view.Aggregate)
+			if err != nil {
+				return err
+			}
+			if a.State != aggregator.Ingesting {
+				if proof, err = placed(tx, a, r); err != nil {
+					return err
+				}
+			}
+		}
+		if proof == nil {
 			return fmt.Errorf("proof of %s: %w", car, ErrNotFound)
 		}
-		out = append([]byte(nil), v...)
-		return nil
+		out, err = frc58.EncodeProof(proof)
+		return err
 	})
 	return out, err
 }
@@ -96,17 +146,17 @@ func (s *Store) Aggregate(ref string, after, limit int) (*AggregateView, error) 
 		if err != nil {
 			return err
 		}
-		w := &writer{tx: tx, dealSize: s.dealSize}
-		a, err := w.agg(id)
+		shared, err := s.aggView(tx, id)
 		if err != nil {
 			return err
 		}
+		a := *shared // the cached view is shared: fill a copy
 		if limit > 0 {
-			if err := w.page(a, after, limit); err != nil {
+			if err := page(tx, &a, after, limit); err != nil {
 				return err
 			}
 		}
-		out = a
+		out = &a
 		return nil
 	})
 	return out, err
@@ -125,34 +175,54 @@ func resolve(tx *bolt.Tx, ref string) (uint64, error) {
 	return 0, fmt.Errorf("aggregate %s: %w", ref, ErrNotFound)
 }
 
-// page fills a.Pieces with up to limit pieces after position after.
-func (w *writer) page(a *AggregateView, after, limit int) error {
-	bucket := bLayout
-	closed := a.State != aggregator.Ingesting
-	if !closed {
-		bucket = bMembers
-	}
-	cur := w.tx.Bucket(bucket).Cursor()
-	prefix := be64(a.ID)
-	pos := after + 1
-	for k, v := cur.Seek(key2(a.ID, pos)); k != nil && string(k[:8]) == string(prefix); k, v = cur.Next() {
-		if len(a.Pieces) == limit {
-			a.Next = &pos
-			return nil
-		}
-		c, err := w.car(string(v))
+// page fills a.Pieces with up to limit pieces after position after: in
+// layout order once the aggregate is closed, else in arrival order.
+func page(tx *bolt.Tx, a *AggregateView, after, limit int) error {
+	pos := max(after+1, 0)
+	lay := layout(tx.Bucket(bLayout).Get(be64(a.ID)))
+	if a.State == aggregator.Ingesting || lay == nil {
+		var err error
+		perr := members(tx, a.ID, pos, func(i int, m member) bool {
+			if len(a.Pieces) == limit {
+				a.Next = &i
+				return false
+			}
+			var r *carRecord
+			if r, err = byNumber(tx, m.num); err != nil {
+				return false
+			}
+			a.Pieces = append(a.Pieces, PieceView{Car: r.view.Car, Piece: r.view.Piece, PieceSize: r.view.PieceSize})
+			return true
+		})
 		if err != nil {
 			return err
 		}
-		pv := PieceView{Car: c.Car, Piece: c.Piece, PieceSize: c.PieceSize}
-		if closed {
-			pv.Offset = c.Offset
-			if c.Aggregate != a.ID { // moved on after a failed deal
-				pv.Offset = nil
-			}
+		return perr
+	}
+	st, err := frc58.OpenStored(tx.Bucket(bTrees).Get(be64(a.ID)))
+	if err != nil {
+		return fmt.Errorf("aggregate %d: %w", a.ID, err)
+	}
+	for ; pos < lay.len(); pos++ {
+		if len(a.Pieces) == limit {
+			next := pos
+			a.Next = &next
+			return nil
+		}
+		var m member
+		if err := members(tx, a.ID, lay.arrival(pos), func(_ int, got member) bool { m = got; return false }); err != nil {
+			return err
+		}
+		r, err := byNumber(tx, m.num)
+		if err != nil {
+			return err
+		}
+		pv := PieceView{Car: r.view.Car, Piece: r.view.Piece, PieceSize: r.view.PieceSize}
+		if r.view.Aggregate == a.ID { // else it moved on after a failed deal
+			off := st.Offset(pos)
+			pv.Offset = &off
 		}
 		a.Pieces = append(a.Pieces, pv)
-		pos++
 	}
 	return nil
 }
@@ -178,33 +248,43 @@ func (s *Store) Aggregates(state string, after uint64, limit int) ([]AggregateVi
 }
 
 // Layout returns a closed aggregate and all its CARs in layout order, with
-// their inclusion proofs (CBOR) — what an offer or a receipt needs.
-func (s *Store) Layout(id uint64) (*AggregateView, []CarView, [][]byte, error) {
+// their inclusion proofs — what an offer or a receipt needs. A CAR that
+// moved on after a failed deal has no position, offset or proof here.
+func (s *Store) Layout(id uint64) (*AggregateView, []CarView, []*frc58.Proof, error) {
 	var (
 		agg    *AggregateView
 		cars   []CarView
-		proofs [][]byte
+		proofs []*frc58.Proof
 	)
 	err := s.db.View(func(tx *bolt.Tx) error {
-		w := &writer{tx: tx, dealSize: s.dealSize}
-		a, err := w.agg(id)
+		shared, err := s.aggView(tx, id)
 		if err != nil {
 			return err
 		}
-		if a.State == aggregator.Ingesting {
+		a := *shared
+		lay := layout(tx.Bucket(bLayout).Get(be64(id)))
+		if a.State == aggregator.Ingesting || lay == nil {
 			return fmt.Errorf("aggregate %d is INGESTING: %w", id, ErrNotFound)
 		}
-		cur := tx.Bucket(bLayout).Cursor()
-		prefix := be64(id)
-		for k, v := cur.Seek(prefix); k != nil && string(k[:8]) == string(prefix); k, v = cur.Next() {
-			c, err := w.car(string(v))
+		arrived := make([]member, 0, a.Count)
+		if err := members(tx, id, 0, func(_ int, m member) bool { arrived = append(arrived, m); return true }); err != nil {
+			return err
+		}
+		if len(arrived) != lay.len() {
+			return fmt.Errorf("aggregate %d: %d members, layout of %d", id, len(arrived), lay.len())
+		}
+		cars, proofs = make([]CarView, lay.len()), make([]*frc58.Proof, lay.len())
+		for pos := range cars {
+			r, err := byNumber(tx, arrived[lay.arrival(pos)].num)
 			if err != nil {
 				return err
 			}
-			cars = append(cars, *c)
-			proofs = append(proofs, append([]byte(nil), tx.Bucket(bProofs).Get(v)...))
+			if proofs[pos], err = placed(tx, &a, r); err != nil {
+				return err
+			}
+			cars[pos] = r.view
 		}
-		agg = a
+		agg = &a
 		return nil
 	})
 	return agg, cars, proofs, err
@@ -213,13 +293,55 @@ func (s *Store) Layout(id uint64) (*AggregateView, []CarView, [][]byte, error) {
 // Queued calls fn with every CAR waiting for its piece.
 func (s *Store) Queued(fn func(CarView) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
-		w := &writer{tx: tx, dealSize: s.dealSize}
 		return tx.Bucket(bQueued).ForEach(func(k, _ []byte) error {
-			c, err := w.car(string(k))
+			r, err := byNumber(tx, u64(k))
 			if err != nil {
 				return err
 			}
-			return fn(*c)
+			return fn(r.view)
 		})
 	})
+}
+
+// aggCache keeps decoded aggregate views for readers. An entry is used only
+// while its stored bytes are unchanged, so it can never be stale; there are
+// few aggregates and every CAR read needs one.
+type aggCache struct {
+	mu sync.RWMutex
+	m  map[uint64]cachedAgg
+}
+
+type cachedAgg struct {
+	raw  []byte
+	view *AggregateView
+}
+
+// maxCachedAggs bounds the cache; past it, it starts over.
+const maxCachedAggs = 4096
+
+// aggView returns aggregate id as stored in tx. The view is shared by
+// readers: callers must not modify it.
+func (s *Store) aggView(tx *bolt.Tx, id uint64) (*AggregateView, error) {
+	v := tx.Bucket(bAggs).Get(be64(id))
+	if v == nil {
+		return nil, fmt.Errorf("aggregate %d: %w", id, ErrNotFound)
+	}
+	c := &s.cache
+	c.mu.RLock()
+	e, ok := c.m[id]
+	c.mu.RUnlock()
+	if ok && bytes.Equal(e.raw, v) {
+		return e.view, nil
+	}
+	var a AggregateView
+	if err := json.Unmarshal(v, &a); err != nil {
+		return nil, fmt.Errorf("aggregate %d: %w", id, err)
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCachedAggs {
+		c.m = map[uint64]cachedAgg{}
+	}
+	c.m[id] = cachedAgg{raw: bytes.Clone(v), view: &a}
+	c.mu.Unlock()
+	return &a, nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -189,13 +190,13 @@ func (r *Receipter) publish(ctx context.Context, seq uint64, d aggregator.Decisi
 	return nil
 }
 
-func (r *Receipter) message(seq uint64, i int, agg *AggregateView, c *CarView, proof []byte, d aggregator.Decision) (*nats.Msg, error) {
+func (r *Receipter) message(seq uint64, i int, agg *AggregateView, c *CarView, proof *frc58.Proof, d aggregator.Decision) (*nats.Msg, error) {
 	rc := Receipt{Car: c.Car, Piece: c.Piece, PieceSize: c.PieceSize, Aggregate: agg.ID, AggregatePiece: agg.Piece,
 		DealSize: agg.DealSize, Position: i, Status: d.Status, Deals: d.Deals, Source: c.Source, AggregateLogSeq: seq}
 	if c.Offset != nil {
 		rc.Offset = *c.Offset
 	}
-	if len(proof) > 0 {
+	if proof != nil {
 		iv, err := inclusionView(proof)
 		if err != nil {
 			return nil, err

@@ -25,38 +25,67 @@ var (
 
 var (
 	bMeta    = []byte("meta")
-	bCars    = []byte("cars")
-	bAggs    = []byte("aggregates")
-	bMembers = []byte("members") // id|arrival → car
-	bLayout  = []byte("layout")  // id|position → car
-	bProofs  = []byte("proofs")  // car → CBOR proof
-	bByPiece = []byte("byPiece") // aggregate piece CID (v1 and v2) → id
-	bRejects = []byte("rejects") // input seq → rejection without a CAR
-	bQueued  = []byte("queued")  // CARs waiting for their piece
+	bCids    = []byte("cids")       // CAR CID → car number
+	bCars    = []byte("cars")       // car number → CAR record (record.go)
+	bAggs    = []byte("aggregates") // id → aggregate view (JSON)
+	bMembers = []byte("members")    // id|arrival → member (record.go)
+	bLayout  = []byte("layout")     // id → layout: position → arrival, arrival → position (u32 each)
+	bTrees   = []byte("trees")      // id → the aggregate's frc58 tree (frc58.Stored)
+	bByPiece = []byte("byPiece")    // aggregate piece CID (v1 and v2) → id
+	bRejects = []byte("rejects")    // input seq → rejection without a CAR
+	bQueued  = []byte("queued")     // car number of CARs waiting for their piece
 	kAggSeq  = []byte("aggSeq")
-	buckets  = [][]byte{bMeta, bCars, bAggs, bMembers, bLayout, bProofs, bByPiece, bRejects, bQueued}
+	kNextCar = []byte("nextCar")
+	kSchema  = []byte("schema")
+	buckets  = [][]byte{bMeta, bCids, bCars, bAggs, bMembers, bLayout, bTrees, bByPiece, bRejects, bQueued}
 )
 
+// schemaVersion names the layout of the buckets. A file of another version
+// is emptied on Open and rebuilt from the aggregate log by the projector:
+// the read models are disposable.
+const schemaVersion = "2"
+
 // Store is the bbolt file of the read models.
+//
+// A CAR is written when it is accepted and when it joins an aggregate; an
+// aggregate's close writes its layout and its tree, one value each, and
+// rewrites no CAR. Position, offset and inclusion proof are read from those
+// two values (frc58.Stored reads a proof in place), so the file grows by a
+// few hundred bytes per CAR, mostly in keys that only ever append.
 type Store struct {
 	db       *bolt.DB
 	path     string
 	dealSize uint64
+	cache    aggCache
 }
 
-// Open opens or creates the read models at path for deals of dealSize.
+// Open opens or creates the read models at path for deals of dealSize. A
+// file of an older schema is emptied: the projector rebuilds it from the
+// aggregate log.
 func Open(path string, dealSize uint64) (*Store, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true})
 	if err != nil {
 		return nil, fmt.Errorf("open read models %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
+		if m := tx.Bucket(bMeta); m != nil && string(m.Get(kSchema)) != schemaVersion {
+			var names [][]byte
+			_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+				names = append(names, append([]byte(nil), name...))
+				return nil
+			})
+			for _, name := range names {
+				if err := tx.DeleteBucket(name); err != nil {
+					return err
+				}
+			}
+		}
 		for _, b := range buckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return nil
+		return tx.Bucket(bMeta).Put(kSchema, []byte(schemaVersion))
 	})
 	if err != nil {
 		db.Close()
@@ -67,6 +96,17 @@ func Open(path string, dealSize uint64) (*Store, error) {
 
 // Close closes the file.
 func (s *Store) Close() error { return s.db.Close() }
+
+// Bulk turns fsync after each commit off (on) or back on, syncing the file
+// once. ferry replay builds a new file in bulk: if it dies the file is
+// rebuilt anyway, so the syncs would buy nothing.
+func (s *Store) Bulk(on bool) error {
+	s.db.NoSync = on
+	if !on {
+		return s.db.Sync()
+	}
+	return nil
+}
 
 // Remove deletes a read-model file (ferry replay).
 func Remove(path string) error {
@@ -96,8 +136,9 @@ type Entry struct {
 // sequence were applied before and are skipped.
 func (s *Store) Apply(entries []Entry) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		w := &writer{tx: tx, dealSize: s.dealSize}
-		last := u64(tx.Bucket(bMeta).Get(kAggSeq))
+		meta := tx.Bucket(bMeta)
+		w := &writer{tx: tx, dealSize: s.dealSize, next: u64(meta.Get(kNextCar))}
+		last := u64(meta.Get(kAggSeq))
 		for _, e := range entries {
 			if e.Seq <= last {
 				continue
@@ -112,7 +153,10 @@ func (s *Store) Apply(entries []Entry) error {
 		if err := w.flush(); err != nil {
 			return err
 		}
-		return tx.Bucket(bMeta).Put(kAggSeq, be64(last))
+		if err := meta.Put(kNextCar, be64(w.next)); err != nil {
+			return err
+		}
+		return meta.Put(kAggSeq, be64(last))
 	})
 }
 
@@ -141,15 +185,21 @@ type writer struct {
 	tx       *bolt.Tx
 	dealSize uint64
 	aggs     map[uint64]*AggregateView // changed, written by flush
+	next     uint64                    // the last car number given
 }
 
 func (w *writer) apply(in uint64, d aggregator.Decision) error {
 	switch d.Type {
 	case aggregator.DecCarQueued:
-		if err := w.tx.Bucket(bQueued).Put([]byte(d.Car), nil); err != nil {
+		r, err := w.accept(d)
+		if err != nil {
 			return err
 		}
-		return w.accept(d, aggregator.Queued)
+		r.view.State = aggregator.Queued
+		if err := w.put(r); err != nil {
+			return err
+		}
+		return w.tx.Bucket(bQueued).Put(be64(r.num), nil)
 	case aggregator.DecCarAdded:
 		return w.added(d)
 	case aggregator.DecCarRejected:
@@ -175,21 +225,42 @@ func (w *writer) apply(in uint64, d aggregator.Decision) error {
 	return fmt.Errorf("unknown decision type %q", d.Type)
 }
 
-func (w *writer) car(car string) (*CarView, error) {
-	v := w.tx.Bucket(bCars).Get([]byte(car))
-	if v == nil {
-		return nil, fmt.Errorf("CAR %s: %w", car, ErrNotFound)
-	}
-	var c CarView
-	return &c, json.Unmarshal(v, &c)
+// lookup reads a CAR by CID.
+func (w *writer) lookup(car string) (*carRecord, error) {
+	return lookup(w.tx, car)
 }
 
-func (w *writer) putCar(c *CarView) error {
-	data, err := json.Marshal(c)
+func lookup(tx *bolt.Tx, car string) (*carRecord, error) {
+	num := tx.Bucket(bCids).Get([]byte(car))
+	if num == nil {
+		return nil, fmt.Errorf("CAR %s: %w", car, ErrNotFound)
+	}
+	return byNumber(tx, u64(num))
+}
+
+func byNumber(tx *bolt.Tx, num uint64) (*carRecord, error) {
+	v := tx.Bucket(bCars).Get(be64(num))
+	if v == nil {
+		return nil, fmt.Errorf("CAR number %d: %w", num, ErrNotFound)
+	}
+	return decodeRecord(num, v)
+}
+
+// put stores a CAR, giving a new one its number.
+func (w *writer) put(r *carRecord) error {
+	if r.num == 0 {
+		w.next++
+		r.num = w.next
+		if err := w.tx.Bucket(bCids).Put([]byte(r.view.Car), be64(r.num)); err != nil {
+			return err
+		}
+	}
+	// bbolt keeps the value until commit, so each put gets its own buffer.
+	data, err := appendRecord(make([]byte, 0, 96+len(r.view.Car)+len(r.view.Piece)+len(r.view.Source)), r)
 	if err != nil {
 		return err
 	}
-	return w.tx.Bucket(bCars).Put([]byte(c.Car), data)
+	return w.tx.Bucket(bCars).Put(be64(r.num), data)
 }
 
 // agg reads an aggregate. Within a write transaction aggregates are kept
@@ -238,38 +309,50 @@ func (w *writer) updateAgg(id uint64, fn func(*AggregateView)) error {
 	return w.putAgg(a)
 }
 
-// accept records a CAR's first acceptance (or re-acceptance after a
-// rejection) with the producer's record.
-func (w *writer) accept(d aggregator.Decision, state string) error {
-	c := &CarView{Car: d.Car, State: state}
-	if r := d.Record; r != nil {
-		c.Size, c.MD5, c.URLs, c.ReplicatedAt, c.Source = r.Size, r.MD5, r.URLs, r.ReplicatedAt, r.Source
+// accept returns the CAR of a first acceptance (or a re-acceptance after a
+// rejection) with the producer's record, not yet stored.
+func (w *writer) accept(d aggregator.Decision) (*carRecord, error) {
+	r, err := w.lookup(d.Car)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		r = &carRecord{}
+	case err != nil:
+		return nil, err
 	}
-	return w.putCar(c)
+	r.view = CarView{Car: d.Car}
+	r.member = 0
+	if rec := d.Record; rec != nil {
+		c := &r.view
+		c.Size, c.MD5, c.URLs, c.ReplicatedAt, c.Source = rec.Size, rec.MD5, rec.URLs, rec.ReplicatedAt, rec.Source
+	}
+	return r, nil
 }
 
 func (w *writer) added(d aggregator.Decision) error {
-	if err := w.tx.Bucket(bQueued).Delete([]byte(d.Car)); err != nil {
+	var r *carRecord
+	var err error
+	if d.Record != nil {
+		r, err = w.accept(d)
+	} else {
+		r, err = w.lookup(d.Car)
+	}
+	if err != nil {
 		return err
 	}
-	var c *CarView
-	if d.Record != nil {
-		c = &CarView{Car: d.Car}
-		r := d.Record
-		c.Size, c.MD5, c.URLs, c.ReplicatedAt, c.Source = r.Size, r.MD5, r.URLs, r.ReplicatedAt, r.Source
-	} else {
-		var err error
-		if c, err = w.car(d.Car); err != nil {
-			return err
-		}
+	if err := w.tx.Bucket(bQueued).Delete(be64(r.num)); err != nil {
+		return err
 	}
-	c.State, c.Reason = aggregator.Aggregating, ""
-	c.Piece, c.PieceSize = d.Piece, d.PieceSize
-	return w.join(d.Aggregate, c) // join stores the car
+	p, err := piece.Parse(d.Piece, 0)
+	if err != nil {
+		return fmt.Errorf("CAR %s: %w", d.Car, err)
+	}
+	r.view.State, r.view.Reason = aggregator.Aggregating, ""
+	r.view.Piece, r.view.PieceSize = d.Piece, d.PieceSize
+	return w.join(d.Aggregate, r, p.Padded, p.Root) // join stores the CAR
 }
 
 // join appends a CAR to an INGESTING aggregate, creating the aggregate.
-func (w *writer) join(id uint64, c *CarView) error {
+func (w *writer) join(id uint64, r *carRecord, padded uint64, root [32]byte) error {
 	a, err := w.agg(id)
 	if errors.Is(err, ErrNotFound) {
 		a, err = &AggregateView{ID: id, State: aggregator.Ingesting, DealSize: w.dealSize}, nil
@@ -277,33 +360,33 @@ func (w *writer) join(id uint64, c *CarView) error {
 	if err != nil {
 		return err
 	}
-	if err := w.tx.Bucket(bMembers).Put(key2(id, a.Count), []byte(c.Car)); err != nil {
+	r.view.Aggregate, r.member = id, a.Count
+	if err := w.put(r); err != nil { // gives a new CAR its number
+		return err
+	}
+	if err := w.tx.Bucket(bMembers).Put(key2(id, a.Count), appendMember(make([]byte, 0, memberLen), r.num, padded, root)); err != nil {
 		return err
 	}
 	a.Count++
-	a.Payload += c.Size
-	c.Aggregate, c.Position, c.Offset, c.AggregatePiece = id, nil, nil, ""
-	if err := w.putCar(c); err != nil {
-		return err
-	}
+	a.Payload += r.view.Size
 	return w.putAgg(a)
 }
 
 func (w *writer) rejected(in uint64, d aggregator.Decision) error {
 	if d.Car != "" {
-		if err := w.tx.Bucket(bQueued).Delete([]byte(d.Car)); err != nil {
-			return err
-		}
-		c, err := w.car(d.Car)
+		r, err := w.lookup(d.Car)
 		switch {
 		case errors.Is(err, ErrNotFound):
-			return w.putCar(&CarView{Car: d.Car, State: aggregator.Rejected, Reason: d.Reason})
+			return w.put(&carRecord{view: CarView{Car: d.Car, State: aggregator.Rejected, Reason: d.Reason}})
 		case err != nil:
 			return err
-		case c.State == aggregator.Queued || c.State == aggregator.Rejected:
+		case r.view.State == aggregator.Queued || r.view.State == aggregator.Rejected:
+			if err := w.tx.Bucket(bQueued).Delete(be64(r.num)); err != nil {
+				return err
+			}
 			// Keep what the producer said; it helps to see why.
-			c.State, c.Reason = aggregator.Rejected, d.Reason
-			return w.putCar(c)
+			r.view.State, r.view.Reason = aggregator.Rejected, d.Reason
+			return w.put(r)
 		}
 	}
 	// A rejection of an input whose CAR is accepted (or that names none)
@@ -312,45 +395,56 @@ func (w *writer) rejected(in uint64, d aggregator.Decision) error {
 	return w.tx.Bucket(bRejects).Put(be64(in), data)
 }
 
-// members returns an aggregate's CARs in arrival order.
-func (w *writer) members(id uint64, n int) ([]*CarView, error) {
-	out := make([]*CarView, 0, n)
-	cur := w.tx.Bucket(bMembers).Cursor()
-	prefix := be64(id)
-	for k, v := cur.Seek(prefix); k != nil && len(out) < n && string(k[:8]) == string(prefix); k, v = cur.Next() {
-		c, err := w.car(string(v))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, nil
+// member is one entry of the members bucket.
+type member struct {
+	num    uint64
+	padded uint64
+	root   [32]byte
 }
 
-// ready fixes the layout, stores each CAR's position, offset and proof,
-// and checks the derived aggregate against the log's piece CID.
+// members calls fn with an aggregate's members from arrival index first
+// on, in arrival order, until fn returns false.
+func members(tx *bolt.Tx, id uint64, first int, fn func(i int, m member) bool) error {
+	cur := tx.Bucket(bMembers).Cursor()
+	for k, v := cur.Seek(key2(id, first)); k != nil && binary.BigEndian.Uint64(k) == id; k, v = cur.Next() {
+		if len(v) != memberLen || len(k) != 12 {
+			return fmt.Errorf("aggregate %d: corrupt member", id)
+		}
+		m := member{num: binary.BigEndian.Uint64(v), padded: 1 << v[8]}
+		copy(m.root[:], v[9:])
+		if !fn(int(binary.BigEndian.Uint32(k[8:])), m) {
+			break
+		}
+	}
+	return nil
+}
+
+// ready lays the aggregate out, builds its tree, checks the tree's root
+// against the log's piece CID, and stores layout and tree.
 func (w *writer) ready(d aggregator.Decision) error {
 	a, err := w.agg(d.Aggregate)
 	if err != nil {
 		return err
 	}
-	cars, err := w.members(a.ID, a.Count)
+	all := make([]member, 0, a.Count)
+	err = members(w.tx, a.ID, 0, func(_ int, m member) bool {
+		all = append(all, m)
+		return true
+	})
 	if err != nil {
 		return err
 	}
-	sizes := make([]uint64, len(cars))
-	for i, c := range cars {
-		sizes[i] = c.PieceSize
+	if len(all) != a.Count {
+		return fmt.Errorf("aggregate %d has %d members, its view %d", a.ID, len(all), a.Count)
+	}
+	sizes := make([]uint64, len(all))
+	for i, m := range all {
+		sizes[i] = m.padded
 	}
 	order := frc58.Layout(sizes)
 	pieces := make([]piece.Commitment, len(order))
-	laid := make([]*CarView, len(order))
-	for i, j := range order {
-		p, err := piece.Parse(cars[j].Piece, 0)
-		if err != nil {
-			return fmt.Errorf("CAR %s: %w", cars[j].Car, err)
-		}
-		pieces[i], laid[i] = p, cars[j]
+	for pos, i := range order {
+		pieces[pos] = piece.Commitment{Root: all[i].root, Padded: all[i].padded}
 	}
 	built, err := frc58.New(w.dealSize, pieces)
 	if err != nil {
@@ -359,24 +453,10 @@ func (w *writer) ready(d aggregator.Decision) error {
 	if got := built.Commitment().V1().String(); got != d.PieceV1 {
 		return fmt.Errorf("%w: aggregate %d derives %s, the log says %s", ErrLayoutMismatch, a.ID, got, d.PieceV1)
 	}
-	offsets := built.Offsets()
-	err = built.EachProof(func(i int, proof *frc58.Proof) error {
-		c := laid[i]
-		enc, err := frc58.EncodeProof(proof)
-		if err != nil {
-			return err
-		}
-		pos, off := i, offsets[i]
-		c.Position, c.Offset, c.AggregatePiece = &pos, &off, d.Piece
-		if err := w.putCar(c); err != nil {
-			return err
-		}
-		if err := w.tx.Bucket(bProofs).Put([]byte(c.Car), enc); err != nil {
-			return err
-		}
-		return w.tx.Bucket(bLayout).Put(key2(a.ID, i), []byte(c.Car))
-	})
-	if err != nil {
+	if err := w.tx.Bucket(bLayout).Put(be64(a.ID), encodeLayout(order)); err != nil {
+		return err
+	}
+	if err := w.tx.Bucket(bTrees).Put(be64(a.ID), built.AppendBinary(nil)); err != nil {
 		return err
 	}
 	a.State, a.Piece, a.PieceV1, a.PieceSize, a.Closed = aggregator.Ready, d.Piece, d.PieceV1, d.PieceSize, d.Closed
@@ -390,25 +470,58 @@ func (w *writer) ready(d aggregator.Decision) error {
 	return w.putAgg(a)
 }
 
+// encodeLayout stores both directions of a layout: n big-endian u32
+// arrival indexes by position, then n positions by arrival index.
+func encodeLayout(order []int) []byte {
+	n := len(order)
+	b := make([]byte, 8*n)
+	for pos, i := range order {
+		binary.BigEndian.PutUint32(b[4*pos:], uint32(i))
+		binary.BigEndian.PutUint32(b[4*(n+i):], uint32(pos))
+	}
+	return b
+}
+
+// layout is a stored layout, read in place.
+type layout []byte
+
+func (l layout) len() int { return len(l) / 8 }
+
+// arrival is the arrival index of the piece at position pos.
+func (l layout) arrival(pos int) int { return int(binary.BigEndian.Uint32(l[4*pos:])) }
+
+// position is the position of the piece that arrived i-th, or -1.
+func (l layout) position(i int) int {
+	if i < 0 || i >= l.len() {
+		return -1
+	}
+	return int(binary.BigEndian.Uint32(l[4*(l.len()+i):]))
+}
+
 // requeued moves a run of a failed aggregate's CARs into another aggregate.
 func (w *writer) requeued(d aggregator.Decision) error {
 	from, err := w.agg(d.From)
 	if err != nil {
 		return err
 	}
-	cars, err := w.members(from.ID, from.Count)
+	if d.First < 0 || d.Count < 0 || d.First+d.Count > from.Count {
+		return fmt.Errorf("requeue [%d,+%d) of %d CARs", d.First, d.Count, from.Count)
+	}
+	run := make([]member, 0, d.Count)
+	err = members(w.tx, from.ID, d.First, func(_ int, m member) bool {
+		run = append(run, m)
+		return len(run) < d.Count
+	})
 	if err != nil {
 		return err
 	}
-	if d.First+d.Count > len(cars) {
-		return fmt.Errorf("requeue [%d,+%d) of %d CARs", d.First, d.Count, len(cars))
-	}
-	for _, c := range cars[d.First : d.First+d.Count] {
-		c.State = aggregator.Aggregating
-		if err := w.tx.Bucket(bProofs).Delete([]byte(c.Car)); err != nil {
+	for _, m := range run {
+		r, err := byNumber(w.tx, m.num)
+		if err != nil {
 			return err
 		}
-		if err := w.join(d.Aggregate, c); err != nil {
+		r.view.State = aggregator.Aggregating
+		if err := w.join(d.Aggregate, r, m.padded, m.root); err != nil {
 			return err
 		}
 	}
