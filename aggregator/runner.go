@@ -163,7 +163,7 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, cfg Config) (*State, u
 	var last uint64
 	err := events.Tail(ctx, js, events.StreamAgg, 1, false, func(e events.Entry) error {
 		var b Batch
-		if err := json.Unmarshal(e.Data, &b); err != nil {
+		if err := DecodeBatch(e.Data, &b); err != nil {
 			return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
 		}
 		if err := st.Replay(b); err != nil {

@@ -28,7 +28,7 @@ func NewPublisher(js jetstream.JetStream, prefix string) *events.Publisher {
 func Replay(ctx context.Context, js jetstream.JetStream, from uint64, fn func(seq uint64, b aggregator.Batch) error) error {
 	return events.Tail(ctx, js, events.StreamAgg, from, false, func(e events.Entry) error {
 		var b aggregator.Batch
-		if err := json.Unmarshal(e.Data, &b); err != nil {
+		if err := aggregator.DecodeBatch(e.Data, &b); err != nil {
 			return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
 		}
 		return fn(e.Seq, b)

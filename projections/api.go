@@ -122,9 +122,16 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	if err != nil {
 		status, data = http.StatusInternalServerError, []byte(`{"error":"encoding the answer failed"}`)
 	}
-	data = append(data, '\n')
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	writeBody(w, status, append(data, '\n'))
+}
+
+var jsonType = []string{"application/json"}
+
+// writeBody writes a JSON answer in one write, with its length.
+func writeBody(w http.ResponseWriter, status int, data []byte) {
+	h := w.Header()
+	h["Content-Type"] = jsonType // canonical keys, set without parsing
+	h["Content-Length"] = []string{strconv.Itoa(len(data))}
 	w.WriteHeader(status)
 	_, _ = w.Write(data)
 }
@@ -156,7 +163,12 @@ func (a *API) getCar(w http.ResponseWriter, r *http.Request) {
 		storeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, v)
+	data, err := appendCarJSON(make([]byte, 0, 8192), v)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "encoding the answer failed")
+		return
+	}
+	writeBody(w, http.StatusOK, append(data, '\n'))
 }
 
 func intParam(r *http.Request, name string, def, max int) (int, error) {

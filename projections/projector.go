@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -15,6 +14,9 @@ import (
 // maxTx bounds the entries one write transaction applies: large enough to
 // amortise bbolt's commit, small enough to keep readers current.
 const maxTx = 1024
+
+// maxBulkTx bounds a rebuild's transactions, which no reader waits for.
+const maxBulkTx = 8192
 
 // Projector follows the aggregate log into a Store.
 //
@@ -84,13 +86,13 @@ func (p *Projector) Run(ctx context.Context, follow bool) (err error) {
 			}
 		}()
 	}
-	entries := make(chan Entry, maxTx)
+	entries := make(chan Entry, maxBulkTx)
 	readErr := make(chan error, 1)
 	go func() {
 		defer close(entries)
 		readErr <- events.Tail(ctx, p.js, events.StreamAgg, p.Seq()+1, follow, func(e events.Entry) error {
 			var b aggregator.Batch
-			if err := json.Unmarshal(e.Data, &b); err != nil {
+			if err := aggregator.DecodeBatch(e.Data, &b); err != nil {
 				return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
 			}
 			select {
@@ -101,8 +103,12 @@ func (p *Projector) Run(ctx context.Context, follow bool) (err error) {
 			}
 		})
 	}()
+	limit := maxTx
+	if !follow {
+		limit = maxBulkTx
+	}
 	for {
-		batch, ok := drain(entries)
+		batch, ok := drain(entries, limit)
 		if len(batch) > 0 {
 			if err := p.apply(batch); err != nil {
 				return err
@@ -118,15 +124,15 @@ func (p *Projector) Run(ctx context.Context, follow bool) (err error) {
 	}
 }
 
-// drain blocks for one entry, then takes what else is ready up to maxTx.
+// drain blocks for one entry, then takes what else is ready up to limit.
 // ok is false once the channel is closed.
-func drain(ch <-chan Entry) ([]Entry, bool) {
+func drain(ch <-chan Entry, limit int) ([]Entry, bool) {
 	e, ok := <-ch
 	if !ok {
 		return nil, false
 	}
 	batch := []Entry{e}
-	for len(batch) < maxTx {
+	for len(batch) < limit {
 		select {
 		case e, ok := <-ch:
 			if !ok {

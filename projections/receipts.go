@@ -85,7 +85,7 @@ func (r *Receipter) Run(ctx context.Context) error {
 			return nil // most batches make no deals; skip decoding them
 		}
 		var b aggregator.Batch
-		if err := json.Unmarshal(e.Data, &b); err != nil {
+		if err := aggregator.DecodeBatch(e.Data, &b); err != nil {
 			return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
 		}
 		for _, d := range b.Decisions {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
@@ -37,6 +38,7 @@ var (
 	kAggSeq  = []byte("aggSeq")
 	kNextCar = []byte("nextCar")
 	kSchema  = []byte("schema")
+	kBulk    = []byte("bulk") // set while a rebuild runs
 	buckets  = [][]byte{bMeta, bCids, bCars, bAggs, bMembers, bLayout, bTrees, bByPiece, bRejects, bQueued}
 )
 
@@ -57,6 +59,14 @@ type Store struct {
 	path     string
 	dealSize uint64
 	cache    aggCache
+	// bulk, when set, holds the CID index entries of a rebuild in memory
+	// until Bulk(false) writes them in key order (see Bulk).
+	bulk *bulkIndex
+}
+
+// bulkIndex is the CID index of a rebuild while it runs.
+type bulkIndex struct {
+	nums map[string]uint64
 }
 
 // Open opens or creates the read models at path for deals of dealSize. A
@@ -68,7 +78,9 @@ func Open(path string, dealSize uint64) (*Store, error) {
 		return nil, fmt.Errorf("open read models %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		if m := tx.Bucket(bMeta); m != nil && string(m.Get(kSchema)) != schemaVersion {
+		// A file of another schema, or one whose rebuild never finished, is
+		// emptied.
+		if m := tx.Bucket(bMeta); m != nil && (string(m.Get(kSchema)) != schemaVersion || m.Get(kBulk) != nil) {
 			var names [][]byte
 			_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
 				names = append(names, append([]byte(nil), name...))
@@ -97,15 +109,51 @@ func Open(path string, dealSize uint64) (*Store, error) {
 // Close closes the file.
 func (s *Store) Close() error { return s.db.Close() }
 
-// Bulk turns fsync after each commit off (on) or back on, syncing the file
-// once. ferry replay builds a new file in bulk: if it dies the file is
-// rebuilt anyway, so the syncs would buy nothing.
+// Bulk starts (on) or finishes a rebuild. During one, commits skip fsync
+// and the CID index is kept in memory, then written in key order when it
+// finishes: CIDs are random, and inserting them one by one dirties a page
+// of the index per CAR in every commit. The file is marked until the
+// rebuild finishes, so one that dies is emptied by the next Open. Readers
+// do not see CARs by CID until then.
 func (s *Store) Bulk(on bool) error {
-	s.db.NoSync = on
-	if !on {
-		return s.db.Sync()
+	if on == (s.bulk != nil) {
+		return nil
 	}
-	return nil
+	if on {
+		s.db.NoSync = true
+		s.bulk = &bulkIndex{nums: map[string]uint64{}}
+		return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bMeta).Put(kBulk, []byte{1}) })
+	}
+	keys := make([]string, 0, len(s.bulk.nums))
+	for k := range s.bulk.nums {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	const perTx = 1 << 16
+	for len(keys) > 0 {
+		n := min(len(keys), perTx)
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bCids)
+			b.FillPercent = 0.95 // appended in order: fill the pages
+			for _, k := range keys[:n] {
+				if err := b.Put([]byte(k), be64(s.bulk.nums[k])); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("write CID index: %w", err)
+		}
+		keys = keys[n:]
+	}
+	s.bulk = nil
+	s.db.NoSync = false
+	err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bMeta).Delete(kBulk) })
+	if err != nil {
+		return err
+	}
+	return s.db.Sync()
 }
 
 // Remove deletes a read-model file (ferry replay).
@@ -137,7 +185,7 @@ type Entry struct {
 func (s *Store) Apply(entries []Entry) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bMeta)
-		w := &writer{tx: tx, dealSize: s.dealSize, next: u64(meta.Get(kNextCar))}
+		w := &writer{tx: tx, dealSize: s.dealSize, next: u64(meta.Get(kNextCar)), bulk: s.bulk}
 		last := u64(meta.Get(kAggSeq))
 		for _, e := range entries {
 			if e.Seq <= last {
@@ -186,6 +234,7 @@ type writer struct {
 	dealSize uint64
 	aggs     map[uint64]*AggregateView // changed, written by flush
 	next     uint64                    // the last car number given
+	bulk     *bulkIndex                // the CID index during a rebuild
 }
 
 func (w *writer) apply(in uint64, d aggregator.Decision) error {
@@ -227,6 +276,11 @@ func (w *writer) apply(in uint64, d aggregator.Decision) error {
 
 // lookup reads a CAR by CID.
 func (w *writer) lookup(car string) (*carRecord, error) {
+	if w.bulk != nil {
+		if num, ok := w.bulk.nums[car]; ok {
+			return byNumber(w.tx, num)
+		}
+	}
 	return lookup(w.tx, car)
 }
 
@@ -251,7 +305,9 @@ func (w *writer) put(r *carRecord) error {
 	if r.num == 0 {
 		w.next++
 		r.num = w.next
-		if err := w.tx.Bucket(bCids).Put([]byte(r.view.Car), be64(r.num)); err != nil {
+		if w.bulk != nil {
+			w.bulk.nums[r.view.Car] = r.num
+		} else if err := w.tx.Bucket(bCids).Put([]byte(r.view.Car), be64(r.num)); err != nil {
 			return err
 		}
 	}

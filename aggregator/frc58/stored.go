@@ -198,12 +198,12 @@ func (s Stored) Commitment() piece.Commitment {
 	if s.b == nil { // the zero Stored, which OpenStored never returns
 		return piece.Commitment{}
 	}
-	return piece.Commitment{Root: s.at(s.depth, 0), Padded: s.dealSize, Payload: piece.Unpadded(s.dealSize)}
+	return piece.Commitment{Root: s.level(s.depth).at(s.b, s.depth, 0), Padded: s.dealSize, Payload: piece.Unpadded(s.dealSize)}
 }
 
 // Proof returns the inclusion proof of the i-th piece in layout order, the
 // same as Aggregate.Proof, or ErrNoPiece. It reads one node per tree level
-// for each of its two paths.
+// for each of its two paths, walking the levels once for both.
 func (s Stored) Proof(i int) (*Proof, error) {
 	if i < 0 || i >= s.n {
 		return nil, fmt.Errorf("frc58: proof %d of %d pieces: %w", i, s.n, ErrNoPiece)
@@ -214,32 +214,40 @@ func (s Stored) Proof(i int) (*Proof, error) {
 	}
 	idx := indexAt(s.Offset(i), l)
 	entry := s.entries + uint64(i)
-	buf := make([]node, 0, 2*s.depth-l-1)
-	buf = s.path(buf, l, idx)
-	sub := len(buf)
-	buf = s.path(buf, 1, entry)
+	// The subtree path climbs from the piece's level, the index path from
+	// level 1 (an entry's node), as in Aggregate.proof.
+	buf := make([]node, 2*s.depth-l-1)
+	sub, ind := buf[:s.depth-l:s.depth-l], buf[s.depth-l:]
+	for lv := min(l, 1); lv < s.depth; lv++ {
+		v := s.level(lv)
+		if lv >= l {
+			sub[lv-l] = v.at(s.b, lv, (idx>>(lv-l))^1)
+		}
+		if lv >= 1 {
+			ind[lv-1] = v.at(s.b, lv, (entry>>(lv-1))^1)
+		}
+	}
 	return &Proof{
-		ProofSubtree: merkletree.ProofData{Path: buf[:sub:sub], Index: idx},
-		ProofIndex:   merkletree.ProofData{Path: buf[sub:], Index: entry},
+		ProofSubtree: merkletree.ProofData{Path: sub, Index: idx},
+		ProofIndex:   merkletree.ProofData{Path: ind, Index: entry},
 	}, nil
 }
 
-// path is tree.path over the stored levels.
-func (s Stored) path(dst []node, l int, idx uint64) []node {
-	for ; l < s.depth; l++ {
-		dst = append(dst, s.at(l, idx^1))
-		idx >>= 1
-	}
-	return dst
+// storedLevel is one level's header: its runs and nodes, the runs at byte
+// runsAt, the nodes after them.
+type storedLevel struct{ runs, nodes, runsAt uint64 }
+
+func (s Stored) level(l int) storedLevel {
+	runs, nodes, at := s.levelHeader(l)
+	return storedLevel{runs, nodes, at}
 }
 
-// at is tree.at over the stored levels: the node at index idx of level l,
-// found by binary search over the level's runs.
-func (s Stored) at(l int, idx uint64) node {
-	runs, nodes, at := s.levelHeader(l)
-	r := s.b[at : at+runs*runSize]
+// at is tree.at over a stored level l of b: the node at index idx, found
+// by binary search over the level's runs.
+func (v storedLevel) at(b []byte, l int, idx uint64) node {
+	r := b[v.runsAt : v.runsAt+v.runs*runSize]
 	// Find the last run starting at or before idx.
-	lo, hi := 0, int(runs)
+	lo, hi := 0, int(v.runs)
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
 		if le.Uint64(r[m*runSize:]) <= idx {
@@ -249,13 +257,13 @@ func (s Stored) at(l int, idx uint64) node {
 		}
 	}
 	if k := lo - 1; k >= 0 {
-		start, off, end := le.Uint64(r[k*runSize:]), le.Uint64(r[k*runSize+8:]), nodes
-		if k+1 < int(runs) {
+		start, off, end := le.Uint64(r[k*runSize:]), le.Uint64(r[k*runSize+8:]), v.nodes
+		if k+1 < int(v.runs) {
 			end = le.Uint64(r[(k+1)*runSize+8:])
 		}
 		if d := idx - start; d < end-off {
-			p := at + runs*runSize + (off+d)*merkletree.NodeSize
-			return node(s.b[p : p+merkletree.NodeSize])
+			p := v.runsAt + v.runs*runSize + (off+d)*merkletree.NodeSize
+			return node(b[p : p+merkletree.NodeSize])
 		}
 	}
 	return zeroComms[l]

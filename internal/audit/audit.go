@@ -57,7 +57,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, vie
 	var sums [][32]byte
 	err := events.Tail(ctx, js, events.StreamAgg, 1, false, func(e events.Entry) error {
 		var b aggregator.Batch
-		if err := json.Unmarshal(e.Data, &b); err != nil {
+		if err := aggregator.DecodeBatch(e.Data, &b); err != nil {
 			r.add(fmt.Sprintf("aggregate log %d", e.Seq), "unreadable: %v", err)
 			return nil
 		}

@@ -1,0 +1,580 @@
+package aggregator
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/testutil"
+)
+
+// bcAgree checks that DecodeBatch makes of data what json.Unmarshal makes
+// of it in a fresh Batch, with the same error, and that the fast path, when
+// it takes data, agrees too. It reports whether the fast path took data.
+func bcAgree(t testing.TB, data []byte) bool {
+	t.Helper()
+	var want Batch
+	werr := json.Unmarshal(data, &want)
+
+	got := bcGarbage()
+	gerr := DecodeBatch(data, &got)
+	if (werr == nil) != (gerr == nil) || werr != nil && werr.Error() != gerr.Error() {
+		t.Fatalf("%q:\nDecodeBatch error %v\njson.Unmarshal error %v", data, gerr, werr)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%q:\nDecodeBatch    %s\njson.Unmarshal %s", data, bcShow(got), bcShow(want))
+	}
+
+	probe := bcGarbage()
+	fast := decodeFast(data, &probe)
+	switch {
+	case fast && werr != nil:
+		t.Fatalf("%q: fast path took what json.Unmarshal refuses: %v", data, werr)
+	case fast && !reflect.DeepEqual(probe, want):
+		t.Fatalf("%q:\nfast path      %s\njson.Unmarshal %s", data, bcShow(probe), bcShow(want))
+	case !fast && !reflect.DeepEqual(probe, bcGarbage()):
+		t.Fatalf("%q: fast path gave up but changed b: %s", data, bcShow(probe))
+	}
+	return fast
+}
+
+// bcGarbage is a Batch full of data, to show DecodeBatch resets b.
+func bcGarbage() Batch {
+	return Batch{
+		In:  7,
+		Now: time.Date(2001, 2, 3, 4, 5, 6, 7, time.UTC),
+		Decisions: []Decision{{
+			Type: "x", Car: "y", Record: &Record{Size: 1, MD5: "m", URLs: []string{"u"}, Source: json.RawMessage(`{}`)},
+			Aggregate: 3, First: -1, Deals: []events.Deal{{Provider: "f01"}}, At: time.Unix(5, 0),
+		}},
+	}
+}
+
+func bcShow(b Batch) string {
+	s := fmt.Sprintf("%#v", b)
+	for _, d := range b.Decisions {
+		if d.Record != nil {
+			s += fmt.Sprintf("\n  record %#v (source %q)", *d.Record, d.Record.Source)
+		}
+	}
+	return s
+}
+
+var bcTypes = []string{
+	DecCarQueued, DecCarAdded, DecCarRejected, DecInputIgnored, DecAggClock, DecAggReady,
+	DecAggOffered, DecAggOfferFailed, DecAggDeals, DecAggFailed, DecCarsRequeued,
+}
+
+// bcPieces are piece CID v2 strings as the fold writes them.
+var bcPieces = func() []string {
+	var out []string
+	for n := range 8 {
+		out = append(out, testutil.FakePiece(n, uint64(1000+n*777)).MustV2().String())
+	}
+	return out
+}()
+
+var bcRunes = []string{
+	"a", "Z", "0", " ", "-", ".", ":", "/", "\"", "\\", "<", ">", "&", "'", "\n", "\t", "\r",
+	"\x00", "\x01", "\x1f", "\x7f", "é", "ß", "世", "😀", "\u2028", "\u2029", "\ufffd", "\uffff",
+	"\xff", "\xc3", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82",
+}
+
+// bcString is a random string: often plain, sometimes full of what JSON
+// escapes or replaces.
+func bcString(r *rand.Rand) string {
+	switch r.IntN(6) {
+	case 0:
+		return ""
+	case 1, 2:
+		const plain = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -_.:/"
+		b := make([]byte, r.IntN(40))
+		for i := range b {
+			b[i] = plain[r.IntN(len(plain))]
+		}
+		return string(b)
+	case 3:
+		return bcPieces[r.IntN(len(bcPieces))]
+	}
+	var sb strings.Builder
+	for range r.IntN(12) {
+		sb.WriteString(bcRunes[r.IntN(len(bcRunes))])
+	}
+	return sb.String()
+}
+
+func bcTime(r *rand.Rand) time.Time {
+	if r.IntN(3) == 0 {
+		return time.Time{}
+	}
+	t := time.Unix(r.Int64N(200*365*86400)-50*365*86400, 0)
+	switch r.IntN(3) {
+	case 1:
+		t = t.Add(time.Duration(r.IntN(1e9)))
+	case 2:
+		t = t.Add(time.Duration(r.IntN(1000)) * time.Millisecond)
+	}
+	switch r.IntN(4) {
+	case 0:
+		return t.UTC()
+	case 1:
+		return t.Local()
+	case 2:
+		return t.In(time.FixedZone("", (r.IntN(28*60)-14*60)*60))
+	}
+	return t.In(time.FixedZone("XST", (r.IntN(24)-12)*3600))
+}
+
+func bcUint(r *rand.Rand) uint64 {
+	switch r.IntN(5) {
+	case 0:
+		return 0
+	case 1:
+		return math.MaxUint64 - uint64(r.IntN(3))
+	case 2:
+		return r.Uint64()
+	}
+	return uint64(r.IntN(100000))
+}
+
+func bcInt(r *rand.Rand) int {
+	switch r.IntN(5) {
+	case 0:
+		return 0
+	case 1:
+		return -r.IntN(1000)
+	case 2:
+		return math.MaxInt - r.IntN(3)
+	case 3:
+		return math.MinInt + r.IntN(3)
+	}
+	return r.IntN(1000)
+}
+
+// bcValue is a random value for a raw source.
+func bcValue(r *rand.Rand, depth int) any {
+	k := r.IntN(8)
+	if depth > 3 {
+		k = r.IntN(5)
+	}
+	switch k {
+	case 0:
+		return nil
+	case 1:
+		return r.IntN(2) == 0
+	case 2:
+		return []float64{0, -0.5, 1e21, 1e-7, 123456789, -3, math.MaxFloat64}[r.IntN(7)]
+	case 3, 4:
+		return bcString(r)
+	case 5:
+		var a []any
+		for range r.IntN(4) {
+			a = append(a, bcValue(r, depth+1))
+		}
+		return a
+	}
+	m := map[string]any{}
+	for range r.IntN(4) {
+		m[bcString(r)] = bcValue(r, depth+1)
+	}
+	return m
+}
+
+func bcSource(r *rand.Rand) json.RawMessage {
+	switch r.IntN(6) {
+	case 0:
+		return nil
+	case 1:
+		return json.RawMessage(`{"bucket":"carpark","key":"a/b.car","etag":"\"x\"","n":[1,2.5,-3e2],"ok":true,"z":null}`)
+	case 2:
+		// Strings JSON does not check: invalid UTF-8 stays as it is.
+		return json.RawMessage("{\"k\":\"\xff\xfe ok\",\"e\":\"\\u00e9\\ud800\"}")
+	case 3:
+		return json.RawMessage([]string{`null`, `0`, `"s"`, `[]`, `{}`, `-1.5E+3`, `{"a":{"b":[{"c":[]}]}}`}[r.IntN(7)])
+	}
+	data, err := json.Marshal(bcValue(r, 0))
+	if err != nil {
+		panic(err)
+	}
+	return data
+}
+
+func bcRecord(r *rand.Rand) *Record {
+	if r.IntN(3) == 0 {
+		return nil
+	}
+	rec := &Record{Size: bcUint(r), MD5: bcString(r), ReplicatedAt: bcString(r), Source: bcSource(r)}
+	switch r.IntN(4) {
+	case 0:
+	case 1:
+		rec.URLs = []string{}
+	default:
+		for range 1 + r.IntN(3) {
+			rec.URLs = append(rec.URLs, bcString(r))
+		}
+	}
+	return rec
+}
+
+func bcDecision(r *rand.Rand) Decision {
+	d := Decision{Type: bcTypes[r.IntN(len(bcTypes))]}
+	if r.IntN(10) == 0 {
+		d.Type = bcString(r)
+	}
+	// Each field is set half the time, whatever the type.
+	maybe := func() bool { return r.IntN(2) == 0 }
+	if maybe() {
+		d.Car = bcString(r)
+	}
+	if maybe() {
+		d.Record = bcRecord(r)
+	}
+	if maybe() {
+		d.Piece = bcString(r)
+	}
+	if maybe() {
+		d.PieceV1 = bcString(r)
+	}
+	if maybe() {
+		d.PieceSize = bcUint(r)
+	}
+	if maybe() {
+		d.Aggregate = bcUint(r)
+	}
+	if maybe() {
+		d.From = bcUint(r)
+	}
+	if maybe() {
+		d.First = bcInt(r)
+	}
+	if maybe() {
+		d.Count = bcInt(r)
+	}
+	if maybe() {
+		d.Payload = bcUint(r)
+	}
+	if maybe() {
+		d.Closed = []string{ClosedFull, ClosedMaxWait, ClosedForced, bcString(r)}[r.IntN(4)]
+	}
+	if maybe() {
+		d.Status = []string{events.StatusPublished, events.StatusActive, events.StatusFailed, bcString(r)}[r.IntN(4)]
+	}
+	if r.IntN(5) == 0 {
+		for range r.IntN(3) {
+			d.Deals = append(d.Deals, events.Deal{Provider: bcString(r), DealID: bcUint(r), ExpirationEpoch: int64(bcInt(r))})
+		}
+	}
+	if maybe() {
+		d.Reason = bcString(r)
+	}
+	d.At = bcTime(r)
+	return d
+}
+
+func bcBatch(r *rand.Rand) Batch {
+	b := Batch{In: bcUint(r), Now: bcTime(r)}
+	switch r.IntN(8) {
+	case 0:
+	case 1:
+		b.Decisions = []Decision{}
+	default:
+		for range 1 + r.IntN(5) {
+			b.Decisions = append(b.Decisions, bcDecision(r))
+		}
+	}
+	return b
+}
+
+// bcTypical is a batch the fold writes: a CAR added with its record, or a
+// closed aggregate.
+func bcTypical(n int) Batch {
+	car := testutil.CarCID(n).String()
+	p := testutil.FakePiece(n, 1_000_000)
+	rec := &Record{
+		Size: 1_000_000, MD5: "9e107d9d372bb6826bd81d3542a419d6",
+		URLs:         []string{"https://carpark.example/" + car + "/" + car + ".car"},
+		ReplicatedAt: "2026-11-22T12:00:00Z",
+		Source:       json.RawMessage(`{"bucket":"carpark","key":"` + car + `.car","region":"eu-west-1"}`),
+	}
+	return Batch{
+		In:  uint64(1000 + n),
+		Now: time.Date(2026, 11, 22, 12, 0, 1, 123456789, time.UTC),
+		Decisions: []Decision{{
+			Type: DecCarAdded, Car: car, Record: rec, Piece: p.MustV2().String(),
+			PieceSize: p.Padded, Aggregate: 42,
+		}},
+	}
+}
+
+func bcReady(n int) Batch {
+	p := testutil.FakePiece(n, 30<<30)
+	return Batch{
+		In:  uint64(5000 + n),
+		Now: time.Date(2026, 11, 22, 13, 0, 0, 0, time.UTC),
+		Decisions: []Decision{{
+			Type: DecAggReady, Aggregate: 42, Piece: p.MustV2().String(), PieceV1: p.V1().String(),
+			PieceSize: p.Padded, Payload: 30 << 30, Count: 1234, Closed: ClosedFull,
+		}},
+	}
+}
+
+func bcMarshal(t testing.TB, b Batch) []byte {
+	t.Helper()
+	data, err := json.Marshal(b)
+	if err != nil {
+		t.Fatalf("marshal %s: %v", bcShow(b), err)
+	}
+	return data
+}
+
+func TestDecodeBatchEqualsUnmarshalOnMarshalledBatches(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	n, fast := 10000, 0
+	if testing.Short() {
+		n = 1000
+	}
+	for range n {
+		if bcAgree(t, bcMarshal(t, bcBatch(r))) {
+			fast++
+		}
+	}
+	// The generator is hostile (escapes, negative ints, deals), but a fair
+	// share must still take the fast path, or it is not being tested.
+	if fast < n/20 {
+		t.Fatalf("fast path took %d of %d batches", fast, n)
+	}
+	t.Logf("fast path took %d of %d random batches", fast, n)
+}
+
+func TestDecodeBatchEqualsUnmarshalOnEdgeCases(t *testing.T) {
+	typical := string(bcMarshal(t, bcTypical(1)))
+	cases := []string{
+		``, ` `, `null`, `[]`, `{}`, `{`, `}`, `"x"`, `0`,
+		`{"in":1}`, `{"in":1,"decisions":[]}`, `{"in":1,"decisions":null}`, `{"decisions":[null]}`,
+		`{"decisions":[{}]}`, `{"decisions":[{},{"type":"car.added"}]}`,
+		`{"in":0}`, `{"in":01}`, `{"in":-0}`, `{"in":-1}`, `{"in":1.0}`, `{"in":1e3}`, `{"in":1E3}`,
+		`{"in":18446744073709551615}`, `{"in":18446744073709551616}`, `{"in":99999999999999999999}`,
+		`{"in":"1"}`, `{"in":true}`, `{"in":null}`, `{"in":nul}`, `{"in":nullx}`,
+		`{"in":1,"in":2}`, `{"IN":1}`, `{"In":1}`, `{"\u0069n":1}`, `{"in":1,"x":2}`, `{"in":1,}`,
+		` {"in":1}`, `{"in":1} `, "{\"in\":1}\n", `{ "in":1}`, `{"in" :1}`, `{"in": 1}`, `{"in":1 }`,
+		`{"in":1}{}`, `{"in":1}x`, `{"in":1}}`,
+		`{"now":"2026-11-22T12:00:00Z"}`, `{"now":"2026-11-22T12:00:00.5+01:00"}`,
+		`{"now":"2026-11-22T12:00:00.123456789-07:30"}`, `{"now":"2026-11-22 12:00:00Z"}`,
+		`{"now":"2026-11-22T12:00:00z"}`, `{"now":"2026-11-22T12:00:00"}`, `{"now":""}`, `{"now":null}`,
+		`{"now":"2026-11-22T12:00:00\u005a"}`, `{"now":1}`, `{"now":"0000-01-01T00:00:00Z"}`,
+		`{"now":"2026-11-22T24:00:00Z"}`, `{"now":"2026-02-30T12:00:00Z"}`, `{"now":"2026-11-22T12:00:00+24:00"}`,
+		`{"decisions":[{"type":"car.added","first":-1}]}`, `{"decisions":[{"count":9223372036854775807}]}`,
+		`{"decisions":[{"count":9223372036854775808}]}`, `{"decisions":[{"first":1,"first":1}]}`,
+		`{"decisions":[{"type":"a\"b"}]}`, `{"decisions":[{"type":"a\u003cb"}]}`, `{"decisions":[{"type":"\ud800"}]}`,
+		"{\"decisions\":[{\"type\":\"\xff\"}]}", "{\"decisions\":[{\"type\":\"\x01\"}]}", "{\"decisions\":[{\"type\":\"\x7f\"}]}",
+		`{"decisions":[{"type":null,"car":null,"record":null,"piece":null,"reason":null,"at":null,"aggregate":null}]}`,
+		`{"decisions":[{"record":{}}]}`, `{"decisions":[{"record":{"urls":[]}}]}`, `{"decisions":[{"record":{"urls":null}}]}`,
+		`{"decisions":[{"record":{"urls":[null]}}]}`, `{"decisions":[{"record":{"urls":["a",null,"b"]}}]}`,
+		`{"decisions":[{"record":{"size":1},"record":{"md5":"x"}}]}`, `{"decisions":[{"record":{"source":null}}]}`,
+		`{"decisions":[{"record":{"source":"x"}}]}`, `{"decisions":[{"record":{"source":-0.0e-0}}]}`,
+		`{"decisions":[{"record":{"source":01}}]}`, `{"decisions":[{"record":{"source":{"a" :1}}}]}`,
+		`{"decisions":[{"record":{"source":[1,]}}]}`, `{"decisions":[{"record":{"source":{"a":1,}}}]}`,
+		`{"decisions":[{"record":{"source":"\x"}}]}`, `{"decisions":[{"record":{"source":"\u12"}}]}`,
+		`{"decisions":[{"record":{"source":tru}}]}`, `{"decisions":[{"record":{"source":1.}}]}`,
+		`{"decisions":[{"record":{"source":1e}}]}`, `{"decisions":[{"record":{"source":-}}]}`,
+		`{"decisions":[{"record":{"source":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}}]}`,
+		`{"decisions":[{"record":{"source":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}}]}`,
+		`{"decisions":[{"record":{"Size":1}}]}`, `{"decisions":[{"record":[]}]}`, `{"decisions":{}}`,
+		`{"decisions":[{"deals":[{"provider":"f01","dealId":3}]}]}`, `{"decisions":[{"deals":null}]}`,
+		`{"decisions":[{"closed":"full","status":"active"}]}`, `{"decisions":[{"type":"car.added"}]`,
+		typical, typical[:len(typical)-1], typical + " ", strings.Replace(typical, `"in"`, `"in" `, 1),
+	}
+	for _, c := range cases {
+		bcAgree(t, []byte(c))
+	}
+}
+
+// bcMutate applies a few random edits to data.
+func bcMutate(r *rand.Rand, data []byte) []byte {
+	const interesting = "{}[],:\"\\ \t\n\r0123456789-+.eEnulltruefalse\x00\x1f\x7f\xff\xc3"
+	out := bytes.Clone(data)
+	for range 1 + r.IntN(3) {
+		if len(out) == 0 {
+			out = append(out, interesting[r.IntN(len(interesting))])
+			continue
+		}
+		i := r.IntN(len(out))
+		switch r.IntN(7) {
+		case 0: // replace a byte
+			out[i] = interesting[r.IntN(len(interesting))]
+		case 1:
+			out[i] = byte(r.IntN(256))
+		case 2: // delete
+			out = append(out[:i], out[i+1:]...)
+		case 3: // insert
+			out = append(out[:i], append([]byte{interesting[r.IntN(len(interesting))]}, out[i:]...)...)
+		case 4: // whitespace
+			out = append(out[:i], append([]byte{" \t\n\r"[r.IntN(4)]}, out[i:]...)...)
+		case 5: // truncate
+			out = out[:i]
+		case 6: // repeat a span (duplicate keys, values)
+			j := i + r.IntN(len(out)-i)
+			span := bytes.Clone(out[i:j])
+			out = append(out[:j], append(span, out[j:]...)...)
+		}
+	}
+	return out
+}
+
+func TestDecodeBatchEqualsUnmarshalOnMutations(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	var seeds [][]byte
+	for n := range 50 {
+		seeds = append(seeds, bcMarshal(t, bcBatch(r)), bcMarshal(t, bcTypical(n)), bcMarshal(t, bcReady(n)))
+	}
+	n := 50000
+	if testing.Short() {
+		n = 5000
+	}
+	valid, fast := 0, 0
+	for range n {
+		data := bcMutate(r, seeds[r.IntN(len(seeds))])
+		if json.Valid(data) {
+			valid++
+		}
+		if bcAgree(t, data) {
+			fast++
+		}
+	}
+	t.Logf("%d mutations: %d valid JSON, %d on the fast path", n, valid, fast)
+}
+
+func FuzzDecodeBatch(f *testing.F) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, b := range bcCommon(f) {
+		f.Add(bcMarshal(f, b))
+	}
+	for range 20 {
+		f.Add(bcMarshal(f, bcBatch(r)))
+	}
+	f.Add([]byte(`{"in":1,"decisions":[{"type":"aggregate.deals","aggregate":1,"status":"active","deals":[{"provider":"f01","dealId":3,"expirationEpoch":-1}]}]}`))
+	f.Add([]byte(`{"in":1,"decisions":[{"type":"cars.requeued","from":2,"first":3,"count":4,"aggregate":5}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		bcAgree(t, data)
+	})
+}
+
+// bcCommon are batches of the common decision types as the fold writes
+// them: it folds a CAR with its piece, one without, a duplicate, a bad
+// piece, a tick and a close.
+func bcCommon(t testing.TB) []Batch {
+	st := New(Config{DealSize: 64 << 10, MinPayload: 16 << 10, MaxWait: time.Minute})
+	var out []Batch
+	seq := uint64(0)
+	apply := func(ev events.Event) {
+		seq++
+		if b := st.Apply(seq, testutil.MustEncode(ev)); len(b.Decisions) > 0 {
+			out = append(out, b)
+		}
+	}
+	added := testutil.Replicated(1, 1000, true)
+	added.Source = json.RawMessage(`{"bucket":"carpark","key":"1.car","tags":["a","b"],"n":1.5}`)
+	apply(added)
+	apply(testutil.Replicated(2, 2000, false))
+	apply(testutil.Replicated(1, 1000, true))
+	apply(testutil.Replicated(3, 3000, false))
+	apply(&events.CarInvalid{Car: testutil.CarCID(3).String(), Reason: "md5 mismatch"})
+	apply(&events.Tick{Time: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)})
+	apply(&events.AggregateClose{Aggregate: 1, By: "ops"})
+	return out
+}
+
+func TestDecodeBatchTakesTheFastPathForCommonDecisions(t *testing.T) {
+	want := map[string]bool{
+		DecCarAdded: true, DecCarQueued: true, DecCarRejected: true,
+		DecInputIgnored: true, DecAggClock: true, DecAggReady: true,
+	}
+	seen := map[string]bool{}
+	batches := bcCommon(t)
+	for n := range 3 {
+		batches = append(batches, bcTypical(n), bcReady(n))
+	}
+	for _, b := range batches {
+		data := bcMarshal(t, b)
+		if !bcAgree(t, data) {
+			t.Errorf("fast path refused %s", data)
+		}
+		var got Batch
+		if err := DecodeBatch(data, &got); err != nil || !reflect.DeepEqual(bcMarshal(t, got), data) {
+			t.Errorf("round trip of %s gave %s (%v)", data, bcMarshal(t, got), err)
+		}
+		for _, d := range b.Decisions {
+			seen[d.Type] = true
+		}
+	}
+	for typ := range want {
+		if !seen[typ] {
+			t.Errorf("no %s batch was tried", typ)
+		}
+	}
+}
+
+func BenchmarkDecodeBatch(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		batch Batch
+	}{
+		{"car.added", bcTypical(1)},
+		{"aggregate.ready", bcReady(1)},
+	} {
+		data := bcMarshal(b, c.batch)
+		if !decodeFast(data, new(Batch)) {
+			b.Fatalf("fast path refuses %s", data)
+		}
+		b.Run(c.name+"/json", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				var x Batch
+				if err := json.Unmarshal(data, &x); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(c.name+"/fast", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				var x Batch
+				if err := DecodeBatch(data, &x); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func TestPlainASCIIMatchesAByteLoop(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	edges := []byte{0x00, 0x1f, 0x20, 0x21, '"', '[', '\\', ']', 'a', 0x7e, 0x7f, 0x80, 0xc3, 0xff}
+	for range 100000 {
+		s := make([]byte, r.IntN(40))
+		for i := range s {
+			s[i] = 'a'
+			if r.IntN(8) == 0 {
+				s[i] = edges[r.IntN(len(edges))]
+			}
+		}
+		want := true
+		for _, c := range s {
+			if c < 0x20 || c == '\\' || c >= 0x80 {
+				want = false
+			}
+		}
+		if got := plainASCII(s); got != want {
+			t.Fatalf("plainASCII(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

@@ -1,0 +1,155 @@
+package projections
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+)
+
+// appendCarJSON appends json.Marshal(c)'s bytes, without reflection: the
+// status API answers one per request, and encoding/json's reflection was
+// most of a request's CPU. A test holds it equal to json.Marshal.
+func appendCarJSON(dst []byte, c *CarView) ([]byte, error) {
+	dst = append(dst, `{"car":`...)
+	dst = appendJSONString(dst, c.Car)
+	dst = append(dst, `,"state":`...)
+	dst = appendJSONString(dst, c.State)
+	if c.Size != 0 {
+		dst = append(dst, `,"size":`...)
+		dst = strconv.AppendUint(dst, c.Size, 10)
+	}
+	if c.MD5 != "" {
+		dst = append(dst, `,"md5":`...)
+		dst = appendJSONString(dst, c.MD5)
+	}
+	if len(c.URLs) != 0 {
+		dst = append(dst, `,"urls":[`...)
+		for i, u := range c.URLs {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSONString(dst, u)
+		}
+		dst = append(dst, ']')
+	}
+	if c.ReplicatedAt != "" {
+		dst = append(dst, `,"replicatedAt":`...)
+		dst = appendJSONString(dst, c.ReplicatedAt)
+	}
+	if len(c.Source) != 0 {
+		dst = append(dst, `,"source":`...)
+		var err error
+		if dst, err = appendRaw(dst, c.Source); err != nil {
+			return nil, err
+		}
+	}
+	if c.Piece != "" {
+		dst = append(dst, `,"piece":`...)
+		dst = appendJSONString(dst, c.Piece)
+	}
+	if c.PieceSize != 0 {
+		dst = append(dst, `,"pieceSize":`...)
+		dst = strconv.AppendUint(dst, c.PieceSize, 10)
+	}
+	if c.Aggregate != 0 {
+		dst = append(dst, `,"aggregate":`...)
+		dst = strconv.AppendUint(dst, c.Aggregate, 10)
+	}
+	if c.AggregatePiece != "" {
+		dst = append(dst, `,"aggregatePiece":`...)
+		dst = appendJSONString(dst, c.AggregatePiece)
+	}
+	if c.Position != nil {
+		dst = append(dst, `,"position":`...)
+		dst = strconv.AppendInt(dst, int64(*c.Position), 10)
+	}
+	if c.Offset != nil {
+		dst = append(dst, `,"offset":`...)
+		dst = strconv.AppendUint(dst, *c.Offset, 10)
+	}
+	if in := c.Inclusion; in != nil {
+		dst = append(dst, `,"inclusion":{"subtree":`...)
+		dst = appendPath(dst, &in.Subtree)
+		dst = append(dst, `,"index":`...)
+		dst = appendPath(dst, &in.Index)
+		dst = append(dst, `,"cbor":`...)
+		if in.CBOR == nil {
+			dst = append(dst, "null"...)
+		} else {
+			dst = append(dst, '"')
+			dst = base64.StdEncoding.AppendEncode(dst, in.CBOR)
+			dst = append(dst, '"')
+		}
+		dst = append(dst, '}')
+	}
+	if len(c.Deals) != 0 {
+		// Rare per aggregate and varied: left to encoding/json.
+		deals, err := json.Marshal(c.Deals)
+		if err != nil {
+			return nil, err
+		}
+		dst = append(dst, `,"deals":`...)
+		dst = append(dst, deals...)
+	}
+	if c.Reason != "" {
+		dst = append(dst, `,"reason":`...)
+		dst = appendJSONString(dst, c.Reason)
+	}
+	return append(dst, '}'), nil
+}
+
+func appendPath(dst []byte, p *ProofPath) []byte {
+	dst = append(dst, `{"index":`...)
+	dst = strconv.AppendUint(dst, p.Index, 10)
+	dst = append(dst, `,"path":`...)
+	if p.Path == nil {
+		return append(dst, "null}"...)
+	}
+	dst = append(dst, '[')
+	for i, s := range p.Path {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendJSONString(dst, s)
+	}
+	return append(dst, "]}"...)
+}
+
+// appendJSONString appends s quoted as encoding/json quotes it. Strings
+// that need no escaping — CIDs, hex, URLs, dates, almost everything here —
+// are copied; the rest go through encoding/json.
+func appendJSONString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; b < 0x20 || b >= utf8.RuneSelf || b == '"' || b == '\\' || b == '<' || b == '>' || b == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(dst, q...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
+// appendRaw appends a json.RawMessage as encoding/json does: compacted,
+// with <, > and & escaped.
+func appendRaw(dst []byte, raw []byte) ([]byte, error) {
+	plain := true
+	for _, b := range raw {
+		if b <= ' ' || b >= utf8.RuneSelf || b == '<' || b == '>' || b == '&' {
+			plain = false
+			break
+		}
+	}
+	if plain && json.Valid(raw) {
+		return append(dst, raw...), nil
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, raw); err != nil {
+		return nil, err
+	}
+	var escaped bytes.Buffer
+	json.HTMLEscape(&escaped, compact.Bytes())
+	return append(dst, escaped.Bytes()...), nil
+}
