@@ -19,11 +19,7 @@ import (
 // position, offset, inclusion proof and deals.
 func (s *Store) Car(car string) (*CarView, error) {
 	var out *CarView
-	err := s.db.View(func(tx *bolt.Tx) error {
-		r, err := lookup(tx, car)
-		if err != nil {
-			return err
-		}
+	err := s.viewCar(car, func(tx *bolt.Tx, r *carRecord) error {
 		c := &r.view
 		if c.Aggregate != 0 && c.State != aggregator.Rejected {
 			a, err := s.aggView(tx, c.Aggregate)
@@ -48,6 +44,26 @@ func (s *Store) Car(car string) (*CarView, error) {
 		return nil
 	})
 	return out, err
+}
+
+// viewCar calls fn with a CAR in a read transaction. The index's memory is
+// read before the transaction opens (see cidIndex's rules).
+func (s *Store) viewCar(car string, fn func(*bolt.Tx, *carRecord) error) error {
+	num, ok := s.index.get(car)
+	return s.db.View(func(tx *bolt.Tx) error {
+		if !ok {
+			v := tx.Bucket(bCids).Get([]byte(car))
+			if v == nil {
+				return fmt.Errorf("CAR %s: %w", car, ErrNotFound)
+			}
+			num = u64(v)
+		}
+		r, err := byNumber(tx, num)
+		if err != nil {
+			return err
+		}
+		return fn(tx, r)
+	})
 }
 
 // placed sets the position, offset and aggregate piece of a CAR of the
@@ -110,11 +126,7 @@ func inclusionView(p *frc58.Proof) (*InclusionView, error) {
 // aggregate is closed.
 func (s *Store) Proof(car string) ([]byte, error) {
 	var out []byte
-	err := s.db.View(func(tx *bolt.Tx) error {
-		r, err := lookup(tx, car)
-		if err != nil {
-			return err
-		}
+	err := s.viewCar(car, func(tx *bolt.Tx, r *carRecord) error {
 		var proof *frc58.Proof
 		if r.view.Aggregate != 0 && r.view.State != aggregator.Rejected {
 			a, err := s.aggView(tx, r.view.Aggregate)
@@ -130,6 +142,7 @@ func (s *Store) Proof(car string) ([]byte, error) {
 		if proof == nil {
 			return fmt.Errorf("proof of %s: %w", car, ErrNotFound)
 		}
+		var err error
 		out, err = frc58.EncodeProof(proof)
 		return err
 	})

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
@@ -38,7 +37,8 @@ var (
 	kAggSeq  = []byte("aggSeq")
 	kNextCar = []byte("nextCar")
 	kSchema  = []byte("schema")
-	kBulk    = []byte("bulk") // set while a rebuild runs
+	kBulk    = []byte("bulk")    // set while a rebuild runs
+	kIndexed = []byte("indexed") // CARs up to this number are in cids
 	buckets  = [][]byte{bMeta, bCids, bCars, bAggs, bMembers, bLayout, bTrees, bByPiece, bRejects, bQueued}
 )
 
@@ -59,14 +59,8 @@ type Store struct {
 	path     string
 	dealSize uint64
 	cache    aggCache
-	// bulk, when set, holds the CID index entries of a rebuild in memory
-	// until Bulk(false) writes them in key order (see Bulk).
-	bulk *bulkIndex
-}
-
-// bulkIndex is the CID index of a rebuild while it runs.
-type bulkIndex struct {
-	nums map[string]uint64
+	index    *cidIndex
+	bulk     bool
 }
 
 // Open opens or creates the read models at path for deals of dealSize. A
@@ -99,60 +93,47 @@ func Open(path string, dealSize uint64) (*Store, error) {
 		}
 		return tx.Bucket(bMeta).Put(kSchema, []byte(schemaVersion))
 	})
+	index := newCidIndex()
+	if err == nil {
+		err = db.View(index.load)
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("read models %s: %w", path, err)
 	}
-	return &Store{db: db, path: path, dealSize: dealSize}, nil
+	return &Store{db: db, path: path, dealSize: dealSize, index: index}, nil
 }
 
 // Close closes the file.
 func (s *Store) Close() error { return s.db.Close() }
 
 // Bulk starts (on) or finishes a rebuild. During one, commits skip fsync
-// and the CID index is kept in memory, then written in key order when it
-// finishes: CIDs are random, and inserting them one by one dirties a page
-// of the index per CAR in every commit. The file is marked until the
-// rebuild finishes, so one that dies is emptied by the next Open. Readers
-// do not see CARs by CID until then.
+// and the CID index is written once, in key order, when it finishes (see
+// cidIndex). The file is marked until then, so that a rebuild that dies is
+// started over by the next Open instead of trusting writes never synced.
 func (s *Store) Bulk(on bool) error {
-	if on == (s.bulk != nil) {
+	if on == s.bulk {
 		return nil
 	}
+	s.bulk = on
+	s.index.setBulk(on)
 	if on {
 		s.db.NoSync = true
-		s.bulk = &bulkIndex{nums: map[string]uint64{}}
 		return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bMeta).Put(kBulk, []byte{1}) })
 	}
-	keys := make([]string, 0, len(s.bulk.nums))
-	for k := range s.bulk.nums {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	const perTx = 1 << 16
-	for len(keys) > 0 {
-		n := min(len(keys), perTx)
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(bCids)
-			b.FillPercent = 0.95 // appended in order: fill the pages
-			for _, k := range keys[:n] {
-				if err := b.Put([]byte(k), be64(s.bulk.nums[k])); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
+	ix := &indexTx{x: s.index}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bMeta)
+		if err := ix.flush(tx, u64(meta.Get(kNextCar)), true); err != nil {
 			return fmt.Errorf("write CID index: %w", err)
 		}
-		keys = keys[n:]
-	}
-	s.bulk = nil
-	s.db.NoSync = false
-	err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bMeta).Delete(kBulk) })
+		return meta.Delete(kBulk)
+	})
 	if err != nil {
 		return err
 	}
+	ix.committed()
+	s.db.NoSync = false
 	return s.db.Sync()
 }
 
@@ -183,9 +164,10 @@ type Entry struct {
 // Apply applies entries in one transaction. Entries at or below the stored
 // sequence were applied before and are skipped.
 func (s *Store) Apply(entries []Entry) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	ix := &indexTx{x: s.index}
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bMeta)
-		w := &writer{tx: tx, dealSize: s.dealSize, next: u64(meta.Get(kNextCar)), bulk: s.bulk}
+		w := &writer{tx: tx, dealSize: s.dealSize, next: u64(meta.Get(kNextCar)), index: ix}
 		last := u64(meta.Get(kAggSeq))
 		for _, e := range entries {
 			if e.Seq <= last {
@@ -201,11 +183,19 @@ func (s *Store) Apply(entries []Entry) error {
 		if err := w.flush(); err != nil {
 			return err
 		}
+		if err := ix.flush(tx, w.next, false); err != nil {
+			return err
+		}
 		if err := meta.Put(kNextCar, be64(w.next)); err != nil {
 			return err
 		}
 		return meta.Put(kAggSeq, be64(last))
 	})
+	if err != nil {
+		return err
+	}
+	ix.committed()
+	return nil
 }
 
 func be64(v uint64) []byte {
@@ -234,7 +224,7 @@ type writer struct {
 	dealSize uint64
 	aggs     map[uint64]*AggregateView // changed, written by flush
 	next     uint64                    // the last car number given
-	bulk     *bulkIndex                // the CID index during a rebuild
+	index    *indexTx
 }
 
 func (w *writer) apply(in uint64, d aggregator.Decision) error {
@@ -276,20 +266,11 @@ func (w *writer) apply(in uint64, d aggregator.Decision) error {
 
 // lookup reads a CAR by CID.
 func (w *writer) lookup(car string) (*carRecord, error) {
-	if w.bulk != nil {
-		if num, ok := w.bulk.nums[car]; ok {
-			return byNumber(w.tx, num)
-		}
-	}
-	return lookup(w.tx, car)
-}
-
-func lookup(tx *bolt.Tx, car string) (*carRecord, error) {
-	num := tx.Bucket(bCids).Get([]byte(car))
-	if num == nil {
+	num, ok := w.index.get(w.tx, car)
+	if !ok {
 		return nil, fmt.Errorf("CAR %s: %w", car, ErrNotFound)
 	}
-	return byNumber(tx, u64(num))
+	return byNumber(w.tx, num)
 }
 
 func byNumber(tx *bolt.Tx, num uint64) (*carRecord, error) {
@@ -305,11 +286,7 @@ func (w *writer) put(r *carRecord) error {
 	if r.num == 0 {
 		w.next++
 		r.num = w.next
-		if w.bulk != nil {
-			w.bulk.nums[r.view.Car] = r.num
-		} else if err := w.tx.Bucket(bCids).Put([]byte(r.view.Car), be64(r.num)); err != nil {
-			return err
-		}
+		w.index.add(r.view.Car, r.num)
 	}
 	// bbolt keeps the value until commit, so each put gets its own buffer.
 	data, err := appendRecord(make([]byte, 0, 96+len(r.view.Car)+len(r.view.Piece)+len(r.view.Source)), r)

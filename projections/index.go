@@ -1,0 +1,141 @@
+package projections
+
+import (
+	"maps"
+	"math"
+	"slices"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// cidIndex finds a CAR's number by its CID. The newest entries live in
+// memory and reach the cids bucket in key order, many at a time.
+//
+// CIDs are hashes, so their keys are random: inserted one by one, each
+// dirties its own page of the index in every commit, and at a million CARs
+// that page writing was most of the projection's cost. Written sorted in
+// runs of flushAt, a page takes several keys per write instead.
+//
+// Rules:
+//   - Every CAR whose number is above the stored kIndexed mark is in recent
+//     once its transaction has committed; every CAR at or below it is in
+//     the bucket. Open rebuilds recent from the cars bucket past the mark.
+//   - A writer adds a transaction's new entries to recent only after the
+//     commit, and removes flushed ones only after the commit that wrote
+//     them; readers look in recent before they open their transaction.
+//     So a committed CAR is always found.
+type cidIndex struct {
+	mu      sync.RWMutex
+	recent  map[string]uint64
+	flushAt int // entries held before they are written; MaxInt in a rebuild
+}
+
+// liveFlushAt bounds the entries held in memory while following the log:
+// a few MiB, written in one commit every flushAt CARs.
+var liveFlushAt = 1 << 16
+
+func newCidIndex() *cidIndex {
+	return &cidIndex{recent: map[string]uint64{}, flushAt: liveFlushAt}
+}
+
+// get returns the number of a CAR not yet in the bucket.
+func (x *cidIndex) get(car string) (uint64, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	num, ok := x.recent[car]
+	return num, ok
+}
+
+// load fills recent from the cars past the indexed mark.
+func (x *cidIndex) load(tx *bolt.Tx) error {
+	indexed := u64(tx.Bucket(bMeta).Get(kIndexed))
+	cur := tx.Bucket(bCars).Cursor()
+	for k, v := cur.Seek(be64(indexed + 1)); k != nil; k, v = cur.Next() {
+		r, err := decodeRecord(u64(k), v)
+		if err != nil {
+			return err
+		}
+		x.recent[r.view.Car] = r.num
+	}
+	return nil
+}
+
+// setBulk switches between a rebuild, which writes the index once at its
+// end, and following the log.
+func (x *cidIndex) setBulk(on bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.flushAt = liveFlushAt
+	if on {
+		x.flushAt = math.MaxInt
+	}
+}
+
+// indexTx is a write transaction's part of the index: its new entries.
+type indexTx struct {
+	x       *cidIndex
+	fresh   map[string]uint64
+	flushed bool
+}
+
+func (t *indexTx) get(tx *bolt.Tx, car string) (uint64, bool) {
+	if num, ok := t.fresh[car]; ok {
+		return num, true
+	}
+	if num, ok := t.x.get(car); ok {
+		return num, true
+	}
+	if v := tx.Bucket(bCids).Get([]byte(car)); v != nil {
+		return u64(v), true
+	}
+	return 0, false
+}
+
+func (t *indexTx) add(car string, num uint64) {
+	if t.fresh == nil {
+		t.fresh = map[string]uint64{}
+	}
+	t.fresh[car] = num
+}
+
+// flush writes recent and fresh entries to the bucket, in key order, when
+// they reach flushAt or force is set, and moves the mark to last. Only the
+// writer changes recent, so what it reads here stays true until commit.
+func (t *indexTx) flush(tx *bolt.Tx, last uint64, force bool) error {
+	t.x.mu.RLock()
+	n := len(t.x.recent) + len(t.fresh)
+	if n == 0 || (!force && n < t.x.flushAt) {
+		t.x.mu.RUnlock()
+		return nil
+	}
+	all := make(map[string]uint64, n)
+	maps.Copy(all, t.x.recent)
+	t.x.mu.RUnlock()
+	maps.Copy(all, t.fresh)
+	b := tx.Bucket(bCids)
+	for _, k := range slices.Sorted(maps.Keys(all)) {
+		if err := b.Put([]byte(k), be64(all[k])); err != nil {
+			return err
+		}
+	}
+	t.flushed = true
+	return tx.Bucket(bMeta).Put(kIndexed, be64(last))
+}
+
+// committed makes the transaction's entries visible: flushed ones leave
+// memory, new ones join it.
+func (t *indexTx) committed() {
+	if !t.flushed && len(t.fresh) == 0 {
+		return
+	}
+	t.x.mu.Lock()
+	defer t.x.mu.Unlock()
+	if t.flushed {
+		t.x.recent = map[string]uint64{}
+		return
+	}
+	for k, v := range t.fresh {
+		t.x.recent[k] = v
+	}
+}
