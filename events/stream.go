@@ -84,13 +84,24 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		o.Duplicates = 2 * time.Minute
 	}
 	s := o.Subjects
+	// The aggregate log and the receipts are derived: the fold recomputes
+	// the aggregate log from the input log byte for byte (the aggregator
+	// resumes from the last input its log names), and the receipter resumes
+	// from the last receipt stored. So a tail lost with a killed server is
+	// made again, and these streams may acknowledge before they write;
+	// the input log may not. (Async persistence is for unreplicated
+	// streams; replicated ones already flush asynchronously behind Raft.)
+	derived := jetstream.DefaultPersistMode
+	if o.Replicas == 1 {
+		derived = jetstream.AsyncPersistMode
+	}
 	cfgs := []jetstream.StreamConfig{
 		{Name: StreamIn, Subjects: []string{s.Inputs()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 			Duplicates: o.Duplicates, Description: "ferry input log: facts, appended once"},
 		{Name: StreamAgg, Subjects: []string{s.Decisions()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
-			Description: "ferry aggregate log: the aggregator's decisions"},
+			PersistMode: derived, Description: "ferry aggregate log: the aggregator's decisions"},
 		{Name: StreamReceipts, Subjects: []string{s.Receipts()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
-			Duplicates: o.Duplicates, Description: "ferry per-CAR deal receipts"},
+			PersistMode: derived, Duplicates: o.Duplicates, Description: "ferry per-CAR deal receipts"},
 		// One subject per CAR holding at most one message, new ones
 		// discarded: a CAR is never waiting twice, however often its work
 		// is published.
@@ -101,6 +112,10 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 			Description: "ferry piece work that ran out of attempts, for ferry dlq list|replay"},
 	}
 	for _, cfg := range cfgs {
+		// A stream's persist mode cannot change: keep an existing one's.
+		if st, err := js.Stream(ctx, cfg.Name); err == nil {
+			cfg.PersistMode = st.CachedInfo().Config.PersistMode
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}
