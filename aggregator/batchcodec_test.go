@@ -1,9 +1,9 @@
 package aggregator
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/ferry-dev/ferry/internal/mutate"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -158,35 +158,6 @@ func bcInt(r *rand.Rand) int {
 	return r.IntN(1000)
 }
 
-// bcValue is a random value for a raw source.
-func bcValue(r *rand.Rand, depth int) any {
-	k := r.IntN(8)
-	if depth > 3 {
-		k = r.IntN(5)
-	}
-	switch k {
-	case 0:
-		return nil
-	case 1:
-		return r.IntN(2) == 0
-	case 2:
-		return []float64{0, -0.5, 1e21, 1e-7, 123456789, -3, math.MaxFloat64}[r.IntN(7)]
-	case 3, 4:
-		return bcString(r)
-	case 5:
-		var a []any
-		for range r.IntN(4) {
-			a = append(a, bcValue(r, depth+1))
-		}
-		return a
-	}
-	m := map[string]any{}
-	for range r.IntN(4) {
-		m[bcString(r)] = bcValue(r, depth+1)
-	}
-	return m
-}
-
 func bcSource(r *rand.Rand) json.RawMessage {
 	switch r.IntN(6) {
 	case 0:
@@ -199,7 +170,7 @@ func bcSource(r *rand.Rand) json.RawMessage {
 	case 3:
 		return json.RawMessage([]string{`null`, `0`, `"s"`, `[]`, `{}`, `-1.5E+3`, `{"a":{"b":[{"c":[]}]}}`}[r.IntN(7)])
 	}
-	data, err := json.Marshal(bcValue(r, 0))
+	data, err := json.Marshal(mutate.Value(r, 0, bcString))
 	if err != nil {
 		panic(err)
 	}
@@ -396,38 +367,6 @@ func TestDecodeBatchEqualsUnmarshalOnEdgeCases(t *testing.T) {
 	}
 }
 
-// bcMutate applies a few random edits to data.
-func bcMutate(r *rand.Rand, data []byte) []byte {
-	const interesting = "{}[],:\"\\ \t\n\r0123456789-+.eEnulltruefalse\x00\x1f\x7f\xff\xc3"
-	out := bytes.Clone(data)
-	for range 1 + r.IntN(3) {
-		if len(out) == 0 {
-			out = append(out, interesting[r.IntN(len(interesting))])
-			continue
-		}
-		i := r.IntN(len(out))
-		switch r.IntN(7) {
-		case 0: // replace a byte
-			out[i] = interesting[r.IntN(len(interesting))]
-		case 1:
-			out[i] = byte(r.IntN(256))
-		case 2: // delete
-			out = append(out[:i], out[i+1:]...)
-		case 3: // insert
-			out = append(out[:i], append([]byte{interesting[r.IntN(len(interesting))]}, out[i:]...)...)
-		case 4: // whitespace
-			out = append(out[:i], append([]byte{" \t\n\r"[r.IntN(4)]}, out[i:]...)...)
-		case 5: // truncate
-			out = out[:i]
-		case 6: // repeat a span (duplicate keys, values)
-			j := i + r.IntN(len(out)-i)
-			span := bytes.Clone(out[i:j])
-			out = append(out[:j], append(span, out[j:]...)...)
-		}
-	}
-	return out
-}
-
 func TestDecodeBatchEqualsUnmarshalOnMutations(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	var seeds [][]byte
@@ -440,7 +379,7 @@ func TestDecodeBatchEqualsUnmarshalOnMutations(t *testing.T) {
 	}
 	valid, fast := 0, 0
 	for range n {
-		data := bcMutate(r, seeds[r.IntN(len(seeds))])
+		data := mutate.JSON(r, seeds[r.IntN(len(seeds))])
 		if json.Valid(data) {
 			valid++
 		}

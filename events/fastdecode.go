@@ -55,8 +55,9 @@ const (
 // The form: a JSON object with whitespace anywhere between tokens; the
 // keys of the type's fields exactly as its JSON tags spell them, in any
 // order, each at most once (a car.piece with none of car.replicated's
-// other keys); strings without escapes or control characters, in valid
-// UTF-8; numbers as plain decimal digits that fit the field; null where
+// other keys); type and keys as plain strings; other strings valid JSON
+// (one with escapes or invalid UTF-8 is read by json.Unmarshal alone);
+// numbers as plain decimal digits that fit the field; null where
 // json.Unmarshal leaves the field zero. source may be any JSON value
 // nested at most maxRawDepth deep and keeps its bytes as they are.
 func decodeFast(data []byte) (Event, bool) {
@@ -272,16 +273,24 @@ func plainASCII(s []byte) bool {
 	return bad&highs == 0
 }
 
-// str reads a string field: null leaves it "".
+// str reads a string field: null leaves it "". A string with escapes or
+// bytes that are not UTF-8 (a URL's \u0026 as encoding/json writes it) is
+// handed alone to json.Unmarshal, which then reads it as it would in the
+// event.
 func (d *scanner) str(s *string) bool {
 	if d.null() {
 		return true
 	}
-	v, ok := d.strBytes()
-	if ok {
+	start := d.pos
+	if v, ok := d.strBytes(); ok {
 		*s = string(v)
+		return true
 	}
-	return ok
+	d.pos = start
+	if d.peek() != '"' || !d.skipString() {
+		return false
+	}
+	return json.Unmarshal(d.data[start:d.pos], s) == nil
 }
 
 // uint reads an unsigned field of at most max: null leaves it 0.
@@ -340,11 +349,10 @@ func (d *scanner) strs(ss *[]string, out []string) bool {
 		return true
 	}
 	for {
-		var s string
-		if !d.str(&s) {
+		out = append(out, "")
+		if !d.str(&out[len(out)-1]) {
 			return false
 		}
-		out = append(out, s)
 		switch d.next() {
 		case ',':
 		case ']':
