@@ -99,7 +99,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		{Name: StreamIn, Subjects: []string{s.Inputs()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 			Duplicates: o.Duplicates, Description: "ferry input log: facts, appended once"},
 		{Name: StreamAgg, Subjects: []string{s.Decisions()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
-			PersistMode: derived, Description: "ferry aggregate log: the aggregator's decisions"},
+			PersistMode: derived, Duplicates: aggDuplicates, Description: "ferry aggregate log: the aggregator's decisions"},
 		{Name: StreamReceipts, Subjects: []string{s.Receipts()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 			PersistMode: derived, Duplicates: o.Duplicates, Description: "ferry per-CAR deal receipts"},
 		// One subject per CAR holding at most one message, new ones
@@ -129,6 +129,13 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	}
 	return nil
 }
+
+// aggDuplicates is the aggregate log's Nats-Msg-Id window. The runner
+// needs none: it appends with the expected last sequence and message id,
+// and a duplicate only tells it, as a conflict would, that it was deposed.
+// A short window keeps NATS from holding an id per decision for minutes
+// (about 100 MB per million CARs ingested within the default window).
+const aggDuplicates = 10 * time.Second
 
 // LeaseTTL is how long a leadership lease lives without renewal.
 const LeaseTTL = 6 * time.Second

@@ -9,8 +9,11 @@
 //   - Each write transaction stores the aggregate log sequence it applied
 //     together with the data, so a crash never applies a batch twice or
 //     skips one.
-//   - Inclusion proofs are a function of an aggregate's layout. The store
-//     computes them when it applies aggregate.ready and checks that the
-//     layout it derived gives the piece CID the aggregator decided; a
-//     mismatch stops the projection rather than serve a wrong proof.
+//   - Inclusion proofs are a function of an aggregate's layout. When it
+//     applies aggregate.ready the store lays the members out, builds the
+//     tree and checks that it gives the piece CID the aggregator decided (a
+//     mismatch stops the projection rather than serve a wrong proof); it
+//     stores the layout and the tree, and derives each CAR's position,
+//     offset and proof from them when read. Closing never rewrites a CAR.
+//   - A committed CAR is always found by its CID (see cidIndex).
 package projections
