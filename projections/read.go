@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/piece"
+	"github.com/filecoin-project/go-data-segment/merkletree"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -100,18 +102,20 @@ func inclusionView(p *frc58.Proof) (*InclusionView, error) {
 		return nil, err
 	}
 	sub, idx := p.ProofSubtree.Path, p.ProofIndex.Path
-	raw := make([]byte, 0, 32*(len(sub)+len(idx)))
-	for _, n := range sub {
-		raw = append(raw, n[:]...)
+	var all strings.Builder
+	all.Grow(64 * (len(sub) + len(idx)))
+	var buf [64]byte
+	for _, path := range [][]merkletree.Node{sub, idx} {
+		for _, n := range path {
+			hex.Encode(buf[:], n[:])
+			all.Write(buf[:])
+		}
 	}
-	for _, n := range idx {
-		raw = append(raw, n[:]...)
-	}
-	all := hex.EncodeToString(raw)
+	hexes := all.String()
 	path := func(from, n int) []string {
 		out := make([]string, n)
 		for i := range out {
-			out[i] = all[64*(from+i) : 64*(from+i+1)]
+			out[i] = hexes[64*(from+i) : 64*(from+i+1)]
 		}
 		return out
 	}

@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"encoding/hex"
 	"errors"
 	"math/rand/v2"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/piece"
+	"github.com/filecoin-project/go-data-segment/merkletree"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -100,6 +102,20 @@ func checkCars(t *testing.T, s *Store, cars []string, want map[string]uint64) (c
 		}
 		if err := frc58.Verify(proof, p, agg); err != nil {
 			t.Fatalf("CAR %s: %v", car, err)
+		}
+		// The hex paths are the same proof.
+		for _, pair := range []struct {
+			hex   ProofPath
+			nodes merkletree.ProofData
+		}{{v.Inclusion.Subtree, proof.ProofSubtree}, {v.Inclusion.Index, proof.ProofIndex}} {
+			if pair.hex.Index != pair.nodes.Index || len(pair.hex.Path) != len(pair.nodes.Path) {
+				t.Fatalf("CAR %s: hex path %+v, CBOR %+v", car, pair.hex, pair.nodes)
+			}
+			for i, n := range pair.nodes.Path {
+				if pair.hex.Path[i] != hex.EncodeToString(n[:]) {
+					t.Fatalf("CAR %s: node %d is %s in hex, %x in CBOR", car, i, pair.hex.Path[i], n)
+				}
+			}
 		}
 	}
 	return closed

@@ -196,8 +196,9 @@ func Verify(proof *Proof, p, agg piece.Commitment) error {
 
 // EncodeProof is the proof's CBOR form (go-data-segment's).
 func EncodeProof(p *Proof) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := p.MarshalCBOR(&buf); err != nil {
+	// Room for both paths (34 bytes a node) and the headers: one allocation.
+	buf := bytes.NewBuffer(make([]byte, 0, 32+34*(len(p.ProofSubtree.Path)+len(p.ProofIndex.Path))))
+	if err := p.MarshalCBOR(buf); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
