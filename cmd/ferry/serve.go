@@ -39,6 +39,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tick := fs.Duration("tick", 10*time.Second, "how often time enters the input log")
 	syncInterval := fs.Duration("sync-interval", 0, "JetStream fsync interval of the embedded server (0: server default, 2m)")
 	syncAlways := fs.Bool("sync-always", false, "fsync every JetStream write (slowest, safest)")
+	dedup := fs.Duration("dedup-window", events.DefaultDuplicates, "how long the input log remembers a message id (ferry dedupes CARs in its state beyond it)")
 	writeToken := fs.String("write-token", "", "bearer token for POST /v1/cars and admin calls (empty: open)")
 	reportToken := fs.String("report-token", "", "bearer token the deal engine sends to POST /v1/deals/report (empty: reports refused)")
 	var deals node.DealConfig
@@ -86,7 +87,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	n, err := node.Start(ctx, node.Config{
-		Data: *data, HTTP: *httpAddr, NATSListen: *natsListen, NATS: *natsURL, Replicas: *replicas,
+		Data: *data, HTTP: *httpAddr, NATSListen: *natsListen, NATS: *natsURL, Replicas: *replicas, Duplicates: *dedup,
 		Subjects:     events.Subjects{Prefix: *prefix},
 		Fold:         aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify},
 		Pieces:       pieces,

@@ -40,6 +40,8 @@ type Config struct {
 	// NATS, when set, joins an existing server instead of embedding one.
 	NATS     string
 	Replicas int
+	// Duplicates is the input log's message id window (0: the default).
+	Duplicates time.Duration
 	Subjects events.Subjects
 	Fold     aggregator.Config
 	// SyncInterval is JetStream's fsync interval (embedded server only);
@@ -126,7 +128,7 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.connect(); err != nil {
 		return err
 	}
-	err = events.EnsureStreams(ctx, n.JS, events.StreamOptions{Subjects: n.cfg.Subjects, Replicas: n.cfg.Replicas})
+	err = events.EnsureStreams(ctx, n.JS, events.StreamOptions{Subjects: n.cfg.Subjects, Replicas: n.cfg.Replicas, Duplicates: n.cfg.Duplicates})
 	if err != nil {
 		return err
 	}
