@@ -42,8 +42,8 @@ type Config struct {
 	Replicas int
 	// Duplicates is the input log's message id window (0: the default).
 	Duplicates time.Duration
-	Subjects events.Subjects
-	Fold     aggregator.Config
+	Subjects   events.Subjects
+	Fold       aggregator.Config
 	// SyncInterval is JetStream's fsync interval (embedded server only);
 	// 0 keeps the server default of 2 minutes; SyncAlways fsyncs each write.
 	SyncInterval time.Duration
