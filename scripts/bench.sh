@@ -47,6 +47,7 @@ done
 if [ "$mode" = smoke ]; then
 	: "${cars:=10000}"
 	api_duration=3s
+	settle=2s
 	close_flags=()             # frc58 defaults: 4,096 pieces in 32 GiB
 	close_scale="4,096 pieces, 32 GiB"
 	close_benchtime=1x
@@ -56,6 +57,7 @@ if [ "$mode" = smoke ]; then
 else
 	: "${cars:=1000000}"
 	api_duration=20s
+	settle=30s
 	close_flags=(-frc58.pieces=262144 -frc58.deal=34359738368)
 	close_scale="262,144 pieces, 32 GiB"
 	close_benchtime=3x
@@ -131,7 +133,7 @@ run() {
 export FERRY_BENCH_FERRY_BIN=$out/bin/ferry FERRY_BENCH_LOADGEN_BIN=$out/bin/loadgen FERRY_BENCH_LOADGEN=$loadgen
 want ingest && run ingest ./bench/ '^BenchmarkIngest$' 1x -ferry.cars="$cars"
 want replay && run replay ./bench/ '^BenchmarkReplay$' 1x -ferry.cars="$cars"
-want serve && run serve ./bench/ '^BenchmarkServe$' 1x -ferry.cars="$cars" -ferry.api-duration="$api_duration"
+want serve && run serve ./bench/ '^BenchmarkServe$' 1x -ferry.cars="$cars" -ferry.api-duration="$api_duration" -ferry.settle="$settle"
 want close && run close ./aggregator/frc58/ '^BenchmarkClose' "$close_benchtime" "${close_flags[@]}"
 want handler && run handler ./bench/ '^BenchmarkStatusHandler$' 1s -ferry.cars="$cars"
 want piece && run piece ./piece/ '^Benchmark(CommPBare|Check)(Parallel[12])?$' "$piece_benchtime" -piece.size="$piece_mib"
