@@ -67,7 +67,7 @@ type Store struct {
 // file of an older schema is emptied: the projector rebuilds it from the
 // aggregate log.
 func Open(path string, dealSize uint64) (*Store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, PageSize: 16 << 10})
 	if err != nil {
 		return nil, fmt.Errorf("open read models %s: %w", path, err)
 	}
