@@ -95,8 +95,10 @@ func (p *Projector) Run(ctx context.Context, follow bool) (err error) {
 			if err := aggregator.DecodeBatch(e.Data, &b); err != nil {
 				return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
 			}
+			entry := Entry{Seq: e.Seq, Batch: b}
+			entry.Prepare()
 			select {
-			case entries <- Entry{Seq: e.Seq, Batch: b}:
+			case entries <- entry:
 				return nil
 			case <-ctx.Done():
 				return ctx.Err()

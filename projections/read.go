@@ -75,12 +75,12 @@ func placed(tx *bolt.Tx, a *AggregateView, r *carRecord) (*frc58.Proof, error) {
 	if r.view.Aggregate != a.ID {
 		return nil, nil
 	}
-	lay := layout(tx.Bucket(bLayout).Get(be64(a.ID)))
+	lay := layout(closedValue(tx, a.ID, kLayout))
 	pos := lay.position(r.member)
 	if pos < 0 {
 		return nil, fmt.Errorf("aggregate %d: no layout position for CAR %s", a.ID, r.view.Car)
 	}
-	st, err := frc58.OpenStored(tx.Bucket(bTrees).Get(be64(a.ID)))
+	st, err := frc58.OpenStored(closedValue(tx, a.ID, kTree))
 	if err != nil {
 		return nil, fmt.Errorf("aggregate %d: %w", a.ID, err)
 	}
@@ -196,7 +196,7 @@ func resolve(tx *bolt.Tx, ref string) (uint64, error) {
 // layout order once the aggregate is closed, else in arrival order.
 func page(tx *bolt.Tx, a *AggregateView, after, limit int) error {
 	pos := max(after+1, 0)
-	lay := layout(tx.Bucket(bLayout).Get(be64(a.ID)))
+	lay := layout(closedValue(tx, a.ID, kLayout))
 	if a.State == aggregator.Ingesting || lay == nil {
 		var err error
 		perr := members(tx, a.ID, pos, func(i int, m member) bool {
@@ -216,7 +216,7 @@ func page(tx *bolt.Tx, a *AggregateView, after, limit int) error {
 		}
 		return perr
 	}
-	st, err := frc58.OpenStored(tx.Bucket(bTrees).Get(be64(a.ID)))
+	st, err := frc58.OpenStored(closedValue(tx, a.ID, kTree))
 	if err != nil {
 		return fmt.Errorf("aggregate %d: %w", a.ID, err)
 	}
@@ -279,7 +279,7 @@ func (s *Store) Layout(id uint64) (*AggregateView, []CarView, []*frc58.Proof, er
 			return err
 		}
 		a := *shared
-		lay := layout(tx.Bucket(bLayout).Get(be64(id)))
+		lay := layout(closedValue(tx, id, kLayout))
 		if a.State == aggregator.Ingesting || lay == nil {
 			return fmt.Errorf("aggregate %d is INGESTING: %w", id, ErrNotFound)
 		}

@@ -29,8 +29,9 @@ var (
 	bCars    = []byte("cars")       // car number → CAR record (record.go)
 	bAggs    = []byte("aggregates") // id → aggregate view (JSON)
 	bMembers = []byte("members")    // id|arrival → member (record.go)
-	bLayout  = []byte("layout")     // id → layout: position → arrival, arrival → position (u32 each)
-	bTrees   = []byte("trees")      // id → the aggregate's frc58 tree (frc58.Stored)
+	bClosed  = []byte("closed")     // id → bucket of the closed aggregate's layout and tree
+	kLayout  = []byte("layout")     // position → arrival, arrival → position (u32 each)
+	kTree    = []byte("tree")       // the aggregate's frc58 tree (frc58.Stored)
 	bByPiece = []byte("byPiece")    // aggregate piece CID (v1 and v2) → id
 	bRejects = []byte("rejects")    // input seq → rejection without a CAR
 	bQueued  = []byte("queued")     // car number of CARs waiting for their piece
@@ -39,13 +40,13 @@ var (
 	kSchema  = []byte("schema")
 	kBulk    = []byte("bulk")    // set while a rebuild runs
 	kIndexed = []byte("indexed") // CARs up to this number are in cids
-	buckets  = [][]byte{bMeta, bCids, bCars, bAggs, bMembers, bLayout, bTrees, bByPiece, bRejects, bQueued}
+	buckets  = [][]byte{bMeta, bCids, bCars, bAggs, bMembers, bClosed, bByPiece, bRejects, bQueued}
 )
 
 // schemaVersion names the layout of the buckets. A file of another version
 // is emptied on Open and rebuilt from the aggregate log by the projector:
 // the read models are disposable.
-const schemaVersion = "2"
+const schemaVersion = "3"
 
 // Store is the bbolt file of the read models.
 //
@@ -159,6 +160,28 @@ func (s *Store) AggSeq() uint64 {
 type Entry struct {
 	Seq   uint64
 	Batch aggregator.Batch
+	// pieces holds the parsed piece of each car.added decision, by index,
+	// when the projector's reader prepared them (Prepare): parsing a CID
+	// there takes it off the single writer's path.
+	pieces []piece.Commitment
+}
+
+// Prepare parses what it can of e ahead of Apply, outside the write
+// transaction.
+func (e *Entry) Prepare() {
+	for i, d := range e.Batch.Decisions {
+		if d.Type != aggregator.DecCarAdded {
+			continue
+		}
+		p, err := piece.Parse(d.Piece, 0)
+		if err != nil {
+			continue // Apply parses again and reports it
+		}
+		if e.pieces == nil {
+			e.pieces = make([]piece.Commitment, len(e.Batch.Decisions))
+		}
+		e.pieces[i] = p
+	}
 }
 
 // Apply applies entries in one transaction. Entries at or below the stored
@@ -173,7 +196,11 @@ func (s *Store) Apply(entries []Entry) error {
 			if e.Seq <= last {
 				continue
 			}
-			for _, d := range e.Batch.Decisions {
+			for i, d := range e.Batch.Decisions {
+				w.piece = piece.Commitment{}
+				if i < len(e.pieces) {
+					w.piece = e.pieces[i]
+				}
 				if err := w.apply(e.Batch.In, d); err != nil {
 					return fmt.Errorf("aggregate log %d, %s: %w", e.Seq, d.Type, err)
 				}
@@ -225,6 +252,7 @@ type writer struct {
 	aggs     map[uint64]*AggregateView // changed, written by flush
 	next     uint64                    // the last car number given
 	index    *indexTx
+	piece    piece.Commitment // the decision's piece, when prepared
 }
 
 func (w *writer) apply(in uint64, d aggregator.Decision) error {
@@ -345,15 +373,11 @@ func (w *writer) updateAgg(id uint64, fn func(*AggregateView)) error {
 // accept returns the CAR of a first acceptance (or a re-acceptance after a
 // rejection) with the producer's record, not yet stored.
 func (w *writer) accept(d aggregator.Decision) (*carRecord, error) {
-	r, err := w.lookup(d.Car)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		r = &carRecord{}
-	case err != nil:
-		return nil, err
+	// The record is written anew; a re-accepted CAR keeps its number.
+	r := &carRecord{view: CarView{Car: d.Car}}
+	if num, ok := w.index.get(w.tx, d.Car); ok {
+		r.num = num
 	}
-	r.view = CarView{Car: d.Car}
-	r.member = 0
 	if rec := d.Record; rec != nil {
 		c := &r.view
 		c.Size, c.MD5, c.URLs, c.ReplicatedAt, c.Source = rec.Size, rec.MD5, rec.URLs, rec.ReplicatedAt, rec.Source
@@ -375,9 +399,11 @@ func (w *writer) added(d aggregator.Decision) error {
 	if err := w.tx.Bucket(bQueued).Delete(be64(r.num)); err != nil {
 		return err
 	}
-	p, err := piece.Parse(d.Piece, 0)
-	if err != nil {
-		return fmt.Errorf("CAR %s: %w", d.Car, err)
+	p := w.piece
+	if p.Padded == 0 {
+		if p, err = piece.Parse(d.Piece, 0); err != nil {
+			return fmt.Errorf("CAR %s: %w", d.Car, err)
+		}
 	}
 	r.view.State, r.view.Reason = aggregator.Aggregating, ""
 	r.view.Piece, r.view.PieceSize = d.Piece, d.PieceSize
@@ -486,10 +512,16 @@ func (w *writer) ready(d aggregator.Decision) error {
 	if got := built.Commitment().V1().String(); got != d.PieceV1 {
 		return fmt.Errorf("%w: aggregate %d derives %s, the log says %s", ErrLayoutMismatch, a.ID, got, d.PieceV1)
 	}
-	if err := w.tx.Bucket(bLayout).Put(be64(a.ID), encodeLayout(order)); err != nil {
+	// A bucket of its own per aggregate: a later close then never rewrites
+	// (and pages in) the leaf that holds this one's megabytes.
+	closed, err := w.tx.Bucket(bClosed).CreateBucketIfNotExists(be64(a.ID))
+	if err != nil {
 		return err
 	}
-	if err := w.tx.Bucket(bTrees).Put(be64(a.ID), built.AppendBinary(nil)); err != nil {
+	if err := closed.Put(kLayout, encodeLayout(order)); err != nil {
+		return err
+	}
+	if err := closed.Put(kTree, built.AppendBinary(nil)); err != nil {
 		return err
 	}
 	a.State, a.Piece, a.PieceV1, a.PieceSize, a.Closed = aggregator.Ready, d.Piece, d.PieceV1, d.PieceSize, d.Closed
@@ -513,6 +545,15 @@ func encodeLayout(order []int) []byte {
 		binary.BigEndian.PutUint32(b[4*(n+i):], uint32(pos))
 	}
 	return b
+}
+
+// closedValue is a closed aggregate's layout or tree, or nil.
+func closedValue(tx *bolt.Tx, id uint64, key []byte) []byte {
+	b := tx.Bucket(bClosed).Bucket(be64(id))
+	if b == nil {
+		return nil
+	}
+	return b.Get(key)
 }
 
 // layout is a stored layout, read in place.
