@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
@@ -66,6 +67,7 @@ type Config struct {
 // Node is a running ferry.
 type Node struct {
 	cfg       Config
+	releases  atomic.Int64 // memory releases after a burst (memory.go)
 	log       *slog.Logger
 	Server    *server.Server // nil when joined to an existing NATS
 	Conn      *nats.Conn
@@ -199,6 +201,7 @@ func (n *Node) Run(ctx context.Context) {
 	n.ctx, n.done = ctx, ctx.Done()
 	n.goRun("aggregator", func() error { return n.Runner.Run(ctx) })
 	n.goRun("projector", func() error { return n.Projector.Run(ctx, true) })
+	n.goRun("memory", func() error { return n.releaseMemory(ctx) })
 	n.runDeals(ctx)
 	n.runPieces(ctx)
 	n.goRun("http", func() error {

@@ -1,0 +1,42 @@
+package node
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/testutil"
+)
+
+// TestMemoryIsReturnedOnceAfterABurst: a burst of inputs followed by
+// stillness makes the node return memory once; stillness alone, or a
+// trickle below the burst size, does not.
+func TestMemoryIsReturnedOnceAfterABurst(t *testing.T) {
+	idle, after := releaseIdle, releaseAfter
+	t.Cleanup(func() { releaseIdle, releaseAfter = idle, after }) // after the node stops
+	releaseIdle, releaseAfter = 300*time.Millisecond, 40
+	nt := testutil.StartNATS(t)
+	n := startNode(t, testConfig(t.TempDir(), nt.URL()))
+	pub := events.NewPublisher(nt.JS, events.DefaultSubjects)
+	ctx := context.Background()
+	publish := func(from, to int) {
+		for i := from; i < to; i++ {
+			if _, err := pub.Publish(ctx, testutil.Replicated(i, 5000, true)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitIdle(t, n, nt.JS)
+	}
+	publish(0, 10) // a trickle: below releaseAfter
+	time.Sleep(3 * releaseIdle)
+	if got := n.releases.Load(); got != 0 {
+		t.Fatalf("%d releases after a trickle", got)
+	}
+	publish(10, 60) // a burst
+	testutil.Eventually(t, 10*time.Second, "memory returned after the burst", func() bool { return n.releases.Load() == 1 })
+	time.Sleep(3 * releaseIdle)
+	if got := n.releases.Load(); got != 1 {
+		t.Fatalf("%d releases for one burst", got)
+	}
+}
