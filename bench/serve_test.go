@@ -31,6 +31,7 @@ var (
 	flagConns      = flag.Int("ferry.conns", envInt("FERRY_BENCH_CONNS", 32), "HTTP connections of the load generator")
 	flagAPIDur     = flag.Duration("ferry.api-duration", envDuration("FERRY_BENCH_API_DURATION", 5*time.Second), "measured duration of each status API load")
 	flagSettle     = flag.Duration("ferry.settle", envDuration("FERRY_BENCH_SETTLE", 30*time.Second), "idle time after the ingest before the settled memory reading")
+	flagServeHeap  = flag.String("ferry.serve-heapprofile", os.Getenv("FERRY_BENCH_SERVE_HEAPPROFILE"), "write the ferry serve child's heap profile to `file` at the settled memory reading")
 	flagAPIIDs     = flag.Int("ferry.api-ids", envInt("FERRY_BENCH_API_IDS", 250000), "CIDs the load generator picks from, drawn at random from all -ferry.cars")
 )
 
@@ -76,6 +77,9 @@ func BenchmarkServe(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	if *flagServeHeap != "" {
+		s.heapProfile(b, *flagServeHeap)
+	}
 	ids := s.writeIDs(b, f, n)
 	meanSize := s.verifyHTTP(b, f, n)
 
@@ -119,6 +123,24 @@ func BenchmarkServe(b *testing.B) {
 
 var sinkMem Mem
 
+// heapProfile saves the child's heap profile.
+func (s *serve) heapProfile(b *testing.B, path string) {
+	b.Helper()
+	resp, err := http.Get(s.debug + "heap")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		b.Fatal(err)
+	}
+}
+
 type binaries struct{ ferry, loadgen string }
 
 var (
@@ -161,6 +183,7 @@ func buildBinaries(tb testing.TB) binaries {
 type serve struct {
 	cmd         *exec.Cmd
 	http, nats  string
+	debug       string // its /debug/pprof/ URL
 	idle, after Mem
 	rate        float64 // events/s of the ingest
 }
@@ -169,7 +192,8 @@ func startServe(b *testing.B, bin string) *serve {
 	b.Helper()
 	data := b.TempDir()
 	cmd := exec.Command(bin, "serve", "--data", data, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
-		"--deal-size", strconv.FormatUint(*flagDeal, 10), "--piece-workers", "-1", "--tick", "1h", "--max-wait", "4h")
+		"--deal-size", strconv.FormatUint(*flagDeal, 10), "--piece-workers", "-1", "--tick", "1h", "--max-wait", "4h",
+		"--debug-addr", "127.0.0.1:0")
 	cmd.Env = childEnv()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -204,6 +228,9 @@ func startServe(b *testing.B, bin string) *serve {
 			line := strings.TrimSpace(sc.Text())
 			if v, ok := strings.CutPrefix(line, "http: http://"); ok {
 				s.http = v
+			}
+			if v, ok := strings.CutPrefix(line, "debug: "); ok {
+				s.debug = v
 			}
 			if v, ok := strings.CutPrefix(line, "nats: "); ok {
 				s.nats = v

@@ -57,6 +57,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cars := fs.String("cars", "", "serve the CAR files of `dir` at /cars/<name> (for trying ferry out)")
 	readToken := fs.String("read-token", "", "bearer token for the GET routes (empty: reads are open)")
 	auth := natsAuthFlags(fs)
+	debugAddr := fs.String("debug-addr", "", "serve Go's profiles (/debug/pprof/) at this loopback `address` (empty: off)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -81,6 +82,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := checkExposure(*httpAddr, *writeToken, *reportToken); err != nil {
 		return err
 	}
+	if *debugAddr != "" {
+		if err := checkDebugAddr(*debugAddr); err != nil {
+			return err
+		}
+	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
@@ -104,6 +110,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	n.Run(ctx)
 	fmt.Fprintf(stdout, "ferry serving\n  http: http://%s\n  nats: %s\n  data: %s\n  deal size: %s\n",
 		n.HTTPAddr(), n.NATSURL(), *data, deal.String())
+	if *debugAddr != "" {
+		addr, err := serveDebug(*debugAddr)
+		if err != nil {
+			n.Close()
+			return err
+		}
+		fmt.Fprintf(stdout, "  debug: http://%s/debug/pprof/\n", addr)
+	}
 	<-ctx.Done()
 	log.Info("shutting down")
 	return n.Close()

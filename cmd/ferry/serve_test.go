@@ -2,6 +2,9 @@ package main
 
 import (
 	"errors"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -42,5 +45,28 @@ func TestNATSAuthFlagsBecomeOptions(t *testing.T) {
 	}
 	if _, err := a.options(); !errors.Is(err, errUsage) {
 		t.Fatalf("a certificate without a key gave %v", err)
+	}
+}
+
+// TestProfilesAreServedOnLoopbackOnly: --debug-addr takes loopback only,
+// and what it serves is Go's profiles.
+func TestProfilesAreServedOnLoopbackOnly(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:6060", "192.0.2.1:6060", "[::]:6060", "nonsense"} {
+		if _, err := serveDebug(addr); !errors.Is(err, errUsage) {
+			t.Errorf("serveDebug(%q) = %v, want a usage error", addr, err)
+		}
+	}
+	addr, err := serveDebug("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + addr + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "heap profile") {
+		t.Fatalf("heap profile: %d %.100s", resp.StatusCode, body)
 	}
 }

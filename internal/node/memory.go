@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"runtime"
 	"runtime/debug"
 	"time"
 )
@@ -42,6 +43,10 @@ func (n *Node) releaseMemory(ctx context.Context) error {
 				continue
 			}
 			if seq-released >= after && now.Sub(stillFrom) >= idle {
+				// Two collections: the first moves sync.Pool contents (NATS's
+				// 8 MB block buffers, bbolt's pages) to the pools' victim
+				// caches, the second frees them; then return the pages.
+				runtime.GC()
 				debug.FreeOSMemory()
 				released = seq
 				n.releases.Add(1)
