@@ -159,16 +159,11 @@ func (a *API) getCar(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, fmt.Sprintf("%q is not a CID: %v", r.PathValue("cid"), err))
 		return
 	}
-	v, err := a.Store.Car(c.String())
-	if err != nil {
-		storeErr(w, err)
-		return
-	}
 	buf := answers.Get().(*[]byte)
 	defer answers.Put(buf)
-	data, err := appendCarJSON((*buf)[:0], v)
+	data, err := a.Store.AppendCarJSON((*buf)[:0], c.String())
 	if err != nil {
-		writeErr(w, http.StatusInternalServerError, "encoding the answer failed")
+		storeErr(w, err)
 		return
 	}
 	*buf = append(data, '\n')

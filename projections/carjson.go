@@ -3,15 +3,21 @@ package projections
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"strconv"
+	"sync"
 	"unicode/utf8"
+
+	"github.com/ferry-dev/ferry/aggregator/frc58"
+	"github.com/filecoin-project/go-data-segment/merkletree"
 )
 
 // appendCarJSON appends json.Marshal(c)'s bytes, without reflection: the
 // status API answers one per request, and encoding/json's reflection was
-// most of a request's CPU. A test holds it equal to json.Marshal.
-func appendCarJSON(dst []byte, c *CarView) ([]byte, error) {
+// most of a request's CPU. A test holds it equal to json.Marshal. A proof,
+// when given, is rendered as c.Inclusion would be (inclusionView).
+func appendCarJSON(dst []byte, c *CarView, proof *frc58.Proof) ([]byte, error) {
 	dst = append(dst, `{"car":`...)
 	dst = appendJSONString(dst, c.Car)
 	dst = append(dst, `,"state":`...)
@@ -69,6 +75,22 @@ func appendCarJSON(dst []byte, c *CarView) ([]byte, error) {
 		dst = append(dst, `,"offset":`...)
 		dst = strconv.AppendUint(dst, *c.Offset, 10)
 	}
+	if proof != nil && c.Inclusion == nil {
+		dst = append(dst, `,"inclusion":{"subtree":`...)
+		dst = appendProofPath(dst, &proof.ProofSubtree)
+		dst = append(dst, `,"index":`...)
+		dst = appendProofPath(dst, &proof.ProofIndex)
+		dst = append(dst, `,"cbor":"`...)
+		buf := cborBufs.Get().(*bytes.Buffer)
+		buf.Reset()
+		err := proof.MarshalCBOR(buf)
+		dst = base64.StdEncoding.AppendEncode(dst, buf.Bytes())
+		cborBufs.Put(buf)
+		if err != nil {
+			return nil, err
+		}
+		dst = append(dst, `"}`...)
+	}
 	if in := c.Inclusion; in != nil {
 		dst = append(dst, `,"inclusion":{"subtree":`...)
 		dst = appendPath(dst, &in.Subtree)
@@ -116,6 +138,24 @@ func appendPath(dst []byte, p *ProofPath) []byte {
 	}
 	return append(dst, "]}"...)
 }
+
+// appendProofPath appends a Merkle path as ProofPath encodes it.
+func appendProofPath(dst []byte, p *merkletree.ProofData) []byte {
+	dst = append(dst, `{"index":`...)
+	dst = strconv.AppendUint(dst, p.Index, 10)
+	dst = append(dst, `,"path":[`...)
+	for i, n := range p.Path {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, '"')
+		dst = hex.AppendEncode(dst, n[:])
+		dst = append(dst, '"')
+	}
+	return append(dst, "]}"...)
+}
+
+var cborBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // appendJSONString appends s quoted as encoding/json quotes it. Strings
 // that need no escaping — CIDs, hex, URLs, dates, almost everything here —

@@ -55,13 +55,13 @@ func TestCarJSONIsMarshal(t *testing.T) {
 			c.Deals = []events.Deal{{Provider: pick(), DealID: rng.Uint64()}}
 		}
 		want, werr := json.Marshal(&c)
-		got, gerr := appendCarJSON(nil, &c)
+		got, gerr := appendCarJSON(nil, &c, nil)
 		if (werr != nil) != (gerr != nil) || !bytes.Equal(got, want) {
 			t.Fatalf("view %d:\n got %s (%v)\nwant %s (%v)", i, got, gerr, want, werr)
 		}
 	}
 	bad := CarView{Car: "x", Source: json.RawMessage(`{"a":`)}
-	if _, err := appendCarJSON(nil, &bad); err == nil {
+	if _, err := appendCarJSON(nil, &bad, nil); err == nil {
 		t.Fatal("invalid source encoded without an error")
 	}
 }

@@ -20,7 +20,31 @@ import (
 // until it is in a closed aggregate, then the aggregate's state, with its
 // position, offset, inclusion proof and deals.
 func (s *Store) Car(car string) (*CarView, error) {
-	var out *CarView
+	c, proof, err := s.car(car)
+	if err != nil || proof == nil {
+		return c, err
+	}
+	c.Inclusion, err = inclusionView(proof)
+	return c, err
+}
+
+// AppendCarJSON appends what json.Marshal of Car(car) gives, rendering
+// the proof straight from the tree: the status API's path, which would
+// otherwise build the proof's strings only to encode them.
+func (s *Store) AppendCarJSON(dst []byte, car string) ([]byte, error) {
+	c, proof, err := s.car(car)
+	if err != nil {
+		return nil, err
+	}
+	return appendCarJSON(dst, c, proof)
+}
+
+// car is a CAR's view without its inclusion proof, and the proof.
+func (s *Store) car(car string) (*CarView, *frc58.Proof, error) {
+	var (
+		out   *CarView
+		proof *frc58.Proof
+	)
 	err := s.viewCar(car, func(tx *bolt.Tx, r *carRecord) error {
 		c := &r.view
 		if c.Aggregate != 0 && c.State != aggregator.Rejected {
@@ -30,14 +54,8 @@ func (s *Store) Car(car string) (*CarView, error) {
 			}
 			if a.State != aggregator.Ingesting {
 				c.State = a.State
-				proof, err := placed(tx, a, r)
-				if err != nil {
+				if proof, err = placed(tx, a, r); err != nil {
 					return err
-				}
-				if proof != nil {
-					if c.Inclusion, err = inclusionView(proof); err != nil {
-						return err
-					}
 				}
 			}
 			c.Deals = a.Deals
@@ -45,7 +63,7 @@ func (s *Store) Car(car string) (*CarView, error) {
 		out = c
 		return nil
 	})
-	return out, err
+	return out, proof, err
 }
 
 // viewCar calls fn with a CAR in a read transaction. The index's memory is

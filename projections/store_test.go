@@ -1,7 +1,9 @@
 package projections
 
 import (
+	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"math/rand/v2"
 	"path/filepath"
@@ -84,6 +86,14 @@ func checkCars(t *testing.T, s *Store, cars []string, want map[string]uint64) (c
 		v, err := s.Car(car)
 		if err != nil {
 			t.Fatalf("CAR %s: %v", car, err)
+		}
+		// The status API's rendering is json.Marshal of the view.
+		marshalled, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.AppendCarJSON(nil, car); err != nil || !bytes.Equal(got, marshalled) {
+			t.Fatalf("CAR %s rendered as\n%s (%v), json.Marshal gives\n%s", car, got, err, marshalled)
 		}
 		if v.Aggregate != want[car] && v.State != aggregator.Rejected {
 			t.Fatalf("CAR %s in aggregate %d, the log put it in %d", car, v.Aggregate, want[car])
