@@ -28,6 +28,7 @@ var (
 	flagFerryBin   = flag.String("ferry.ferry-bin", os.Getenv("FERRY_BENCH_FERRY_BIN"), "ferry binary for BenchmarkServe (default: go build ./cmd/ferry)")
 	flagLoadgenBin = flag.String("ferry.loadgen-bin", os.Getenv("FERRY_BENCH_LOADGEN_BIN"), "loadgen binary (default: go build ./bench/cmd/loadgen)")
 	flagLoadgen    = flag.String("ferry.loadgen", envString("FERRY_BENCH_LOADGEN", "auto"), "load generator: wrk, go (bench/cmd/loadgen) or auto (wrk when on PATH)")
+	flagThreads    = flag.Int("ferry.wrk-threads", envInt("FERRY_BENCH_WRK_THREADS", 2), "wrk threads")
 	flagConns      = flag.Int("ferry.conns", envInt("FERRY_BENCH_CONNS", 32), "HTTP connections of the load generator")
 	flagAPIDur     = flag.Duration("ferry.api-duration", envDuration("FERRY_BENCH_API_DURATION", 5*time.Second), "measured duration of each status API load")
 	flagSettle     = flag.Duration("ferry.settle", envDuration("FERRY_BENCH_SETTLE", 30*time.Second), "idle time after the ingest before the settled memory reading")
@@ -482,7 +483,7 @@ func wrkScript(dir, url, ids string) (string, error) {
 
 func runWrk(url, script string, d time.Duration) (load, error) {
 	host := url[:strings.Index(url[len("http://"):], "/")+len("http://")]
-	out, err := exec.Command("wrk", "-t2", "-c"+strconv.Itoa(*flagConns), "-d"+strconv.Itoa(int(d.Seconds()))+"s",
+	out, err := exec.Command("wrk", "-t"+strconv.Itoa(*flagThreads), "-c"+strconv.Itoa(*flagConns), "-d"+strconv.Itoa(int(d.Seconds()))+"s",
 		"--latency", "-s", script, host).CombinedOutput()
 	if err != nil {
 		return load{}, fmt.Errorf("wrk: %v: %s", err, out)
