@@ -44,7 +44,21 @@ func BenchmarkStatusHandler(b *testing.B) {
 var (
 	storeMu    sync.Mutex
 	storeCache = map[int]*projections.Store{}
+	storeDirs  []string // removed by TestMain
 )
+
+// TestMain removes the read models readModels kept for the whole process.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for n, s := range storeCache {
+		s.Close()
+		delete(storeCache, n)
+	}
+	for _, dir := range storeDirs {
+		os.RemoveAll(dir)
+	}
+	os.Exit(code)
+}
 
 // readModels returns read models of the first n CARs of f, built once per
 // process (a benchmark function runs several times) in a directory that
@@ -61,6 +75,7 @@ func readModels(b *testing.B, f *fleet, n int) *projections.Store {
 	if err != nil {
 		b.Fatal(err)
 	}
+	storeDirs = append(storeDirs, dir)
 	nt := testutil.StartNATSIn(b, filepath.Join(dir, "jetstream"))
 	defer nt.Stop()
 	aggregateLog(b, nt, f, n)

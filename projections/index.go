@@ -114,6 +114,9 @@ func (t *indexTx) flush(tx *bolt.Tx, last uint64, force bool) error {
 	t.x.mu.RUnlock()
 	maps.Copy(all, t.fresh)
 	b := tx.Bucket(bCids)
+	if k, _ := b.Cursor().First(); k == nil {
+		b.FillPercent = 1 // a first write, in key order, only appends
+	}
 	for _, k := range slices.Sorted(maps.Keys(all)) {
 		if err := b.Put([]byte(k), be64(all[k])); err != nil {
 			return err

@@ -191,6 +191,10 @@ func (s *Store) Apply(entries []Entry) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bMeta)
 		w := &writer{tx: tx, dealSize: s.dealSize, next: u64(meta.Get(kNextCar)), index: ix}
+		// Keys that only ever append: fill the pages instead of splitting
+		// them in half (bbolt's default suits random inserts).
+		tx.Bucket(bCars).FillPercent = 1
+		tx.Bucket(bMembers).FillPercent = 1
 		last := u64(meta.Get(kAggSeq))
 		for _, e := range entries {
 			if e.Seq <= last {
