@@ -1,6 +1,8 @@
 package projections
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"maps"
 	"math"
 	"slices"
@@ -8,6 +10,18 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 )
+
+// cidKey is an index key: the first 16 bytes of the SHA-256 of the CAR's
+// CID string. Fixed and short, it halves the index against the 59-byte
+// CIDs; every hit is checked against the CID its record holds, and two
+// CIDs sharing a key (odds about 1e-27 at a million CARs) stop the
+// projection with an error rather than mix their CARs up.
+type cidKey [16]byte
+
+func keyOf(car string) cidKey {
+	sum := sha256.Sum256([]byte(car))
+	return cidKey(sum[:16])
+}
 
 // cidIndex finds a CAR's number by its CID. The newest entries live in
 // memory and reach the cids bucket in key order, many at a time.
@@ -27,7 +41,7 @@ import (
 //     So a committed CAR is always found.
 type cidIndex struct {
 	mu      sync.RWMutex
-	recent  map[string]uint64
+	recent  map[cidKey]uint64
 	flushAt int // entries held before they are written; MaxInt in a rebuild
 }
 
@@ -36,14 +50,14 @@ type cidIndex struct {
 var liveFlushAt = 1 << 16
 
 func newCidIndex() *cidIndex {
-	return &cidIndex{recent: map[string]uint64{}, flushAt: liveFlushAt}
+	return &cidIndex{recent: map[cidKey]uint64{}, flushAt: liveFlushAt}
 }
 
 // get returns the number of a CAR not yet in the bucket.
-func (x *cidIndex) get(car string) (uint64, bool) {
+func (x *cidIndex) get(k cidKey) (uint64, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	num, ok := x.recent[car]
+	num, ok := x.recent[k]
 	return num, ok
 }
 
@@ -56,7 +70,7 @@ func (x *cidIndex) load(tx *bolt.Tx) error {
 		if err != nil {
 			return err
 		}
-		x.recent[r.view.Car] = r.num
+		x.recent[keyOf(r.view.Car)] = r.num
 	}
 	return nil
 }
@@ -75,18 +89,18 @@ func (x *cidIndex) setBulk(on bool) {
 // indexTx is a write transaction's part of the index: its new entries.
 type indexTx struct {
 	x       *cidIndex
-	fresh   map[string]uint64
+	fresh   map[cidKey]uint64
 	flushed bool
 }
 
-func (t *indexTx) get(tx *bolt.Tx, car string) (uint64, bool) {
-	if num, ok := t.fresh[car]; ok {
+func (t *indexTx) get(tx *bolt.Tx, k cidKey) (uint64, bool) {
+	if num, ok := t.fresh[k]; ok {
 		return num, true
 	}
-	if num, ok := t.x.get(car); ok {
+	if num, ok := t.x.get(k); ok {
 		return num, true
 	}
-	if v := tx.Bucket(bCids).Get([]byte(car)); v != nil {
+	if v := tx.Bucket(bCids).Get(k[:]); v != nil {
 		return u64(v), true
 	}
 	return 0, false
@@ -94,9 +108,9 @@ func (t *indexTx) get(tx *bolt.Tx, car string) (uint64, bool) {
 
 func (t *indexTx) add(car string, num uint64) {
 	if t.fresh == nil {
-		t.fresh = map[string]uint64{}
+		t.fresh = map[cidKey]uint64{}
 	}
-	t.fresh[car] = num
+	t.fresh[keyOf(car)] = num
 }
 
 // flush writes recent and fresh entries to the bucket, in key order, when
@@ -109,7 +123,7 @@ func (t *indexTx) flush(tx *bolt.Tx, last uint64, force bool) error {
 		t.x.mu.RUnlock()
 		return nil
 	}
-	all := make(map[string]uint64, n)
+	all := make(map[cidKey]uint64, n)
 	maps.Copy(all, t.x.recent)
 	t.x.mu.RUnlock()
 	maps.Copy(all, t.fresh)
@@ -117,8 +131,9 @@ func (t *indexTx) flush(tx *bolt.Tx, last uint64, force bool) error {
 	if k, _ := b.Cursor().First(); k == nil {
 		b.FillPercent = 1 // a first write, in key order, only appends
 	}
-	for _, k := range slices.Sorted(maps.Keys(all)) {
-		if err := b.Put([]byte(k), be64(all[k])); err != nil {
+	keys := slices.SortedFunc(maps.Keys(all), func(a, b cidKey) int { return bytes.Compare(a[:], b[:]) })
+	for _, k := range keys {
+		if err := b.Put(bytes.Clone(k[:]), be64(all[k])); err != nil {
 			return err
 		}
 	}
@@ -135,7 +150,7 @@ func (t *indexTx) committed() {
 	t.x.mu.Lock()
 	defer t.x.mu.Unlock()
 	if t.flushed {
-		t.x.recent = map[string]uint64{}
+		t.x.recent = map[cidKey]uint64{}
 		return
 	}
 	for k, v := range t.fresh {

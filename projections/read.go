@@ -69,10 +69,11 @@ func (s *Store) car(car string) (*CarView, *frc58.Proof, error) {
 // viewCar calls fn with a CAR in a read transaction. The index's memory is
 // read before the transaction opens (see cidIndex's rules).
 func (s *Store) viewCar(car string, fn func(*bolt.Tx, *carRecord) error) error {
-	num, ok := s.index.get(car)
+	key := keyOf(car)
+	num, ok := s.index.get(key)
 	return s.db.View(func(tx *bolt.Tx) error {
 		if !ok {
-			v := tx.Bucket(bCids).Get([]byte(car))
+			v := tx.Bucket(bCids).Get(key[:])
 			if v == nil {
 				return fmt.Errorf("CAR %s: %w", car, ErrNotFound)
 			}
@@ -81,6 +82,9 @@ func (s *Store) viewCar(car string, fn func(*bolt.Tx, *carRecord) error) error {
 		r, err := byNumber(tx, num)
 		if err != nil {
 			return err
+		}
+		if r.view.Car != car { // another CID's key: not this CAR
+			return fmt.Errorf("CAR %s: %w", car, ErrNotFound)
 		}
 		return fn(tx, r)
 	})

@@ -18,6 +18,8 @@ import (
 var (
 	// ErrNotFound is returned for an unknown CAR or aggregate.
 	ErrNotFound = errors.New("not found")
+	// errKeyClash stops the projection when two CIDs share an index key.
+	errKeyClash = errors.New("two CAR CIDs share an index key")
 	// ErrLayoutMismatch stops the projection when the layout it derives does
 	// not give the aggregator's piece CID.
 	ErrLayoutMismatch = errors.New("derived layout disagrees with the aggregate log")
@@ -25,7 +27,7 @@ var (
 
 var (
 	bMeta    = []byte("meta")
-	bCids    = []byte("cids")       // CAR CID → car number
+	bCids    = []byte("cids")       // CAR CID's key (index.go) → car number
 	bCars    = []byte("cars")       // car number → CAR record (record.go)
 	bAggs    = []byte("aggregates") // id → aggregate view (JSON)
 	bMembers = []byte("members")    // id|arrival → member (record.go)
@@ -46,7 +48,7 @@ var (
 // schemaVersion names the layout of the buckets. A file of another version
 // is emptied on Open and rebuilt from the aggregate log by the projector:
 // the read models are disposable.
-const schemaVersion = "3"
+const schemaVersion = "4"
 
 // Store is the bbolt file of the read models.
 //
@@ -298,11 +300,15 @@ func (w *writer) apply(in uint64, d aggregator.Decision) error {
 
 // lookup reads a CAR by CID.
 func (w *writer) lookup(car string) (*carRecord, error) {
-	num, ok := w.index.get(w.tx, car)
+	num, ok := w.index.get(w.tx, keyOf(car))
 	if !ok {
 		return nil, fmt.Errorf("CAR %s: %w", car, ErrNotFound)
 	}
-	return byNumber(w.tx, num)
+	r, err := byNumber(w.tx, num)
+	if err == nil && r.view.Car != car {
+		return nil, fmt.Errorf("%w: CARs %s and %s", errKeyClash, car, r.view.Car)
+	}
+	return r, err
 }
 
 func byNumber(tx *bolt.Tx, num uint64) (*carRecord, error) {
@@ -379,7 +385,14 @@ func (w *writer) updateAgg(id uint64, fn func(*AggregateView)) error {
 func (w *writer) accept(d aggregator.Decision) (*carRecord, error) {
 	// The record is written anew; a re-accepted CAR keeps its number.
 	r := &carRecord{view: CarView{Car: d.Car}}
-	if num, ok := w.index.get(w.tx, d.Car); ok {
+	if num, ok := w.index.get(w.tx, keyOf(d.Car)); ok {
+		old, err := byNumber(w.tx, num)
+		if err != nil {
+			return nil, err
+		}
+		if old.view.Car != d.Car {
+			return nil, fmt.Errorf("%w: CARs %s and %s", errKeyClash, d.Car, old.view.Car)
+		}
 		r.num = num
 	}
 	if rec := d.Record; rec != nil {

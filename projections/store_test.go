@@ -285,3 +285,44 @@ func TestUnfinishedBulkStartsOver(t *testing.T) {
 		t.Fatalf("unfinished rebuild kept, at sequence %d", seq)
 	}
 }
+
+// TestIndexKeyClashIsNeverAnotherCAR forges two CIDs sharing an index key:
+// a lookup of the second must not answer with the first's record, and
+// accepting it must stop the projection instead of mixing them up.
+func TestIndexKeyClashIsNeverAnotherCAR(t *testing.T) {
+	const dealSize = 1 << 20
+	entries, cars, _ := foldLog(t, 20, dealSize)
+	s, err := Open(filepath.Join(t.TempDir(), "views.db"), dealSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Bulk(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply(entries); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bulk(false); err != nil {
+		t.Fatal(err)
+	}
+	other := testutil.CarCID(1_000_000).String()
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		k := keyOf(cars[0])
+		num := tx.Bucket(bCids).Get(k[:])
+		forged := keyOf(other)
+		return tx.Bucket(bCids).Put(forged[:], bytes.Clone(num))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.Car(other); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("CAR %s answered with %+v, %v", other, v, err)
+	}
+	ev := testutil.Replicated(1_000_000, 5000, false)
+	b := aggregator.Batch{In: 1 << 40, Decisions: []aggregator.Decision{{Type: aggregator.DecCarQueued, Car: ev.Car,
+		Record: &aggregator.Record{Size: ev.Size, MD5: ev.MD5, URLs: ev.URLs}}}}
+	if err := s.Apply([]Entry{{Seq: 1 << 40, Batch: b}}); !errors.Is(err, errKeyClash) {
+		t.Fatalf("accepting a clashing CID: %v", err)
+	}
+}
