@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -54,13 +55,17 @@ type Views func(ctx context.Context, car string) (*projections.CarView, error)
 func Run(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, views Views) (*Report, error) {
 	r := &Report{}
 	model := aggregator.NewModel()
-	var sums [][32]byte
+	var (
+		sums   [][32]byte
+		lastIn uint64 // the last input the aggregate log has folded
+	)
 	err := events.Tail(ctx, js, events.StreamAgg, 1, false, func(e events.Entry) error {
 		var b aggregator.Batch
 		if err := aggregator.DecodeBatch(e.Data, &b); err != nil {
 			r.add(fmt.Sprintf("aggregate log %d", e.Seq), "unreadable: %v", err)
 			return nil
 		}
+		lastIn = max(lastIn, b.In)
 		if err := model.Apply(b); err != nil {
 			r.add(fmt.Sprintf("aggregate log %d", e.Seq), "%v", err)
 		}
@@ -71,7 +76,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, vie
 		return nil, err
 	}
 	r.Batches = len(sums)
-	if err := refold(ctx, js, cfg, sums, model, r); err != nil {
+	if err := refold(ctx, js, cfg, sums, lastIn, model, r); err != nil {
 		return nil, err
 	}
 	if err := model.Check(cfg.DealSize); err != nil {
@@ -95,13 +100,18 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, vie
 	return r, nil
 }
 
-// refold folds the input log into a fresh state and requires the stored
-// aggregate log, message for message; it also requires every
-// car.replicated the fold accepted to have a state in the model.
-func refold(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, sums [][32]byte, model *aggregator.Model, r *Report) error {
+// refold folds the input log, up to the last input the aggregate log has
+// folded (lastIn), into a fresh state and requires the stored aggregate
+// log, message for message; it also requires every car.replicated the fold
+// accepted to have a state in the model. Inputs after lastIn are not
+// folded yet: on a live system they arrive while the audit reads.
+func refold(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, sums [][32]byte, lastIn uint64, model *aggregator.Model, r *Report) error {
 	st := aggregator.New(cfg)
 	i, mismatched := 0, false
 	err := events.Tail(ctx, js, events.StreamIn, 1, false, func(e events.Entry) error {
+		if e.Seq > lastIn {
+			return errFolded
+		}
 		r.Inputs++
 		b := st.Apply(e.Seq, e.Data)
 		if len(b.Decisions) == 0 {
@@ -123,7 +133,7 @@ func refold(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, 
 		}
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errFolded) {
 		return err
 	}
 	if !mismatched && i < len(sums) {
@@ -132,6 +142,9 @@ func refold(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, 
 	}
 	return nil
 }
+
+// errFolded ends the refold at the aggregate log's last input.
+var errFolded = errors.New("refolded every input the aggregate log has folded")
 
 // checkAggregate recomputes a closed aggregate's piece CID with
 // go-data-segment from the layout rule: largest first, arrival order
