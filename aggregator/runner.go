@@ -288,7 +288,13 @@ func (r *Runner) step(st *State, e events.Entry, after uint64, afterID string) (
 	if err != nil {
 		return nil, "", fmt.Errorf("encode batch of input %d: %w", e.Seq, err)
 	}
-	msg := nats.NewMsg(r.cfg.Subjects.Decisions())
+	subject := r.cfg.Subjects.Decisions()
+	for _, d := range b.Decisions {
+		if d.Type == DecAggDeals {
+			subject = r.cfg.Subjects.Deals()
+		}
+	}
+	msg := nats.NewMsg(subject)
 	msg.Data = data
 	id := batchID(b.In)
 	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequence(after), jetstream.WithMsgID(id)}

@@ -20,6 +20,12 @@ type Entry struct {
 // fails; without it returns once the message that was last when Tail started
 // has been read. An ordered consumer is used: no state is left on the server.
 func Tail(ctx context.Context, js jetstream.JetStream, stream string, from uint64, follow bool, fn func(Entry) error) error {
+	return TailSubject(ctx, js, stream, "", from, follow, fn)
+}
+
+// TailSubject is Tail over the messages of one subject of the stream (all
+// of them when subject is empty); the server skips the others.
+func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject string, from uint64, follow bool, fn func(Entry) error) error {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", stream, err)
@@ -35,6 +41,9 @@ func Tail(ctx context.Context, js jetstream.JetStream, stream string, from uint6
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	if from > 1 {
 		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}
+	}
+	if subject != "" {
+		cfg.FilterSubjects = []string{subject}
 	}
 	cons, err := st.OrderedConsumer(ctx, cfg)
 	if err != nil {

@@ -44,8 +44,14 @@ func (s Subjects) Input(typ string) string { return s.Prefix + "in." + typ }
 // Inputs matches every input subject.
 func (s Subjects) Inputs() string { return s.Prefix + "in.>" }
 
-// Decisions is the one subject of the aggregate log.
+// Decisions is the subject of the aggregate log's batches, except those
+// that make deals.
 func (s Subjects) Decisions() string { return s.Prefix + "agg.decisions" }
+
+// Deals is the subject of the aggregate log's batches that make deals
+// (an aggregate.deals decision). They have a subject of their own so that
+// receipts, which need only them, are not sent every batch.
+func (s Subjects) Deals() string { return s.Prefix + "agg.deals" }
 
 // Receipt is the subject of the receipts of one CAR.
 func (s Subjects) Receipt(car string) string { return s.Prefix + "receipts." + car }
@@ -106,7 +112,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	cfgs := []jetstream.StreamConfig{
 		{Name: StreamIn, Subjects: []string{s.Inputs()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 			Duplicates: o.Duplicates, Description: "ferry input log: facts, appended once"},
-		{Name: StreamAgg, Subjects: []string{s.Decisions()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+		{Name: StreamAgg, Subjects: []string{s.Decisions(), s.Deals()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 			PersistMode: derived, Duplicates: aggDuplicates, Description: "ferry aggregate log: the aggregator's decisions"},
 		{Name: StreamReceipts, Subjects: []string{s.Receipts()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 			PersistMode: derived, Duplicates: o.Duplicates, Description: "ferry per-CAR deal receipts"},

@@ -80,7 +80,8 @@ func (r *Receipter) Run(ctx context.Context) error {
 	}
 	from := max(start.seq, 1)
 	deals := []byte(`"` + aggregator.DecAggDeals + `"`)
-	return nilIfCanceled(ctx, events.Tail(ctx, r.JS, events.StreamAgg, from, true, func(e events.Entry) error {
+	each := func(e events.Entry) error {
+		from = e.Seq + 1
 		if !bytes.Contains(e.Data, deals) {
 			return nil // most batches make no deals; skip decoding them
 		}
@@ -97,7 +98,16 @@ func (r *Receipter) Run(ctx context.Context) error {
 			}
 		}
 		return nil
-	}))
+	}
+	// Catch up over the whole log as it is (a log written before batches
+	// with deals had their own subject has them among the others), then
+	// follow only the batches that make deals.
+	// each moves from past every batch it reads, so the follow starts
+	// right after the last batch the catch-up read.
+	if err := events.Tail(ctx, r.JS, events.StreamAgg, from, false, each); err != nil {
+		return nilIfCanceled(ctx, err)
+	}
+	return nilIfCanceled(ctx, events.TailSubject(ctx, r.JS, events.StreamAgg, r.Subjects.Deals(), from, true, each))
 }
 
 func nilIfCanceled(ctx context.Context, err error) error {
