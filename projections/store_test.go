@@ -135,6 +135,23 @@ func checkCars(t *testing.T, s *Store, cars []string, want map[string]uint64) (c
 	return closed
 }
 
+// rebuilding opens read models at path and applies entries in a rebuild
+// not yet finished.
+func rebuilding(t *testing.T, path string, dealSize uint64, entries []Entry) *Store {
+	t.Helper()
+	s, err := Open(path, dealSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bulk(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply(entries); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func indexed(t *testing.T, s *Store) (bucket, memory int) {
 	t.Helper()
 	_ = s.db.View(func(tx *bolt.Tx) error {
@@ -235,18 +252,8 @@ func TestCidIndexFlushesAndReloads(t *testing.T) {
 func TestBulkWritesIndexAtEnd(t *testing.T) {
 	const dealSize = 1 << 20
 	entries, cars, want := foldLog(t, 300, dealSize)
-	path := filepath.Join(t.TempDir(), "views.db")
-	s, err := Open(path, dealSize)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := rebuilding(t, filepath.Join(t.TempDir(), "views.db"), dealSize, entries)
 	defer s.Close()
-	if err := s.Bulk(true); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Apply(entries); err != nil {
-		t.Fatal(err)
-	}
 	if b, _ := indexed(t, s); b != 0 {
 		t.Fatalf("%d index entries written during the rebuild", b)
 	}
@@ -265,18 +272,9 @@ func TestUnfinishedBulkStartsOver(t *testing.T) {
 	const dealSize = 1 << 20
 	entries, _, _ := foldLog(t, 50, dealSize)
 	path := filepath.Join(t.TempDir(), "views.db")
-	s, err := Open(path, dealSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Bulk(true); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Apply(entries); err != nil {
-		t.Fatal(err)
-	}
+	s := rebuilding(t, path, dealSize, entries)
 	s.db.Close() // dies without Bulk(false)
-	s, err = Open(path, dealSize)
+	s, err := Open(path, dealSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,22 +290,13 @@ func TestUnfinishedBulkStartsOver(t *testing.T) {
 func TestIndexKeyClashIsNeverAnotherCAR(t *testing.T) {
 	const dealSize = 1 << 20
 	entries, cars, _ := foldLog(t, 20, dealSize)
-	s, err := Open(filepath.Join(t.TempDir(), "views.db"), dealSize)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := rebuilding(t, filepath.Join(t.TempDir(), "views.db"), dealSize, entries)
 	defer s.Close()
-	if err := s.Bulk(true); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Apply(entries); err != nil {
-		t.Fatal(err)
-	}
 	if err := s.Bulk(false); err != nil {
 		t.Fatal(err)
 	}
 	other := testutil.CarCID(1_000_000).String()
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		k := keyOf(cars[0])
 		num := tx.Bucket(bCids).Get(k[:])
 		forged := keyOf(other)
