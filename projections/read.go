@@ -97,12 +97,12 @@ func placed(tx *bolt.Tx, a *AggregateView, r *carRecord) (*frc58.Proof, error) {
 	if r.view.Aggregate != a.ID {
 		return nil, nil
 	}
-	lay := layout(closedValue(tx, a.ID, kLayout))
-	pos := lay.position(r.member)
+	layBytes, tree := closedValues(tx, a.ID)
+	pos := layout(layBytes).position(r.member)
 	if pos < 0 {
 		return nil, fmt.Errorf("aggregate %d: no layout position for CAR %s", a.ID, r.view.Car)
 	}
-	st, err := frc58.OpenStored(closedValue(tx, a.ID, kTree))
+	st, err := frc58.OpenStored(tree)
 	if err != nil {
 		return nil, fmt.Errorf("aggregate %d: %w", a.ID, err)
 	}

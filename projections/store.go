@@ -566,11 +566,21 @@ func encodeLayout(order []int) []byte {
 
 // closedValue is a closed aggregate's layout or tree, or nil.
 func closedValue(tx *bolt.Tx, id uint64, key []byte) []byte {
+	lay, tree := closedValues(tx, id)
+	if string(key) == string(kLayout) {
+		return lay
+	}
+	return tree
+}
+
+// closedValues is a closed aggregate's layout and tree (nil before its
+// close), from one lookup of its bucket.
+func closedValues(tx *bolt.Tx, id uint64) (lay, tree []byte) {
 	b := tx.Bucket(bClosed).Bucket(be64(id))
 	if b == nil {
-		return nil
+		return nil, nil
 	}
-	return b.Get(key)
+	return b.Get(kLayout), b.Get(kTree)
 }
 
 // layout is a stored layout, read in place.
