@@ -73,6 +73,9 @@ var bcTypes = []string{
 }
 
 // bcPieces are piece CID v2 strings as the fold writes them.
+// bcString is a random string, sometimes a piece CID.
+func bcString(r *rand.Rand) string { return mutate.String(r, bcPieces) }
+
 var bcPieces = func() []string {
 	var out []string
 	for n := range 8 {
@@ -80,35 +83,6 @@ var bcPieces = func() []string {
 	}
 	return out
 }()
-
-var bcRunes = []string{
-	"a", "Z", "0", " ", "-", ".", ":", "/", "\"", "\\", "<", ">", "&", "'", "\n", "\t", "\r",
-	"\x00", "\x01", "\x1f", "\x7f", "é", "ß", "世", "😀", "\u2028", "\u2029", "\ufffd", "\uffff",
-	"\xff", "\xc3", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82",
-}
-
-// bcString is a random string: often plain, sometimes full of what JSON
-// escapes or replaces.
-func bcString(r *rand.Rand) string {
-	switch r.IntN(6) {
-	case 0:
-		return ""
-	case 1, 2:
-		const plain = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -_.:/"
-		b := make([]byte, r.IntN(40))
-		for i := range b {
-			b[i] = plain[r.IntN(len(plain))]
-		}
-		return string(b)
-	case 3:
-		return bcPieces[r.IntN(len(bcPieces))]
-	}
-	var sb strings.Builder
-	for range r.IntN(12) {
-		sb.WriteString(bcRunes[r.IntN(len(bcRunes))])
-	}
-	return sb.String()
-}
 
 func bcTime(r *rand.Rand) time.Time {
 	if r.IntN(3) == 0 {
@@ -130,18 +104,6 @@ func bcTime(r *rand.Rand) time.Time {
 		return t.In(time.FixedZone("", (r.IntN(28*60)-14*60)*60))
 	}
 	return t.In(time.FixedZone("XST", (r.IntN(24)-12)*3600))
-}
-
-func bcUint(r *rand.Rand) uint64 {
-	switch r.IntN(5) {
-	case 0:
-		return 0
-	case 1:
-		return math.MaxUint64 - uint64(r.IntN(3))
-	case 2:
-		return r.Uint64()
-	}
-	return uint64(r.IntN(100000))
 }
 
 func bcInt(r *rand.Rand) int {
@@ -181,7 +143,7 @@ func bcRecord(r *rand.Rand) *Record {
 	if r.IntN(3) == 0 {
 		return nil
 	}
-	rec := &Record{Size: bcUint(r), MD5: bcString(r), ReplicatedAt: bcString(r), Source: bcSource(r)}
+	rec := &Record{Size: mutate.Uint(r), MD5: bcString(r), ReplicatedAt: bcString(r), Source: bcSource(r)}
 	switch r.IntN(4) {
 	case 0:
 	case 1:
@@ -214,13 +176,13 @@ func bcDecision(r *rand.Rand) Decision {
 		d.PieceV1 = bcString(r)
 	}
 	if maybe() {
-		d.PieceSize = bcUint(r)
+		d.PieceSize = mutate.Uint(r)
 	}
 	if maybe() {
-		d.Aggregate = bcUint(r)
+		d.Aggregate = mutate.Uint(r)
 	}
 	if maybe() {
-		d.From = bcUint(r)
+		d.From = mutate.Uint(r)
 	}
 	if maybe() {
 		d.First = bcInt(r)
@@ -229,7 +191,7 @@ func bcDecision(r *rand.Rand) Decision {
 		d.Count = bcInt(r)
 	}
 	if maybe() {
-		d.Payload = bcUint(r)
+		d.Payload = mutate.Uint(r)
 	}
 	if maybe() {
 		d.Closed = []string{ClosedFull, ClosedMaxWait, ClosedForced, bcString(r)}[r.IntN(4)]
@@ -239,7 +201,7 @@ func bcDecision(r *rand.Rand) Decision {
 	}
 	if r.IntN(5) == 0 {
 		for range r.IntN(3) {
-			d.Deals = append(d.Deals, events.Deal{Provider: bcString(r), DealID: bcUint(r), ExpirationEpoch: int64(bcInt(r))})
+			d.Deals = append(d.Deals, events.Deal{Provider: bcString(r), DealID: mutate.Uint(r), ExpirationEpoch: int64(bcInt(r))})
 		}
 	}
 	if maybe() {
@@ -250,7 +212,7 @@ func bcDecision(r *rand.Rand) Decision {
 }
 
 func bcBatch(r *rand.Rand) Batch {
-	b := Batch{In: bcUint(r), Now: bcTime(r)}
+	b := Batch{In: mutate.Uint(r), Now: bcTime(r)}
 	switch r.IntN(8) {
 	case 0:
 	case 1:

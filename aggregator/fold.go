@@ -342,16 +342,12 @@ func (s *State) closeOpen(b *Batch, why string) {
 // layout orders members for the deal: largest piece first, arrival order
 // among equals.
 func layout(members []member) []piece.Commitment {
-	sizes := make([]uint64, len(members))
+	pieces := make([]piece.Commitment, len(members))
 	for i, m := range members {
-		sizes[i] = m.padded
+		pieces[i] = piece.Commitment{Root: m.root, Padded: m.padded, Payload: m.size}
 	}
-	order := frc58.Layout(sizes)
-	out := make([]piece.Commitment, len(order))
-	for i, j := range order {
-		out[i] = piece.Commitment{Root: members[j].root, Padded: members[j].padded, Payload: members[j].size}
-	}
-	return out
+	laid, _ := frc58.Arrange(pieces)
+	return laid
 }
 
 func (s *State) onOffered(b *Batch, e *events.DealOffered) {

@@ -4,8 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
+	"github.com/ferry-dev/ferry/internal/mutate"
 	"testing"
 	"time"
 
@@ -311,21 +310,13 @@ func foldSeeds() (seeds [][]byte, verify []bool) {
 }
 
 func writeFoldSeeds(tb testing.TB) {
-	if os.Getenv("FERRY_WRITE_FUZZ_SEEDS") != "1" {
-		return
-	}
 	seeds, verify := foldSeeds()
 	write := func(name string, seeds [][]byte, verify []bool) {
-		dir := filepath.Join("testdata", "fuzz", name)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			tb.Fatal(err)
+		flags := make([]any, len(verify))
+		for i, v := range verify {
+			flags[i] = v
 		}
-		for i, s := range seeds {
-			body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\nbool(%v)\n", s, verify[i])
-			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%02d", i)), []byte(body), 0o644); err != nil {
-				tb.Fatal(err)
-			}
-		}
+		mutate.WriteSeeds(tb, name, seeds, flags)
 	}
 	write("FuzzFold", seeds, verify)
 	// Operations: fill and close by size, force a close, fail and requeue,

@@ -2,9 +2,7 @@ package events_test
 
 import (
 	"bytes"
-	"fmt"
-	"os"
-	"path/filepath"
+	"github.com/ferry-dev/ferry/internal/mutate"
 	"slices"
 	"testing"
 
@@ -32,7 +30,7 @@ var fuzzDealSizes = []uint64{4 << 10, 8 << 20, 32 << 30}
 // FERRY_WRITE_FUZZ_SEEDS=1 go test -run FuzzDecode ./events/.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{}`))
-	writeSeeds(f, "FuzzDecode", decodeSeeds(f))
+	mutate.WriteSeeds(f, "FuzzDecode", decodeSeeds(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ev, err := events.Decode(data)
 		if err != nil {
@@ -139,22 +137,4 @@ func decodeSeeds(tb testing.TB) [][]byte {
 		[]byte(`{"type":"deal.report","version":1,"aggregate":"` + p.V1().String() + `","status":"active","deals":[{"provider":"f01000","dealId":1}],"aggregateId":18446744073709551615}`),
 	}
 	return seeds
-}
-
-// writeSeeds stores seeds as the committed corpus of name when
-// FERRY_WRITE_FUZZ_SEEDS=1.
-func writeSeeds(tb testing.TB, name string, seeds [][]byte) {
-	if os.Getenv("FERRY_WRITE_FUZZ_SEEDS") != "1" {
-		return
-	}
-	dir := filepath.Join("testdata", "fuzz", name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		tb.Fatal(err)
-	}
-	for i, s := range seeds {
-		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s)
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%02d", i)), []byte(body), 0o644); err != nil {
-			tb.Fatal(err)
-		}
-	}
 }

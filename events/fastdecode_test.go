@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/ferry-dev/ferry/internal/mutate"
-	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -89,6 +88,18 @@ func fdReplicated(n int, size uint64, withPiece bool) *CarReplicated {
 	return e
 }
 
+// fdPieces are piece CID v2 strings.
+var fdPieces = func() []string {
+	var out []string
+	for n := range 8 {
+		out = append(out, fdPiece(n, uint64(1000+n*777)).MustV2().String())
+	}
+	return out
+}()
+
+// fdString is a random string, sometimes a piece CID.
+func fdString(r *rand.Rand) string { return mutate.String(r, fdPieces) }
+
 func fdEncode(t testing.TB, ev Event) []byte {
 	t.Helper()
 	data, err := Encode(ev)
@@ -96,47 +107,6 @@ func fdEncode(t testing.TB, ev Event) []byte {
 		t.Fatalf("encode %s: %v", fdShow(ev), err)
 	}
 	return data
-}
-
-var fdRunes = []string{
-	"a", "Z", "0", " ", "-", ".", ":", "/", "\"", "\\", "<", ">", "&", "'", "\n", "\t", "\r",
-	"\x00", "\x01", "\x1f", "\x7f", "é", "ß", "世", "😀", "\u2028", "\u2029", "\ufffd", "\uffff",
-	"\xff", "\xc3", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82",
-}
-
-// fdString is a random string: often plain, sometimes full of what JSON
-// escapes or replaces.
-func fdString(r *rand.Rand) string {
-	switch r.IntN(6) {
-	case 0:
-		return ""
-	case 1, 2:
-		const plain = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -_.:/"
-		b := make([]byte, r.IntN(40))
-		for i := range b {
-			b[i] = plain[r.IntN(len(plain))]
-		}
-		return string(b)
-	case 3:
-		return fdPiece(r.IntN(8), uint64(1000+r.IntN(100000))).MustV2().String()
-	}
-	var sb strings.Builder
-	for range r.IntN(12) {
-		sb.WriteString(fdRunes[r.IntN(len(fdRunes))])
-	}
-	return sb.String()
-}
-
-func fdUint(r *rand.Rand) uint64 {
-	switch r.IntN(5) {
-	case 0:
-		return 0
-	case 1:
-		return math.MaxUint64 - uint64(r.IntN(3))
-	case 2:
-		return r.Uint64()
-	}
-	return uint64(r.IntN(100000))
 }
 
 // fdSource is a random source in the bytes a user may send: compact,
@@ -234,11 +204,11 @@ func fdMembers(r *rand.Rand) []fdMember {
 		add("piece", fdQuote(r, []string{fdPiece(r.IntN(8), 5000).MustV2().String(), fdString(r)}[r.IntN(2)]))
 	}
 	if maybe() {
-		add("pieceSize", fdNumber(r, fdUint(r)))
+		add("pieceSize", fdNumber(r, mutate.Uint(r)))
 	}
 	if typ != TypeCarPiece || r.IntN(8) == 0 {
 		if maybe() {
-			add("size", fdNumber(r, fdUint(r)))
+			add("size", fdNumber(r, mutate.Uint(r)))
 		}
 		if maybe() {
 			add("md5", fdQuote(r, fdString(r)))
@@ -328,13 +298,13 @@ func fdEvent(r *rand.Rand) []byte {
 	var ev Event
 	switch r.IntN(4) {
 	case 0:
-		ev = &CarPiece{Car: fdString(r), Piece: fdString(r), PieceSize: fdUint(r)}
+		ev = &CarPiece{Car: fdString(r), Piece: fdString(r), PieceSize: mutate.Uint(r)}
 	case 1:
 		ev = []Event{&CarInvalid{Car: fdString(r), Reason: fdString(r)}, &Tick{Time: time.Unix(r.Int64N(1e10), 0)},
-			&AggregateClose{Aggregate: fdUint(r), By: fdString(r)}, &DealReport{Aggregate: fdString(r), Status: StatusActive}}[r.IntN(4)]
+			&AggregateClose{Aggregate: mutate.Uint(r), By: fdString(r)}, &DealReport{Aggregate: fdString(r), Status: StatusActive}}[r.IntN(4)]
 	default:
-		e := &CarReplicated{Car: fdString(r), Size: fdUint(r), MD5: fdString(r), Piece: fdString(r),
-			PieceSize: fdUint(r), ReplicatedAt: fdString(r)}
+		e := &CarReplicated{Car: fdString(r), Size: mutate.Uint(r), MD5: fdString(r), Piece: fdString(r),
+			PieceSize: mutate.Uint(r), ReplicatedAt: fdString(r)}
 		if r.IntN(3) != 0 {
 			e.Source = fdSource(r)
 		}

@@ -2,8 +2,7 @@ package projections
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
+	"github.com/ferry-dev/ferry/internal/mutate"
 	"slices"
 	"testing"
 
@@ -83,9 +82,6 @@ func FuzzCarsBody(f *testing.F) {
 }
 
 func writeCarsSeeds(tb testing.TB) {
-	if os.Getenv("FERRY_WRITE_FUZZ_SEEDS") != "1" {
-		return
-	}
 	one := string(testutil.MustEncode(testutil.Replicated(1, 1000, true)))
 	two := string(testutil.MustEncode(testutil.Replicated(2, 2000, false)))
 	bare := testutil.Replicated(3, 3000, false)
@@ -105,14 +101,9 @@ func writeCarsSeeds(tb testing.TB) {
 		`null`,
 		`"text"`,
 	}
-	dir := filepath.Join("testdata", "fuzz", "FuzzCarsBody")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		tb.Fatal(err)
-	}
+	raw := make([][]byte, len(seeds))
 	for i, s := range seeds {
-		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s)
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%02d", i)), []byte(body), 0o644); err != nil {
-			tb.Fatal(err)
-		}
+		raw[i] = []byte(s)
 	}
+	mutate.WriteSeeds(tb, "FuzzCarsBody", raw)
 }

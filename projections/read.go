@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -90,30 +91,14 @@ func (s *Store) viewCar(car string, fn func(*bolt.Tx, *carRecord) error) error {
 	})
 }
 
-// placed sets the position, offset and aggregate piece of a CAR of the
-// closed aggregate a from a's layout and tree, and returns its inclusion
-// proof. A CAR that moved on after a failed deal is not placed in a.
+// placed is closed.place for a CAR of the closed aggregate a, or nil when
+// a has no layout.
 func placed(tx *bolt.Tx, a *AggregateView, r *carRecord) (*frc58.Proof, error) {
-	if r.view.Aggregate != a.ID {
-		return nil, nil
+	c, ok, err := openClosed(tx, a.ID)
+	if !ok || err != nil {
+		return nil, err
 	}
-	layBytes, tree := closedValues(tx, a.ID)
-	pos := layout(layBytes).position(r.member)
-	if pos < 0 {
-		return nil, fmt.Errorf("aggregate %d: no layout position for CAR %s", a.ID, r.view.Car)
-	}
-	st, err := frc58.OpenStored(tree)
-	if err != nil {
-		return nil, fmt.Errorf("aggregate %d: %w", a.ID, err)
-	}
-	proof, err := st.Proof(pos)
-	if err != nil {
-		return nil, fmt.Errorf("aggregate %d: %w", a.ID, err)
-	}
-	off := st.Offset(pos)
-	c := &r.view
-	c.Position, c.Offset, c.AggregatePiece = &pos, &off, a.Piece
-	return proof, nil
+	return c.place(a, r)
 }
 
 // inclusionView renders a proof: nodes in hex, cut from one string, and the
@@ -218,38 +203,34 @@ func resolve(tx *bolt.Tx, ref string) (uint64, error) {
 // layout order once the aggregate is closed, else in arrival order.
 func page(tx *bolt.Tx, a *AggregateView, after, limit int) error {
 	pos := max(after+1, 0)
-	lay := layout(closedValue(tx, a.ID, kLayout))
-	if a.State == aggregator.Ingesting || lay == nil {
-		var err error
-		perr := members(tx, a.ID, pos, func(i int, m member) bool {
+	c, ok, err := openClosed(tx, a.ID)
+	if err != nil {
+		return err
+	}
+	if a.State == aggregator.Ingesting || !ok {
+		var readErr error
+		err := members(tx, a.ID, pos, func(i int, m member) bool {
 			if len(a.Pieces) == limit {
 				a.Next = &i
 				return false
 			}
 			var r *carRecord
-			if r, err = byNumber(tx, m.num); err != nil {
+			if r, readErr = byNumber(tx, m.num); readErr != nil {
 				return false
 			}
 			a.Pieces = append(a.Pieces, PieceView{Car: r.view.Car, Piece: r.view.Piece, PieceSize: r.view.PieceSize})
 			return true
 		})
-		if err != nil {
-			return err
-		}
-		return perr
+		return errors.Join(readErr, err)
 	}
-	st, err := frc58.OpenStored(closedValue(tx, a.ID, kTree))
-	if err != nil {
-		return fmt.Errorf("aggregate %d: %w", a.ID, err)
-	}
-	for ; pos < lay.len(); pos++ {
+	for ; pos < c.lay.len(); pos++ {
 		if len(a.Pieces) == limit {
 			next := pos
 			a.Next = &next
 			return nil
 		}
 		var m member
-		if err := members(tx, a.ID, lay.arrival(pos), func(_ int, got member) bool { m = got; return false }); err != nil {
+		if err := members(tx, a.ID, c.lay.arrival(pos), func(_ int, got member) bool { m = got; return false }); err != nil {
 			return err
 		}
 		r, err := byNumber(tx, m.num)
@@ -258,7 +239,7 @@ func page(tx *bolt.Tx, a *AggregateView, after, limit int) error {
 		}
 		pv := PieceView{Car: r.view.Car, Piece: r.view.Piece, PieceSize: r.view.PieceSize}
 		if r.view.Aggregate == a.ID { // else it moved on after a failed deal
-			off := st.Offset(pos)
+			off := c.tree.Offset(pos)
 			pv.Offset = &off
 		}
 		a.Pieces = append(a.Pieces, pv)
@@ -301,10 +282,14 @@ func (s *Store) Layout(id uint64) (*AggregateView, []CarView, []*frc58.Proof, er
 			return err
 		}
 		a := *shared
-		lay := layout(closedValue(tx, id, kLayout))
-		if a.State == aggregator.Ingesting || lay == nil {
+		c, ok, err := openClosed(tx, id)
+		if err != nil {
+			return err
+		}
+		if a.State == aggregator.Ingesting || !ok {
 			return fmt.Errorf("aggregate %d is INGESTING: %w", id, ErrNotFound)
 		}
+		lay := c.lay
 		arrived := make([]member, 0, a.Count)
 		if err := members(tx, id, 0, func(_ int, m member) bool { arrived = append(arrived, m); return true }); err != nil {
 			return err
@@ -318,7 +303,7 @@ func (s *Store) Layout(id uint64) (*AggregateView, []CarView, []*frc58.Proof, er
 			if err != nil {
 				return err
 			}
-			if proofs[pos], err = placed(tx, &a, r); err != nil {
+			if proofs[pos], err = c.place(&a, r); err != nil {
 				return err
 			}
 			cars[pos] = r.view

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 
 	"github.com/ferry-dev/ferry/aggregator"
 )
@@ -149,15 +150,6 @@ const memberLen = 8 + 1 + 32 // car number, log2 of the padded size, root
 
 func appendMember(dst []byte, num uint64, padded uint64, root [32]byte) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, num)
-	dst = append(dst, byte(log2(padded)))
+	dst = append(dst, byte(bits.TrailingZeros64(padded))) // a power of two
 	return append(dst, root[:]...)
-}
-
-func log2(v uint64) int {
-	n := 0
-	for v > 1 {
-		v >>= 1
-		n++
-	}
-	return n
 }

@@ -513,15 +513,11 @@ func (w *writer) ready(d aggregator.Decision) error {
 	if len(all) != a.Count {
 		return fmt.Errorf("aggregate %d has %d members, its view %d", a.ID, len(all), a.Count)
 	}
-	sizes := make([]uint64, len(all))
+	arrived := make([]piece.Commitment, len(all))
 	for i, m := range all {
-		sizes[i] = m.padded
+		arrived[i] = piece.Commitment{Root: m.root, Padded: m.padded}
 	}
-	order := frc58.Layout(sizes)
-	pieces := make([]piece.Commitment, len(order))
-	for pos, i := range order {
-		pieces[pos] = piece.Commitment{Root: all[i].root, Padded: all[i].padded}
-	}
+	pieces, order := frc58.Arrange(arrived)
 	built, err := frc58.New(w.dealSize, pieces)
 	if err != nil {
 		return err
@@ -564,23 +560,47 @@ func encodeLayout(order []int) []byte {
 	return b
 }
 
-// closedValue is a closed aggregate's layout or tree, or nil.
-func closedValue(tx *bolt.Tx, id uint64, key []byte) []byte {
-	lay, tree := closedValues(tx, id)
-	if string(key) == string(kLayout) {
-		return lay
-	}
-	return tree
+// closed is a closed aggregate's layout and tree, read in place from the
+// transaction's memory.
+type closed struct {
+	id   uint64
+	lay  layout
+	tree frc58.Stored
 }
 
-// closedValues is a closed aggregate's layout and tree (nil before its
-// close), from one lookup of its bucket.
-func closedValues(tx *bolt.Tx, id uint64) (lay, tree []byte) {
+// openClosed reads aggregate id's layout and tree; ok is false before its
+// close.
+func openClosed(tx *bolt.Tx, id uint64) (c closed, ok bool, err error) {
 	b := tx.Bucket(bClosed).Bucket(be64(id))
 	if b == nil {
+		return closed{}, false, nil
+	}
+	c = closed{id: id, lay: layout(b.Get(kLayout))}
+	if c.tree, err = frc58.OpenStored(b.Get(kTree)); err != nil {
+		return closed{}, false, fmt.Errorf("aggregate %d: %w", id, err)
+	}
+	return c, true, nil
+}
+
+// place sets the position, offset and aggregate piece of a CAR of the
+// aggregate a, closed as c, and returns its inclusion proof. A CAR that
+// moved on after a failed deal is not placed in a.
+func (c closed) place(a *AggregateView, r *carRecord) (*frc58.Proof, error) {
+	if r.view.Aggregate != c.id {
 		return nil, nil
 	}
-	return b.Get(kLayout), b.Get(kTree)
+	pos := c.lay.position(r.member)
+	if pos < 0 {
+		return nil, fmt.Errorf("aggregate %d: no layout position for CAR %s", c.id, r.view.Car)
+	}
+	proof, err := c.tree.Proof(pos)
+	if err != nil {
+		return nil, fmt.Errorf("aggregate %d: %w", c.id, err)
+	}
+	off := c.tree.Offset(pos)
+	v := &r.view
+	v.Position, v.Offset, v.AggregatePiece = &pos, &off, a.Piece
+	return proof, nil
 }
 
 // layout is a stored layout, read in place.

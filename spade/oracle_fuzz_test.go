@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/ferry-dev/ferry/internal/mutate"
 	"reflect"
 	"strings"
 	"testing"
@@ -28,7 +29,7 @@ var fuzzZstd, _ = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
 // Seed corpus: testdata/fuzz/FuzzParseOracle.
 func FuzzParseOracle(f *testing.F) {
 	f.Add([]byte(`{}`), false)
-	writeFuzzSeeds(f, "FuzzParseOracle", oracleSeeds(), oracleCompress())
+	mutate.WriteSeeds(f, "FuzzParseOracle", oracleSeeds(), oracleCompress())
 	f.Fuzz(func(t *testing.T, data []byte, compress bool) {
 		body := data
 		if compress {

@@ -2,9 +2,7 @@ package spade
 
 import (
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
+	"github.com/ferry-dev/ferry/internal/mutate"
 	"testing"
 
 	"github.com/ferry-dev/ferry/events"
@@ -23,7 +21,7 @@ import (
 // regenerates it).
 func FuzzParseReport(f *testing.F) {
 	f.Add([]byte(`{}`))
-	writeFuzzSeeds(f, "FuzzParseReport", reportSeeds())
+	mutate.WriteSeeds(f, "FuzzParseReport", reportSeeds())
 	f.Fuzz(func(t *testing.T, body []byte) {
 		rep, err := ParseReport(body)
 		if err != nil {
@@ -102,25 +100,4 @@ func fuzzPiece(padded uint64) piece.Commitment {
 	}
 	root[31] &= 0x3f
 	return piece.Commitment{Root: root, Padded: padded, Payload: piece.Unpadded(padded)}
-}
-
-// writeFuzzSeeds stores seeds as the committed corpus of name when
-// FERRY_WRITE_FUZZ_SEEDS=1.
-func writeFuzzSeeds(tb testing.TB, name string, seeds [][]byte, more ...[]any) {
-	if os.Getenv("FERRY_WRITE_FUZZ_SEEDS") != "1" {
-		return
-	}
-	dir := filepath.Join("testdata", "fuzz", name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		tb.Fatal(err)
-	}
-	for i, s := range seeds {
-		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s)
-		for _, m := range more {
-			body += fmt.Sprintf("%T(%#v)\n", m[i], m[i])
-		}
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%02d", i)), []byte(body), 0o644); err != nil {
-			tb.Fatal(err)
-		}
-	}
 }

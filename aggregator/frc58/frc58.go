@@ -60,6 +60,21 @@ func Layout(padded []uint64) []int {
 	return order
 }
 
+// Arrange returns pieces (in arrival order) in layout order, and the
+// layout: order[pos] is the arrival index of the piece at pos.
+func Arrange(pieces []piece.Commitment) (laid []piece.Commitment, order []int) {
+	sizes := make([]uint64, len(pieces))
+	for i, p := range pieces {
+		sizes[i] = p.Padded
+	}
+	order = Layout(sizes)
+	laid = make([]piece.Commitment, len(order))
+	for pos, i := range order {
+		laid[pos] = pieces[i]
+	}
+	return laid, order
+}
+
 // Fits reports whether pieces of total padded size used, count of them,
 // fit a deal of dealSize beside its index.
 func Fits(dealSize, used uint64, count int) bool {

@@ -1,12 +1,19 @@
-// Package mutate makes random near-misses of valid JSON for tests that hold
-// a fast decoder equal to encoding/json: the inputs a hand-written scanner
-// gets wrong are the ones that are almost right.
+// Package mutate makes inputs for tests that hold a parser to its
+// contract: random near-misses of valid JSON and random values for the
+// fast decoders held equal to encoding/json (the inputs a hand-written
+// scanner gets wrong are the ones that are almost right), and the
+// committed seed corpora of fuzz targets.
 package mutate
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
 )
 
 // JSON applies one to three random edits to a copy of data: replaced,
@@ -76,4 +83,73 @@ func Value(r *rand.Rand, depth int, str func(*rand.Rand) string) any {
 		m[str(r)] = Value(r, depth+1, str)
 	}
 	return m
+}
+
+// hostile are the runes, and broken sequences, that JSON escapes,
+// replaces or rejects.
+var hostile = []string{
+	"a", "Z", "0", " ", "-", ".", ":", "/", "\"", "\\", "<", ">", "&", "'", "\n", "\t", "\r",
+	"\x00", "\x01", "\x1f", "\x7f", "é", "ß", "世", "😀", "\u2028", "\u2029", "\ufffd", "\uffff",
+	"\xff", "\xc3", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82",
+}
+
+// String is a random string: often empty or plain, sometimes one of
+// typical (realistic values such as CIDs), otherwise full of what JSON
+// escapes or replaces.
+func String(r *rand.Rand, typical []string) string {
+	switch r.IntN(6) {
+	case 0:
+		return ""
+	case 1, 2:
+		const plain = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -_.:/"
+		b := make([]byte, r.IntN(40))
+		for i := range b {
+			b[i] = plain[r.IntN(len(plain))]
+		}
+		return string(b)
+	case 3:
+		if len(typical) > 0 {
+			return typical[r.IntN(len(typical))]
+		}
+	}
+	var sb strings.Builder
+	for range r.IntN(12) {
+		sb.WriteString(hostile[r.IntN(len(hostile))])
+	}
+	return sb.String()
+}
+
+// Uint is a random uint64, often at the edges: zero, the maximum, any.
+func Uint(r *rand.Rand) uint64 {
+	switch r.IntN(5) {
+	case 0:
+		return 0
+	case 1:
+		return math.MaxUint64 - uint64(r.IntN(3))
+	case 2:
+		return r.Uint64()
+	}
+	return uint64(r.IntN(100000))
+}
+
+// WriteSeeds stores seeds as the committed corpus of fuzz target name, in
+// testdata/fuzz/<name>, when FERRY_WRITE_FUZZ_SEEDS=1; otherwise it does
+// nothing. Each more holds one further argument of the target per seed.
+func WriteSeeds(tb testing.TB, name string, seeds [][]byte, more ...[]any) {
+	if os.Getenv("FERRY_WRITE_FUZZ_SEEDS") != "1" {
+		return
+	}
+	dir := filepath.Join("testdata", "fuzz", name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	for i, s := range seeds {
+		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s)
+		for _, m := range more {
+			body += fmt.Sprintf("%T(%#v)\n", m[i], m[i])
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%02d", i)), []byte(body), 0o644); err != nil {
+			tb.Fatal(err)
+		}
+	}
 }
