@@ -15,8 +15,9 @@ import (
 
 // appendCarJSON appends json.Marshal(c)'s bytes, without reflection: the
 // status API answers one per request, and encoding/json's reflection was
-// most of a request's CPU. A test holds it equal to json.Marshal. A proof,
-// when given, is rendered as c.Inclusion would be (inclusionView).
+// most of a request's CPU. The inclusion proof is rendered from proof, as
+// c.Inclusion = inclusionView(proof) would be; c.Inclusion itself is not
+// read. A test holds it equal to json.Marshal.
 func appendCarJSON(dst []byte, c *CarView, proof *frc58.Proof) ([]byte, error) {
 	dst = append(dst, `{"car":`...)
 	dst = appendJSONString(dst, c.Car)
@@ -75,7 +76,7 @@ func appendCarJSON(dst []byte, c *CarView, proof *frc58.Proof) ([]byte, error) {
 		dst = append(dst, `,"offset":`...)
 		dst = strconv.AppendUint(dst, *c.Offset, 10)
 	}
-	if proof != nil && c.Inclusion == nil {
+	if proof != nil {
 		dst = append(dst, `,"inclusion":{"subtree":`...)
 		dst = appendProofPath(dst, &proof.ProofSubtree)
 		dst = append(dst, `,"index":`...)
@@ -91,21 +92,6 @@ func appendCarJSON(dst []byte, c *CarView, proof *frc58.Proof) ([]byte, error) {
 		}
 		dst = append(dst, `"}`...)
 	}
-	if in := c.Inclusion; in != nil {
-		dst = append(dst, `,"inclusion":{"subtree":`...)
-		dst = appendPath(dst, &in.Subtree)
-		dst = append(dst, `,"index":`...)
-		dst = appendPath(dst, &in.Index)
-		dst = append(dst, `,"cbor":`...)
-		if in.CBOR == nil {
-			dst = append(dst, "null"...)
-		} else {
-			dst = append(dst, '"')
-			dst = base64.StdEncoding.AppendEncode(dst, in.CBOR)
-			dst = append(dst, '"')
-		}
-		dst = append(dst, '}')
-	}
 	if len(c.Deals) != 0 {
 		// Rare per aggregate and varied: left to encoding/json.
 		deals, err := json.Marshal(c.Deals)
@@ -120,23 +106,6 @@ func appendCarJSON(dst []byte, c *CarView, proof *frc58.Proof) ([]byte, error) {
 		dst = appendJSONString(dst, c.Reason)
 	}
 	return append(dst, '}'), nil
-}
-
-func appendPath(dst []byte, p *ProofPath) []byte {
-	dst = append(dst, `{"index":`...)
-	dst = strconv.AppendUint(dst, p.Index, 10)
-	dst = append(dst, `,"path":`...)
-	if p.Path == nil {
-		return append(dst, "null}"...)
-	}
-	dst = append(dst, '[')
-	for i, s := range p.Path {
-		if i > 0 {
-			dst = append(dst, ',')
-		}
-		dst = appendJSONString(dst, s)
-	}
-	return append(dst, "]}"...)
 }
 
 // appendProofPath appends a Merkle path as ProofPath encodes it.

@@ -6,7 +6,9 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/filecoin-project/go-data-segment/merkletree"
 )
 
 // TestCarJSONIsMarshal holds the status API's hand-written encoding equal
@@ -35,27 +37,32 @@ func TestCarJSONIsMarshal(t *testing.T) {
 			pos, off := rng.IntN(1<<18), rng.Uint64()
 			c.Position, c.Offset = &pos, &off
 		}
+		var proof *frc58.Proof
 		if rng.IntN(2) == 0 {
-			in := &InclusionView{Subtree: ProofPath{Index: rng.Uint64()}, Index: ProofPath{Index: rng.Uint64()}}
-			for range rng.IntN(4) {
-				in.Subtree.Path = append(in.Subtree.Path, pick())
-			}
-			if rng.IntN(3) > 0 {
-				in.Index.Path = []string{}
-			}
-			if rng.IntN(3) > 0 {
-				in.CBOR = make([]byte, rng.IntN(100))
-				for j := range in.CBOR {
-					in.CBOR[j] = byte(rng.Uint32())
+			proof = &frc58.Proof{}
+			proof.ProofSubtree.Index, proof.ProofIndex.Index = rng.Uint64(), rng.Uint64()
+			for _, path := range []*[]merkletree.Node{&proof.ProofSubtree.Path, &proof.ProofIndex.Path} {
+				for range rng.IntN(30) {
+					var n merkletree.Node
+					for j := range n {
+						n[j] = byte(rng.Uint32())
+					}
+					*path = append(*path, n)
 				}
 			}
-			c.Inclusion = in
+			// The view the status API answers: the one Store.Car gives.
+			var err error
+			if c.Inclusion, err = inclusionView(proof); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if rng.IntN(3) == 0 {
 			c.Deals = []events.Deal{{Provider: pick(), DealID: rng.Uint64()}}
 		}
 		want, werr := json.Marshal(&c)
-		got, gerr := appendCarJSON(nil, &c, nil)
+		c2 := c
+		c2.Inclusion = nil // rendered from the proof alone
+		got, gerr := appendCarJSON(nil, &c2, proof)
 		if (werr != nil) != (gerr != nil) || !bytes.Equal(got, want) {
 			t.Fatalf("view %d:\n got %s (%v)\nwant %s (%v)", i, got, gerr, want, werr)
 		}

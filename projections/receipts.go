@@ -101,9 +101,8 @@ func (r *Receipter) Run(ctx context.Context) error {
 	}
 	// Catch up over the whole log as it is (a log written before batches
 	// with deals had their own subject has them among the others), then
-	// follow only the batches that make deals.
-	// each moves from past every batch it reads, so the follow starts
-	// right after the last batch the catch-up read.
+	// follow only the batches that make deals, from right after the last
+	// batch the catch-up read (each moves from).
 	if err := events.Tail(ctx, r.JS, events.StreamAgg, from, false, each); err != nil {
 		return nilIfCanceled(ctx, err)
 	}

@@ -203,11 +203,11 @@ func (s *Store) Apply(entries []Entry) error {
 				continue
 			}
 			for i, d := range e.Batch.Decisions {
-				w.piece = piece.Commitment{}
+				var prepared piece.Commitment
 				if i < len(e.pieces) {
-					w.piece = e.pieces[i]
+					prepared = e.pieces[i]
 				}
-				if err := w.apply(e.Batch.In, d); err != nil {
+				if err := w.apply(e.Batch.In, d, prepared); err != nil {
 					return fmt.Errorf("aggregate log %d, %s: %w", e.Seq, d.Type, err)
 				}
 			}
@@ -258,10 +258,11 @@ type writer struct {
 	aggs     map[uint64]*AggregateView // changed, written by flush
 	next     uint64                    // the last car number given
 	index    *indexTx
-	piece    piece.Commitment // the decision's piece, when prepared
 }
 
-func (w *writer) apply(in uint64, d aggregator.Decision) error {
+// apply applies one decision; prepared is its piece when Entry.Prepare
+// parsed it (zero otherwise).
+func (w *writer) apply(in uint64, d aggregator.Decision, prepared piece.Commitment) error {
 	switch d.Type {
 	case aggregator.DecCarQueued:
 		r, err := w.accept(d)
@@ -274,7 +275,7 @@ func (w *writer) apply(in uint64, d aggregator.Decision) error {
 		}
 		return w.tx.Bucket(bQueued).Put(be64(r.num), nil)
 	case aggregator.DecCarAdded:
-		return w.added(d)
+		return w.added(d, prepared)
 	case aggregator.DecCarRejected:
 		return w.rejected(in, d)
 	case aggregator.DecInputIgnored, aggregator.DecAggClock:
@@ -402,7 +403,7 @@ func (w *writer) accept(d aggregator.Decision) (*carRecord, error) {
 	return r, nil
 }
 
-func (w *writer) added(d aggregator.Decision) error {
+func (w *writer) added(d aggregator.Decision, p piece.Commitment) error {
 	var r *carRecord
 	var err error
 	if d.Record != nil {
@@ -416,7 +417,6 @@ func (w *writer) added(d aggregator.Decision) error {
 	if err := w.tx.Bucket(bQueued).Delete(be64(r.num)); err != nil {
 		return err
 	}
-	p := w.piece
 	if p.Padded == 0 {
 		if p, err = piece.Parse(d.Piece, 0); err != nil {
 			return fmt.Errorf("CAR %s: %w", d.Car, err)
