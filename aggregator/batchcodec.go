@@ -1,12 +1,51 @@
 package aggregator
 
 import (
+	"bytes"
 	"encoding/json"
+	"iter"
 
 	"github.com/ferry-dev/ferry/internal/jsonscan"
 )
 
-// DecodeBatch decodes one aggregate-log message into b (reset first). It is
+// A message of the aggregate log holds one or more batches, in input order:
+// each batch as json.Marshal writes it, with a newline between two. JSON as
+// encoding/json writes it never holds a newline (it escapes them inside
+// strings), so a newline only ever separates batches, and a message of one
+// batch is that batch's JSON alone, as every message was before batches
+// were grouped.
+const batchSep = '\n'
+
+// Batches yields the encoded batches of one aggregate-log message, in order.
+func Batches(msg []byte) iter.Seq[[]byte] {
+	return bytes.SplitSeq(msg, []byte{batchSep})
+}
+
+// EachBatch decodes the batches of one aggregate-log message in order and
+// calls fn with each; it stops at the first error.
+func EachBatch(msg []byte, fn func(*Batch) error) error {
+	for data := range Batches(msg) {
+		var b Batch
+		if err := DecodeBatch(data, &b); err != nil {
+			return err
+		}
+		if err := fn(&b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AppendBatch appends encoded, one batch's JSON (json.Marshal of a Batch),
+// to msg, an aggregate-log message being built.
+func AppendBatch(msg, encoded []byte) []byte {
+	if len(msg) > 0 {
+		msg = append(msg, batchSep)
+	}
+	return append(msg, encoded...)
+}
+
+// DecodeBatch decodes one batch of an aggregate-log message into b (reset first). It is
 // json.Unmarshal's equal on every input: a fast path reads the form
 // encoding/json writes for a Batch; anything it does not recognise (escapes
 // it does not handle, unknown fields, numbers it can't take, ...) falls back

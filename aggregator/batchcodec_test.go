@@ -456,3 +456,52 @@ func BenchmarkDecodeBatch(b *testing.B) {
 		})
 	}
 }
+
+// A message of several batches gives back each batch as json.Unmarshal
+// reads its own encoding, in order, whatever its strings hold (newlines
+// included: encoding/json escapes them, so only separators split).
+func TestMessagesOfSeveralBatchesSplitIntoTheirBatches(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 500 {
+		var (
+			msg     []byte
+			encoded [][]byte
+		)
+		for range 1 + r.IntN(20) {
+			b := bcBatch(r)
+			if r.IntN(4) == 0 {
+				b.Decisions = append(b.Decisions, Decision{Type: DecCarRejected, Reason: "line one\nline two\r\n"})
+			}
+			data := bcMarshal(t, b)
+			encoded = append(encoded, data)
+			msg = AppendBatch(msg, data)
+		}
+		var i int
+		for data := range Batches(msg) {
+			if i >= len(encoded) || string(data) != string(encoded[i]) {
+				t.Fatalf("batch %d of a message of %d: got %q", i, len(encoded), data)
+			}
+			i++
+		}
+		i = 0
+		err := EachBatch(msg, func(got *Batch) error {
+			var want Batch
+			if err := json.Unmarshal(encoded[i], &want); err != nil {
+				return err
+			}
+			if !reflect.DeepEqual(*got, want) {
+				return fmt.Errorf("batch %d: got %s, json.Unmarshal says %s", i, bcShow(*got), bcShow(want))
+			}
+			i++
+			return nil
+		})
+		if err != nil || i != len(encoded) {
+			t.Fatalf("EachBatch: %d of %d batches, %v", i, len(encoded), err)
+		}
+	}
+	for _, bad := range []string{"", "\n", `{"in":1,"decisions":[]}` + "\n", "\n" + `{"in":1,"decisions":[]}`} {
+		if err := EachBatch([]byte(bad), func(*Batch) error { return nil }); err == nil {
+			t.Errorf("EachBatch(%q): no error", bad)
+		}
+	}
+}

@@ -29,8 +29,9 @@ const (
 	ClosedForced  = "forced"
 )
 
-// Batch is one message of the aggregate log: the decisions one input caused.
-// Storing them together makes an input's effect atomic.
+// Batch is the decisions one input caused. A batch is never split across
+// messages of the aggregate log, which makes an input's effect atomic; a
+// message holds one batch or several (see Batches).
 type Batch struct {
 	// In is the input log sequence of the input.
 	In uint64 `json:"in"`

@@ -19,7 +19,11 @@
 //     nothing) no decision at all.
 //   - A CAR is accepted once (deduplicated by CID at any distance in time)
 //     and sits in at most one live aggregate.
-//   - One writer: the Runner appends each Batch with the expected last
+//   - One writer: the Runner appends each message with the expected last
 //     sequence of the aggregate log; when that fails another writer won, and
 //     the Runner steps down.
+//   - A message holds the batches of inputs that were waiting together, in
+//     input order, one per line; a batch is never split, and one that makes
+//     deals is a message of its own. Grouping is timing, not a decision:
+//     the byte-for-byte rule above holds for the batches.
 package aggregator

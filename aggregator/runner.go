@@ -50,6 +50,7 @@ type Runner struct {
 	counts Counts
 	lead   bool
 	aggSeq uint64
+	lastIn uint64
 }
 
 // NewRunner returns a runner on js.
@@ -66,7 +67,11 @@ func NewRunner(js jetstream.JetStream, cfg RunnerConfig) *Runner {
 // Status is what a runner reports about itself.
 type Status struct {
 	Leader bool
+	// AggSeq is the aggregate log's sequence after the appends sent.
 	AggSeq uint64
+	// LastIn is the last input applied; its batch, if any, is appended
+	// or on its way.
+	LastIn uint64
 	Counts Counts
 }
 
@@ -74,7 +79,7 @@ type Status struct {
 func (r *Runner) Status() Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return Status{Leader: r.lead, AggSeq: r.aggSeq, Counts: r.counts}
+	return Status{Leader: r.lead, AggSeq: r.aggSeq, LastIn: r.lastIn, Counts: r.counts}
 }
 
 // Run leads whenever it holds the lease and waits as a standby otherwise,
@@ -162,11 +167,7 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, cfg Config) (*State, u
 	st := New(cfg)
 	var last uint64
 	err := events.Tail(ctx, js, events.StreamAgg, 1, false, func(e events.Entry) error {
-		var b Batch
-		if err := DecodeBatch(e.Data, &b); err != nil {
-			return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
-		}
-		if err := st.Replay(b); err != nil {
+		if err := EachBatch(e.Data, func(b *Batch) error { return st.Replay(*b) }); err != nil {
 			return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
 		}
 		last = e.Seq
@@ -215,14 +216,58 @@ func lastMsgID(ctx context.Context, js jetstream.JetStream, seq uint64) (string,
 	return m.Header.Get(jetstream.MsgIDHeader), nil
 }
 
-// batchID is the message id of the batch of input seq.
+// batchID is the message id of an aggregate-log message whose last batch
+// is that of input seq.
 func batchID(in uint64) string { return "batch/" + strconv.FormatUint(in, 10) }
+
+// A message groups the batches of inputs that were waiting together, up to
+// these bounds: one append and one delivery to each reader then serve many
+// inputs under load, while an input that arrives alone is appended at once,
+// alone. A batch larger than maxGroupBytes is a message of its own.
+const (
+	maxGroupBatches = 256
+	maxGroupBytes   = 64 << 10
+)
+
+// group is the aggregate-log message being built.
+type group struct {
+	msg     []byte
+	batches int
+	lastIn  uint64
+	deals   bool
+}
+
+// fits reports whether a batch of n encoded bytes may join g.
+func (g *group) fits(n int) bool {
+	return g.batches == 0 || (g.batches < maxGroupBatches && len(g.msg)+1+n <= maxGroupBytes)
+}
+
+func (g *group) add(b Batch, encoded []byte) {
+	g.msg = AppendBatch(g.msg, encoded)
+	g.batches++
+	g.lastIn = b.In
+	g.deals = g.deals || makesDeals(b)
+}
+
+func makesDeals(b Batch) bool {
+	for _, d := range b.Decisions {
+		if d.Type == DecAggDeals {
+			return true
+		}
+	}
+	return false
+}
 
 // apply reads inputs after st.LastIn and appends their batches, keeping up
 // to Window appends in flight. Each append expects both the sequence and
-// the message id of the batch before it: the sequence alone would let a
+// the message id of the message before it: the sequence alone would let a
 // pipelined append land after a failed one once a foreign message filled
 // the failed one's slot, silently dropping a batch.
+//
+// Inputs already waiting are applied together and their batches appended
+// as one message (see group). A batch that makes deals is always a message
+// of its own: the receipter follows those messages alone and resumes within
+// one by the position of a receipt in its aggregate.
 func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID string) error {
 	inputs := make(chan events.Entry, 1024)
 	readErr := make(chan error, 1)
@@ -236,8 +281,61 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 			}
 		})
 	}()
-	var pending []jetstream.PubAckFuture
-	next := aggSeq // sequence the next append expects to follow
+	var (
+		pending []jetstream.PubAckFuture
+		g       group
+	)
+	// flush appends g, if it holds a batch, after the message before it.
+	flush := func() error {
+		if g.batches == 0 {
+			return nil
+		}
+		id := batchID(g.lastIn)
+		fut, err := r.append(g, aggSeq, lastID)
+		if err != nil {
+			return err
+		}
+		aggSeq++
+		lastID = id
+		pending = append(pending, fut)
+		g = group{}
+		for len(pending) >= r.cfg.Window {
+			if err := waitAck(ctx, pending[0]); err != nil {
+				return err
+			}
+			pending = pending[1:]
+		}
+		return nil
+	}
+	// take applies one input and adds its batch to g, flushing as the
+	// bounds and the deals rule say.
+	take := func(e events.Entry) error {
+		start := time.Now()
+		b := st.Apply(e.Seq, e.Data)
+		if len(b.Decisions) == 0 {
+			return nil
+		}
+		encoded, err := json.Marshal(b)
+		if err != nil {
+			return fmt.Errorf("encode batch of input %d: %w", e.Seq, err)
+		}
+		deals := makesDeals(b)
+		if deals || !g.fits(len(encoded)) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		g.add(b, encoded)
+		if deals {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if r.cfg.OnBatch != nil {
+			r.cfg.OnBatch(b, time.Since(start))
+		}
+		return nil
+	}
 	for {
 		var oldest jetstream.PubAckFuture
 		if len(pending) > 0 {
@@ -257,58 +355,45 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 		case err := <-errChan(oldest):
 			return appendErr(err)
 		case e := <-inputs:
-			fut, id, err := r.step(st, e, next, lastID)
-			if err != nil {
+			if err := take(e); err != nil {
 				return err
 			}
-			if fut != nil {
-				next++
-				lastID = id
-				aggSeq = next
-				pending = append(pending, fut)
-			}
-			for len(pending) >= r.cfg.Window {
-				if err := waitAck(ctx, pending[0]); err != nil {
-					return err
+			// Take what else is waiting, then append it.
+			for more := true; more; {
+				select {
+				case e := <-inputs:
+					if err := take(e); err != nil {
+						return err
+					}
+				default:
+					more = false
 				}
-				pending = pending[1:]
+			}
+			if err := flush(); err != nil {
+				return err
 			}
 		}
 	}
 }
 
-// step applies one input and starts the append of its batch, if any.
-func (r *Runner) step(st *State, e events.Entry, after uint64, afterID string) (jetstream.PubAckFuture, string, error) {
-	start := time.Now()
-	b := st.Apply(e.Seq, e.Data)
-	if len(b.Decisions) == 0 {
-		return nil, "", nil
-	}
-	data, err := json.Marshal(b)
-	if err != nil {
-		return nil, "", fmt.Errorf("encode batch of input %d: %w", e.Seq, err)
-	}
+// append starts the append of g after the message at seq after, whose id
+// is afterID.
+func (r *Runner) append(g group, after uint64, afterID string) (jetstream.PubAckFuture, error) {
 	subject := r.cfg.Subjects.Decisions()
-	for _, d := range b.Decisions {
-		if d.Type == DecAggDeals {
-			subject = r.cfg.Subjects.Deals()
-		}
+	if g.deals {
+		subject = r.cfg.Subjects.Deals()
 	}
 	msg := nats.NewMsg(subject)
-	msg.Data = data
-	id := batchID(b.In)
-	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequence(after), jetstream.WithMsgID(id)}
+	msg.Data = g.msg
+	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequence(after), jetstream.WithMsgID(batchID(g.lastIn))}
 	if afterID != "" {
 		opts = append(opts, jetstream.WithExpectLastMsgID(afterID))
 	}
 	fut, err := r.js.PublishMsgAsync(msg, opts...)
 	if err != nil {
-		return nil, "", fmt.Errorf("append batch of input %d: %w", e.Seq, err)
+		return nil, fmt.Errorf("append batch of input %d: %w", g.lastIn, err)
 	}
-	if r.cfg.OnBatch != nil {
-		r.cfg.OnBatch(b, time.Since(start))
-	}
-	return fut, id, nil
+	return fut, nil
 }
 
 func waitAck(ctx context.Context, f jetstream.PubAckFuture) error {
@@ -350,6 +435,7 @@ func (r *Runner) publishStatus(st *State, aggSeq uint64) {
 	r.mu.Lock()
 	r.counts = st.Counts()
 	r.aggSeq = aggSeq
+	r.lastIn = st.LastIn()
 	r.mu.Unlock()
 }
 

@@ -23,15 +23,18 @@ func NewPublisher(js jetstream.JetStream, prefix string) *events.Publisher {
 }
 
 // Replay reads the aggregate log from sequence from up to its current end
-// and calls fn with each batch of decisions: the whole history of where
-// every CAR went, for rebuilding a service's own state.
+// and calls fn with each batch of decisions, in order: the whole history of
+// where every CAR went, for rebuilding a service's own state. seq is the
+// batch's message in the log; one message may hold the batches of several
+// inputs, so resume from the last seq fn saw whole, skipping batches whose
+// In fn has already seen.
 func Replay(ctx context.Context, js jetstream.JetStream, from uint64, fn func(seq uint64, b aggregator.Batch) error) error {
 	return events.Tail(ctx, js, events.StreamAgg, from, false, func(e events.Entry) error {
-		var b aggregator.Batch
-		if err := aggregator.DecodeBatch(e.Data, &b); err != nil {
+		err := aggregator.EachBatch(e.Data, func(b *aggregator.Batch) error { return fn(e.Seq, *b) })
+		if err != nil {
 			return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
 		}
-		return fn(e.Seq, b)
+		return nil
 	})
 }
 

@@ -316,7 +316,7 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "aggregateLogSeq": a.Store.AggSeq()})
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "aggregateLogSeq": a.Store.AggSeq(), "lastInput": a.Store.LastIn()})
 }
 
 // unchanged says why a report would change nothing, as the fold would

@@ -31,7 +31,8 @@ type Projector struct {
 	OnApplied func([]Entry)
 
 	mu     sync.Mutex
-	seq    uint64
+	seq    uint64 // the last aggregate log message applied
+	in     uint64 // the input of the last batch applied
 	notify chan struct{}
 }
 
@@ -40,7 +41,7 @@ func NewProjector(js jetstream.JetStream, store *Store, log *slog.Logger) *Proje
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Projector{js: js, store: store, log: log, seq: store.AggSeq(), notify: make(chan struct{})}
+	return &Projector{js: js, store: store, log: log, seq: store.AggSeq(), in: store.LastIn(), notify: make(chan struct{})}
 }
 
 // Seq is the last aggregate log sequence applied.
@@ -50,11 +51,31 @@ func (p *Projector) Seq() uint64 {
 	return p.seq
 }
 
-// WaitFor blocks until the projection has applied seq or ctx ends.
+// LastIn is the input log sequence of the last batch applied.
+func (p *Projector) LastIn() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.in
+}
+
+// WaitFor blocks until the projection has applied the aggregate log up to
+// seq or ctx ends.
 func (p *Projector) WaitFor(ctx context.Context, seq uint64) error {
+	return p.wait(ctx, func() bool { return p.seq >= seq })
+}
+
+// WaitForInput blocks until the projection has applied the batches of the
+// inputs up to in or ctx ends. An input that caused no decision (a tick
+// that changed nothing) has no batch: wait for one that did.
+func (p *Projector) WaitForInput(ctx context.Context, in uint64) error {
+	return p.wait(ctx, func() bool { return p.in >= in })
+}
+
+// wait blocks until done, called under p.mu, holds or ctx ends.
+func (p *Projector) wait(ctx context.Context, done func() bool) error {
 	for {
 		p.mu.Lock()
-		done, ch := p.seq >= seq, p.notify
+		done, ch := done(), p.notify
 		p.mu.Unlock()
 		if done {
 			return nil
@@ -91,18 +112,22 @@ func (p *Projector) Run(ctx context.Context, follow bool) (err error) {
 	go func() {
 		defer close(entries)
 		readErr <- events.Tail(ctx, p.js, events.StreamAgg, p.Seq()+1, follow, func(e events.Entry) error {
-			var b aggregator.Batch
-			if err := aggregator.DecodeBatch(e.Data, &b); err != nil {
+			var msg []Entry
+			err := aggregator.EachBatch(e.Data, func(b *aggregator.Batch) error {
+				msg = append(msg, Entry{Seq: e.Seq, Batch: *b})
+				msg[len(msg)-1].Prepare()
+				return nil
+			})
+			if err != nil {
 				return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
 			}
-			entry := Entry{Seq: e.Seq, Batch: b}
-			entry.Prepare()
-			select {
-			case entries <- entry:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
+			msg[len(msg)-1].end = true
+			for _, entry := range msg {
+				if err := send(ctx, entries, entry); err != nil {
+					return err
+				}
 			}
+			return nil
 		})
 	}()
 	limit := maxTx
@@ -126,26 +151,50 @@ func (p *Projector) Run(ctx context.Context, follow bool) (err error) {
 	}
 }
 
-// drain blocks for one entry, then takes what else is ready up to limit.
-// ok is false once the channel is closed.
+func send(ctx context.Context, ch chan<- Entry, e Entry) error {
+	select {
+	case ch <- e:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// drain blocks for one entry, then takes what else is ready up to limit,
+// and always the rest of the last message it took: a transaction applies
+// whole messages, so the sequence it stores is never that of a message
+// applied in part. ok is false once the channel is closed; a message cut
+// short by the close is left out.
 func drain(ch <-chan Entry, limit int) ([]Entry, bool) {
 	e, ok := <-ch
 	if !ok {
 		return nil, false
 	}
 	batch := []Entry{e}
-	for len(batch) < limit {
-		select {
-		case e, ok := <-ch:
-			if !ok {
-				return batch, false
-			}
-			batch = append(batch, e)
-		default:
+	for {
+		whole := batch[len(batch)-1].end
+		if whole && len(batch) >= limit {
 			return batch, true
 		}
+		var e Entry
+		var ok bool
+		if whole {
+			select {
+			case e, ok = <-ch:
+			default:
+				return batch, true
+			}
+		} else {
+			e, ok = <-ch // the rest of the message is on its way
+		}
+		if !ok {
+			for len(batch) > 0 && !batch[len(batch)-1].end {
+				batch = batch[:len(batch)-1]
+			}
+			return batch, false
+		}
+		batch = append(batch, e)
 	}
-	return batch, true
 }
 
 func (p *Projector) apply(batch []Entry) error {
@@ -155,6 +204,7 @@ func (p *Projector) apply(batch []Entry) error {
 	}
 	p.mu.Lock()
 	p.seq = batch[len(batch)-1].Seq
+	p.in = batch[len(batch)-1].Batch.In
 	close(p.notify)
 	p.notify = make(chan struct{})
 	p.mu.Unlock()

@@ -85,17 +85,22 @@ func (r *Receipter) Run(ctx context.Context) error {
 		if !bytes.Contains(e.Data, deals) {
 			return nil // most batches make no deals; skip decoding them
 		}
-		var b aggregator.Batch
-		if err := aggregator.DecodeBatch(e.Data, &b); err != nil {
+		// A batch that makes deals is a message of its own (the runner's
+		// rule), so a receipt's position within its aggregate places it
+		// within its message.
+		err := aggregator.EachBatch(e.Data, func(b *aggregator.Batch) error {
+			for _, d := range b.Decisions {
+				if d.Type != aggregator.DecAggDeals {
+					continue
+				}
+				if err := r.publish(ctx, e.Seq, d); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
 			return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
-		}
-		for _, d := range b.Decisions {
-			if d.Type != aggregator.DecAggDeals {
-				continue
-			}
-			if err := r.publish(ctx, e.Seq, d); err != nil {
-				return err
-			}
 		}
 		return nil
 	}

@@ -38,6 +38,7 @@ var (
 	bRejects = []byte("rejects")    // input seq → rejection without a CAR
 	bQueued  = []byte("queued")     // car number of CARs waiting for their piece
 	kAggSeq  = []byte("aggSeq")
+	kLastIn  = []byte("lastIn") // the input of the last batch applied
 	kNextCar = []byte("nextCar")
 	kSchema  = []byte("schema")
 	kBulk    = []byte("bulk")    // set while a rebuild runs
@@ -149,19 +150,29 @@ func Remove(path string) error {
 }
 
 // AggSeq is the last aggregate log sequence applied.
-func (s *Store) AggSeq() uint64 {
-	var seq uint64
+func (s *Store) AggSeq() uint64 { return s.meta(kAggSeq) }
+
+// LastIn is the input log sequence of the last batch applied: every input
+// up to it that caused a decision is in the read models.
+func (s *Store) LastIn() uint64 { return s.meta(kLastIn) }
+
+func (s *Store) meta(key []byte) uint64 {
+	var v uint64
 	_ = s.db.View(func(tx *bolt.Tx) error {
-		seq = u64(tx.Bucket(bMeta).Get(kAggSeq))
+		v = u64(tx.Bucket(bMeta).Get(key))
 		return nil
 	})
-	return seq
+	return v
 }
 
-// Entry is one aggregate log message to apply.
+// Entry is one batch of an aggregate log message to apply.
 type Entry struct {
+	// Seq is the message's sequence in the aggregate log; the batches of
+	// one message share it.
 	Seq   uint64
 	Batch aggregator.Batch
+	// end marks the message's last batch (the projector's reader sets it).
+	end bool
 	// pieces holds the parsed piece of each car.added decision, by index,
 	// when the projector's reader prepared them (Prepare): parsing a CID
 	// there takes it off the single writer's path.
@@ -186,8 +197,11 @@ func (e *Entry) Prepare() {
 	}
 }
 
-// Apply applies entries in one transaction. Entries at or below the stored
-// sequence were applied before and are skipped.
+// Apply applies entries, in log order, in one transaction. Entries at or
+// below the stored sequence were applied before and are skipped. The
+// entries of one aggregate-log message (its batches, all with its
+// sequence) must all be in one call: the stored sequence says a message
+// was applied whole.
 func (s *Store) Apply(entries []Entry) error {
 	ix := &indexTx{x: s.index}
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -197,11 +211,13 @@ func (s *Store) Apply(entries []Entry) error {
 		// them in half (bbolt's default suits random inserts).
 		tx.Bucket(bCars).FillPercent = 1
 		tx.Bucket(bMembers).FillPercent = 1
-		last := u64(meta.Get(kAggSeq))
+		applied := u64(meta.Get(kAggSeq))
+		last, lastIn := applied, u64(meta.Get(kLastIn))
 		for _, e := range entries {
-			if e.Seq <= last {
+			if e.Seq <= applied {
 				continue
 			}
+			lastIn = e.Batch.In
 			for i, d := range e.Batch.Decisions {
 				var prepared piece.Commitment
 				if i < len(e.pieces) {
@@ -220,6 +236,9 @@ func (s *Store) Apply(entries []Entry) error {
 			return err
 		}
 		if err := meta.Put(kNextCar, be64(w.next)); err != nil {
+			return err
+		}
+		if err := meta.Put(kLastIn, be64(lastIn)); err != nil {
 			return err
 		}
 		return meta.Put(kAggSeq, be64(last))

@@ -73,13 +73,13 @@ func Replay(ctx context.Context, js jetstream.JetStream, path string, dealSize u
 		applied += len(entries)
 		if time.Since(last) > time.Second {
 			last = time.Now()
-			fmt.Fprintf(stdout, "replayed %d aggregate log messages…\n", applied)
+			fmt.Fprintf(stdout, "replayed %d batches…\n", applied)
 		}
 	}
 	if err := p.Run(ctx, false); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "replayed %d aggregate log messages (through sequence %d) in %s\n",
+	fmt.Fprintf(stdout, "replayed %d batches (aggregate log through sequence %d) in %s\n",
 		applied, store.AggSeq(), time.Since(start).Round(time.Millisecond))
 	return nil
 }

@@ -56,20 +56,25 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, vie
 	r := &Report{}
 	model := aggregator.NewModel()
 	var (
-		sums   [][32]byte
+		sums   []stored
 		lastIn uint64 // the last input the aggregate log has folded
 	)
 	err := events.Tail(ctx, js, events.StreamAgg, 1, false, func(e events.Entry) error {
-		var b aggregator.Batch
-		if err := aggregator.DecodeBatch(e.Data, &b); err != nil {
-			r.add(fmt.Sprintf("aggregate log %d", e.Seq), "unreadable: %v", err)
-			return nil
+		k := 0
+		for data := range aggregator.Batches(e.Data) {
+			k++
+			at := stored{seq: e.Seq, k: k, sum: sha256.Sum256(data)}
+			sums = append(sums, at)
+			var b aggregator.Batch
+			if err := aggregator.DecodeBatch(data, &b); err != nil {
+				r.add(at.String(), "unreadable: %v", err)
+				continue
+			}
+			lastIn = max(lastIn, b.In)
+			if err := model.Apply(b); err != nil {
+				r.add(at.String(), "%v", err)
+			}
 		}
-		lastIn = max(lastIn, b.In)
-		if err := model.Apply(b); err != nil {
-			r.add(fmt.Sprintf("aggregate log %d", e.Seq), "%v", err)
-		}
-		sums = append(sums, sha256.Sum256(e.Data))
 		return nil
 	})
 	if err != nil {
@@ -100,12 +105,29 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, vie
 	return r, nil
 }
 
+// stored is one batch of the aggregate log: the k-th (from 1) of message
+// seq, and the SHA-256 of its bytes.
+type stored struct {
+	seq uint64
+	k   int
+	sum [32]byte
+}
+
+func (s stored) String() string {
+	if s.k == 1 {
+		return fmt.Sprintf("aggregate log %d", s.seq)
+	}
+	return fmt.Sprintf("aggregate log %d, batch %d", s.seq, s.k)
+}
+
 // refold folds the input log, up to the last input the aggregate log has
 // folded (lastIn), into a fresh state and requires the stored aggregate
-// log, message for message; it also requires every car.replicated the fold
-// accepted to have a state in the model. Inputs after lastIn are not
-// folded yet: on a live system they arrive while the audit reads.
-func refold(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, sums [][32]byte, lastIn uint64, model *aggregator.Model, r *Report) error {
+// log, batch for batch and byte for byte (how batches were grouped into
+// messages is the runner's timing, not a decision); it also requires every
+// car.replicated the fold accepted to have a state in the model. Inputs
+// after lastIn are not folded yet: on a live system they arrive while the
+// audit reads.
+func refold(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, sums []stored, lastIn uint64, model *aggregator.Model, r *Report) error {
 	st := aggregator.New(cfg)
 	i, mismatched := 0, false
 	err := events.Tail(ctx, js, events.StreamIn, 1, false, func(e events.Entry) error {
@@ -121,8 +143,12 @@ func refold(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, 
 		if err != nil {
 			return err
 		}
-		if !mismatched && (i >= len(sums) || sha256.Sum256(data) != sums[i]) {
-			r.add(fmt.Sprintf("aggregate log %d", i+1), "differs from the fold of input %d (was the log written under another configuration?)", e.Seq)
+		if !mismatched && (i >= len(sums) || sha256.Sum256(data) != sums[i].sum) {
+			at := "aggregate log"
+			if i < len(sums) {
+				at = sums[i].String()
+			}
+			r.add(at, "differs from the fold of input %d (was the log written under another configuration?)", e.Seq)
 			mismatched = true
 		}
 		i++

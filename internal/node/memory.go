@@ -16,7 +16,7 @@ import (
 // runtime keeps those pages resident (its forced collection comes only
 // every two minutes, and the scavenger then returns memory slowly). So
 // once the projection has been still for releaseIdle after applying at
-// least releaseAfter batches, the node collects and returns the free
+// least releaseAfter batches (counted by the inputs they came from), the node collects and returns the free
 // memory at once. A trickle of inputs never triggers it.
 var (
 	releaseIdle         = 10 * time.Second
@@ -28,7 +28,7 @@ func (n *Node) releaseMemory(ctx context.Context) error {
 	t := time.NewTicker(idle / 2)
 	defer t.Stop()
 	var (
-		last      = n.Projector.Seq()
+		last      = n.Projector.LastIn()
 		released  = last
 		stillFrom = time.Now()
 	)
@@ -37,7 +37,7 @@ func (n *Node) releaseMemory(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case now := <-t.C:
-			seq := n.Projector.Seq()
+			seq := n.Projector.LastIn()
 			if seq != last {
 				last, stillFrom = seq, now
 				continue
@@ -50,7 +50,7 @@ func (n *Node) releaseMemory(ctx context.Context) error {
 				debug.FreeOSMemory()
 				released = seq
 				n.releases.Add(1)
-				n.log.Debug("memory returned after a burst", "aggregateLogSeq", seq)
+				n.log.Debug("memory returned after a burst", "lastInput", seq)
 			}
 		}
 	}

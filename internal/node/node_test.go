@@ -77,9 +77,12 @@ func lastInputSeen(t *testing.T, js jetstream.JetStream, aggSeq uint64) uint64 {
 	if err != nil {
 		return 0
 	}
-	var b aggregator.Batch
-	_ = json.Unmarshal(m.Data, &b)
-	return b.In
+	var in uint64
+	_ = aggregator.EachBatch(m.Data, func(b *aggregator.Batch) error {
+		in = b.In
+		return nil
+	})
+	return in
 }
 
 // lastDecisive: every input in these tests causes a decision (no ticks).
@@ -233,8 +236,12 @@ func verifyAggregate(t *testing.T, api *client.HTTP, id uint64) {
 }
 
 // checkLogs refolds the whole input log into a fresh state and requires the
-// aggregate log byte for byte, then checks the model's invariants on it.
-func checkLogs(t *testing.T, js jetstream.JetStream, deal uint64) {
+// aggregate log byte for byte: its messages, cut where the runner cut them,
+// are the refold's batches joined by newlines. Then it checks the model's
+// invariants on it, and the runner's grouping rule: a batch that makes
+// deals is a message of its own on the deals subject, and only such
+// messages are. It returns the number of messages and of batches.
+func checkLogs(t *testing.T, js jetstream.JetStream, deal uint64) (msgs, batches int) {
 	t.Helper()
 	ctx := context.Background()
 	st := aggregator.New(aggregator.Config{DealSize: deal, MinPayload: aggregator.DefaultMinPayload(deal), MaxWait: time.Hour})
@@ -253,15 +260,32 @@ func checkLogs(t *testing.T, js jetstream.JetStream, deal uint64) {
 	m := aggregator.NewModel()
 	i := 0
 	err = events.Tail(ctx, js, events.StreamAgg, 1, false, func(e events.Entry) error {
-		if i >= len(want) || !bytes.Equal(e.Data, want[i]) {
+		k := bytes.Count(e.Data, []byte("\n")) + 1
+		if i+k > len(want) || !bytes.Equal(e.Data, bytes.Join(want[i:i+k], []byte("\n"))) {
 			return fmt.Errorf("aggregate log message %d differs from the refold", e.Seq)
 		}
-		i++
-		var b aggregator.Batch
-		if err := json.Unmarshal(e.Data, &b); err != nil {
-			return err
+		deals := false
+		for _, data := range want[i : i+k] {
+			var b aggregator.Batch
+			if err := json.Unmarshal(data, &b); err != nil {
+				return err
+			}
+			for _, d := range b.Decisions {
+				deals = deals || d.Type == aggregator.DecAggDeals
+			}
+			if err := m.Apply(b); err != nil {
+				return err
+			}
 		}
-		return m.Apply(b)
+		if deals && k != 1 {
+			return fmt.Errorf("aggregate log message %d groups a batch that makes deals with %d others", e.Seq, k-1)
+		}
+		if onDeals := e.Msg.Subject() == events.DefaultSubjects.Deals(); onDeals != deals {
+			return fmt.Errorf("aggregate log message %d on %s, makes deals: %v", e.Seq, e.Msg.Subject(), deals)
+		}
+		i += k
+		msgs++
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -272,6 +296,7 @@ func checkLogs(t *testing.T, js jetstream.JetStream, deal uint64) {
 	if err := m.Check(deal); err != nil {
 		t.Fatal(err)
 	}
+	return msgs, i
 }
 
 func TestRestartsDuringBulkIngestLoseAndDoubleNothing(t *testing.T) {
@@ -310,7 +335,13 @@ func TestRestartsDuringBulkIngestLoseAndDoubleNothing(t *testing.T) {
 			t.Fatalf("CAR %d: %+v %v", i, v, err)
 		}
 	}
-	checkLogs(t, nt.JS, testDeal)
+	// The burst is grouped: several batches per message (so the refold
+	// above held for grouped messages, not only for one batch each).
+	if msgs, batches := checkLogs(t, nt.JS, testDeal); msgs >= batches {
+		t.Fatalf("aggregate log holds %d batches in %d messages: a burst of %d inputs was not grouped", batches, msgs, total)
+	} else {
+		t.Logf("aggregate log: %d batches in %d messages", batches, msgs)
+	}
 }
 
 func TestASecondAggregatorWaitsAndARogueAppendDeposesTheWriter(t *testing.T) {
