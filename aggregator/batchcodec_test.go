@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"github.com/ferry-dev/ferry/internal/mutate"
@@ -504,4 +505,69 @@ func TestMessagesOfSeveralBatchesSplitIntoTheirBatches(t *testing.T) {
 			t.Errorf("EachBatch(%q): no error", bad)
 		}
 	}
+}
+
+// bcEncodeAgrees checks EncodeBatch against json.Marshal: the same bytes
+// after what dst held, or an error exactly when json.Marshal fails.
+func bcEncodeAgrees(t *testing.T, b Batch) {
+	t.Helper()
+	want, werr := json.Marshal(b)
+	prefix := []byte("prefix\n")
+	got, gerr := EncodeBatch(append([]byte(nil), prefix...), &b)
+	if (werr != nil) != (gerr != nil) {
+		t.Fatalf("%s: EncodeBatch error %v, json.Marshal error %v", bcShow(b), gerr, werr)
+	}
+	if werr == nil && (!bytes.HasPrefix(got, prefix) || !bytes.Equal(got[len(prefix):], want)) {
+		t.Fatalf("%s:\nEncodeBatch  %q\njson.Marshal %q", bcShow(b), got, want)
+	}
+}
+
+func TestEncodeBatchEqualsMarshal(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	n := 20000
+	if testing.Short() {
+		n = 2000
+	}
+	for range n {
+		bcEncodeAgrees(t, bcBatch(r))
+	}
+	for _, b := range bcCommon(t) {
+		bcEncodeAgrees(t, b)
+	}
+	far := time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, b := range []Batch{
+		{},
+		{In: 1, Decisions: []Decision{}},
+		{In: 1, Now: far},
+		{In: 1, Decisions: []Decision{{Type: DecAggClock, At: far}}},
+		{In: 1, Decisions: []Decision{{Type: DecCarAdded, Record: &Record{}}}},
+		{In: 1, Decisions: []Decision{{Type: DecCarAdded, Record: &Record{Source: json.RawMessage(`{"a": <1>}`)}}}},
+		{In: 1, Decisions: []Decision{{Type: DecCarAdded, Record: &Record{Source: json.RawMessage(" {\"a\" : \"<&>\u2028\" } ")}}}},
+		{In: 1, Decisions: []Decision{{Type: DecAggDeals, Deals: []events.Deal{{Provider: "f0<1>", DealID: 7}}}}},
+		{In: 1, Decisions: []Decision{{Type: "x\u2029\"\\\x01\xff", First: -1, Count: -2}}},
+	} {
+		bcEncodeAgrees(t, b)
+	}
+}
+
+func BenchmarkEncodeBatch(b *testing.B) {
+	batch := bcTypical(1)
+	b.Run("EncodeBatch", func(b *testing.B) {
+		b.ReportAllocs()
+		var buf []byte
+		for b.Loop() {
+			var err error
+			if buf, err = EncodeBatch(buf[:0], &batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("json.Marshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := json.Marshal(batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

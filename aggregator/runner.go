@@ -1,8 +1,8 @@
 package aggregator
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -229,7 +229,9 @@ const (
 	maxGroupBytes   = 64 << 10
 )
 
-// group is the aggregate-log message being built.
+// group is the aggregate-log message being built. Its buffer is reused
+// from message to message; an append sends a copy of exactly its size (an
+// async publish may resend the data it was given).
 type group struct {
 	msg     []byte
 	batches int
@@ -242,14 +244,16 @@ func (g *group) fits(n int) bool {
 	return g.batches == 0 || (g.batches < maxGroupBatches && len(g.msg)+1+n <= maxGroupBytes)
 }
 
-func (g *group) add(b Batch, encoded []byte) {
+func (g *group) add(b *Batch, encoded []byte) {
 	g.msg = AppendBatch(g.msg, encoded)
 	g.batches++
 	g.lastIn = b.In
 	g.deals = g.deals || makesDeals(b)
 }
 
-func makesDeals(b Batch) bool {
+func (g *group) reset() { *g = group{msg: g.msg[:0]} }
+
+func makesDeals(b *Batch) bool {
 	for _, d := range b.Decisions {
 		if d.Type == DecAggDeals {
 			return true
@@ -284,6 +288,7 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 	var (
 		pending []jetstream.PubAckFuture
 		g       group
+		scratch []byte // the batch being encoded
 	)
 	// flush appends g, if it holds a batch, after the message before it.
 	flush := func() error {
@@ -298,7 +303,7 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 		aggSeq++
 		lastID = id
 		pending = append(pending, fut)
-		g = group{}
+		g.reset()
 		for len(pending) >= r.cfg.Window {
 			if err := waitAck(ctx, pending[0]); err != nil {
 				return err
@@ -315,17 +320,17 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 		if len(b.Decisions) == 0 {
 			return nil
 		}
-		encoded, err := json.Marshal(b)
-		if err != nil {
+		var err error
+		if scratch, err = EncodeBatch(scratch[:0], &b); err != nil {
 			return fmt.Errorf("encode batch of input %d: %w", e.Seq, err)
 		}
-		deals := makesDeals(b)
-		if deals || !g.fits(len(encoded)) {
+		deals := makesDeals(&b)
+		if deals || !g.fits(len(scratch)) {
 			if err := flush(); err != nil {
 				return err
 			}
 		}
-		g.add(b, encoded)
+		g.add(&b, scratch)
 		if deals {
 			if err := flush(); err != nil {
 				return err
@@ -384,7 +389,7 @@ func (r *Runner) append(g group, after uint64, afterID string) (jetstream.PubAck
 		subject = r.cfg.Subjects.Deals()
 	}
 	msg := nats.NewMsg(subject)
-	msg.Data = g.msg
+	msg.Data = bytes.Clone(g.msg)
 	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequence(after), jetstream.WithMsgID(batchID(g.lastIn))}
 	if afterID != "" {
 		opts = append(opts, jetstream.WithExpectLastMsgID(afterID))

@@ -7,9 +7,9 @@ import (
 	"encoding/json"
 	"strconv"
 	"sync"
-	"unicode/utf8"
 
 	"github.com/ferry-dev/ferry/aggregator/frc58"
+	"github.com/ferry-dev/ferry/internal/jsonw"
 	"github.com/filecoin-project/go-data-segment/merkletree"
 )
 
@@ -20,16 +20,16 @@ import (
 // read. A test holds it equal to json.Marshal.
 func appendCarJSON(dst []byte, c *CarView, proof *frc58.Proof) ([]byte, error) {
 	dst = append(dst, `{"car":`...)
-	dst = appendJSONString(dst, c.Car)
+	dst = jsonw.String(dst, c.Car)
 	dst = append(dst, `,"state":`...)
-	dst = appendJSONString(dst, c.State)
+	dst = jsonw.String(dst, c.State)
 	if c.Size != 0 {
 		dst = append(dst, `,"size":`...)
 		dst = strconv.AppendUint(dst, c.Size, 10)
 	}
 	if c.MD5 != "" {
 		dst = append(dst, `,"md5":`...)
-		dst = appendJSONString(dst, c.MD5)
+		dst = jsonw.String(dst, c.MD5)
 	}
 	if len(c.URLs) != 0 {
 		dst = append(dst, `,"urls":[`...)
@@ -37,24 +37,24 @@ func appendCarJSON(dst []byte, c *CarView, proof *frc58.Proof) ([]byte, error) {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendJSONString(dst, u)
+			dst = jsonw.String(dst, u)
 		}
 		dst = append(dst, ']')
 	}
 	if c.ReplicatedAt != "" {
 		dst = append(dst, `,"replicatedAt":`...)
-		dst = appendJSONString(dst, c.ReplicatedAt)
+		dst = jsonw.String(dst, c.ReplicatedAt)
 	}
 	if len(c.Source) != 0 {
 		dst = append(dst, `,"source":`...)
 		var err error
-		if dst, err = appendRaw(dst, c.Source); err != nil {
+		if dst, err = jsonw.Raw(dst, c.Source); err != nil {
 			return nil, err
 		}
 	}
 	if c.Piece != "" {
 		dst = append(dst, `,"piece":`...)
-		dst = appendJSONString(dst, c.Piece)
+		dst = jsonw.String(dst, c.Piece)
 	}
 	if c.PieceSize != 0 {
 		dst = append(dst, `,"pieceSize":`...)
@@ -66,7 +66,7 @@ func appendCarJSON(dst []byte, c *CarView, proof *frc58.Proof) ([]byte, error) {
 	}
 	if c.AggregatePiece != "" {
 		dst = append(dst, `,"aggregatePiece":`...)
-		dst = appendJSONString(dst, c.AggregatePiece)
+		dst = jsonw.String(dst, c.AggregatePiece)
 	}
 	if c.Position != nil {
 		dst = append(dst, `,"position":`...)
@@ -103,7 +103,7 @@ func appendCarJSON(dst []byte, c *CarView, proof *frc58.Proof) ([]byte, error) {
 	}
 	if c.Reason != "" {
 		dst = append(dst, `,"reason":`...)
-		dst = appendJSONString(dst, c.Reason)
+		dst = jsonw.String(dst, c.Reason)
 	}
 	return append(dst, '}'), nil
 }
@@ -125,40 +125,3 @@ func appendProofPath(dst []byte, p *merkletree.ProofData) []byte {
 }
 
 var cborBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// appendJSONString appends s quoted as encoding/json quotes it. Strings
-// that need no escaping — CIDs, hex, URLs, dates, almost everything here —
-// are copied; the rest go through encoding/json.
-func appendJSONString(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if b := s[i]; b < 0x20 || b >= utf8.RuneSelf || b == '"' || b == '\\' || b == '<' || b == '>' || b == '&' {
-			q, _ := json.Marshal(s) // a string always encodes
-			return append(dst, q...)
-		}
-	}
-	dst = append(dst, '"')
-	dst = append(dst, s...)
-	return append(dst, '"')
-}
-
-// appendRaw appends a json.RawMessage as encoding/json does: compacted,
-// with <, > and & escaped.
-func appendRaw(dst []byte, raw []byte) ([]byte, error) {
-	plain := true
-	for _, b := range raw {
-		if b <= ' ' || b >= utf8.RuneSelf || b == '<' || b == '>' || b == '&' {
-			plain = false
-			break
-		}
-	}
-	if plain && json.Valid(raw) {
-		return append(dst, raw...), nil
-	}
-	var compact bytes.Buffer
-	if err := json.Compact(&compact, raw); err != nil {
-		return nil, err
-	}
-	var escaped bytes.Buffer
-	json.HTMLEscape(&escaped, compact.Bytes())
-	return append(dst, escaped.Bytes()...), nil
-}
