@@ -202,9 +202,13 @@ func (s *State) undecodable(b *Batch, data []byte, err error) {
 }
 
 func (s *State) onReplicated(b *Batch, e *events.CarReplicated) {
-	car := canonical(e.Car)
+	chk, reason := e.Check(s.cfg.DealSize)
+	car := e.Car // as canonical does, from the CID Check parsed
+	if chk.CID.Defined() {
+		car = chk.CID.String()
+	}
 	_, known := s.accepted[keyOf(car)]
-	if reason := e.Validate(s.cfg.DealSize); reason != "" {
+	if reason != "" {
 		if known {
 			// A bad copy of an accepted CAR's event must not undo it.
 			s.ignore(b, car, "invalid event for an accepted CAR: "+reason)
@@ -222,7 +226,7 @@ func (s *State) onReplicated(b *Batch, e *events.CarReplicated) {
 		s.emit(b, Decision{Type: DecCarQueued, Car: car, Record: rec})
 		return
 	}
-	c, _ := e.Commitment() // Validate checked it
+	c := chk.Piece
 	if s.cfg.VerifyPieces {
 		if v2, err := c.V2(); err == nil {
 			s.emit(b, Decision{Type: DecCarQueued, Car: car, Record: rec, Piece: v2.String()})

@@ -594,3 +594,46 @@ func BenchmarkDecode(b *testing.B) {
 		})
 	}
 }
+
+// Encode writes a car.replicated by hand; it must be json.Marshal's bytes
+// (or its error) for any event, hostile strings and sources included.
+func TestEncodeCarReplicatedEqualsMarshal(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	n := 20000
+	if testing.Short() {
+		n = 2000
+	}
+	check := func(e *CarReplicated) {
+		t.Helper()
+		got, gerr := Encode(e) // sets the header
+		want, werr := json.Marshal(e)
+		if (gerr != nil) != (werr != nil) || !bytes.Equal(got, want) {
+			t.Fatalf("%s:\nEncode       %q %v\njson.Marshal %q %v", fdShow(e), got, gerr, want, werr)
+		}
+	}
+	for range n {
+		e := &CarReplicated{Car: fdString(r), Size: mutate.Uint(r), MD5: fdString(r), URLs: []string{}}
+		if r.IntN(2) == 0 {
+			e.Piece, e.PieceSize = fdString(r), mutate.Uint(r)
+		}
+		if r.IntN(2) == 0 {
+			e.ReplicatedAt = fdString(r)
+		}
+		switch r.IntN(4) {
+		case 0:
+			e.URLs = nil
+		case 1:
+		default:
+			for range 1 + r.IntN(3) {
+				e.URLs = append(e.URLs, fdString(r))
+			}
+		}
+		if r.IntN(3) != 0 {
+			e.Source = fdSource(r)
+		}
+		check(e)
+	}
+	check(fdReplicated(1, 1_000_000, true))
+	check(&CarReplicated{Car: "<&>\u2028", Source: json.RawMessage(`{"a": <>}`)})
+	check(&CarReplicated{Source: json.RawMessage(" [ \"<&>\u2029\" ] ")})
+}

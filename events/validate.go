@@ -22,12 +22,35 @@ const (
 // dealSize and returns the reason it is unacceptable, or "" when it is good.
 // The reason is a sentence meant for the producer.
 func (e *CarReplicated) Validate(dealSize uint64) string {
+	_, reason := e.Check(dealSize)
+	return reason
+}
+
+// Checked is what Check parsed of a car.replicated.
+type Checked struct {
+	// CID is the CAR's CID, when it parses (even if a later rule fails).
+	CID cid.Cid
+	// Piece is the claimed piece, when the event is valid and claims one.
+	Piece piece.Commitment
+}
+
+// Check is Validate that also returns what it parsed, so that a caller (the
+// fold) parses each CID once.
+func (e *CarReplicated) Check(dealSize uint64) (Checked, string) {
+	var chk Checked
+	reason := e.check(dealSize, &chk)
+	return chk, reason
+}
+
+func (e *CarReplicated) check(dealSize uint64, chk *Checked) string {
 	if e.Car == "" {
 		return "car: missing"
 	}
-	if _, err := cid.Decode(e.Car); err != nil {
+	c, err := cid.Decode(e.Car)
+	if err != nil {
 		return fmt.Sprintf("car: %q is not a CID: %v", e.Car, err)
 	}
+	chk.CID = c
 	if e.Size == 0 {
 		return "size: must be at least 1 byte"
 	}
@@ -62,9 +85,11 @@ func (e *CarReplicated) Validate(dealSize uint64) string {
 		}
 	}
 	if e.Piece != "" {
-		if _, reason := e.Commitment(); reason != "" {
+		p, reason := e.Commitment()
+		if reason != "" {
 			return reason
 		}
+		chk.Piece = p
 	} else if e.PieceSize != 0 {
 		return "pieceSize: given without a piece"
 	}

@@ -40,6 +40,18 @@ func stateCode(s string) (byte, error) {
 
 // appendRecord appends r's binary form: a version byte, the state, then
 // varints and length-prefixed strings in a fixed order.
+// recordSize bounds appendRecord's bytes for r, so a buffer of that
+// capacity never grows.
+func recordSize(r *carRecord) int {
+	c := &r.view
+	n := 2 + 4*binary.MaxVarintLen64 + 7*binary.MaxVarintLen32 +
+		len(c.Car) + len(c.MD5) + len(c.ReplicatedAt) + len(c.Source) + len(c.Piece) + len(c.Reason)
+	for _, u := range c.URLs {
+		n += binary.MaxVarintLen32 + len(u)
+	}
+	return n
+}
+
 func appendRecord(dst []byte, r *carRecord) ([]byte, error) {
 	c := &r.view
 	st, err := stateCode(c.State)

@@ -347,7 +347,7 @@ func (w *writer) put(r *carRecord) error {
 		w.index.add(r.view.Car, r.num)
 	}
 	// bbolt keeps the value until commit, so each put gets its own buffer.
-	data, err := appendRecord(make([]byte, 0, 96+len(r.view.Car)+len(r.view.Piece)+len(r.view.Source)), r)
+	data, err := appendRecord(make([]byte, 0, recordSize(r)), r)
 	if err != nil {
 		return err
 	}
