@@ -3,6 +3,7 @@ package projections
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"maps"
 	"math"
 	"slices"
@@ -115,30 +116,89 @@ func (t *indexTx) add(car string, num uint64) {
 
 // flush writes recent and fresh entries to the bucket, in key order, when
 // they reach flushAt or force is set, and moves the mark to last. Only the
-// writer changes recent, so what it reads here stays true until commit.
+// projector's transaction calls it.
 func (t *indexTx) flush(tx *bolt.Tx, last uint64, force bool) error {
 	t.x.mu.RLock()
 	n := len(t.x.recent) + len(t.fresh)
+	t.x.mu.RUnlock()
 	if n == 0 || (!force && n < t.x.flushAt) {
-		t.x.mu.RUnlock()
 		return nil
 	}
-	all := make(map[cidKey]uint64, n)
-	maps.Copy(all, t.x.recent)
-	t.x.mu.RUnlock()
-	maps.Copy(all, t.fresh)
+	keys, all := t.pending()
 	b := tx.Bucket(bCids)
 	if k, _ := b.Cursor().First(); k == nil {
 		b.FillPercent = 1 // a first write, in key order, only appends
 	}
-	keys := slices.SortedFunc(maps.Keys(all), func(a, b cidKey) int { return bytes.Compare(a[:], b[:]) })
+	if err := putIndex(b, keys, all); err != nil {
+		return err
+	}
+	t.flushed = true
+	return tx.Bucket(bMeta).Put(kIndexed, be64(last))
+}
+
+// pending returns the entries waiting to be written, keys in order.
+func (t *indexTx) pending() ([]cidKey, map[cidKey]uint64) {
+	t.x.mu.RLock()
+	all := make(map[cidKey]uint64, len(t.x.recent)+len(t.fresh))
+	maps.Copy(all, t.x.recent)
+	t.x.mu.RUnlock()
+	maps.Copy(all, t.fresh)
+	return slices.SortedFunc(maps.Keys(all), func(a, b cidKey) int { return bytes.Compare(a[:], b[:]) }), all
+}
+
+// putIndex puts keys, with their numbers from all, into b. bbolt holds
+// keys and values until commit, so they live in one arena.
+func putIndex(b *bolt.Bucket, keys []cidKey, all map[cidKey]uint64) error {
+	arena := make([]byte, 0, len(keys)*(len(cidKey{})+8))
 	for _, k := range keys {
-		if err := b.Put(bytes.Clone(k[:]), be64(all[k])); err != nil {
+		arena = append(arena, k[:]...)
+		key := arena[len(arena)-len(k):]
+		arena = binary.BigEndian.AppendUint64(arena, all[k])
+		if err := b.Put(key, arena[len(arena)-8:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// bulkIndexTx bounds the keys of one transaction of a rebuild's index
+// write: bbolt holds a transaction's new keys in one node until commit, and
+// growing it to a million entries cost more than the puts (300,000 keys:
+// 0.56 s in one transaction, 0.20 s in transactions of 16,384). A var so
+// tests can cut a small rebuild into several.
+var bulkIndexTx = 16384
+
+// writeBulk writes every entry of a rebuild, sorted, in transactions of
+// bulkIndexTx keys, then moves the mark to last. The file is marked as
+// being rebuilt until the caller's final commit, so a crash in between
+// leaves a file the next Open empties.
+func (t *indexTx) writeBulk(db *bolt.DB, last uint64) error {
+	keys, all := t.pending()
+	var fill float64
+	err := db.View(func(tx *bolt.Tx) error {
+		if k, _ := tx.Bucket(bCids).Cursor().First(); k == nil {
+			fill = 1 // keys in order into an empty bucket only append
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for start := 0; start < len(keys); start += bulkIndexTx {
+		chunk := keys[start:min(start+bulkIndexTx, len(keys))]
+		err := db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bCids)
+			if fill != 0 {
+				b.FillPercent = fill
+			}
+			return putIndex(b, chunk, all)
+		})
+		if err != nil {
 			return err
 		}
 	}
 	t.flushed = true
-	return tx.Bucket(bMeta).Put(kIndexed, be64(last))
+	return db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bMeta).Put(kIndexed, be64(last)) })
 }
 
 // committed makes the transaction's entries visible: flushed ones leave

@@ -126,14 +126,10 @@ func (s *Store) Bulk(on bool) error {
 		return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bMeta).Put(kBulk, []byte{1}) })
 	}
 	ix := &indexTx{x: s.index}
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bMeta)
-		if err := ix.flush(tx, u64(meta.Get(kNextCar)), true); err != nil {
-			return fmt.Errorf("write CID index: %w", err)
-		}
-		return meta.Delete(kBulk)
-	})
-	if err != nil {
+	if err := ix.writeBulk(s.db, s.meta(kNextCar)); err != nil {
+		return fmt.Errorf("write CID index: %w", err)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bMeta).Delete(kBulk) }); err != nil {
 		return err
 	}
 	ix.committed()

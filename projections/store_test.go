@@ -251,6 +251,8 @@ func TestCidIndexFlushesAndReloads(t *testing.T) {
 // bucket until Bulk(false), after which every CAR is found from it alone.
 func TestBulkWritesIndexAtEnd(t *testing.T) {
 	const dealSize = 1 << 20
+	defer func(n int) { bulkIndexTx = n }(bulkIndexTx)
+	bulkIndexTx = 7 // several transactions, the last one short
 	entries, cars, want := foldLog(t, 300, dealSize)
 	s := rebuilding(t, filepath.Join(t.TempDir(), "views.db"), dealSize, entries)
 	defer s.Close()
