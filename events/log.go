@@ -60,11 +60,13 @@ func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 			return nil
 		}
 	}
-	// Pulls are bounded in bytes, not messages: 2,048 aggregate-log
+	// Pulls are bounded in bytes as well as messages: 2,048 aggregate-log
 	// messages of 64 KiB overran the subscription's pending limit, and the
 	// ordered consumer stalled and reset (a 300,000-CAR log read in 4.3 s
-	// instead of 0.14). Every message ferry writes is far below 8 MiB.
-	it, err := cons.Messages(jetstream.PullMaxBytes(8 << 20))
+	// instead of 0.14). Bytes alone (PullMaxBytes) let nats.go buffer up to
+	// a million messages: an 8 MB channel per tail, kept by followers.
+	// Every message ferry writes is far below 8 MiB.
+	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(1024, 8<<20))
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", stream, err)
 	}
