@@ -57,7 +57,7 @@ if [ "$mode" = smoke ]; then
 else
 	: "${cars:=1000000}"
 	api_duration=20s
-	settle=30s
+	settle=45s
 	close_flags=(-frc58.pieces=262144 -frc58.deal=34359738368)
 	close_scale="262,144 pieces, 32 GiB"
 	close_benchtime=3x
