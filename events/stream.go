@@ -98,24 +98,27 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		o.Duplicates = DefaultDuplicates
 	}
 	s := o.Subjects
-	// The aggregate log and the receipts are derived: the fold recomputes
-	// the aggregate log from the input log byte for byte (the aggregator
-	// resumes from the last input its log names), and the receipter resumes
-	// from the last receipt stored. So a tail lost with a killed server is
-	// made again, and these streams may acknowledge before they write;
-	// the input log may not. (Async persistence is for unreplicated
-	// streams; replicated ones already flush asynchronously behind Raft.)
-	derived := jetstream.DefaultPersistMode
+	// The receipts are derived: the receipter resumes from the last
+	// receipt stored and publishes the rest again, each under the same
+	// position. So a tail lost with a killed server is made again, and the
+	// receipts may acknowledge before they write. The aggregate log may
+	// not: its batches come back the same after a lost tail, but grouped
+	// into messages differently, so read models that had applied the lost
+	// messages would no longer match it (the projector then rebuilds, see
+	// Projector.Run); write-through costs one write per message, and a
+	// message holds up to 256 batches. (Async persistence is for
+	// unreplicated streams; replicated ones already flush behind Raft.)
+	receipts := jetstream.DefaultPersistMode
 	if o.Replicas == 1 {
-		derived = jetstream.AsyncPersistMode
+		receipts = jetstream.AsyncPersistMode
 	}
 	cfgs := []jetstream.StreamConfig{
 		{Name: StreamIn, Subjects: []string{s.Inputs()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 			Duplicates: o.Duplicates, Description: "ferry input log: facts, appended once"},
 		{Name: StreamAgg, Subjects: []string{s.Decisions(), s.Deals()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
-			PersistMode: derived, Duplicates: aggDuplicates, Description: "ferry aggregate log: the aggregator's decisions"},
+			Duplicates: aggDuplicates, Description: "ferry aggregate log: the aggregator's decisions"},
 		{Name: StreamReceipts, Subjects: []string{s.Receipts()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
-			PersistMode: derived, Duplicates: o.Duplicates, Description: "ferry per-CAR deal receipts"},
+			PersistMode: receipts, Duplicates: o.Duplicates, Description: "ferry per-CAR deal receipts"},
 		// One subject per CAR holding at most one message, new ones
 		// discarded: a CAR is never waiting twice, however often its work
 		// is published.

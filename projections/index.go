@@ -79,6 +79,13 @@ func (x *cidIndex) load(tx *bolt.Tx) error {
 	return nil
 }
 
+// reset forgets every entry (the read models were emptied).
+func (x *cidIndex) reset() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.recent = map[cidKey]uint64{}
+}
+
 // setBulk switches between a rebuild, which writes the index once at its
 // end, and following the log.
 func (x *cidIndex) setBulk(on bool) {

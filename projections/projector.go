@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -97,6 +98,9 @@ func (p *Projector) wait(ctx context.Context, done func() bool) error {
 func (p *Projector) Run(ctx context.Context, follow bool) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if err := p.checkPosition(ctx); err != nil {
+		return err
+	}
 	if !follow {
 		if err := p.store.Bulk(true); err != nil {
 			return err
@@ -158,6 +162,49 @@ func send(ctx context.Context, ch chan<- Entry, e Entry) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// checkPosition makes sure the read models are a prefix of the aggregate
+// log as it is now: the message at the stored sequence must still end with
+// the batch of the stored last input. A log that lost its tail (an OS
+// crash within the fsync interval, a restored backup, a stream created
+// with asynchronous persistence) makes the same batches again from the
+// input log, but grouped into messages differently, so a position by
+// message sequence could skip or repeat batches. Read models that are
+// ahead of or apart from the log are emptied and rebuilt from its start.
+func (p *Projector) checkPosition(ctx context.Context) error {
+	seq, in := p.store.AggSeq(), p.store.LastIn()
+	if seq == 0 {
+		return nil
+	}
+	st, err := p.js.Stream(ctx, events.StreamAgg)
+	if err != nil {
+		return err
+	}
+	var logIn uint64
+	m, err := st.GetMsg(ctx, seq)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return fmt.Errorf("aggregate log %d: %w", seq, err)
+	default:
+		_ = aggregator.EachBatch(m.Data, func(b *aggregator.Batch) error {
+			logIn = b.In
+			return nil
+		})
+	}
+	if logIn == in && in != 0 {
+		return nil
+	}
+	p.log.Warn("read models do not match the aggregate log (it lost its tail and made it again); rebuilding them",
+		"aggregateLogSeq", seq, "lastInput", in, "logLastInputThere", logIn)
+	if err := p.store.Reset(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.seq, p.in = 0, 0
+	p.mu.Unlock()
+	return nil
 }
 
 // drain blocks for one entry, then takes what else is ready up to limit,

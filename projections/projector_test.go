@@ -1,10 +1,15 @@
 package projections
 
 import (
+	"context"
+	"log/slog"
 	"math/rand/v2"
+	"path/filepath"
 	"testing"
 
 	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/testutil"
 )
 
 // drain hands the writer whole messages only: every transaction ends at a
@@ -59,5 +64,63 @@ func TestDrainTakesWholeMessages(t *testing.T) {
 				t.Fatalf("round %d: batch %d is input %d, want %d", round, i, got[i].Batch.In, sent[i].Batch.In)
 			}
 		}
+	}
+}
+
+// Read models that applied a log which then lost its tail and made it
+// again, grouped into messages otherwise, are found apart from the log and
+// rebuilt: whether the message at their position is gone (the new log is
+// shorter) or ends with another batch.
+func TestReadModelsApartFromARegroupedLogAreRebuilt(t *testing.T) {
+	const dealSize = 1 << 20
+	entries, cars, want := foldLog(t, 300, dealSize)
+	ctx := context.Background()
+	nt := testutil.StartNATS(t)
+	// appendLog makes the aggregate log anew with the batches in messages
+	// of per batches each.
+	appendLog := func(per int) uint64 {
+		t.Helper()
+		_ = nt.JS.DeleteStream(ctx, events.StreamAgg)
+		if err := events.EnsureStreams(ctx, nt.JS, events.StreamOptions{Subjects: events.DefaultSubjects}); err != nil {
+			t.Fatal(err)
+		}
+		var last uint64
+		for i := 0; i < len(entries); i += per {
+			var msg []byte
+			for _, e := range entries[i:min(i+per, len(entries))] {
+				data, err := aggregator.EncodeBatch(nil, &e.Batch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				msg = aggregator.AppendBatch(msg, data)
+			}
+			ack, err := nt.JS.Publish(ctx, events.DefaultSubjects.Decisions(), msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = ack.Sequence
+		}
+		return last
+	}
+	for _, c := range []struct{ before, after int }{{1, 2}, {2, 1}, {3, 3}} {
+		store, err := Open(filepath.Join(t.TempDir(), "views.db"), dealSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		appendLog(c.before)
+		if err := NewProjector(nt.JS, store, slog.New(slog.DiscardHandler)).Run(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+		lastIn := store.LastIn()
+		last := appendLog(c.after)
+		if err := NewProjector(nt.JS, store, slog.New(slog.DiscardHandler)).Run(ctx, false); err != nil {
+			t.Fatalf("%d per message, then %d: %v", c.before, c.after, err)
+		}
+		if store.AggSeq() != last || store.LastIn() != lastIn {
+			t.Fatalf("%d per message, then %d: read models at message %d, input %d; the log ends at %d, input %d",
+				c.before, c.after, store.AggSeq(), store.LastIn(), last, lastIn)
+		}
+		checkCars(t, store, cars, want)
+		store.Close()
 	}
 }

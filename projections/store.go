@@ -49,7 +49,7 @@ var (
 // schemaVersion names the layout of the buckets. A file of another version
 // is emptied on Open and rebuilt from the aggregate log by the projector:
 // the read models are disposable.
-const schemaVersion = "4"
+const schemaVersion = "5" // 5: meta.lastIn; messages of several batches
 
 // Store is the bbolt file of the read models.
 //
@@ -78,24 +78,8 @@ func Open(path string, dealSize uint64) (*Store, error) {
 	err = db.Update(func(tx *bolt.Tx) error {
 		// A file of another schema, or one whose rebuild never finished, is
 		// emptied.
-		if m := tx.Bucket(bMeta); m != nil && (string(m.Get(kSchema)) != schemaVersion || m.Get(kBulk) != nil) {
-			var names [][]byte
-			_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
-				names = append(names, append([]byte(nil), name...))
-				return nil
-			})
-			for _, name := range names {
-				if err := tx.DeleteBucket(name); err != nil {
-					return err
-				}
-			}
-		}
-		for _, b := range buckets {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return tx.Bucket(bMeta).Put(kSchema, []byte(schemaVersion))
+		m := tx.Bucket(bMeta)
+		return initBuckets(tx, m != nil && (string(m.Get(kSchema)) != schemaVersion || m.Get(kBulk) != nil))
 	})
 	index := newCidIndex()
 	if err == nil {
@@ -106,6 +90,39 @@ func Open(path string, dealSize uint64) (*Store, error) {
 		return nil, fmt.Errorf("read models %s: %w", path, err)
 	}
 	return &Store{db: db, path: path, dealSize: dealSize, index: index}, nil
+}
+
+// initBuckets creates the buckets that are missing, after deleting every
+// bucket first when empty is set.
+func initBuckets(tx *bolt.Tx, empty bool) error {
+	if empty {
+		var names [][]byte
+		_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			names = append(names, append([]byte(nil), name...))
+			return nil
+		})
+		for _, name := range names {
+			if err := tx.DeleteBucket(name); err != nil {
+				return err
+			}
+		}
+	}
+	for _, b := range buckets {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
+	}
+	return tx.Bucket(bMeta).Put(kSchema, []byte(schemaVersion))
+}
+
+// Reset empties the read models, to be rebuilt from the aggregate log's
+// start. Only the projector calls it, while it is not applying.
+func (s *Store) Reset() error {
+	if err := s.db.Update(func(tx *bolt.Tx) error { return initBuckets(tx, true) }); err != nil {
+		return err
+	}
+	s.index.reset()
+	return nil
 }
 
 // Close closes the file.
