@@ -47,11 +47,11 @@ type cidIndex struct {
 }
 
 // liveFlushAt bounds the entries held in memory while following the log:
-// ~10 MiB, written in one commit every flushAt CARs. A flush dirties
-// nearly every leaf of the index whatever its size (the keys are random),
-// so fewer, larger flushes write less: 65,536 → 262,144 took ingest at a
-// million CARs from 63.7 to 61.0 CPU-µs per event.
-var liveFlushAt = 1 << 18
+// a few MiB, written in one commit every flushAt CARs. 262,144 wrote less
+// (ingest at a million CARs: 63.7 → 61.0 CPU-µs per event) but left fewer
+// index pages resident, and status requests paid more for paging them in
+// (59 → 65–70 server CPU-µs per request).
+var liveFlushAt = 1 << 16
 
 func newCidIndex() *cidIndex {
 	return &cidIndex{recent: map[cidKey]uint64{}, flushAt: liveFlushAt}
