@@ -65,8 +65,12 @@ func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 	// ordered consumer stalled and reset (a 300,000-CAR log read in 4.3 s
 	// instead of 0.14). Bytes alone (PullMaxBytes) let nats.go buffer up to
 	// a million messages: an 8 MB channel per tail, kept by followers.
-	// Every message ferry writes is far below 8 MiB.
-	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(1024, 8<<20))
+	// Every message ferry writes is far below 8 MiB. With 1,024 messages
+	// nats.go reported slow consumers (messages dropped, the ordered
+	// consumer recreated) several times per benchmark run; with 2,048,
+	// about once in four runs. The ordered consumer resumes at the next
+	// sequence, so nothing is lost.
+	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(2048, 8<<20))
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", stream, err)
 	}
