@@ -245,7 +245,7 @@ func rawRead(ctx context.Context, js jetstream.JetStream, stream string, count u
 	if err != nil {
 		return 0, err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(2048, 8<<20))
+	it, err := cons.Messages(events.PullOpt(stream))
 	if err != nil {
 		return 0, err
 	}

@@ -60,17 +60,7 @@ func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 			return nil
 		}
 	}
-	// Pulls are bounded in bytes as well as messages: 2,048 aggregate-log
-	// messages of 64 KiB overran the subscription's pending limit, and the
-	// ordered consumer stalled and reset (a 300,000-CAR log read in 4.3 s
-	// instead of 0.14). Bytes alone (PullMaxBytes) let nats.go buffer up to
-	// a million messages: an 8 MB channel per tail, kept by followers.
-	// Every message ferry writes is far below 8 MiB. With 1,024 messages
-	// nats.go reported slow consumers (messages dropped, the ordered
-	// consumer recreated) several times per benchmark run; with 2,048,
-	// about once in four runs. The ordered consumer resumes at the next
-	// sequence, so nothing is lost.
-	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(2048, 8<<20))
+	it, err := cons.Messages(PullOpt(stream))
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", stream, err)
 	}
@@ -100,4 +90,20 @@ func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 			return nil
 		}
 	}
+}
+
+// PullOpt is how a tail of stream pulls. The aggregate log's messages are
+// up to 64 KiB (grouped batches), so its pulls are bounded in bytes too:
+// 2,048 of them overran the subscription's pending limit, and the ordered
+// consumer stalled and reset (a 300,000-CAR log read in 4.3 s instead of
+// 0.14). Bytes alone (PullMaxBytes) make nats.go allocate a channel for a
+// million messages, 8 MB per tail. The other streams hold small messages
+// and pull by count: the byte-bounded form on the input log made nats.go
+// report slow consumers (messages dropped, the ordered consumer
+// recreated) several times per benchmark run, and none by count.
+func PullOpt(stream string) jetstream.PullMessagesOpt {
+	if stream == StreamAgg {
+		return jetstream.PullMaxMessagesWithBytesLimit(512, 8<<20)
+	}
+	return jetstream.PullMaxMessages(2048)
 }
