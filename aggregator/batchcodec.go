@@ -337,19 +337,7 @@ func appendRecord(dst []byte, r *Record) ([]byte, error) {
 	dst = strconv.AppendUint(dst, r.Size, 10)
 	dst = append(dst, `,"md5":`...)
 	dst = jsonw.String(dst, r.MD5)
-	dst = append(dst, `,"urls":`...)
-	if r.URLs == nil {
-		dst = append(dst, "null"...)
-	} else {
-		dst = append(dst, '[')
-		for i, u := range r.URLs {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = jsonw.String(dst, u)
-		}
-		dst = append(dst, ']')
-	}
+	dst = jsonw.Strings(append(dst, `,"urls":`...), r.URLs)
 	dst = appendStringField(dst, `,"replicatedAt":`, r.ReplicatedAt)
 	if len(r.Source) != 0 {
 		dst = append(dst, `,"source":`...)

@@ -336,21 +336,7 @@ func TestDecodeBatchEqualsUnmarshalOnMutations(t *testing.T) {
 	for n := range 50 {
 		seeds = append(seeds, bcMarshal(t, bcBatch(r)), bcMarshal(t, bcTypical(n)), bcMarshal(t, bcReady(n)))
 	}
-	n := 50000
-	if testing.Short() {
-		n = 5000
-	}
-	valid, fast := 0, 0
-	for range n {
-		data := mutate.JSON(r, seeds[r.IntN(len(seeds))])
-		if json.Valid(data) {
-			valid++
-		}
-		if bcAgree(t, data) {
-			fast++
-		}
-	}
-	t.Logf("%d mutations: %d valid JSON, %d on the fast path", n, valid, fast)
+	mutate.Mutations(t, r, seeds, 50000, func(data []byte) bool { return bcAgree(t, data) })
 }
 
 func FuzzDecodeBatch(f *testing.F) {

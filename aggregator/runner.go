@@ -244,11 +244,11 @@ func (g *group) fits(n int) bool {
 	return g.batches == 0 || (g.batches < maxGroupBatches && len(g.msg)+1+n <= maxGroupBytes)
 }
 
-func (g *group) add(b *Batch, encoded []byte) {
+func (g *group) add(in uint64, encoded []byte, deals bool) {
 	g.msg = AppendBatch(g.msg, encoded)
 	g.batches++
-	g.lastIn = b.In
-	g.deals = g.deals || makesDeals(b)
+	g.lastIn = in
+	g.deals = g.deals || deals
 }
 
 func (g *group) reset() { *g = group{msg: g.msg[:0]} }
@@ -330,7 +330,7 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 				return err
 			}
 		}
-		g.add(&b, scratch)
+		g.add(b.In, scratch, deals)
 		if deals {
 			if err := flush(); err != nil {
 				return err

@@ -235,19 +235,7 @@ func appendCarReplicated(dst []byte, e *CarReplicated) ([]byte, error) {
 	dst = strconv.AppendUint(dst, e.Size, 10)
 	dst = append(dst, `,"md5":`...)
 	dst = jsonw.String(dst, e.MD5)
-	dst = append(dst, `,"urls":`...)
-	if e.URLs == nil {
-		dst = append(dst, "null"...)
-	} else {
-		dst = append(dst, '[')
-		for i, u := range e.URLs {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = jsonw.String(dst, u)
-		}
-		dst = append(dst, ']')
-	}
+	dst = jsonw.Strings(append(dst, `,"urls":`...), e.URLs)
 	if e.Piece != "" {
 		dst = jsonw.String(append(dst, `,"piece":`...), e.Piece)
 	}

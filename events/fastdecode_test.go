@@ -415,21 +415,7 @@ func TestDecodeFastEqualsJSONOnMutations(t *testing.T) {
 	for range 100 {
 		seeds = append(seeds, fdRandom(r))
 	}
-	n := 100000
-	if testing.Short() {
-		n = 10000
-	}
-	valid, fast := 0, 0
-	for range n {
-		data := mutate.JSON(r, seeds[r.IntN(len(seeds))])
-		if json.Valid(data) {
-			valid++
-		}
-		if fdAgree(t, data) {
-			fast++
-		}
-	}
-	t.Logf("%d mutations: %d valid JSON, %d on the fast path", n, valid, fast)
+	mutate.Mutations(t, r, seeds, 100000, func(data []byte) bool { return fdAgree(t, data) })
 }
 
 // fdDocExamples are the events docs/events.md shows: its json blocks (as

@@ -32,14 +32,7 @@ func appendCarJSON(dst []byte, c *CarView, proof *frc58.Proof) ([]byte, error) {
 		dst = jsonw.String(dst, c.MD5)
 	}
 	if len(c.URLs) != 0 {
-		dst = append(dst, `,"urls":[`...)
-		for i, u := range c.URLs {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = jsonw.String(dst, u)
-		}
-		dst = append(dst, ']')
+		dst = jsonw.Strings(append(dst, `,"urls":`...), c.URLs)
 	}
 	if c.ReplicatedAt != "" {
 		dst = append(dst, `,"replicatedAt":`...)

@@ -31,6 +31,22 @@ func String(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
+// Strings appends ss as encoding/json writes a []string: null when nil,
+// else an array of String.
+func Strings(dst []byte, ss []string) []byte {
+	if ss == nil {
+		return append(dst, "null"...)
+	}
+	dst = append(dst, '[')
+	for i, s := range ss {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = String(dst, s)
+	}
+	return append(dst, ']')
+}
+
 // Raw appends a json.RawMessage as encoding/json does: compacted, with <,
 // > and & escaped; invalid JSON is an error, as json.Marshal's.
 func Raw(dst []byte, raw []byte) ([]byte, error) {

@@ -7,6 +7,7 @@ package mutate
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -15,6 +16,27 @@ import (
 	"strings"
 	"testing"
 )
+
+// Mutations feeds n random mutations (JSON) of seeds to agree, which checks
+// one input and reports whether it took the fast path (testing.Short cuts
+// n tenfold), and logs how many were valid JSON and how many took it.
+func Mutations(tb testing.TB, r *rand.Rand, seeds [][]byte, n int, agree func(data []byte) (fast bool)) {
+	tb.Helper()
+	if testing.Short() {
+		n /= 10
+	}
+	valid, fast := 0, 0
+	for range n {
+		data := JSON(r, seeds[r.IntN(len(seeds))])
+		if json.Valid(data) {
+			valid++
+		}
+		if agree(data) {
+			fast++
+		}
+	}
+	tb.Logf("%d mutations: %d valid JSON, %d on the fast path", n, valid, fast)
+}
 
 // JSON applies one to three random edits to a copy of data: replaced,
 // deleted or inserted bytes (mostly JSON's own), whitespace, truncation, a
