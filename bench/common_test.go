@@ -37,12 +37,21 @@ var (
 	flagMaxMiB  = flag.Int("ferry.car-max-mib", envInt("FERRY_BENCH_CAR_MAX_MIB", 4), "largest CAR, MiB")
 	flagWindow  = flag.Int("ferry.window", envInt("FERRY_BENCH_WINDOW", 2048), "async publishes in flight (ferry and baseline alike)")
 	flagHeap    = flag.String("ferry.heapprofile", os.Getenv("FERRY_BENCH_HEAPPROFILE"), "write a heap profile `file` after the ingest, with the node still up")
+	flagDedup   = flag.Duration("ferry.dedup-window", envDuration("FERRY_BENCH_DEDUP_WINDOW", events.DefaultDuplicates), "the input log's message id window in the ferry ingest (ferry serve --dedup-window)")
 	flagSamples = flag.Int("ferry.verify", envInt("FERRY_BENCH_VERIFY", 500), "CARs checked in the read models after each scenario")
 )
 
 func envInt(name string, def int) int {
 	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
 		return n
+	}
+	return def
+}
+
+// envFloat reads a number that may be 0 (to switch a part off).
+func envFloat(name string, def float64) float64 {
+	if f, err := strconv.ParseFloat(os.Getenv(name), 64); err == nil && f >= 0 {
+		return f
 	}
 	return def
 }

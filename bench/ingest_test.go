@@ -59,7 +59,7 @@ func ingestFerry(b *testing.B, f *fleet, n int) {
 	nt := testutil.StartNATS(b)
 	data := b.TempDir()
 	nd, err := node.Start(ctx, node.Config{
-		Data: data, HTTP: "127.0.0.1:0", NATS: nt.URL(), Fold: foldConfig(),
+		Data: data, HTTP: "127.0.0.1:0", NATS: nt.URL(), Fold: foldConfig(), Duplicates: *flagDedup,
 		Pieces: worker.Config{Workers: -1}, Log: quietLog(),
 	})
 	if err != nil {

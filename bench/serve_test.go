@@ -32,6 +32,8 @@ var (
 	flagAPIDur     = flag.Duration("ferry.api-duration", envDuration("FERRY_BENCH_API_DURATION", 5*time.Second), "measured duration of each status API load")
 	flagSettle     = flag.Duration("ferry.settle", envDuration("FERRY_BENCH_SETTLE", 45*time.Second), "idle time after the ingest before the settled memory reading")
 	flagServeHeap  = flag.String("ferry.serve-heapprofile", os.Getenv("FERRY_BENCH_SERVE_HEAPPROFILE"), "write the ferry serve child's heap profile to `file` at the settled memory reading")
+	flagAPIRate    = flag.Float64("ferry.api-rate", envFloat("FERRY_BENCH_API_RATE", 20000), "requests/s offered on a fixed schedule in api-at-rate (open loop, bench/cmd/loadgen); 0 skips it")
+	flagServeCPU   = flag.String("ferry.serve-cpuprofile", os.Getenv("FERRY_BENCH_SERVE_CPUPROFILE"), "write the ferry serve child's CPU profile during the measured api=ferry load to `file`")
 	flagAPIIDs     = flag.Int("ferry.api-ids", envInt("FERRY_BENCH_API_IDS", 250000), "CIDs the load generator picks from, drawn at random from all -ferry.cars")
 )
 
@@ -59,9 +61,20 @@ func envString(name, def string) string {
 //   - api=ferry: GET /v1/cars/{cid} with CIDs drawn at random, from a load
 //     generator process (wrk with a Lua script, or bench/cmd/loadgen) on
 //     -ferry.conns keep-alive connections for -ferry.api-duration.
+//     Each connection sends its next request when its last is answered
+//     (closed loop): the req/s is the server's ceiling on this machine,
+//     and the latencies are those of a saturated server, queueing
+//     included.
 //   - api=fixed: the same load against `loadgen fixed`, a trivial net/http
 //     handler answering a fixed JSON body of the mean size of ferry's
 //     answers: the machine's ceiling for that response.
+//   - api-at-rate=ferry, api-at-rate=fixed: the latency at a given load,
+//     -ferry.api-rate requests per second due on a fixed schedule (open
+//     loop, bench/cmd/loadgen), each request's latency counted from when
+//     it was due, so a server that falls behind shows in the percentiles
+//     rather than slowing the load down. The target's "20,000 requests/s
+//     with p99 ≤ 5 ms" is read as: the ceiling is at least 20,000, and at
+//     20,000 the p99 is at most 5 ms.
 func BenchmarkServe(b *testing.B) {
 	n := *flagCars
 	f := fleetOf(b, n)
@@ -109,7 +122,12 @@ func BenchmarkServe(b *testing.B) {
 	})
 	b.Run("api=ferry", func(b *testing.B) {
 		for range b.N {
-			runLoad(b, bins.loadgen, "http://"+s.http+"/v1/cars/", ids, s.cmd.Process.Pid)
+			done := func() {}
+			if *flagServeCPU != "" {
+				done = s.cpuProfile(b, 2*time.Second, *flagAPIDur, *flagServeCPU)
+			}
+			runLoad(b, bins.loadgen, "http://"+s.http+"/v1/cars/", ids, s.cmd.Process.Pid, 0)
+			done()
 		}
 		if m, err := ReadMem(s.cmd.Process.Pid); err == nil {
 			b.ReportMetric(MiB(m.RSS), "MiB-rss-after-load")
@@ -118,9 +136,23 @@ func BenchmarkServe(b *testing.B) {
 	b.Run("api=fixed", func(b *testing.B) {
 		addr, pid := startFixed(b, bins.loadgen, meanSize)
 		for range b.N {
-			runLoad(b, bins.loadgen, "http://"+addr+"/v1/cars/", ids, pid)
+			runLoad(b, bins.loadgen, "http://"+addr+"/v1/cars/", ids, pid, 0)
 		}
 		b.ReportMetric(float64(meanSize), "bytes")
+	})
+	if *flagAPIRate <= 0 {
+		return
+	}
+	b.Run("api-at-rate=ferry", func(b *testing.B) {
+		for range b.N {
+			runLoad(b, bins.loadgen, "http://"+s.http+"/v1/cars/", ids, s.cmd.Process.Pid, *flagAPIRate)
+		}
+	})
+	b.Run("api-at-rate=fixed", func(b *testing.B) {
+		addr, pid := startFixed(b, bins.loadgen, meanSize)
+		for range b.N {
+			runLoad(b, bins.loadgen, "http://"+addr+"/v1/cars/", ids, pid, *flagAPIRate)
+		}
 	})
 }
 
@@ -129,19 +161,45 @@ var sinkMem Mem
 // heapProfile saves the child's heap profile.
 func (s *serve) heapProfile(b *testing.B, path string) {
 	b.Helper()
-	resp, err := http.Get(s.debug + "heap")
-	if err != nil {
+	if err := s.profile("heap", path); err != nil {
 		b.Fatal(err)
+	}
+}
+
+// cpuProfile starts saving the child's CPU profile of the next d, after
+// a pause of wait (the load generator's warm-up), and returns a wait
+// for it.
+func (s *serve) cpuProfile(b *testing.B, wait, d time.Duration, path string) (done func()) {
+	ch := make(chan struct{})
+	go func() {
+		defer close(ch)
+		time.Sleep(wait)
+		if err := s.profile(fmt.Sprintf("profile?seconds=%d", max(int(d.Seconds()), 1)), path); err != nil {
+			b.Errorf("CPU profile of ferry serve: %v", err) // not Fatal: another goroutine
+		}
+	}()
+	return func() { <-ch }
+}
+
+// profile saves the child's /debug/pprof/<name> at path.
+func (s *serve) profile(name, path string) error {
+	resp, err := http.Get(s.debug + name)
+	if err != nil {
+		return err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s%s: %s", s.debug, name, resp.Status)
+	}
 	f, err := os.Create(path)
 	if err != nil {
-		b.Fatal(err)
+		return err
 	}
-	defer f.Close()
 	if _, err := io.Copy(f, resp.Body); err != nil {
-		b.Fatal(err)
+		f.Close()
+		return err
 	}
+	return f.Close()
 }
 
 type binaries struct{ ferry, loadgen string }
@@ -384,19 +442,23 @@ func startFixed(b *testing.B, loadgen string, size int) (string, int) {
 
 // load is what a load generator measured.
 type load struct {
-	reqs, errs        int
-	rps               float64
-	p50, p90, p99, mx float64 // ms
-	tool              string
+	reqs, errs              int
+	rps                     float64
+	p50, p90, p99, p999, mx float64 // ms
+	tool                    string
 }
 
 // runLoad drives url+ID with the chosen load generator and reports it,
 // with the CPU time the server process pid spent per request: unlike
 // req/s and latency, it barely moves when other work shares the machine.
-func runLoad(b *testing.B, loadgen, url, ids string, pid int) {
+// With rate > 0 the load is open loop at that rate, by bench/cmd/loadgen
+// (wrk has no fixed schedule).
+func runLoad(b *testing.B, loadgen, url, ids string, pid int, rate float64) {
 	b.Helper()
 	tool := *flagLoadgen
-	if tool == "auto" {
+	if rate > 0 {
+		tool = "go"
+	} else if tool == "auto" {
 		tool = "go"
 		if _, err := exec.LookPath("wrk"); err == nil {
 			tool = "wrk"
@@ -411,7 +473,7 @@ func runLoad(b *testing.B, loadgen, url, ids string, pid int) {
 		}
 		drive = func(d time.Duration) (load, error) { return runWrk(url, script, d) }
 	case "go":
-		drive = func(d time.Duration) (load, error) { return runGoLoad(loadgen, url, ids, d) }
+		drive = func(d time.Duration) (load, error) { return runGoLoad(loadgen, url, ids, d, rate) }
 	default:
 		b.Fatalf("-ferry.loadgen %q: want wrk, go or auto", tool)
 	}
@@ -438,20 +500,24 @@ func runLoad(b *testing.B, loadgen, url, ids string, pid int) {
 	b.ReportMetric(l.p90, "p90-ms")
 	b.ReportMetric(l.p99, "p99-ms")
 	b.ReportMetric(float64(*flagConns), "conns")
+	if rate > 0 {
+		b.ReportMetric(rate, "offered-req/s")
+		b.ReportMetric(l.p999, "p999-ms")
+	}
 	b.ReportMetric(float64((cpu-cpu0).Microseconds())/float64(max(l.reqs, 1)), "server-cpu-µs/req")
 	b.Logf("load generator %s: %d requests, %.0f req/s, p50 %.3f ms, p99 %.3f ms, max %.3f ms", l.tool, l.reqs, l.rps, l.p50, l.p99, l.mx)
 }
 
-func runGoLoad(loadgen, url, ids string, d time.Duration) (load, error) {
+func runGoLoad(loadgen, url, ids string, d time.Duration, rate float64) (load, error) {
 	out, err := exec.Command(loadgen, "get", "-url", url, "-ids", ids, "-c", strconv.Itoa(*flagConns),
-		"-d", d.String(), "-warmup", "0s").Output()
+		"-d", d.String(), "-warmup", "0s", "-rate", strconv.FormatFloat(rate, 'f', -1, 64)).Output()
 	if err != nil {
 		return load{}, fmt.Errorf("loadgen get: %v", err)
 	}
 	var r struct {
-		Requests, Errors                      int
-		ReqPerSec, P50ms, P90ms, P99ms, MaxMs float64
-		FirstError                            string
+		Requests, Errors                              int
+		ReqPerSec, P50ms, P90ms, P99ms, P999ms, MaxMs float64
+		FirstError                                    string
 	}
 	if err := json.Unmarshal(out, &r); err != nil {
 		return load{}, fmt.Errorf("loadgen get: %v: %s", err, out)
@@ -459,7 +525,7 @@ func runGoLoad(loadgen, url, ids string, d time.Duration) (load, error) {
 	if r.Errors > 0 {
 		return load{}, fmt.Errorf("loadgen get: %d errors, first: %s", r.Errors, r.FirstError)
 	}
-	return load{reqs: r.Requests, errs: r.Errors, rps: r.ReqPerSec, p50: r.P50ms, p90: r.P90ms, p99: r.P99ms, mx: r.MaxMs, tool: "loadgen"}, nil
+	return load{reqs: r.Requests, errs: r.Errors, rps: r.ReqPerSec, p50: r.P50ms, p90: r.P90ms, p99: r.P99ms, p999: r.P999ms, mx: r.MaxMs, tool: "loadgen"}, nil
 }
 
 // wrkLua picks a CID at random from the ids file for every request.

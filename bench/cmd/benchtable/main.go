@@ -238,10 +238,24 @@ func api(r results) row {
 	fcpu, _ := r.get("BenchmarkServe/api=ferry", "server-cpu-µs/req")
 	bcpu, _ := r.get("BenchmarkServe/api=fixed", "server-cpu-µs/req")
 	n, _ := r.get("BenchmarkServe/memory", "cars")
-	return row{line: line, scale: fmt.Sprintf("%s CARs, %.0f conns", count(n), conns),
-		figure:   fmt.Sprintf("%s req/s, p50 %.2f ms, p99 %.2f ms (server %.0f CPU-µs/req)", count(f), fp50, fp, fcpu),
-		baseline: fmt.Sprintf("fixed JSON net/http, same size: %s req/s, p99 %.2f ms (%.0f CPU-µs/req)", count(b), bp, bcpu),
-		ratio:    fmt.Sprintf("%.2f×", f/b), target: target, verdict: verdict(f >= 20000 && fp <= 5)}
+	scale := fmt.Sprintf("%s CARs, %.0f conns", count(n), conns)
+	figure := fmt.Sprintf("ceiling (closed loop) %s req/s, p50 %.2f ms, p99 %.2f ms (server %.0f CPU-µs/req)", count(f), fp50, fp, fcpu)
+	baseline := fmt.Sprintf("fixed JSON net/http, same size: %s req/s, p99 %.2f ms (%.0f CPU-µs/req)", count(b), bp, bcpu)
+	met := f >= 20000 && fp <= 5
+	// The open loop at the target's rate: the p99 a client sees at that
+	// load. Outputs from before it was measured have only the closed loop.
+	if offered, err := r.get("BenchmarkServe/api-at-rate=ferry", "offered-req/s"); err == nil {
+		got, _ := r.get("BenchmarkServe/api-at-rate=ferry", "req/s")
+		rp50, _ := r.get("BenchmarkServe/api-at-rate=ferry", "p50-ms")
+		rp99, _ := r.get("BenchmarkServe/api-at-rate=ferry", "p99-ms")
+		rcpu, _ := r.get("BenchmarkServe/api-at-rate=ferry", "server-cpu-µs/req")
+		bp99, _ := r.get("BenchmarkServe/api-at-rate=fixed", "p99-ms")
+		figure += fmt.Sprintf("; at %s req/s offered (open loop): %s served, p50 %.2f ms, p99 %.2f ms (%.0f CPU-µs/req)", count(offered), count(got), rp50, rp99, rcpu)
+		baseline += fmt.Sprintf("; at %s req/s: p99 %.2f ms", count(offered), bp99)
+		met = f >= 20000 && offered >= 20000 && got >= 0.99*offered && rp99 <= 5
+	}
+	return row{line: line, scale: scale, figure: figure, baseline: baseline,
+		ratio: fmt.Sprintf("%.2f×", f/b), target: target, verdict: verdict(met)}
 }
 
 func memory(r results) row {

@@ -1,11 +1,15 @@
 // Command loadgen drives ferry's status API from its own process, for
 // bench.BenchmarkServe, and serves the baseline it is compared with.
 //
-//	loadgen get -url http://127.0.0.1:8080/v1/cars/ -ids cids.txt -c 32 -d 20s
+//	loadgen get -url http://127.0.0.1:8080/v1/cars/ -ids cids.txt -c 32 -d 20s [-rate 20000]
 //
 // requests url+ID with IDs picked at random from the file (one a line) on
 // c keep-alive connections for d after a warm-up, and prints one JSON
-// object: requests, errors, req/s and latency percentiles in ms.
+// object: requests, errors, req/s and latency percentiles in ms. Without
+// -rate each connection sends its next request when the last is answered
+// (closed loop: the server's ceiling); with -rate the requests are due on
+// a fixed schedule and latency counts from when each was due (open loop:
+// the latency a service sees at that load).
 //
 //	loadgen fixed -listen 127.0.0.1:0 -size 2400
 //
@@ -17,7 +21,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -28,6 +31,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -66,14 +70,16 @@ type Result struct {
 	P999ms     float64 `json:"p999ms"`
 	MaxMs      float64 `json:"maxMs"`
 	Conns      int     `json:"conns"`
+	Rate       float64 `json:"rate,omitempty"`
 	FirstError string  `json:"firstError,omitempty"`
 }
 
 func runGet(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("get", flag.ContinueOnError)
-	url := fs.String("url", "", "URL prefix; each request appends one ID")
+	prefix := fs.String("url", "", "http:// URL prefix; each request appends one ID")
 	idsPath := fs.String("ids", "", "file of IDs, one a line")
 	conns := fs.Int("c", 32, "connections, each with one request in flight")
+	rate := fs.Float64("rate", 0, "requests per second offered on a fixed schedule (open loop; latency counts from each request's scheduled time); 0: every connection sends its next request as soon as its answer is read (closed loop)")
 	dur := fs.Duration("d", 10*time.Second, "measured duration")
 	warm := fs.Duration("warmup", 2*time.Second, "unmeasured warm-up before it")
 	if err := fs.Parse(args); err != nil {
@@ -83,39 +89,81 @@ func runGet(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *url == "" || len(ids) == 0 {
+	if *prefix == "" || len(ids) == 0 {
 		return errors.New("get: -url and a non-empty -ids file are needed")
 	}
-	tr := &http.Transport{MaxIdleConns: *conns, MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns,
-		DisableCompression: true, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}
-	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	ctx := context.Background()
-	if *warm > 0 {
-		drive(ctx, client, *url, ids, *conns, *warm, nil)
+	if *conns < 1 || *rate < 0 {
+		return errors.New("get: -c must be at least 1 and -rate not negative")
 	}
-	res := drive(ctx, client, *url, ids, *conns, *dur, &Result{})
+	addr, host, path, err := target(*prefix)
+	if err != nil {
+		return err
+	}
+	l := &load{addr: addr, host: host, path: path, ids: ids, conns: make([]rawConn, *conns), rate: *rate}
+	if *warm > 0 {
+		l.drive(*warm, nil)
+	}
+	res := l.drive(*dur, &Result{})
+	l.close()
 	return json.NewEncoder(stdout).Encode(res)
 }
 
-// drive runs conns workers for d; with res nil it only warms up.
-func drive(ctx context.Context, client *http.Client, url string, ids []string, conns int, d time.Duration, res *Result) *Result {
+// load is the connections and the IDs they request.
+type load struct {
+	addr, host, path string
+	ids              []string
+	conns            []rawConn
+	rate             float64
+}
+
+func (l *load) close() {
+	for i := range l.conns {
+		l.conns[i].close()
+	}
+}
+
+// drive runs one worker per connection for d; with res nil it only warms
+// up. In the open loop request k of the run is due at start + k/rate and
+// connection i sends requests i, i+c, i+2c, ...: a request whose
+// connection is still busy, or whose generator woke late, goes out late,
+// and its latency counts from when it was due, so a server that falls
+// behind shows in the percentiles instead of slowing the load down (the
+// coordinated omission of closed-loop generators).
+func (l *load) drive(d time.Duration, res *Result) *Result {
 	type worker struct {
 		lat      []time.Duration
 		errs     int
 		bytes    int64
 		firstErr string
 	}
-	ws := make([]worker, conns)
+	c := len(l.conns)
+	ws := make([]worker, c)
 	start := time.Now()
 	deadline := start.Add(d)
 	var wg sync.WaitGroup
 	for i := range ws {
-		w := &ws[i]
+		w, conn := &ws[i], &l.conns[i]
+		if conn.addr == "" {
+			conn.addr, conn.host = l.addr, l.host
+		}
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(i), uint64(start.UnixNano())))
-			for time.Now().Before(deadline) {
-				t0 := time.Now()
-				n, err := get(ctx, client, url+ids[rng.IntN(len(ids))])
+			var path []byte
+			for k := i; ; k += c {
+				due := time.Now()
+				if l.rate > 0 {
+					due = start.Add(time.Duration(float64(k) / l.rate * float64(time.Second)))
+					if !due.Before(deadline) {
+						return
+					}
+					if wait := time.Until(due); wait > 0 {
+						time.Sleep(wait)
+					}
+				} else if !due.Before(deadline) {
+					return
+				}
+				path = append(append(path[:0], l.path...), l.ids[rng.IntN(len(l.ids))]...)
+				n, err := conn.get(string(path))
 				if err != nil {
 					w.errs++
 					if w.firstErr == "" {
@@ -123,7 +171,7 @@ func drive(ctx context.Context, client *http.Client, url string, ids []string, c
 					}
 					continue
 				}
-				w.lat = append(w.lat, time.Since(t0))
+				w.lat = append(w.lat, time.Since(due))
 				w.bytes += n
 			}
 		})
@@ -144,7 +192,7 @@ func drive(ctx context.Context, client *http.Client, url string, ids []string, c
 		}
 	}
 	slices.Sort(all)
-	res.Requests, res.Seconds, res.Conns = len(all), elapsed.Seconds(), conns
+	res.Requests, res.Seconds, res.Conns, res.Rate = len(all), elapsed.Seconds(), c, l.rate
 	res.ReqPerSec = float64(len(all)) / elapsed.Seconds()
 	if len(all) > 0 {
 		res.MeanBytes = float64(bytes) / float64(len(all))
@@ -153,26 +201,6 @@ func drive(ctx context.Context, client *http.Client, url string, ids []string, c
 		res.MaxMs = ms(all[len(all)-1])
 	}
 	return res
-}
-
-func get(ctx context.Context, client *http.Client, url string) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	n, err := io.Copy(io.Discard, resp.Body)
-	if err != nil {
-		return n, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return n, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return n, nil
 }
 
 // pct is the q quantile of sorted latencies, in ms.
@@ -211,8 +239,11 @@ func runFixed(args []string, stdin io.Reader, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	length := strconv.Itoa(len(body))
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// framed as ferry frames its answers, with a Content-Length
 		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", length)
 		w.WriteHeader(http.StatusOK)
 		w.Write(body)
 	})
