@@ -14,7 +14,7 @@ import (
 // A burst of inputs (a backfill, a replay of history by a producer) grows
 // the heap with transient buffers: NATS's block caches, bbolt's dirty
 // pages, decoded batches, and the input log's message ids, which NATS keeps
-// for its duplicate window (~200 bytes each: 180 MB for 30 s at 30,000
+// for its duplicate window (~200 bytes each: 60 MB for 10 s at 30,000
 // inputs/s). When the burst ends nothing allocates, so no garbage
 // collection runs, the heap goal stays at its peak and the Go runtime keeps
 // those pages resident (its forced collection comes only every two
