@@ -82,11 +82,13 @@ func BenchmarkServe(b *testing.B) {
 	s := startServe(b, bins.ferry)
 	s.ingest(b, f, n)
 	// Settled: NATS's block caches expire after 10 s idle, the message ids
-	// of the duplicate window (30 s) after the window, and ferry returns
-	// what the burst freed 10 s after it and again 35 s after it (checked
-	// every 5 s); what is left is the state itself. Hence 45 s by default:
-	// a reading at 30 s caught the ids of the window's last seconds in
-	// some runs and not in others (anon 315 vs 163 MiB at 1,000,000).
+	// of the duplicate window (10 s by default) after the window, and
+	// ferry returns what the burst freed 10 s after it and again once the
+	// window and 5 s have passed (checked every 5 s); what is left is the
+	// state itself. 45 s by default, as with the 30-s window of earlier
+	// runs, where a reading at 30 s caught the ids of the window's last
+	// seconds in some runs and not in others (anon 315 vs 163 MiB at
+	// 1,000,000), so that readings stay comparable.
 	// Read before any status request pages the read models in.
 	time.Sleep(*flagSettle)
 	settled, err := ReadMem(s.cmd.Process.Pid)
