@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build test vet fmt-check run bench clean crash-test fuzz
+.PHONY: build test vet fmt-check run bench bench-smoke clean crash-test fuzz
 
 build:
 	$(GO) build -o bin/ferry ./cmd/ferry
@@ -11,6 +11,13 @@ build:
 test: fmt-check vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	$(GO) test -tags crash -count=1 -timeout 20m ./tests/crash/
+	$(MAKE) bench-smoke
+
+# Every benchmark line at CI's size (about a minute), so make bench keeps
+# working: a line that fails fails the target. Installs nothing (without
+# wrk, bench/cmd/loadgen drives the status API).
+bench-smoke:
+	./scripts/bench.sh --smoke --no-install --out "$${TMPDIR:-/tmp}/ferry-bench-smoke-$$$$"
 
 # SIGKILLs ferry serve and the NATS server under load, then audits
 # (tests/crash; CRASH_N=100000 for the full run, see its package doc).

@@ -83,8 +83,8 @@ if command -v wrk >/dev/null 2>&1; then
 	loadgen=wrk
 else
 	loadgen=go
-	echo "bench.sh: wrk is not available: the status API is driven by bench/cmd/loadgen (Go), which takes more" >&2
-	echo "          of the machine's CPU from the server; expect lower req/s than with wrk (apt-get install wrk)." >&2
+	echo "bench.sh: wrk is not available: the status API's closed loop is driven by bench/cmd/loadgen as well" >&2
+	echo "          (apt-get install wrk to compare with the table's runs, which used wrk)." >&2
 fi
 
 gobin=$($GO env GOBIN); gobin=${gobin:-$($GO env GOPATH)/bin}
@@ -117,6 +117,9 @@ $GO build -o "$out/bin/loadgen" ./bench/cmd/loadgen
 $GO build -o "$out/bin/benchtable" ./bench/cmd/benchtable
 
 # run LINE PKG BENCH_REGEX BENCHTIME [flags...]: one go test process per line.
+# A line that fails is reported and the others still run; the script then
+# exits 1.
+failed=()
 run() {
 	local line=$1 pkg=$2 regex=$3 benchtime=$4; shift 4
 	local prof=()
@@ -126,6 +129,7 @@ run() {
 	if ! $GO test -run '^$' -bench "$regex" -benchtime "$benchtime" -count "$count" -timeout "$timeout" \
 		"${prof[@]}" "$pkg" "$@" 2>&1 | tee "$out/$line.txt"; then
 		echo "bench.sh: $line failed (see $out/$line.txt)" >&2
+		failed+=("$line")
 	fi
 	echo "$line: $((SECONDS - start)) s" >>"$out/durations.txt"
 }
@@ -152,4 +156,8 @@ cat "$out/table.md"
 echo
 echo "Machine and run: $out/machine.txt; raw outputs: $out/<line>.txt; durations: $out/durations.txt"
 if [ "$profile" = 1 ]; then echo "CPU profiles: go tool pprof -top $out/<line>.test $out/<line>.cpu.pprof"; fi
+if [ ${#failed[@]} -gt 0 ]; then
+	echo "bench.sh: failed: ${failed[*]}" >&2
+	exit 1
+fi
 exit $status
