@@ -82,6 +82,7 @@ func runGet(args []string, stdout io.Writer) error {
 	rate := fs.Float64("rate", 0, "requests per second offered on a fixed schedule (open loop; latency counts from each request's scheduled time); 0: every connection sends its next request as soon as its answer is read (closed loop)")
 	dur := fs.Duration("d", 10*time.Second, "measured duration")
 	warm := fs.Duration("warmup", 2*time.Second, "unmeasured warm-up before it")
+	timeout := fs.Duration("timeout", 30*time.Second, "longest wait for one answer; a request that takes longer counts as an error")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -99,7 +100,7 @@ func runGet(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	l := &load{addr: addr, host: host, path: path, ids: ids, conns: make([]rawConn, *conns), rate: *rate}
+	l := &load{addr: addr, host: host, path: path, ids: ids, conns: make([]rawConn, *conns), rate: *rate, timeout: *timeout}
 	if *warm > 0 {
 		l.drive(*warm, nil)
 	}
@@ -114,6 +115,7 @@ type load struct {
 	ids              []string
 	conns            []rawConn
 	rate             float64
+	timeout          time.Duration
 }
 
 func (l *load) close() {
@@ -144,7 +146,7 @@ func (l *load) drive(d time.Duration, res *Result) *Result {
 	for i := range ws {
 		w, conn := &ws[i], &l.conns[i]
 		if conn.addr == "" {
-			conn.addr, conn.host = l.addr, l.host
+			conn.addr, conn.host, conn.timeout = l.addr, l.host, l.timeout
 		}
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(i), uint64(start.UnixNano())))

@@ -18,9 +18,13 @@ import (
 // status line, Content-Length or chunked framing, the body discarded.
 type rawConn struct {
 	addr, host string
-	conn       net.Conn
-	r          *bufio.Reader
-	req        []byte
+	// timeout bounds each request from its write to its answer's last
+	// byte (0: none), so a server that stops answering fails the run
+	// instead of hanging it.
+	timeout time.Duration
+	conn    net.Conn
+	r       *bufio.Reader
+	req     []byte
 }
 
 // target splits an http:// URL prefix into the address to dial, the Host
@@ -82,6 +86,11 @@ func (c *rawConn) get(path string) (int64, error) {
 }
 
 func (c *rawConn) roundTrip(path string) (n int64, keep bool, err error) {
+	if c.timeout > 0 {
+		if err := c.conn.SetDeadline(time.Now().Add(c.timeout)); err != nil {
+			return 0, false, err
+		}
+	}
 	if _, err := c.conn.Write(c.req); err != nil {
 		return 0, false, err
 	}

@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The hand-written client must read every framing net/http's server
@@ -90,5 +93,34 @@ func TestOpenLoopOffersTheRate(t *testing.T) {
 	}
 	if r.Seconds < 0.99 || r.Seconds > 6 {
 		t.Fatalf("open loop took %.3f s", r.Seconds)
+	}
+}
+
+// A server that stops answering fails the request at the timeout instead
+// of hanging the run.
+func TestRawConnTimesOut(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+	}))
+	defer srv.Close()
+	defer close(release)
+	addr, host, _, err := target(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &rawConn{addr: addr, host: host, timeout: 200 * time.Millisecond}
+	defer c.close()
+	start := time.Now()
+	_, err = c.get("/stall")
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("stalled answer: %v, want a timeout", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("timeout of 200ms took %s", took)
+	}
+	if c.conn != nil {
+		t.Fatal("connection kept after a timeout")
 	}
 }
