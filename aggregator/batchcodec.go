@@ -315,12 +315,9 @@ func appendDecision(dst []byte, d *Decision) ([]byte, error) {
 	dst = appendStringField(dst, `,"status":`, d.Status)
 	if len(d.Deals) != 0 {
 		// Rare (one decision per deal report) and varied: encoding/json.
-		deals, err := json.Marshal(d.Deals)
-		if err != nil {
+		if dst, err = jsonw.Value(append(dst, `,"deals":`...), d.Deals); err != nil {
 			return nil, err
 		}
-		dst = append(dst, `,"deals":`...)
-		dst = append(dst, deals...)
 	}
 	dst = appendStringField(dst, `,"reason":`, d.Reason)
 	if !d.At.IsZero() {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"strconv"
 	"sync"
 
@@ -87,12 +86,10 @@ func appendCarJSON(dst []byte, c *CarView, proof *frc58.Proof) ([]byte, error) {
 	}
 	if len(c.Deals) != 0 {
 		// Rare per aggregate and varied: left to encoding/json.
-		deals, err := json.Marshal(c.Deals)
-		if err != nil {
+		var err error
+		if dst, err = jsonw.Value(append(dst, `,"deals":`...), c.Deals); err != nil {
 			return nil, err
 		}
-		dst = append(dst, `,"deals":`...)
-		dst = append(dst, deals...)
 	}
 	if c.Reason != "" {
 		dst = append(dst, `,"reason":`...)

@@ -68,3 +68,13 @@ func Raw(dst []byte, raw []byte) ([]byte, error) {
 	json.HTMLEscape(&escaped, compact.Bytes())
 	return append(dst, escaped.Bytes()...), nil
 }
+
+// Value appends v as json.Marshal encodes it: for the rare, varied parts
+// of an answer (deal lists) that are not worth an encoder of their own.
+func Value(dst []byte, v any) ([]byte, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return append(dst, data...), nil
+}
