@@ -100,7 +100,10 @@ func runGet(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	l := &load{addr: addr, host: host, path: path, ids: ids, conns: make([]rawConn, *conns), rate: *rate, timeout: *timeout}
+	l := &load{path: path, ids: ids, conns: make([]rawConn, *conns), rate: *rate}
+	for i := range l.conns {
+		l.conns[i] = rawConn{addr: addr, host: host, timeout: *timeout}
+	}
 	if *warm > 0 {
 		l.drive(*warm, nil)
 	}
@@ -109,13 +112,12 @@ func runGet(args []string, stdout io.Writer) error {
 	return json.NewEncoder(stdout).Encode(res)
 }
 
-// load is the connections and the IDs they request.
+// load is the connections and the paths they request: path+ID.
 type load struct {
-	addr, host, path string
-	ids              []string
-	conns            []rawConn
-	rate             float64
-	timeout          time.Duration
+	path  string
+	ids   []string
+	conns []rawConn
+	rate  float64 // 0: closed loop
 }
 
 func (l *load) close() {
@@ -145,9 +147,6 @@ func (l *load) drive(d time.Duration, res *Result) *Result {
 	var wg sync.WaitGroup
 	for i := range ws {
 		w, conn := &ws[i], &l.conns[i]
-		if conn.addr == "" {
-			conn.addr, conn.host, conn.timeout = l.addr, l.host, l.timeout
-		}
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(i), uint64(start.UnixNano())))
 			var path []byte
