@@ -133,33 +133,6 @@ func inclusionView(p *frc58.Proof) (*InclusionView, error) {
 	}, nil
 }
 
-// Proof returns a CAR's inclusion proof in CBOR, or ErrNotFound before its
-// aggregate is closed.
-func (s *Store) Proof(car string) ([]byte, error) {
-	var out []byte
-	err := s.viewCar(car, func(tx *bolt.Tx, r *carRecord) error {
-		var proof *frc58.Proof
-		if r.view.Aggregate != 0 && r.view.State != aggregator.Rejected {
-			a, err := s.aggView(tx, r.view.Aggregate)
-			if err != nil {
-				return err
-			}
-			if a.State != aggregator.Ingesting {
-				if proof, err = placed(tx, a, r); err != nil {
-					return err
-				}
-			}
-		}
-		if proof == nil {
-			return fmt.Errorf("proof of %s: %w", car, ErrNotFound)
-		}
-		var err error
-		out, err = frc58.EncodeProof(proof)
-		return err
-	})
-	return out, err
-}
-
 // Aggregate returns an aggregate by numeric id or piece CID, with up to
 // limit pieces of its layout after position after (-1 for the start). An
 // INGESTING aggregate lists its CARs in arrival order, without offsets.
