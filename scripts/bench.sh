@@ -106,7 +106,9 @@ fi
 	echo "go:       $($GO version)"
 	echo "nproc:    $(nproc)"
 	echo "cpu:      $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-	echo "memory:"; free -h | sed 's/^/  /'
+	# free comes with procps, which a minimal machine may lack: the run
+	# does not depend on it.
+	echo "memory:"; { free -h 2>/dev/null || grep -E '^(MemTotal|MemAvailable):' /proc/meminfo; } | sed 's/^/  /'
 	echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min, at start)"
 	echo "mode:     $mode, $cars CARs, count $count, status API by $loadgen"
 } | tee "$out/machine.txt"
