@@ -3,7 +3,6 @@ package projections
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
 	"maps"
 	"math"
 	"slices"
@@ -25,21 +24,29 @@ func keyOf(car string) cidKey {
 }
 
 // cidIndex finds a CAR's number by its CID. The newest entries live in
-// memory and reach the cids bucket in key order, many at a time.
+// memory; older ones are stored in sorted runs.
 //
-// CIDs are hashes, so their keys are random: inserted one by one, each
-// dirties its own page of the index in every commit, and at a million CARs
-// that page writing was most of the projection's cost. Written sorted in
-// runs of flushAt, a page takes several keys per write instead.
+// CIDs are hashes, so their keys are random. In a B+tree every write of
+// a batch of them dirtied nearly every leaf of the index: at a million
+// CARs, each flush of 65,536 entries rewrote ~40 MB of pages, and every
+// commit paid for inflating those leaves. A run is instead one value of
+// fixed-width entries sorted by key (runs.go), written once, sequentially,
+// and merged with its neighbours like a binary counter (writeRun). Uniform
+// keys let a lookup interpolate where its key sits in a run and search
+// only a few thousand entries around that place.
 //
 // Rules:
 //   - Every CAR whose number is above the stored kIndexed mark is in recent
 //     once its transaction has committed; every CAR at or below it is in
-//     the bucket. Open rebuilds recent from the cars bucket past the mark.
+//     a stored run. Open rebuilds recent from the cars bucket past the
+//     mark.
 //   - A writer adds a transaction's new entries to recent only after the
 //     commit, and removes flushed ones only after the commit that wrote
 //     them; readers look in recent before they open their transaction.
 //     So a committed CAR is always found.
+//   - A CID's key is added once, when the CAR gets its number (a number
+//     never changes), so no key is in two places and no run needs a
+//     tombstone.
 type cidIndex struct {
 	mu      sync.RWMutex
 	recent  map[cidKey]uint64
@@ -47,10 +54,7 @@ type cidIndex struct {
 }
 
 // liveFlushAt bounds the entries held in memory while following the log:
-// a few MiB, written in one commit every flushAt CARs. 262,144 wrote less
-// (ingest at a million CARs: 63.7 → 61.0 CPU-µs per event) but left fewer
-// index pages resident, and status requests paid more for paging them in
-// (59 → 65–70 server CPU-µs per request).
+// a few MiB, written as a run every flushAt CARs.
 var liveFlushAt = 1 << 16
 
 func newCidIndex() *cidIndex {
@@ -86,8 +90,8 @@ func (x *cidIndex) reset() {
 	x.recent = map[cidKey]uint64{}
 }
 
-// setBulk switches between a rebuild, which writes the index once at its
-// end, and following the log.
+// setBulk switches between a rebuild, which writes the index as one run
+// at its end, and following the log.
 func (x *cidIndex) setBulk(on bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -111,10 +115,7 @@ func (t *indexTx) get(tx *bolt.Tx, k cidKey) (uint64, bool) {
 	if num, ok := t.x.get(k); ok {
 		return num, true
 	}
-	if v := tx.Bucket(bCids).Get(k[:]); v != nil {
-		return u64(v), true
-	}
-	return 0, false
+	return findStored(tx, k)
 }
 
 func (t *indexTx) add(car string, num uint64) {
@@ -124,9 +125,9 @@ func (t *indexTx) add(car string, num uint64) {
 	t.fresh[keyOf(car)] = num
 }
 
-// flush writes recent and fresh entries to the bucket, in key order, when
-// they reach flushAt or force is set, and moves the mark to last. Only the
-// projector's transaction calls it.
+// flush writes recent and fresh entries as a run when they reach flushAt
+// or force is set, and moves the mark to last. Only the projector's
+// transaction calls it.
 func (t *indexTx) flush(tx *bolt.Tx, last uint64, force bool) error {
 	t.x.mu.RLock()
 	n := len(t.x.recent) + len(t.fresh)
@@ -135,11 +136,7 @@ func (t *indexTx) flush(tx *bolt.Tx, last uint64, force bool) error {
 		return nil
 	}
 	keys, all := t.pending()
-	b := tx.Bucket(bCids)
-	if k, _ := b.Cursor().First(); k == nil {
-		b.FillPercent = 1 // a first write, in key order, only appends
-	}
-	if err := putIndex(b, keys, all); err != nil {
+	if err := writeRun(tx, newRun(keys, all)); err != nil {
 		return err
 	}
 	t.flushed = true
@@ -156,59 +153,68 @@ func (t *indexTx) pending() ([]cidKey, map[cidKey]uint64) {
 	return slices.SortedFunc(maps.Keys(all), func(a, b cidKey) int { return bytes.Compare(a[:], b[:]) }), all
 }
 
-// putIndex puts keys, with their numbers from all, into b. bbolt holds
-// keys and values until commit, so they live in one arena.
-func putIndex(b *bolt.Bucket, keys []cidKey, all map[cidKey]uint64) error {
-	arena := make([]byte, 0, len(keys)*(len(cidKey{})+8))
-	for _, k := range keys {
-		arena = append(arena, k[:]...)
-		key := arena[len(arena)-len(k):]
-		arena = binary.BigEndian.AppendUint64(arena, all[k])
-		if err := b.Put(key, arena[len(arena)-8:]); err != nil {
+// writeRun adds r to the stored runs in tx. Like a binary counter, it
+// first merges r with the newest runs while they are no larger than it
+// (and the result stays within maxRun entries): a run is then at least
+// twice the size of the next newer one, so n entries make at most about
+// log2(n/flushAt) runs, and each entry is copied that many times, in
+// sequential writes, over its life.
+func writeRun(tx *bolt.Tx, r run) error {
+	runs := tx.Bucket(bCidRuns)
+	next := uint64(1)
+	for {
+		name, _ := runs.Cursor().Last()
+		if name == nil {
+			break
+		}
+		prev := run(runs.Bucket(name).Get(kEntries))
+		if prev.len() > r.len() || prev.len()+r.len() > maxRun {
+			next = u64(name) + 1
+			break
+		}
+		r = mergeRuns(prev, r) // copies prev out of the file before it goes
+		if err := runs.DeleteBucket(name); err != nil {
 			return err
 		}
 	}
-	return nil
+	b, err := runs.CreateBucket(be64(next))
+	if err != nil {
+		return err
+	}
+	return b.Put(kEntries, r)
 }
 
-// bulkIndexTx bounds the keys of one transaction of a rebuild's index
-// write: bbolt holds a transaction's new keys in one node until commit, and
-// growing it to a million entries cost more than the puts (300,000 keys:
-// 0.56 s in one transaction, 0.20 s in transactions of 16,384). A var so
-// tests can cut a small rebuild into several.
-var bulkIndexTx = 16384
+// findStored looks k up in the runs of tx, oldest (largest) first.
+func findStored(tx *bolt.Tx, k cidKey) (uint64, bool) {
+	runs := tx.Bucket(bCidRuns)
+	c := runs.Cursor()
+	for name, _ := c.First(); name != nil; name, _ = c.Next() {
+		if num, ok := run(runs.Bucket(name).Get(kEntries)).find(k); ok {
+			return num, true
+		}
+	}
+	return 0, false
+}
 
-// writeBulk writes every entry of a rebuild, sorted, in transactions of
-// bulkIndexTx keys, then moves the mark to last. The file is marked as
-// being rebuilt until the caller's final commit, so a crash in between
-// leaves a file the next Open empties.
+// writeBulk writes every entry of a rebuild as one run, then moves the
+// mark to last. The file is marked as being rebuilt until the caller's
+// final commit, so a crash in between leaves a file the next Open
+// empties.
 func (t *indexTx) writeBulk(db *bolt.DB, last uint64) error {
 	keys, all := t.pending()
-	var fill float64
-	err := db.View(func(tx *bolt.Tx) error {
-		if k, _ := tx.Bucket(bCids).Cursor().First(); k == nil {
-			fill = 1 // keys in order into an empty bucket only append
+	err := db.Update(func(tx *bolt.Tx) error {
+		if len(keys) > 0 {
+			if err := writeRun(tx, newRun(keys, all)); err != nil {
+				return err
+			}
 		}
-		return nil
+		return tx.Bucket(bMeta).Put(kIndexed, be64(last))
 	})
 	if err != nil {
 		return err
 	}
-	for start := 0; start < len(keys); start += bulkIndexTx {
-		chunk := keys[start:min(start+bulkIndexTx, len(keys))]
-		err := db.Update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(bCids)
-			if fill != 0 {
-				b.FillPercent = fill
-			}
-			return putIndex(b, chunk, all)
-		})
-		if err != nil {
-			return err
-		}
-	}
 	t.flushed = true
-	return db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bMeta).Put(kIndexed, be64(last)) })
+	return nil
 }
 
 // committed makes the transaction's entries visible: flushed ones leave

@@ -74,11 +74,9 @@ func (s *Store) viewCar(car string, fn func(*bolt.Tx, *carRecord) error) error {
 	num, ok := s.index.get(key)
 	return s.db.View(func(tx *bolt.Tx) error {
 		if !ok {
-			v := tx.Bucket(bCids).Get(key[:])
-			if v == nil {
+			if num, ok = findStored(tx, key); !ok {
 				return fmt.Errorf("CAR %s: %w", car, ErrNotFound)
 			}
-			num = u64(v)
 		}
 		r, err := byNumber(tx, num)
 		if err != nil {

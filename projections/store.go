@@ -27,7 +27,8 @@ var (
 
 var (
 	bMeta    = []byte("meta")
-	bCids    = []byte("cids")       // CAR CID's key (index.go) → car number
+	bCidRuns = []byte("cidRuns")    // run number → bucket of one run of the CID index (index.go)
+	kEntries = []byte("entries")    // a run's sorted entries (runs.go)
 	bCars    = []byte("cars")       // car number → CAR record (record.go)
 	bAggs    = []byte("aggregates") // id → aggregate view (JSON)
 	bMembers = []byte("members")    // id|arrival → member (record.go)
@@ -42,14 +43,14 @@ var (
 	kNextCar = []byte("nextCar")
 	kSchema  = []byte("schema")
 	kBulk    = []byte("bulk")    // set while a rebuild runs
-	kIndexed = []byte("indexed") // CARs up to this number are in cids
-	buckets  = [][]byte{bMeta, bCids, bCars, bAggs, bMembers, bClosed, bByPiece, bRejects, bQueued}
+	kIndexed = []byte("indexed") // CARs up to this number are in cidRuns
+	buckets  = [][]byte{bMeta, bCidRuns, bCars, bAggs, bMembers, bClosed, bByPiece, bRejects, bQueued}
 )
 
 // schemaVersion names the layout of the buckets. A file of another version
 // is emptied on Open and rebuilt from the aggregate log by the projector:
 // the read models are disposable.
-const schemaVersion = "5" // 5: meta.lastIn; messages of several batches
+const schemaVersion = "6" // 6: the CID index in sorted runs
 
 // Store is the bbolt file of the read models.
 //
