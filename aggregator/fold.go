@@ -10,7 +10,6 @@ import (
 	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/piece"
-	"github.com/ipfs/go-cid"
 )
 
 // Aggregate states, as DESIGN.md names them.
@@ -204,8 +203,8 @@ func (s *State) undecodable(b *Batch, data []byte, err error) {
 func (s *State) onReplicated(b *Batch, e *events.CarReplicated) {
 	chk, reason := e.Check(s.cfg.DealSize)
 	car := e.Car // as canonical does, from the CID Check parsed
-	if chk.CID.Defined() {
-		car = chk.CID.String()
+	if chk.Car != "" {
+		car = chk.Car
 	}
 	_, known := s.accepted[keyOf(car)]
 	if reason != "" {
@@ -228,8 +227,8 @@ func (s *State) onReplicated(b *Batch, e *events.CarReplicated) {
 	}
 	c := chk.Piece
 	if s.cfg.VerifyPieces {
-		if v2, err := c.V2(); err == nil {
-			s.emit(b, Decision{Type: DecCarQueued, Car: car, Record: rec, Piece: v2.String()})
+		if v2, err := c.V2Text(); err == nil {
+			s.emit(b, Decision{Type: DecCarQueued, Car: car, Record: rec, Piece: v2})
 			return
 		}
 	}
@@ -250,7 +249,7 @@ func (s *State) onPiece(b *Batch, e *events.CarPiece) {
 		s.ignore(b, car, "car.piece: "+reason)
 		return
 	}
-	if v2, err := c.V2(); err == nil && q.claim != "" && q.claim != v2.String() {
+	if v2, err := c.V2Text(); err == nil && q.claim != "" && q.claim != v2 {
 		reason := fmt.Sprintf("piece: claimed %s, computed %s", q.claim, v2)
 		s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: reason})
 		return
@@ -281,7 +280,7 @@ func (s *State) notQueued(car string) string {
 // add places a CAR with its piece into the INGESTING aggregate, closing it
 // first when the piece does not fit.
 func (s *State) add(b *Batch, car string, rec *Record, c piece.Commitment) {
-	v2, err := c.V2()
+	v2, err := c.V2Text()
 	if err != nil || !piece.ValidPadded(c.Padded) || c.Padded > piece.MaxPiece(s.cfg.DealSize) {
 		// Validate rules this out; a piece that still slips through is
 		// rejected here rather than allowed to crash the fold.
@@ -291,7 +290,7 @@ func (s *State) add(b *Batch, car string, rec *Record, c piece.Commitment) {
 	if s.open != nil && !frc58.Fits(s.cfg.DealSize, s.open.used+c.Padded, len(s.open.members)+1) {
 		s.closeOpen(b, ClosedFull)
 	}
-	s.emit(b, Decision{Type: DecCarAdded, Car: car, Record: rec, Piece: v2.String(),
+	s.emit(b, Decision{Type: DecCarAdded, Car: car, Record: rec, Piece: v2,
 		PieceSize: c.Padded, Aggregate: s.target()})
 }
 
@@ -497,9 +496,9 @@ func (s *State) ignore(b *Batch, car, reason string) {
 // canonical is the CID's canonical string form (base32 for v1), so that two
 // spellings of one CAR are one CAR. Validate has checked it parses.
 func canonical(s string) string {
-	c, err := cid.Decode(s)
+	c, err := events.CanonicalCID(s)
 	if err != nil {
 		return s
 	}
-	return c.String()
+	return c
 }

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/ferry-dev/ferry/internal/cidtext"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ipfs/go-cid"
 )
@@ -28,8 +29,9 @@ func (e *CarReplicated) Validate(dealSize uint64) string {
 
 // Checked is what Check parsed of a car.replicated.
 type Checked struct {
-	// CID is the CAR's CID, when it parses (even if a later rule fails).
-	CID cid.Cid
+	// Car is the CAR's CID in its canonical text (see CanonicalCID), when
+	// it parses (even if a later rule fails).
+	Car string
 	// Piece is the claimed piece, when the event is valid and claims one.
 	Piece piece.Commitment
 }
@@ -46,11 +48,11 @@ func (e *CarReplicated) check(dealSize uint64, chk *Checked) string {
 	if e.Car == "" {
 		return "car: missing"
 	}
-	c, err := cid.Decode(e.Car)
+	car, err := CanonicalCID(e.Car)
 	if err != nil {
 		return fmt.Sprintf("car: %q is not a CID: %v", e.Car, err)
 	}
-	chk.CID = c
+	chk.Car = car
 	if e.Size == 0 {
 		return "size: must be at least 1 byte"
 	}
@@ -94,6 +96,20 @@ func (e *CarReplicated) check(dealSize uint64, chk *Checked) string {
 		return "pieceSize: given without a piece"
 	}
 	return ""
+}
+
+// CanonicalCID returns the text go-cid prints for the CID s names
+// (base32 for v1), so that two texts of one CID are one CAR.
+func CanonicalCID(s string) (string, error) {
+	var buf [cidtext.MaxBytes]byte
+	if _, ok := cidtext.Parse(s, &buf); ok {
+		return s, nil // canonical as it stands
+	}
+	c, err := cid.Decode(s)
+	if err != nil {
+		return "", err
+	}
+	return c.String(), nil
 }
 
 // Commitment parses the event's claimed piece and checks it against the

@@ -1,10 +1,12 @@
 package piece
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
 
+	"github.com/ferry-dev/ferry/internal/cidtext"
 	"github.com/filecoin-project/go-data-segment/datasegment"
 	"github.com/filecoin-project/go-state-types/abi"
 	"github.com/ipfs/go-cid"
@@ -74,20 +76,42 @@ func (c Commitment) V1() cid.Cid {
 // V2 is the FRC-0069 piece CID v2, which carries the payload size. It needs
 // a known payload.
 func (c Commitment) V2() (cid.Cid, error) {
-	if !ValidPadded(c.Padded) || c.Payload == 0 || c.Payload > Unpadded(c.Padded) {
-		return cid.Undef, fmt.Errorf("piece v2: payload %d in padded %d: %w", c.Payload, c.Padded, ErrBadSize)
+	var buf [v2DigestMax]byte
+	digest, err := c.v2Digest(&buf)
+	if err != nil {
+		return cid.Undef, err
 	}
-	padding := Unpadded(c.Padded) - c.Payload
-	height := bits.TrailingZeros64(c.Padded / 32)
-	digest := make([]byte, 0, varint.UvarintSize(padding)+1+32)
-	digest = varint.ToUvarint(padding)
-	digest = append(digest, byte(height))
-	digest = append(digest, c.Root[:]...)
 	mh, err := multihash.Encode(digest, HashTree)
 	if err != nil {
 		return cid.Undef, err
 	}
 	return cid.NewCidV1(CodecRaw, mh), nil
+}
+
+// V2Text is V2's text (what its String prints), made without go-cid's
+// allocations: the fold prints one for every CAR it takes in.
+func (c Commitment) V2Text() (string, error) {
+	var buf [v2DigestMax]byte
+	digest, err := c.v2Digest(&buf)
+	if err != nil {
+		return "", err
+	}
+	var text [2 * v2DigestMax]byte
+	return string(cidtext.Append(text[:0], CodecRaw, HashTree, digest)), nil
+}
+
+// v2DigestMax bounds a v2 multihash digest: padding, height, root.
+const v2DigestMax = binary.MaxVarintLen64 + 1 + 32
+
+// v2Digest is the multihash digest of the v2 CID, in buf.
+func (c Commitment) v2Digest(buf *[v2DigestMax]byte) ([]byte, error) {
+	if !ValidPadded(c.Padded) || c.Payload == 0 || c.Payload > Unpadded(c.Padded) {
+		return nil, fmt.Errorf("piece v2: payload %d in padded %d: %w", c.Payload, c.Padded, ErrBadSize)
+	}
+	padding := Unpadded(c.Padded) - c.Payload
+	digest := binary.AppendUvarint(buf[:0], padding)
+	digest = append(digest, byte(bits.TrailingZeros64(c.Padded/32)))
+	return append(digest, c.Root[:]...), nil
 }
 
 // MustV2 is V2 for commitments known to carry a payload; it panics otherwise.
@@ -102,6 +126,10 @@ func (c Commitment) MustV2() cid.Cid {
 // Parse reads a piece CID in either form. A v1 CID carries no size, so
 // padded must be given for it (and is checked against a v2 CID when given).
 func Parse(s string, padded uint64) (Commitment, error) {
+	var buf [cidtext.MaxBytes]byte
+	if c, ok := cidtext.Parse(s, &buf); ok {
+		return fromParts(c.Codec, c.Hash, c.Digest, padded)
+	}
 	c, err := cid.Decode(s)
 	if err != nil {
 		return Commitment{}, fmt.Errorf("%w: %v", ErrNotPiece, err)
@@ -115,11 +143,16 @@ func FromCID(c cid.Cid, padded uint64) (Commitment, error) {
 	if err != nil {
 		return Commitment{}, fmt.Errorf("%w: %v", ErrNotPiece, err)
 	}
+	return fromParts(c.Type(), dmh.Code, dmh.Digest, padded)
+}
+
+// fromParts reads a commitment from a CID's codec and multihash.
+func fromParts(codec, hash uint64, digest []byte, padded uint64) (Commitment, error) {
 	var out Commitment
 	switch {
-	case c.Type() == CodecUnsealed && dmh.Code == HashTrunc254:
-		if len(dmh.Digest) != 32 {
-			return Commitment{}, fmt.Errorf("%w: digest of %d bytes", ErrNotPiece, len(dmh.Digest))
+	case codec == CodecUnsealed && hash == HashTrunc254:
+		if len(digest) != 32 {
+			return Commitment{}, fmt.Errorf("%w: digest of %d bytes", ErrNotPiece, len(digest))
 		}
 		if padded == 0 {
 			return Commitment{}, ErrSizeNeeded
@@ -127,15 +160,15 @@ func FromCID(c cid.Cid, padded uint64) (Commitment, error) {
 		if !ValidPadded(padded) {
 			return Commitment{}, fmt.Errorf("%w: %d is not a power of two ≥ 128", ErrBadSize, padded)
 		}
-		copy(out.Root[:], dmh.Digest)
+		copy(out.Root[:], digest)
 		out.Padded = padded
 		return out, nil
-	case c.Type() == CodecRaw && dmh.Code == HashTree:
-		padding, n, err := varint.FromUvarint(dmh.Digest)
-		if err != nil || len(dmh.Digest) != n+1+32 {
+	case codec == CodecRaw && hash == HashTree:
+		padding, n, err := varint.FromUvarint(digest)
+		if err != nil || len(digest) != n+1+32 {
 			return Commitment{}, fmt.Errorf("%w: malformed v2 digest", ErrNotPiece)
 		}
-		height := int(dmh.Digest[n])
+		height := int(digest[n])
 		if height < 2 || height > 57 {
 			return Commitment{}, fmt.Errorf("%w: tree height %d", ErrBadSize, height)
 		}
@@ -144,13 +177,13 @@ func FromCID(c cid.Cid, padded uint64) (Commitment, error) {
 			return Commitment{}, fmt.Errorf("%w: padding %d fills the piece", ErrBadSize, padding)
 		}
 		out.Payload = Unpadded(out.Padded) - padding
-		copy(out.Root[:], dmh.Digest[n+1:])
+		copy(out.Root[:], digest[n+1:])
 		if padded != 0 && padded != out.Padded {
 			return Commitment{}, fmt.Errorf("%w: v2 CID says padded %d, given %d", ErrBadSize, out.Padded, padded)
 		}
 		return out, nil
 	}
-	return Commitment{}, fmt.Errorf("%w: codec 0x%x with multihash 0x%x", ErrNotPiece, c.Type(), dmh.Code)
+	return Commitment{}, fmt.Errorf("%w: codec 0x%x with multihash 0x%x", ErrNotPiece, codec, hash)
 }
 
 // MaxEntries is the number of index entries a deal of dealSize reserves
