@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"flag"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -27,6 +28,8 @@ import (
 // Metrics: s (the wall time of one replay or read, the figure), cars/s,
 // cars, msgs (the aggregate log's messages), cpu-s (this process, server
 // included), MiB-viewsdb (the read models' file), MiB-hwm.
+var flagReplayCPU = flag.String("ferry.replay-cpuprofile", "", "write the CPU profile of the ferry replays alone (not the log's set-up) to `file`")
+
 func BenchmarkReplay(b *testing.B) {
 	n := *flagCars
 	f := fleetOf(b, n)
@@ -37,6 +40,7 @@ func BenchmarkReplay(b *testing.B) {
 			b.StopTimer()
 			path := filepath.Join(b.TempDir(), "views-"+strconv.Itoa(i)+".db")
 			ctx := context.Background()
+			stopProfile := startCPUProfile(b, *flagReplayCPU)
 			start, cpu0 := time.Now(), cpuTime()
 			b.StartTimer()
 			store, err := projections.Open(path, *flagDeal)
@@ -48,6 +52,7 @@ func BenchmarkReplay(b *testing.B) {
 			}
 			took, cpu := time.Since(start), cpuTime()-cpu0
 			b.StopTimer()
+			stopProfile()
 			if got := store.AggSeq(); got != last {
 				b.Fatalf("replay stopped at %d of %d", got, last)
 			}

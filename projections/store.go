@@ -447,8 +447,11 @@ func (w *writer) added(d aggregator.Decision, p piece.Commitment) error {
 	if err != nil {
 		return err
 	}
-	if err := w.tx.Bucket(bQueued).Delete(be64(r.num)); err != nil {
-		return err
+	// Only a numbered CAR can be queued: skip the seek for a new one.
+	if r.num != 0 {
+		if err := w.tx.Bucket(bQueued).Delete(be64(r.num)); err != nil {
+			return err
+		}
 	}
 	if p.Padded == 0 {
 		if p, err = piece.Parse(d.Piece, 0); err != nil {

@@ -25,7 +25,7 @@ import (
 // entries: most with a piece, some queued and given one later, some
 // invalid, some repeated. want is each CAR's expected aggregate (0 for
 // QUEUED or REJECTED) from the decisions.
-func foldLog(t *testing.T, n int, dealSize uint64) (entries []Entry, cars []string, want map[string]uint64) {
+func foldLog(t testing.TB, n int, dealSize uint64) (entries []Entry, cars []string, want map[string]uint64) {
 	t.Helper()
 	st := aggregator.New(aggregator.Config{DealSize: dealSize, MinPayload: dealSize, MaxWait: 1 << 62})
 	rng := rand.New(rand.NewPCG(7, uint64(n)))
