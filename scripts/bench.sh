@@ -8,7 +8,8 @@
 #
 # Options:
 #   --cars N         CARs of the ingest, replay, memory and status API lines
-#   --count N        run every benchmark N times; the table takes medians (default 1)
+#   --count N        run every benchmark N times, in rounds; the table takes medians,
+#                    and for ingest and replay the median of the rounds' ratios (default 1)
 #   --only LIST      comma-separated lines: ingest,replay,serve,close,piece (default all);
 #                    also handler: BenchmarkStatusHandler, the API's server side in
 #                    process (CPU per request, for comparing fixes; not in the table)
@@ -118,21 +119,29 @@ $GO build -o "$out/bin/ferry" ./cmd/ferry
 $GO build -o "$out/bin/loadgen" ./bench/cmd/loadgen
 $GO build -o "$out/bin/benchtable" ./bench/cmd/benchtable
 
-# run LINE PKG BENCH_REGEX BENCHTIME [flags...]: one go test process per line.
-# A line that fails is reported and the others still run; the script then
-# exits 1.
+# run LINE PKG BENCH_REGEX BENCHTIME [flags...]: go test processes per line.
+# With --count N the whole benchmark runs N times, one process after
+# another, rather than once with -count N (which runs each sub-benchmark N
+# times before the next): ferry and its baseline then run back to back in
+# every round, under the same load of a shared machine, and benchtable
+# takes the median of the rounds' ratios. A line that fails is reported
+# and the others still run; the script then exits 1.
 failed=()
 run() {
 	local line=$1 pkg=$2 regex=$3 benchtime=$4; shift 4
 	local prof=()
 	[ "$profile" = 1 ] && prof=(-cpuprofile "$out/$line.cpu.pprof" -o "$out/$line.test")
-	log "$line: go test -run '^\$' -bench '$regex' -benchtime $benchtime -count $count $pkg $*"
-	local start=$SECONDS
-	if ! $GO test -run '^$' -bench "$regex" -benchtime "$benchtime" -count "$count" -timeout "$timeout" \
-		"${prof[@]}" "$pkg" "$@" 2>&1 | tee "$out/$line.txt"; then
-		echo "bench.sh: $line failed (see $out/$line.txt)" >&2
-		failed+=("$line")
-	fi
+	log "$line: go test -run '^\$' -bench '$regex' -benchtime $benchtime -count 1 $pkg $* ($count rounds)"
+	local start=$SECONDS round
+	: >"$out/$line.txt"
+	for ((round = 1; round <= count; round++)); do
+		if ! $GO test -run '^$' -bench "$regex" -benchtime "$benchtime" -count 1 -timeout "$timeout" \
+			"${prof[@]}" "$pkg" "$@" 2>&1 | tee -a "$out/$line.txt"; then
+			echo "bench.sh: $line failed (see $out/$line.txt)" >&2
+			failed+=("$line")
+			break
+		fi
+	done
 	echo "$line: $((SECONDS - start)) s" >>"$out/durations.txt"
 }
 

@@ -2,7 +2,8 @@
 // lines (bench, aggregator/frc58, piece) and prints the table of
 // docs/benchmarks.md: each figure, its baseline from the same run, the
 // ratio and whether the target is met. With -count above 1 the median of
-// each metric is used.
+// each metric is used, and the ingest and replay ratios are the medians of
+// the ratios of runs made in pairs.
 //
 //	benchtable [-strict] [-close-scale S] [-piece-scale S] results/*.txt
 //
@@ -90,12 +91,46 @@ func (r results) get(bench, unit string) (float64, error) {
 	if len(vs) == 0 {
 		return 0, fmt.Errorf("%s %s: %w", bench, unit, errMissing)
 	}
+	return median(vs), nil
+}
+
+// pairedRatio is the median of the ratios a[i]/b[i] of a unit of two
+// benchmarks that ran in pairs (scripts/bench.sh runs the whole benchmark
+// once per count, so the i-th result of each ran back to back, under the
+// same load of a shared machine). ok is false unless both have the same
+// number of results, two or more; then the ratio of medians is all
+// there is.
+func (r results) pairedRatio(a, b, unit string) (ratio float64, pairs []float64, ok bool) {
+	as, bs := r[a][unit], r[b][unit]
+	if len(as) < 2 || len(as) != len(bs) {
+		return 0, nil, false
+	}
+	for i := range as {
+		pairs = append(pairs, as[i]/bs[i])
+	}
+	return median(pairs), pairs, true
+}
+
+func median(vs []float64) float64 {
 	s := slices.Clone(vs)
 	slices.Sort(s)
 	if len(s)%2 == 1 {
-		return s[len(s)/2], nil
+		return s[len(s)/2]
 	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2, nil
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// ratioText prints a ratio with, for paired runs, how it was taken.
+func ratioText(ratio float64, pairs []float64, digits int) string {
+	s := strconv.FormatFloat(ratio, 'f', digits, 64) + "×"
+	if len(pairs) > 0 {
+		parts := make([]string, len(pairs))
+		for i, p := range pairs {
+			parts[i] = strconv.FormatFloat(p, 'f', digits, 64)
+		}
+		s += fmt.Sprintf(", median of %d paired runs (%s)", len(pairs), strings.Join(parts, ", "))
+	}
+	return s
 }
 
 // row is one line of the table.
@@ -152,11 +187,14 @@ func ingest(r results) row {
 	fc, _ := r.get("BenchmarkIngest/ferry", "cpu-µs/event")
 	bc, _ := r.get("BenchmarkIngest/raw", "cpu-µs/event")
 	n, _ := r.get("BenchmarkIngest/ferry", "cars")
-	ratio := f / b
+	ratio, pairs, ok := r.pairedRatio("BenchmarkIngest/ferry", "BenchmarkIngest/raw", "events/s")
+	if !ok {
+		ratio = f / b
+	}
 	return row{line: line, scale: count(n) + " events",
 		figure:   fmt.Sprintf("%s ev/s (%.0f CPU-µs/ev)", count(f), fc),
 		baseline: fmt.Sprintf("raw JetStream pub+ordered consumer: %s msg/s (%.0f CPU-µs/msg)", count(b), bc),
-		ratio:    fmt.Sprintf("%.2f× (CPU/event %.1f×)", ratio, fc/bc), target: target, verdict: verdict(ratio >= 0.5) + scaleNote(n, 1e6)}
+		ratio:    fmt.Sprintf("%s (CPU/event %.1f×)", ratioText(ratio, pairs, 2), fc/bc), target: target, verdict: verdict(ratio >= 0.5) + scaleNote(n, 1e6)}
 }
 
 // scaleNote marks a verdict reached below the target's scale: it holds
@@ -206,7 +244,10 @@ func replay(r results) row {
 	if err := errors.Join(err1, err2); err != nil {
 		return notRun(line, target, err)
 	}
-	ratio := f / b
+	ratio, pairs, ok := r.pairedRatio("BenchmarkReplay/ferry", "BenchmarkReplay/raw", "s")
+	if !ok {
+		ratio = f / b
+	}
 	msgs, _ := r.get("BenchmarkReplay/ferry", "msgs")
 	n, err := r.get("BenchmarkReplay/ferry", "cars")
 	if err != nil { // runs before batches were grouped: a message per batch
@@ -221,7 +262,7 @@ func replay(r results) row {
 	return row{line: line, scale: count(n) + " CARs",
 		figure:   fmt.Sprintf("%.2f s (%s CARs/s)", f, count(fr)),
 		baseline: fmt.Sprintf("raw ordered-consumer read of its %s messages: %.2f s", count(msgs), b),
-		ratio:    fmt.Sprintf("%.1f×", ratio), target: target, verdict: verdict(ratio <= 2)}
+		ratio:    ratioText(ratio, pairs, 1), target: target, verdict: verdict(ratio <= 2)}
 }
 
 func api(r results) row {

@@ -71,7 +71,7 @@ garbage line
 	}
 	row := ingest(r)
 	if row.ratio != "0.49× (CPU/event 2.4×)" || row.verdict != "**missed**" {
-		t.Fatalf("ingest row: %+v", row)
+		t.Fatalf("ingest row (three runs against two: no pairs): %+v", row)
 	}
 	var sb strings.Builder
 	missed := write(&sb, r)
@@ -80,5 +80,31 @@ garbage line
 	}
 	if !strings.Contains(sb.String(), "| Replay (rebuild read models from the aggregate log) | — | not run |") {
 		t.Fatalf("replay not listed as not run:\n%s", sb.String())
+	}
+}
+
+// Runs made in pairs give the median of the pairs' ratios, which can
+// differ from the ratio of the medians: here the medians (36,000 and
+// 72,000) make 0.50×, while two of three pairs say 0.47× or less.
+func TestPairedRatios(t *testing.T) {
+	r := results{}
+	r.read(strings.NewReader(`BenchmarkIngest/ferry-2 1 1 ns/op 36000 events/s 50 cpu-µs/event 1000000 cars
+BenchmarkIngest/raw-2 1 1 ns/op 60000 events/s 20 cpu-µs/event 1000000 cars
+BenchmarkIngest/ferry-2 1 1 ns/op 34000 events/s 50 cpu-µs/event 1000000 cars
+BenchmarkIngest/raw-2 1 1 ns/op 72000 events/s 20 cpu-µs/event 1000000 cars
+BenchmarkIngest/ferry-2 1 1 ns/op 37000 events/s 50 cpu-µs/event 1000000 cars
+BenchmarkIngest/raw-2 1 1 ns/op 80000 events/s 20 cpu-µs/event 1000000 cars
+BenchmarkReplay/ferry-2 1 1 ns/op 7 s 1000000 cars 8000 msgs
+BenchmarkReplay/raw-2 1 1 ns/op 0.5 s 1000000 cars 8000 msgs
+BenchmarkReplay/ferry-2 1 1 ns/op 6 s 1000000 cars 8000 msgs
+BenchmarkReplay/raw-2 1 1 ns/op 0.6 s 1000000 cars 8000 msgs
+`))
+	row := ingest(r)
+	if want := "0.47×, median of 3 paired runs (0.60, 0.47, 0.46) (CPU/event 2.5×)"; row.ratio != want || row.verdict != "**missed**" {
+		t.Fatalf("ingest ratio %q (%s), want %q, missed", row.ratio, row.verdict, want)
+	}
+	// Two pairs: 14 and 10, median 12; the ratio of medians is 6.5/0.55.
+	if row := replay(r); !strings.HasPrefix(row.ratio, "12.0×, median of 2 paired runs (14.0, 10.0)") {
+		t.Fatalf("replay ratio %q", row.ratio)
 	}
 }
