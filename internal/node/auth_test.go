@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -106,12 +107,25 @@ func TestAFloodOfWritesIsAnswered429NotQueued(t *testing.T) {
 		}()
 		pw.Write([]byte("[")) // the handler is now reading this body
 	}
-	testutil.Eventually(t, 30*time.Second, "a 429 once every slot is taken", func() bool {
-		resp, err := http.Post(url, "application/json", strings.NewReader(`{"car":"x"}`))
-		if err != nil {
-			return false
+	// A probe that hangs must not eat the whole wait, and a failure should
+	// say what the probes were answered.
+	probe := &http.Client{Timeout: 5 * time.Second}
+	var last string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := probe.Post(url, "application/json", strings.NewReader(`{"car":"x"}`))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") != "" {
+				return
+			}
+			last = fmt.Sprintf("%d (Retry-After %q)", resp.StatusCode, resp.Header.Get("Retry-After"))
+		} else {
+			last = err.Error()
 		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") != ""
-	})
+		if time.Now().After(deadline) {
+			t.Fatalf("no 429 within 30 s once every write slot was taken; the last probe got %s", last)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
