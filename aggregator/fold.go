@@ -1,7 +1,6 @@
 package aggregator
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -9,6 +8,7 @@ import (
 
 	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/cidtext"
 	"github.com/ferry-dev/ferry/piece"
 )
 
@@ -85,10 +85,7 @@ type queuedCar struct {
 // ever accepted, so it must be small per entry.
 type carKey [16]byte
 
-func keyOf(car string) carKey {
-	sum := sha256.Sum256([]byte(car))
-	return carKey(sum[:16])
-}
+func keyOf(car string) carKey { return cidtext.Key(car) }
 
 // State is the aggregator's state. The zero value is not usable; see New.
 type State struct {

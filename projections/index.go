@@ -2,12 +2,12 @@ package projections
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"maps"
 	"math"
 	"slices"
 	"sync"
 
+	"github.com/ferry-dev/ferry/internal/cidtext"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -18,10 +18,7 @@ import (
 // projection with an error rather than mix their CARs up.
 type cidKey [16]byte
 
-func keyOf(car string) cidKey {
-	sum := sha256.Sum256([]byte(car))
-	return cidKey(sum[:16])
-}
+func keyOf(car string) cidKey { return cidtext.Key(car) }
 
 // cidIndex finds a CAR's number by its CID. The newest entries live in
 // memory; older ones are stored in sorted runs.

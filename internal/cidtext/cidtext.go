@@ -14,6 +14,8 @@
 //     go-cid prints for the CID: it is canonical as it stands.
 package cidtext
 
+import "crypto/sha256"
+
 // MaxBytes bounds the binary CIDs Parse reads.
 const MaxBytes = 96
 
@@ -161,4 +163,20 @@ func appendUvarint(b []byte, v uint64) []byte {
 		v >>= 7
 	}
 	return append(b, byte(v))
+}
+
+// Key is the first 16 bytes of the SHA-256 of a CID's text: the key the
+// fold and the read models index CARs by. Texts of up to 128 bytes (every
+// CID ferry takes) are hashed from a copy on the stack: converting the
+// string to a slice would allocate one per call.
+func Key(text string) [16]byte {
+	var buf [128]byte
+	var sum [sha256.Size]byte
+	if len(text) <= len(buf) {
+		n := copy(buf[:], text)
+		sum = sha256.Sum256(buf[:n])
+	} else {
+		sum = sha256.Sum256([]byte(text))
+	}
+	return [16]byte(sum[:16])
 }

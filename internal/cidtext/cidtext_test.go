@@ -2,6 +2,7 @@ package cidtext_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -130,4 +131,19 @@ func FuzzParseBytesAgreesWithGoCid(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		check(t, must(multibase.Encode(multibase.Base32, b)))
 	})
+}
+
+// TestKeyIsTheHashPrefix: Key is SHA-256's first 16 bytes, for texts that
+// fit its stack copy and for longer ones, and a CID's costs no allocation.
+func TestKeyIsTheHashPrefix(t *testing.T) {
+	for _, s := range []string{"", "bafy", strings.Repeat("b", 128), strings.Repeat("c", 129), strings.Repeat("d", 1000)} {
+		sum := sha256.Sum256([]byte(s))
+		if got := cidtext.Key(s); !bytes.Equal(got[:], sum[:16]) {
+			t.Fatalf("Key of %d bytes: %x, want %x", len(s), got, sum[:16])
+		}
+	}
+	car := samples(t)[0].String()
+	if n := testing.AllocsPerRun(100, func() { cidtext.Key(car) }); n != 0 {
+		t.Fatalf("Key of a CID allocates %v times", n)
+	}
 }
