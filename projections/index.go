@@ -103,6 +103,12 @@ type indexTx struct {
 	x       *cidIndex
 	fresh   map[cidKey]uint64
 	flushed bool
+	// runs are the stored runs, read once per transaction: the writer
+	// looks up every new CAR (a miss in every run), and opening each run's
+	// bucket per lookup cost more than searching it. They stay valid
+	// until the flush that ends the transaction rewrites them.
+	runs []run
+	read bool
 }
 
 func (t *indexTx) get(tx *bolt.Tx, k cidKey) (uint64, bool) {
@@ -112,7 +118,15 @@ func (t *indexTx) get(tx *bolt.Tx, k cidKey) (uint64, bool) {
 	if num, ok := t.x.get(k); ok {
 		return num, true
 	}
-	return findStored(tx, k)
+	if !t.read {
+		t.runs, t.read = storedRuns(tx), true
+	}
+	for _, r := range t.runs {
+		if num, ok := r.find(k); ok {
+			return num, true
+		}
+	}
+	return 0, false
 }
 
 func (t *indexTx) add(car string, num uint64) {
@@ -182,15 +196,30 @@ func writeRun(tx *bolt.Tx, r run) error {
 }
 
 // findStored looks k up in the runs of tx, oldest (largest) first.
-func findStored(tx *bolt.Tx, k cidKey) (uint64, bool) {
+func findStored(tx *bolt.Tx, k cidKey) (num uint64, ok bool) {
+	eachRun(tx, func(r run) bool {
+		num, ok = r.find(k)
+		return !ok
+	})
+	return num, ok
+}
+
+// storedRuns returns the runs of tx, oldest first.
+func storedRuns(tx *bolt.Tx) (out []run) {
+	eachRun(tx, func(r run) bool {
+		out = append(out, r)
+		return true
+	})
+	return out
+}
+
+// eachRun calls fn with the runs of tx, oldest first, while it returns
+// true.
+func eachRun(tx *bolt.Tx, fn func(run) bool) {
 	runs := tx.Bucket(bCidRuns)
 	c := runs.Cursor()
-	for name, _ := c.First(); name != nil; name, _ = c.Next() {
-		if num, ok := run(runs.Bucket(name).Get(kEntries)).find(k); ok {
-			return num, true
-		}
+	for name, _ := c.First(); name != nil && fn(run(runs.Bucket(name).Get(kEntries))); name, _ = c.Next() {
 	}
-	return 0, false
 }
 
 // writeBulk writes every entry of a rebuild as one run, then moves the

@@ -12,17 +12,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// storedRuns returns the runs of tx, oldest first.
-func storedRuns(tx *bolt.Tx) []run {
-	var out []run
-	runs := tx.Bucket(bCidRuns)
-	_ = runs.ForEach(func(name, _ []byte) error {
-		out = append(out, run(runs.Bucket(name).Get(kEntries)))
-		return nil
-	})
-	return out
-}
-
 // someKeys returns n entries with keys from keyOf (uniform), numbered
 // from first.
 func someKeys(n, first int) map[cidKey]uint64 {
