@@ -68,6 +68,10 @@ else
 fi
 out=${out:-${TMPDIR:-/tmp}/ferry-bench-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out/bin"
+# Absolute: go test runs each package's benchmarks in that package's
+# directory, where a relative path to the binaries built here would not
+# resolve (--out docs/runs/X failed BenchmarkServe that way).
+out=$(cd "$out" && pwd)
 
 log() { printf '\n== %s\n' "$*" >&2; }
 want() { case ",$only," in *",$1,"*) return 0 ;; esac; return 1; }
