@@ -58,7 +58,7 @@ func newCidIndex() *cidIndex {
 	return &cidIndex{recent: map[cidKey]uint64{}, flushAt: liveFlushAt}
 }
 
-// get returns the number of a CAR not yet in the bucket.
+// get returns the number of a CAR not yet in a stored run.
 func (x *cidIndex) get(k cidKey) (uint64, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
