@@ -1,10 +1,7 @@
 package projections
 
 import (
-	"bytes"
-	"maps"
 	"math"
-	"slices"
 	"sync"
 
 	"github.com/ferry-dev/ferry/internal/cidtext"
@@ -146,22 +143,18 @@ func (t *indexTx) flush(tx *bolt.Tx, last uint64, force bool) error {
 	if n == 0 || (!force && n < t.x.flushAt) {
 		return nil
 	}
-	keys, all := t.pending()
-	if err := writeRun(tx, newRun(keys, all)); err != nil {
+	if err := writeRun(tx, t.pending()); err != nil {
 		return err
 	}
 	t.flushed = true
 	return tx.Bucket(bMeta).Put(kIndexed, be64(last))
 }
 
-// pending returns the entries waiting to be written, keys in order.
-func (t *indexTx) pending() ([]cidKey, map[cidKey]uint64) {
+// pending returns the entries waiting to be written, as a run.
+func (t *indexTx) pending() run {
 	t.x.mu.RLock()
-	all := make(map[cidKey]uint64, len(t.x.recent)+len(t.fresh))
-	maps.Copy(all, t.x.recent)
-	t.x.mu.RUnlock()
-	maps.Copy(all, t.fresh)
-	return slices.SortedFunc(maps.Keys(all), func(a, b cidKey) int { return bytes.Compare(a[:], b[:]) }), all
+	defer t.x.mu.RUnlock()
+	return sortedRun(t.x.recent, t.fresh)
 }
 
 // writeRun adds r to the stored runs in tx. Like a binary counter, it
@@ -227,10 +220,10 @@ func eachRun(tx *bolt.Tx, fn func(run) bool) {
 // final commit, so a crash in between leaves a file the next Open
 // empties.
 func (t *indexTx) writeBulk(db *bolt.DB, last uint64) error {
-	keys, all := t.pending()
+	r := t.pending()
 	err := db.Update(func(tx *bolt.Tx) error {
-		if len(keys) > 0 {
-			if err := writeRun(tx, newRun(keys, all)); err != nil {
+		if r.len() > 0 {
+			if err := writeRun(tx, r); err != nil {
 				return err
 			}
 		}

@@ -1,9 +1,11 @@
 package projections
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math"
 	"math/bits"
+	"slices"
 )
 
 // A run is part of the CID index as stored: entries of a 16-byte key and
@@ -76,13 +78,26 @@ func (r run) find(k cidKey) (uint64, bool) {
 	return 0, false
 }
 
-// newRun makes a run of keys, which are sorted, with their numbers from
-// nums.
-func newRun(keys []cidKey, nums map[cidKey]uint64) run {
-	r := make(run, 0, len(keys)*entryLen)
-	for _, k := range keys {
-		r = append(r, k[:]...)
-		r = binary.BigEndian.AppendUint64(r, nums[k])
+// sortedRun makes a run of the entries of sets, which share no key (a
+// key is added once, see cidIndex).
+func sortedRun(sets ...map[cidKey]uint64) run {
+	n := 0
+	for _, m := range sets {
+		n += len(m)
+	}
+	entries := make([][entryLen]byte, 0, n)
+	for _, m := range sets {
+		for k, num := range m {
+			var e [entryLen]byte
+			copy(e[:], k[:])
+			binary.BigEndian.PutUint64(e[len(k):], num)
+			entries = append(entries, e)
+		}
+	}
+	slices.SortFunc(entries, func(a, b [entryLen]byte) int { return bytes.Compare(a[:len(cidKey{})], b[:len(cidKey{})]) })
+	r := make(run, 0, n*entryLen)
+	for _, e := range entries {
+		r = append(r, e[:]...)
 	}
 	return r
 }

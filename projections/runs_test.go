@@ -6,7 +6,6 @@ import (
 	"maps"
 	"math/bits"
 	"path/filepath"
-	"slices"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -20,10 +19,6 @@ func someKeys(n, first int) map[cidKey]uint64 {
 		m[keyOf(fmt.Sprintf("car-%d", first+i))] = uint64(first + i + 1)
 	}
 	return m
-}
-
-func sortedKeys(m map[cidKey]uint64) []cidKey {
-	return slices.SortedFunc(maps.Keys(m), func(a, b cidKey) int { return slices.Compare(a[:], b[:]) })
 }
 
 // TestRunFind checks find against a map, for uniform keys of many run
@@ -42,7 +37,7 @@ func TestRunFind(t *testing.T) {
 	}
 	for _, n := range []int{0, 1, 2, 3, 17, 1000, 100_000} {
 		for name, m := range map[string]map[cidKey]uint64{"uniform": someKeys(n, 0), "skewed": skewed(n)} {
-			r := newRun(sortedKeys(m), m)
+			r := sortedRun(m)
 			if r.len() != n {
 				t.Fatalf("%s %d: run of %d", name, n, r.len())
 			}
@@ -88,7 +83,7 @@ func TestWriteRunMergesLikeACounter(t *testing.T) {
 	for flush := 1; flush <= 21; flush++ {
 		batch := someKeys(flushAt, len(all))
 		maps.Copy(all, batch)
-		err := db.Update(func(tx *bolt.Tx) error { return writeRun(tx, newRun(sortedKeys(batch), batch)) })
+		err := db.Update(func(tx *bolt.Tx) error { return writeRun(tx, sortedRun(batch)) })
 		if err != nil {
 			t.Fatal(err)
 		}

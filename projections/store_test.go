@@ -305,7 +305,7 @@ func TestIndexKeyClashIsNeverAnotherCAR(t *testing.T) {
 			return fmt.Errorf("CAR %s not in the index", cars[0])
 		}
 		forged := keyOf(other)
-		return writeRun(tx, newRun([]cidKey{forged}, map[cidKey]uint64{forged: num}))
+		return writeRun(tx, sortedRun(map[cidKey]uint64{forged: num}))
 	})
 	if err != nil {
 		t.Fatal(err)
