@@ -60,9 +60,9 @@ func Parse(s string, buf *[MaxBytes]byte) (CID, bool) {
 		return CID{}, false
 	}
 	b := buf[:n]
-	var version, c CID
-	var length uint64
-	if version.Codec, b, ok = uvarint(b); !ok || version.Codec != cidVersion1 {
+	var c CID
+	var version, length uint64
+	if version, b, ok = uvarint(b); !ok || version != cidVersion1 {
 		return CID{}, false
 	}
 	if c.Codec, b, ok = uvarint(b); !ok {
