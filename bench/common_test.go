@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -67,9 +68,43 @@ func envDuration(name string, def time.Duration) time.Duration {
 // of 1–4 MiB CARs with fake piece commitments (ingest does not fetch
 // bytes). The costly strings are made once, outside the timed part; the
 // event structs are made as they are published.
+//
+// The strings are packed (strtab), not kept as 3n separate strings: the
+// fleet lives in the measured process's heap for the whole run, where a
+// producer's events would not, and as 3n pointers every garbage
+// collection of the node under test traced all of them.
 type fleet struct {
-	cars, md5s, pieces []string
+	cars, md5s, pieces strtab
 	sizes              []uint64
+}
+
+func (f *fleet) len() int           { return len(f.sizes) }
+func (f *fleet) car(i int) string   { return f.cars.at(i) }
+func (f *fleet) piece(i int) string { return f.pieces.at(i) }
+
+// strtab is n strings in one: at(i) is a substring of all, so the table
+// holds one pointer however many strings it has.
+type strtab struct {
+	all  string
+	ends []uint32
+}
+
+func packStrings(ss []string) strtab {
+	var b strings.Builder
+	ends := make([]uint32, len(ss))
+	for i, s := range ss {
+		b.WriteString(s)
+		ends[i] = uint32(b.Len())
+	}
+	return strtab{all: b.String(), ends: ends}
+}
+
+func (t strtab) at(i int) string {
+	from := uint32(0)
+	if i > 0 {
+		from = t.ends[i-1]
+	}
+	return t.all[from:t.ends[i]]
 }
 
 var (
@@ -89,7 +124,8 @@ func fleetOf(tb testing.TB, n int) *fleet {
 	if lo < 1 || hi < lo {
 		tb.Fatalf("CAR sizes %d..%d MiB", *flagMinMiB, *flagMaxMiB)
 	}
-	f := &fleet{cars: make([]string, n), md5s: make([]string, n), pieces: make([]string, n), sizes: make([]uint64, n)}
+	cars, md5s, pieces := make([]string, n), make([]string, n), make([]string, n)
+	f := &fleet{sizes: make([]uint64, n)}
 	rng := rand.New(rand.NewPCG(uint64(n), 58))
 	for i := range f.sizes {
 		f.sizes[i] = lo + rng.Uint64N(hi-lo+1)
@@ -101,12 +137,13 @@ func fleetOf(tb testing.TB, n int) *fleet {
 			for i := w; i < n; i += workers {
 				c := testutil.CarCID(i).String()
 				sum := md5.Sum([]byte(c))
-				f.cars[i], f.md5s[i] = c, hex.EncodeToString(sum[:])
-				f.pieces[i] = testutil.FakePiece(i, f.sizes[i]).MustV2().String()
+				cars[i], md5s[i] = c, hex.EncodeToString(sum[:])
+				pieces[i] = testutil.FakePiece(i, f.sizes[i]).MustV2().String()
 			}
 		})
 	}
 	wg.Wait()
+	f.cars, f.md5s, f.pieces = packStrings(cars), packStrings(md5s), packStrings(pieces)
 	fleetCache[n] = f
 	return f
 }
@@ -114,10 +151,10 @@ func fleetOf(tb testing.TB, n int) *fleet {
 // event is the car.replicated of CAR i, the shape testutil.Replicated
 // makes.
 func (f *fleet) event(i int) *events.CarReplicated {
-	c := f.cars[i]
-	return &events.CarReplicated{Car: c, Size: f.sizes[i], MD5: f.md5s[i],
+	c := f.car(i)
+	return &events.CarReplicated{Car: c, Size: f.sizes[i], MD5: f.md5s.at(i),
 		URLs:         []string{"https://carpark.example/" + c + "/" + c + ".car"},
-		ReplicatedAt: "2026-11-22T12:00:00Z", Piece: f.pieces[i]}
+		ReplicatedAt: "2026-11-22T12:00:00Z", Piece: f.piece(i)}
 }
 
 // encoded is every event of the fleet as ferry encodes it, in one arena:
@@ -125,8 +162,8 @@ func (f *fleet) event(i int) *events.CarReplicated {
 // sizes of ferry's.
 func (f *fleet) encoded(tb testing.TB) (arena []byte, ends []int) {
 	tb.Helper()
-	ends = make([]int, len(f.cars))
-	for i := range f.cars {
+	ends = make([]int, f.len())
+	for i := range ends {
 		data, err := events.Encode(f.event(i))
 		if err != nil {
 			tb.Fatal(err)
@@ -219,13 +256,13 @@ func verifyStore(tb testing.TB, store *projections.Store, f *fleet, n int) {
 		if k == 0 {
 			i = n - 1 // the last one in is the one most likely missing
 		}
-		c, err := store.Car(f.cars[i])
+		c, err := store.Car(f.car(i))
 		if err != nil {
-			tb.Fatalf("CAR %d %s: %v", i, f.cars[i], err)
+			tb.Fatalf("CAR %d %s: %v", i, f.car(i), err)
 		}
-		if c.Piece != f.pieces[i] || c.Aggregate == 0 || (c.State != aggregator.Aggregating && c.State != aggregator.Ready) {
+		if c.Piece != f.piece(i) || c.Aggregate == 0 || (c.State != aggregator.Aggregating && c.State != aggregator.Ready) {
 			tb.Fatalf("CAR %d: state %s aggregate %d piece %s, want AGGREGATING or READY with piece %s",
-				i, c.State, c.Aggregate, c.Piece, f.pieces[i])
+				i, c.State, c.Aggregate, c.Piece, f.piece(i))
 		}
 		if c.State == aggregator.Ready && c.Inclusion == nil {
 			tb.Fatalf("CAR %d is READY without an inclusion proof", i)

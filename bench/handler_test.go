@@ -30,7 +30,7 @@ func BenchmarkStatusHandler(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		req := httptest.NewRequest(http.MethodGet, "/v1/cars/"+f.cars[rng.IntN(n)], nil)
+		req := httptest.NewRequest(http.MethodGet, "/v1/cars/"+f.car(rng.IntN(n)), nil)
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		if rec.Code != http.StatusOK {

@@ -379,7 +379,7 @@ func (s *serve) writeIDs(b *testing.B, f *fleet, n int) string {
 	w := bufio.NewWriter(out)
 	rng := rand.New(rand.NewPCG(3, uint64(n)))
 	for range min(n, *flagAPIIDs) {
-		fmt.Fprintln(w, f.cars[rng.IntN(n)])
+		fmt.Fprintln(w, f.car(rng.IntN(n)))
 	}
 	if err := w.Flush(); err != nil {
 		b.Fatal(err)
@@ -396,7 +396,7 @@ func (s *serve) verifyHTTP(b *testing.B, f *fleet, n int) int {
 	total, count := 0, min(n, *flagSamples)
 	for range count {
 		i := rng.IntN(n)
-		resp, err := http.Get("http://" + s.http + "/v1/cars/" + f.cars[i])
+		resp, err := http.Get("http://" + s.http + "/v1/cars/" + f.car(i))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -409,7 +409,7 @@ func (s *serve) verifyHTTP(b *testing.B, f *fleet, n int) int {
 		if err := json.Unmarshal(body, &v); err != nil {
 			b.Fatal(err)
 		}
-		if v.Piece != f.pieces[i] || v.Aggregate == 0 {
+		if v.Piece != f.piece(i) || v.Aggregate == 0 {
 			b.Fatalf("CAR %d: %s", i, body)
 		}
 		total += len(body)
