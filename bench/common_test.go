@@ -91,6 +91,11 @@ type strtab struct {
 
 func packStrings(ss []string) strtab {
 	var b strings.Builder
+	n := 0
+	for _, s := range ss {
+		n += len(s)
+	}
+	b.Grow(n)
 	ends := make([]uint32, len(ss))
 	for i, s := range ss {
 		b.WriteString(s)
