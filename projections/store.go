@@ -147,12 +147,12 @@ func (s *Store) Bulk(on bool) error {
 	if err := ix.writeBulk(s.db, s.meta(kNextCar)); err != nil {
 		return fmt.Errorf("write CID index: %w", err)
 	}
-	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bMeta).Delete(kBulk) }); err != nil {
-		return err
-	}
 	ix.committed()
+	// The commit that clears the mark syncs: bbolt syncs the file, with
+	// everything the rebuild wrote, before it writes the meta page that
+	// drops the mark, so no crash leaves the mark gone and the data not.
 	s.db.NoSync = false
-	return s.db.Sync()
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bMeta).Delete(kBulk) })
 }
 
 // Remove deletes a read-model file (ferry replay).
