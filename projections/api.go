@@ -16,7 +16,6 @@ import (
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
-	"github.com/ipfs/go-cid"
 )
 
 // Limits of the HTTP front door.
@@ -154,14 +153,16 @@ func storeErr(w http.ResponseWriter, err error) {
 }
 
 func (a *API) getCar(w http.ResponseWriter, r *http.Request) {
-	c, err := cid.Decode(r.PathValue("cid"))
+	// A CID in canonical form (base32 CIDv1, what ferry stores and
+	// answers with) is taken as it stands, without go-cid's allocations.
+	car, err := events.CanonicalCID(r.PathValue("cid"))
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, fmt.Sprintf("%q is not a CID: %v", r.PathValue("cid"), err))
 		return
 	}
 	buf := answers.Get().(*[]byte)
 	defer answers.Put(buf)
-	data, err := a.Store.AppendCarJSON((*buf)[:0], c.String())
+	data, err := a.Store.AppendCarJSON((*buf)[:0], car)
 	if err != nil {
 		storeErr(w, err)
 		return

@@ -23,6 +23,7 @@ import (
 	"github.com/filecoin-project/go-data-segment/datasegment"
 	"github.com/filecoin-project/go-state-types/abi"
 	"github.com/ipfs/go-cid"
+	"github.com/multiformats/go-multibase"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -432,3 +433,53 @@ var (
 	_ = httptest.NewServer
 	_ = nats.Connect
 )
+
+// TestACarIsFoundByAnyEncodingOfItsCID: the status API answers for a CAR
+// asked by its canonical CID (base32 CIDv1, which takes a path without
+// go-cid) and by the same CID in other multibases (which go through
+// go-cid), always naming it in canonical form.
+func TestACarIsFoundByAnyEncodingOfItsCID(t *testing.T) {
+	nt := testutil.StartNATS(t)
+	n := startNode(t, testConfig(t.TempDir(), nt.URL()))
+	pub := events.NewPublisher(nt.JS, events.DefaultSubjects)
+	ev := testutil.Replicated(7, 5000, true)
+	if _, err := pub.Publish(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, n, nt.JS)
+	c, err := cid.Decode(ev.Car)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b58, err := c.StringOfBase(multibase.Base58BTC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b36, err := c.StringOfBase(multibase.Base36)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answers []string
+	for _, asked := range []string{ev.Car, b58, b36} {
+		if asked != ev.Car && strings.HasPrefix(asked, "b") {
+			t.Fatalf("%q is not another encoding", asked)
+		}
+		resp, err := http.Get("http://" + n.HTTPAddr() + "/v1/cars/" + asked)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d %s %v", asked, resp.StatusCode, body, err)
+		}
+		var v struct{ Car string }
+		if err := json.Unmarshal(body, &v); err != nil || v.Car != c.String() {
+			t.Fatalf("GET %s answered for %q (%v), want %s", asked, v.Car, err, c)
+		}
+		answers = append(answers, string(body))
+	}
+	if answers[1] != answers[0] || answers[2] != answers[0] {
+		t.Fatalf("answers differ by encoding asked:\n%s\n%s\n%s", answers[0], answers[1], answers[2])
+	}
+}
