@@ -86,7 +86,7 @@ func (f *fleet) piece(i int) string { return f.pieces.at(i) }
 // holds one pointer however many strings it has.
 type strtab struct {
 	all  string
-	ends []uint32
+	ends []int
 }
 
 func packStrings(ss []string) strtab {
@@ -96,16 +96,16 @@ func packStrings(ss []string) strtab {
 		n += len(s)
 	}
 	b.Grow(n)
-	ends := make([]uint32, len(ss))
+	ends := make([]int, len(ss))
 	for i, s := range ss {
 		b.WriteString(s)
-		ends[i] = uint32(b.Len())
+		ends[i] = b.Len()
 	}
 	return strtab{all: b.String(), ends: ends}
 }
 
 func (t strtab) at(i int) string {
-	from := uint32(0)
+	from := 0
 	if i > 0 {
 		from = t.ends[i-1]
 	}
