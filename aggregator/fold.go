@@ -246,10 +246,12 @@ func (s *State) onPiece(b *Batch, e *events.CarPiece) {
 		s.ignore(b, car, "car.piece: "+reason)
 		return
 	}
-	if v2, err := c.V2Text(); err == nil && q.claim != "" && q.claim != v2 {
-		reason := fmt.Sprintf("piece: claimed %s, computed %s", q.claim, v2)
-		s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: reason})
-		return
+	if q.claim != "" { // only a claim needs the text before add makes it
+		if v2, err := c.V2Text(); err == nil && q.claim != v2 {
+			reason := fmt.Sprintf("piece: claimed %s, computed %s", q.claim, v2)
+			s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: reason})
+			return
+		}
 	}
 	s.add(b, car, nil, c)
 }
