@@ -1,11 +1,9 @@
 package projections
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/hex"
 	"strconv"
-	"sync"
 
 	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/internal/jsonw"
@@ -74,14 +72,16 @@ func appendCarJSON(dst []byte, c *CarView, proof *frc58.Proof) ([]byte, error) {
 		dst = append(dst, `,"index":`...)
 		dst = appendProofPath(dst, &proof.ProofIndex)
 		dst = append(dst, `,"cbor":"`...)
-		buf := cborBufs.Get().(*bytes.Buffer)
-		buf.Reset()
-		err := proof.MarshalCBOR(buf)
-		dst = base64.StdEncoding.AppendEncode(dst, buf.Bytes())
-		cborBufs.Put(buf)
-		if err != nil {
+		// The CBOR goes at the end of dst, then its base64 after it, moved
+		// down over it: no buffer of its own.
+		at := len(dst)
+		var err error
+		if dst, err = frc58.AppendProofCBOR(dst, proof); err != nil {
 			return nil, err
 		}
+		n := len(dst) - at
+		dst = base64.StdEncoding.AppendEncode(dst, dst[at:])
+		dst = append(dst[:at], dst[at+n:]...)
 		dst = append(dst, `"}`...)
 	}
 	if len(c.Deals) != 0 {
@@ -113,5 +113,3 @@ func appendProofPath(dst []byte, p *merkletree.ProofData) []byte {
 	}
 	return append(dst, "]}"...)
 }
-
-var cborBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}

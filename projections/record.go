@@ -81,10 +81,11 @@ func appendString(dst []byte, s string) []byte {
 	return append(dst, s...)
 }
 
-// decodeRecord reads a record; b may be bbolt's memory, so every string is
-// copied out of it.
+// decodeRecord reads a record; b may be bbolt's memory, so it is copied
+// out of it, once: the strings are cut from one copy (a status request
+// decodes one record, and a string each was most of its allocations).
 func decodeRecord(num uint64, b []byte) (*carRecord, error) {
-	d := recordReader{b: b}
+	d := recordReader{b: string(b)}
 	if d.byte() != recordVersion {
 		return nil, fmt.Errorf("CAR record %d: %w: version", num, errRecord)
 	}
@@ -120,7 +121,7 @@ func decodeRecord(num uint64, b []byte) (*carRecord, error) {
 
 // recordReader reads a record, remembering the first overrun.
 type recordReader struct {
-	b   []byte
+	b   string
 	err bool
 }
 
@@ -135,13 +136,20 @@ func (d *recordReader) byte() byte {
 }
 
 func (d *recordReader) uvarint() uint64 {
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.err = true
-		return 0
+	var v uint64
+	for i := 0; i < len(d.b) && i < binary.MaxVarintLen64; i++ {
+		c := d.b[i]
+		if c < 0x80 {
+			if i == binary.MaxVarintLen64-1 && c > 1 {
+				break // overflows 64 bits
+			}
+			d.b = d.b[i+1:]
+			return v | uint64(c)<<(7*i)
+		}
+		v |= uint64(c&0x7f) << (7 * i)
 	}
-	d.b = d.b[n:]
-	return v
+	d.err = true
+	return 0
 }
 
 func (d *recordReader) string() string {
@@ -150,7 +158,7 @@ func (d *recordReader) string() string {
 		d.err = true
 		return ""
 	}
-	s := string(d.b[:n])
+	s := d.b[:n]
 	d.b = d.b[n:]
 	return s
 }

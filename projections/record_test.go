@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"math"
 	"math/rand/v2"
@@ -49,6 +50,36 @@ func TestRecordsReadBackAndFitTheirSize(t *testing.T) {
 		}
 		if !reflect.DeepEqual(got, rec) {
 			t.Fatalf("read back %+v, wrote %+v", got, rec)
+		}
+	}
+}
+
+// The record reader's varints are encoding/binary's: the same value, the
+// same length, and an error wherever binary.Uvarint reports one (cut
+// short, or past 64 bits).
+func TestRecordVarintsAreBinarys(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	inputs := [][]byte{nil, {0x80}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+		{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02}, {0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00}}
+	for range 5000 {
+		b := binary.AppendUvarint(nil, r.Uint64()>>r.IntN(64))
+		if r.IntN(4) == 0 {
+			b = b[:r.IntN(len(b)+1)]
+		}
+		inputs = append(inputs, append(b, byte(r.Uint32())))
+	}
+	for _, b := range inputs {
+		want, n := binary.Uvarint(b)
+		d := recordReader{b: string(b)}
+		got := d.uvarint()
+		if n <= 0 {
+			if !d.err {
+				t.Fatalf("%x: read %d, binary.Uvarint reports an error (%d)", b, got, n)
+			}
+			continue
+		}
+		if d.err || got != want || len(d.b) != len(b)-n {
+			t.Fatalf("%x: read %d leaving %d bytes (error %v); binary.Uvarint %d of %d bytes", b, got, len(d.b), d.err, want, n)
 		}
 	}
 }

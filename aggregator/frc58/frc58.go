@@ -18,6 +18,7 @@ package frc58
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -211,12 +212,51 @@ func Verify(proof *Proof, p, agg piece.Commitment) error {
 
 // EncodeProof is the proof's CBOR form (go-data-segment's).
 func EncodeProof(p *Proof) ([]byte, error) {
-	// Room for both paths (34 bytes a node) and the headers: one allocation.
-	buf := bytes.NewBuffer(make([]byte, 0, 32+34*(len(p.ProofSubtree.Path)+len(p.ProofIndex.Path))))
-	if err := p.MarshalCBOR(buf); err != nil {
-		return nil, err
+	return AppendProofCBOR(make([]byte, 0, 8+34*(len(p.ProofSubtree.Path)+len(p.ProofIndex.Path))), p)
+}
+
+// maxProofPath is go-data-segment's bound on a path it encodes or decodes.
+const maxProofPath = 128
+
+// AppendProofCBOR appends the proof's CBOR form to dst, byte for byte what
+// go-data-segment's MarshalCBOR writes, without its writers and per-node
+// calls (the status API renders one per request):
+//
+//	[[subtree index, [node, …]], [index index, [node, …]]]
+//
+// with each node a 32-byte byte string. A test holds the two equal.
+func AppendProofCBOR(dst []byte, p *Proof) ([]byte, error) {
+	dst = append(dst, 0x80|2) // array of 2
+	for _, pd := range []*merkletree.ProofData{&p.ProofSubtree, &p.ProofIndex} {
+		if len(pd.Path) > maxProofPath {
+			return nil, fmt.Errorf("inclusion proof: path of %d nodes, at most %d encode", len(pd.Path), maxProofPath)
+		}
+		dst = append(dst, 0x80|2)
+		dst = appendCBORHeader(dst, 0, pd.Index)
+		dst = appendCBORHeader(dst, 4, uint64(len(pd.Path)))
+		for i := range pd.Path {
+			dst = append(dst, 0x40|24, merkletree.NodeSize) // byte string of 32
+			dst = append(dst, pd.Path[i][:]...)
+		}
 	}
-	return buf.Bytes(), nil
+	return dst, nil
+}
+
+// appendCBORHeader appends a CBOR head of major type major and argument v,
+// in its shortest form.
+func appendCBORHeader(dst []byte, major byte, v uint64) []byte {
+	m := major << 5
+	switch {
+	case v < 24:
+		return append(dst, m|byte(v))
+	case v <= 0xff:
+		return append(dst, m|24, byte(v))
+	case v <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(dst, m|25), uint16(v))
+	case v <= 0xffffffff:
+		return binary.BigEndian.AppendUint32(append(dst, m|26), uint32(v))
+	}
+	return binary.BigEndian.AppendUint64(append(dst, m|27), v)
 }
 
 // DecodeProof reads a proof in CBOR form.

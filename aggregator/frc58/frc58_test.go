@@ -1,6 +1,7 @@
 package frc58
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/filecoin-project/go-data-segment/datasegment"
+	"github.com/filecoin-project/go-data-segment/merkletree"
 	"github.com/filecoin-project/go-state-types/abi"
 )
 
@@ -430,4 +432,64 @@ func sum(pieces []piece.Commitment) uint64 {
 		total += p.Padded
 	}
 	return total
+}
+
+// TestAppendProofCBORIsDataSegments holds ferry's CBOR writer to
+// go-data-segment's MarshalCBOR: the proofs of random layouts, and made-up
+// proofs whose indexes and path lengths take every width of a CBOR head.
+func TestAppendProofCBORIsDataSegments(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	var proofs []*Proof
+	for range 20 {
+		agg, err := New(32*gib, randomLayout(rng, 32*gib, 1+rng.IntN(200), 64*mib))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range agg.Pieces {
+			p, err := agg.Proof(i)
+			if err != nil {
+				t.Fatal(err)
+			}
+			proofs = append(proofs, p)
+		}
+	}
+	path := func(n int) []merkletree.Node {
+		out := make([]merkletree.Node, n)
+		for i := range out {
+			for j := range out[i] {
+				out[i][j] = byte(rng.Uint32())
+			}
+		}
+		return out
+	}
+	for _, index := range []uint64{0, 23, 24, 255, 256, 65535, 65536, 1<<32 - 1, 1 << 32, 1<<64 - 1} {
+		for _, n := range []int{0, 1, 23, 24, 30, maxProofPath} {
+			proofs = append(proofs, &Proof{
+				ProofSubtree: merkletree.ProofData{Index: index, Path: path(n)},
+				ProofIndex:   merkletree.ProofData{Index: index / 3, Path: path(maxProofPath - n)},
+			})
+		}
+	}
+	for i, p := range proofs {
+		var want bytes.Buffer
+		if err := p.MarshalCBOR(&want); err != nil {
+			t.Fatal(err)
+		}
+		got, err := AppendProofCBOR([]byte("x"), p)
+		if err != nil {
+			t.Fatalf("proof %d: %v", i, err)
+		}
+		if !bytes.Equal(got[1:], want.Bytes()) || got[0] != 'x' {
+			t.Fatalf("proof %d (indexes %d, %d; paths %d, %d):\n got %x\nwant %x", i,
+				p.ProofSubtree.Index, p.ProofIndex.Index, len(p.ProofSubtree.Path), len(p.ProofIndex.Path), got[1:], want.Bytes())
+		}
+	}
+	// A path go-data-segment would not encode (nor decode) is refused.
+	long := &Proof{ProofIndex: merkletree.ProofData{Path: path(maxProofPath + 1)}}
+	if err := long.MarshalCBOR(&bytes.Buffer{}); err == nil {
+		t.Fatal("go-data-segment encoded a path longer than its bound")
+	}
+	if _, err := AppendProofCBOR(nil, long); err == nil {
+		t.Fatal("AppendProofCBOR encoded a path longer than go-data-segment's bound")
+	}
 }
