@@ -218,13 +218,25 @@ func (s Stored) Proof(i int) (*Proof, error) {
 	// level 1 (an entry's node), as in Aggregate.proof.
 	buf := make([]node, 2*s.depth-l-1)
 	sub, ind := buf[:s.depth-l:s.depth-l], buf[s.depth-l:]
+	// First where each node is, then the nodes: the nodes lie a page or
+	// more apart, mostly outside the caches, and loads that do not wait on
+	// each other's branches are in flight together, where a search and a
+	// load per level wait for each miss in turn.
+	var at [2 * 64]int // byte offset of buf[k]'s node, or -1-level for a zero commitment
 	for lv := min(l, 1); lv < s.depth; lv++ {
 		v := s.level(lv)
 		if lv >= l {
-			sub[lv-l] = v.at(s.b, lv, (idx>>(lv-l))^1)
+			at[lv-l] = v.find(s.b, lv, (idx>>(lv-l))^1)
 		}
 		if lv >= 1 {
-			ind[lv-1] = v.at(s.b, lv, (entry>>(lv-1))^1)
+			at[s.depth-l+lv-1] = v.find(s.b, lv, (entry>>(lv-1))^1)
+		}
+	}
+	for k := range buf {
+		if p := at[k]; p >= 0 {
+			buf[k] = node(s.b[p : p+merkletree.NodeSize])
+		} else {
+			buf[k] = zeroComms[-1-p]
 		}
 	}
 	return &Proof{
@@ -242,9 +254,18 @@ func (s Stored) level(l int) storedLevel {
 	return storedLevel{runs, nodes, at}
 }
 
-// at is tree.at over a stored level l of b: the node at index idx, found
-// by binary search over the level's runs.
+// at is tree.at over a stored level l of b: the node at index idx.
 func (v storedLevel) at(b []byte, l int, idx uint64) node {
+	if p := v.find(b, l, idx); p >= 0 {
+		return node(b[p : p+merkletree.NodeSize])
+	}
+	return zeroComms[l]
+}
+
+// find is where in b the node at index idx of level l is, by binary
+// search over the level's runs, or -1-l when the level holds no node
+// there (a zero commitment).
+func (v storedLevel) find(b []byte, l int, idx uint64) int {
 	r := b[v.runsAt : v.runsAt+v.runs*runSize]
 	// Find the last run starting at or before idx.
 	lo, hi := 0, int(v.runs)
@@ -262,9 +283,8 @@ func (v storedLevel) at(b []byte, l int, idx uint64) node {
 			end = le.Uint64(r[(k+1)*runSize+8:])
 		}
 		if d := idx - start; d < end-off {
-			p := v.runsAt + v.runs*runSize + (off+d)*merkletree.NodeSize
-			return node(b[p : p+merkletree.NodeSize])
+			return int(v.runsAt + v.runs*runSize + (off+d)*merkletree.NodeSize)
 		}
 	}
-	return zeroComms[l]
+	return -1 - l
 }
