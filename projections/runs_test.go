@@ -168,3 +168,36 @@ func BenchmarkSortedRun(b *testing.B) {
 		sortedRun(m)
 	}
 }
+
+// BenchmarkRunFind looks keys up at random in runs of 2^19, 2^18, 2^17 and
+// 2^16 entries, oldest (largest) first, as a status request does after a
+// million CARs followed live (about 24 MiB of runs, well past the
+// caches). Every key looked up is in one of them.
+func BenchmarkRunFind(b *testing.B) {
+	var runs []run
+	var keys []cidKey
+	first := 0
+	for _, n := range []int{1 << 19, 1 << 18, 1 << 17, 1 << 16} {
+		m := someKeys(n, first)
+		first += n
+		runs = append(runs, sortedRun(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+	}
+	rng := rand.New(rand.NewPCG(15, 16))
+	b.ResetTimer()
+	for b.Loop() {
+		k := keys[rng.IntN(len(keys))]
+		found := false
+		for _, r := range runs {
+			if _, ok := r.find(k); ok {
+				found = true
+				break
+			}
+		}
+		if !found {
+			b.Fatalf("key %x not found", k)
+		}
+	}
+}
