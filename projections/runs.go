@@ -105,8 +105,8 @@ type entry struct{ hi, lo, num uint64 }
 
 // sortEntries returns in sorted by key, in a new slice.
 //
-// Keys are uniform (see find), so a counting sort on their top bits, about
-// as many buckets as entries, leaves about one entry per bucket, and
+// Keys are uniform (see find), so a counting sort on their top bits, a
+// bucket for every few entries, leaves a few entries per bucket, and
 // sorting the buckets is close to free: a rebuild's index of a million
 // CARs sorted in a fraction of a comparison sort's time (see
 // BenchmarkSortedRun). Keys far from uniform crowd into a few buckets,
@@ -115,7 +115,9 @@ func sortEntries(in []entry) []entry {
 	if len(in) < 2 {
 		return in
 	}
-	shift := 64 - bits.Len(uint(len(in)))
+	// A bucket for every two to four entries: the bucket starts cost a
+	// word each, and buckets that small are sorted in a few moves.
+	shift := 64 - max(bits.Len(uint(len(in)))-2, 1)
 	next := make([]int, 1<<(64-shift)+1) // bucket b starts at next[b]
 	for _, e := range in {
 		next[e.hi>>shift+1]++
