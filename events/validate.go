@@ -177,8 +177,7 @@ func plainHTTPURL(s string) bool {
 	}
 	host := 0
 	for host < len(s) && s[host] != '/' {
-		c := s[host]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+		if !hostByte(s[host]) {
 			return false
 		}
 		host++
@@ -186,11 +185,16 @@ func plainHTTPURL(s string) bool {
 	if host == 0 {
 		return false
 	}
-	for i := host; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_' || c == '~' || c == '/') {
+	for _, c := range []byte(s[host:]) {
+		if !hostByte(c) && c != '_' && c != '~' && c != '/' {
 			return false
 		}
 	}
 	return true
+}
+
+// hostByte reports a letter, digit, dot or dash: what plainHTTPURL takes
+// in a host, and with '_', '~' and '/' in a path.
+func hostByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-'
 }

@@ -85,7 +85,7 @@ func appendString(dst []byte, s string) []byte {
 // out of it, once: the strings are cut from one copy (a status request
 // decodes one record, and a string each was most of its allocations).
 func decodeRecord(num uint64, b []byte) (*carRecord, error) {
-	d := recordReader{b: string(b)}
+	d := recordReader{raw: b, str: string(b)}
 	if d.byte() != recordVersion {
 		return nil, fmt.Errorf("CAR record %d: %w: version", num, errRecord)
 	}
@@ -98,7 +98,7 @@ func decodeRecord(num uint64, b []byte) (*carRecord, error) {
 	c.PieceSize = d.uvarint()
 	c.Car = d.string()
 	c.MD5 = d.string()
-	if n := d.uvarint(); n > 0 && n <= uint64(len(d.b)) {
+	if n := d.uvarint(); n > 0 && n <= uint64(len(d.raw)-d.off) {
 		c.URLs = make([]string, n)
 		for i := range c.URLs {
 			c.URLs[i] = d.string()
@@ -112,54 +112,50 @@ func decodeRecord(num uint64, b []byte) (*carRecord, error) {
 	}
 	c.Piece = d.string()
 	c.Reason = d.string()
-	if d.err || len(d.b) != 0 || int(st) >= len(stateCodes) || r.member < 0 {
+	if d.err || d.off != len(d.raw) || int(st) >= len(stateCodes) || r.member < 0 {
 		return nil, fmt.Errorf("CAR record %d: %w", num, errRecord)
 	}
 	c.State = stateCodes[st]
 	return r, nil
 }
 
-// recordReader reads a record, remembering the first overrun.
+// recordReader reads a record, remembering the first overrun: numbers
+// from raw, the record as stored, and strings cut from str, one copy of
+// it.
 type recordReader struct {
-	b   string
+	raw []byte
+	str string
+	off int
 	err bool
 }
 
 func (d *recordReader) byte() byte {
-	if len(d.b) == 0 {
+	if d.off >= len(d.raw) {
 		d.err = true
 		return 0
 	}
-	v := d.b[0]
-	d.b = d.b[1:]
-	return v
+	d.off++
+	return d.raw[d.off-1]
 }
 
 func (d *recordReader) uvarint() uint64 {
-	var v uint64
-	for i := 0; i < len(d.b) && i < binary.MaxVarintLen64; i++ {
-		c := d.b[i]
-		if c < 0x80 {
-			if i == binary.MaxVarintLen64-1 && c > 1 {
-				break // overflows 64 bits
-			}
-			d.b = d.b[i+1:]
-			return v | uint64(c)<<(7*i)
-		}
-		v |= uint64(c&0x7f) << (7 * i)
+	v, n := binary.Uvarint(d.raw[d.off:])
+	if n <= 0 {
+		d.err = true
+		return 0
 	}
-	d.err = true
-	return 0
+	d.off += n
+	return v
 }
 
 func (d *recordReader) string() string {
 	n := d.uvarint()
-	if n > uint64(len(d.b)) {
+	if n > uint64(len(d.raw)-d.off) {
 		d.err = true
 		return ""
 	}
-	s := d.b[:n]
-	d.b = d.b[n:]
+	s := d.str[d.off : d.off+int(n)]
+	d.off += int(n)
 	return s
 }
 

@@ -1,13 +1,15 @@
 package projections
 
 import (
-	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/ferry-dev/ferry/aggregator"
 )
 
 // A record reads back as written, and recordSize bounds it, so the writer's
@@ -54,32 +56,28 @@ func TestRecordsReadBackAndFitTheirSize(t *testing.T) {
 	}
 }
 
-// The record reader's varints are encoding/binary's: the same value, the
-// same length, and an error wherever binary.Uvarint reports one (cut
-// short, or past 64 bits).
-func TestRecordVarintsAreBinarys(t *testing.T) {
-	r := rand.New(rand.NewPCG(11, 12))
-	inputs := [][]byte{nil, {0x80}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
-		{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02}, {0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00}}
-	for range 5000 {
-		b := binary.AppendUvarint(nil, r.Uint64()>>r.IntN(64))
-		if r.IntN(4) == 0 {
-			b = b[:r.IntN(len(b)+1)]
-		}
-		inputs = append(inputs, append(b, byte(r.Uint32())))
+// A record cut short anywhere, or followed by a stray byte, is refused as
+// corrupt rather than read in part or past its end; the reader's numbers
+// are encoding/binary's varints, so what it adds is its own bounds.
+func TestRecordsCutShortAreRefused(t *testing.T) {
+	rec := &carRecord{num: 3, member: 1 << 20, view: CarView{
+		Car: "bagbaiera-car", State: aggregator.Aggregating, Size: 1 << 40, MD5: "9e107d9d372bb6826bd81d3542a419d6",
+		URLs: []string{"https://a.example/x.car", "https://b.example/x.car"}, ReplicatedAt: "2026-11-23T00:00:00Z",
+		Source: json.RawMessage(`{"k":"v"}`), Piece: "bafkzcib-piece", PieceSize: 1 << 30, Aggregate: 1 << 33,
+	}}
+	data, err := appendRecord(nil, rec)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, b := range inputs {
-		want, n := binary.Uvarint(b)
-		d := recordReader{b: string(b)}
-		got := d.uvarint()
-		if n <= 0 {
-			if !d.err {
-				t.Fatalf("%x: read %d, binary.Uvarint reports an error (%d)", b, got, n)
-			}
-			continue
+	if _, err := decodeRecord(rec.num, data); err != nil {
+		t.Fatalf("the whole record: %v", err)
+	}
+	for n := range len(data) {
+		if _, err := decodeRecord(rec.num, data[:n]); !errors.Is(err, errRecord) {
+			t.Fatalf("record cut to %d of %d bytes: got %v, want errRecord", n, len(data), err)
 		}
-		if d.err || got != want || len(d.b) != len(b)-n {
-			t.Fatalf("%x: read %d leaving %d bytes (error %v); binary.Uvarint %d of %d bytes", b, got, len(d.b), d.err, want, n)
-		}
+	}
+	if _, err := decodeRecord(rec.num, append(data, 0)); !errors.Is(err, errRecord) {
+		t.Fatalf("record with a stray byte: got %v, want errRecord", err)
 	}
 }
