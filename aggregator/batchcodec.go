@@ -3,6 +3,7 @@ package aggregator
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"iter"
 	"strconv"
 	"time"
@@ -292,7 +293,13 @@ func appendBatch(dst []byte, b *Batch) ([]byte, error) {
 	return append(dst, "]}"...), nil
 }
 
+// errSlowPath sends a batch to json.Marshal.
+var errSlowPath = errors.New("batch needs json.Marshal")
+
 func appendDecision(dst []byte, d *Decision) ([]byte, error) {
+	if d.Settings != nil {
+		return nil, errSlowPath // once per log: not worth a writer of its own
+	}
 	var err error
 	dst = append(dst, `{"type":`...)
 	dst = jsonw.String(dst, d.Type)

@@ -20,6 +20,16 @@ const (
 	DecAggDeals       = "aggregate.deals"  // new deals reported
 	DecAggFailed      = "aggregate.failed" // the deal engine gave up
 	DecCarsRequeued   = "cars.requeued"    // pieces of a failed aggregate re-aggregated
+	DecLogSettings    = "log.settings"     // the Config the log is folded under
+)
+
+// Reasons of input.ignored that a producer's answer depends on.
+const (
+	// ReasonDuplicate: a copy of an accepted CAR's event, same size and md5.
+	ReasonDuplicate = "duplicate: CAR already accepted"
+	// ReasonConflict: a copy of an accepted CAR's event whose size or md5
+	// differ from the accepted one's; the accepted copy stands.
+	ReasonConflict = "conflict: size or md5 differ from the accepted copy of this CAR"
 )
 
 // Why an aggregate closed.
@@ -73,4 +83,6 @@ type Decision struct {
 	Deals   []events.Deal `json:"deals,omitempty"`
 	Reason  string        `json:"reason,omitempty"`
 	At      time.Time     `json:"at,omitzero"`
+	// Settings is the Config of a log.settings decision.
+	Settings *Config `json:"settings,omitempty"`
 }

@@ -15,8 +15,16 @@ var ErrInvalidDecision = errors.New("decision does not fit the state")
 // changes, and the restart path (Replay) uses it alone.
 func (s *State) Evolve(d Decision) error {
 	switch d.Type {
+	case DecLogSettings:
+		if d.Settings == nil {
+			return invalid(d, "no settings")
+		}
+		s.cfg, s.recorded = *d.Settings, true
 	case DecCarQueued:
-		s.accepted[keyOf(d.Car)] = struct{}{}
+		if d.Record == nil {
+			return invalid(d, "no record")
+		}
+		s.accepted[keyOf(d.Car)] = printOf(d.Record.Size, d.Record.MD5)
 		s.queued[d.Car] = queuedCar{size: d.Record.Size, claim: d.Piece}
 	case DecCarAdded:
 		return s.evolveAdded(d)
@@ -83,7 +91,9 @@ func (s *State) evolveAdded(d Decision) error {
 	}
 	size := c.Payload
 	delete(s.queued, d.Car)
-	s.accepted[keyOf(d.Car)] = struct{}{}
+	if d.Record != nil { // a queued CAR's print was kept when it was queued
+		s.accepted[keyOf(d.Car)] = printOf(d.Record.Size, d.Record.MD5)
+	}
 	s.join(a, member{root: c.Root, padded: c.Padded, size: size})
 	return nil
 }

@@ -1,9 +1,12 @@
 package aggregator
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator/frc58"
@@ -29,20 +32,32 @@ const (
 )
 
 // Config is fixed for a log: the same inputs under the same Config give the
-// same decisions.
+// same decisions. It is the log's settings: the fold records it in the
+// first batch it decides (a log.settings decision), and a state rebuilt
+// from the log takes it from there (see LogSettings).
 type Config struct {
 	// DealSize is the padded deal size, a power of two.
-	DealSize uint64
+	DealSize uint64 `json:"dealSize"`
 	// MinPayload is the CAR bytes an aggregate needs before max-wait may
 	// close it.
-	MinPayload uint64
+	MinPayload uint64 `json:"minPayload"`
 	// MaxWait is how long the oldest CAR of an aggregate may wait once the
 	// aggregate holds MinPayload.
-	MaxWait time.Duration
+	MaxWait time.Duration `json:"maxWait"`
 	// VerifyPieces sends CARs that arrive with a claimed piece CID through
 	// the piece workers too; a computed piece that differs rejects the CAR.
-	VerifyPieces bool
+	VerifyPieces bool `json:"verifyPieces,omitempty"`
+	// MaxTickAhead bounds how far a tick's time may be ahead of the time
+	// the input log stored it (0: no bound). A tick beyond it is ignored,
+	// with the reason: a tick from a wrong clock (or a forged one) would
+	// otherwise close aggregates early and freeze the clock there.
+	MaxTickAhead time.Duration `json:"maxTickAhead,omitempty"`
 }
+
+// DefaultMaxTickAhead is the tick bound ferry serve records by default:
+// ample for clocks that disagree by seconds, far below any wait it could
+// cut short.
+const DefaultMaxTickAhead = 5 * time.Minute
 
 // DefaultMinPayload is Spade's lower bound scaled to dealSize: just over
 // half the deal's unpadded capacity (1+127*(1<<27) for 32 GiB).
@@ -87,14 +102,28 @@ type carKey [16]byte
 
 func keyOf(car string) carKey { return cidtext.Key(car) }
 
+// copyPrint is a fingerprint of what identifies a CAR's bytes in its
+// car.replicated, size and md5: a copy of an accepted CAR with another
+// fingerprint is a conflict, not a duplicate.
+type copyPrint uint64
+
+func printOf(size uint64, md5 string) copyPrint {
+	h := fnv.New64a()
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], size)
+	h.Write(b[:])
+	h.Write([]byte(strings.ToLower(md5)))
+	return copyPrint(h.Sum64())
+}
 // State is the aggregator's state. The zero value is not usable; see New.
 type State struct {
-	cfg    Config
-	lastIn uint64
-	now    time.Time
-	nextID uint64
+	cfg      Config
+	recorded bool // cfg is on the log (a log.settings decision)
+	lastIn   uint64
+	now      time.Time
+	nextID   uint64
 
-	accepted map[carKey]struct{}   // every CAR accepted and not rejected since
+	accepted map[carKey]copyPrint  // every CAR accepted and not rejected since
 	queued   map[string]queuedCar  // CARs waiting for a piece
 	open     *aggregate            // the INGESTING aggregate, if any
 	closed   map[uint64]*aggregate // every closed aggregate
@@ -106,7 +135,7 @@ func New(cfg Config) *State {
 	return &State{
 		cfg:      cfg,
 		nextID:   1,
-		accepted: map[carKey]struct{}{},
+		accepted: map[carKey]copyPrint{},
 		queued:   map[string]queuedCar{},
 		closed:   map[uint64]*aggregate{},
 		byRoot:   map[[32]byte]uint64{},
@@ -116,20 +145,47 @@ func New(cfg Config) *State {
 // LastIn is the sequence of the last input applied.
 func (s *State) LastIn() uint64 { return s.lastIn }
 
+// Config is the log's settings as the state knows them: those it was
+// made with until it replays a log.settings decision.
+func (s *State) Config() Config { return s.cfg }
+
+// Input is one message of the input log.
+type Input struct {
+	Seq  uint64
+	Data []byte
+	// Stored is when the input log stored it (its JetStream timestamp):
+	// part of the log, so reading it keeps the fold deterministic. Zero
+	// when unknown, which lifts the tick bound (tests of other rules).
+	Stored time.Time
+}
+
 // Apply decides what the input at seq causes and evolves the state by it.
 // An input at or below LastIn was applied before and gives an empty batch.
 func (s *State) Apply(seq uint64, data []byte) Batch {
-	b := &Batch{In: seq}
-	if seq <= s.lastIn {
+	return s.ApplyInput(Input{Seq: seq, Data: data})
+}
+
+// ApplyInput is Apply with the input's stored time, which bounds ticks
+// (Config.MaxTickAhead). The runner and every re-fold of a log use it.
+func (s *State) ApplyInput(in Input) Batch {
+	b := &Batch{In: in.Seq}
+	if in.Seq <= s.lastIn {
 		return *b
 	}
-	ev, err := events.Decode(data)
-	if err != nil {
-		s.undecodable(b, data, err)
-	} else {
-		s.decide(b, ev)
+	if !s.recorded {
+		cfg := s.cfg
+		s.emit(b, Decision{Type: DecLogSettings, Settings: &cfg})
 	}
-	s.lastIn = seq
+	if len(in.Data) > events.MaxInputBytes {
+		// The input log refuses these; one from a log made without that
+		// limit is refused here, without being read.
+		s.ignore(b, "", fmt.Sprintf("input of %d bytes, more than the %d an input may have", len(in.Data), events.MaxInputBytes))
+	} else if ev, err := events.Decode(in.Data); err != nil {
+		s.undecodable(b, in.Data, err)
+	} else {
+		s.decide(b, ev, in.Stored)
+	}
+	s.lastIn = in.Seq
 	b.Now = s.now
 	return *b
 }
@@ -149,7 +205,15 @@ func (s *State) Replay(b Batch) error {
 	return nil
 }
 
+// emit evolves the state by d and adds it to b. Whatever an input says
+// that d repeats is bounded here, so that no input makes a batch the
+// aggregate log refuses: a CAR text that is not a CID's is left out (the
+// reason quotes an excerpt), and a reason is cut to events.MaxReason.
 func (s *State) emit(b *Batch, d Decision) {
+	if len(d.Car) > events.MaxCIDText {
+		d.Car = ""
+	}
+	d.Reason = events.BoundReason(d.Reason)
 	if err := s.Evolve(d); err != nil {
 		// decide only emits decisions valid in the current state; a failure
 		// here is a bug in this file, and continuing would corrupt the log.
@@ -158,7 +222,7 @@ func (s *State) emit(b *Batch, d Decision) {
 	b.Decisions = append(b.Decisions, d)
 }
 
-func (s *State) decide(b *Batch, ev events.Event) {
+func (s *State) decide(b *Batch, ev events.Event, stored time.Time) {
 	switch e := ev.(type) {
 	case *events.CarReplicated:
 		s.onReplicated(b, e)
@@ -167,7 +231,7 @@ func (s *State) decide(b *Batch, ev events.Event) {
 	case *events.CarInvalid:
 		s.onInvalid(b, e)
 	case *events.Tick:
-		s.onTick(b, e)
+		s.onTick(b, e, stored)
 	case *events.AggregateClose:
 		s.onClose(b, e)
 	case *events.DealOffered:
@@ -188,8 +252,11 @@ func (s *State) undecodable(b *Batch, data []byte, err error) {
 		Car  any    `json:"car"`
 	}
 	_ = json.Unmarshal(data, &peek)
-	car, _ := peek.Car.(string)
-	car = canonical(car)
+	text, _ := peek.Car.(string)
+	car, bad := events.CarCID(text)
+	if bad != "" {
+		car = "" // not a CAR's name: the rejection names none (it is found by its input)
+	}
 	if _, known := s.accepted[keyOf(car)]; peek.Type == events.TypeCarReplicated && !known {
 		s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: err.Error()})
 		return
@@ -203,7 +270,7 @@ func (s *State) onReplicated(b *Batch, e *events.CarReplicated) {
 	if chk.Car != "" {
 		car = chk.Car
 	}
-	_, known := s.accepted[keyOf(car)]
+	fp, known := s.accepted[keyOf(car)]
 	if reason != "" {
 		if known {
 			// A bad copy of an accepted CAR's event must not undo it.
@@ -214,7 +281,11 @@ func (s *State) onReplicated(b *Batch, e *events.CarReplicated) {
 		return
 	}
 	if known {
-		s.emit(b, Decision{Type: DecInputIgnored, Car: car, Reason: "duplicate: CAR already accepted"})
+		if fp != printOf(e.Size, e.MD5) {
+			s.ignore(b, car, ReasonConflict)
+			return
+		}
+		s.emit(b, Decision{Type: DecInputIgnored, Car: car, Reason: ReasonDuplicate})
 		return
 	}
 	rec := &Record{Size: e.Size, MD5: e.MD5, URLs: e.URLs, ReplicatedAt: e.ReplicatedAt, Source: e.Source}
@@ -266,7 +337,7 @@ func (s *State) onInvalid(b *Batch, e *events.CarInvalid) {
 	if reason == "" {
 		reason = "car.invalid without a reason"
 	}
-	s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: reason})
+	s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: reason}) // emit bounds it
 }
 
 func (s *State) notQueued(car string) string {
@@ -301,11 +372,25 @@ func (s *State) target() uint64 {
 	return s.nextID
 }
 
-func (s *State) onTick(b *Batch, e *events.Tick) {
-	if !e.Time.After(s.now) {
-		return // time does not go back, and a repeated tick says nothing new
+// onTick moves the clock. A tick at the clock's time says nothing new
+// and leaves no decision; one before it, or further ahead of the time it
+// was stored than MaxTickAhead, is ignored with the reason: time does not
+// go back, and one wrong clock must not close aggregates early and hold
+// the clock in the future.
+func (s *State) onTick(b *Batch, e *events.Tick, stored time.Time) {
+	t := e.Time.UTC()
+	switch {
+	case t.Equal(s.now):
+		return
+	case t.Before(s.now):
+		s.ignore(b, "", fmt.Sprintf("tick: %s is before the fold's clock %s", t.Format(time.RFC3339Nano), s.now.Format(time.RFC3339Nano)))
+		return
+	case s.cfg.MaxTickAhead > 0 && !stored.IsZero() && t.Sub(stored) > s.cfg.MaxTickAhead:
+		s.ignore(b, "", fmt.Sprintf("tick: %s is %s ahead of when the input log stored it (%s), more than the %s allowed",
+			t.Format(time.RFC3339Nano), t.Sub(stored), stored.UTC().Format(time.RFC3339Nano), s.cfg.MaxTickAhead))
+		return
 	}
-	s.now = e.Time.UTC()
+	s.now = t
 	a := s.open
 	if a == nil {
 		return
@@ -385,6 +470,10 @@ func (s *State) closedIn(id uint64, states ...string) (*aggregate, string) {
 }
 
 func (s *State) onReport(b *Batch, e *events.DealReport) {
+	if reason := dealsTooBig(e.Deals); reason != "" {
+		s.ignore(b, "", "deal.report: "+reason)
+		return
+	}
 	id, reason := s.resolve(e.Aggregate)
 	if reason != "" {
 		s.ignore(b, "", "deal.report: "+reason)
@@ -396,8 +485,22 @@ func (s *State) onReport(b *Batch, e *events.DealReport) {
 	case events.StatusPublished, events.StatusActive:
 		s.onDeals(b, id, e)
 	default:
-		s.ignore(b, "", fmt.Sprintf("deal.report: unknown status %q", e.Status))
+		s.ignore(b, "", "deal.report: unknown status "+events.Excerpt(e.Status))
 	}
+}
+
+// dealsTooBig is the reason a report's deals cannot be recorded as they
+// are, or "".
+func dealsTooBig(deals []events.Deal) string {
+	if len(deals) > events.MaxDeals {
+		return fmt.Sprintf("%d deals, more than the %d one report may carry", len(deals), events.MaxDeals)
+	}
+	for i, d := range deals {
+		if len(d.Provider) > events.MaxProvider {
+			return fmt.Sprintf("deals[%d]: provider %s is longer than %d bytes", i, events.Excerpt(d.Provider), events.MaxProvider)
+		}
+	}
+	return ""
 }
 
 // resolve finds an aggregate by numeric id or piece CID (v1 or v2).
@@ -408,9 +511,12 @@ func (s *State) resolve(ref string) (uint64, string) {
 		}
 		return 0, fmt.Sprintf("aggregate %d is not closed", id)
 	}
+	if len(ref) > events.MaxCIDText {
+		return 0, "aggregate " + events.Excerpt(ref) + ": neither an id nor a piece CID"
+	}
 	c, err := piece.Parse(ref, s.cfg.DealSize)
 	if err != nil {
-		return 0, fmt.Sprintf("aggregate %q: %v", ref, err)
+		return 0, fmt.Sprintf("aggregate %s: %v", events.Excerpt(ref), err)
 	}
 	id, ok := s.byRoot[c.Root]
 	if !ok {

@@ -316,13 +316,22 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 	// bounds and the deals rule say.
 	take := func(e events.Entry) error {
 		start := time.Now()
-		b := st.Apply(e.Seq, e.Data)
+		b := st.ApplyInput(Input{Seq: e.Seq, Data: e.Data, Stored: e.Time})
 		if len(b.Decisions) == 0 {
 			return nil
 		}
 		var err error
 		if scratch, err = EncodeBatch(scratch[:0], &b); err != nil {
 			return fmt.Errorf("encode batch of input %d: %w", e.Seq, err)
+		}
+		if len(scratch) > maxBatchBytes(r.js) {
+			// The fold bounds every batch well below the limit, so this
+			// is a bug; the input is refused on the record rather than
+			// left to stop the log for good (see refuseBatch).
+			if err := flush(); err != nil {
+				return err
+			}
+			return r.refuseBatch(ctx, st, e.Seq, len(scratch), aggSeq, lastID, pending)
 		}
 		deals := makesDeals(&b)
 		if deals || !g.fits(len(scratch)) {
@@ -379,6 +388,43 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 			}
 		}
 	}
+}
+
+// maxBatchBytes is the largest batch the aggregate log takes: the
+// connection's message limit, less room for the headers.
+func maxBatchBytes(js jetstream.JetStream) int {
+	return int(js.Conn().MaxPayload()) - 1024
+}
+
+// errRefused is the cause of the rebuild after refuseBatch.
+var errRefused = errors.New("an input's decisions were too large for the aggregate log and were refused")
+
+// refuseBatch appends, in place of the batch of input in (n bytes encoded,
+// too large to store), a batch that ignores the input with the reason,
+// and returns ErrDeposed: the state evolved by the refused batch, so the
+// aggregator steps down and rebuilds from what the log holds, then goes
+// on after the input.
+func (r *Runner) refuseBatch(ctx context.Context, st *State, in uint64, n int, aggSeq uint64, lastID string, pending []jetstream.PubAckFuture) error {
+	for _, f := range pending {
+		if err := waitAck(ctx, f); err != nil {
+			return err
+		}
+	}
+	reason := fmt.Sprintf("refused: its decisions encode to %d bytes, more than the aggregate log's %d-byte message limit", n, maxBatchBytes(r.js))
+	b := Batch{In: in, Now: st.now, Decisions: []Decision{{Type: DecInputIgnored, Reason: reason}}}
+	data, err := EncodeBatch(nil, &b)
+	if err != nil {
+		return err
+	}
+	r.cfg.Log.Error("aggregator refused an input whose decisions do not fit the aggregate log", "input", in, "bytes", n)
+	fut, err := r.append(group{msg: data, batches: 1, lastIn: in}, aggSeq, lastID)
+	if err != nil {
+		return err
+	}
+	if err := waitAck(ctx, fut); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrDeposed, errRefused)
 }
 
 // append starts the append of g after the message at seq after, whose id

@@ -1,6 +1,9 @@
 package events
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -138,7 +141,39 @@ func (e *DealOffered) Kind() string    { return TypeDealOffered }
 func (e *OfferFailed) Kind() string    { return TypeOfferFailed }
 func (e *DealReport) Kind() string     { return TypeDealReport }
 
-func (e *CarReplicated) MsgID() string { return "car.replicated/" + e.Car }
+// MsgID of a car.replicated names the CAR and a digest of everything the
+// event says about it: a retried publish of the same event is one message,
+// while a corrected event (or a conflicting copy) is a message of its own,
+// decided by the fold, however soon it follows.
+func (e *CarReplicated) MsgID() string {
+	h := sha256.New()
+	field := func(s string) {
+		var n [binary.MaxVarintLen64]byte
+		h.Write(n[:binary.PutUvarint(n[:], uint64(len(s)))])
+		h.Write([]byte(s))
+	}
+	field(e.Car)
+	field(strconv.FormatUint(e.Size, 10))
+	field(e.MD5)
+	field(strconv.Itoa(len(e.URLs)))
+	for _, u := range e.URLs {
+		field(u)
+	}
+	field(e.Piece)
+	field(strconv.FormatUint(e.PieceSize, 10))
+	field(e.ReplicatedAt)
+	source := e.Source
+	if len(source) > 0 {
+		// As Encode stores it (compacted, escaped), so that an event and
+		// its stored copy have one id.
+		if enc, err := json.Marshal(e.Source); err == nil {
+			source = enc
+		}
+	}
+	field(string(source))
+	var sum [sha256.Size]byte
+	return "car.replicated/" + Truncate(e.Car, MaxCIDText) + "/" + hex.EncodeToString(h.Sum(sum[:0])[:16])
+}
 func (e *CarPiece) MsgID() string      { return "car.piece/" + e.Car + "/" + e.Piece }
 func (e *CarInvalid) MsgID() string    { return "car.invalid/" + e.Car }
 func (e *Tick) MsgID() string          { return "tick/" + e.Time.UTC().Format(time.RFC3339Nano) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -12,6 +13,8 @@ import (
 type Entry struct {
 	Seq  uint64
 	Data []byte
+	// Time is when the stream stored the message.
+	Time time.Time
 	Msg  jetstream.Msg
 }
 
@@ -83,7 +86,7 @@ func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 			return fmt.Errorf("read %s: %w", stream, err)
 		}
 		seq := meta.Sequence.Stream
-		if err := fn(Entry{Seq: seq, Data: msg.Data(), Msg: msg}); err != nil {
+		if err := fn(Entry{Seq: seq, Data: msg.Data(), Time: meta.Timestamp, Msg: msg}); err != nil {
 			return err
 		}
 		if !follow && (seq >= last || meta.NumPending == 0) {

@@ -119,7 +119,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	}
 	cfgs := []jetstream.StreamConfig{
 		{Name: StreamIn, Subjects: []string{s.Inputs()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
-			Duplicates: o.Duplicates, Description: "ferry input log: facts, appended once"},
+			Duplicates: o.Duplicates, MaxMsgSize: MaxInputBytes, Description: "ferry input log: facts, appended once"},
 		{Name: StreamAgg, Subjects: []string{s.Decisions(), s.Deals()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 			Duplicates: aggDuplicates, Description: "ferry aggregate log: the aggregator's decisions"},
 		{Name: StreamReceipts, Subjects: []string{s.Receipts()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,

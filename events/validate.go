@@ -10,13 +10,7 @@ import (
 	"github.com/ferry-dev/ferry/internal/cidtext"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ipfs/go-cid"
-)
-
-// Limits of a car.replicated that are not about sizes.
-const (
-	MaxURLs      = 16
-	MaxURLLength = 2048
-	MaxSource    = 4096
+	"github.com/multiformats/go-multihash"
 )
 
 // Validate checks a car.replicated against the rules of DESIGN.md for a deal of
@@ -45,12 +39,9 @@ func (e *CarReplicated) Check(dealSize uint64) (Checked, string) {
 }
 
 func (e *CarReplicated) check(dealSize uint64, chk *Checked) string {
-	if e.Car == "" {
-		return "car: missing"
-	}
-	car, err := CanonicalCID(e.Car)
-	if err != nil {
-		return fmt.Sprintf("car: %q is not a CID: %v", e.Car, err)
+	car, reason := CarCID(e.Car)
+	if reason != "" {
+		return reason
 	}
 	chk.Car = car
 	if e.Size == 0 {
@@ -71,8 +62,8 @@ func (e *CarReplicated) check(dealSize uint64, chk *Checked) string {
 		return reason
 	}
 	if e.ReplicatedAt != "" {
-		if _, err := time.Parse(time.RFC3339, e.ReplicatedAt); err != nil {
-			return fmt.Sprintf("replicatedAt: not an RFC 3339 time: %q", e.ReplicatedAt)
+		if _, err := time.Parse(time.RFC3339, e.ReplicatedAt); err != nil || len(e.ReplicatedAt) > MaxReplicatedAt {
+			return "replicatedAt: not an RFC 3339 time: " + Excerpt(e.ReplicatedAt)
 		}
 	}
 	if len(e.Source) > 0 {
@@ -87,6 +78,9 @@ func (e *CarReplicated) check(dealSize uint64, chk *Checked) string {
 		}
 	}
 	if e.Piece != "" {
+		if len(e.Piece) > MaxCIDText {
+			return "piece: not a piece CID: " + Excerpt(e.Piece)
+		}
 		p, reason := e.Commitment()
 		if reason != "" {
 			return reason
@@ -97,6 +91,42 @@ func (e *CarReplicated) check(dealSize uint64, chk *Checked) string {
 	}
 	return ""
 }
+
+// CarCID checks s against the rule for a CAR's CID and returns its
+// canonical text, or the reason it is refused. The rule: a CIDv1 with the
+// CAR codec (0x0202, "bagbaiera…" for sha2-256), whose multihash is not
+// the identity and has a digest of at most 64 bytes. That is how storage
+// services name CARs (a CAR's CID is the hash of its bytes); a CIDv0, or
+// a dag-pb, raw or dag-cbor CID names a DAG, not a CAR file, and is the
+// usual mistake of passing a CAR's root instead of the CAR.
+func CarCID(s string) (string, string) {
+	if s == "" {
+		return "", "car: missing"
+	}
+	if len(s) > MaxCIDText {
+		return "", "car: not a CID: " + Excerpt(s)
+	}
+	var buf [cidtext.MaxBytes]byte
+	if c, ok := cidtext.Parse(s, &buf); ok && c.Codec == CodecCAR {
+		return s, "" // canonical as it stands, sha2-256
+	}
+	c, err := cid.Decode(s)
+	if err != nil {
+		return "", fmt.Sprintf("car: %s is not a CID: %v", Excerpt(s), err)
+	}
+	pre := c.Prefix()
+	switch {
+	case pre.Version != 1 || pre.Codec != CodecCAR:
+		return "", fmt.Sprintf("car: %s is a CIDv%d with codec 0x%x; a CAR is named by a CIDv1 with the CAR codec 0x0202 (bagbaiera…)",
+			Excerpt(s), pre.Version, pre.Codec)
+	case pre.MhType == multihash.IDENTITY || pre.MhLength > 64:
+		return "", fmt.Sprintf("car: %s: an identity hash or a digest over 64 bytes does not name a CAR", Excerpt(s))
+	}
+	return c.String(), ""
+}
+
+// CodecCAR is the multicodec of a CAR file's CID.
+const CodecCAR = 0x0202
 
 // CanonicalCID returns the text go-cid prints for the CID s names
 // (base32 for v1), so that two texts of one CID are one CAR.
@@ -144,17 +174,14 @@ func validURLs(urls []string) string {
 	}
 	for i, s := range urls {
 		if len(s) > MaxURLLength {
-			return fmt.Sprintf("urls[%d]: longer than %d characters", i, MaxURLLength)
+			return fmt.Sprintf("urls[%d]: %d characters, more than %d", i, len(s), MaxURLLength)
 		}
 		if plainHTTPURL(s) {
 			continue
 		}
 		u, err := url.Parse(s)
-		if err != nil {
-			return fmt.Sprintf("urls[%d]: %v", i, err)
-		}
-		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Sprintf("urls[%d]: %q is not an http(s) URL", i, s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Sprintf("urls[%d]: %s is not an http(s) URL", i, Excerpt(s))
 		}
 	}
 	return ""

@@ -7,16 +7,17 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
-	"github.com/ipfs/go-cid"
 )
 
 // Outcomes of one submitted car.replicated.
 const (
 	Accepted  = "accepted"
 	Duplicate = "duplicate"
+	Conflict  = "conflict"
 	Refused   = "rejected"
 )
 
@@ -25,13 +26,21 @@ type CarResult struct {
 	Car    string `json:"car"`
 	Status string `json:"status"`
 	Reason string `json:"reason,omitempty"`
-	Seq    uint64 `json:"seq,omitempty"`
+	// Seq is the input log sequence the event was stored at (accepted,
+	// conflict).
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // postCars takes one car.replicated object or an array of them. Each is
-// answered on its own: accepted, duplicate, or rejected with the reason.
-// Rejected events are still appended to the input log, so the rejection is
-// on record, as it is for events published on NATS directly.
+// answered on its own, with what the fold decides of it:
+//   - accepted (stored; the fold accepts it),
+//   - duplicate (a copy of an accepted CAR's event; nothing stored),
+//   - conflict (a copy of an accepted CAR whose size or md5 differ; stored,
+//     so the conflict is on the record, and the accepted copy stands),
+//   - rejected with the reason: the event breaks a rule, and it is not
+//     stored. The fold would reject it by the same rules (events.Check
+//     under the log's deal size), so not storing it loses nothing, and it
+//     holds nothing: a corrected event for the CAR is taken at once.
 func (a *API) postCars(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxCarsBody))
 	if err != nil {
@@ -51,7 +60,8 @@ func (a *API) postCars(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"results": results})
 		return
 	}
-	status := map[string]int{Accepted: http.StatusAccepted, Duplicate: http.StatusOK, Refused: http.StatusUnprocessableEntity}[results[0].Status]
+	status := map[string]int{Accepted: http.StatusAccepted, Duplicate: http.StatusOK, Conflict: http.StatusConflict,
+		Refused: http.StatusUnprocessableEntity}[results[0].Status]
 	if status == 0 {
 		status = http.StatusServiceUnavailable
 	}
@@ -80,34 +90,68 @@ func splitBody(body []byte) ([]json.RawMessage, bool, error) {
 // submit decodes, validates and publishes one event.
 func (a *API) submit(r *http.Request, raw json.RawMessage) CarResult {
 	e, reason := decodeReplicated(raw)
-	res := CarResult{Car: e.Car}
 	if reason == "" {
 		reason = e.Validate(a.DealSize)
 	}
-	if reason == "" {
-		if c, err := a.Store.Car(cid.MustParse(e.Car).String()); err == nil && c.State != aggregator.Rejected {
+	car, _ := events.CarCID(e.Car)
+	res := CarResult{Car: car}
+	if car == "" {
+		res.Car = events.Truncate(e.Car, events.MaxCIDText)
+	}
+	if reason != "" {
+		res.Status, res.Reason = Refused, reason
+		return res
+	}
+	status := Accepted
+	if c, err := a.Store.Car(car); err == nil && c.State != aggregator.Rejected {
+		diff := copyDiff(c, e)
+		if diff == "" {
 			res.Status = Duplicate
 			return res
 		}
+		// Stored, so that the conflict is on the record beside the copy
+		// that stands.
+		status, res.Reason = Conflict, aggregator.ReasonConflict+": "+diff
 	}
 	pub, err := a.Pub.Publish(r.Context(), e)
 	switch {
 	case err != nil:
 		res.Status, res.Reason = "error", err.Error()
-	case reason != "":
-		res.Status, res.Reason, res.Seq = Refused, reason, pub.Seq
-	case pub.Duplicate:
+	case pub.Duplicate && status == Accepted:
 		res.Status = Duplicate
 	default:
-		res.Status, res.Seq = Accepted, pub.Seq
+		res.Status, res.Seq = status, pub.Seq
 	}
 	return res
 }
 
-// decodeReplicated reads a car.replicated; type and version may be left
-// out over HTTP, where the route says what the event is.
+// copyDiff names the fields in which e differs from the accepted copy c
+// of its CAR, "" when it is the same copy.
+func copyDiff(c *CarView, e *events.CarReplicated) string {
+	var diffs []string
+	if c.Size != e.Size {
+		diffs = append(diffs, fmt.Sprintf("size %d, the accepted copy's %d", e.Size, c.Size))
+	}
+	if !strings.EqualFold(c.MD5, e.MD5) {
+		diffs = append(diffs, fmt.Sprintf("md5 %s, the accepted copy's %s", e.MD5, c.MD5))
+	}
+	return strings.Join(diffs, "; ")
+}
+
+// decodeReplicated reads a car.replicated and checks what only the HTTP
+// route allows: type and version may be left out, where the route says
+// what the event is; anything else the event says of itself must be
+// right. The reason is "" when the event is one.
 func decodeReplicated(raw json.RawMessage) (*events.CarReplicated, string) {
 	var e events.CarReplicated
+	if len(raw) > events.MaxInputBytes {
+		var peek struct {
+			Car string `json:"car"`
+		}
+		_ = json.Unmarshal(raw, &peek)
+		e.Car = peek.Car
+		return &e, fmt.Sprintf("event of %d bytes, more than the %d an input may have", len(raw), events.MaxInputBytes)
+	}
 	if err := json.Unmarshal(raw, &e); err != nil {
 		var peek struct {
 			Car string `json:"car"`
@@ -117,7 +161,7 @@ func decodeReplicated(raw json.RawMessage) (*events.CarReplicated, string) {
 		return &e, fmt.Sprintf("not a car.replicated event: %v", err)
 	}
 	if e.Type != "" && e.Type != events.TypeCarReplicated {
-		return &e, fmt.Sprintf("type %q: this endpoint takes car.replicated", e.Type)
+		return &e, fmt.Sprintf("type %s: this endpoint takes car.replicated", events.Excerpt(e.Type))
 	}
 	if e.Version != 0 && e.Version != events.Version {
 		return &e, fmt.Sprintf("version %d: this ferry reads version %d", e.Version, events.Version)

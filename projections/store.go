@@ -26,25 +26,26 @@ var (
 )
 
 var (
-	bMeta    = []byte("meta")
-	bCidRuns = []byte("cidRuns")    // run number → bucket of one run of the CID index (index.go)
-	kEntries = []byte("entries")    // a run's sorted entries (runs.go)
-	bCars    = []byte("cars")       // car number → CAR record (record.go)
-	bAggs    = []byte("aggregates") // id → aggregate view (JSON)
-	bMembers = []byte("members")    // id|arrival → member (record.go)
-	bClosed  = []byte("closed")     // id → bucket of the closed aggregate's layout and tree
-	kLayout  = []byte("layout")     // position → arrival, arrival → position (u32 each)
-	kTree    = []byte("tree")       // the aggregate's frc58 tree (frc58.Stored)
-	bByPiece = []byte("byPiece")    // aggregate piece CID (v1 and v2) → id
-	bRejects = []byte("rejects")    // input seq → rejection without a CAR
-	bQueued  = []byte("queued")     // car number of CARs waiting for their piece
-	kAggSeq  = []byte("aggSeq")
-	kLastIn  = []byte("lastIn") // the input of the last batch applied
-	kNextCar = []byte("nextCar")
-	kSchema  = []byte("schema")
-	kBulk    = []byte("bulk")    // set while a rebuild runs
-	kIndexed = []byte("indexed") // CARs up to this number are in cidRuns
-	buckets  = [][]byte{bMeta, bCidRuns, bCars, bAggs, bMembers, bClosed, bByPiece, bRejects, bQueued}
+	bMeta     = []byte("meta")
+	bCidRuns  = []byte("cidRuns")    // run number → bucket of one run of the CID index (index.go)
+	kEntries  = []byte("entries")    // a run's sorted entries (runs.go)
+	bCars     = []byte("cars")       // car number → CAR record (record.go)
+	bAggs     = []byte("aggregates") // id → aggregate view (JSON)
+	bMembers  = []byte("members")    // id|arrival → member (record.go)
+	bClosed   = []byte("closed")     // id → bucket of the closed aggregate's layout and tree
+	kLayout   = []byte("layout")     // position → arrival, arrival → position (u32 each)
+	kTree     = []byte("tree")       // the aggregate's frc58 tree (frc58.Stored)
+	bByPiece  = []byte("byPiece")    // aggregate piece CID (v1 and v2) → id
+	bRejects  = []byte("rejects")    // input seq → rejection without a CAR
+	bQueued   = []byte("queued")     // car number of CARs waiting for their piece
+	kAggSeq   = []byte("aggSeq")
+	kLastIn   = []byte("lastIn") // the input of the last batch applied
+	kNextCar  = []byte("nextCar")
+	kSchema   = []byte("schema")
+	kBulk     = []byte("bulk")     // set while a rebuild runs
+	kIndexed  = []byte("indexed")  // CARs up to this number are in cidRuns
+	kSettings = []byte("settings") // the log's settings (log.settings), JSON
+	buckets   = [][]byte{bMeta, bCidRuns, bCars, bAggs, bMembers, bClosed, bByPiece, bRejects, bQueued}
 )
 
 // schemaVersion names the layout of the buckets. A file of another version
@@ -86,11 +87,19 @@ func Open(path string, dealSize uint64) (*Store, error) {
 	if err == nil {
 		err = db.View(index.load)
 	}
+	st := &Store{db: db, path: path, dealSize: dealSize, index: index}
+	var cfg *aggregator.Config
+	if err == nil {
+		cfg, err = st.Settings()
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("read models %s: %w", path, err)
 	}
-	return &Store{db: db, path: path, dealSize: dealSize, index: index}, nil
+	if cfg != nil {
+		st.dealSize = cfg.DealSize // the log's, recorded in the read models
+	}
+	return st, nil
 }
 
 // initBuckets creates the buckets that are missing, after deleting every
@@ -170,6 +179,21 @@ func (s *Store) AggSeq() uint64 { return s.meta(kAggSeq) }
 // up to it that caused a decision is in the read models.
 func (s *Store) LastIn() uint64 { return s.meta(kLastIn) }
 
+// Settings is the log's settings as the read models applied them, or nil
+// before the log.settings decision is applied.
+func (s *Store) Settings() (*aggregator.Config, error) {
+	var cfg *aggregator.Config
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bMeta).Get(kSettings)
+		if v == nil {
+			return nil
+		}
+		cfg = new(aggregator.Config)
+		return json.Unmarshal(v, cfg)
+	})
+	return cfg, err
+}
+
 func (s *Store) meta(key []byte) uint64 {
 	var v uint64
 	_ = s.db.View(func(tx *bolt.Tx) error {
@@ -218,9 +242,11 @@ func (e *Entry) Prepare() {
 // was applied whole.
 func (s *Store) Apply(entries []Entry) error {
 	ix := &indexTx{x: s.index}
+	dealSize := s.dealSize
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bMeta)
 		w := &writer{tx: tx, dealSize: s.dealSize, next: u64(meta.Get(kNextCar)), index: ix}
+		defer func() { dealSize = w.dealSize }()
 		// Keys that only ever append: fill the pages instead of splitting
 		// them in half (bbolt's default suits random inserts).
 		tx.Bucket(bCars).FillPercent = 1
@@ -261,6 +287,7 @@ func (s *Store) Apply(entries []Entry) error {
 		return err
 	}
 	ix.committed()
+	s.dealSize = dealSize
 	return nil
 }
 
@@ -313,6 +340,15 @@ func (w *writer) apply(in uint64, d aggregator.Decision, prepared piece.Commitme
 		return w.rejected(in, d)
 	case aggregator.DecInputIgnored, aggregator.DecAggClock:
 		return nil
+	case aggregator.DecLogSettings:
+		// The log's deal size decides the read models' layouts, whatever
+		// the store was opened with.
+		data, err := json.Marshal(d.Settings)
+		if err != nil {
+			return err
+		}
+		w.dealSize = d.Settings.DealSize
+		return w.tx.Bucket(bMeta).Put(kSettings, data)
 	case aggregator.DecAggReady:
 		return w.ready(d)
 	case aggregator.DecAggOffered:

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/internal/node"
 	"github.com/ferry-dev/ferry/projections"
@@ -20,8 +21,8 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlags("replay", "replay [flags]", stderr)
 	data := fs.String("data", "./ferry-data", "ferry's data `dir` (stop ferry serve first)")
 	natsURL := fs.String("nats", "", "NATS `URL` with ferry's streams (default: start the embedded server on --data)")
-	deal := size(defaultDeal)
-	fs.Var(&deal, "deal-size", "the deal size ferry serve runs with")
+	deal := size(0)
+	fs.Var(&deal, "deal-size", "refuse to replay unless the log's deal size is this (default: the log's, as recorded)")
 	auth := natsAuthFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -31,7 +32,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	// Taking the read models' lock fails while ferry serve holds them,
 	// before a second NATS server touches its store.
-	if err := lockFree(node.ReadModelPath(*data), uint64(deal), stdout); err != nil {
+	if err := lockFree(node.ReadModelPath(*data), defaultDeal, stdout); err != nil {
 		return err
 	}
 	url := *natsURL
@@ -51,21 +52,43 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return Replay(ctx, js, node.ReadModelPath(*data), uint64(deal), stdout)
 }
 
-// Replay deletes the read models at path and rebuilds them from the
-// aggregate log, reporting progress and a final count.
+// Replay rebuilds the read models at path from the aggregate log,
+// reporting progress and a final count. The log's recorded settings
+// decide the rebuild (dealSize, when not 0, must agree with them). The new
+// read models are built beside the old ones and replace them only once
+// they are whole: a replay that fails leaves the old file as it was.
 func Replay(ctx context.Context, js jetstream.JetStream, path string, dealSize uint64, stdout io.Writer) error {
 	start := time.Now()
+	settings, err := aggregator.LogSettings(ctx, js)
+	if err != nil {
+		return err
+	}
+	want := aggregator.Config{DealSize: dealSize}
+	if settings != nil {
+		if _, err := aggregator.Reconcile(settings, want, map[string]bool{"dealSize": dealSize != 0}); err != nil {
+			return err
+		}
+		dealSize = settings.DealSize
+	} else if dealSize == 0 {
+		dealSize = defaultDeal // a log made before settings were recorded
+	}
 	if err := lockFree(path, dealSize, stdout); err != nil {
 		return err
 	}
-	if err := projections.Remove(path); err != nil {
-		return fmt.Errorf("delete read models: %w", err)
+	aside := path + ".replay"
+	if err := projections.Remove(aside); err != nil {
+		return fmt.Errorf("read models: %w", err)
 	}
-	store, err := projections.Open(path, dealSize)
+	store, err := projections.Open(aside, dealSize)
 	if err != nil {
-		return fmt.Errorf("%w (is ferry serve running on this data dir?)", err)
+		return err
 	}
-	defer store.Close()
+	defer func() {
+		if store != nil {
+			store.Close()
+			_ = projections.Remove(aside)
+		}
+	}()
 	p := projections.NewProjector(js, store, nil)
 	var applied int
 	last := time.Now()
@@ -79,8 +102,22 @@ func Replay(ctx context.Context, js jetstream.JetStream, path string, dealSize u
 	if err := p.Run(ctx, false); err != nil {
 		return err
 	}
+	through := store.AggSeq()
+	if err := store.Close(); err != nil {
+		return err
+	}
+	store = nil
+	// The lock again: a ferry serve started meanwhile must not have its
+	// file replaced under it.
+	if err := lockFree(path, dealSize, stdout); err != nil {
+		_ = projections.Remove(aside)
+		return err
+	}
+	if err := os.Rename(aside, path); err != nil {
+		return fmt.Errorf("replace read models: %w", err)
+	}
 	fmt.Fprintf(stdout, "replayed %d batches (aggregate log through sequence %d) in %s\n",
-		applied, store.AggSeq(), time.Since(start).Round(time.Millisecond))
+		applied, through, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -54,6 +55,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	workerFlags(fs, &pieces)
 	fs.IntVar(&pieces.Workers, "piece-workers", runtime.NumCPU(), "piece workers in this process (0: none, leave it to ferry piece-worker)")
 	verify := fs.Bool("verify-pieces", false, "compute the piece of CARs that arrive with one too, and reject a mismatch")
+	tickAhead := fs.Duration("max-tick-ahead", aggregator.DefaultMaxTickAhead, "the fold ignores a tick further ahead than this of when the input log stored it")
 	cars := fs.String("cars", "", "serve the CAR files of `dir` at /cars/<name> (for trying ferry out)")
 	readToken := fs.String("read-token", "", "bearer token for the GET routes (empty: reads are open)")
 	auth := natsAuthFlags(fs)
@@ -94,8 +96,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	n, err := node.Start(ctx, node.Config{
 		Data: *data, HTTP: *httpAddr, NATSListen: *natsListen, NATS: *natsURL, Replicas: *replicas, Duplicates: *dedup,
-		Subjects:     events.Subjects{Prefix: *prefix},
-		Fold:         aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify},
+		Subjects: events.Subjects{Prefix: *prefix},
+		Fold: aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify,
+			MaxTickAhead: *tickAhead},
+		FoldGiven:    givenSettings(fs),
 		Pieces:       pieces,
 		SyncInterval: *syncInterval, SyncAlways: *syncAlways, Tick: *tick,
 		WriteToken: *writeToken, ReportToken: *reportToken, ReadToken: *readToken, NATSOptions: natsOpts,
@@ -108,8 +112,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		log.Warn("no --write-token: POST /v1/cars and admin calls are open to anyone who can reach " + *httpAddr)
 	}
 	n.Run(ctx)
+	logDeal := size(n.Settings().DealSize)
 	fmt.Fprintf(stdout, "ferry serving\n  http: http://%s\n  nats: %s\n  data: %s\n  deal size: %s\n",
-		n.HTTPAddr(), n.NATSURL(), *data, deal.String())
+		n.HTTPAddr(), n.NATSURL(), *data, logDeal.String())
 	if *debugAddr != "" {
 		addr, err := serveDebug(*debugAddr)
 		if err != nil {
@@ -121,6 +126,24 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	<-ctx.Done()
 	log.Info("shutting down")
 	return n.Close()
+}
+
+// foldFlags maps the flags of the fold's settings to the settings' JSON
+// names (aggregator.Config).
+var foldFlags = map[string]string{"deal-size": "dealSize", "min-payload": "minPayload", "max-wait": "maxWait",
+	"verify-pieces": "verifyPieces", "max-tick-ahead": "maxTickAhead"}
+
+// givenSettings names the fold settings set on the command line: only
+// those are held against a log's recorded settings; the rest come from
+// the log.
+func givenSettings(fs *flag.FlagSet) map[string]bool {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) {
+		if name, ok := foldFlags[f.Name]; ok {
+			given[name] = true
+		}
+	})
+	return given
 }
 
 // checkExposure refuses to serve open write routes beyond loopback: with no

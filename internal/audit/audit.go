@@ -135,7 +135,7 @@ func refold(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, 
 			return errFolded
 		}
 		r.Inputs++
-		b := st.Apply(e.Seq, e.Data)
+		b := st.ApplyInput(aggregator.Input{Seq: e.Seq, Data: e.Data, Stored: e.Time})
 		if len(b.Decisions) == 0 {
 			return nil
 		}

@@ -44,7 +44,12 @@ type Config struct {
 	// Duplicates is the input log's message id window (0: the default).
 	Duplicates time.Duration
 	Subjects   events.Subjects
-	Fold       aggregator.Config
+	// Fold is the settings a new log is made under. A log that records
+	// its settings is folded under those; FoldGiven names (by JSON name)
+	// the settings the operator chose explicitly, and one that disagrees
+	// with the log's stops Start (aggregator.Reconcile).
+	Fold      aggregator.Config
+	FoldGiven map[string]bool
 	// SyncInterval is JetStream's fsync interval (embedded server only);
 	// 0 keeps the server default of 2 minutes; SyncAlways fsyncs each write.
 	SyncInterval time.Duration
@@ -134,6 +139,16 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	logged, err := aggregator.LogSettings(ctx, n.JS)
+	if err != nil {
+		return err
+	}
+	if n.cfg.Fold, err = aggregator.Reconcile(logged, n.cfg.Fold, n.cfg.FoldGiven); err != nil {
+		return err
+	}
+	if logged != nil {
+		n.log.Info("settings from the aggregate log", "settings", logged.String())
+	}
 	n.Pub = events.NewPublisher(n.JS, n.cfg.Subjects)
 	n.Projector = projections.NewProjector(n.JS, store, n.log)
 	n.Runner = aggregator.NewRunner(n.JS, aggregator.RunnerConfig{
@@ -148,6 +163,9 @@ func (n *Node) start(ctx context.Context) error {
 	n.Projector.OnApplied = n.onApplied
 	return n.listen()
 }
+
+// Settings is what the node folds under: the log's, or those of a new log.
+func (n *Node) Settings() aggregator.Config { return n.cfg.Fold }
 
 // ReadModelPath is where a data dir keeps its read models.
 func ReadModelPath(data string) string { return filepath.Join(data, "views.db") }

@@ -1,0 +1,87 @@
+package aggregator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/ferry-dev/ferry/events"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrSettings is returned when the settings asked for disagree with those
+// the aggregate log was made under.
+var ErrSettings = errors.New("settings disagree with the aggregate log's")
+
+// LogSettings reads the settings the aggregate log records (the
+// log.settings decision the fold puts first in its first batch). It
+// returns nil when the log is empty, or was made before settings were
+// recorded: the fold then records the settings it runs under with its next
+// batch.
+func LogSettings(ctx context.Context, js jetstream.JetStream) (*Config, error) {
+	st, err := js.Stream(ctx, events.StreamAgg)
+	if err != nil {
+		return nil, fmt.Errorf("aggregate log: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("aggregate log: %w", err)
+	}
+	if info.State.Msgs == 0 {
+		return nil, nil
+	}
+	m, err := st.GetMsg(ctx, info.State.FirstSeq)
+	if err != nil {
+		return nil, fmt.Errorf("aggregate log %d: %w", info.State.FirstSeq, err)
+	}
+	var cfg *Config
+	err = EachBatch(m.Data, func(b *Batch) error {
+		if cfg == nil && len(b.Decisions) > 0 && b.Decisions[0].Type == DecLogSettings {
+			cfg = b.Decisions[0].Settings
+		}
+		return errStop
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return nil, fmt.Errorf("aggregate log %d: %w", info.State.FirstSeq, err)
+	}
+	return cfg, nil
+}
+
+var errStop = errors.New("stop")
+
+// Reconcile returns the settings to run under: the log's when it has
+// them, want's otherwise. given names the settings (by their JSON names)
+// the operator chose explicitly; one of them that disagrees with the log's
+// is ErrSettings, with every disagreement spelled out, so that a mistyped
+// flag never folds a log under settings it was not made with.
+func Reconcile(log *Config, want Config, given map[string]bool) (Config, error) {
+	if log == nil {
+		return want, nil
+	}
+	var diffs []string
+	mine, logs := reflect.ValueOf(want), reflect.ValueOf(*log)
+	for i := range mine.NumField() {
+		name, _, _ := strings.Cut(mine.Type().Field(i).Tag.Get("json"), ",")
+		if given[name] && !mine.Field(i).Equal(logs.Field(i)) {
+			diffs = append(diffs, fmt.Sprintf("%s %v (the log's: %v)", name, mine.Field(i), logs.Field(i)))
+		}
+	}
+	if len(diffs) > 0 {
+		return *log, fmt.Errorf("%w: %s; the log was made under %s: leave those flags out (or set them to the log's values)",
+			ErrSettings, strings.Join(diffs, ", "), log)
+	}
+	return *log, nil
+}
+
+// String spells the settings by their JSON names.
+func (c Config) String() string {
+	v := reflect.ValueOf(c)
+	parts := make([]string, v.NumField())
+	for i := range v.NumField() {
+		name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
+		parts[i] = fmt.Sprintf("%s %v", name, v.Field(i))
+	}
+	return strings.Join(parts, ", ")
+}
