@@ -115,6 +115,7 @@ func printOf(size uint64, md5 string) copyPrint {
 	h.Write([]byte(strings.ToLower(md5)))
 	return copyPrint(h.Sum64())
 }
+
 // State is the aggregator's state. The zero value is not usable; see New.
 type State struct {
 	cfg      Config

@@ -174,9 +174,9 @@ func (e *CarReplicated) MsgID() string {
 	var sum [sha256.Size]byte
 	return "car.replicated/" + Truncate(e.Car, MaxCIDText) + "/" + hex.EncodeToString(h.Sum(sum[:0])[:16])
 }
-func (e *CarPiece) MsgID() string      { return "car.piece/" + e.Car + "/" + e.Piece }
-func (e *CarInvalid) MsgID() string    { return "car.invalid/" + e.Car }
-func (e *Tick) MsgID() string          { return "tick/" + e.Time.UTC().Format(time.RFC3339Nano) }
+func (e *CarPiece) MsgID() string   { return "car.piece/" + e.Car + "/" + e.Piece }
+func (e *CarInvalid) MsgID() string { return "car.invalid/" + e.Car }
+func (e *Tick) MsgID() string       { return "tick/" + e.Time.UTC().Format(time.RFC3339Nano) }
 func (e *AggregateClose) MsgID() string {
 	return fmt.Sprintf("aggregate.close/%d/%s", e.Aggregate, e.By)
 }
