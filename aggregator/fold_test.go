@@ -29,18 +29,22 @@ type folder struct {
 	t   *testing.T
 	st  *State
 	seq uint64
+	log []Batch // every non-empty batch, as stored
 }
 
 func newFolder(t *testing.T) *folder { return &folder{t: t, st: New(testConfig())} }
 
 func (f *folder) apply(ev events.Event) Batch {
-	f.seq++
-	return withoutSettings(f.st.Apply(f.seq, testutil.MustEncode(ev)))
+	return f.raw(string(testutil.MustEncode(ev)))
 }
 
 func (f *folder) raw(data string) Batch {
 	f.seq++
-	return withoutSettings(f.st.Apply(f.seq, []byte(data)))
+	b := f.st.Apply(f.seq, []byte(data))
+	if len(b.Decisions) > 0 {
+		f.log = append(f.log, b)
+	}
+	return withoutSettings(b)
 }
 
 // withoutSettings drops the log.settings decision a log's first batch

@@ -50,16 +50,24 @@ func (r *Report) add(concerns, format string, args ...any) {
 // Views reads a CAR from the read models; nil skips that check.
 type Views func(ctx context.Context, car string) (*projections.CarView, error)
 
-// Run audits the logs on js, folded under cfg (the Config ferry serve runs
-// with), and the read models through views.
+// Run audits the logs on js, folded under the settings the aggregate log
+// records (cfg, the Config ferry serve runs with, for a log made before
+// settings were recorded), and the read models through views.
 func Run(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, views Views) (*Report, error) {
+	logged, err := aggregator.LogSettings(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	if logged != nil {
+		cfg = *logged
+	}
 	r := &Report{}
 	model := aggregator.NewModel()
 	var (
 		sums   []stored
 		lastIn uint64 // the last input the aggregate log has folded
 	)
-	err := events.Tail(ctx, js, events.StreamAgg, 1, false, func(e events.Entry) error {
+	err = events.Tail(ctx, js, events.StreamAgg, 1, false, func(e events.Entry) error {
 		k := 0
 		for data := range aggregator.Batches(e.Data) {
 			k++

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -113,6 +114,12 @@ func TestCarsFlowIntoAggregatesWhosePieceCIDsAndProofsVerify(t *testing.T) {
 	}
 	bad := testutil.Replicated(9999, 1000, true)
 	bad.MD5 = "nothex"
+	// The same mistake over NATS is stored, and the fold rejects it.
+	badNATS := testutil.Replicated(9998, 1000, true)
+	badNATS.MD5 = "nothex"
+	if _, err := pub.Publish(ctx, badNATS); err != nil {
+		t.Fatal(err)
+	}
 	res, err := api.Submit(ctx, append(httpEvs, bad))
 	if err != nil {
 		t.Fatal(err)
@@ -134,8 +141,12 @@ func TestCarsFlowIntoAggregatesWhosePieceCIDsAndProofsVerify(t *testing.T) {
 	waitIdle(t, n, nt.JS)
 
 	verifyAll(t, api, cars)
-	if v, err := api.Car(ctx, bad.Car); err != nil || v.State != aggregator.Rejected || !strings.Contains(v.Reason, "md5") {
+	if v, err := api.Car(ctx, badNATS.Car); err != nil || v.State != aggregator.Rejected || !strings.Contains(v.Reason, "md5") {
 		t.Fatalf("bad CAR status %+v %v", v, err)
+	}
+	// Refused over HTTP: answered, not stored, so the CAR is unknown.
+	if v, err := api.Car(ctx, bad.Car); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("CAR refused over HTTP: status %+v %v, want not found", v, err)
 	}
 	checkLogs(t, nt.JS, testDeal)
 }
@@ -245,10 +256,15 @@ func verifyAggregate(t *testing.T, api *client.HTTP, id uint64) {
 func checkLogs(t *testing.T, js jetstream.JetStream, deal uint64) (msgs, batches int) {
 	t.Helper()
 	ctx := context.Background()
-	st := aggregator.New(aggregator.Config{DealSize: deal, MinPayload: aggregator.DefaultMinPayload(deal), MaxWait: time.Hour})
+	// The log's own settings, as every refold takes them.
+	cfg, err := aggregator.LogSettings(ctx, js)
+	if err != nil || cfg == nil || cfg.DealSize != deal {
+		t.Fatalf("the aggregate log records settings %+v (%v), want a deal size of %d", cfg, err, deal)
+	}
+	st := aggregator.New(*cfg)
 	var want [][]byte
-	err := events.Tail(ctx, js, events.StreamIn, 1, false, func(e events.Entry) error {
-		if b := st.Apply(e.Seq, e.Data); len(b.Decisions) > 0 {
+	err = events.Tail(ctx, js, events.StreamIn, 1, false, func(e events.Entry) error {
+		if b := st.ApplyInput(aggregator.Input{Seq: e.Seq, Data: e.Data, Stored: e.Time}); len(b.Decisions) > 0 {
 			data, err := json.Marshal(b)
 			want = append(want, data)
 			return err

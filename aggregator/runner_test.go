@@ -1,0 +1,80 @@
+package aggregator
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/natsembed"
+	"github.com/ferry-dev/ferry/internal/testutil"
+)
+
+// Issue 15, finding 1: a batch over the message limit made the runner fail
+// its append, restart, fold the same input and fail again, for good, with
+// every input behind it waiting. The runner must refuse that input on the
+// record and go on. The fold keeps batches far below NATS's default
+// limit (TestNoInputUpToTheMaxPayloadMakesABatchTheLogRefuses); a server
+// with a 16 KiB limit makes a batch that cannot fit.
+func TestTheRunnerRefusesOnTheRecordABatchTheLogCannotTake(t *testing.T) {
+	s, err := natsembed.Start(natsembed.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0", MaxPayload: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	_, js := testutil.Connect(t, s.ClientURL())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := events.EnsureStreams(ctx, js, events.StreamOptions{Subjects: events.DefaultSubjects}); err != nil {
+		t.Fatal(err)
+	}
+	r := NewRunner(js, RunnerConfig{Fold: testConfig(), Subjects: events.DefaultSubjects, Holder: "test",
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = r.Run(ctx) })
+	defer wg.Wait()
+	defer cancel()
+
+	// 16 URLs of 400 raw '<': a 7 KB input whose record escapes to 38 KB.
+	good := testutil.Replicated(1, 1000, true)
+	urls := make([]string, events.MaxURLs)
+	for i := range urls {
+		urls[i] = fmt.Sprintf("%q", "https://a.example/"+strings.Repeat("<", 400))
+	}
+	big := fmt.Sprintf(`{"type":"car.replicated","version":1,"car":%q,"size":1000,"md5":%q,"urls":[%s],"piece":%q}`,
+		testutil.CarCID(2).String(), good.MD5, strings.Join(urls, ","), good.Piece)
+	big = strings.ReplaceAll(big, `\u003c`, "<")
+	pub := events.NewPublisher(js, events.DefaultSubjects)
+	if _, err := js.Publish(ctx, events.DefaultSubjects.Input(events.TypeCarReplicated), []byte(big)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pub.Publish(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	var decisions []Decision
+	testutil.Eventually(t, 20*time.Second, "both inputs decided", func() bool {
+		decisions = nil
+		err := events.Tail(ctx, js, events.StreamAgg, 1, false, func(e events.Entry) error {
+			return EachBatch(e.Data, func(b *Batch) error {
+				decisions = append(decisions, b.Decisions...)
+				return nil
+			})
+		})
+		return err == nil && len(decisions) > 0 && decisions[len(decisions)-1].Type == DecCarAdded
+	})
+	var refused bool
+	for _, d := range decisions {
+		refused = refused || (d.Type == DecInputIgnored && strings.Contains(d.Reason, "message limit"))
+	}
+	if !refused {
+		t.Fatalf("no refusal on the record: %+v", decisions)
+	}
+	if st := r.Status(); !st.Leader || st.LastIn != 2 {
+		t.Fatalf("runner %+v, want leading past both inputs", st)
+	}
+}
