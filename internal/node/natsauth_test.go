@@ -4,15 +4,19 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/projections"
 	"github.com/ferry-dev/ferry/spade"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -229,4 +233,80 @@ func TestTheEmbeddedServerWithoutUsersIsAChoice(t *testing.T) {
 		t.Fatalf("anonymous connect with NATSNoAuth: %v", err)
 	}
 	nc.Close()
+}
+
+// clusterConfig is the nats-server configuration docs/operations.md gives
+// for an existing cluster, with keys for the three users and storage in
+// dir.
+func clusterConfig(t *testing.T, dir string, keys map[string]string) string {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```conf\n")
+	conf, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("docs/operations.md has no conf block")
+	}
+	return strings.NewReplacer("/var/lib/nats", dir,
+		"UFERRY_PUBLIC_KEY", keys[natsembed.RoleFerry], "UADMIN_PUBLIC_KEY", keys[natsembed.RoleAdmin],
+		"UPUBLISH_PUBLIC_KEY", keys[natsembed.RolePublish]).Replace(conf)
+}
+
+func TestTheDocumentedClusterConfigurationGivesTheSameRoles(t *testing.T) {
+	creds, err := natsembed.LoadCredentials(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]string{}
+	for _, role := range natsembed.Roles {
+		keys[role] = creds.PublicKey(role)
+	}
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(clusterConfig(t, t.TempDir(), keys)); err != nil {
+		t.Fatalf("the documented configuration: %v", err)
+	}
+	opts.Host, opts.Port, opts.NoLog, opts.NoSigs = "127.0.0.1", -1, true, true
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(s.Shutdown)
+
+	cfg := testConfig(t.TempDir(), s.ClientURL())
+	ferry, err := creds.Option(natsembed.RoleFerry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.NATSOptions, cfg.PublishAccount = []nats.Option{ferry}, true
+	n := startNode(t, cfg)
+	n.Creds = creds // for signIn; ferry did not make them
+	pub := signIn(t, n, natsembed.RolePublish)
+
+	ctx := context.Background()
+	ev := testutil.Replicated(7, 5000, true)
+	if _, err := events.NewPublisher(pub.js, events.DefaultSubjects).Publish(ctx, ev); err != nil {
+		t.Fatalf("the publish user's car.replicated: %v", err)
+	}
+	pub.refused(t, events.DefaultSubjects.Input("tick"), []byte(`{"type":"tick","version":1,"time":"9999-12-31T00:00:00Z"}`))
+	pub.refused(t, "$JS.API.STREAM.PURGE."+events.StreamIn, nil)
+
+	// A receipt ferry stores reaches the publish user through the mirror.
+	receipt := []byte(`{"car":"` + ev.Car + `","aggregate":1}`)
+	if _, err := n.JS.Publish(ctx, events.DefaultSubjects.Receipt(ev.Car), receipt); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the receipt in the publish account", func() bool {
+		var got []string
+		err := client.SubscribeReceipts(ctx, pub.js, client.From{Once: true}, func(_ uint64, r projections.Receipt) error {
+			got = append(got, r.Car)
+			return nil
+		})
+		return err == nil && len(got) == 1 && got[0] == ev.Car
+	})
 }

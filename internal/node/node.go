@@ -62,7 +62,8 @@ type Config struct {
 	ReportToken  string
 	// ReadToken, when set, guards the GET routes too.
 	ReadToken string
-	// NATSOptions add credentials and TLS when joining an existing NATS.
+	// NATSOptions add credentials and TLS when joining an existing NATS;
+	// the embedded server ignores them.
 	NATSOptions []nats.Option
 	Deals       DealConfig
 	// Pieces configures the piece workers run inside this process.
@@ -177,8 +178,12 @@ func CredentialsDir(data string) string { return filepath.Join(data, "nats") }
 
 func (n *Node) connect() error {
 	url := n.cfg.NATS
-	opts := append([]nats.Option{nats.Name("ferry"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}, n.cfg.NATSOptions...)
-	if url == "" {
+	opts := []nats.Option{nats.Name("ferry"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
+	if url != "" {
+		opts = append(opts, n.cfg.NATSOptions...)
+	} else {
+		// The embedded server knows only its own users: credentials meant
+		// for a cluster (FERRY_NATS_USER in the environment) would clash.
 		var err error
 		if url, err = n.embed(); err != nil {
 			return err
