@@ -267,17 +267,7 @@ func TestTheDocumentedClusterConfigurationGivesTheSameRoles(t *testing.T) {
 	if err := opts.ProcessConfigString(clusterConfig(t, t.TempDir(), keys)); err != nil {
 		t.Fatalf("the documented configuration: %v", err)
 	}
-	opts.Host, opts.Port, opts.NoLog, opts.NoSigs = "127.0.0.1", -1, true, true
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(s.Shutdown)
-
+	s := runServer(t, opts)
 	cfg := testConfig(t.TempDir(), s.ClientURL())
 	ferry, err := creds.Option(natsembed.RoleFerry)
 	if err != nil {
