@@ -21,6 +21,7 @@ import (
 
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/projections"
+	"github.com/nats-io/nats.go"
 )
 
 var (
@@ -246,6 +247,7 @@ func buildBinaries(tb testing.TB) binaries {
 type serve struct {
 	cmd         *exec.Cmd
 	http, nats  string
+	data        string // its --data: the NATS users' seeds are in nats/
 	debug       string // its /debug/pprof/ URL
 	idle, after Mem
 	rate        float64 // events/s of the ingest
@@ -271,7 +273,7 @@ func startServe(b *testing.B, bin string) *serve {
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	s := &serve{cmd: cmd}
+	s := &serve{cmd: cmd, data: data}
 	b.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
@@ -331,7 +333,13 @@ func childEnv() []string {
 func (s *serve) ingest(b *testing.B, f *fleet, n int) {
 	b.Helper()
 	ctx := context.Background()
-	_, js := testutil.Connect(b, s.nats)
+	// As admin: in ferry's own account, as every producer was before the
+	// embedded server had users, so the figures compare.
+	admin, err := nats.NkeyOptionFromSeed(filepath.Join(s.data, "nats", "admin.nk"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, js := testutil.Connect(b, s.nats, admin)
 	start := time.Now()
 	if err := publishFleet(ctx, js, f, n); err != nil {
 		b.Fatal(err)
@@ -344,7 +352,6 @@ func (s *serve) ingest(b *testing.B, f *fleet, n int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	s.rate = float64(n) / time.Since(start).Seconds()
-	var err error
 	if s.after, err = ReadMem(s.cmd.Process.Pid); err != nil {
 		b.Fatal(err)
 	}

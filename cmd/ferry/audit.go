@@ -10,6 +10,7 @@ import (
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/internal/audit"
+	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/projections"
 )
 
@@ -28,7 +29,7 @@ func runAudit(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.Var(&minPayload, "min-payload", "the min payload ferry serve runs with (default: its default)")
 	maxWait := fs.Duration("max-wait", 4*time.Hour, "the max wait ferry serve runs with")
 	verify := fs.Bool("verify-pieces", false, "whether ferry serve runs with --verify-pieces")
-	auth := natsAuthFlags(fs)
+	auth := natsAuthFlags(fs, natsembed.RoleAdmin)
 	if err := parse(fs, args); err != nil {
 		return err
 	}

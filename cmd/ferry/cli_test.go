@@ -103,6 +103,7 @@ type server struct {
 	*bg
 	http string // host:port
 	nats string // nats://…
+	data string // its --data, where the NATS users' seeds are
 }
 
 var (
@@ -118,7 +119,7 @@ func serve(t *testing.T, data string, extra ...string) *server {
 		"--deal-size", "8MiB"}, extra...)
 	b := startBG(t, servedRE, args...)
 	m := servedRE.FindStringSubmatch(b.stdout.String())
-	return &server{bg: b, http: m[1], nats: m[2]}
+	return &server{bg: b, http: m[1], nats: m[2], data: data}
 }
 
 // run runs a command to completion.
@@ -368,7 +369,7 @@ func TestPublishingAThousandCarsAggregatesThemAndStatusAnswersForEach(t *testing
 	s := serve(t, t.TempDir(), "--tick", "100ms", "--max-wait", "500ms", "--piece-workers", "-1")
 	file := writeEvents(t, total)
 
-	out, errOut, err := run(t, "publish", "--nats", s.nats, "--deal-size", "8MiB", "--file", file)
+	out, errOut, err := run(t, "publish", "--nats", s.nats, "--data", s.data, "--deal-size", "8MiB", "--file", file)
 	if err != nil {
 		t.Fatalf("publish: %v\n%s%s", err, out, errOut)
 	}
@@ -501,7 +502,7 @@ func TestReplayGivesTheSameAnswers(t *testing.T) {
 	const total = 300
 	data := t.TempDir()
 	s := serve(t, data, "--tick", "100ms", "--max-wait", "500ms", "--piece-workers", "-1")
-	mustRun(t, "publish", "--nats", s.nats, "--deal-size", "8MiB", "--file", writeEvents(t, total))
+	mustRun(t, "publish", "--nats", s.nats, "--data", s.data, "--deal-size", "8MiB", "--file", writeEvents(t, total))
 	closeAll(t, s.http, total)
 	cars := []string{badEvents()[0].Car, badEvents()[1].Car}
 	for i := range total {
@@ -583,7 +584,7 @@ func TestPublishDirAndCommandsErrors(t *testing.T) {
 	// --piece-workers 0: no piece workers in this process.
 	s := serve(t, data, "--tick", "100ms", "--piece-workers", "0", "--cars", dir)
 	os.WriteFile(filepath.Join(dir, "README.txt"), []byte("not a CAR"), 0o644)
-	out := mustRun(t, "publish", "--nats", s.nats, "--dir", dir, "--url-base", "https://carpark.example/cars/")
+	out := mustRun(t, "publish", "--nats", s.nats, "--data", s.data, "--dir", dir, "--url-base", "https://carpark.example/cars/")
 	if sent, stored, _, invalid, failed := publishSummary(t, out); sent != 6 || stored != 6 || invalid != 0 || failed != 0 {
 		t.Fatalf("publish --dir: %q", out)
 	}
@@ -603,13 +604,13 @@ func TestPublishDirAndCommandsErrors(t *testing.T) {
 		}
 	}
 	// Publishing again is idempotent.
-	out = mustRun(t, "publish", "--nats", s.nats, "--dir", dir, "--url-base", "https://carpark.example/cars")
+	out = mustRun(t, "publish", "--nats", s.nats, "--data", s.data, "--dir", dir, "--url-base", "https://carpark.example/cars")
 	if sent, stored, dup, _, _ := publishSummary(t, out); sent != 6 || stored != 0 || dup != 6 {
 		t.Fatalf("publish --dir again: %q", out)
 	}
 	// A file that is not a CAR stops --dir before anything is sent.
 	os.WriteFile(filepath.Join(dir, "broken.car"), []byte("not a CAR"), 0o644)
-	if out, _, err := run(t, "publish", "--nats", s.nats, "--dir", dir); err == nil || !strings.Contains(err.Error(), "broken.car") {
+	if out, _, err := run(t, "publish", "--nats", s.nats, "--data", s.data, "--dir", dir); err == nil || !strings.Contains(err.Error(), "broken.car") {
 		t.Fatalf("publish --dir with a broken CAR: %v %q", err, out)
 	}
 
@@ -618,7 +619,7 @@ func TestPublishDirAndCommandsErrors(t *testing.T) {
 		c := testutil.MakeCAR(t, 99, 5000)
 		c.WriteTo(t, one)
 		c.WriteTo(t, dir) // fetchable from serve's /cars, were anyone to fetch it
-		mustRun(t, "publish", "--nats", s.nats, "--dir", one, "--url-base", "http://"+s.http+"/cars", "--no-piece")
+		mustRun(t, "publish", "--nats", s.nats, "--data", s.data, "--dir", one, "--url-base", "http://"+s.http+"/cars", "--no-piece")
 		testutil.Eventually(t, 10*time.Second, "CAR to be queued", func() bool {
 			out, _, err := run(t, "status", "--server", s.http, c.CID.String())
 			return err == nil && strings.Contains(out, `"state": "QUEUED"`)
@@ -664,10 +665,10 @@ func TestPublishDirAndCommandsErrors(t *testing.T) {
 			{"status", "a", "b"},
 			{"aggregates", "--server", s.http, "close", "x"},
 			{"aggregates", "--server", s.http, "a", "b", "c"},
-			{"publish", "--nats", s.nats},
+			{"publish", "--nats", s.nats, "--data", s.data},
 			{"serve", "--deal-size", "3MiB", "--data", t.TempDir()},
 			{"serve", "--deal-size", "2KiB", "--data", t.TempDir()},
-			{"dlq", "--nats", s.nats, "purge"},
+			{"dlq", "--nats", s.nats, "--data", s.data, "purge"},
 		} {
 			_, errOut, err := run(t, args...)
 			if !errors.Is(err, errUsage) {
@@ -689,7 +690,7 @@ func TestPublishDirAndCommandsErrors(t *testing.T) {
 	t.Run("FERRY_ environment variables set flags and the command line wins", func(t *testing.T) {
 		// 3MiB pads to a 4MiB piece: fine in a 32GiB deal, too big for 4MiB.
 		ev := testutil.Replicated(777, 3<<20, false)
-		args := []string{"publish", "--nats", s.nats, "--car", ev.Car, "--size", fmt.Sprint(ev.Size),
+		args := []string{"publish", "--nats", s.nats, "--data", s.data, "--car", ev.Car, "--size", fmt.Sprint(ev.Size),
 			"--md5", ev.MD5, "--url", ev.URLs[0]}
 		t.Setenv("FERRY_DEAL_SIZE", "4MiB")
 		out, errOut, err := run(t, args...)
@@ -716,14 +717,14 @@ func TestPublishDirAndCommandsErrors(t *testing.T) {
 		lines := string(testutil.MustEncode(testutil.Replicated(880, 1000, true))) + "\n{not json\n\n# comment\n" +
 			string(testutil.MustEncode(testutil.Replicated(881, 1000, true))) + "\n"
 		os.WriteFile(f, []byte(lines), 0o644)
-		out, errOut, err := run(t, "publish", "--nats", s.nats, "--deal-size", "8MiB", "--file", f)
+		out, errOut, err := run(t, "publish", "--nats", s.nats, "--data", s.data, "--deal-size", "8MiB", "--file", f)
 		if sent, stored, _, invalid, _ := publishSummary(t, out); err != nil || sent != 2 || stored != 2 || invalid != 1 ||
 			!strings.Contains(errOut, "line 2: not a car.replicated event") {
 			t.Fatalf("%v %q %q", err, out, errOut)
 		}
 		// And from stdin with "-".
 		var o, e bytes.Buffer
-		err = Run(context.Background(), []string{"publish", "--nats", s.nats, "-"}, strings.NewReader(lines), &o, &e)
+		err = Run(context.Background(), []string{"publish", "--nats", s.nats, "--data", s.data, "-"}, strings.NewReader(lines), &o, &e)
 		if sent, _, dup, _, _ := publishSummary(t, o.String()); err != nil || sent != 2 || dup != 2 {
 			t.Fatalf("from stdin: %v %q %q", err, o.String(), e.String())
 		}
@@ -800,7 +801,7 @@ func TestReceiptsCommandPrintsJSONLines(t *testing.T) {
 	// from serve's own /cars.
 	s := serve(t, t.TempDir(), "--tick", "100ms", "--max-wait", "200ms", "--min-payload", "1",
 		"--piece-workers", "1", "--deal-engine", offers, "--report-token", token, "--cars", dir)
-	out := mustRun(t, "publish", "--nats", s.nats, "--dir", dir, "--url-base", "http://"+s.http+"/cars", "--no-piece")
+	out := mustRun(t, "publish", "--nats", s.nats, "--data", s.data, "--dir", dir, "--url-base", "http://"+s.http+"/cars", "--no-piece")
 	if sent, stored, _, _, _ := publishSummary(t, out); sent != len(cars) || stored != len(cars) {
 		t.Fatalf("publish: %q", out)
 	}
@@ -818,7 +819,7 @@ func TestReceiptsCommandPrintsJSONLines(t *testing.T) {
 
 	byCar := map[string]projections.Receipt{}
 	testutil.Eventually(t, 10*time.Second, "a receipt for every CAR", func() bool {
-		out := mustRun(t, "receipts", "--nats", s.nats)
+		out := mustRun(t, "receipts", "--nats", s.nats, "--data", s.data)
 		clear(byCar)
 		for line := range strings.Lines(out) {
 			var r projections.Receipt
@@ -842,7 +843,7 @@ func TestReceiptsCommandPrintsJSONLines(t *testing.T) {
 		verifyInclusion(t, r.Car, m, c.Piece, a)
 	}
 	one := cars[2].CID.String()
-	out = mustRun(t, "receipts", "--nats", s.nats, "--car", one)
+	out = mustRun(t, "receipts", "--nats", s.nats, "--data", s.data, "--car", one)
 	if strings.Count(out, "\n") != 1 || !strings.Contains(out, `"car":"`+one+`"`) {
 		t.Fatalf("receipts --car %s printed %q", one, out)
 	}

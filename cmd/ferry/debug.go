@@ -31,11 +31,10 @@ func serveDebug(addr string) (string, error) {
 }
 
 func checkDebugAddr(addr string) error {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return fmt.Errorf("%w: --debug-addr %q: %v", errUsage, addr, err)
 	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+	if !isLoopback(addr) {
 		return fmt.Errorf("%w: --debug-addr %s is not a loopback address", errUsage, addr)
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/piece/worker"
 )
 
@@ -20,7 +21,7 @@ func runDLQ(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	natsURL := fs.String("nats", defaultNATS, "NATS `URL` of ferry's streams")
 	prefix := fs.String("prefix", events.DefaultPrefix, "subject prefix")
 	car := fs.String("car", "", "only this CAR")
-	auth := natsAuthFlags(fs)
+	auth := natsAuthFlags(fs, natsembed.RoleAdmin)
 	if err := parse(fs, args); err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/piece/worker"
 	"github.com/nats-io/nats.go"
@@ -35,7 +36,7 @@ func runPieceWorker(ctx context.Context, args []string, _ io.Reader, stdout, std
 	var cfg worker.Config
 	workerFlags(fs, &cfg)
 	fs.IntVar(&cfg.Workers, "workers", runtime.NumCPU(), "CARs worked on at once")
-	auth := natsAuthFlags(fs)
+	auth := natsAuthFlags(fs, natsembed.RoleFerry)
 	if err := parse(fs, args); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -41,7 +42,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	dir := fs.String("dir", "", "publish every .car file of `dir` (CID, size, md5 and piece computed here)")
 	urlBase := fs.String("url-base", "http://"+defaultHTTP+"/cars", "with --dir: the URL the directory is served under")
 	noPiece := fs.Bool("no-piece", false, "with --dir: leave the piece CID to ferry's piece workers")
-	auth := natsAuthFlags(fs)
+	auth := natsAuthFlags(fs, natsembed.RolePublish)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -61,7 +62,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	nc, err := nats.Connect(*natsURL, append(opts, nats.Name("ferry publish"))...)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", *natsURL, err)
+		return auth.connectError(*natsURL, err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(*inFlight))

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/projections"
 )
 
@@ -21,7 +22,7 @@ func runReceipts(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	fs.StringVar(&from.Durable, "durable", "", "resume where the durable consumer `NAME` stopped")
 	fs.StringVar(&from.Car, "car", "", "only the receipts of this CAR")
 	prefix := fs.String("prefix", events.DefaultPrefix, "subject prefix")
-	auth := natsAuthFlags(fs)
+	auth := natsAuthFlags(fs, natsembed.RolePublish)
 	if err := parse(fs, args); err != nil {
 		return err
 	}

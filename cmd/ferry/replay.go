@@ -23,7 +23,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	natsURL := fs.String("nats", "", "NATS `URL` with ferry's streams (default: start the embedded server on --data)")
 	deal := size(0)
 	fs.Var(&deal, "deal-size", "refuse to replay unless the log's deal size is this (default: the log's, as recorded)")
-	auth := natsAuthFlags(fs)
+	auth := natsAuthFlags(fs, natsembed.RoleFerry)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -37,7 +37,13 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	url := *natsURL
 	if url == "" {
-		s, err := natsembed.Start(natsembed.Config{Dir: filepath.Join(*data, "jetstream"), Listen: "127.0.0.1:0"})
+		// The data dir's users, as ferry serve runs it: nobody else on this
+		// machine can write while replay reads.
+		creds, err := natsembed.LoadCredentials(node.CredentialsDir(*data))
+		if err != nil {
+			return err
+		}
+		s, err := natsembed.Start(natsembed.Config{Dir: filepath.Join(*data, "jetstream"), Listen: "127.0.0.1:0", Auth: creds})
 		if err != nil {
 			return err
 		}

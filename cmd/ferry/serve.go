@@ -12,6 +12,7 @@ import (
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/internal/node"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/piece/worker"
@@ -30,6 +31,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	httpAddr := fs.String("http", defaultHTTP, "HTTP API listen `address`")
 	natsListen := fs.String("nats-listen", "127.0.0.1:4222", "embedded NATS client listen `address`")
 	natsURL := fs.String("nats", "", "join an existing NATS server at `URL` instead of embedding one")
+	natsNoAuth := fs.Bool("nats-no-auth", false, "run the embedded NATS server without users: anyone who reaches it may do anything (loopback --nats-listen only)")
+	publishAccount := fs.Bool("nats-publish-account", false, "with --nats: the cluster has ferry's PUBLISH account (docs/operations.md#nats); keep its receipts mirror")
 	replicas := fs.Int("replicas", 1, "stream replicas on a NATS cluster")
 	prefix := fs.String("prefix", events.DefaultPrefix, "subject prefix")
 	deal := size(defaultDeal)
@@ -58,7 +61,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tickAhead := fs.Duration("max-tick-ahead", aggregator.DefaultMaxTickAhead, "the fold ignores a tick further ahead than this of when the input log stored it")
 	cars := fs.String("cars", "", "serve the CAR files of `dir` at /cars/<name> (for trying ferry out)")
 	readToken := fs.String("read-token", "", "bearer token for the GET routes (empty: reads are open)")
-	auth := natsAuthFlags(fs)
+	auth := natsAuthFlags(fs, "")
 	debugAddr := fs.String("debug-addr", "", "serve Go's profiles (/debug/pprof/) at this loopback `address` (empty: off)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := parse(fs, args); err != nil {
@@ -84,6 +87,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := checkExposure(*httpAddr, *writeToken, *reportToken); err != nil {
 		return err
 	}
+	if *natsURL == "" {
+		if err := checkNATSExposure(*natsListen, *natsNoAuth); err != nil {
+			return err
+		}
+	}
 	if *debugAddr != "" {
 		if err := checkDebugAddr(*debugAddr); err != nil {
 			return err
@@ -96,6 +104,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	n, err := node.Start(ctx, node.Config{
 		Data: *data, HTTP: *httpAddr, NATSListen: *natsListen, NATS: *natsURL, Replicas: *replicas, Duplicates: *dedup,
+		NATSNoAuth: *natsNoAuth, PublishAccount: *publishAccount,
 		Subjects: events.Subjects{Prefix: *prefix},
 		Fold: aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify,
 			MaxTickAhead: *tickAhead},
@@ -108,6 +117,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if *natsURL == "" && !isLoopback(*natsListen) {
+		log.Warn("the embedded NATS server listens beyond loopback without TLS: NKeys keep the seeds off the wire, but events and receipts travel in clear; reach it through a tunnel or VPN, or run a NATS cluster with TLS and use --nats")
+	}
 	if *writeToken == "" {
 		log.Warn("no --write-token: POST /v1/cars and admin calls are open to anyone who can reach " + *httpAddr)
 	}
@@ -115,6 +127,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logDeal := size(n.Settings().DealSize)
 	fmt.Fprintf(stdout, "ferry serving\n  http: http://%s\n  nats: %s\n  data: %s\n  deal size: %s\n",
 		n.HTTPAddr(), n.NATSURL(), *data, logDeal.String())
+	if n.Creds != nil {
+		printCredentials(stdout, n.NATSURL(), *prefix, n.Creds)
+	}
 	if *debugAddr != "" {
 		addr, err := serveDebug(*debugAddr)
 		if err != nil {
@@ -146,17 +161,58 @@ func givenSettings(fs *flag.FlagSet) map[string]bool {
 	return given
 }
 
+// printCredentials tells the operator where the embedded server's users
+// are and how the stock nats CLI signs in with them.
+func printCredentials(w io.Writer, url, prefix string, c *natsembed.Credentials) {
+	fmt.Fprintf(w, "  nats users (NKey seeds, --nkey of the stock nats CLI; keep them private):\n")
+	what := map[string]string{
+		natsembed.RoleFerry:   "ferry's own components (piece-worker, replay)",
+		natsembed.RolePublish: "publish " + prefix + "in.car.replicated and read receipts, nothing else",
+		natsembed.RoleAdmin:   "everything: operators (audit, dlq, nats stream …)",
+	}
+	for _, role := range natsembed.Roles {
+		fmt.Fprintf(w, "    %-8s %s  (%s)\n", role+":", c.SeedFile(role), what[role])
+	}
+	fmt.Fprintf(w, "  e.g. nats --server %s --nkey %s pub %sin.car.replicated '{\"type\":\"car.replicated\",…}'\n",
+		url, c.SeedFile(natsembed.RolePublish), prefix)
+}
+
+// checkNATSExposure refuses an embedded NATS server without users beyond
+// loopback. With users (the default) any address is allowed: every client
+// signs in with an NKey from the data dir.
+func checkNATSExposure(listen string, noAuth bool) error {
+	if !noAuth {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(listen); err != nil {
+		return fmt.Errorf("%w: --nats-listen %q: %v", errUsage, listen, err)
+	}
+	if isLoopback(listen) {
+		return nil
+	}
+	return fmt.Errorf("%w: --nats-listen %s is not a loopback address and --nats-no-auth is set: anyone could forge deals and purge the logs; drop --nats-no-auth", errUsage, listen)
+}
+
+// isLoopback reports whether the host of addr is a loopback address.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
 // checkExposure refuses to serve open write routes beyond loopback: with no
 // write token, the HTTP API must listen on a loopback address.
 func checkExposure(addr, writeToken, reportToken string) error {
 	if writeToken != "" {
 		return nil
 	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return fmt.Errorf("%w: --http %q: %v", errUsage, addr, err)
 	}
-	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+	if isLoopback(addr) {
 		return nil
 	}
 	return fmt.Errorf("%w: --http %s is not a loopback address and no --write-token is set: anyone could publish; set --write-token (and --report-token for the deal engine)", errUsage, addr)

@@ -32,7 +32,7 @@ func TestOpenWriteRoutesAreOnlyServedOnLoopback(t *testing.T) {
 
 func TestNATSAuthFlagsBecomeOptions(t *testing.T) {
 	fs := newFlags("x", "x", nil)
-	a := natsAuthFlags(fs)
+	a := natsAuthFlags(fs, "")
 	if err := fs.Parse([]string{"--nats-user", "u", "--nats-password", "p", "--nats-token", "t"}); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ferry-dev/ferry/events"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -23,6 +24,12 @@ type Config struct {
 	SyncAlways   bool
 	// MaxPayload bounds a message; 0 keeps the default (1 MiB).
 	MaxPayload int32
+	// Auth, when set, requires the users of Credentials (see Roles) and
+	// sets up the publish account; nil lets anyone in (tests only).
+	Auth *Credentials
+	// Prefix is ferry's subject prefix, for the publish user's permissions
+	// (default events.DefaultPrefix).
+	Prefix string
 }
 
 // Start starts the server and waits until it accepts clients.
@@ -50,6 +57,13 @@ func Start(c Config) (*server.Server, error) {
 		SyncAlways:   c.SyncAlways,
 		MaxPayload:   c.MaxPayload,
 	}
+	prefix := c.Prefix
+	if prefix == "" {
+		prefix = events.DefaultPrefix
+	}
+	if c.Auth != nil {
+		authOptions(opts, c.Auth, prefix)
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("nats server: %w", err)
@@ -58,6 +72,12 @@ func Start(c Config) (*server.Server, error) {
 	if !s.ReadyForConnections(10 * time.Second) {
 		s.Shutdown()
 		return nil, fmt.Errorf("nats server on %s not ready", c.Listen)
+	}
+	if c.Auth != nil {
+		if err := wireAccounts(s, prefix); err != nil {
+			s.Shutdown()
+			return nil, fmt.Errorf("nats accounts: %w", err)
+		}
 	}
 	return s, nil
 }

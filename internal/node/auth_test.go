@@ -18,8 +18,15 @@ import (
 // authServer is a JetStream server that requires a user and password.
 func authServer(t *testing.T) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-		Username: "ferry", Password: "s3cret", NoLog: true, NoSigs: true})
+	return runServer(t, &server.Options{JetStream: true, StoreDir: t.TempDir(), Username: "ferry", Password: "s3cret"})
+}
+
+// runServer runs a NATS server with opts on a free loopback port until the
+// test ends.
+func runServer(t *testing.T, opts *server.Options) *server.Server {
+	t.Helper()
+	opts.Host, opts.Port, opts.NoLog, opts.NoSigs = "127.0.0.1", -1, true, true
+	s, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/ferry-dev/ferry/spade"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 const reportToken = "report-secret"
@@ -28,14 +29,26 @@ const reportToken = "report-secret"
 // dealSetup is ferry with the deal engine simulator and a directory of
 // real CARs served over HTTP by ferry itself.
 type dealSetup struct {
-	n    *Node
-	nt   *testutil.NATS
+	n  *Node
+	nt *testutil.NATS // nil on the embedded server
+	// js is what the test publishes CARs and reads receipts with.
+	js   jetstream.JetStream
 	api  *client.HTTP
 	cars []testutil.CAR
 	sim  *spade.Simulator
 }
 
 func startDeals(t *testing.T, count int, sim spade.SimConfig, oracle string) *dealSetup {
+	t.Helper()
+	nt := testutil.StartNATS(t)
+	d := startDealsOn(t, nt.URL(), count, sim, oracle)
+	d.nt, d.js = nt, nt.JS
+	return d
+}
+
+// startDealsOn is startDeals on the NATS at natsURL, or on the embedded
+// server with its users when natsURL is empty.
+func startDealsOn(t *testing.T, natsURL string, count int, sim spade.SimConfig, oracle string) *dealSetup {
 	t.Helper()
 	sim.ReportToken = reportToken
 	sim.ReportBackoff = spade.Backoff{First: 10 * time.Millisecond, Max: 100 * time.Millisecond}
@@ -45,16 +58,15 @@ func startDeals(t *testing.T, count int, sim spade.SimConfig, oracle string) *de
 	}
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(func() { srv.Close(); s.Close() })
-	nt := testutil.StartNATS(t)
 	dir := t.TempDir()
-	cfg := testConfig(t.TempDir(), nt.URL())
+	cfg := testConfig(t.TempDir(), natsURL)
 	cfg.Cars, cfg.ReportToken = dir, reportToken
 	if testing.Verbose() {
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	cfg.Deals = DealConfig{Engine: srv.URL + "/offers", RetryAfter: 50 * time.Millisecond, Oracle: oracle, OracleInterval: 50 * time.Millisecond}
 	n := startNode(t, cfg)
-	d := &dealSetup{n: n, nt: nt, api: client.NewHTTP(n.HTTPAddr()), sim: s}
+	d := &dealSetup{n: n, js: n.JS, api: client.NewHTTP(n.HTTPAddr()), sim: s}
 	for i := range count {
 		c := testutil.MakeCAR(t, uint64(1000+i), 2000+i*7717%50000)
 		c.WriteTo(t, dir)
@@ -65,7 +77,7 @@ func startDeals(t *testing.T, count int, sim spade.SimConfig, oracle string) *de
 
 func (d *dealSetup) publishAll(t *testing.T) {
 	t.Helper()
-	pub := events.NewPublisher(d.nt.JS, events.DefaultSubjects)
+	pub := events.NewPublisher(d.js, events.DefaultSubjects)
 	for _, c := range d.cars {
 		if _, err := pub.Publish(context.Background(), c.Event("http://"+d.n.HTTPAddr()+"/cars", true)); err != nil {
 			t.Fatal(err)
@@ -97,7 +109,7 @@ func (d *dealSetup) waitProcessed(t *testing.T, timeout time.Duration) {
 func (d *dealSetup) receipts(t *testing.T) map[string][]projections.Receipt {
 	t.Helper()
 	got := map[string][]projections.Receipt{}
-	err := client.SubscribeReceipts(context.Background(), d.nt.JS, client.From{Once: true}, func(_ uint64, r projections.Receipt) error {
+	err := client.SubscribeReceipts(context.Background(), d.js, client.From{Once: true}, func(_ uint64, r projections.Receipt) error {
 		got[r.Car] = append(got[r.Car], r)
 		return nil
 	})

@@ -41,6 +41,14 @@ type Config struct {
 	// NATS, when set, joins an existing server instead of embedding one.
 	NATS     string
 	Replicas int
+	// NATSNoAuth runs the embedded server without users: anyone who
+	// reaches it may do anything. By default it requires the users of
+	// <Data>/nats (see natsembed.Roles), generated on first start.
+	NATSNoAuth bool
+	// PublishAccount keeps the receipts mirror of the publish account
+	// (natsembed.PublishAccount) on a NATS that has one; the embedded
+	// server with users always has.
+	PublishAccount bool
 	// Duplicates is the input log's message id window (0: the default).
 	Duplicates time.Duration
 	Subjects   events.Subjects
@@ -59,7 +67,8 @@ type Config struct {
 	ReportToken  string
 	// ReadToken, when set, guards the GET routes too.
 	ReadToken string
-	// NATSOptions add credentials and TLS when joining an existing NATS.
+	// NATSOptions add credentials and TLS when joining an existing NATS;
+	// the embedded server ignores them.
 	NATSOptions []nats.Option
 	Deals       DealConfig
 	// Pieces configures the piece workers run inside this process.
@@ -71,10 +80,12 @@ type Config struct {
 
 // Node is a running ferry.
 type Node struct {
-	cfg       Config
-	releases  atomic.Int64 // memory releases after a burst (memory.go)
-	log       *slog.Logger
-	Server    *server.Server // nil when joined to an existing NATS
+	cfg      Config
+	releases atomic.Int64 // memory releases after a burst (memory.go)
+	log      *slog.Logger
+	Server   *server.Server // nil when joined to an existing NATS
+	// Creds are the embedded server's users; nil with NATSNoAuth or NATS.
+	Creds     *natsembed.Credentials
 	Conn      *nats.Conn
 	JS        jetstream.JetStream
 	Store     *projections.Store
@@ -149,6 +160,11 @@ func (n *Node) start(ctx context.Context) error {
 	if logged != nil {
 		n.log.Info("settings from the aggregate log", "settings", logged.String())
 	}
+	if n.cfg.PublishAccount || n.Creds != nil {
+		if err := natsembed.EnsureReceiptsMirror(ctx, n.Conn, n.cfg.Replicas); err != nil {
+			return err
+		}
+	}
 	n.Pub = events.NewPublisher(n.JS, n.cfg.Subjects)
 	n.Projector = projections.NewProjector(n.JS, store, n.log)
 	n.Runner = aggregator.NewRunner(n.JS, aggregator.RunnerConfig{
@@ -175,21 +191,29 @@ func holderName() string {
 	return fmt.Sprintf("%s/%d/%d", host, os.Getpid(), time.Now().UnixNano())
 }
 
+// CredentialsDir is where a data dir keeps the embedded server's users.
+func CredentialsDir(data string) string { return filepath.Join(data, "nats") }
+
 func (n *Node) connect() error {
 	url := n.cfg.NATS
-	if url == "" {
-		s, err := natsembed.Start(natsembed.Config{
-			Dir: filepath.Join(n.cfg.Data, "jetstream"), Listen: n.cfg.NATSListen,
-			SyncInterval: n.cfg.SyncInterval, SyncAlways: n.cfg.SyncAlways,
-		})
-		if err != nil {
+	opts := []nats.Option{nats.Name("ferry"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
+	if url != "" {
+		opts = append(opts, n.cfg.NATSOptions...)
+	} else {
+		// The embedded server knows only its own users: credentials meant
+		// for a cluster (FERRY_NATS_USER in the environment) would clash.
+		var err error
+		if url, err = n.embed(); err != nil {
 			return err
 		}
-		n.Server = s
-		url = s.ClientURL()
-		n.log.Info("embedded NATS server ready", "url", url, "store", filepath.Join(n.cfg.Data, "jetstream"))
+		if n.Creds != nil {
+			signIn, err := n.Creds.Option(natsembed.RoleFerry)
+			if err != nil {
+				return err
+			}
+			opts = append(opts, signIn)
+		}
 	}
-	opts := append([]nats.Option{nats.Name("ferry"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}, n.cfg.NATSOptions...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", url, err)
@@ -201,6 +225,29 @@ func (n *Node) connect() error {
 	}
 	n.JS = js
 	return nil
+}
+
+// embed starts the embedded server, with the data dir's users unless
+// NATSNoAuth, and returns its client URL.
+func (n *Node) embed() (string, error) {
+	cfg := natsembed.Config{
+		Dir: filepath.Join(n.cfg.Data, "jetstream"), Listen: n.cfg.NATSListen,
+		SyncInterval: n.cfg.SyncInterval, SyncAlways: n.cfg.SyncAlways, Prefix: n.cfg.Subjects.Prefix,
+	}
+	if !n.cfg.NATSNoAuth {
+		creds, err := natsembed.LoadCredentials(CredentialsDir(n.cfg.Data))
+		if err != nil {
+			return "", err
+		}
+		n.Creds, cfg.Auth = creds, creds
+	}
+	s, err := natsembed.Start(cfg)
+	if err != nil {
+		return "", err
+	}
+	n.Server = s
+	n.log.Info("embedded NATS server ready", "url", s.ClientURL(), "store", cfg.Dir, "auth", cfg.Auth != nil)
+	return s.ClientURL(), nil
 }
 
 func (n *Node) listen() error {

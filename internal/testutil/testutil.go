@@ -60,10 +60,11 @@ func (n *NATS) Stop() {
 	n.Server.WaitForShutdown()
 }
 
-// Connect opens a client to url, closed when the test ends.
-func Connect(tb testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
+// Connect opens a client to url with opts (a sign-in), closed when the
+// test ends.
+func Connect(tb testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 	tb.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		tb.Fatalf("connect %s: %v", url, err)
 	}

@@ -76,9 +76,26 @@ func (r *rig) startServe() {
 	waitHealthy(r.t, r.serve, r.httpAddr, 90*time.Second)
 }
 
+// data is ferry serve's data dir; with the embedded server it holds the
+// NATS users' seeds, which ferry's commands find through --data.
+func (r *rig) data() string { return filepath.Join(r.dir, "data") }
+
+// signIn is the option that signs a client in as role on the embedded
+// server (none on the standalone one, which has no users).
+func (r *rig) signIn(role string) []nats.Option {
+	if !r.embedded {
+		return nil
+	}
+	opt, err := nats.NkeyOptionFromSeed(filepath.Join(r.data(), "nats", role+".nk"))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return []nats.Option{opt}
+}
+
 // spawnServe starts ferry serve on the rig's data dir and ports.
 func (r *rig) spawnServe() {
-	args := []string{"serve", "--data", filepath.Join(r.dir, "data"), "--http", r.httpAddr,
+	args := []string{"serve", "--data", r.data(), "--http", r.httpAddr,
 		"--deal-size", r.p.DealSize, "--tick", "200ms", "--max-wait", "1s", "--min-payload", r.p.MinPayload,
 		"--deal-engine", "http://" + r.simAddr + "/offers", "--report-token", reportToken, "--offer-retry", "1s",
 		"--piece-workers", strconv.Itoa(r.p.Workers)}
@@ -149,7 +166,7 @@ func TestServeKilled(t *testing.T) {
 	began := time.Now()
 	r := newRig(t, p, true)
 	r.startServe()
-	prod := &producer{evs: r.cars.evs, natsURL: r.natsURL, api: r.httpAddr, duration: p.Publish, logf: t.Logf}
+	prod := &producer{evs: r.cars.evs, natsURL: r.natsURL, opts: r.signIn("publish"), api: r.httpAddr, duration: p.Publish, logf: t.Logf}
 	prodDone := make(chan error, 1)
 	var published atomic.Bool
 	go func() {
@@ -224,7 +241,7 @@ func TestNATSKilled(t *testing.T) {
 	r := newRig(t, p, false)
 	r.startNATS()
 	r.startServe()
-	prod := &producer{evs: r.cars.evs, natsURL: r.natsURL, api: r.httpAddr, duration: p.Publish, logf: t.Logf}
+	prod := &producer{evs: r.cars.evs, natsURL: r.natsURL, opts: r.signIn("publish"), api: r.httpAddr, duration: p.Publish, logf: t.Logf}
 	prodDone := make(chan error, 1)
 	go func() { prodDone <- prod.run(ctx) }()
 
@@ -277,7 +294,7 @@ func (r *rig) finish(ctx context.Context, began time.Time) {
 	// A producer that lost track re-publishes: duplicates, never new CARs.
 	lines := filepath.Join(r.dir, "republish.jsonl")
 	r.cars.writeLines(t, lines, 500)
-	out, err := runFerry(ctx, 2*time.Minute, "publish", "--nats", r.natsURL, "--file", lines, "--deal-size", p.DealSize)
+	out, err := runFerry(ctx, 2*time.Minute, "publish", "--nats", r.natsURL, "--data", r.data(), "--file", lines, "--deal-size", p.DealSize)
 	t.Logf("ferry publish --file (re-publish of %d events): %s", min(500, p.N), strings.TrimSpace(out))
 	if err != nil {
 		t.Fatalf("ferry publish --file: %v", err)
@@ -325,7 +342,7 @@ func (r *rig) finish(ctx context.Context, began time.Time) {
 		time.Since(convergeStart).Round(time.Millisecond), "CAR fetches "+strconv.FormatInt(r.cars.fetches.Load(), 10), tl)
 
 	// Receipts and read models trail the aggregate log by moments.
-	js := connect(t, r.natsURL)
+	js := connect(t, r.natsURL, r.signIn("admin")...)
 	caught := time.Now().Add(2 * time.Minute)
 	for {
 		aggLast, _, err1 := streamState(ctx, js, events.StreamAgg)
@@ -342,7 +359,7 @@ func (r *rig) finish(ctx context.Context, began time.Time) {
 	}
 
 	auditStart := time.Now()
-	out, err = runFerry(ctx, 20*time.Minute, "audit", "--nats", r.natsURL, "--server", r.httpAddr,
+	out, err = runFerry(ctx, 20*time.Minute, "audit", "--nats", r.natsURL, "--data", r.data(), "--server", r.httpAddr,
 		"--deal-size", p.DealSize, "--max-wait", "1s", "--min-payload", p.MinPayload)
 	t.Logf("ferry audit (%s):\n%s", time.Since(auditStart).Round(time.Millisecond), clip(out, 60))
 	if err != nil {
@@ -392,7 +409,7 @@ func (r *rig) diagnose() {
 		resp.Body.Close()
 		t.Logf("spade-sim offers (start): %s", clip(b.String(), 60))
 	}
-	if out, err := runFerry(context.Background(), 30*time.Second, "dlq", "--nats", r.natsURL, "list"); err == nil || out != "" {
+	if out, err := runFerry(context.Background(), 30*time.Second, "dlq", "--nats", r.natsURL, "--data", r.data(), "list"); err == nil || out != "" {
 		t.Logf("ferry dlq list: %s", clip(out, 20))
 	}
 }

@@ -416,7 +416,8 @@ func (c *corpus) writeLines(t *testing.T, path string, n int) {
 type producer struct {
 	evs      []*events.CarReplicated
 	natsURL  string
-	api      string // ferry's HTTP address; "" sends everything on NATS
+	opts     []nats.Option // sign-in
+	api      string        // ferry's HTTP address; "" sends everything on NATS
 	duration time.Duration
 	logf     func(string, ...any)
 
@@ -425,9 +426,9 @@ type producer struct {
 }
 
 func (p *producer) run(ctx context.Context) error {
-	nc, err := nats.Connect(p.natsURL, nats.Name("crash producer"), nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true), nats.ReconnectBufSize(-1),
-		nats.NoCallbacksAfterClientClose())
+	nc, err := nats.Connect(p.natsURL, append([]nats.Option{nats.Name("crash producer"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(100 * time.Millisecond), nats.RetryOnFailedConnect(true), nats.ReconnectBufSize(-1),
+		nats.NoCallbacksAfterClientClose()}, p.opts...)...)
 	if err != nil {
 		return err
 	}
@@ -671,10 +672,10 @@ func streamState(ctx context.Context, js jetstream.JetStream, name string) (last
 }
 
 // connect opens a client that reconnects for ever.
-func connect(t *testing.T, url string) jetstream.JetStream {
+func connect(t *testing.T, url string, signIn ...nats.Option) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.Name("crash test"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
-		nats.RetryOnFailedConnect(true))
+	nc, err := nats.Connect(url, append([]nats.Option{nats.Name("crash test"), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond),
+		nats.RetryOnFailedConnect(true)}, signIn...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
