@@ -33,18 +33,27 @@ type RefusedError struct {
 	// Why says what is wrong: "a loopback address", "scheme \"file\" is
 	// not http or https".
 	Why string
+	// Redirect says the refused URL was a redirect's target.
+	Redirect bool
 }
 
 func (e *RefusedError) Error() string {
+	var b strings.Builder
+	if e.Redirect {
+		b.WriteString("a redirect: ")
+	}
 	if !e.Addr.IsValid() {
-		return e.Why + ", refused by the fetch policy"
+		b.WriteString(e.Why + ", refused by the fetch policy")
+		return b.String()
 	}
 	addr := e.Addr.String()
-	subject := addr + " is "
-	if e.Host != "" && strings.Trim(e.Host, "[]") != addr {
-		subject = e.Host + " resolves to " + addr + ", "
+	if host := strings.Trim(e.Host, "[]"); host != "" && host != addr {
+		b.WriteString(clip(host) + " resolves to " + addr + ", ")
+	} else {
+		b.WriteString(addr + " is ")
 	}
-	return subject + e.Why + ", refused by the fetch policy (" + AllowFlag + ")"
+	b.WriteString(e.Why + ", refused by the fetch policy (" + AllowFlag + ")")
+	return b.String()
 }
 
 // Is makes every RefusedError match ErrRefused.
@@ -208,10 +217,11 @@ func (p *Policy) checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= maxRedirects {
 		return fmt.Errorf("stopped after %d redirects", maxRedirects)
 	}
-	if err := p.Check(req.URL); err != nil {
-		return fmt.Errorf("redirected: %w", err)
+	err := p.Check(req.URL)
+	if re, ok := errors.AsType[*RefusedError](err); ok {
+		re.Redirect = true
 	}
-	return nil
+	return err
 }
 
 // port is the URL's port, or its scheme's default.
