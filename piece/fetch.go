@@ -2,6 +2,7 @@ package piece
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -74,7 +75,7 @@ func (e *FetchError) Error() string {
 	var b strings.Builder
 	switch {
 	case e.Sources == 1 && len(e.Attempts) == 1:
-		return fmt.Sprintf("fetch %s: %v", e.Attempts[0].URL, e.Attempts[0].Err)
+		return fmt.Sprintf("fetch %s: %v", redact(e.Attempts[0].URL), e.Attempts[0].Err)
 	case len(e.Attempts) == e.Sources:
 		fmt.Fprintf(&b, "fetch: all %d sources failed", e.Sources)
 	default:
@@ -85,7 +86,7 @@ func (e *FetchError) Error() string {
 		if i == 0 {
 			sep = ": "
 		}
-		fmt.Fprintf(&b, "%s%s: %v", sep, a.URL, a.Err)
+		fmt.Fprintf(&b, "%s%s: %v", sep, redact(a.URL), a.Err)
 	}
 	return b.String()
 }
@@ -159,6 +160,7 @@ func Describe(err error) string {
 	var dns *net.DNSError
 	var op *net.OpError
 	var ce *causeError
+	var cve *tls.CertificateVerificationError
 	switch {
 	case err == nil:
 		return "ok"
@@ -182,11 +184,21 @@ func Describe(err error) string {
 		return "the host name did not resolve"
 	case errors.As(err, &op) && op.Op == "dial":
 		return "could not connect"
+	case errors.As(err, &cve):
+		return "TLS certificate not valid for the host"
 	}
 	// Anything else came from the transfer: the source's answer was not
 	// HTTP, the connection broke, TLS failed. Its text may quote what the
 	// source sent, so only the fact is kept.
 	return "no valid HTTP response"
+}
+
+// redact hides a URL's password in Error, which goes to logs.
+func redact(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	return raw
 }
 
 // causeError is why this package ended an attempt: a stall or the Fetch

@@ -98,6 +98,8 @@ func rawServer(t *testing.T, reply string) string {
 // line's text, not the values of a header that does not decode.
 func TestReasonsQuoteNothingTheSourceSent(t *testing.T) {
 	closed := rawServer(t, "")
+	tlsSrv := httptest.NewTLSServer(http.NotFoundHandler())
+	t.Cleanup(tlsSrv.Close)
 	tests := []struct {
 		name, url, reason string
 	}{
@@ -106,6 +108,7 @@ func TestReasonsQuoteNothingTheSourceSent(t *testing.T) {
 		{"a CAR header with a string for its version", rawServer(t, "HTTP/1.1 200 OK\r\nContent-Length: 31\r\n\r\n\x1e\xa2eroots\x80gversionmhunter2hunter"), "urls[0]: invalid CAR: header at offset 0: not a CAR header"},
 		{"a closed connection", closed, "urls[0]: no valid HTTP response"},
 		{"nothing listening", "http://127.0.0.1:1/x.car", "urls[0]: could not connect"},
+		{"a certificate no one signed", tlsSrv.URL + "/x.car", "urls[0]: TLS certificate not valid for the host"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
