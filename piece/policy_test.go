@@ -1,17 +1,16 @@
 package piece
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/ferry-dev/ferry/internal/testutil/rawserve"
 	"github.com/ferry-dev/ferry/internal/urlpolicy"
 )
 
@@ -61,51 +60,20 @@ func TestFetchRefusesWhatTheFetchPolicyRefuses(t *testing.T) {
 	}
 }
 
-// rawServer answers every request on 127.0.0.1 with reply, then closes
-// the connection: a service that is not HTTP, or HTTP of its own making.
-func rawServer(t *testing.T, reply string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil || line == "\r\n" {
-						break
-					}
-				}
-				c.Write([]byte(reply))
-			}()
-		}
-	}()
-	return "http://" + ln.Addr().String() + "/x.car"
-}
-
 // TestReasonsQuoteNothingTheSourceSent: where the policy lets a fetch
 // through, its reason says what ferry concluded, not what the source
 // said: not the banner of a service that is not HTTP, not an HTTP status
 // line's text, not the values of a header that does not decode.
 func TestReasonsQuoteNothingTheSourceSent(t *testing.T) {
-	closed := rawServer(t, "")
+	closed := rawserve.Start(t, "")
 	tlsSrv := httptest.NewTLSServer(http.NotFoundHandler())
 	t.Cleanup(tlsSrv.Close)
 	tests := []struct {
 		name, url, reason string
 	}{
-		{"a service that is not HTTP", rawServer(t, "SSH-2.0-OpenSSH_9.6 hunter2\r\n"), "urls[0]: no valid HTTP response"},
-		{"a status line with its own text", rawServer(t, "HTTP/1.1 418 hunter2\r\nContent-Length: 0\r\n\r\n"), "urls[0]: HTTP 418 I'm a teapot"},
-		{"a CAR header with a string for its version", rawServer(t, "HTTP/1.1 200 OK\r\nContent-Length: 31\r\n\r\n\x1e\xa2eroots\x80gversionmhunter2hunter"), "urls[0]: invalid CAR: header at offset 0: not a CAR header"},
+		{"a service that is not HTTP", rawserve.Start(t, "SSH-2.0-OpenSSH_9.6 hunter2\r\n"), "urls[0]: no valid HTTP response"},
+		{"a status line with its own text", rawserve.Start(t, "HTTP/1.1 418 hunter2\r\nContent-Length: 0\r\n\r\n"), "urls[0]: HTTP 418 I'm a teapot"},
+		{"a CAR header with a string for its version", rawserve.Start(t, "HTTP/1.1 200 OK\r\nContent-Length: 31\r\n\r\n\x1e\xa2eroots\x80gversionmhunter2hunter"), "urls[0]: invalid CAR: header at offset 0: not a CAR header"},
 		{"a closed connection", closed, "urls[0]: no valid HTTP response"},
 		{"nothing listening", "http://127.0.0.1:1/x.car", "urls[0]: could not connect"},
 		{"a certificate no one signed", tlsSrv.URL + "/x.car", "urls[0]: TLS certificate not valid for the host"},

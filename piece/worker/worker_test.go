@@ -2,7 +2,6 @@ package worker_test
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/internal/testutil/rawserve"
 	"github.com/ferry-dev/ferry/internal/urlpolicy"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/piece/worker"
@@ -202,23 +202,9 @@ func TestAllowedFetchesReportNothingTheSourceSent(t *testing.T) {
 	good := testutil.MakeCAR(t, 60, 20000)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(good.Bytes) }))
 	t.Cleanup(srv.Close)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("SSH-2.0-OpenSSH_9.6 hunter2\r\n"))
-			c.Close()
-		}
-	}()
+	service := rawserve.Start(t, "SSH-2.0-OpenSSH_9.6 hunter2\r\n")
 	banner := testutil.MakeCAR(t, 61, 20000)
-	bev := banner.Event("http://"+ln.Addr().String(), false)
+	bev := banner.Event(strings.TrimSuffix(service, "/x.car"), false)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for _, ev := range []*events.CarReplicated{good.Event(srv.URL, false), bev} {
