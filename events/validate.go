@@ -183,6 +183,12 @@ func validURLs(urls []string) string {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Sprintf("urls[%d]: %s is not an http(s) URL", i, Excerpt(s))
 		}
+		// Piece workers refuse it too (internal/urlpolicy); refusing it
+		// here answers the producer at once. Addresses are left to the
+		// workers: only they resolve names, when they dial.
+		if u.User != nil {
+			return fmt.Sprintf("urls[%d]: userinfo (user@ or user:password@) is not allowed in a URL", i)
+		}
 	}
 	return ""
 }

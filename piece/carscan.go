@@ -200,14 +200,16 @@ func (s *scanner) headerLen(q []byte) (int, error) {
 func (s *scanner) header() error {
 	section := append(varint.ToUvarint(uint64(len(s.acc))), s.acc...)
 	s.acc = s.acc[:0]
+	// go-car's decoding errors may quote the header's values, which are
+	// whatever the source sent: the reason says only that it failed.
 	version, err := car.ReadVersion(bytes.NewReader(section))
 	if err != nil {
-		return invalid(ErrMalformed, "header at offset %d: %v", s.item, err)
+		return invalid(ErrMalformed, "header at offset %d: not a CAR header", s.item)
 	}
 	switch {
 	case version == 2 && !s.v2 && s.item == 0:
 		if !bytes.Equal(section, car.Pragma) {
-			return invalid(ErrMalformed, "header at offset 0: CARv2 pragma has unexpected bytes %x", section)
+			return invalid(ErrMalformed, "header at offset 0: not the CARv2 pragma")
 		}
 		s.v2, s.want, s.state = true, car.HeaderSize, stV2Header
 		return nil
@@ -216,7 +218,7 @@ func (s *scanner) header() error {
 	}
 	br, err := car.NewBlockReader(bytes.NewReader(section))
 	if err != nil {
-		return invalid(ErrMalformed, "header at offset %d: %v", s.item, err)
+		return invalid(ErrMalformed, "header at offset %d: not a valid CARv1 header", s.item)
 	}
 	s.roots, s.state = br.Roots, stSectionLen
 	return nil

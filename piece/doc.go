@@ -25,7 +25,14 @@
 //     8 MiB however large the CAR, and allocates nothing per block.
 //   - Fetch tries every URL in order until one succeeds, moving on after
 //     bad bytes too, since another replica of the same content may be
-//     good; FetchError.Invalid tells whether every source was bad.
+//     good; FetchError.Invalid tells whether every source was bad (or
+//     refused).
+//   - Fetch fetches only http(s) URLs, through FetchOptions.Policy
+//     (internal/urlpolicy): no files, no userinfo, no loopback, private
+//     or other non-public address, checked on each dialed address and
+//     redirect. A refusal is final, like bad bytes.
+//   - FetchError.Reason is the text for others to read: sources by index,
+//     what was refused or wrong, nothing a source sent, bounded in size.
 //
 // # Concurrency
 //

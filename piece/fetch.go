@@ -2,16 +2,19 @@ package piece
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
+
+	"github.com/ferry-dev/ferry/internal/urlpolicy"
 )
 
 // DefaultStallTimeout is how long an attempt may wait for the response or
@@ -24,7 +27,9 @@ var (
 	ErrNoURLs = errors.New("no URLs to fetch")
 	// ErrStalled: no bytes arrived for the stall timeout.
 	ErrStalled = errors.New("stalled")
-	// ErrUnsupportedURL: a URL whose scheme is not http, https or file.
+	// ErrUnsupportedURL: a URL that does not parse. A URL the fetch
+	// policy refuses (another scheme than http or https, userinfo, a
+	// private address) is a *urlpolicy.RefusedError instead.
 	ErrUnsupportedURL = errors.New("unsupported URL")
 )
 
@@ -37,10 +42,10 @@ type FetchOptions struct {
 	// the response headers, or the next body bytes, take longer than this.
 	// Zero means DefaultStallTimeout.
 	StallTimeout time.Duration
-	// Client makes the HTTP requests; nil means a client of this package's
-	// own (never http.DefaultClient). Its Timeout should be zero: it would
-	// cut a long body short however steadily it flows.
-	Client *http.Client
+	// Policy decides which URLs and addresses may be fetched, and makes
+	// the HTTP requests through its Client; nil means urlpolicy.Default,
+	// which refuses loopback, private and other special addresses.
+	Policy *urlpolicy.Policy
 }
 
 // StatusError is an HTTP response outside 2xx.
@@ -70,7 +75,7 @@ func (e *FetchError) Error() string {
 	var b strings.Builder
 	switch {
 	case e.Sources == 1 && len(e.Attempts) == 1:
-		return fmt.Sprintf("fetch %s: %v", e.Attempts[0].URL, e.Attempts[0].Err)
+		return fmt.Sprintf("fetch %s: %v", redact(e.Attempts[0].URL), e.Attempts[0].Err)
 	case len(e.Attempts) == e.Sources:
 		fmt.Fprintf(&b, "fetch: all %d sources failed", e.Sources)
 	default:
@@ -81,7 +86,7 @@ func (e *FetchError) Error() string {
 		if i == 0 {
 			sep = ": "
 		}
-		fmt.Fprintf(&b, "%s%s: %v", sep, a.URL, a.Err)
+		fmt.Fprintf(&b, "%s%s: %v", sep, redact(a.URL), a.Err)
 	}
 	return b.String()
 }
@@ -94,26 +99,134 @@ func (e *FetchError) Unwrap() []error {
 	return errs
 }
 
-// Invalid reports whether every source was tried and gave bad bytes: the
-// content itself is bad wherever it is stored, so fetching again will not
-// help. It is false when the context ended before every source was tried.
+// Invalid reports whether every source was tried and failed for good:
+// it gave bad bytes (the content itself is bad wherever it is stored) or
+// the fetch policy refused it, so fetching again will not help. It is
+// false when the context ended before every source was tried.
 func (e *FetchError) Invalid() bool {
 	if len(e.Attempts) == 0 || len(e.Attempts) < e.Sources {
 		return false
 	}
 	for _, a := range e.Attempts {
-		if !IsInvalid(a.Err) {
+		if !IsInvalid(a.Err) && !errors.Is(a.Err, urlpolicy.ErrRefused) {
 			return false
 		}
 	}
 	return true
 }
 
-// Last is the last attempt's error: the reason to report.
+// Last is the last attempt's error.
 func (e *FetchError) Last() error { return e.Attempts[len(e.Attempts)-1].Err }
 
-// Fetch tries urls in order (http, https, file) and calls fn with the
-// first body that can be opened; size is its length, or -1 when unknown.
+// Bounds of Reason: how many attempts it lists, and how long the text of
+// one may be.
+const (
+	reasonAttempts = 4
+	reasonAttempt  = 240
+)
+
+// Reason says why each source failed, in words fit for a car.invalid
+// event that anyone may read: sources are named by their index in the
+// event's urls, since a URL may carry what its publisher would not show;
+// a refusal says what the fetch policy refused; and of what a source
+// answered it keeps only what ferry concluded (the HTTP status code, why
+// the CAR is invalid, a stall), never the bytes or network details that
+// would let a publisher probe what the worker can reach. It is at most
+// about a kilobyte, however many sources there were.
+func (e *FetchError) Reason() string {
+	var b strings.Builder
+	switch {
+	case e.Sources > 1 && len(e.Attempts) == e.Sources:
+		fmt.Fprintf(&b, "all %d sources failed: ", e.Sources)
+	case len(e.Attempts) < e.Sources:
+		fmt.Fprintf(&b, "gave up after %d of %d sources: ", len(e.Attempts), e.Sources)
+	}
+	for i, a := range e.Attempts {
+		if i == reasonAttempts {
+			fmt.Fprintf(&b, "; and %d more", len(e.Attempts)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "urls[%d]: %s", i, clip(Describe(a.Err), reasonAttempt))
+	}
+	return b.String()
+}
+
+// Describe says why one fetch attempt failed, in the words of Reason.
+func Describe(err error) string {
+	var se *StatusError
+	var dns *net.DNSError
+	var op *net.OpError
+	var ce *causeError
+	var cve *tls.CertificateVerificationError
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrNoURLs):
+		return err.Error()
+	case errors.Is(err, urlpolicy.ErrRefused):
+		re, _ := errors.AsType[*urlpolicy.RefusedError](err)
+		return re.Error()
+	case IsInvalid(err):
+		ie, _ := errors.AsType[*InvalidError](err)
+		return ie.Error()
+	case errors.As(err, &se):
+		return fmt.Sprintf("HTTP %d %s", se.Code, http.StatusText(se.Code))
+	case errors.As(err, &ce):
+		return ce.Error()
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return "interrupted"
+	case errors.Is(err, ErrUnsupportedURL):
+		return "not a valid URL"
+	case errors.As(err, &dns):
+		return "the host name did not resolve"
+	case errors.As(err, &op) && op.Op == "dial":
+		return "could not connect"
+	case errors.As(err, &cve):
+		return "TLS certificate not valid for the host"
+	}
+	// Anything else came from the transfer: the source's answer was not
+	// HTTP, the connection broke, TLS failed. Its text may quote what the
+	// source sent, so only the fact is kept.
+	return "no valid HTTP response"
+}
+
+// redact hides a URL's password in Error, which goes to logs.
+func redact(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	return raw
+}
+
+// causeError is why this package ended an attempt: a stall or the Fetch
+// timeout. Its text is this package's own and quotes nothing the source
+// sent, so Reason keeps it whole.
+type causeError struct {
+	msg  string
+	kind error // ErrStalled or context.DeadlineExceeded
+}
+
+func (e *causeError) Error() string { return e.msg }
+func (e *causeError) Unwrap() error { return e.kind }
+
+// clip bounds a text to n bytes, cut at a rune boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// Fetch tries urls in order and calls fn with the first body that can be
+// opened; size is its length, or -1 when unknown. Only http and https
+// URLs are fetched, each through opts.Policy, which refuses other schemes
+// and addresses ferry's own network can reach but the public cannot.
 // When fn (or the transfer under it) fails, Fetch tries the next URL:
 // any error counts, bad bytes included, since another copy of the same
 // content may be good. It stops early only when ctx is done or the
@@ -125,11 +238,13 @@ func Fetch(ctx context.Context, urls []string, opts FetchOptions, fn func(body i
 	}
 	if opts.Timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, opts.Timeout,
-			fmt.Errorf("fetch timeout of %s: %w", opts.Timeout, context.DeadlineExceeded))
+		ctx, cancel = context.WithTimeoutCause(ctx, opts.Timeout, &causeError{
+			msg:  fmt.Sprintf("fetch timeout of %s: %v", opts.Timeout, context.DeadlineExceeded),
+			kind: context.DeadlineExceeded,
+		})
 		defer cancel()
 	}
-	f := fetcher{client: opts.client(), stall: opts.stall(), fn: fn}
+	f := fetcher{policy: opts.policy(), stall: opts.stall(), fn: fn}
 	fe := FetchError{Sources: len(urls)}
 	for _, u := range urls {
 		err := f.attempt(ctx, u)
@@ -186,40 +301,35 @@ func (o FetchOptions) stall() time.Duration {
 	return DefaultStallTimeout
 }
 
-func (o FetchOptions) client() *http.Client {
-	if o.Client != nil {
-		return o.Client
+// policy is the fetch policy. Its client is shared so that connections
+// are reused across fetches, and has no Timeout: a 32 GiB body
+// legitimately takes long; the stall watchdog and the Fetch timeout bound
+// an attempt instead.
+func (o FetchOptions) policy() *urlpolicy.Policy {
+	if o.Policy != nil {
+		return o.Policy
 	}
-	return defaultClient()
+	return urlpolicy.Default
 }
 
-// defaultClient is shared so that connections are reused across fetches.
-// It has no Timeout: a 32 GiB body legitimately takes long; the stall
-// watchdog and the Fetch timeout bound an attempt instead.
-var defaultClient = sync.OnceValue(func() *http.Client {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = 4
-	return &http.Client{Transport: t}
-})
-
 type fetcher struct {
-	client *http.Client
+	policy *urlpolicy.Policy
 	stall  time.Duration
 	fn     func(io.Reader, int64) error
 }
 
+// attempt checks the URL against the policy before any request: the
+// scheme, userinfo and an IP literal host are refused without a dial.
+// The client checks the addresses it dials and every redirect.
 func (f *fetcher) attempt(ctx context.Context, raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUnsupportedURL, err)
 	}
-	switch u.Scheme {
-	case "http", "https":
-		return f.http(ctx, raw)
-	case "file":
-		return f.file(ctx, u)
+	if err := f.policy.Check(u); err != nil {
+		return err
 	}
-	return fmt.Errorf("%w: scheme %q", ErrUnsupportedURL, u.Scheme)
+	return f.http(ctx, raw)
 }
 
 // http runs one HTTP attempt under a watchdog that cancels it when the
@@ -234,7 +344,7 @@ func (f *fetcher) http(ctx context.Context, raw string) error {
 		return err
 	}
 	w.arm()
-	resp, err := f.client.Do(req)
+	resp, err := f.policy.Client().Do(req)
 	w.disarm()
 	if err != nil {
 		return cause(actx, err)
@@ -257,24 +367,6 @@ func cause(actx context.Context, err error) error {
 	return err
 }
 
-// file reads a local file: for tests, and for operators pointing ferry at
-// a disk. The context is checked between reads; a file does not stall.
-func (f *fetcher) file(ctx context.Context, u *url.URL) error {
-	if u.Host != "" && u.Host != "localhost" {
-		return fmt.Errorf("%w: file URL with host %q", ErrUnsupportedURL, u.Host)
-	}
-	fh, err := os.Open(u.Path)
-	if err != nil {
-		return err
-	}
-	defer fh.Close()
-	size := int64(-1)
-	if st, err := fh.Stat(); err == nil && st.Mode().IsRegular() {
-		size = st.Size()
-	}
-	return f.fn(&ctxReader{ctx: ctx, r: fh}, size)
-}
-
 // watchdog cancels an attempt when it stays armed for longer than d: it
 // is armed only while waiting on the network, so a slow consumer (commP
 // on a busy machine) is never mistaken for a stalled source.
@@ -293,7 +385,10 @@ func newWatchdog(d time.Duration, cancel context.CancelCauseFunc) *watchdog {
 }
 
 func (w *watchdog) fire() {
-	w.cancel(fmt.Errorf("%w: no bytes for %s after %d bytes", ErrStalled, w.d, w.read.Load()))
+	w.cancel(&causeError{
+		msg:  fmt.Sprintf("%v: no bytes for %s after %d bytes", ErrStalled, w.d, w.read.Load()),
+		kind: ErrStalled,
+	})
 }
 
 func (w *watchdog) arm()    { w.t.Reset(w.d) }
@@ -312,17 +407,4 @@ func (r *watchedReader) Read(p []byte) (int, error) {
 	r.w.disarm()
 	r.w.read.Add(int64(n))
 	return n, err
-}
-
-// ctxReader fails reads once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (r *ctxReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, context.Cause(r.ctx)
-	}
-	return r.r.Read(p)
 }

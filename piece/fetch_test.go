@@ -7,13 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-dev/ferry/internal/urlpolicy"
 )
 
 // serve starts a 127.0.0.1 server for the test's lifetime.
@@ -53,32 +52,25 @@ func serveStalling(t *testing.T, data []byte, beforeHeaders bool) string {
 	return u
 }
 
-func fileURL(t *testing.T, data []byte) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "x.car")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return (&url.URL{Scheme: "file", Path: path}).String()
-}
+// local lets the tests' servers on 127.0.0.1 through the fetch policy.
+var local = urlpolicy.New(urlpolicy.Config{AllowPrivate: true})
 
 func TestFetchAndCheckMovesOnToTheNextSource(t *testing.T) {
 	data := makeCAR(t, 10, 1<<20)
 	bad := bytes.Clone(data)
 	bad[len(bad)-1] ^= 1
 	want := commpOf(t, data)
-	fast := FetchOptions{StallTimeout: 300 * time.Millisecond}
+	fast := FetchOptions{StallTimeout: 300 * time.Millisecond, Policy: local}
 	tests := []struct {
 		name     string
 		urls     []string
 		attempts int // failed attempts before the good one
 	}{
 		{"a 404 then a good server: the second is used", []string{serveStatus(t, 404), serveBytes(t, data)}, 1},
-		{"a 500 and a refused connection then a good file", []string{serveStatus(t, 500), "http://127.0.0.1:1/x.car", fileURL(t, data)}, 2},
+		{"a 500 and a refused connection then a good server", []string{serveStatus(t, 500), "http://127.0.0.1:1/x.car", serveBytes(t, data)}, 2},
 		{"a corrupt replica then a good one: the good one is used", []string{serveBytes(t, bad), serveBytes(t, data)}, 1},
 		{"a server that stalls mid-body is abandoned after the stall timeout", []string{serveStalling(t, data, false), serveBytes(t, data)}, 1},
 		{"a server that stalls before its headers is abandoned too", []string{serveStalling(t, data, true), serveBytes(t, data)}, 1},
-		{"a local file:// URL is read", []string{fileURL(t, data)}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -103,7 +95,7 @@ func TestFetchReportsEveryAttempt(t *testing.T) {
 	bad[len(bad)-1] ^= 1
 	urls := []string{serveStatus(t, 404), serveStalling(t, data, false), serveBytes(t, bad)}
 	start := time.Now()
-	_, err := FetchAndCheck(context.Background(), urls, FetchOptions{StallTimeout: 200 * time.Millisecond}, CheckOptions{})
+	_, err := FetchAndCheck(context.Background(), urls, FetchOptions{StallTimeout: 200 * time.Millisecond, Policy: local}, CheckOptions{})
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("took %s", d)
 	}
@@ -138,7 +130,7 @@ func TestFetchSaysWhenEverySourceIsBad(t *testing.T) {
 	data := makeCAR(t, 12, 100<<10)
 	bad := bytes.Clone(data)
 	bad[len(bad)-1] ^= 1
-	_, err := FetchAndCheck(context.Background(), []string{serveBytes(t, bad), fileURL(t, bad)}, FetchOptions{}, CheckOptions{})
+	_, err := FetchAndCheck(context.Background(), []string{serveBytes(t, bad), serveBytes(t, bad)}, FetchOptions{Policy: local}, CheckOptions{})
 	var fe *FetchError
 	if !errors.As(err, &fe) || !fe.Invalid() || !IsInvalid(err) {
 		t.Fatalf("err %v, want every attempt invalid", err)
@@ -151,7 +143,7 @@ func TestFetchRejectsAWrongAnnouncedSizeUnread(t *testing.T) {
 	// minute of stall timeout.
 	start := time.Now()
 	_, err := FetchAndCheck(context.Background(), []string{serveStalling(t, data, false)},
-		FetchOptions{StallTimeout: time.Minute}, CheckOptions{ExpectSize: 5})
+		FetchOptions{StallTimeout: time.Minute, Policy: local}, CheckOptions{ExpectSize: 5})
 	if !errors.Is(err, ErrSizeMismatch) || !strings.Contains(err.Error(), "announced size") {
 		t.Fatalf("err %v, want a size mismatch from Content-Length", err)
 	}
@@ -164,7 +156,7 @@ func TestFetchStopsAtTheTotalTimeout(t *testing.T) {
 	data := makeCAR(t, 14, 100<<10)
 	urls := []string{serveStalling(t, data, false), serveBytes(t, data)}
 	start := time.Now()
-	err := Fetch(context.Background(), urls, FetchOptions{Timeout: 300 * time.Millisecond, StallTimeout: time.Minute},
+	err := Fetch(context.Background(), urls, FetchOptions{Timeout: 300 * time.Millisecond, StallTimeout: time.Minute, Policy: local},
 		func(r io.Reader, _ int64) error { _, err := io.Copy(io.Discard, r); return err })
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err %v, want the deadline", err)
@@ -182,10 +174,15 @@ func TestFetchRefusesWhatItCannotFetch(t *testing.T) {
 	if err := Fetch(context.Background(), nil, FetchOptions{}, nil); !errors.Is(err, ErrNoURLs) {
 		t.Fatalf("no URLs: err %v", err)
 	}
-	for _, u := range []string{"ftp://example.com/x.car", "file://host.example/x.car", "::bad"} {
-		err := Fetch(context.Background(), []string{u}, FetchOptions{}, func(io.Reader, int64) error { return nil })
-		if !errors.Is(err, ErrUnsupportedURL) {
-			t.Fatalf("%s: err %v", u, err)
+	for u, want := range map[string]error{
+		"ftp://example.com/x.car":   urlpolicy.ErrRefused,
+		"file:///etc/passwd":        urlpolicy.ErrRefused,
+		"file://host.example/x.car": urlpolicy.ErrRefused,
+		"::bad":                     ErrUnsupportedURL,
+	} {
+		err := Fetch(context.Background(), []string{u}, FetchOptions{Policy: local}, func(io.Reader, int64) error { return nil })
+		if !errors.Is(err, want) {
+			t.Fatalf("%s: err %v, want %v", u, err, want)
 		}
 	}
 }

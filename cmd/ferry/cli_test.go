@@ -668,6 +668,7 @@ func TestPublishDirAndCommandsErrors(t *testing.T) {
 			{"publish", "--nats", s.nats, "--data", s.data},
 			{"serve", "--deal-size", "3MiB", "--data", t.TempDir()},
 			{"serve", "--deal-size", "2KiB", "--data", t.TempDir()},
+			{"serve", "--fetch-allow", "localhost", "--data", t.TempDir()},
 			{"dlq", "--nats", s.nats, "--data", s.data, "purge"},
 		} {
 			_, errOut, err := run(t, args...)
@@ -853,4 +854,50 @@ func TestReceiptsCommandPrintsJSONLines(t *testing.T) {
 	if err := sim.stop(t); err != nil {
 		t.Fatalf("spade-sim returned %v", err)
 	}
+}
+
+var workerRE = regexp.MustCompile(`(?m)^piece-worker: \d+ workers on `)
+
+// TestPieceWorkerFetchesOnlyWhatItsPolicyAllows: a ferry piece-worker of
+// its own does not fetch a CAR from serve's /cars on loopback: the CAR is
+// rejected with the policy's reason. Told --fetch-allow serve's address,
+// it fetches the next one. (serve's own workers trust its /cars: see
+// TestReceiptsCommandPrintsJSONLines.)
+func TestPieceWorkerFetchesOnlyWhatItsPolicyAllows(t *testing.T) {
+	dir := t.TempDir()
+	s := serve(t, t.TempDir(), "--tick", "100ms", "--piece-workers", "0", "--cars", dir)
+	publishOne := func(seed uint64) testutil.CAR {
+		t.Helper()
+		one := t.TempDir()
+		c := testutil.MakeCAR(t, seed, 5000)
+		c.WriteTo(t, one)
+		c.WriteTo(t, dir)
+		mustRun(t, "publish", "--nats", s.nats, "--dir", one, "--url-base", "http://"+s.http+"/cars", "--no-piece")
+		return c
+	}
+	worker := []string{"piece-worker", "--nats", s.nats, "--deal-size", "8MiB", "--workers", "1", "--piece-attempts", "1"}
+	carView := func(c testutil.CAR) projections.CarView {
+		var v projections.CarView
+		if out, _, err := run(t, "status", "--server", s.http, c.CID.String()); err == nil {
+			json.Unmarshal([]byte(out), &v)
+		}
+		return v
+	}
+
+	w := startBG(t, workerRE, worker...)
+	refused := publishOne(301)
+	want := "urls[0]: 127.0.0.1 is a loopback address, refused by the fetch policy (--fetch-allow-private)"
+	testutil.Eventually(t, 20*time.Second, "the CAR to be rejected by the fetch policy", func() bool {
+		v := carView(refused)
+		return v.State == "REJECTED" && v.Reason == want
+	})
+	if err := w.stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	startBG(t, workerRE, append(worker, "--fetch-allow", s.http)...)
+	allowed := publishOne(302)
+	testutil.Eventually(t, 20*time.Second, "the CAR to get its piece", func() bool {
+		return carView(allowed).Piece == allowed.Piece.MustV2().String()
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -31,7 +32,12 @@ func runCommp(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	expectMD5 := fs.String("expect-md5", "", "fail unless the CAR's md5 is this `hex`")
 	timeout := fs.Duration("timeout", 0, "give up on a URL after this long (0: never)")
 	stall := fs.Duration("stall-timeout", piece.DefaultStallTimeout, "give up on a URL that sends nothing for this long")
+	policyFlags := fetchPolicyFlags(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	policy, err := policyFlags.policy()
+	if err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -43,7 +49,7 @@ func runCommp(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		stdin:  stdin,
 		stderr: stderr,
 		check:  piece.CheckOptions{ExpectSize: uint64(expectSize), MaxSize: uint64(maxSize), ExpectMD5: *expectMD5},
-		fetch:  piece.FetchOptions{Timeout: *timeout, StallTimeout: *stall},
+		fetch:  piece.FetchOptions{Timeout: *timeout, StallTimeout: *stall, Policy: policy},
 	}
 	res, err := src.run(ctx)
 	if err != nil {
@@ -65,13 +71,22 @@ type commpSource struct {
 }
 
 func (s commpSource) run(ctx context.Context) (*piece.Result, error) {
+	path := s.name
 	switch {
 	case s.name == "-":
 		return s.checkReader(ctx, s.stdin, -1)
+	case strings.HasPrefix(s.name, "file://"):
+		// A file URL is a FILE: commp reads the caller's own files, unlike
+		// a piece worker, which fetches only http(s).
+		u, err := url.Parse(s.name)
+		if err != nil || (u.Host != "" && u.Host != "localhost") {
+			return nil, fmt.Errorf("%w: want file:///path", piece.ErrUnsupportedURL)
+		}
+		path = u.Path
 	case isURL(s.name):
 		return s.checkURL(ctx)
 	}
-	f, err := os.Open(s.name)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +99,7 @@ func (s commpSource) run(ctx context.Context) (*piece.Result, error) {
 }
 
 func isURL(s string) bool {
-	for _, scheme := range []string{"http://", "https://", "file://"} {
+	for _, scheme := range []string{"http://", "https://"} {
 		if strings.HasPrefix(s, scheme) {
 			return true
 		}

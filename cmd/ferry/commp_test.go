@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/internal/urlpolicy"
 	"github.com/ferry-dev/ferry/piece"
 	car "github.com/ipld/go-car/v2"
 )
@@ -61,8 +62,9 @@ func TestCommpPrintsTheFactsOfACAR(t *testing.T) {
 	}{
 		{"a file path is read from disk", nil, []string{path}},
 		{"a dash reads stdin", c.Bytes, []string{"-"}},
-		{"an http URL is fetched", nil, []string{srv.URL + "/x.car"}},
-		{"a file URL is read", nil, []string{"file://" + path}},
+		{"an http URL on loopback is fetched with --fetch-allow-private", nil, []string{"--fetch-allow-private", srv.URL + "/x.car"}},
+		{"an http URL on loopback is fetched when --fetch-allow names it", nil, []string{"--fetch-allow", "10.0.0.0/8," + srv.Listener.Addr().String(), srv.URL + "/x.car"}},
+		{"a file URL is read as a FILE", nil, []string{"file://" + path}},
 		{"matching expectations pass", nil, []string{"--expect-md5", c.MD5, "--expect-size", itoa(uint64(len(c.Bytes))), "--max-size", "1MiB", path}},
 	}
 	for _, tt := range tests {
@@ -97,6 +99,8 @@ func TestCommpFailsWithTheReason(t *testing.T) {
 	c := testutil.MakeCAR(t, 3, 100<<10)
 	bad := bytes.Clone(c.Bytes)
 	bad[len(bad)-1] ^= 1
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(c.Bytes) }))
+	defer srv.Close()
 	tests := []struct {
 		name   string
 		args   []string
@@ -105,6 +109,11 @@ func TestCommpFailsWithTheReason(t *testing.T) {
 	}{
 		{"a corrupt CAR is invalid and says which block", []string{writeTemp(t, bad)}, piece.ErrBlockMismatch, "bytes do not match CID"},
 		{"a corrupt CAR at a URL says so without a list of sources", []string{"file://" + writeTemp(t, bad)}, piece.ErrBlockMismatch, "commp file://"},
+		{"a URL on loopback is refused by the fetch policy", []string{srv.URL + "/x.car"}, urlpolicy.ErrRefused,
+			"commp " + srv.URL + "/x.car: 127.0.0.1 is a loopback address, refused by the fetch policy (--fetch-allow-private)"},
+		{"a URL with userinfo is refused even with --fetch-allow-private", []string{"--fetch-allow-private", "http://u:p@" + srv.Listener.Addr().String() + "/x.car"},
+			urlpolicy.ErrRefused, "userinfo"},
+		{"a bad --fetch-allow is a usage error", []string{"--fetch-allow", "localhost", srv.URL + "/x.car"}, errUsage, "--fetch-allow"},
 		{"a wrong md5 is invalid", []string{"--expect-md5", strings.Repeat("a", 32), writeTemp(t, c.Bytes)}, piece.ErrMD5Mismatch, "does not match expected"},
 		{"a missing file is an I/O error", []string{filepath.Join(t.TempDir(), "none.car")}, os.ErrNotExist, "no such file"},
 		{"no argument is a usage error", nil, errUsage, "one FILE, URL or -"},

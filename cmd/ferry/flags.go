@@ -8,6 +8,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/ferry-dev/ferry/internal/urlpolicy"
 )
 
 // newFlags returns a flag set for a command that reports to stderr.
@@ -93,3 +95,34 @@ type strList []string
 
 func (l *strList) String() string     { return strings.Join(*l, ",") }
 func (l *strList) Set(v string) error { *l = append(*l, v); return nil }
+
+// policyFlags are the fetch policy's flags, on every command that fetches
+// URLs it was given: serve, piece-worker, commp.
+type policyFlags struct {
+	allowPrivate bool
+	allow        strList
+}
+
+func fetchPolicyFlags(fs *flag.FlagSet) *policyFlags {
+	f := &policyFlags{}
+	fs.BoolVar(&f.allowPrivate, "fetch-allow-private", false,
+		"fetch CARs from loopback, private, link-local and other non-public addresses too (CARs on a private network; tests)")
+	fs.Var(&f.allow, "fetch-allow",
+		"also fetch from this `CIDR`, IP or IP:port, which the fetch policy refuses otherwise (repeatable or comma-separated)")
+	return f
+}
+
+// policy is the fetch policy the flags describe.
+func (f *policyFlags) policy() (*urlpolicy.Policy, error) {
+	cfg := urlpolicy.Config{AllowPrivate: f.allowPrivate}
+	for _, list := range f.allow {
+		for s := range strings.SplitSeq(list, ",") {
+			r, err := urlpolicy.ParseRule(strings.TrimSpace(s))
+			if err != nil {
+				return nil, fmt.Errorf("%w: --fetch-allow: %v", errUsage, err)
+			}
+			cfg.Allow = append(cfg.Allow, r)
+		}
+	}
+	return urlpolicy.New(cfg), nil
+}

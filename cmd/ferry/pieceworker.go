@@ -18,13 +18,15 @@ import (
 
 func init() { extra["piece-worker"] = runPieceWorker }
 
-// workerFlags are the piece worker flags shared by serve and piece-worker.
-func workerFlags(fs *flag.FlagSet, c *worker.Config) {
+// workerFlags are the piece worker flags shared by serve and piece-worker;
+// the caller sets c.Fetch.Policy from the returned flags once parsed.
+func workerFlags(fs *flag.FlagSet, c *worker.Config) *policyFlags {
 	maxSize := (*size)(&c.MaxSize)
 	fs.Var(maxSize, "max-car-size", "largest CAR a piece worker accepts (default: the largest that fits a deal)")
 	fs.DurationVar(&c.Fetch.Timeout, "fetch-timeout", time.Hour, "bound on one CAR's whole download")
 	fs.DurationVar(&c.Fetch.StallTimeout, "stall-timeout", time.Minute, "a download that sends nothing for this long fails")
 	fs.IntVar(&c.MaxDeliver, "piece-attempts", 5, "attempts of a CAR's piece work before it is rejected and dead-lettered")
+	return fetchPolicyFlags(fs)
 }
 
 func runPieceWorker(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -34,10 +36,14 @@ func runPieceWorker(ctx context.Context, args []string, _ io.Reader, stdout, std
 	deal := size(defaultDeal)
 	fs.Var(&deal, "deal-size", "ferry's deal size (bounds the CAR size)")
 	var cfg worker.Config
-	workerFlags(fs, &cfg)
+	policy := workerFlags(fs, &cfg)
 	fs.IntVar(&cfg.Workers, "workers", runtime.NumCPU(), "CARs worked on at once")
 	auth := natsAuthFlags(fs, natsembed.RoleFerry)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var err error
+	if cfg.Fetch.Policy, err = policy.policy(); err != nil {
 		return err
 	}
 	if cfg.MaxSize == 0 {

@@ -55,7 +55,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&deals.Oracle, "deal-oracle", "", "`URL` of a Spade-style replica document (JSON or zstd) to poll for deals")
 	fs.DurationVar(&deals.OracleInterval, "oracle-interval", 10*time.Minute, "deal oracle poll interval")
 	var pieces worker.Config
-	workerFlags(fs, &pieces)
+	policy := workerFlags(fs, &pieces)
 	fs.IntVar(&pieces.Workers, "piece-workers", runtime.NumCPU(), "piece workers in this process (0: none, leave it to ferry piece-worker)")
 	verify := fs.Bool("verify-pieces", false, "compute the piece of CARs that arrive with one too, and reject a mismatch")
 	tickAhead := fs.Duration("max-tick-ahead", aggregator.DefaultMaxTickAhead, "the fold ignores a tick further ahead than this of when the input log stored it")
@@ -82,6 +82,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	natsOpts, err := auth.options()
 	if err != nil {
+		return err
+	}
+	if pieces.Fetch.Policy, err = policy.policy(); err != nil {
 		return err
 	}
 	if err := checkExposure(*httpAddr, *writeToken, *reportToken); err != nil {

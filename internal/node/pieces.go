@@ -2,11 +2,13 @@ package node
 
 import (
 	"context"
+	"net/netip"
 	"runtime"
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/urlpolicy"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/piece/worker"
 	"github.com/ferry-dev/ferry/projections"
@@ -56,8 +58,36 @@ func (n *Node) runPieces(ctx context.Context) {
 	if cfg.MaxSize == 0 {
 		cfg.MaxSize = piece.Unpadded(piece.MaxPiece(n.cfg.Fold.DealSize))
 	}
+	cfg.Fetch.Policy = n.fetchPolicy()
 	pool := worker.New(n.JS, cfg)
 	n.goRun("piece-workers", func() error { return pool.Run(ctx) })
+}
+
+// fetchPolicy is the configured fetch policy, which also allows this
+// node's own HTTP address when it serves a CAR directory: CARs published
+// with URLs under its /cars/ (as in the README's walk-through) are
+// fetched from loopback without opening the private network to every
+// URL. Only that address and port are allowed; on an unspecified listen
+// address (0.0.0.0:8080) that is the port on loopback.
+func (n *Node) fetchPolicy() *urlpolicy.Policy {
+	p := n.cfg.Pieces.Fetch.Policy
+	if p == nil {
+		p = urlpolicy.Default
+	}
+	if n.cfg.Cars == "" || n.httpLn == nil {
+		return p
+	}
+	own, err := netip.ParseAddrPort(n.httpLn.Addr().String())
+	if err != nil {
+		return p
+	}
+	if !own.Addr().IsUnspecified() {
+		return p.With(urlpolicy.AddrPortRule(own))
+	}
+	return p.With(
+		urlpolicy.AddrPortRule(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), own.Port())),
+		urlpolicy.AddrPortRule(netip.AddrPortFrom(netip.IPv6Loopback(), own.Port())),
+	)
 }
 
 func nilIfDone(ctx context.Context, err error) error {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,6 +62,12 @@ func TestCarsWithoutPiecesGetThemAndBadCarsAreRejected(t *testing.T) {
 		{"missing everywhere", func(c *testutil.CAR, ev *events.CarReplicated) {
 			os.Remove(filepath.Join(dir, c.CID.String()+".car"))
 		}, "gave up"},
+		// The node's workers trust its own /cars on loopback, and only that.
+		{"on another server on loopback", func(c *testutil.CAR, ev *events.CarReplicated) {
+			other := httptest.NewServer(http.FileServer(http.Dir(dir)))
+			t.Cleanup(other.Close)
+			ev.URLs = []string{other.URL + "/" + c.CID.String() + ".car"}
+		}, "urls[0]: 127.0.0.1 is a loopback address, refused by the fetch policy (--fetch-allow-private)"},
 	}
 	var badCars []testutil.CAR
 	for i, b := range bad {

@@ -8,10 +8,19 @@
 //   - A CAR is worked on by one worker at a time: the work queue holds one
 //     item per CAR, and a worker keeps its claim alive with InProgress
 //     while it downloads.
-//   - Bad bytes from every source end the work at once with car.invalid;
-//     anything else (a source down, a stall) is retried with backoff, and
+//   - Only http and https URLs are fetched, through Config.Fetch.Policy
+//     (urlpolicy): a work item names what to fetch, not what may be
+//     fetched, so a forged item cannot make a worker read a file or reach
+//     a private address.
+//   - Bad bytes, or a refusal by the fetch policy, from every source end
+//     the work at once with car.invalid; anything else (a source down, a
+//     stall) is retried with backoff, and
 //     when the deliveries run out the CAR is rejected with the last reason
 //     and the item is kept on the dead-letter stream for ferry dlq replay.
+//   - A reason names sources by index (urls[0]) and says what was refused
+//     or wrong, never what a source answered beyond that
+//     (piece.FetchError.Reason): a publisher must not learn through
+//     reasons what a worker's network holds.
 //   - The outcome is published before the item is acknowledged, so a
 //     crash in between repeats the work, never loses it; the fold ignores
 //     a second car.piece for a CAR that has its piece.
@@ -41,7 +50,8 @@ type Config struct {
 	Workers int
 	// MaxSize bounds a CAR; larger ones are invalid.
 	MaxSize uint64
-	// Fetch bounds each download (total timeout, stall timeout).
+	// Fetch bounds each download (total timeout, stall timeout) and holds
+	// the fetch policy (nil: urlpolicy.Default).
 	Fetch piece.FetchOptions
 	// MaxDeliver is how often an item is tried before it is dead.
 	MaxDeliver int
@@ -187,7 +197,7 @@ func (p *Pool) work(ctx context.Context, msg jetstream.Msg) {
 		p.finish(ctx, msg, out, log)
 		log.Info("piece computed", "piece", out.Piece, "size", res.Size)
 	case allInvalid(err):
-		p.finish(ctx, msg, &events.CarInvalid{Car: ev.Car, Reason: err.Error()}, log)
+		p.finish(ctx, msg, &events.CarInvalid{Car: ev.Car, Reason: reason(err)}, log)
 		log.Warn("CAR invalid", "reason", err)
 	case int(meta.NumDelivered) >= p.cfg.MaxDeliver:
 		p.dead(ctx, msg, &ev, err, log)
@@ -227,6 +237,16 @@ func allInvalid(err error) bool {
 	return piece.IsInvalid(err)
 }
 
+// reason is what a car.invalid event and a dead letter say about err:
+// what was refused or wrong, never what a source answered beyond that
+// (piece.FetchError.Reason); the log keeps the whole error.
+func reason(err error) string {
+	if fe, ok := errors.AsType[*piece.FetchError](err); ok {
+		return fe.Reason()
+	}
+	return piece.Describe(err)
+}
+
 // finish publishes the outcome, then acknowledges the item.
 func (p *Pool) finish(ctx context.Context, msg jetstream.Msg, out events.Event, log *slog.Logger) {
 	if _, err := p.pub.Publish(ctx, out); err != nil {
@@ -245,7 +265,7 @@ func (p *Pool) dead(ctx context.Context, msg jetstream.Msg, ev *events.CarReplic
 	meta, _ := msg.Metadata()
 	dl := nats.NewMsg(p.cfg.Subjects.DeadLetter(ev.Car))
 	dl.Data = msg.Data()
-	dl.Header.Set(HeaderReason, cause.Error())
+	dl.Header.Set(HeaderReason, reason(cause))
 	dl.Header.Set(HeaderDeliveries, strconv.FormatUint(meta.NumDelivered, 10))
 	dl.Header.Set(HeaderFailedAt, time.Now().UTC().Format(time.RFC3339))
 	if _, err := p.js.PublishMsg(ctx, dl); err != nil {
@@ -253,9 +273,9 @@ func (p *Pool) dead(ctx context.Context, msg jetstream.Msg, ev *events.CarReplic
 		_ = msg.NakWithDelay(p.cfg.Backoff[0])
 		return
 	}
-	reason := fmt.Sprintf("gave up after %d attempts: %v", meta.NumDelivered, cause)
-	p.finish(ctx, msg, &events.CarInvalid{Car: ev.Car, Reason: reason}, log)
-	log.Error("piece work dead", "reason", reason)
+	why := fmt.Sprintf("gave up after %d attempts: %s", meta.NumDelivered, reason(cause))
+	p.finish(ctx, msg, &events.CarInvalid{Car: ev.Car, Reason: why}, log)
+	log.Error("piece work dead", "reason", why, "err", cause)
 }
 
 // Headers of dead letters.

@@ -12,9 +12,15 @@ import (
 
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/internal/testutil/rawserve"
+	"github.com/ferry-dev/ferry/internal/urlpolicy"
+	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/piece/worker"
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// local lets workers fetch from the tests' servers on 127.0.0.1.
+var local = piece.FetchOptions{Policy: urlpolicy.New(urlpolicy.Config{AllowPrivate: true})}
 
 // outcomes counts the car.piece and car.invalid events in the input log.
 func outcomes(t *testing.T, js jetstream.JetStream) (pieces map[string][]string, invalid map[string]string) {
@@ -65,7 +71,7 @@ func TestTwoPoolsShareTheQueueAndNeverBothFinishACar(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	for range 2 {
-		p := worker.New(nt.JS, worker.Config{Workers: 2, MaxSize: 1 << 20})
+		p := worker.New(nt.JS, worker.Config{Workers: 2, MaxSize: 1 << 20, Fetch: local})
 		wg.Go(func() { p.Run(ctx) })
 	}
 	testutil.Eventually(t, 30*time.Second, "a piece for every CAR", func() bool {
@@ -107,7 +113,7 @@ func TestAWorkerKilledMidDownloadLeavesTheCarToAnother(t *testing.T) {
 	if err := worker.Enqueue(context.Background(), nt.JS, events.DefaultSubjects, c.Event(srv.URL, false)); err != nil {
 		t.Fatal(err)
 	}
-	cfg := worker.Config{Workers: 1, MaxSize: 1 << 20, AckWait: time.Second}
+	cfg := worker.Config{Workers: 1, MaxSize: 1 << 20, AckWait: time.Second, Fetch: local}
 	first, kill := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { worker.New(nt.JS, cfg).Run(first); close(done) }()
@@ -124,5 +130,99 @@ func TestAWorkerKilledMidDownloadLeavesTheCarToAnother(t *testing.T) {
 	pieces, _ := outcomes(t, nt.JS)
 	if got := pieces[c.CID.String()]; len(got) != 1 || got[0] != c.Piece.MustV2().String() || calls.Load() != 2 {
 		t.Fatalf("pieces %v after %d downloads", got, calls.Load())
+	}
+}
+
+// TestWorkersFetchOnlyWhatTheFetchPolicyAllows: work items (as a forged
+// one on the work queue, or an event's URLs, would) name a file, a real
+// CAR server on loopback, the metadata service and the other forms of a
+// private target. With the default configuration none is fetched, each
+// CAR is rejected at once, and the reason says what the policy refused.
+func TestWorkersFetchOnlyWhatTheFetchPolicyAllows(t *testing.T) {
+	nt := testutil.StartNATS(t)
+	good := testutil.MakeCAR(t, 40, 20000)
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits.Add(1)
+		w.Write(good.Bytes)
+	}))
+	t.Cleanup(srv.Close)
+	hostPort := srv.Listener.Addr().String()
+	port := hostPort[strings.LastIndexByte(hostPort, ':')+1:]
+	const hint = ", refused by the fetch policy (--fetch-allow-private)"
+	tests := []struct{ url, reason string }{
+		{"file:///etc/passwd", `urls[0]: scheme "file" is not http or https, refused by the fetch policy`},
+		{srv.URL + "/x.car", "urls[0]: 127.0.0.1 is a loopback address" + hint},
+		{"http://[::1]:" + port + "/x.car", "urls[0]: ::1 is a loopback address" + hint},
+		{"http://2130706433:" + port + "/x.car", `urls[0]: host "2130706433" is not a canonical IP address, refused by the fetch policy`},
+		{"http://169.254.169.254/latest/meta-data/", "urls[0]: 169.254.169.254 is a link-local address" + hint},
+		{"http://user:hunter2@" + hostPort + "/x.car", "urls[0]: userinfo (user@ or user:password@) in the URL, refused by the fetch policy"},
+		{"gopher://" + hostPort + "/_INFO", `urls[0]: scheme "gopher" is not http or https, refused by the fetch policy`},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cars := map[string]string{}
+	for i, tt := range tests {
+		c := testutil.MakeCAR(t, uint64(50+i), 20000)
+		ev := c.Event(srv.URL, false)
+		ev.URLs = []string{tt.url}
+		if err := worker.Enqueue(ctx, nt.JS, events.DefaultSubjects, ev); err != nil {
+			t.Fatal(err)
+		}
+		cars[c.CID.String()] = tt.reason
+	}
+	// One delivery, a short timeout: a worker that tried these URLs would
+	// give up on them at once rather than wait through retries.
+	cfg := worker.Config{Workers: 2, MaxSize: 1 << 20, MaxDeliver: 1, Fetch: piece.FetchOptions{Timeout: 3 * time.Second}}
+	go worker.New(nt.JS, cfg).Run(ctx)
+	testutil.Eventually(t, 30*time.Second, "an outcome for every CAR", func() bool {
+		pieces, invalid := outcomes(t, nt.JS)
+		return len(pieces)+len(invalid) == len(cars)
+	})
+	pieces, invalid := outcomes(t, nt.JS)
+	if len(pieces) != 0 {
+		t.Fatalf("pieces computed: %v", pieces)
+	}
+	for car, want := range cars {
+		if got := invalid[car]; got != want {
+			t.Errorf("CAR %s: reason %q, want %q", car, got, want)
+		}
+	}
+	if hits.Load() != 0 {
+		t.Fatalf("the CAR server on loopback was reached %d times", hits.Load())
+	}
+}
+
+// TestAllowedFetchesReportNothingTheSourceSent: with --fetch-allow-private
+// a worker fetches from loopback; a CAR there gets its piece, and a
+// service there that is not HTTP gets a reason that quotes none of its
+// bytes.
+func TestAllowedFetchesReportNothingTheSourceSent(t *testing.T) {
+	nt := testutil.StartNATS(t)
+	good := testutil.MakeCAR(t, 60, 20000)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(good.Bytes) }))
+	t.Cleanup(srv.Close)
+	service := rawserve.Start(t, "SSH-2.0-OpenSSH_9.6 hunter2\r\n")
+	banner := testutil.MakeCAR(t, 61, 20000)
+	bev := banner.Event(strings.TrimSuffix(service, "/x.car"), false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, ev := range []*events.CarReplicated{good.Event(srv.URL, false), bev} {
+		if err := worker.Enqueue(ctx, nt.JS, events.DefaultSubjects, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := worker.Config{Workers: 2, MaxSize: 1 << 20, MaxDeliver: 1, Fetch: local}
+	go worker.New(nt.JS, cfg).Run(ctx)
+	testutil.Eventually(t, 30*time.Second, "an outcome for both CARs", func() bool {
+		pieces, invalid := outcomes(t, nt.JS)
+		return len(pieces)+len(invalid) == 2
+	})
+	pieces, invalid := outcomes(t, nt.JS)
+	if got := pieces[good.CID.String()]; len(got) != 1 || got[0] != good.Piece.MustV2().String() {
+		t.Fatalf("the CAR on loopback: pieces %v", got)
+	}
+	if got, want := invalid[banner.CID.String()], "gave up after 1 attempts: urls[0]: no valid HTTP response"; got != want {
+		t.Fatalf("the service that is not HTTP: reason %q, want %q", got, want)
 	}
 }

@@ -98,7 +98,10 @@ func (r *rig) spawnServe() {
 	args := []string{"serve", "--data", r.data(), "--http", r.httpAddr,
 		"--deal-size", r.p.DealSize, "--tick", "200ms", "--max-wait", "1s", "--min-payload", r.p.MinPayload,
 		"--deal-engine", "http://" + r.simAddr + "/offers", "--report-token", reportToken, "--offer-retry", "1s",
-		"--piece-workers", strconv.Itoa(r.p.Workers)}
+		"--piece-workers", strconv.Itoa(r.p.Workers),
+		// The corpus is served on loopback, which the fetch policy refuses
+		// unless told.
+		"--fetch-allow", r.cars.addr}
 	if r.embedded {
 		args = append(args, "--nats-listen", fmt.Sprintf("127.0.0.1:%d", r.natsPort))
 	} else {

@@ -327,6 +327,7 @@ type corpus struct {
 	evs     []*events.CarReplicated
 	byName  map[string][]byte
 	base    string
+	addr    string // host:port of the server, on loopback
 	fetches atomic.Int64
 	srv     *http.Server
 }
@@ -360,7 +361,7 @@ func newCorpus(t *testing.T, n int, seed uint64) *corpus {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &corpus{byName: make(map[string][]byte, n), base: "http://" + ln.Addr().String() + "/cars"}
+	c := &corpus{byName: make(map[string][]byte, n), base: "http://" + ln.Addr().String() + "/cars", addr: ln.Addr().String()}
 	seen := map[string]bool{}
 	for i, car := range cars {
 		name := car.CID.String()
