@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 
 	"github.com/ferry-dev/ferry/aggregator"
@@ -33,9 +32,8 @@ type CarResult struct {
 // Rejected events are still appended to the input log, so the rejection is
 // on record, as it is for events published on NATS directly.
 func (a *API) postCars(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxCarsBody))
-	if err != nil {
-		writeErr(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", MaxCarsBody))
+	body, ok := readBody(w, r, MaxCarsBody)
+	if !ok {
 		return
 	}
 	raws, single, err := splitBody(body)
