@@ -284,19 +284,42 @@ func (a *API) postReport(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, fmt.Sprintf("unknown aggregate %q: no closed aggregate has this id or piece CID", rep.Aggregate))
 		return
 	}
+	var refusal string
 	if err == nil {
 		rep.AggregateID = agg.ID
 		if reason := unchanged(agg, rep); reason != "" {
 			writeJSON(w, http.StatusOK, map[string]any{"status": "ignored", "reason": reason})
 			return
 		}
+		refusal = refused(agg, rep)
 	}
 	pub, err := a.Pub.Publish(r.Context(), rep)
 	if err != nil {
 		writeErr(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
+	if refusal != "" {
+		// Deals made for an aggregate ferry has given up on are worth
+		// keeping on record, as a rejected car.replicated is; the engine
+		// is told they count for nothing.
+		writeJSON(w, http.StatusConflict, map[string]any{"status": "rejected", "reason": refusal, "seq": pub.Seq})
+		return
+	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "seq": pub.Seq, "duplicate": pub.Duplicate})
+}
+
+// refused says why the fold will refuse a report that is not a mere
+// repeat (unchanged): deals for an aggregate that cannot take them. Like
+// unchanged, it reads the read models; the fold decides on the log.
+func refused(agg *AggregateView, rep *events.DealReport) string {
+	if rep.Status == events.StatusFailed {
+		return ""
+	}
+	switch agg.State {
+	case aggregator.Ready, aggregator.DealPending, aggregator.DealProcessed:
+		return ""
+	}
+	return fmt.Sprintf("aggregate %d is %s; reported deals change nothing", agg.ID, agg.State)
 }
 
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
