@@ -13,17 +13,24 @@ import (
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/projections"
 )
+
+// reportNode is a node that takes reports, with a READY aggregate.
+func reportNode(t *testing.T) (*Node, *testutil.NATS, *projections.AggregateView) {
+	t.Helper()
+	nt := testutil.StartNATS(t)
+	cfg := testConfig(t.TempDir(), nt.URL())
+	cfg.ReportToken = reportToken
+	n := startNode(t, cfg)
+	return n, nt, readyAggregate(t, n, nt, "", 2)
+}
 
 // TestAReportAddingOneDealToALongListIsNotTakenForARetry: a report of 40
 // deals, then the same 40 and one more inside the duplicate window. Both
 // are stored and the fold records the 41st deal.
 func TestAReportAddingOneDealToALongListIsNotTakenForARetry(t *testing.T) {
-	nt := testutil.StartNATS(t)
-	cfg := testConfig(t.TempDir(), nt.URL())
-	cfg.ReportToken = reportToken
-	n := startNode(t, cfg)
-	agg := readyAggregate(t, n, nt, "", 2)
+	n, _, agg := reportNode(t)
 
 	var deals []events.Deal
 	for i := range 41 {
@@ -60,11 +67,7 @@ func TestAReportAddingOneDealToALongListIsNotTakenForARetry(t *testing.T) {
 // so with 409 and the reason, and the report is on record in the input
 // log, where the fold ignores it with the same reason.
 func TestADealReportForAFailedAggregateIsAnsweredWithWhatTheFoldDoes(t *testing.T) {
-	nt := testutil.StartNATS(t)
-	cfg := testConfig(t.TempDir(), nt.URL())
-	cfg.ReportToken = reportToken
-	n := startNode(t, cfg)
-	agg := readyAggregate(t, n, nt, "", 2)
+	n, nt, agg := reportNode(t)
 	failed := fmt.Sprintf(`{"aggregate":"%s","status":"failed","reason":"no provider took it"}`, agg.Piece)
 	if status, body := post(t, n, "/v1/deals/report", reportToken, failed); status != http.StatusAccepted {
 		t.Fatalf("failure report: %d %s", status, body)
