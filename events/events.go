@@ -174,28 +174,44 @@ func (e *CarReplicated) MsgID() string {
 	var sum [sha256.Size]byte
 	return "car.replicated/" + Truncate(e.Car, MaxCIDText) + "/" + hex.EncodeToString(h.Sum(sum[:0])[:16])
 }
-func (e *CarPiece) MsgID() string   { return "car.piece/" + e.Car + "/" + e.Piece }
-func (e *CarInvalid) MsgID() string { return "car.invalid/" + e.Car }
+
+// The ids below digest every field the fold reads (contentID), so a
+// corrected or extended fact is a new message however long it is, and a
+// retry of the same fact is a duplicate.
+func (e *CarPiece) MsgID() string {
+	return contentID("car.piece/"+e.Car, e.Car, e.Piece, strconv.FormatUint(e.PieceSize, 10))
+}
+func (e *CarInvalid) MsgID() string { return contentID("car.invalid/"+e.Car, e.Car, e.Reason) }
 func (e *Tick) MsgID() string       { return "tick/" + e.Time.UTC().Format(time.RFC3339Nano) }
 func (e *AggregateClose) MsgID() string {
-	return fmt.Sprintf("aggregate.close/%d/%s", e.Aggregate, e.By)
+	id := strconv.FormatUint(e.Aggregate, 10)
+	return contentID("aggregate.close/"+id, id, e.By)
 }
 func (e *DealOffered) MsgID() string { return fmt.Sprintf("deal.offered/%d", e.Aggregate) }
 func (e *OfferFailed) MsgID() string {
-	return fmt.Sprintf("deal.offer_failed/%d/%s", e.Aggregate, e.Reason)
+	id := strconv.FormatUint(e.Aggregate, 10)
+	return contentID("deal.offer_failed/"+id, id, e.Reason)
 }
+
+// MsgID names the aggregate by the id the HTTP API resolved it to, when it
+// did, so a report naming it by v1 or v2 piece CID is one fact; then the
+// status, and the deals (provider and deal id: what the fold dedupes by)
+// or the failure's reason.
 func (e *DealReport) MsgID() string {
-	id := "deal.report/" + e.Aggregate + "/" + e.Status
+	ref := e.Aggregate
 	if e.AggregateID != 0 {
-		id = fmt.Sprintf("deal.report/%d/%s", e.AggregateID, e.Status)
+		ref = strconv.FormatUint(e.AggregateID, 10)
 	}
-	for _, d := range e.Deals {
-		id += fmt.Sprintf("/%s:%d", d.Provider, d.DealID)
-	}
+	parts := make([]string, 0, 2+2*len(e.Deals))
+	parts = append(parts, ref, e.Status)
 	if e.Status == StatusFailed {
-		id += "/" + e.Reason
+		parts = append(parts, e.Reason)
+	} else {
+		for _, d := range e.Deals {
+			parts = append(parts, d.Provider, strconv.FormatUint(d.DealID, 10))
+		}
 	}
-	return id
+	return contentID("deal.report/"+ref+"/"+e.Status, parts...)
 }
 
 // New returns an empty event of the given type, or nil.

@@ -215,12 +215,13 @@ func (p *Publisher) Msg(ev Event) (*nats.Msg, error) {
 	return msg, nil
 }
 
-// truncateID keeps message ids within a sane header length; ids longer
-// than that are still unique enough by their prefix for the window.
+// truncateID keeps message ids within a sane header length. An id longer
+// than that keeps its start and ends in the digest of the whole id, so two
+// ids that differ only past the cut stay two ids.
 func truncateID(id string) string {
 	const max = 512
 	if len(id) > max {
-		return id[:max]
+		return readable(id, max-1-digestLen) + "/" + contentDigest(id)
 	}
 	return strings.TrimSpace(id)
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -26,9 +25,12 @@ const (
 	MaxCarsPerRequest = 10000
 	// MaxReportBody bounds a deal report.
 	MaxReportBody = 4 << 20
-	// MaxWritesInFlight bounds concurrent write requests; more are
+	// MaxWritesInFlight bounds concurrent POST /v1/cars; more are
 	// answered 429 at once rather than queued in memory.
 	MaxWritesInFlight = 32
+	// MaxReportsInFlight bounds concurrent deal reports, in slots of their
+	// own: producers' writes cannot crowd the deal engine out.
+	MaxReportsInFlight = 8
 	// DefaultPageLimit and MaxPageLimit bound listings.
 	DefaultPageLimit = 1000
 	MaxPageLimit     = 10000
@@ -55,21 +57,24 @@ type API struct {
 	// Health reports why ferry is unhealthy, or nil.
 	Health func() error
 	Log    *slog.Logger
+	// Limits bound how slowly a write's body may arrive.
+	Limits Limits
 
-	writes chan struct{}
+	writes, reports chan struct{}
 }
 
 // Handler routes the API.
 func (a *API) Handler() http.Handler {
 	a.writes = make(chan struct{}, MaxWritesInFlight)
+	a.reports = make(chan struct{}, MaxReportsInFlight)
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/cars", a.auth(a.WriteToken, true, a.limit(a.postCars)))
+	mux.HandleFunc("POST /v1/cars", a.auth(a.WriteToken, true, a.limit(a.writes, "writes", a.postCars)))
 	mux.HandleFunc("GET /v1/cars/{cid}", a.auth(a.ReadToken, true, a.getCar))
 	mux.HandleFunc("GET /v1/aggregates", a.auth(a.ReadToken, true, a.listAggregates))
 	mux.HandleFunc("GET /v1/aggregates/{id}", a.auth(a.ReadToken, true, a.getAggregate))
 	mux.HandleFunc("GET /v1/aggregates/{id}/manifest", a.auth(a.ReadToken, true, a.getManifest))
 	mux.HandleFunc("POST /v1/aggregates/{id}/close", a.auth(a.WriteToken, true, a.closeAggregate))
-	mux.HandleFunc("POST /v1/deals/report", a.auth(a.ReportToken, false, a.limit(a.postReport)))
+	mux.HandleFunc("POST /v1/deals/report", a.auth(a.ReportToken, false, a.limit(a.reports, "reports", a.postReport)))
 	mux.HandleFunc("GET /healthz", a.healthz)
 	if a.Metrics != nil {
 		mux.Handle("GET /metrics", a.Metrics)
@@ -97,21 +102,6 @@ func (a *API) auth(token string, openIfUnset bool, h http.HandlerFunc) http.Hand
 			return
 		}
 		h(w, r)
-	}
-}
-
-// limit answers 429 when MaxWritesInFlight writes are being served: a flood
-// of writes gets a clear answer and bounded memory, not a queue.
-func (a *API) limit(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case a.writes <- struct{}{}:
-			defer func() { <-a.writes }()
-			h(w, r)
-		default:
-			w.Header().Set("Retry-After", "1")
-			writeErr(w, http.StatusTooManyRequests, fmt.Sprintf("%d writes in flight; retry shortly", MaxWritesInFlight))
-		}
 	}
 }
 
@@ -280,9 +270,8 @@ func (a *API) closeAggregate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) postReport(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxReportBody))
-	if err != nil {
-		writeErr(w, http.StatusRequestEntityTooLarge, err.Error())
+	body, ok := readBody(w, r, MaxReportBody)
+	if !ok {
 		return
 	}
 	rep, err := a.ParseReport(body)
@@ -295,19 +284,42 @@ func (a *API) postReport(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, fmt.Sprintf("unknown aggregate %q: no closed aggregate has this id or piece CID", rep.Aggregate))
 		return
 	}
+	var refusal string
 	if err == nil {
 		rep.AggregateID = agg.ID
 		if reason := unchanged(agg, rep); reason != "" {
 			writeJSON(w, http.StatusOK, map[string]any{"status": "ignored", "reason": reason})
 			return
 		}
+		refusal = refused(agg, rep)
 	}
 	pub, err := a.Pub.Publish(r.Context(), rep)
 	if err != nil {
 		writeErr(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
+	if refusal != "" {
+		// Deals made for an aggregate ferry has given up on are worth
+		// keeping on record, as a rejected car.replicated is; the engine
+		// is told they count for nothing.
+		writeJSON(w, http.StatusConflict, map[string]any{"status": "rejected", "reason": refusal, "seq": pub.Seq})
+		return
+	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "seq": pub.Seq, "duplicate": pub.Duplicate})
+}
+
+// refused says why the fold will refuse a report that is not a mere
+// repeat (unchanged): deals for an aggregate that cannot take them. Like
+// unchanged, it reads the read models; the fold decides on the log.
+func refused(agg *AggregateView, rep *events.DealReport) string {
+	if rep.Status == events.StatusFailed {
+		return ""
+	}
+	switch agg.State {
+	case aggregator.Ready, aggregator.DealPending, aggregator.DealProcessed:
+		return ""
+	}
+	return fmt.Sprintf("aggregate %d is %s; reported deals change nothing", agg.ID, agg.State)
 }
 
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {

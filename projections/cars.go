@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 
@@ -42,9 +41,8 @@ type CarResult struct {
 //     under the log's deal size), so not storing it loses nothing, and it
 //     holds nothing: a corrected event for the CAR is taken at once.
 func (a *API) postCars(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxCarsBody))
-	if err != nil {
-		writeErr(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", MaxCarsBody))
+	body, ok := readBody(w, r, MaxCarsBody)
+	if !ok {
 		return
 	}
 	raws, single, err := splitBody(body)

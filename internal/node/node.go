@@ -67,6 +67,8 @@ type Config struct {
 	ReportToken  string
 	// ReadToken, when set, guards the GET routes too.
 	ReadToken string
+	// HTTPLimits bound how slowly a write's body may arrive.
+	HTTPLimits projections.Limits
 	// NATSOptions add credentials and TLS when joining an existing NATS;
 	// the embedded server ignores them.
 	NATSOptions []nats.Option
@@ -174,7 +176,7 @@ func (n *Node) start(ctx context.Context) error {
 	n.API = &projections.API{Store: store, Pub: n.Pub, DealSize: n.cfg.Fold.DealSize,
 		WriteToken: n.cfg.WriteToken, ReportToken: n.cfg.ReportToken, ReadToken: n.cfg.ReadToken, Log: n.log,
 		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health,
-		ParseReport: spade.ParseReport, Manifest: n.manifest}
+		ParseReport: spade.ParseReport, Manifest: n.manifest, Limits: n.cfg.HTTPLimits}
 	n.setupDeals()
 	n.Projector.OnApplied = n.onApplied
 	return n.listen()
@@ -256,7 +258,10 @@ func (n *Node) listen() error {
 		return fmt.Errorf("http listen %s: %w", n.cfg.HTTP, err)
 	}
 	n.httpLn = ln
-	n.httpSrv = &http.Server{Handler: n.handler(), ReadHeaderTimeout: 10 * time.Second}
+	// Headers must come within 10 s and an idle keep-alive connection is
+	// closed after 2 min; bodies have their own deadlines, by route
+	// (projections.Limits).
+	n.httpSrv = &http.Server{Handler: n.handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	return nil
 }
 
