@@ -273,7 +273,7 @@ func (a *API) closeAggregate(w http.ResponseWriter, r *http.Request) {
 	ev := &events.AggregateClose{Aggregate: id, By: "http@" + time.Now().UTC().Format(time.RFC3339)}
 	pub, err := a.Pub.Publish(r.Context(), ev)
 	if err != nil {
-		writeErr(w, http.StatusServiceUnavailable, err.Error())
+		writeErr(w, publishStatus(events.IsStorageFull(err)), err.Error())
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"aggregate": id, "status": "close requested", "seq": pub.Seq})
@@ -304,10 +304,19 @@ func (a *API) postReport(w http.ResponseWriter, r *http.Request) {
 	}
 	pub, err := a.Pub.Publish(r.Context(), rep)
 	if err != nil {
-		writeErr(w, http.StatusServiceUnavailable, err.Error())
+		writeErr(w, publishStatus(events.IsStorageFull(err)), err.Error())
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "seq": pub.Seq, "duplicate": pub.Duplicate})
+}
+
+// publishStatus answers a failed publish: 507 Insufficient Storage when the
+// log's disk is full (the caller retries once space is freed), else 503.
+func publishStatus(full bool) int {
+	if full {
+		return http.StatusInsufficientStorage
+	}
+	return http.StatusServiceUnavailable
 }
 
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
