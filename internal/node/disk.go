@@ -36,11 +36,11 @@ import (
 // the watch covers the data dir (the read models) for /healthz only, and
 // JetStream's own refusals (insufficient resources) are still answered as
 // a full disk.
-var (
+const (
 	diskPoll = 250 * time.Millisecond
 	// reopenFree is the least free space JetStream is reopened with: one
 	// message of the largest size fits.
-	reopenFree uint64 = 1 << 20
+	reopenFree = 1 << 20
 	// reopenEvery spaces reopens when the write error is not the disk's.
 	reopenEvery = 2 * time.Second
 )
