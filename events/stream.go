@@ -166,6 +166,12 @@ const LeaseTTL = 6 * time.Second
 type Publisher struct {
 	js  jetstream.JetStream
 	sub Subjects
+	// Gate, when set, says why the log cannot be written now (nil: it
+	// can). Publish asks it before sending and returns its error as is, so
+	// a full disk is answered at once instead of after JetStream's silence
+	// times out; and again after a failed publish, whose error it then
+	// explains.
+	Gate func() error
 }
 
 // NewPublisher returns a publisher on js.
@@ -183,15 +189,28 @@ type Published struct {
 
 // Publish appends ev and waits for the stream's acknowledgement.
 func (p *Publisher) Publish(ctx context.Context, ev Event) (Published, error) {
+	if err := p.gate(); err != nil {
+		return Published{}, err
+	}
 	msg, err := p.Msg(ev)
 	if err != nil {
 		return Published{}, err
 	}
 	ack, err := p.js.PublishMsg(ctx, msg)
 	if err != nil {
+		if gerr := p.gate(); gerr != nil {
+			return Published{}, fmt.Errorf("%w (publish %s: %v)", gerr, ev.Kind(), err)
+		}
 		return Published{}, fmt.Errorf("publish %s: %w", ev.Kind(), err)
 	}
 	return Published{Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+func (p *Publisher) gate() error {
+	if p.Gate == nil {
+		return nil
+	}
+	return p.Gate()
 }
 
 // PublishAsync appends ev without waiting; the future says how it went.
@@ -240,4 +259,27 @@ func IsConflict(err error) bool {
 		}
 	}
 	return false
+}
+
+// ErrStorageFull means the log cannot be written because its disk is full
+// (or below the reserve ferry keeps free). It passes once space is freed.
+var ErrStorageFull = errors.New("disk full")
+
+// errInsufficientResources is JetStream's "insufficient resources": the
+// server's storage limit (by default 75% of the disk space free when it
+// started) is reached.
+const errInsufficientResources jetstream.ErrorCode = 10047
+
+// IsStorageFull reports whether err means the log's storage is full:
+// ErrStorageFull, JetStream's insufficient resources, or the operating
+// system's "no space left on device" passed on by the server.
+func IsStorageFull(err error) bool {
+	if err == nil {
+		return false
+	}
+	var apiErr *jetstream.APIError
+	if errors.Is(err, ErrStorageFull) || errors.As(err, &apiErr) && apiErr.ErrorCode == errInsufficientResources {
+		return true
+	}
+	return strings.Contains(err.Error(), "no space left on device")
 }

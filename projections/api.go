@@ -263,7 +263,7 @@ func (a *API) closeAggregate(w http.ResponseWriter, r *http.Request) {
 	ev := &events.AggregateClose{Aggregate: id, By: "http@" + time.Now().UTC().Format(time.RFC3339)}
 	pub, err := a.Pub.Publish(r.Context(), ev)
 	if err != nil {
-		writeErr(w, http.StatusServiceUnavailable, err.Error())
+		writeErr(w, publishStatus(events.IsStorageFull(err)), err.Error())
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"aggregate": id, "status": "close requested", "seq": pub.Seq})
@@ -295,7 +295,7 @@ func (a *API) postReport(w http.ResponseWriter, r *http.Request) {
 	}
 	pub, err := a.Pub.Publish(r.Context(), rep)
 	if err != nil {
-		writeErr(w, http.StatusServiceUnavailable, err.Error())
+		writeErr(w, publishStatus(events.IsStorageFull(err)), err.Error())
 		return
 	}
 	if refusal != "" {
@@ -320,6 +320,15 @@ func refused(agg *AggregateView, rep *events.DealReport) string {
 		return ""
 	}
 	return fmt.Sprintf("aggregate %d is %s; reported deals change nothing", agg.ID, agg.State)
+}
+
+// publishStatus answers a failed publish: 507 Insufficient Storage when the
+// log's disk is full (the caller retries once space is freed), else 503.
+func publishStatus(full bool) int {
+	if full {
+		return http.StatusInsufficientStorage
+	}
+	return http.StatusServiceUnavailable
 }
 
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {

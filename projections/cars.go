@@ -28,6 +28,8 @@ type CarResult struct {
 	// Seq is the input log sequence the event was stored at (accepted,
 	// conflict).
 	Seq uint64 `json:"seq,omitempty"`
+	// full: the publish failed because the log's disk is full.
+	full bool
 }
 
 // postCars takes one car.replicated object or an array of them. Each is
@@ -61,7 +63,7 @@ func (a *API) postCars(w http.ResponseWriter, r *http.Request) {
 	status := map[string]int{Accepted: http.StatusAccepted, Duplicate: http.StatusOK, Conflict: http.StatusConflict,
 		Refused: http.StatusUnprocessableEntity}[results[0].Status]
 	if status == 0 {
-		status = http.StatusServiceUnavailable
+		status = publishStatus(results[0].full)
 	}
 	writeJSON(w, status, results[0])
 }
@@ -114,7 +116,7 @@ func (a *API) submit(r *http.Request, raw json.RawMessage) CarResult {
 	pub, err := a.Pub.Publish(r.Context(), e)
 	switch {
 	case err != nil:
-		res.Status, res.Reason = "error", err.Error()
+		res.Status, res.Reason, res.full = "error", err.Error(), events.IsStorageFull(err)
 	case pub.Duplicate && status == Accepted:
 		res.Status = Duplicate
 	default:

@@ -44,6 +44,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tick := fs.Duration("tick", 10*time.Second, "how often time enters the input log")
 	syncInterval := fs.Duration("sync-interval", 0, "JetStream fsync interval of the embedded server (0: server default, 2m)")
 	syncAlways := fs.Bool("sync-always", false, "fsync every JetStream write (slowest, safest)")
+	minFree := size(node.DefaultMinFree)
+	fs.Var(&minFree, "min-free", "free space kept on the data dir's disk: below it writes are refused (507) and /healthz fails (0: none)")
 	dedup := fs.Duration("dedup-window", events.DefaultDuplicates, "how long the input log remembers a message id (ferry dedupes CARs in its state beyond it)")
 	writeToken := fs.String("write-token", "", "bearer token for POST /v1/cars and admin calls (empty: open)")
 	reportToken := fs.String("report-token", "", "bearer token the deal engine sends to POST /v1/deals/report (empty: reports refused)")
@@ -117,7 +119,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			MaxTickAhead: *tickAhead},
 		FoldGiven:    givenSettings(fs),
 		Pieces:       pieces,
-		SyncInterval: *syncInterval, SyncAlways: *syncAlways, Tick: *tick,
+		SyncInterval: *syncInterval, SyncAlways: *syncAlways, MinFree: uint64(minFree), Tick: *tick,
 		WriteToken: *writeToken, ReportToken: *reportToken, ReadToken: *readToken, NATSOptions: natsOpts,
 		Deals: deals, Cars: *cars, Log: log, HTTPLimits: projections.Limits{BodyMinRate: int(bodyRate), BodyGrace: *bodyGrace},
 	})

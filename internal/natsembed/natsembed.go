@@ -3,9 +3,11 @@
 package natsembed
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ferry-dev/ferry/events"
@@ -80,4 +82,39 @@ func Start(c Config) (*server.Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// WriteErr is why the server's JetStream cannot store messages until it is
+// reopened, or nil. A file store that failed a write (ENOSPC on a full
+// disk) keeps the error and fails every later write of its stream without
+// answering the publisher, however much space is freed since; the server
+// also turns JetStream off after some failures (a permission error).
+func WriteErr(s *server.Server) error {
+	if !s.JetStreamEnabled() {
+		return errors.New("JetStream is disabled")
+	}
+	h := s.Healthz(&server.HealthzOptions{Details: true})
+	for _, e := range h.Errors {
+		if e.Type == server.HealthzErrorStream && strings.Contains(e.Error, "write error") {
+			return errors.New(e.Error)
+		}
+	}
+	return nil
+}
+
+// Reopen restarts the JetStream of s started with c: every stream is
+// closed and recovered from its files, which clears a kept write error.
+// Clients stay connected; requests in flight while it runs fail or time
+// out. Messages acknowledged before are on disk and recovered.
+func Reopen(s *server.Server, c Config) error {
+	if err := s.ShutdownJetStream(); err != nil {
+		return fmt.Errorf("stop JetStream: %w", err)
+	}
+	// The limits are derived again, as at start: 75% of the disk space
+	// free now plus what the streams hold.
+	err := s.EnableJetStream(&server.JetStreamConfig{StoreDir: c.Dir, SyncInterval: c.SyncInterval, SyncAlways: c.SyncAlways})
+	if err != nil {
+		return fmt.Errorf("start JetStream: %w", err)
+	}
+	return nil
 }

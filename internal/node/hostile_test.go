@@ -19,8 +19,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// postCar posts body to POST /v1/cars and returns the status and answer.
-func postCar(t *testing.T, n *Node, body string) (int, map[string]any) {
+// postCarBody posts body to POST /v1/cars and returns the status and answer.
+func postCarBody(t *testing.T, n *Node, body string) (int, map[string]any) {
 	t.Helper()
 	resp, err := http.Post("http://"+n.HTTPAddr()+"/v1/cars", "application/json", strings.NewReader(body))
 	if err != nil {
@@ -86,7 +86,7 @@ func TestRefusedEventsAreAnsweredNotStoredAndBlockNothing(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := inputCount(t, nt.JS)
-			status, ans := postCar(t, n, tc.body)
+			status, ans := postCarBody(t, n, tc.body)
 			if status != http.StatusUnprocessableEntity || ans["status"] != "rejected" || !strings.Contains(fmt.Sprint(ans["reason"]), tc.reason) {
 				t.Fatalf("answered %d %v, want 422 rejected saying %q", status, ans, tc.reason)
 			}
@@ -98,7 +98,7 @@ func TestRefusedEventsAreAnsweredNotStoredAndBlockNothing(t *testing.T) {
 			}
 		})
 	}
-	if status, ans := postCar(t, n, eventJSON(t, good)); status != http.StatusAccepted {
+	if status, ans := postCarBody(t, n, eventJSON(t, good)); status != http.StatusAccepted {
 		t.Fatalf("the good event after them: %d %v", status, ans)
 	}
 	waitIdle(t, n, nt.JS)
@@ -164,7 +164,7 @@ func TestACorrectedRetryIsTakenAndAConflictingCopyIsNamed(t *testing.T) {
 	good := testutil.Replicated(1, 1000, false)
 	bad := *good
 	bad.MD5 = "nothex"
-	if status, _ := postCar(t, n, eventJSON(t, &bad)); status != http.StatusUnprocessableEntity {
+	if status, _ := postCarBody(t, n, eventJSON(t, &bad)); status != http.StatusUnprocessableEntity {
 		t.Fatalf("bad md5: %d", status)
 	}
 	// Over NATS too, inside the duplicate window: its message id carries
@@ -176,7 +176,7 @@ func TestACorrectedRetryIsTakenAndAConflictingCopyIsNamed(t *testing.T) {
 	if p, err := pub.Publish(ctx, badNATS); err != nil || p.Duplicate {
 		t.Fatal(p, err)
 	}
-	if status, ans := postCar(t, n, eventJSON(t, good)); status != http.StatusAccepted {
+	if status, ans := postCarBody(t, n, eventJSON(t, good)); status != http.StatusAccepted {
 		t.Fatalf("the corrected event: %d %v", status, ans)
 	}
 	if p, err := pub.Publish(ctx, &goodNATS); err != nil || p.Duplicate {
@@ -189,13 +189,13 @@ func TestACorrectedRetryIsTakenAndAConflictingCopyIsNamed(t *testing.T) {
 			t.Fatalf("corrected CAR %s: %+v %v", car, v, err)
 		}
 	}
-	if status, ans := postCar(t, n, eventJSON(t, good)); status != http.StatusOK || ans["status"] != "duplicate" {
+	if status, ans := postCarBody(t, n, eventJSON(t, good)); status != http.StatusOK || ans["status"] != "duplicate" {
 		t.Fatalf("the same copy again: %d %v", status, ans)
 	}
 	other := *good
 	other.Size, other.MD5 = 2000, "ffffffffffffffffffffffffffffffff"
 	before := inputCount(t, nt.JS)
-	status, ans := postCar(t, n, eventJSON(t, &other))
+	status, ans := postCarBody(t, n, eventJSON(t, &other))
 	if reason := fmt.Sprint(ans["reason"]); status != http.StatusConflict || ans["status"] != "conflict" ||
 		!strings.Contains(reason, "size 2000, the accepted copy's 1000") || !strings.Contains(reason, "md5 ffff") {
 		t.Fatalf("a conflicting copy: %d %v", status, ans)

@@ -58,6 +58,10 @@ type Config struct {
 	// with the log's stops Start (aggregator.Reconcile).
 	Fold      aggregator.Config
 	FoldGiven map[string]bool
+	// MinFree is the free space kept on the data dir's disk: below it
+	// publishes are refused as a full disk and /healthz fails (0: none;
+	// `ferry serve` keeps DefaultMinFree). See disk.go.
+	MinFree uint64
 	// SyncInterval is JetStream's fsync interval (embedded server only);
 	// 0 keeps the server default of 2 minutes; SyncAlways fsyncs each write.
 	SyncInterval time.Duration
@@ -101,6 +105,15 @@ type Node struct {
 	Registry  *prometheus.Registry
 	httpSrv   *http.Server
 	httpLn    net.Listener
+	embedCfg  natsembed.Config // the embedded server's, for reopening JetStream
+	disk      *diskWatch
+
+	// retry fires when a cause every part shares has passed (the disk has
+	// room again): parts waiting out a backoff start again at once.
+	retry signal
+	// reopened fires when JetStream was reopened: the consumers the
+	// aggregator and the projector read through are gone (see reopenable).
+	reopened signal
 
 	work chan *events.CarReplicated
 
@@ -167,7 +180,9 @@ func (n *Node) start(ctx context.Context) error {
 			return err
 		}
 	}
+	n.disk = n.watchDisk()
 	n.Pub = events.NewPublisher(n.JS, n.cfg.Subjects)
+	n.Pub.Gate = n.disk.gate
 	n.Projector = projections.NewProjector(n.JS, store, n.log)
 	n.Runner = aggregator.NewRunner(n.JS, aggregator.RunnerConfig{
 		Fold: n.cfg.Fold, Subjects: n.cfg.Subjects, Holder: holderName(), Tick: n.cfg.Tick, Log: n.log,
@@ -247,9 +262,21 @@ func (n *Node) embed() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	n.Server = s
+	n.Server, n.embedCfg = s, cfg
 	n.log.Info("embedded NATS server ready", "url", s.ClientURL(), "store", cfg.Dir, "auth", cfg.Auth != nil)
 	return s.ClientURL(), nil
+}
+
+// watchDisk watches the data dir and, embedded, the JetStream dir (which
+// an operator may have put on a disk of its own).
+func (n *Node) watchDisk() *diskWatch {
+	d := &diskWatch{dirs: []string{n.cfg.Data}, reserve: n.cfg.MinFree, log: n.log,
+		recovered: n.retry.fire, onReopen: n.reopened.fire}
+	if n.Server != nil {
+		d.server, d.embed = n.Server, n.embedCfg
+		d.dirs = append(d.dirs, n.embedCfg.Dir)
+	}
+	return d
 }
 
 func (n *Node) listen() error {
@@ -269,8 +296,11 @@ func (n *Node) listen() error {
 func (n *Node) Run(ctx context.Context) {
 	ctx, n.cancel = context.WithCancel(ctx)
 	n.ctx, n.done = ctx, ctx.Done()
-	n.goRun("aggregator", func() error { return n.Runner.Run(ctx) })
-	n.goRun("projector", func() error { return n.Projector.Run(ctx, true) })
+	n.goRun("disk", func() error { return n.disk.run(ctx) })
+	n.goRun("aggregator", func() error { return n.reopenable(ctx, n.Runner.Run) })
+	n.goRun("projector", func() error {
+		return n.reopenable(ctx, func(ctx context.Context) error { return n.Projector.Run(ctx, true) })
+	})
 	n.goRun("memory", func() error { return n.releaseMemory(ctx) })
 	n.runDeals(ctx)
 	n.runPieces(ctx)
@@ -285,8 +315,9 @@ func (n *Node) Run(ctx context.Context) {
 }
 
 // goRun runs a part until the node stops. A part that fails is restarted
-// after a backoff (1 s doubling to 30 s, reset after a minute of running);
-// while it is down its error makes /healthz fail.
+// after a backoff (1 s doubling to 30 s, reset after a minute of running,
+// cut short and reset when the disk has room again: retryNow); while it is
+// down its error makes /healthz fail.
 func (n *Node) goRun(name string, fn func() error) {
 	n.wg.Add(1)
 	go func() {
@@ -310,11 +341,66 @@ func (n *Node) goRun(name string, fn func() error) {
 			case <-n.ctx.Done():
 				return
 			case <-time.After(wait):
+				wait = min(2*wait, 30*time.Second)
+			case <-n.retry.wait():
+				wait = time.Second
 			}
-			wait = min(2*wait, 30*time.Second)
 			n.setErr(name, nil)
 		}
 	}()
+}
+
+// reopenable runs fn, and starts it again at once when JetStream is
+// reopened: its ordered consumers vanished with the old JetStream, and
+// nats.go would notice only after missed heartbeats (about 10 s). A
+// restart is what a crash would be, which the aggregator and projector
+// are built for.
+func (n *Node) reopenable(ctx context.Context, fn func(context.Context) error) error {
+	for {
+		reopened := n.reopened.wait()
+		runCtx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-reopened:
+				cancel()
+			case <-runCtx.Done():
+			}
+		}()
+		err := fn(runCtx)
+		cancel()
+		select {
+		case <-reopened:
+			if ctx.Err() == nil {
+				continue
+			}
+		default:
+		}
+		return err
+	}
+}
+
+// signal wakes everyone waiting on it, each time it fires.
+type signal struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (s *signal) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+func (s *signal) fire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
 }
 
 func (n *Node) setErr(part string, err error) {
@@ -350,6 +436,9 @@ func (n *Node) failing() error {
 }
 
 func (n *Node) health() error {
+	if err := n.disk.Err(); err != nil {
+		return err
+	}
 	if err := n.failing(); err != nil {
 		return err
 	}

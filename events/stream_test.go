@@ -1,0 +1,57 @@
+package events_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func TestIsStorageFullKnowsEveryFormAFullDiskTakes(t *testing.T) {
+	cases := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"ferry's own sentinel, wrapped", fmt.Errorf("publish: %w", events.ErrStorageFull), true},
+		{"JetStream's insufficient resources", fmt.Errorf("nats: %w", &jetstream.APIError{ErrorCode: 10047, Code: 503, Description: "insufficient resources"}), true},
+		{"the OS's ENOSPC passed on by the server", errors.New("write /data/1.blk: no space left on device"), true},
+		{"a conflict is not", &jetstream.APIError{ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence}, false},
+		{"a timeout is not", context.DeadlineExceeded, false},
+		{"nil is not", nil, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := events.IsStorageFull(tc.err); got != tc.want {
+				t.Fatalf("IsStorageFull(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestAPublisherGateRefusesBeforeAnythingIsStored(t *testing.T) {
+	nt := testutil.StartNATS(t)
+	if err := events.EnsureStreams(context.Background(), nt.JS, events.StreamOptions{Subjects: events.DefaultSubjects}); err != nil {
+		t.Fatal(err)
+	}
+	pub := events.NewPublisher(nt.JS, events.DefaultSubjects)
+	full := fmt.Errorf("%w: the input log cannot be written (test)", events.ErrStorageFull)
+	pub.Gate = func() error { return full }
+	_, err := pub.Publish(context.Background(), testutil.Replicated(1, 1000, true))
+	if !errors.Is(err, events.ErrStorageFull) || !strings.HasPrefix(err.Error(), "disk full: ") {
+		t.Fatalf("gated publish: %v, want the gate's disk full error as is", err)
+	}
+	st, _ := nt.JS.Stream(context.Background(), events.StreamIn)
+	if info, _ := st.Info(context.Background()); info.State.Msgs != 0 {
+		t.Fatalf("a gated publish stored %d messages", info.State.Msgs)
+	}
+	pub.Gate = func() error { return nil }
+	if _, err := pub.Publish(context.Background(), testutil.Replicated(1, 1000, true)); err != nil {
+		t.Fatalf("an open gate: %v", err)
+	}
+}
