@@ -80,6 +80,17 @@ func (m *Model) apply(d Decision) error {
 		return m.move(d.Aggregate, DealProcessed, Ready, DealPending, DealProcessed)
 	case DecAggFailed:
 		return m.move(d.Aggregate, DealFailed, Ready, DealPending)
+	case DecAggRetry:
+		// A failed aggregate may be offered again only while it holds its
+		// CARs: none of them may have moved on.
+		if a := m.aggs[d.Aggregate]; a != nil && a.state == DealFailed {
+			for _, car := range a.members {
+				if m.car[car] != fmt.Sprintf("agg:%d", d.Aggregate) {
+					return fmt.Errorf("aggregate %d offered again but its CAR %s is %s", d.Aggregate, car, m.car[car])
+				}
+			}
+		}
+		return m.move(d.Aggregate, Ready, Ready, DealPending, DealFailed)
 	case DecCarsRequeued:
 		from := m.aggs[d.From]
 		if from == nil || from.state != DealFailed || d.First+d.Count > len(from.members) {

@@ -20,6 +20,8 @@ const (
 	TypeDealOffered    = "deal.offered"
 	TypeOfferFailed    = "deal.offer_failed"
 	TypeDealReport     = "deal.report"
+	TypeAggReoffer     = "aggregate.reoffer"
+	TypeAggFail        = "aggregate.fail"
 )
 
 // Version is the only wire version so far.
@@ -85,12 +87,36 @@ type AggregateClose struct {
 	By string `json:"by,omitempty"`
 }
 
+// AggregateReoffer is an operator's order to offer a READY, DEAL_PENDING
+// or given-up DEAL_FAILED aggregate again now.
+type AggregateReoffer struct {
+	Header
+	Aggregate uint64 `json:"aggregate"`
+	// By names who asked and when, for the record; it also tells one
+	// order from a repeat of another.
+	By string `json:"by,omitempty"`
+}
+
+// AggregateFail is an operator's order to treat the deal of a READY or
+// DEAL_PENDING aggregate as failed, as a failed report would.
+type AggregateFail struct {
+	Header
+	Aggregate uint64 `json:"aggregate"`
+	Reason    string `json:"reason,omitempty"`
+	By        string `json:"by,omitempty"`
+}
+
 // DealOffered says the deal engine accepted the offer of an aggregate.
 type DealOffered struct {
 	Header
 	Aggregate uint64 `json:"aggregate"`
 	Piece     string `json:"piece"`
 	Engine    string `json:"engine,omitempty"`
+	// Offer counts the offers of the aggregate the engine accepted,
+	// this one included, so that an offer made again (after a deal
+	// timeout or an operator's order) is not taken for a retried publish
+	// of the one before. Absent means 1.
+	Offer int `json:"offer,omitempty"`
 }
 
 // OfferFailed says offering an aggregate failed for good (after retries).
@@ -129,14 +155,16 @@ type DealReport struct {
 	AggregateID uint64 `json:"aggregateId,omitempty"`
 }
 
-func (e *CarReplicated) Kind() string  { return TypeCarReplicated }
-func (e *CarPiece) Kind() string       { return TypeCarPiece }
-func (e *CarInvalid) Kind() string     { return TypeCarInvalid }
-func (e *Tick) Kind() string           { return TypeTick }
-func (e *AggregateClose) Kind() string { return TypeAggregateClose }
-func (e *DealOffered) Kind() string    { return TypeDealOffered }
-func (e *OfferFailed) Kind() string    { return TypeOfferFailed }
-func (e *DealReport) Kind() string     { return TypeDealReport }
+func (e *CarReplicated) Kind() string    { return TypeCarReplicated }
+func (e *CarPiece) Kind() string         { return TypeCarPiece }
+func (e *CarInvalid) Kind() string       { return TypeCarInvalid }
+func (e *Tick) Kind() string             { return TypeTick }
+func (e *AggregateClose) Kind() string   { return TypeAggregateClose }
+func (e *DealOffered) Kind() string      { return TypeDealOffered }
+func (e *OfferFailed) Kind() string      { return TypeOfferFailed }
+func (e *DealReport) Kind() string       { return TypeDealReport }
+func (e *AggregateReoffer) Kind() string { return TypeAggReoffer }
+func (e *AggregateFail) Kind() string    { return TypeAggFail }
 
 func (e *CarReplicated) MsgID() string { return "car.replicated/" + e.Car }
 func (e *CarPiece) MsgID() string      { return "car.piece/" + e.Car + "/" + e.Piece }
@@ -145,7 +173,18 @@ func (e *Tick) MsgID() string          { return "tick/" + e.Time.UTC().Format(ti
 func (e *AggregateClose) MsgID() string {
 	return fmt.Sprintf("aggregate.close/%d/%s", e.Aggregate, e.By)
 }
-func (e *DealOffered) MsgID() string { return fmt.Sprintf("deal.offered/%d", e.Aggregate) }
+func (e *AggregateReoffer) MsgID() string {
+	return fmt.Sprintf("aggregate.reoffer/%d/%s", e.Aggregate, e.By)
+}
+func (e *AggregateFail) MsgID() string {
+	return fmt.Sprintf("aggregate.fail/%d/%s", e.Aggregate, e.By)
+}
+func (e *DealOffered) MsgID() string {
+	if e.Offer > 1 {
+		return fmt.Sprintf("deal.offered/%d/%d", e.Aggregate, e.Offer)
+	}
+	return fmt.Sprintf("deal.offered/%d", e.Aggregate)
+}
 func (e *OfferFailed) MsgID() string {
 	return fmt.Sprintf("deal.offer_failed/%d/%s", e.Aggregate, e.Reason)
 }
@@ -182,6 +221,10 @@ func New(typ string) Event {
 		return &OfferFailed{}
 	case TypeDealReport:
 		return &DealReport{}
+	case TypeAggReoffer:
+		return &AggregateReoffer{}
+	case TypeAggFail:
+		return &AggregateFail{}
 	}
 	return nil
 }
@@ -272,6 +315,10 @@ func setHeader(ev Event) {
 	case *OfferFailed:
 		e.Header = h
 	case *DealReport:
+		e.Header = h
+	case *AggregateReoffer:
+		e.Header = h
+	case *AggregateFail:
 		e.Header = h
 	}
 }
