@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -36,6 +37,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	minPayload := size(0)
 	fs.Var(&minPayload, "min-payload", "CAR bytes an aggregate needs before max-wait closes it (default: just over half the deal, Spade's lower bound)")
 	maxWait := fs.Duration("max-wait", 4*time.Hour, "how long the oldest CAR may wait once the aggregate has min-payload")
+	dealClock := dealClockFlags(fs, "")
 	tick := fs.Duration("tick", 10*time.Second, "how often time enters the input log")
 	syncInterval := fs.Duration("sync-interval", 0, "JetStream fsync interval of the embedded server (0: server default, 2m)")
 	syncAlways := fs.Bool("sync-always", false, "fsync every JetStream write (slowest, safest)")
@@ -95,7 +97,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	n, err := node.Start(ctx, node.Config{
 		Data: *data, HTTP: *httpAddr, NATSListen: *natsListen, NATS: *natsURL, Replicas: *replicas, Duplicates: *dedup,
 		Subjects:     events.Subjects{Prefix: *prefix},
-		Fold:         aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify},
+		Fold:         dealClock(aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify}),
 		Pieces:       pieces,
 		SyncInterval: *syncInterval, SyncAlways: *syncAlways, Tick: *tick,
 		WriteToken: *writeToken, ReportToken: *reportToken, ReadToken: *readToken, NATSOptions: natsOpts,
@@ -121,6 +123,36 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	<-ctx.Done()
 	log.Info("shutting down")
 	return n.Close()
+}
+
+// Deal clock defaults. 72 hours is about how long Spade's providers have
+// to publish a deal they took, so a shorter timeout would only re-send
+// offers the engine still holds; five offers at a 10-minute backoff,
+// doubled each time, give a failing engine two and a half hours before
+// ferry gives up on a set of CARs and leaves it to an operator.
+const (
+	defaultDealTimeout  = 72 * time.Hour
+	defaultMaxOffers    = 5
+	defaultOfferBackoff = 10 * time.Minute
+)
+
+// dealClockFlags defines the fold's deal clock flags (serve's, or, with
+// what = "the … ferry serve runs with", audit's) and returns what sets
+// them on a Config.
+func dealClockFlags(fs *flag.FlagSet, what string) func(aggregator.Config) aggregator.Config {
+	if what == "" {
+		what = "%s"
+	}
+	timeout := fs.Duration("deal-timeout", defaultDealTimeout, fmt.Sprintf(what,
+		"how long a DEAL_PENDING aggregate waits for its deal report (tick time) before it is offered again (0: forever)"))
+	maxOffers := fs.Int("max-offers", defaultMaxOffers, fmt.Sprintf(what,
+		"offers of one set of CARs before ferry gives up on them, DEAL_FAILED, until 'ferry aggregates reoffer' (0: no bound)"))
+	backoff := fs.Duration("offer-backoff", defaultOfferBackoff, fmt.Sprintf(what,
+		"wait before the CARs of a failed deal are aggregated and offered again, doubled per failure (0: at once)"))
+	return func(c aggregator.Config) aggregator.Config {
+		c.DealTimeout, c.MaxOffers, c.OfferBackoff = *timeout, *maxOffers, *backoff
+		return c
+	}
 }
 
 // checkExposure refuses to serve open write routes beyond loopback: with no
