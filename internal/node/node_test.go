@@ -244,8 +244,15 @@ func verifyAggregate(t *testing.T, api *client.HTTP, id uint64) {
 // messages are. It returns the number of messages and of batches.
 func checkLogs(t *testing.T, js jetstream.JetStream, deal uint64) (msgs, batches int) {
 	t.Helper()
+	return checkLogsUnder(t, js, aggregator.Config{DealSize: deal, MinPayload: aggregator.DefaultMinPayload(deal), MaxWait: time.Hour})
+}
+
+// checkLogsUnder is checkLogs for a node whose fold runs under cfg.
+func checkLogsUnder(t *testing.T, js jetstream.JetStream, cfg aggregator.Config) (msgs, batches int) {
+	t.Helper()
 	ctx := context.Background()
-	st := aggregator.New(aggregator.Config{DealSize: deal, MinPayload: aggregator.DefaultMinPayload(deal), MaxWait: time.Hour})
+	deal := cfg.DealSize
+	st := aggregator.New(cfg)
 	var want [][]byte
 	err := events.Tail(ctx, js, events.StreamIn, 1, false, func(e events.Entry) error {
 		if b := st.Apply(e.Seq, e.Data); len(b.Decisions) > 0 {
