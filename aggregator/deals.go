@@ -155,6 +155,20 @@ func (s *State) onReoffer(b *Batch, e *events.AggregateReoffer) {
 	s.emit(b, Decision{Type: DecAggRetry, Aggregate: a.id, Count: tries, Reason: "offered again by the operator" + by(e.By)})
 }
 
+// takesDeals says whether reported deals count for a: any aggregate that
+// was offered and still holds its CARs. A DEAL_FAILED one that does was
+// given up on (or waits for its backoff), and the engine may still make
+// the deal late: the deal is real, so its CARs have it.
+func (s *State) takesDeals(a *aggregate) bool {
+	switch a.state {
+	case Ready, DealPending, DealProcessed:
+		return true
+	case DealFailed:
+		return s.holds(a)
+	}
+	return false
+}
+
 // holds says whether a DEAL_FAILED aggregate still holds its CARs.
 func (s *State) holds(a *aggregate) bool { return len(a.members) > 0 }
 

@@ -270,3 +270,27 @@ func TestTheDealClockIsDeterministicAndSurvivesRestarts(t *testing.T) {
 		t.Error("no retries")
 	}
 }
+
+func TestALateDealCountsForAGivenUpAggregateThatHoldsItsCars(t *testing.T) {
+	cfg := testConfig()
+	cfg.DealTimeout, cfg.MaxOffers = time.Hour, 1
+	f := newDealFolder(t, cfg)
+	f.tick(0)
+	ready := f.fill(0, 3)
+	f.apply(&events.DealOffered{Aggregate: 1})
+	if got := types(f.tick(time.Hour)); got != DecAggFailed {
+		t.Fatalf("the only offer's timeout gave %q", got)
+	}
+	deals := []events.Deal{{Provider: "f01000", DealID: 1}}
+	if got := types(f.apply(&events.DealReport{Aggregate: ready.Piece, Status: events.StatusPublished, Deals: deals})); got != DecAggDeals {
+		t.Fatalf("the late deal gave %q, want %s", got, DecAggDeals)
+	}
+	// A failed aggregate whose CARs went on takes no deals.
+	f2 := newDealFolder(t, testConfig())
+	r2 := f2.fill(0, 3)
+	f2.apply(&events.DealReport{Aggregate: r2.Piece, Status: events.StatusFailed, Reason: "x"})
+	if got := types(f2.apply(&events.DealReport{Aggregate: "1", Status: events.StatusPublished, Deals: deals})); got != DecInputIgnored {
+		t.Fatalf("deals for a requeued aggregate gave %q", got)
+	}
+	checkReplays(t, f)
+}

@@ -116,9 +116,12 @@ func (s *State) setState(d Decision, to string, from ...string) error {
 }
 
 func (s *State) evolveDeals(d Decision) error {
-	a, reason := s.closedIn(d.Aggregate, Ready, DealPending, DealProcessed)
+	a, reason := s.closedIn(d.Aggregate, Ready, DealPending, DealProcessed, DealFailed)
 	if a == nil {
 		return invalid(d, reason)
+	}
+	if !s.takesDeals(a) {
+		return invalid(d, "its CARs were aggregated again")
 	}
 	if a.deals == nil {
 		a.deals = map[dealKey]struct{}{}

@@ -460,7 +460,7 @@ func (s *State) resolve(ref string) (uint64, string) {
 
 func (s *State) onDeals(b *Batch, id uint64, e *events.DealReport) {
 	a := s.closed[id]
-	if a.state != Ready && a.state != DealPending && a.state != DealProcessed {
+	if !s.takesDeals(a) {
 		s.ignore(b, "", fmt.Sprintf("deal.report: aggregate %d is %s", id, a.state))
 		return
 	}

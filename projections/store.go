@@ -328,7 +328,9 @@ func (w *writer) apply(in uint64, d aggregator.Decision, prepared piece.Commitme
 		return w.updateAgg(d.Aggregate, func(a *AggregateView) { a.OfferError = d.Reason })
 	case aggregator.DecAggDeals:
 		return w.updateAgg(d.Aggregate, func(a *AggregateView) {
-			a.State, a.Reason = aggregator.DealProcessed, "" // a retry's note is history now
+			// A retry's note, or a give-up the late deal proved wrong, is
+			// history now.
+			a.State, a.Reason, a.RequeueAt = aggregator.DealProcessed, "", time.Time{}
 			a.Deals = append(a.Deals, d.Deals...)
 		})
 	case aggregator.DecAggFailed:
