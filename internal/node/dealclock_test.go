@@ -178,7 +178,9 @@ func TestTheFailedDealWalkThroughEndsWithEveryCarProcessed(t *testing.T) {
 func TestAFailingEngineIsGivenUpOnThenReofferedByTheOperator(t *testing.T) {
 	sim := startSim(t, "127.0.0.1:0", spade.SimConfig{ReportToken: reportToken, Delay: 5 * time.Millisecond, FailureRate: 1})
 	n, nt, dir := dealClockNodeWith(t, "http://"+sim.addr+"/offers", func(c *aggregator.Config) {
-		c.MaxWait, c.MaxOffers, c.OfferBackoff = 100*time.Millisecond, 3, 100*time.Millisecond
+		// No deal timeout: a slow report would count an offer of the same
+		// aggregate, and this test counts aggregates.
+		c.MaxWait, c.DealTimeout, c.MaxOffers, c.OfferBackoff = 100*time.Millisecond, 0, 3, 100*time.Millisecond
 	})
 	api := client.NewHTTP(n.HTTPAddr())
 	cars := makeCars(t, dir, 0, 3)
