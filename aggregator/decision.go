@@ -18,7 +18,8 @@ const (
 	DecAggOffered     = "aggregate.offered"
 	DecAggOfferFailed = "aggregate.offer_failed"
 	DecAggDeals       = "aggregate.deals"  // new deals reported
-	DecAggFailed      = "aggregate.failed" // the deal engine gave up
+	DecAggFailed      = "aggregate.failed" // the deal failed (engine, operator or deal clock)
+	DecAggRetry       = "aggregate.retry"  // READY again, to be offered again now
 	DecCarsRequeued   = "cars.requeued"    // pieces of a failed aggregate re-aggregated
 	DecLogSettings    = "log.settings"     // the Config the log is folded under
 )
@@ -74,6 +75,8 @@ type Decision struct {
 	Aggregate uint64 `json:"aggregate,omitempty"`
 	// From, First and Count place a run of a failed aggregate's pieces
 	// (cars.requeued): From's members [First, First+Count) in arrival order.
+	// In aggregate.failed and aggregate.retry, Count is the failed or
+	// unanswered offers of the aggregate's CARs so far.
 	From    uint64        `json:"from,omitempty"`
 	First   int           `json:"first,omitempty"`
 	Count   int           `json:"count,omitempty"`
@@ -82,7 +85,10 @@ type Decision struct {
 	Status  string        `json:"status,omitempty"`
 	Deals   []events.Deal `json:"deals,omitempty"`
 	Reason  string        `json:"reason,omitempty"`
-	At      time.Time     `json:"at,omitzero"`
+	// At is when an aggregate's wait started (aggregate.clock), or when a
+	// failed aggregate's CARs go back to be aggregated again
+	// (aggregate.failed; absent when they go at once or never).
+	At time.Time `json:"at,omitzero"`
 	// Settings is the Config of a log.settings decision.
 	Settings *Config `json:"settings,omitempty"`
 }

@@ -42,13 +42,15 @@ func (s *State) Evolve(d Decision) error {
 	case DecAggReady:
 		return s.evolveReady(d)
 	case DecAggOffered:
-		return s.setState(d, DealPending, Ready)
+		return s.evolveOffered(d)
+	case DecAggRetry:
+		return s.evolveRetry(d)
 	case DecAggOfferFailed:
 		return s.setState(d, Ready, Ready)
 	case DecAggDeals:
 		return s.evolveDeals(d)
 	case DecAggFailed:
-		return s.setState(d, DealFailed, Ready, DealPending)
+		return s.evolveFailed(d)
 	case DecCarsRequeued:
 		return s.evolveRequeued(d)
 	default:
@@ -124,9 +126,12 @@ func (s *State) setState(d Decision, to string, from ...string) error {
 }
 
 func (s *State) evolveDeals(d Decision) error {
-	a, reason := s.closedIn(d.Aggregate, Ready, DealPending, DealProcessed)
+	a, reason := s.closedIn(d.Aggregate, Ready, DealPending, DealProcessed, DealFailed)
 	if a == nil {
 		return invalid(d, reason)
+	}
+	if !s.takesDeals(a) {
+		return invalid(d, "its CARs were aggregated again")
 	}
 	if a.deals == nil {
 		a.deals = map[dealKey]struct{}{}
@@ -134,6 +139,7 @@ func (s *State) evolveDeals(d Decision) error {
 	for _, deal := range d.Deals {
 		a.deals[dealKey{deal.Provider, deal.DealID}] = struct{}{}
 	}
+	s.settle(a)
 	a.state = DealProcessed
 	a.members = nil // a processed aggregate never re-aggregates
 	return nil
@@ -151,6 +157,8 @@ func (s *State) evolveRequeued(d Decision) error {
 	if err != nil {
 		return err
 	}
+	s.settle(from)
+	a.tries = max(a.tries, from.tries) // the CARs bring their count along
 	for _, m := range from.members[d.First : d.First+d.Count] {
 		s.join(a, m)
 	}

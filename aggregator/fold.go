@@ -52,6 +52,17 @@ type Config struct {
 	// with the reason: a tick from a wrong clock (or a forged one) would
 	// otherwise close aggregates early and freeze the clock there.
 	MaxTickAhead time.Duration `json:"maxTickAhead,omitempty"`
+	// DealTimeout is how long a DEAL_PENDING aggregate waits for a deal
+	// report, in tick time, before it is offered again; zero waits forever.
+	DealTimeout time.Duration `json:"dealTimeout,omitzero"`
+	// MaxOffers bounds the offers of one set of CARs: the failed or
+	// unanswered offer that reaches it makes the aggregate DEAL_FAILED for
+	// good, keeping its CARs. Zero means no bound.
+	MaxOffers int `json:"maxOffers,omitzero"`
+	// OfferBackoff is how long the CARs of a failed deal wait before they
+	// are aggregated (and so offered) again, doubled by each earlier
+	// failure of theirs; zero requeues them at once.
+	OfferBackoff time.Duration `json:"offerBackoff,omitzero"`
 }
 
 // DefaultMaxTickAhead is the tick bound ferry serve records by default:
@@ -82,6 +93,16 @@ type aggregate struct {
 	payload uint64   // CAR bytes of the members
 	since   time.Time
 	deals   map[dealKey]struct{}
+	// tries counts the failed or unanswered offers its CARs have had, in
+	// this aggregate and the failed ones they came from (the most-tried
+	// CAR's count): MaxOffers bounds it.
+	tries int
+	// offeredAt is the fold's clock at its last aggregate.offered; a deal
+	// timeout counts from it.
+	offeredAt time.Time
+	// requeueAt is when a DEAL_FAILED aggregate's CARs go back (zero: they
+	// went at once, or never will).
+	requeueAt time.Time
 }
 
 type dealKey struct {
@@ -129,6 +150,14 @@ type State struct {
 	open     *aggregate            // the INGESTING aggregate, if any
 	closed   map[uint64]*aggregate // every closed aggregate
 	byRoot   map[[32]byte]uint64   // aggregate piece root → id
+
+	// pending are the DEAL_PENDING aggregates in the order they were
+	// offered, which is the order of their offeredAt: deal timeouts are
+	// found from its front.
+	pending []uint64
+	// waiting are the DEAL_FAILED aggregates whose CARs wait for their
+	// backoff, in the order they failed.
+	waiting []uint64
 }
 
 // New returns the empty state of a log under cfg.
@@ -241,6 +270,10 @@ func (s *State) decide(b *Batch, ev events.Event, stored time.Time) {
 		s.onOfferFailed(b, e)
 	case *events.DealReport:
 		s.onReport(b, e)
+	case *events.AggregateReoffer:
+		s.onReoffer(b, e)
+	case *events.AggregateFail:
+		s.onFail(b, e)
 	}
 }
 
@@ -392,6 +425,12 @@ func (s *State) onTick(b *Batch, e *events.Tick, stored time.Time) {
 		return
 	}
 	s.now = t
+	s.waitClock(b)
+	s.dealClocks(b) // deals.go
+}
+
+// waitClock starts or ends the wait of the INGESTING aggregate.
+func (s *State) waitClock(b *Batch) {
 	a := s.open
 	if a == nil {
 		return
@@ -528,7 +567,7 @@ func (s *State) resolve(ref string) (uint64, string) {
 
 func (s *State) onDeals(b *Batch, id uint64, e *events.DealReport) {
 	a := s.closed[id]
-	if a.state != Ready && a.state != DealPending && a.state != DealProcessed {
+	if !s.takesDeals(a) {
 		s.ignore(b, "", fmt.Sprintf("deal.report: aggregate %d is %s", id, a.state))
 		return
 	}
@@ -550,49 +589,6 @@ func (s *State) onDeals(b *Batch, id uint64, e *events.DealReport) {
 		return
 	}
 	s.emit(b, Decision{Type: DecAggDeals, Aggregate: id, Status: e.Status, Deals: fresh})
-}
-
-// onDealFailed marks the aggregate DEAL_FAILED and aggregates its pieces
-// again, in their arrival order, before anything that arrives later.
-func (s *State) onDealFailed(b *Batch, id uint64, reason string) {
-	a := s.closed[id]
-	if a.state != Ready && a.state != DealPending {
-		s.ignore(b, "", fmt.Sprintf("deal.report: aggregate %d is %s, a failure changes nothing", id, a.state))
-		return
-	}
-	if reason == "" {
-		reason = "deal engine reported failure without a reason"
-	}
-	members := a.members
-	s.emit(b, Decision{Type: DecAggFailed, Aggregate: id, Reason: reason})
-	for first := 0; first < len(members); {
-		n := s.room(members[first:])
-		if n == 0 {
-			s.closeOpen(b, ClosedFull)
-			continue
-		}
-		s.emit(b, Decision{Type: DecCarsRequeued, From: id, First: first, Count: n, Aggregate: s.target()})
-		first += n
-	}
-}
-
-// room counts how many of ms, in order, fit the INGESTING aggregate (or a
-// new one).
-func (s *State) room(ms []member) int {
-	var used uint64
-	count := 0
-	if s.open != nil {
-		used, count = s.open.used, len(s.open.members)
-	}
-	n := 0
-	for _, m := range ms {
-		if !frc58.Fits(s.cfg.DealSize, used+m.padded, count+n+1) {
-			break
-		}
-		used += m.padded
-		n++
-	}
-	return n
 }
 
 func (s *State) ignore(b *Batch, car, reason string) {

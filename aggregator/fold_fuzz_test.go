@@ -14,9 +14,12 @@ import (
 )
 
 // fuzzFoldConfig is a tiny deal (4 KiB: at most 4 pieces, 2032-byte CARs)
-// so that few inputs open, fill, close, fail and requeue aggregates.
+// so that few inputs open, fill, close, fail and requeue aggregates, and a
+// deal clock short enough for a few ticks to time out, back off and give
+// up.
 func fuzzFoldConfig(verify bool) Config {
-	return Config{DealSize: 4 << 10, MinPayload: 1, MaxWait: time.Minute, VerifyPieces: verify}
+	return Config{DealSize: 4 << 10, MinPayload: 1, MaxWait: time.Minute, VerifyPieces: verify,
+		DealTimeout: 2 * time.Minute, MaxOffers: 3, OfferBackoff: 30 * time.Second}
 }
 
 // maxFuzzInputs bounds the inputs of one fuzz case (restarts are checked
@@ -56,9 +59,9 @@ func FuzzFold(f *testing.F) {
 // FuzzFoldOps is FuzzFold on well-formed inputs: every three bytes are one
 // operation — a CAR replicated with or without its piece, a computed or
 // wrong piece, an invalid CAR, time passing, a forced close, an offer, a
-// failed offer, deals or a failed deal — over a few CARs and aggregates,
-// so the fuzzer spends its time in the fold's states rather than in JSON
-// syntax. The same rules hold.
+// failed offer, deals, a failed deal, an operator's reoffer or fail — over
+// a few CARs and aggregates, so the fuzzer spends its time in the fold's
+// states rather than in JSON syntax. The same rules hold.
 func FuzzFoldOps(f *testing.F) {
 	f.Add([]byte{0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0, 5, 0, 6, 0, 0, 10, 0, 1, 8, 0, 0, 4, 0, 255}, false)
 	f.Add([]byte{1, 1, 0, 1, 2, 0, 2, 1, 1, 2, 2, 0, 3, 1, 0, 5, 0, 0, 9, 0, 0, 4, 0, 100}, true)
@@ -115,8 +118,15 @@ func opInputs(ops []byte) [][]byte {
 		case 8, 9:
 			ev = &events.DealReport{Aggregate: fmt.Sprint(id), Status: events.StatusActive,
 				Deals: []events.Deal{{Provider: "f01000", DealID: uint64(b%3 + 1)}}}
-		default:
-			ev = &events.DealReport{Aggregate: fmt.Sprint(id), Status: events.StatusFailed, Reason: "simulated failure"}
+		case 10:
+			switch b % 4 {
+			case 0:
+				ev = &events.AggregateReoffer{Aggregate: id, By: "fuzz"}
+			case 1:
+				ev = &events.AggregateFail{Aggregate: id, By: "fuzz"}
+			default:
+				ev = &events.DealReport{Aggregate: fmt.Sprint(id), Status: events.StatusFailed, Reason: "simulated failure"}
+			}
 		}
 		inputs = append(inputs, testutil.MustEncode(ev))
 	}

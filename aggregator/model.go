@@ -76,10 +76,22 @@ func (m *Model) apply(d Decision) error {
 	case DecAggDeals:
 		if a := m.aggs[d.Aggregate]; a != nil {
 			a.deals += len(d.Deals)
+			if err := m.holds(d.Aggregate, a); err != nil {
+				return err
+			}
 		}
-		return m.move(d.Aggregate, DealProcessed, Ready, DealPending, DealProcessed)
+		return m.move(d.Aggregate, DealProcessed, Ready, DealPending, DealProcessed, DealFailed)
 	case DecAggFailed:
 		return m.move(d.Aggregate, DealFailed, Ready, DealPending)
+	case DecAggRetry:
+		// A failed aggregate may be offered again only while it holds its
+		// CARs: none of them may have moved on.
+		if a := m.aggs[d.Aggregate]; a != nil {
+			if err := m.holds(d.Aggregate, a); err != nil {
+				return err
+			}
+		}
+		return m.move(d.Aggregate, Ready, Ready, DealPending, DealFailed)
 	case DecCarsRequeued:
 		from := m.aggs[d.From]
 		if from == nil || from.state != DealFailed || d.First+d.Count > len(from.members) {
@@ -92,6 +104,20 @@ func (m *Model) apply(d Decision) error {
 			if err := m.join(d.Aggregate, car, from.padded[car], from.piece[car]); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// holds checks that a failed aggregate offered again or given deals still
+// holds its CARs: none of them may have moved on.
+func (m *Model) holds(id uint64, a *modelAgg) error {
+	if a.state != DealFailed {
+		return nil
+	}
+	for _, car := range a.members {
+		if m.car[car] != fmt.Sprintf("agg:%d", id) {
+			return fmt.Errorf("failed aggregate %d moves on but its CAR %s is %s", id, car, m.car[car])
 		}
 	}
 	return nil

@@ -160,5 +160,22 @@ func (c *HTTP) Submit(ctx context.Context, evs []*events.CarReplicated) ([]proje
 
 // CloseAggregate asks ferry to close an INGESTING aggregate now.
 func (c *HTTP) CloseAggregate(ctx context.Context, id uint64) error {
-	return c.do(ctx, http.MethodPost, "/v1/aggregates/"+strconv.FormatUint(id, 10)+"/close", nil, nil)
+	return c.order(ctx, id, "close", nil)
+}
+
+// ReofferAggregate asks ferry to offer a READY, DEAL_PENDING or given-up
+// DEAL_FAILED aggregate to the deal engine again now.
+func (c *HTTP) ReofferAggregate(ctx context.Context, id uint64) error {
+	return c.order(ctx, id, "reoffer", nil)
+}
+
+// FailAggregate asks ferry to treat the deal of a READY or DEAL_PENDING
+// aggregate as failed, for reason (may be empty).
+func (c *HTTP) FailAggregate(ctx context.Context, id uint64, reason string) error {
+	return c.order(ctx, id, "fail", map[string]string{"reason": reason})
+}
+
+// order posts an operator's order about an aggregate.
+func (c *HTTP) order(ctx context.Context, id uint64, verb string, body any) error {
+	return c.do(ctx, http.MethodPost, "/v1/aggregates/"+strconv.FormatUint(id, 10)+"/"+verb, body, nil)
 }

@@ -65,6 +65,7 @@ func readEventsDoc(t *testing.T) []codeBlock {
 var allTypes = []string{
 	events.TypeCarReplicated, events.TypeCarPiece, events.TypeCarInvalid, events.TypeTick,
 	events.TypeAggregateClose, events.TypeDealOffered, events.TypeOfferFailed, events.TypeDealReport,
+	events.TypeAggReoffer, events.TypeAggFail,
 }
 
 // checkEvent decodes one documented event and holds a car.replicated to
@@ -153,7 +154,7 @@ func TestEventsDocAggregateLogExamplesUseTheBatchFields(t *testing.T) {
 	known := map[string]bool{}
 	for _, typ := range []string{aggregator.DecCarQueued, aggregator.DecCarAdded, aggregator.DecCarRejected,
 		aggregator.DecInputIgnored, aggregator.DecAggClock, aggregator.DecAggReady, aggregator.DecAggOffered,
-		aggregator.DecAggOfferFailed, aggregator.DecAggDeals, aggregator.DecAggFailed, aggregator.DecCarsRequeued} {
+		aggregator.DecAggOfferFailed, aggregator.DecAggDeals, aggregator.DecAggFailed, aggregator.DecCarsRequeued, aggregator.DecAggRetry} {
 		known[typ] = true
 	}
 	n := 0

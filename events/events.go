@@ -23,6 +23,8 @@ const (
 	TypeDealOffered    = "deal.offered"
 	TypeOfferFailed    = "deal.offer_failed"
 	TypeDealReport     = "deal.report"
+	TypeAggReoffer     = "aggregate.reoffer"
+	TypeAggFail        = "aggregate.fail"
 )
 
 // Version is the only wire version so far.
@@ -88,12 +90,36 @@ type AggregateClose struct {
 	By string `json:"by,omitempty"`
 }
 
+// AggregateReoffer is an operator's order to offer a READY, DEAL_PENDING
+// or given-up DEAL_FAILED aggregate again now.
+type AggregateReoffer struct {
+	Header
+	Aggregate uint64 `json:"aggregate"`
+	// By names who asked and when, for the record; it also tells one
+	// order from a repeat of another.
+	By string `json:"by,omitempty"`
+}
+
+// AggregateFail is an operator's order to treat the deal of a READY or
+// DEAL_PENDING aggregate as failed, as a failed report would.
+type AggregateFail struct {
+	Header
+	Aggregate uint64 `json:"aggregate"`
+	Reason    string `json:"reason,omitempty"`
+	By        string `json:"by,omitempty"`
+}
+
 // DealOffered says the deal engine accepted the offer of an aggregate.
 type DealOffered struct {
 	Header
 	Aggregate uint64 `json:"aggregate"`
 	Piece     string `json:"piece"`
 	Engine    string `json:"engine,omitempty"`
+	// Offer counts the offers of the aggregate the engine accepted,
+	// this one included, so that an offer made again (after a deal
+	// timeout or an operator's order) is not taken for a retried publish
+	// of the one before. Absent means 1.
+	Offer int `json:"offer,omitempty"`
 }
 
 // OfferFailed says offering an aggregate failed for good (after retries).
@@ -132,14 +158,16 @@ type DealReport struct {
 	AggregateID uint64 `json:"aggregateId,omitempty"`
 }
 
-func (e *CarReplicated) Kind() string  { return TypeCarReplicated }
-func (e *CarPiece) Kind() string       { return TypeCarPiece }
-func (e *CarInvalid) Kind() string     { return TypeCarInvalid }
-func (e *Tick) Kind() string           { return TypeTick }
-func (e *AggregateClose) Kind() string { return TypeAggregateClose }
-func (e *DealOffered) Kind() string    { return TypeDealOffered }
-func (e *OfferFailed) Kind() string    { return TypeOfferFailed }
-func (e *DealReport) Kind() string     { return TypeDealReport }
+func (e *CarReplicated) Kind() string    { return TypeCarReplicated }
+func (e *CarPiece) Kind() string         { return TypeCarPiece }
+func (e *CarInvalid) Kind() string       { return TypeCarInvalid }
+func (e *Tick) Kind() string             { return TypeTick }
+func (e *AggregateClose) Kind() string   { return TypeAggregateClose }
+func (e *DealOffered) Kind() string      { return TypeDealOffered }
+func (e *OfferFailed) Kind() string      { return TypeOfferFailed }
+func (e *DealReport) Kind() string       { return TypeDealReport }
+func (e *AggregateReoffer) Kind() string { return TypeAggReoffer }
+func (e *AggregateFail) Kind() string    { return TypeAggFail }
 
 // MsgID of a car.replicated names the CAR and a digest of everything the
 // event says about it: a retried publish of the same event is one message,
@@ -187,7 +215,18 @@ func (e *AggregateClose) MsgID() string {
 	id := strconv.FormatUint(e.Aggregate, 10)
 	return contentID("aggregate.close/"+id, id, e.By)
 }
-func (e *DealOffered) MsgID() string { return fmt.Sprintf("deal.offered/%d", e.Aggregate) }
+func (e *AggregateReoffer) MsgID() string {
+	return fmt.Sprintf("aggregate.reoffer/%d/%s", e.Aggregate, e.By)
+}
+func (e *AggregateFail) MsgID() string {
+	return fmt.Sprintf("aggregate.fail/%d/%s", e.Aggregate, e.By)
+}
+func (e *DealOffered) MsgID() string {
+	if e.Offer > 1 {
+		return fmt.Sprintf("deal.offered/%d/%d", e.Aggregate, e.Offer)
+	}
+	return fmt.Sprintf("deal.offered/%d", e.Aggregate)
+}
 func (e *OfferFailed) MsgID() string {
 	id := strconv.FormatUint(e.Aggregate, 10)
 	return contentID("deal.offer_failed/"+id, id, e.Reason)
@@ -233,6 +272,10 @@ func New(typ string) Event {
 		return &OfferFailed{}
 	case TypeDealReport:
 		return &DealReport{}
+	case TypeAggReoffer:
+		return &AggregateReoffer{}
+	case TypeAggFail:
+		return &AggregateFail{}
 	}
 	return nil
 }
@@ -323,6 +366,10 @@ func setHeader(ev Event) {
 	case *OfferFailed:
 		e.Header = h
 	case *DealReport:
+		e.Header = h
+	case *AggregateReoffer:
+		e.Header = h
+	case *AggregateFail:
 		e.Header = h
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -61,6 +62,7 @@ type API struct {
 	Limits Limits
 
 	writes, reports chan struct{}
+	refused         refusals
 }
 
 // Handler routes the API.
@@ -74,7 +76,9 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/aggregates/{id}", a.auth(a.ReadToken, true, a.getAggregate))
 	mux.HandleFunc("GET /v1/aggregates/{id}/manifest", a.auth(a.ReadToken, true, a.getManifest))
 	mux.HandleFunc("POST /v1/aggregates/{id}/close", a.auth(a.WriteToken, true, a.closeAggregate))
-	mux.HandleFunc("POST /v1/deals/report", a.auth(a.ReportToken, false, a.limit(a.reports, "reports", a.postReport)))
+	mux.HandleFunc("POST /v1/aggregates/{id}/reoffer", a.auth(a.WriteToken, true, a.reofferAggregate))
+	mux.HandleFunc("POST /v1/aggregates/{id}/fail", a.auth(a.WriteToken, true, a.failAggregate))
+	mux.HandleFunc("POST /v1/deals/report", a.authOr(a.ReportToken, false, a.limit(a.reports, "reports", a.postReport), a.noteRefused))
 	mux.HandleFunc("GET /healthz", a.healthz)
 	if a.Metrics != nil {
 		mux.Handle("GET /metrics", a.Metrics)
@@ -86,19 +90,33 @@ func (a *API) Handler() http.Handler {
 // time. An empty token leaves the route open when openIfUnset, and closes
 // it otherwise.
 func (a *API) auth(token string, openIfUnset bool, h http.HandlerFunc) http.HandlerFunc {
+	return a.authOr(token, openIfUnset, h, nil)
+}
+
+// authOr is auth that tells refused, when not nil, about each request it
+// refuses, before answering it.
+func (a *API) authOr(token string, openIfUnset bool, h http.HandlerFunc, refused func(*http.Request, string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if token == "" {
 			if openIfUnset {
 				h(w, r)
 				return
 			}
-			writeErr(w, http.StatusForbidden, "this endpoint is disabled: no token is configured")
+			const why = "this endpoint is disabled: no token is configured"
+			if refused != nil {
+				refused(r, "403 "+why)
+			}
+			writeErr(w, http.StatusForbidden, why)
 			return
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+			const why = "missing or wrong bearer token"
+			if refused != nil {
+				refused(r, "401 "+why)
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ferry"`)
-			writeErr(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			writeErr(w, http.StatusUnauthorized, why)
 			return
 		}
 		h(w, r)
@@ -229,7 +247,7 @@ func (a *API) getAggregate(w http.ResponseWriter, r *http.Request) {
 		storeErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, v)
+	writeJSON(w, http.StatusOK, a.withRefused(v))
 }
 
 func (a *API) getManifest(w http.ResponseWriter, r *http.Request) {
@@ -246,27 +264,84 @@ func (a *API) getManifest(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) closeAggregate(w http.ResponseWriter, r *http.Request) {
-	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
-	if err != nil {
-		writeErr(w, http.StatusBadRequest, "aggregate id must be a number")
+	v, ok := a.pathAggregate(w, r, aggregator.Ingesting)
+	if !ok {
 		return
 	}
-	v, err := a.Store.Aggregate(r.PathValue("id"), 0, 0)
-	if err != nil {
-		storeErr(w, err)
-		return
-	}
-	if v.State != aggregator.Ingesting {
-		writeErr(w, http.StatusConflict, fmt.Sprintf("aggregate %d is %s, not INGESTING", id, v.State))
-		return
-	}
-	ev := &events.AggregateClose{Aggregate: id, By: "http@" + time.Now().UTC().Format(time.RFC3339)}
+	a.order(w, r, v.ID, &events.AggregateClose{Aggregate: v.ID, By: byHTTP()}, "close requested")
+}
+
+// byHTTP names an operator's order that came over HTTP, for the record;
+// the time also keeps a repeated order from being taken for a retry.
+func byHTTP() string { return "http@" + time.Now().UTC().Format(time.RFC3339Nano) }
+
+// order publishes an operator's order about aggregate id and answers 202.
+func (a *API) order(w http.ResponseWriter, r *http.Request, id uint64, ev events.Event, status string) {
 	pub, err := a.Pub.Publish(r.Context(), ev)
 	if err != nil {
 		writeErr(w, publishStatus(events.IsStorageFull(err)), err.Error())
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"aggregate": id, "status": "close requested", "seq": pub.Seq})
+	writeJSON(w, http.StatusAccepted, map[string]any{"aggregate": id, "status": status, "seq": pub.Seq})
+}
+
+// pathAggregate reads the aggregate of the path and checks it is in one
+// of states, answering the request itself (400, 404, 409) when it is not.
+func (a *API) pathAggregate(w http.ResponseWriter, r *http.Request, states ...string) (*AggregateView, bool) {
+	if _, err := strconv.ParseUint(r.PathValue("id"), 10, 64); err != nil {
+		writeErr(w, http.StatusBadRequest, "aggregate id must be a number")
+		return nil, false
+	}
+	v, err := a.Store.Aggregate(r.PathValue("id"), 0, 0)
+	if err != nil {
+		storeErr(w, err)
+		return nil, false
+	}
+	for _, st := range states {
+		if v.State == st {
+			return v, true
+		}
+	}
+	writeErr(w, http.StatusConflict, fmt.Sprintf("aggregate %d is %s, not %s", v.ID, v.State, strings.Join(states, " or ")))
+	return nil, false
+}
+
+// reofferAggregate is POST /v1/aggregates/{id}/reoffer: offer a READY,
+// DEAL_PENDING or DEAL_FAILED aggregate again (the fold decides whether a
+// failed one still holds its CARs).
+func (a *API) reofferAggregate(w http.ResponseWriter, r *http.Request) {
+	v, ok := a.pathAggregate(w, r, aggregator.Ready, aggregator.DealPending, aggregator.DealFailed)
+	if !ok {
+		return
+	}
+	a.order(w, r, v.ID, &events.AggregateReoffer{Aggregate: v.ID, By: byHTTP()}, "reoffer requested")
+}
+
+// MaxOrderBody bounds the body of an operator's order.
+const MaxOrderBody = 4 << 10
+
+// failAggregate is POST /v1/aggregates/{id}/fail with an optional body
+// {"reason": "…"}: treat the deal as failed.
+func (a *API) failAggregate(w http.ResponseWriter, r *http.Request) {
+	v, ok := a.pathAggregate(w, r, aggregator.Ready, aggregator.DealPending)
+	if !ok {
+		return
+	}
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxOrderBody))
+	if err != nil {
+		writeErr(w, http.StatusRequestEntityTooLarge, err.Error())
+		return
+	}
+	if len(strings.TrimSpace(string(data))) > 0 {
+		if err := json.Unmarshal(data, &body); err != nil {
+			writeErr(w, http.StatusBadRequest, "body: want {\"reason\": \"…\"}: "+err.Error())
+			return
+		}
+	}
+	a.order(w, r, v.ID, &events.AggregateFail{Aggregate: v.ID, Reason: body.Reason, By: byHTTP()}, "fail requested")
 }
 
 func (a *API) postReport(w http.ResponseWriter, r *http.Request) {

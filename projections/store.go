@@ -352,17 +352,31 @@ func (w *writer) apply(in uint64, d aggregator.Decision, prepared piece.Commitme
 	case aggregator.DecAggReady:
 		return w.ready(d)
 	case aggregator.DecAggOffered:
-		return w.updateAgg(d.Aggregate, func(a *AggregateView) { a.State, a.OfferError = aggregator.DealPending, "" })
+		return w.updateAgg(d.Aggregate, func(a *AggregateView) {
+			a.State, a.OfferError = aggregator.DealPending, ""
+			a.Offers++
+		})
+	case aggregator.DecAggRetry:
+		return w.updateAgg(d.Aggregate, func(a *AggregateView) {
+			a.State, a.Reason, a.FailedOffers, a.RequeueAt = aggregator.Ready, d.Reason, d.Count, time.Time{}
+		})
 	case aggregator.DecAggOfferFailed:
 		return w.updateAgg(d.Aggregate, func(a *AggregateView) { a.OfferError = d.Reason })
 	case aggregator.DecAggDeals:
 		return w.updateAgg(d.Aggregate, func(a *AggregateView) {
-			a.State = aggregator.DealProcessed
+			// A retry's note, or a give-up the late deal proved wrong, is
+			// history now.
+			a.State, a.Reason, a.RequeueAt = aggregator.DealProcessed, "", time.Time{}
 			a.Deals = append(a.Deals, d.Deals...)
 		})
 	case aggregator.DecAggFailed:
-		return w.updateAgg(d.Aggregate, func(a *AggregateView) { a.State, a.Reason = aggregator.DealFailed, d.Reason })
+		return w.updateAgg(d.Aggregate, func(a *AggregateView) {
+			a.State, a.Reason, a.FailedOffers, a.RequeueAt = aggregator.DealFailed, d.Reason, d.Count, d.At
+		})
 	case aggregator.DecCarsRequeued:
+		if err := w.updateAgg(d.From, func(a *AggregateView) { a.RequeueAt = time.Time{} }); err != nil {
+			return err
+		}
 		return w.requeued(d)
 	}
 	return fmt.Errorf("unknown decision type %q", d.Type)

@@ -2,6 +2,7 @@ package projections
 
 import (
 	"encoding/json"
+	"time"
 
 	"github.com/ferry-dev/ferry/events"
 )
@@ -45,19 +46,32 @@ type ProofPath struct {
 
 // AggregateView is what GET /v1/aggregates/{id} answers.
 type AggregateView struct {
-	ID         uint64        `json:"id"`
-	State      string        `json:"state"`
-	Piece      string        `json:"piece,omitempty"`
-	PieceV1    string        `json:"pieceV1,omitempty"`
-	PieceSize  uint64        `json:"pieceSize,omitempty"`
-	DealSize   uint64        `json:"dealSize"`
-	Payload    uint64        `json:"payload"`
-	Count      int           `json:"count"`
-	Closed     string        `json:"closed,omitempty"`
-	OfferError string        `json:"offerError,omitempty"`
-	Reason     string        `json:"reason,omitempty"`
-	Deals      []events.Deal `json:"deals,omitempty"`
-	Pieces     []PieceView   `json:"pieces,omitempty"`
+	ID         uint64 `json:"id"`
+	State      string `json:"state"`
+	Piece      string `json:"piece,omitempty"`
+	PieceV1    string `json:"pieceV1,omitempty"`
+	PieceSize  uint64 `json:"pieceSize,omitempty"`
+	DealSize   uint64 `json:"dealSize"`
+	Payload    uint64 `json:"payload"`
+	Count      int    `json:"count"`
+	Closed     string `json:"closed,omitempty"`
+	OfferError string `json:"offerError,omitempty"`
+	// Offers counts the offers the deal engine accepted.
+	Offers int `json:"offers,omitempty"`
+	// FailedOffers counts the failed or unanswered offers of its CARs
+	// (what --max-offers bounds).
+	FailedOffers int `json:"failedOffers,omitempty"`
+	// RequeueAt is when the CARs of a failed deal go back to be
+	// aggregated again, after the backoff.
+	RequeueAt time.Time `json:"requeueAt,omitzero"`
+	// Reason is why the deal failed, or why it is being offered again.
+	Reason string `json:"reason,omitempty"`
+	// ReportRefused is the last deal report for this aggregate that ferry
+	// refused for its token, since this process started: an engine that
+	// cannot deliver its reports shows here, not only in its own log.
+	ReportRefused *RefusedReport `json:"reportRefused,omitempty"`
+	Deals         []events.Deal  `json:"deals,omitempty"`
+	Pieces        []PieceView    `json:"pieces,omitempty"`
 	// Next is the position to pass as ?after= for the next page of pieces.
 	Next *int `json:"next,omitempty"`
 }

@@ -13,7 +13,9 @@ import (
 // Dealer offers READY aggregates to the deal engine and records each
 // outcome in the input log, where the fold moves the aggregate on: a
 // deal.offered (READY → DEAL_PENDING) or a deal.offer_failed whose reason
-// shows on the aggregate.
+// shows on the aggregate. When to offer an aggregate again after a
+// missing report or a failed deal is the fold's decision (its deal clock),
+// not the dealer's: the dealer offers whatever the fold makes READY.
 //
 // Goroutines: Run's workers each own one offer at a time; Enqueue may be
 // called from any goroutine.
@@ -103,7 +105,7 @@ func (d *Dealer) offer(ctx context.Context, id uint64) {
 	if ctx.Err() != nil {
 		return
 	}
-	var ev events.Event = &events.DealOffered{Aggregate: id, Piece: offer.Piece, Engine: d.Offerer.URL}
+	var ev events.Event = &events.DealOffered{Aggregate: id, Piece: offer.Piece, Engine: d.Offerer.URL, Offer: offer.Nth}
 	if err != nil {
 		ev = &events.OfferFailed{Aggregate: id, Reason: err.Error()}
 		log.Warn("offer failed", "err", err)

@@ -42,6 +42,9 @@ type Offer struct {
 	Manifest Manifest     `json:"manifest"`
 	// ReportURL is where the engine POSTs its Report.
 	ReportURL string `json:"reportUrl"`
+	// Nth says which offer of the aggregate this is (1 for the first),
+	// for ferry's own record (deal.offered); it is not sent.
+	Nth int `json:"-"`
 }
 
 // OfferPiece is one CAR of an offer and where its piece sits in the deal.

@@ -11,27 +11,33 @@ import (
 )
 
 func runAggregates(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("aggregates", "aggregates [flags] [ID | close ID]", stderr)
+	fs := newFlags("aggregates", "aggregates [flags] [ID | close ID | reoffer ID | fail ID]", stderr)
 	server := fs.String("server", defaultHTTP, "ferry's HTTP `address`")
-	token := fs.String("write-token", "", "bearer token for close")
+	token := fs.String("write-token", "", "bearer token for close, reoffer and fail")
 	state := fs.String("state", "", "only aggregates in this state")
 	limit := fs.Int("limit", 100, "aggregates (or pieces of one) to show")
 	after := fs.Int("after", -1, "list after this id (or, for one aggregate, this piece position)")
+	reason := fs.String("reason", "", "why, for fail (recorded with the failure)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	c := client.NewHTTP(*server)
 	c.Token = *token
+	orders := map[string]func(uint64) error{
+		"close":   func(id uint64) error { return c.CloseAggregate(ctx, id) },
+		"reoffer": func(id uint64) error { return c.ReofferAggregate(ctx, id) },
+		"fail":    func(id uint64) error { return c.FailAggregate(ctx, id, *reason) },
+	}
 	switch {
-	case fs.NArg() == 2 && fs.Arg(0) == "close":
+	case fs.NArg() == 2 && orders[fs.Arg(0)] != nil:
 		id, err := strconv.ParseUint(fs.Arg(1), 10, 64)
 		if err != nil {
 			return fmt.Errorf("%w: aggregate id %q", errUsage, fs.Arg(1))
 		}
-		if err := c.CloseAggregate(ctx, id); err != nil {
+		if err := orders[fs.Arg(0)](id); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "close of aggregate %d requested\n", id)
+		fmt.Fprintf(stdout, "%s of aggregate %d requested\n", fs.Arg(0), id)
 		return nil
 	case fs.NArg() == 1:
 		v, err := c.Aggregate(ctx, fs.Arg(0), *after, *limit)
@@ -43,7 +49,7 @@ func runAggregates(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return listAggregates(ctx, c, *state, *after, *limit, stdout)
 	}
 	fs.Usage()
-	return fmt.Errorf("%w: aggregates [ID | close ID]", errUsage)
+	return fmt.Errorf("%w: aggregates [ID | close ID | reoffer ID | fail ID]", errUsage)
 }
 
 func listAggregates(ctx context.Context, c *client.HTTP, state string, after, limit int, stdout io.Writer) error {

@@ -29,6 +29,7 @@ func runAudit(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.Var(&minPayload, "min-payload", "the min payload ferry serve runs with (default: its default)")
 	maxWait := fs.Duration("max-wait", 4*time.Hour, "the max wait ferry serve runs with")
 	verify := fs.Bool("verify-pieces", false, "whether ferry serve runs with --verify-pieces")
+	dealClock := dealClockFlags(fs, "as ferry serve runs with: %s")
 	auth := natsAuthFlags(fs, natsembed.RoleAdmin)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -46,7 +47,7 @@ func runAudit(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		api := client.NewHTTP(*server)
 		views = func(ctx context.Context, car string) (*projections.CarView, error) { return api.Car(ctx, car) }
 	}
-	cfg := aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify}
+	cfg := dealClock(aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify})
 	rep, err := audit.Run(ctx, js, cfg, views)
 	if err != nil {
 		return err

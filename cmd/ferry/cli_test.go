@@ -872,10 +872,10 @@ func TestPieceWorkerFetchesOnlyWhatItsPolicyAllows(t *testing.T) {
 		c := testutil.MakeCAR(t, seed, 5000)
 		c.WriteTo(t, one)
 		c.WriteTo(t, dir)
-		mustRun(t, "publish", "--nats", s.nats, "--dir", one, "--url-base", "http://"+s.http+"/cars", "--no-piece")
+		mustRun(t, "publish", "--nats", s.nats, "--data", s.data, "--dir", one, "--url-base", "http://"+s.http+"/cars", "--no-piece")
 		return c
 	}
-	worker := []string{"piece-worker", "--nats", s.nats, "--deal-size", "8MiB", "--workers", "1", "--piece-attempts", "1"}
+	worker := []string{"piece-worker", "--nats", s.nats, "--data", s.data, "--deal-size", "8MiB", "--workers", "1", "--piece-attempts", "1"}
 	carView := func(c testutil.CAR) projections.CarView {
 		var v projections.CarView
 		if out, _, err := run(t, "status", "--server", s.http, c.CID.String()); err == nil {
@@ -900,4 +900,68 @@ func TestPieceWorkerFetchesOnlyWhatItsPolicyAllows(t *testing.T) {
 	testutil.Eventually(t, 20*time.Second, "the CAR to get its piece", func() bool {
 		return carView(allowed).Piece == allowed.Piece.MustV2().String()
 	})
+}
+
+// TestAggregatesReofferAndFailOrderADeal drives a deal by hand: ferry
+// gives up on a failing engine (--max-offers 1), `ferry aggregates
+// reoffer` offers the aggregate again, `ferry aggregates fail` fails it,
+// and a reoffer to a working engine gets its deal.
+func TestAggregatesReofferAndFailOrderADeal(t *testing.T) {
+	const token = "report-secret"
+	sim := startBG(t, simRE, "spade-sim", "--listen", "127.0.0.1:0", "--report-token", token, "--delay", "10ms", "--failure-rate", "1")
+	offers := simRE.FindStringSubmatch(sim.stdout.String())[1]
+	listen := strings.TrimSuffix(strings.TrimPrefix(offers, "http://"), "/offers")
+	restartSim := func(delay string) {
+		if err := sim.stop(t); err != nil {
+			t.Fatalf("spade-sim returned %v", err)
+		}
+		sim = startBG(t, simRE, "spade-sim", "--listen", listen, "--report-token", token, "--delay", delay)
+	}
+	dir := t.TempDir()
+	for i := range 2 {
+		testutil.MakeCAR(t, uint64(300+i), 3000+i*5000).WriteTo(t, dir)
+	}
+	s := serve(t, t.TempDir(), "--tick", "50ms", "--max-wait", "200ms", "--min-payload", "1",
+		"--max-offers", "1", "--offer-backoff", "100ms", "--deal-engine", offers, "--report-token", token, "--cars", dir)
+	mustRun(t, "publish", "--nats", s.nats, "--data", s.data, "--dir", dir, "--url-base", "http://"+s.http+"/cars")
+	waitAgg := func(what string, ok func(a *projections.AggregateView) bool) *projections.AggregateView {
+		t.Helper()
+		var a *projections.AggregateView
+		testutil.Eventually(t, 30*time.Second, what, func() bool {
+			out, _, err := run(t, "aggregates", "--server", s.http, "1")
+			a = &projections.AggregateView{}
+			return err == nil && json.Unmarshal([]byte(out), a) == nil && ok(a)
+		})
+		return a
+	}
+	a := waitAgg("ferry to give up on aggregate 1", func(a *projections.AggregateView) bool { return a.State == "DEAL_FAILED" })
+	if a.Reason != "gave up after 1 offers: simulated failure" || a.FailedOffers != 1 {
+		t.Fatalf("given-up aggregate: %+v", a)
+	}
+
+	restartSim("1h") // takes the offer and never reports in this test
+	if out := mustRun(t, "aggregates", "--server", s.http, "reoffer", "1"); out != "reoffer of aggregate 1 requested\n" {
+		t.Fatalf("reoffer printed %q", out)
+	}
+	waitAgg("the reoffer to be taken", func(a *projections.AggregateView) bool { return a.State == "DEAL_PENDING" })
+	if out := mustRun(t, "aggregates", "--server", s.http, "--reason", "the provider lost the sector", "fail", "1"); out != "fail of aggregate 1 requested\n" {
+		t.Fatalf("fail printed %q", out)
+	}
+	a = waitAgg("the operator's failure", func(a *projections.AggregateView) bool { return a.State == "DEAL_FAILED" })
+	if !strings.Contains(a.Reason, "failed by the operator (http@") || !strings.HasSuffix(a.Reason, "): the provider lost the sector") {
+		t.Fatalf("reason after fail: %q", a.Reason)
+	}
+	if _, _, err := run(t, "aggregates", "--server", s.http, "fail", "1"); err == nil || !strings.Contains(err.Error(), "aggregate 1 is DEAL_FAILED") {
+		t.Fatalf("a second fail: %v", err)
+	}
+
+	restartSim("10ms")
+	mustRun(t, "aggregates", "--server", s.http, "reoffer", "1")
+	a = waitAgg("the deal after the engine recovered", func(a *projections.AggregateView) bool { return a.State == "DEAL_PROCESSED" })
+	if len(a.Deals) == 0 || a.Offers < 1 {
+		t.Fatalf("aggregate after its deal: %+v", a)
+	}
+	if _, _, err := run(t, "aggregates", "--server", s.http, "reoffer", "1"); err == nil || !strings.Contains(err.Error(), "DEAL_PROCESSED") {
+		t.Fatalf("reoffer of a processed aggregate: %v", err)
+	}
 }

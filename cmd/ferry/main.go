@@ -72,7 +72,7 @@ Commands:
   serve        run ferry: embedded NATS (or --nats URL), aggregator, read models, HTTP API
   publish      publish car.replicated events (flags, or JSON lines from a file or stdin)
   status CID   where a CAR is: state, aggregate, inclusion proof, deals
-  aggregates   list aggregates; 'aggregates ID' shows one; 'aggregates close ID' closes one
+  aggregates   list aggregates; 'aggregates ID' shows one; 'aggregates close|reoffer|fail ID' orders one
   replay       delete the read models and rebuild them from the logs
   receipts     print deal receipts as JSON lines (--follow to keep going)
   commp        piece CID, sizes, md5 and roots of a CAR file, URL or stdin

@@ -41,6 +41,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	minPayload := size(0)
 	fs.Var(&minPayload, "min-payload", "CAR bytes an aggregate needs before max-wait closes it (default: just over half the deal, Spade's lower bound)")
 	maxWait := fs.Duration("max-wait", 4*time.Hour, "how long the oldest CAR may wait once the aggregate has min-payload")
+	dealClock := dealClockFlags(fs, "")
 	tick := fs.Duration("tick", 10*time.Second, "how often time enters the input log")
 	syncInterval := fs.Duration("sync-interval", 0, "JetStream fsync interval of the embedded server (0: server default, 2m)")
 	syncAlways := fs.Bool("sync-always", false, "fsync every JetStream write (slowest, safest)")
@@ -115,8 +116,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Data: *data, HTTP: *httpAddr, NATSListen: *natsListen, NATS: *natsURL, Replicas: *replicas, Duplicates: *dedup,
 		NATSNoAuth: *natsNoAuth, PublishAccount: *publishAccount,
 		Subjects: events.Subjects{Prefix: *prefix},
-		Fold: aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify,
-			MaxTickAhead: *tickAhead},
+		Fold: dealClock(aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify,
+			MaxTickAhead: *tickAhead}),
 		FoldGiven:    givenSettings(fs),
 		Pieces:       pieces,
 		SyncInterval: *syncInterval, SyncAlways: *syncAlways, MinFree: uint64(minFree), Tick: *tick,
@@ -155,7 +156,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // foldFlags maps the flags of the fold's settings to the settings' JSON
 // names (aggregator.Config).
 var foldFlags = map[string]string{"deal-size": "dealSize", "min-payload": "minPayload", "max-wait": "maxWait",
-	"verify-pieces": "verifyPieces", "max-tick-ahead": "maxTickAhead"}
+	"verify-pieces": "verifyPieces", "max-tick-ahead": "maxTickAhead",
+	"deal-timeout": "dealTimeout", "max-offers": "maxOffers", "offer-backoff": "offerBackoff"}
 
 // givenSettings names the fold settings set on the command line: only
 // those are held against a log's recorded settings; the rest come from
@@ -210,6 +212,36 @@ func isLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// Deal clock defaults. 72 hours is about how long Spade's providers have
+// to publish a deal they took, so a shorter timeout would only re-send
+// offers the engine still holds; five offers at a 10-minute backoff,
+// doubled each time, give a failing engine two and a half hours before
+// ferry gives up on a set of CARs and leaves it to an operator.
+const (
+	defaultDealTimeout  = 72 * time.Hour
+	defaultMaxOffers    = 5
+	defaultOfferBackoff = 10 * time.Minute
+)
+
+// dealClockFlags defines the fold's deal clock flags (serve's, or, with
+// what = "the … ferry serve runs with", audit's) and returns what sets
+// them on a Config.
+func dealClockFlags(fs *flag.FlagSet, what string) func(aggregator.Config) aggregator.Config {
+	if what == "" {
+		what = "%s"
+	}
+	timeout := fs.Duration("deal-timeout", defaultDealTimeout, fmt.Sprintf(what,
+		"how long a DEAL_PENDING aggregate waits for its deal report (tick time) before it is offered again (0: forever)"))
+	maxOffers := fs.Int("max-offers", defaultMaxOffers, fmt.Sprintf(what,
+		"offers of one set of CARs before ferry gives up on them, DEAL_FAILED, until 'ferry aggregates reoffer' (0: no bound)"))
+	backoff := fs.Duration("offer-backoff", defaultOfferBackoff, fmt.Sprintf(what,
+		"wait before the CARs of a failed deal are aggregated and offered again, doubled per failure (0: at once)"))
+	return func(c aggregator.Config) aggregator.Config {
+		c.DealTimeout, c.MaxOffers, c.OfferBackoff = *timeout, *maxOffers, *backoff
+		return c
+	}
 }
 
 // checkExposure refuses to serve open write routes beyond loopback: with no

@@ -88,13 +88,14 @@ func (n *Node) ownsPiece(pieceV1 string) bool {
 	return err == nil
 }
 
-// onApplied offers every aggregate that just closed and hands every CAR
+// onApplied offers every aggregate that just closed or that the fold wants
+// offered again (aggregate.retry), and hands every CAR
 // that waits for its piece to the piece workers.
 func (n *Node) onApplied(entries []projections.Entry) {
 	for _, e := range entries {
 		for _, d := range e.Batch.Decisions {
 			switch {
-			case d.Type == aggregator.DecAggReady && n.Dealer != nil:
+			case (d.Type == aggregator.DecAggReady || d.Type == aggregator.DecAggRetry) && n.Dealer != nil:
 				n.Dealer.Enqueue(d.Aggregate)
 			case d.Type == aggregator.DecCarQueued:
 				select {
@@ -173,7 +174,7 @@ func (n *Node) offerOf(ctx context.Context, id uint64) (*spade.Offer, error) {
 		return nil, fmt.Errorf("aggregate %d is %s, not READY", id, agg.State)
 	}
 	o := &spade.Offer{Aggregate: id, Piece: agg.Piece, PieceV1: agg.PieceV1, PieceSize: agg.PieceSize,
-		DealSize: agg.DealSize, ReportURL: n.reportURL()}
+		DealSize: agg.DealSize, ReportURL: n.reportURL(), Nth: agg.Offers + 1}
 	for _, c := range cars {
 		p := spade.OfferPiece{Car: c.Car, Piece: c.Piece, PieceSize: c.PieceSize, Size: c.Size, MD5: c.MD5, URLs: c.URLs}
 		if c.Offset != nil {

@@ -255,13 +255,20 @@ func verifyAggregate(t *testing.T, api *client.HTTP, id uint64) {
 // messages are. It returns the number of messages and of batches.
 func checkLogs(t *testing.T, js jetstream.JetStream, deal uint64) (msgs, batches int) {
 	t.Helper()
+	return checkLogsUnder(t, js, aggregator.Config{DealSize: deal, MinPayload: aggregator.DefaultMinPayload(deal), MaxWait: time.Hour})
+}
+
+// checkLogsUnder is checkLogs for a node whose fold runs under cfg.
+func checkLogsUnder(t *testing.T, js jetstream.JetStream, cfg aggregator.Config) (msgs, batches int) {
+	t.Helper()
 	ctx := context.Background()
 	// The log's own settings, as every refold takes them.
-	cfg, err := aggregator.LogSettings(ctx, js)
-	if err != nil || cfg == nil || cfg.DealSize != deal {
-		t.Fatalf("the aggregate log records settings %+v (%v), want a deal size of %d", cfg, err, deal)
+	logged, err := aggregator.LogSettings(ctx, js)
+	if err != nil || logged == nil || logged.DealSize != cfg.DealSize {
+		t.Fatalf("the aggregate log records settings %+v (%v), want a deal size of %d", logged, err, cfg.DealSize)
 	}
-	st := aggregator.New(*cfg)
+	deal := cfg.DealSize
+	st := aggregator.New(*logged)
 	var want [][]byte
 	err = events.Tail(ctx, js, events.StreamIn, 1, false, func(e events.Entry) error {
 		if b := st.ApplyInput(aggregator.Input{Seq: e.Seq, Data: e.Data, Stored: e.Time}); len(b.Decisions) > 0 {
