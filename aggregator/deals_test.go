@@ -38,7 +38,7 @@ func (f *dealFolder) tick(d time.Duration) Batch { return f.apply(&events.Tick{T
 func (f *dealFolder) rebuilt() *State {
 	f.t.Helper()
 	st := New(f.cfg)
-	for _, b := range f.batches {
+	for _, b := range f.log { // as stored: the settings first
 		if err := st.Replay(b); err != nil {
 			f.t.Fatalf("replay: %v", err)
 		}

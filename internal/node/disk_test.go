@@ -121,7 +121,11 @@ func TestAFullDiskIsAnsweredAtOnceFailsHealthAndRecoversOnceSpaceIsFreed(t *test
 	fillDisk(t, filler)
 	// A producer on NATS is not behind ferry's gate: its publishes reach
 	// the file store until one meets ENOSPC, and the store keeps the error.
-	_, js := testutil.Connect(t, n.NATSURL())
+	admin, err := n.Creds.Option(natsembed.RoleAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, js := testutil.Connect(t, n.NATSURL(), admin)
 	pub := events.NewPublisher(js, events.DefaultSubjects)
 	for i := 100; natsembed.WriteErr(n.Server) == nil; i++ {
 		if i == 1100 {
