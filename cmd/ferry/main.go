@@ -82,6 +82,7 @@ Commands:
   spade-sim    a deal engine simulator to try ferry end to end
   piece-worker compute piece CIDs for queued CARs, on any machine
   dlq          list or replay piece work that ran out of attempts
+  audit        prove from the logs that nothing was lost or doubled
 
 Every command takes -h. Flags can also be set as FERRY_<FLAG> environment
 variables (FERRY_DEAL_SIZE=8MiB).
