@@ -16,6 +16,7 @@ import (
 
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/projections"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -202,5 +203,20 @@ func TestPublishStopsWithinASecondOfCtrlCAndCountsOnlyWhatWasAcknowledged(t *tes
 	}
 	if err := s.stop(t); err != nil {
 		t.Fatalf("serve returned %v\n%s", err, s.stderr)
+	}
+}
+
+func TestPublishCountsAConflictAndExitsThree(t *testing.T) {
+	var stderr bytes.Buffer
+	tl := &tally{stderr: &stderr, start: time.Now()}
+	it := item{at: "line 1", ev: testutil.Replicated(1, 1000, true)}
+	tl.answer(it, projections.CarResult{Car: it.ev.Car, Status: projections.Accepted})
+	tl.answer(it, projections.CarResult{Car: it.ev.Car, Status: "conflict", Reason: "size, md5 differ from the accepted copy"})
+	var out bytes.Buffer
+	tl.summary(&out)
+	err := tl.verdict(context.Background(), nil, nil)
+	if !errors.Is(err, errRejected) || !strings.Contains(out.String(), "accepted 1, duplicate 0, conflict 1, rejected 0") ||
+		!strings.Contains(stderr.String(), "line 1: "+it.ev.Car+": conflict: size, md5 differ") {
+		t.Fatalf("%v %q %q", err, out.String(), stderr.String())
 	}
 }
