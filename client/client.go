@@ -147,8 +147,21 @@ func (c *HTTP) Aggregates(ctx context.Context, state string, after uint64, limit
 	return &p, nil
 }
 
-// Submit posts car.replicated events; each gets its own result.
+// Submit posts car.replicated events; each gets its own result, ferry's
+// verdict on it: projections.Accepted, Duplicate, Refused ("rejected"),
+// "conflict", each rejection with its reason, or "error" when ferry could
+// not append it.
 func (c *HTTP) Submit(ctx context.Context, evs []*events.CarReplicated) ([]projections.CarResult, error) {
+	return c.submit(ctx, evs)
+}
+
+// SubmitEncoded is Submit for events already encoded as JSON objects (a
+// caller that bounds a request's bytes encodes each event once).
+func (c *HTTP) SubmitEncoded(ctx context.Context, evs []json.RawMessage) ([]projections.CarResult, error) {
+	return c.submit(ctx, evs)
+}
+
+func (c *HTTP) submit(ctx context.Context, evs any) ([]projections.CarResult, error) {
 	var out struct {
 		Results []projections.CarResult `json:"results"`
 	}

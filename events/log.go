@@ -95,18 +95,19 @@ func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 	}
 }
 
-// PullOpt is how a tail of stream pulls. The aggregate log's messages are
-// up to 64 KiB (grouped batches), so its pulls are bounded in bytes too:
-// 2,048 of them overran the subscription's pending limit, and the ordered
-// consumer stalled and reset (a 300,000-CAR log read in 4.3 s instead of
-// 0.14). Bytes alone (PullMaxBytes) make nats.go allocate a channel for a
-// million messages, 8 MB per tail. The other streams hold small messages
-// and pull by count: the byte-bounded form on the input log made nats.go
-// report slow consumers (messages dropped, the ordered consumer
-// recreated) several times per benchmark run, and none by count.
+// PullOpt is how a tail of stream pulls: by message count, which nats.go
+// accounts for exactly. The aggregate log's messages are up to 64 KiB
+// (grouped batches), so its pulls take 256 (16 MiB at most, within the
+// subscription's 64 MB pending limit: 2,048 of them overran it, and the
+// ordered consumer stalled and reset). Its earlier byte-bounded form
+// (PullMaxMessagesWithBytesLimit(512, 8 MiB)) made nats.go drop messages as
+// a slow consumer whenever the reader did work per message (ferry audit on
+// a 100,000-batch log: 2 to 125 drops a read, none by count); the ordered
+// consumer then re-reads from the gap, but only at the cost of a reset.
+// The other streams hold small messages and pull 2,048 at a time.
 func PullOpt(stream string) jetstream.PullMessagesOpt {
 	if stream == StreamAgg {
-		return jetstream.PullMaxMessagesWithBytesLimit(512, 8<<20)
+		return jetstream.PullMaxMessages(256)
 	}
 	return jetstream.PullMaxMessages(2048)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
@@ -12,6 +13,7 @@ import (
 	"github.com/ferry-dev/ferry/internal/audit"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/projections"
+	"github.com/nats-io/nats.go"
 )
 
 func init() { extra["audit"] = runAudit }
@@ -37,11 +39,26 @@ func runAudit(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if minPayload == 0 {
 		minPayload = size(aggregator.DefaultMinPayload(uint64(deal)))
 	}
-	nc, js, err := auth.connect(*natsURL, "ferry audit")
+	// A slow consumer's drops are counted, not printed as they come: the
+	// audit's own check of every log's sequences says whether anything
+	// was missed (the ordered consumer re-reads from a gap).
+	var drops atomic.Int64
+	nc, js, err := auth.connect(*natsURL, "ferry audit", nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrSlowConsumer) {
+			drops.Add(1)
+			return
+		}
+		fmt.Fprintf(stderr, "nats: %v\n", err)
+	}))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	defer func() {
+		if n := drops.Load(); n > 0 {
+			fmt.Fprintf(stderr, "nats dropped messages %d times (slow consumer); every log's sequences were checked for gaps\n", n)
+		}
+	}()
 	var views audit.Views
 	if *server != "" {
 		api := client.NewHTTP(*server)

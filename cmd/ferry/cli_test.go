@@ -347,20 +347,38 @@ func verifyInclusion(t *testing.T, car string, m map[string]any, own piece.Commi
 	}
 }
 
-var publishedRE = regexp.MustCompile(`^published (\d+) events in \S+ \(\d+/s\): stored (\d+), duplicate (\d+), invalid (\d+), failed (\d+)\n$`)
+var publishedRE = regexp.MustCompile(`^published (\d+) events in \S+ \(\d+/s\): accepted (\d+), duplicate (\d+), conflict (\d+), rejected (\d+), not acknowledged (\d+)\n$`)
+
+// answers is publish's summary: ferry's answers to the events it sent.
+type answers struct{ total, accepted, duplicate, conflict, rejected, unacked int }
 
 // publishSummary parses publish's summary line.
-func publishSummary(t *testing.T, out string) (sent, stored, dup, invalid, failed int) {
+func publishSummary(t *testing.T, out string) answers {
 	t.Helper()
 	m := publishedRE.FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("publish summary %q", out)
 	}
-	n := make([]int, 5)
+	n := make([]int, 6)
 	for i := range n {
 		n[i], _ = strconv.Atoi(m[i+1])
 	}
-	return n[0], n[1], n[2], n[3], n[4]
+	a := answers{n[0], n[1], n[2], n[3], n[4], n[5]}
+	if a.total != a.accepted+a.duplicate+a.conflict+a.rejected+a.unacked {
+		t.Fatalf("publish summary %q does not add up", out)
+	}
+	return a
+}
+
+// publishRejecting runs a publish that sends some invalid events: it has
+// to end with errRejected (exit status 3).
+func publishRejecting(t *testing.T, args ...string) (answers, string) {
+	t.Helper()
+	out, errOut, err := run(t, append([]string{"publish"}, args...)...)
+	if !errors.Is(err, errRejected) {
+		t.Fatalf("publish %q: %v, want errRejected\n%s%s", args, err, out, errOut)
+	}
+	return publishSummary(t, out), errOut
 }
 
 func TestPublishingAThousandCarsAggregatesThemAndStatusAnswersForEach(t *testing.T) {
@@ -369,13 +387,9 @@ func TestPublishingAThousandCarsAggregatesThemAndStatusAnswersForEach(t *testing
 	s := serve(t, t.TempDir(), "--tick", "100ms", "--max-wait", "500ms", "--piece-workers", "-1")
 	file := writeEvents(t, total)
 
-	out, errOut, err := run(t, "publish", "--nats", s.nats, "--data", s.data, "--deal-size", "8MiB", "--file", file)
-	if err != nil {
-		t.Fatalf("publish: %v\n%s%s", err, out, errOut)
-	}
-	sent, stored, dup, invalid, failed := publishSummary(t, out)
-	if sent != total+3 || stored != total+3 || dup != 0 || invalid != 3 || failed != 0 {
-		t.Fatalf("publish summary %q", out)
+	got, errOut := publishRejecting(t, "--server", s.http, "--file", file)
+	if got != (answers{total: total + 3, accepted: total, rejected: 3}) {
+		t.Fatalf("publish summary %+v", got)
 	}
 	for _, want := range []string{"md5:", "size:", `car: "not-a-cid" is not a CID`} {
 		if !strings.Contains(errOut, want) {
@@ -502,7 +516,7 @@ func TestReplayGivesTheSameAnswers(t *testing.T) {
 	const total = 300
 	data := t.TempDir()
 	s := serve(t, data, "--tick", "100ms", "--max-wait", "500ms", "--piece-workers", "-1")
-	mustRun(t, "publish", "--nats", s.nats, "--data", s.data, "--deal-size", "8MiB", "--file", writeEvents(t, total))
+	publishRejecting(t, "--server", s.http, "--file", writeEvents(t, total))
 	closeAll(t, s.http, total)
 	cars := []string{badEvents()[0].Car, badEvents()[1].Car}
 	for i := range total {
@@ -584,8 +598,8 @@ func TestPublishDirAndCommandsErrors(t *testing.T) {
 	// --piece-workers 0: no piece workers in this process.
 	s := serve(t, data, "--tick", "100ms", "--piece-workers", "0", "--cars", dir)
 	os.WriteFile(filepath.Join(dir, "README.txt"), []byte("not a CAR"), 0o644)
-	out := mustRun(t, "publish", "--nats", s.nats, "--data", s.data, "--dir", dir, "--url-base", "https://carpark.example/cars/")
-	if sent, stored, _, invalid, failed := publishSummary(t, out); sent != 6 || stored != 6 || invalid != 0 || failed != 0 {
+	out := mustRun(t, "publish", "--server", s.http, "--dir", dir, "--url-base", "https://carpark.example/cars/")
+	if got := publishSummary(t, out); got != (answers{total: 6, accepted: 6}) {
 		t.Fatalf("publish --dir: %q", out)
 	}
 	for _, c := range cars {
@@ -604,13 +618,13 @@ func TestPublishDirAndCommandsErrors(t *testing.T) {
 		}
 	}
 	// Publishing again is idempotent.
-	out = mustRun(t, "publish", "--nats", s.nats, "--data", s.data, "--dir", dir, "--url-base", "https://carpark.example/cars")
-	if sent, stored, dup, _, _ := publishSummary(t, out); sent != 6 || stored != 0 || dup != 6 {
+	out = mustRun(t, "publish", "--server", s.http, "--dir", dir, "--url-base", "https://carpark.example/cars")
+	if got := publishSummary(t, out); got != (answers{total: 6, duplicate: 6}) {
 		t.Fatalf("publish --dir again: %q", out)
 	}
 	// A file that is not a CAR stops --dir before anything is sent.
 	os.WriteFile(filepath.Join(dir, "broken.car"), []byte("not a CAR"), 0o644)
-	if out, _, err := run(t, "publish", "--nats", s.nats, "--data", s.data, "--dir", dir); err == nil || !strings.Contains(err.Error(), "broken.car") {
+	if out, _, err := run(t, "publish", "--server", s.http, "--dir", dir); err == nil || !strings.Contains(err.Error(), "broken.car") {
 		t.Fatalf("publish --dir with a broken CAR: %v %q", err, out)
 	}
 
@@ -619,7 +633,7 @@ func TestPublishDirAndCommandsErrors(t *testing.T) {
 		c := testutil.MakeCAR(t, 99, 5000)
 		c.WriteTo(t, one)
 		c.WriteTo(t, dir) // fetchable from serve's /cars, were anyone to fetch it
-		mustRun(t, "publish", "--nats", s.nats, "--data", s.data, "--dir", one, "--url-base", "http://"+s.http+"/cars", "--no-piece")
+		mustRun(t, "publish", "--server", s.http, "--dir", one, "--url-base", "http://"+s.http+"/cars", "--no-piece")
 		testutil.Eventually(t, 10*time.Second, "CAR to be queued", func() bool {
 			out, _, err := run(t, "status", "--server", s.http, c.CID.String())
 			return err == nil && strings.Contains(out, `"state": "QUEUED"`)
@@ -665,7 +679,8 @@ func TestPublishDirAndCommandsErrors(t *testing.T) {
 			{"status", "a", "b"},
 			{"aggregates", "--server", s.http, "close", "x"},
 			{"aggregates", "--server", s.http, "a", "b", "c"},
-			{"publish", "--nats", s.nats, "--data", s.data},
+			{"publish", "--server", s.http},
+			{"publish", "--server", s.http, "--in-flight", "0", "-"},
 			{"serve", "--deal-size", "3MiB", "--data", t.TempDir()},
 			{"serve", "--deal-size", "2KiB", "--data", t.TempDir()},
 			{"serve", "--fetch-allow", "localhost", "--data", t.TempDir()},
@@ -689,45 +704,50 @@ func TestPublishDirAndCommandsErrors(t *testing.T) {
 		}
 	})
 	t.Run("FERRY_ environment variables set flags and the command line wins", func(t *testing.T) {
-		// 3MiB pads to a 4MiB piece: fine in a 32GiB deal, too big for 4MiB.
 		ev := testutil.Replicated(777, 3<<20, false)
-		args := []string{"publish", "--nats", s.nats, "--data", s.data, "--car", ev.Car, "--size", fmt.Sprint(ev.Size),
-			"--md5", ev.MD5, "--url", ev.URLs[0]}
-		t.Setenv("FERRY_DEAL_SIZE", "4MiB")
-		out, errOut, err := run(t, args...)
-		if _, _, _, invalid, _ := publishSummary(t, out); err != nil || invalid != 1 || !strings.Contains(errOut, "size:") {
-			t.Fatalf("with FERRY_DEAL_SIZE=4MiB: %v %q %q", err, out, errOut)
+		args := []string{"publish", "--car", ev.Car, "--size", fmt.Sprint(ev.Size), "--md5", ev.MD5, "--url", ev.URLs[0]}
+		t.Setenv("FERRY_SERVER", s.http)
+		if out, errOut, err := run(t, args...); err != nil || publishSummary(t, out) != (answers{total: 1, accepted: 1}) {
+			t.Fatalf("with FERRY_SERVER: %v %q %q", err, out, errOut)
 		}
-		out, errOut, err = run(t, append(args, "--deal-size", "32GiB")...)
-		if _, _, dup, invalid, _ := publishSummary(t, out); err != nil || invalid != 0 || dup != 1 {
-			t.Fatalf("with --deal-size 32GiB over FERRY_DEAL_SIZE: %v %q %q", err, out, errOut)
+		t.Setenv("FERRY_SERVER", "127.0.0.1:1")
+		out, errOut, err := run(t, append(args, "--server", s.http)...)
+		if err != nil || publishSummary(t, out) != (answers{total: 1, duplicate: 1}) {
+			t.Fatalf("with --server over FERRY_SERVER: %v %q %q", err, out, errOut)
 		}
-		t.Setenv("FERRY_DEAL_SIZE", "lots")
-		if _, _, err := run(t, args...); err == nil || !strings.Contains(err.Error(), "FERRY_DEAL_SIZE") {
-			t.Fatalf("with FERRY_DEAL_SIZE=lots: %v", err)
+		t.Setenv("FERRY_IN_FLIGHT", "lots")
+		if _, _, err := run(t, args...); err == nil || !strings.Contains(err.Error(), "FERRY_IN_FLIGHT") {
+			t.Fatalf("with FERRY_IN_FLIGHT=lots: %v", err)
 		}
-		t.Setenv("FERRY_DEAL_SIZE", "")
-		os.Unsetenv("FERRY_DEAL_SIZE")
+		os.Unsetenv("FERRY_IN_FLIGHT")
 		t.Setenv("FERRY_SERVER", s.http)
 		if out, _, err := run(t, "status", cars[0].CID.String()); err != nil || !strings.Contains(out, cars[0].CID.String()) {
 			t.Fatalf("status with FERRY_SERVER: %v %q", err, out)
 		}
 	})
-	t.Run("publish counts lines that are not JSON as invalid and sends the rest", func(t *testing.T) {
+	t.Run("publish rejects lines that are not JSON here and sends the rest", func(t *testing.T) {
 		f := filepath.Join(t.TempDir(), "mixed.jsonl")
 		lines := string(testutil.MustEncode(testutil.Replicated(880, 1000, true))) + "\n{not json\n\n# comment\n" +
 			string(testutil.MustEncode(testutil.Replicated(881, 1000, true))) + "\n"
 		os.WriteFile(f, []byte(lines), 0o644)
-		out, errOut, err := run(t, "publish", "--nats", s.nats, "--data", s.data, "--deal-size", "8MiB", "--file", f)
-		if sent, stored, _, invalid, _ := publishSummary(t, out); err != nil || sent != 2 || stored != 2 || invalid != 1 ||
-			!strings.Contains(errOut, "line 2: not a car.replicated event") {
-			t.Fatalf("%v %q %q", err, out, errOut)
+		got, errOut := publishRejecting(t, "--server", s.http, "--file", f)
+		if got != (answers{total: 3, accepted: 2, rejected: 1}) ||
+			!strings.Contains(errOut, "line 2: rejected here, not sent: not a car.replicated event") {
+			t.Fatalf("%+v %q", got, errOut)
 		}
 		// And from stdin with "-".
 		var o, e bytes.Buffer
-		err = Run(context.Background(), []string{"publish", "--nats", s.nats, "--data", s.data, "-"}, strings.NewReader(lines), &o, &e)
-		if sent, _, dup, _, _ := publishSummary(t, o.String()); err != nil || sent != 2 || dup != 2 {
+		err := Run(context.Background(), []string{"publish", "--server", s.http, "-"}, strings.NewReader(lines), &o, &e)
+		if got := publishSummary(t, o.String()); !errors.Is(err, errRejected) || got != (answers{total: 3, duplicate: 2, rejected: 1}) {
 			t.Fatalf("from stdin: %v %q %q", err, o.String(), e.String())
+		}
+	})
+	t.Run("publish to a server that is not there fails clearly", func(t *testing.T) {
+		ev := testutil.Replicated(882, 1000, true)
+		out, _, err := run(t, "publish", "--server", "127.0.0.1:1", "--car", ev.Car, "--size", "1000", "--md5", ev.MD5, "--url", ev.URLs[0])
+		if err == nil || errors.Is(err, errRejected) || !strings.Contains(err.Error(), "127.0.0.1:1") ||
+			publishSummary(t, out) != (answers{total: 1, unacked: 1}) {
+			t.Fatalf("got %v %q", err, out)
 		}
 	})
 	t.Run("publish to a NATS server that is not there fails clearly", func(t *testing.T) {
@@ -802,8 +822,8 @@ func TestReceiptsCommandPrintsJSONLines(t *testing.T) {
 	// from serve's own /cars.
 	s := serve(t, t.TempDir(), "--tick", "100ms", "--max-wait", "200ms", "--min-payload", "1",
 		"--piece-workers", "1", "--deal-engine", offers, "--report-token", token, "--cars", dir)
-	out := mustRun(t, "publish", "--nats", s.nats, "--data", s.data, "--dir", dir, "--url-base", "http://"+s.http+"/cars", "--no-piece")
-	if sent, stored, _, _, _ := publishSummary(t, out); sent != len(cars) || stored != len(cars) {
+	out := mustRun(t, "publish", "--server", s.http, "--dir", dir, "--url-base", "http://"+s.http+"/cars", "--no-piece")
+	if got := publishSummary(t, out); got != (answers{total: len(cars), accepted: len(cars)}) {
 		t.Fatalf("publish: %q", out)
 	}
 	for _, c := range cars {

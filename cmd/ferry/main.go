@@ -23,6 +23,9 @@ func main() {
 	case errors.Is(err, errUsage):
 		fmt.Fprintln(os.Stderr, "ferry:", err)
 		os.Exit(2)
+	case errors.Is(err, errRejected):
+		fmt.Fprintln(os.Stderr, "ferry:", err)
+		os.Exit(3)
 	default:
 		fmt.Fprintln(os.Stderr, "ferry:", err)
 		os.Exit(1)
@@ -70,7 +73,7 @@ Usage: ferry <command> [flags]
 
 Commands:
   serve        run ferry: embedded NATS (or --nats URL), aggregator, read models, HTTP API
-  publish      publish car.replicated events (flags, or JSON lines from a file or stdin)
+  publish      send car.replicated events and count ferry's answers (flags, --dir, JSON lines)
   status CID   where a CAR is: state, aggregate, inclusion proof, deals
   aggregates   list aggregates; 'aggregates ID' shows one; 'aggregates close|reoffer|fail ID' orders one
   replay       delete the read models and rebuild them from the logs
@@ -79,6 +82,7 @@ Commands:
   spade-sim    a deal engine simulator to try ferry end to end
   piece-worker compute piece CIDs for queued CARs, on any machine
   dlq          list or replay piece work that ran out of attempts
+  audit        prove from the logs that nothing was lost or doubled
 
 Every command takes -h. Flags can also be set as FERRY_<FLAG> environment
 variables (FERRY_DEAL_SIZE=8MiB).

@@ -51,7 +51,7 @@ func TestServeRunsNATSWithUsersAndCommandsSignInFromTheDataDir(t *testing.T) {
 	})
 	t.Run("publish signs in as the publish user from --data", func(t *testing.T) {
 		out := mustRun(t, append(publish, "--data", data)...)
-		if sent, stored, _, _, _ := publishSummary(t, out); sent != 1 || stored != 1 {
+		if got := publishSummary(t, out); got.total != 1 || got.accepted != 1 {
 			t.Fatalf("publish: %q", out)
 		}
 	})

@@ -4,31 +4,75 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
+	"github.com/ferry-dev/ferry/projections"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// publishStats counts what a publish run did.
-type publishStats struct {
-	sent, accepted, duplicate, invalid, failed int
-}
+const (
+	// postEvents and postBytes bound one POST /v1/cars, well under the
+	// server's projections.MaxCarsPerRequest and MaxCarsBody.
+	postEvents = 512
+	postBytes  = 4 << 20
+	// stopGrace is how long, once the run is interrupted, answers to what
+	// was already sent are awaited before the requests are cancelled: the
+	// summary then counts most of them as answered, and Ctrl-C still
+	// returns within a second.
+	stopGrace = 300 * time.Millisecond
+	// linger is how long the input may be idle before the events read so
+	// far are sent in a smaller request (`tail -f log | ferry publish -`).
+	linger = 100 * time.Millisecond
+	// retryBusy is the wait after a 429 or 503 (the server's Retry-After).
+	retryBusy = time.Second
+)
+
+// errRejected makes ferry publish exit 3: every event was answered, and
+// ferry rejected some or found them in conflict with a CAR it holds.
+var errRejected = errors.New("events rejected")
+
+// conflict is ferry's answer to a copy of an accepted CAR with different
+// fields (409 for a single event).
+const conflict = "conflict"
+
+const publishUsage = `publish [flags] [--file F | - | --dir D | --car CID …]
+
+Sends car.replicated events to ferry's HTTP API (POST /v1/cars, --server)
+and counts ferry's answer to each: accepted, duplicate, conflict, rejected
+(with the reason, on stderr). ferry validates every event against its own
+settings (deal size and the rest). With --nats the events go straight to
+the input stream instead; the counts are then JetStream's acknowledgements
+(stored or duplicate by message id), and ferry's verdict on each is only
+in 'ferry status'. Either way an event without "car" or a line that is not
+a car.replicated object is rejected here and not sent.
+
+Ctrl-C stops within a second: nothing more is sent, answers to what was
+sent are awaited briefly, and an event whose answer did not arrive is
+counted "not acknowledged" (it may or may not be stored).
+
+Exit status: 0 every event accepted or duplicate; 3 every event answered
+and some rejected or in conflict; 1 interrupted, events not acknowledged,
+or an error (unreachable server, wrong token); 2 usage.`
 
 func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("publish", "publish [flags] [--file F | -]", stderr)
-	natsURL := fs.String("nats", defaultNATS, "NATS `URL` of ferry's input stream")
-	prefix := fs.String("prefix", events.DefaultPrefix, "subject prefix")
+	fs := newFlags("publish", publishUsage, stderr)
+	server := fs.String("server", defaultHTTP, "ferry's HTTP `address`")
+	token := fs.String("write-token", "", "bearer token for POST /v1/cars (ferry serve --write-token)")
+	natsURL := fs.String("nats", "", "publish straight to the input stream at this NATS `URL` instead of over HTTP (no validation by ferry before it is stored)")
+	prefix := fs.String("prefix", events.DefaultPrefix, "with --nats: subject prefix")
 	file := fs.String("file", "", "read JSON lines from `path` ('-' for stdin)")
-	inFlight := fs.Int("in-flight", 1024, "publishes awaiting acknowledgement at most")
-	deal := size(defaultDeal)
-	fs.Var(&deal, "deal-size", "deal size the events are checked against locally")
+	inFlight := fs.Int("in-flight", 2048, "events awaiting ferry's answer at most")
 	var ev events.CarReplicated
 	var urls strList
 	fs.StringVar(&ev.Car, "car", "", "CAR CID (one event from flags)")
@@ -56,73 +100,88 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if *source != "" && !json.Valid([]byte(*source)) {
 		return fmt.Errorf("%w: --source is not JSON: %q", errUsage, *source)
 	}
-	opts, err := auth.options()
-	if err != nil {
-		return err
+	if *inFlight < 1 {
+		fs.Usage()
+		return fmt.Errorf("%w: --in-flight %d: want at least 1", errUsage, *inFlight)
 	}
-	nc, err := nats.Connect(*natsURL, append(opts, nats.Name("ferry publish"))...)
-	if err != nil {
-		return auth.connectError(*natsURL, err)
+	t := &tally{stderr: stderr, tty: isTerminal(stderr), start: time.Now(), nats: *natsURL != ""}
+	var out outlet
+	if *natsURL != "" {
+		o, closeNATS, err := openNATS(*natsURL, *prefix, *inFlight, auth, t)
+		if err != nil {
+			return err
+		}
+		defer closeNATS()
+		out = o
+	} else {
+		out = newHTTPOutlet(*server, *token, *inFlight, t)
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(*inFlight))
-	if err != nil {
-		return err
-	}
-	p := &publisher{pub: events.NewPublisher(js, events.Subjects{Prefix: *prefix}), js: js, deal: uint64(deal),
-		max: *inFlight, stderr: stderr, tty: isTerminal(stderr), start: time.Now()}
+	p := &publisher{out: out, t: t}
+	var err error
 	switch {
 	case *dir != "":
 		err = p.dir(ctx, *dir, *urlBase, !*noPiece)
 	case *file == "":
-		if ev.Car == "" {
-			fs.Usage()
-			return fmt.Errorf("%w: give --car and its fields, or --file", errUsage)
-		}
 		ev.URLs = urls
 		if *source != "" {
 			ev.Source = json.RawMessage(*source)
 		}
-		err = p.one(ctx, 0, &ev)
+		err = p.one(ctx, "--car", &ev)
 	default:
 		err = p.lines(ctx, *file, stdin)
 	}
-	if ferr := p.flush(ctx); err == nil {
-		err = ferr
+	if err == nil {
+		err = out.flush(ctx)
 	}
-	p.summary(stdout)
-	if err == nil && p.failed > 0 {
-		err = fmt.Errorf("%d events were not stored", p.failed)
-	}
-	return err
+	out.finish(ctx)
+	t.progress(true)
+	t.summary(stdout)
+	return t.verdict(ctx, err, out.err())
+}
+
+// item is one event to send and where it came from, for messages.
+type item struct {
+	at string
+	ev *events.CarReplicated
+}
+
+// outlet sends events and counts ferry's answers in the tally.
+type outlet interface {
+	// put sends ev, or buffers it for a request; it blocks while
+	// --in-flight events await answers, and fails when ctx ends or a
+	// request failed as a whole (wrong token, server gone).
+	put(ctx context.Context, it item) error
+	// flush sends what is buffered.
+	flush(ctx context.Context) error
+	// finish awaits the answers to everything sent; once ctx has ended
+	// it waits at most stopGrace, and counts the rest not acknowledged.
+	finish(ctx context.Context)
+	// err is the first failure of a whole request.
+	err() error
 }
 
 type publisher struct {
-	publishStats
-	pub     *events.Publisher
-	js      jetstream.JetStream
-	deal    uint64
-	max     int
-	pending []jetstream.PubAckFuture
-	stderr  io.Writer
-	tty     bool
-	start   time.Time
-	shown   time.Time
+	out outlet
+	t   *tally
 }
 
 func (p *publisher) dir(ctx context.Context, dir, urlBase string, withPiece bool) error {
-	evs, err := dirEvents(dir, urlBase, withPiece)
+	evs, names, err := dirEvents(ctx, dir, urlBase, withPiece)
 	if err != nil {
 		return err
 	}
 	for i, ev := range evs {
-		if err := p.one(ctx, i+1, ev); err != nil {
+		if err := p.one(ctx, names[i], ev); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// lines publishes the JSON lines of file (or stdin). Lines are read in a
+// goroutine so that an interrupt is seen while a read blocks (a pipe from
+// `tail -f`); when the input is idle for linger the events read so far
+// are sent.
 func (p *publisher) lines(ctx context.Context, file string, stdin io.Reader) error {
 	r := stdin
 	if file != "-" {
@@ -133,93 +192,443 @@ func (p *publisher) lines(ctx context.Context, file string, stdin io.Reader) err
 		defer f.Close()
 		r = f
 	}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	line := 0
-	for sc.Scan() {
-		line++
-		text := strings.TrimSpace(sc.Text())
-		if text == "" || strings.HasPrefix(text, "#") {
-			continue
-		}
-		var ev events.CarReplicated
-		if err := json.Unmarshal([]byte(text), &ev); err != nil {
-			p.invalid++
-			fmt.Fprintf(p.stderr, "line %d: not a car.replicated event: %v (skipped)\n", line, err)
-			continue
-		}
-		if err := p.one(ctx, line, &ev); err != nil {
-			return err
-		}
-		if ctx.Err() != nil {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lines, readErr := scanLines(ctx, r)
+	idle := time.NewTimer(linger)
+	defer idle.Stop()
+	n := 0
+	for {
+		select {
+		case text, ok := <-lines:
+			if !ok {
+				return <-readErr
+			}
+			n++
+			idle.Reset(linger)
+			if err := p.line(ctx, n, text); err != nil {
+				return err
+			}
+		case <-idle.C:
+			if err := p.out.flush(ctx); err != nil {
+				return err
+			}
+		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
-	return sc.Err()
 }
 
-// one publishes an event. An event that fails local validation is still
-// published, so its rejection is on record in ferry, and reported here.
-func (p *publisher) one(ctx context.Context, line int, ev *events.CarReplicated) error {
-	if reason := ev.Validate(p.deal); reason != "" {
-		p.invalid++
-		fmt.Fprintf(p.stderr, "line %d: %s: %s (published; ferry records the rejection)\n", line, ev.Car, reason)
+// scanLines sends r's lines until r ends (then the read error, or nil, on
+// the second channel) or ctx ends. A read blocked in r outlives ctx; the
+// process is about to exit then.
+func scanLines(ctx context.Context, r io.Reader) (<-chan string, <-chan error) {
+	lines, errc := make(chan string, 256), make(chan error, 1)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-ctx.Done():
+				errc <- ctx.Err()
+				return
+			}
+		}
+		errc <- sc.Err()
+	}()
+	return lines, errc
+}
+
+func (p *publisher) line(ctx context.Context, n int, text string) error {
+	text = strings.TrimSpace(text)
+	if text == "" || strings.HasPrefix(text, "#") {
+		return nil
 	}
-	fut, err := p.pub.PublishAsync(ev)
-	if err != nil {
-		return fmt.Errorf("line %d: %w", line, err)
+	at := fmt.Sprintf("line %d", n)
+	var ev events.CarReplicated
+	if err := json.Unmarshal([]byte(text), &ev); err != nil {
+		p.t.refuse(at, "", fmt.Sprintf("not a car.replicated event: %v", err))
+		return nil
 	}
-	p.sent++
-	p.pending = append(p.pending, fut)
-	for len(p.pending) >= p.max {
-		p.settle(ctx, p.pending[0])
-		p.pending = p.pending[1:]
+	return p.one(ctx, at, &ev)
+}
+
+// one sends an event. An event without a CAR is refused here: it names
+// nothing a producer could ask about, and the log keeps every event it
+// stores for good.
+func (p *publisher) one(ctx context.Context, at string, ev *events.CarReplicated) error {
+	if ev.Car == "" {
+		p.t.refuse(at, "", "car: missing")
+		return nil
 	}
-	p.progress(false)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := p.out.put(ctx, item{at: at, ev: ev}); err != nil {
+		return err
+	}
+	p.t.progress(false)
 	return nil
 }
 
-func (p *publisher) settle(ctx context.Context, f jetstream.PubAckFuture) {
-	select {
-	case ack := <-f.Ok():
-		if ack.Duplicate {
-			p.duplicate++
-		} else {
-			p.accepted++
-		}
-	case err := <-f.Err():
-		p.failed++
-		fmt.Fprintf(p.stderr, "publish failed: %v\n", err)
-	case <-ctx.Done():
-		p.failed++
+// tally counts the answers of a publish run; the outlets' goroutines
+// report to it.
+type tally struct {
+	mu                                                  sync.Mutex
+	accepted, duplicate, conflict, rejected, unanswered int
+	stderr                                              io.Writer
+	tty, nats                                           bool
+	start, shown                                        time.Time
+}
+
+func (t *tally) total() int {
+	return t.accepted + t.duplicate + t.conflict + t.rejected + t.unanswered
+}
+
+// refuse counts an event rejected here, never sent.
+func (t *tally) refuse(at, car, reason string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.rejected++
+	fmt.Fprintf(t.stderr, "%s: %srejected here, not sent: %s\n", at, carPrefix(car), reason)
+}
+
+// answer counts ferry's answer to one event.
+func (t *tally) answer(it item, res projections.CarResult) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch res.Status {
+	case projections.Accepted:
+		t.accepted++
+		return
+	case projections.Duplicate:
+		t.duplicate++
+		return
+	case projections.Refused:
+		t.rejected++
+	case conflict:
+		t.conflict++
+	default: // "error": ferry could not append it
+		t.unanswered++
+	}
+	fmt.Fprintf(t.stderr, "%s: %s%s: %s\n", it.at, carPrefix(it.ev.Car), res.Status, res.Reason)
+}
+
+// stored counts a JetStream acknowledgement (--nats).
+func (t *tally) stored(dup bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if dup {
+		t.duplicate++
+	} else {
+		t.accepted++
 	}
 }
 
-func (p *publisher) flush(ctx context.Context) error {
-	for _, f := range p.pending {
-		p.settle(ctx, f)
+// lost counts events whose answer did not arrive.
+func (t *tally) lost(its []item, why error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.unanswered += len(its)
+	if len(its) == 1 {
+		fmt.Fprintf(t.stderr, "%s: %snot acknowledged: %v\n", its[0].at, carPrefix(its[0].ev.Car), why)
+	} else if len(its) > 1 {
+		fmt.Fprintf(t.stderr, "%s … %s: %d events not acknowledged: %v\n", its[0].at, its[len(its)-1].at, len(its), why)
 	}
-	p.pending = nil
-	p.progress(true)
-	return ctx.Err()
 }
 
-func (p *publisher) progress(final bool) {
-	if !p.tty || (!final && time.Since(p.shown) < 500*time.Millisecond) {
+func carPrefix(car string) string {
+	if car == "" {
+		return ""
+	}
+	return car + ": "
+}
+
+func (t *tally) progress(final bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.tty || (!final && time.Since(t.shown) < 500*time.Millisecond) {
 		return
 	}
-	p.shown = time.Now()
-	rate := float64(p.sent) / time.Since(p.start).Seconds()
-	fmt.Fprintf(p.stderr, "\rpublished %d (stored %d, duplicate %d, invalid %d) %.0f/s ", p.sent, p.accepted, p.duplicate, p.invalid, rate)
+	t.shown = time.Now()
+	fmt.Fprintf(t.stderr, "\r%s %.0f/s ", t.counts(), float64(t.total())/time.Since(t.start).Seconds())
 	if final {
-		fmt.Fprintln(p.stderr)
+		fmt.Fprintln(t.stderr)
 	}
 }
 
-func (p *publisher) summary(w io.Writer) {
-	took := time.Since(p.start)
-	fmt.Fprintf(w, "published %d events in %s (%.0f/s): stored %d, duplicate %d, invalid %d, failed %d\n",
-		p.sent, took.Round(time.Millisecond), float64(p.sent)/took.Seconds(), p.accepted, p.duplicate, p.invalid, p.failed)
+// counts is the answers so far, named for what they are: over HTTP
+// ferry's verdicts, over NATS JetStream's acknowledgements.
+func (t *tally) counts() string {
+	if t.nats {
+		return fmt.Sprintf("stored %d, duplicate %d, rejected here %d, not acknowledged %d",
+			t.accepted, t.duplicate, t.rejected, t.unanswered)
+	}
+	return fmt.Sprintf("accepted %d, duplicate %d, conflict %d, rejected %d, not acknowledged %d",
+		t.accepted, t.duplicate, t.conflict, t.rejected, t.unanswered)
+}
+
+func (t *tally) summary(w io.Writer) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	took := time.Since(t.start)
+	to := ""
+	if t.nats {
+		to = " to NATS"
+	}
+	fmt.Fprintf(w, "published %d events%s in %s (%.0f/s): %s\n",
+		t.total(), to, took.Round(time.Millisecond), float64(t.total())/took.Seconds(), t.counts())
+	if t.nats && t.accepted > 0 {
+		fmt.Fprintln(w, "(stored: in the input log; ferry validates each event when it folds it: see ferry status)")
+	}
+}
+
+// verdict is the run's error: an interrupt or a failure first, then
+// events not acknowledged, then rejections (errRejected, exit 3).
+func (t *tally) verdict(ctx context.Context, err, reqErr error) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("interrupted: %d events not acknowledged (%w)", t.unanswered, ctx.Err())
+	case err != nil:
+		return err
+	case reqErr != nil:
+		return reqErr
+	case t.unanswered > 0:
+		return fmt.Errorf("%d events not acknowledged", t.unanswered)
+	case t.rejected+t.conflict > 0:
+		return fmt.Errorf("%w: %d rejected, %d in conflict", errRejected, t.rejected, t.conflict)
+	}
+	return nil
+}
+
+// graceDone is closed stopGrace after ctx ends.
+func graceDone(ctx context.Context) (<-chan struct{}, func() bool) {
+	ch := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, func() { close(ch) }) })
+	return ch, stop
+}
+
+// httpOutlet posts events to POST /v1/cars in batches, several requests
+// at once, and counts ferry's answer to each event.
+type httpOutlet struct {
+	api   *client.HTTP
+	t     *tally
+	batch int // events per request
+	buf   []item
+	raw   []json.RawMessage
+	bytes int
+	slots chan struct{}
+	wg    sync.WaitGroup
+	// reqs is the requests' context: not the run's, so that an interrupt
+	// leaves stopGrace for answers already on their way.
+	reqs   context.Context
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	first  error
+}
+
+func newHTTPOutlet(server, token string, inFlight int, t *tally) *httpOutlet {
+	api := client.NewHTTP(server)
+	api.Token = token
+	batch := min(postEvents, inFlight)
+	reqs := (inFlight + batch - 1) / batch
+	api.HC = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: reqs}}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &httpOutlet{api: api, t: t, batch: batch, slots: make(chan struct{}, reqs), reqs: ctx, cancel: cancel}
+}
+
+func (o *httpOutlet) put(ctx context.Context, it item) error {
+	raw, err := json.Marshal(it.ev)
+	if err != nil {
+		o.t.refuse(it.at, it.ev.Car, err.Error())
+		return nil
+	}
+	if len(o.buf) > 0 && o.bytes+len(raw) > postBytes {
+		if err := o.flush(ctx); err != nil {
+			return err
+		}
+	}
+	o.buf, o.raw, o.bytes = append(o.buf, it), append(o.raw, raw), o.bytes+len(raw)
+	if len(o.buf) >= o.batch {
+		return o.flush(ctx)
+	}
+	return o.err()
+}
+
+func (o *httpOutlet) flush(ctx context.Context) error {
+	if err := o.err(); err != nil || len(o.buf) == 0 {
+		return err
+	}
+	select {
+	case o.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err() // the buffered events were never sent
+	}
+	its, raw := o.buf, o.raw
+	o.buf, o.raw, o.bytes = nil, nil, 0
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		defer func() { <-o.slots }()
+		o.post(ctx, its, raw)
+	}()
+	return nil
+}
+
+// post sends one batch. A busy server (429, 503) has read nothing of it,
+// so it is sent again after a second, unless the run was interrupted.
+func (o *httpOutlet) post(ctx context.Context, its []item, raw []json.RawMessage) {
+	for {
+		res, err := o.api.SubmitEncoded(o.reqs, raw)
+		var api *client.APIError
+		if errors.As(err, &api) && (api.Status == http.StatusTooManyRequests || api.Status == http.StatusServiceUnavailable) {
+			select {
+			case <-time.After(retryBusy):
+				continue
+			case <-ctx.Done():
+				o.t.lost(its, fmt.Errorf("not sent: %w", err))
+				return
+			}
+		}
+		switch {
+		case err != nil && o.reqs.Err() != nil:
+			o.t.lost(its, errors.New("interrupted before ferry answered"))
+		case err != nil:
+			o.fail(fmt.Errorf("POST %s/v1/cars: %w", o.api.Base, err))
+			o.t.lost(its, err)
+		case len(res) != len(its):
+			err := fmt.Errorf("POST %s/v1/cars: %d answers to %d events", o.api.Base, len(res), len(its))
+			o.fail(err)
+			o.t.lost(its, err)
+		default:
+			for i, r := range res {
+				o.t.answer(its[i], r)
+			}
+		}
+		return
+	}
+}
+
+func (o *httpOutlet) fail(err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.first == nil {
+		o.first = err
+	}
+}
+
+func (o *httpOutlet) err() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.first
+}
+
+func (o *httpOutlet) finish(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { o.wg.Wait(); close(done) }()
+	grace, stop := graceDone(ctx)
+	defer stop()
+	select {
+	case <-done:
+	case <-grace:
+		o.cancel()
+		<-done
+	}
+	o.cancel()
+}
+
+// natsOutlet publishes events straight to the input stream; JetStream
+// acknowledges each as stored or as a duplicate of its message id. That
+// is not ferry's verdict: the fold validates the event later.
+type natsOutlet struct {
+	pub     *events.Publisher
+	t       *tally
+	max     int
+	pending []sentMsg
+}
+
+type sentMsg struct {
+	it  item
+	fut jetstream.PubAckFuture
+}
+
+func openNATS(url, prefix string, inFlight int, auth *natsAuth, t *tally) (*natsOutlet, func(), error) {
+	opts, err := auth.options()
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := nats.Connect(url, append(opts, nats.Name("ferry publish"))...)
+	if err != nil {
+		return nil, nil, auth.connectError(url, err)
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(inFlight))
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	o := &natsOutlet{pub: events.NewPublisher(js, events.Subjects{Prefix: prefix}), t: t, max: inFlight}
+	return o, nc.Close, nil
+}
+
+func (o *natsOutlet) put(ctx context.Context, it item) error {
+	fut, err := o.pub.PublishAsync(it.ev)
+	if err != nil {
+		o.t.lost([]item{it}, err)
+		return fmt.Errorf("%s: %w", it.at, err)
+	}
+	o.pending = append(o.pending, sentMsg{it, fut})
+	for len(o.pending) >= o.max {
+		if !o.settle(ctx.Done(), o.pending[0]) {
+			return ctx.Err()
+		}
+		o.pending = o.pending[1:]
+	}
+	return nil
+}
+
+func (o *natsOutlet) flush(context.Context) error { return nil }
+
+func (o *natsOutlet) err() error { return nil }
+
+// settle counts m's acknowledgement, or reports false when stop came
+// first. An acknowledgement already there wins over stop.
+func (o *natsOutlet) settle(stop <-chan struct{}, m sentMsg) bool {
+	select {
+	case ack := <-m.fut.Ok():
+		o.t.stored(ack.Duplicate)
+		return true
+	case err := <-m.fut.Err():
+		o.t.lost([]item{m.it}, err)
+		return true
+	default:
+	}
+	select {
+	case ack := <-m.fut.Ok():
+		o.t.stored(ack.Duplicate)
+		return true
+	case err := <-m.fut.Err():
+		o.t.lost([]item{m.it}, err)
+		return true
+	case <-stop:
+		return false
+	}
+}
+
+func (o *natsOutlet) finish(ctx context.Context) {
+	grace, stop := graceDone(ctx)
+	defer stop()
+	var lost []item
+	for _, m := range o.pending {
+		if !o.settle(grace, m) {
+			lost = append(lost, m.it)
+		}
+	}
+	o.t.lost(lost, errors.New("interrupted before JetStream acknowledged"))
+	o.pending = nil
 }
 
 // isTerminal reports whether w is a character device.

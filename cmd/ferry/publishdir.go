@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -19,35 +20,42 @@ import (
 const codecCAR = 0x0202
 
 // dirEvents describes every .car file of dir as a car.replicated whose URL
-// is urlBase/<file name>. One pass per file computes the CAR CID (sha256),
-// size, md5, and checks the CAR and computes its piece; withPiece puts the
-// piece in the event, otherwise ferry's piece workers compute it.
-func dirEvents(dir, urlBase string, withPiece bool) ([]*events.CarReplicated, error) {
+// is urlBase/<file name>, and returns the file names beside them. One pass
+// per file computes the CAR CID (sha256), size, md5, and checks the CAR
+// and computes its piece; withPiece puts the piece in the event, otherwise
+// ferry's piece workers compute it. Every file is read before anything is
+// sent, so a broken CAR stops the run with nothing sent; an interrupt
+// stops it within a read.
+func dirEvents(ctx context.Context, dir, urlBase string, withPiece bool) ([]*events.CarReplicated, []string, error) {
 	names, err := filepath.Glob(filepath.Join(dir, "*.car"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sort.Strings(names)
 	out := make([]*events.CarReplicated, 0, len(names))
-	for _, name := range names {
-		ev, err := fileEvent(name, strings.TrimRight(urlBase, "/"), withPiece)
+	for i, name := range names {
+		ev, err := fileEvent(ctx, name, strings.TrimRight(urlBase, "/"), withPiece)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		out = append(out, ev)
+		names[i] = filepath.Base(name)
 	}
-	return out, nil
+	return out, names, nil
 }
 
-func fileEvent(name, urlBase string, withPiece bool) (*events.CarReplicated, error) {
+func fileEvent(ctx context.Context, name, urlBase string, withPiece bool) (*events.CarReplicated, error) {
 	f, err := os.Open(name)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	h := sha256.New()
-	res, err := piece.Check(io.TeeReader(f, h), piece.CheckOptions{})
+	res, err := piece.Check(io.TeeReader(ctxReader{ctx, f}, h), piece.CheckOptions{})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	mh, err := multihash.Encode(h.Sum(nil), multihash.SHA2_256)
@@ -62,4 +70,18 @@ func fileEvent(name, urlBase string, withPiece bool) (*events.CarReplicated, err
 		ev.Piece = res.Commitment.MustV2().String()
 	}
 	return ev, nil
+}
+
+// ctxReader fails its reads once ctx has ended, so hashing a 30 GiB CAR
+// does not outlast an interrupt.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }

@@ -4,6 +4,11 @@
 // aggregate, every aggregate fits its deal and its piece CID recomputes
 // from its layout (with go-data-segment), every aggregate with deals has a
 // receipt for each of its CARs, and the read models agree with the logs.
+//
+// An audit vouches only for what it read: every message of each log, from
+// the first up to where the audit stops, must have been delivered once and
+// in order, or be a deleted message; anything else is a violation, never
+// an ok (nats.go can drop messages of a slow consumer).
 package audit
 
 import (
@@ -67,7 +72,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, vie
 		sums   []stored
 		lastIn uint64 // the last input the aggregate log has folded
 	)
-	err = events.Tail(ctx, js, events.StreamAgg, 1, false, func(e events.Entry) error {
+	err = readLog(ctx, js, events.StreamAgg, 0, r, func(e events.Entry) error {
 		k := 0
 		for data := range aggregator.Batches(e.Data) {
 			k++
@@ -138,7 +143,7 @@ func (s stored) String() string {
 func refold(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, sums []stored, lastIn uint64, model *aggregator.Model, r *Report) error {
 	st := aggregator.New(cfg)
 	i, mismatched := 0, false
-	err := events.Tail(ctx, js, events.StreamIn, 1, false, func(e events.Entry) error {
+	err := readLog(ctx, js, events.StreamIn, lastIn, r, func(e events.Entry) error {
 		if e.Seq > lastIn {
 			return errFolded
 		}
@@ -173,6 +178,103 @@ func refold(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, 
 	if !mismatched && i < len(sums) {
 		// The aggregator may be behind the input log, never ahead of it.
 		r.add("aggregate log", "holds %d batches, the fold of the input log only %d", len(sums), i)
+	}
+	return nil
+}
+
+// tail reads a log for the audit; a test swaps in one that loses a
+// message, as a slow consumer's drops would.
+var tail = events.Tail
+
+// readLog reads stream from its first message, calls fn with each, and then
+// requires that the read missed nothing up to sequence until (0: the last
+// message when the read began); a message the read skipped is a violation.
+func readLog(ctx context.Context, js jetstream.JetStream, stream string, until uint64, r *Report, fn func(events.Entry) error) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", stream, err)
+	}
+	if until == 0 {
+		info, err := st.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", stream, err)
+		}
+		until = info.State.LastSeq
+	}
+	var c coverage
+	err = tail(ctx, js, stream, 1, false, func(e events.Entry) error {
+		c.see(e.Seq)
+		return fn(e)
+	})
+	if err != nil && !errors.Is(err, errFolded) {
+		return err
+	}
+	if verr := c.verify(ctx, st, stream, until, r); verr != nil {
+		return verr
+	}
+	return err
+}
+
+// coverage is what a read of a log delivered: how many messages, the
+// ranges of sequences it jumped over, and deliveries that went back.
+type coverage struct {
+	n           int
+	first, last uint64
+	gaps        []seqRange
+	backwards   int
+}
+
+// seqRange is the sequences from through to.
+type seqRange struct{ from, to uint64 }
+
+func (c *coverage) see(seq uint64) {
+	switch {
+	case c.n == 0:
+		c.first = seq
+	case seq <= c.last:
+		c.backwards++
+		return
+	case seq > c.last+1:
+		c.gaps = append(c.gaps, seqRange{c.last + 1, seq - 1})
+	}
+	c.n++
+	c.last = seq
+}
+
+// verify requires every sequence of stream from its first message up to
+// until that the read did not deliver to be a deleted message.
+func (c *coverage) verify(ctx context.Context, st jetstream.Stream, stream string, until uint64, r *Report) error {
+	info, err := st.Info(ctx, jetstream.WithDeletedDetails(true))
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", stream, err)
+	}
+	first := info.State.FirstSeq
+	var missing []seqRange
+	if c.n == 0 {
+		missing = append(missing, seqRange{first, until})
+	} else {
+		missing = append(append(append(missing, seqRange{first, c.first - 1}), c.gaps...), seqRange{c.last + 1, until})
+	}
+	deleted := map[uint64]bool{}
+	for _, seq := range info.State.Deleted {
+		deleted[seq] = true
+	}
+	skipped, at := uint64(0), uint64(0)
+	for _, m := range missing {
+		for seq := max(m.from, first); seq <= min(m.to, until); seq++ {
+			if !deleted[seq] {
+				if skipped == 0 {
+					at = seq
+				}
+				skipped++
+			}
+		}
+	}
+	if skipped > 0 {
+		r.add("log "+stream, "the audit read %d messages and skipped %d that are stored (the first at sequence %d): it cannot vouch for what it did not read", c.n, skipped, at)
+	}
+	if c.backwards > 0 {
+		r.add("log "+stream, "%d messages were delivered twice or out of order", c.backwards)
 	}
 	return nil
 }
@@ -216,7 +318,7 @@ func checkAggregate(a aggregator.ModelAggregate, dealSize uint64, r *Report) {
 // deals, naming that aggregate.
 func checkReceipts(ctx context.Context, js jetstream.JetStream, aggs []aggregator.ModelAggregate, r *Report) error {
 	got := map[string][]uint64{}
-	err := events.Tail(ctx, js, events.StreamReceipts, 1, false, func(e events.Entry) error {
+	err := readLog(ctx, js, events.StreamReceipts, 0, r, func(e events.Entry) error {
 		var rc projections.Receipt
 		if err := json.Unmarshal(e.Data, &rc); err != nil {
 			r.add(fmt.Sprintf("receipt %d", e.Seq), "unreadable: %v", err)

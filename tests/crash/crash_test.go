@@ -297,7 +297,7 @@ func (r *rig) finish(ctx context.Context, began time.Time) {
 	// A producer that lost track re-publishes: duplicates, never new CARs.
 	lines := filepath.Join(r.dir, "republish.jsonl")
 	r.cars.writeLines(t, lines, 500)
-	out, err := runFerry(ctx, 2*time.Minute, "publish", "--nats", r.natsURL, "--data", r.data(), "--file", lines, "--deal-size", p.DealSize)
+	out, err := runFerry(ctx, 2*time.Minute, "publish", "--server", r.httpAddr, "--file", lines)
 	t.Logf("ferry publish --file (re-publish of %d events): %s", min(500, p.N), strings.TrimSpace(out))
 	if err != nil {
 		t.Fatalf("ferry publish --file: %v", err)
