@@ -8,8 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -54,7 +52,7 @@ func eventLines(t *testing.T, from, n int) string {
 
 func TestPublishCountsFerrysAnswers(t *testing.T) {
 	s := serve(t, t.TempDir(), "--tick", "1h", "--piece-workers", "-1", "--dedup-window", "1s")
-	_, js := testutil.Connect(t, s.nats)
+	js := s.admin(t)
 
 	t.Run("an event too big for the server's 8MiB deal is rejected with ferry's reason, exit 3", func(t *testing.T) {
 		// 9MiB is a fine CAR for the 32GiB default: only the server's
@@ -97,7 +95,7 @@ func TestPublishCountsFerrysAnswers(t *testing.T) {
 		if got != (answers{total: 1, rejected: 1}) || !strings.Contains(errOut, "line 1: rejected here, not sent: car: missing") {
 			t.Fatalf("over HTTP: %+v %q", got, errOut)
 		}
-		out, errOut, err := run(t, "publish", "--nats", s.nats, "--file", f)
+		out, errOut, err := run(t, "publish", "--nats", s.nats, "--data", s.data, "--file", f)
 		if !errors.Is(err, errRejected) || !strings.Contains(out, "rejected here 1") || !strings.Contains(errOut, "car: missing") {
 			t.Fatalf("over NATS: %v %q %q", err, out, errOut)
 		}
@@ -109,8 +107,6 @@ func TestPublishCountsFerrysAnswers(t *testing.T) {
 		t.Fatalf("serve returned %v\n%s", err, s.stderr)
 	}
 }
-
-var publishedNATSRE = regexp.MustCompile(`^published (\d+) events to NATS in \S+ \(\d+/s\): stored (\d+), duplicate (\d+), rejected here (\d+), not acknowledged (\d+)\n`)
 
 // endless writes car.replicated lines from seed on to w until a write
 // fails.
@@ -128,14 +124,14 @@ func endless(w *io.PipeWriter, seed int) {
 // those besides.
 func TestPublishStopsWithinASecondOfCtrlCAndCountsOnlyWhatWasAcknowledged(t *testing.T) {
 	s := serve(t, t.TempDir(), "--tick", "1h", "--piece-workers", "-1")
-	_, js := testutil.Connect(t, s.nats)
+	js := s.admin(t)
 	for _, tc := range []struct {
 		name string
 		args []string
 		seed int
 	}{
 		{"over HTTP", []string{"--server", s.http}, 0},
-		{"over NATS", []string{"--nats", s.nats}, 1_000_000},
+		{"over NATS", []string{"--nats", s.nats, "--data", s.data}, 1_000_000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := storedCars(t, js)
@@ -167,20 +163,7 @@ func TestPublishStopsWithinASecondOfCtrlCAndCountsOnlyWhatWasAcknowledged(t *tes
 			}
 			pr.Close()
 
-			var a answers
-			if tc.name == "over HTTP" {
-				a = publishSummary(t, out.String())
-			} else {
-				m := publishedNATSRE.FindStringSubmatch(out.String())
-				if m == nil {
-					t.Fatalf("publish summary %q", out.String())
-				}
-				n := make([]int, 5)
-				for i := range n {
-					n[i], _ = strconv.Atoi(m[i+1])
-				}
-				a = answers{total: n[0], accepted: n[1], duplicate: n[2], rejected: n[3], unacked: n[4]}
-			}
+			a := publishSummary(t, out.String())
 			// Appends the server had begun may still land: wait until
 			// the log stops growing.
 			stored := storedCars(t, js) - before
