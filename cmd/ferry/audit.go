@@ -26,12 +26,15 @@ func runAudit(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	natsURL := fs.String("nats", defaultNATS, "NATS `URL` of ferry's streams")
 	server := fs.String("server", "", "ferry's HTTP `address`, to check the read models against the logs (empty: skip)")
 	deal := size(defaultDeal)
-	fs.Var(&deal, "deal-size", "the deal size ferry serve runs with")
+	// The log's recorded settings decide; these flags are for a log made
+	// before settings were recorded, and one given that disagrees with
+	// the log's is refused.
+	fs.Var(&deal, "deal-size", "the deal size (default: the log's)")
 	minPayload := size(0)
-	fs.Var(&minPayload, "min-payload", "the min payload ferry serve runs with (default: its default)")
-	maxWait := fs.Duration("max-wait", 4*time.Hour, "the max wait ferry serve runs with")
-	verify := fs.Bool("verify-pieces", false, "whether ferry serve runs with --verify-pieces")
-	dealClock := dealClockFlags(fs, "as ferry serve runs with: %s")
+	fs.Var(&minPayload, "min-payload", "the min payload (default: the log's)")
+	maxWait := fs.Duration("max-wait", 4*time.Hour, "the max wait (default: the log's)")
+	verify := fs.Bool("verify-pieces", false, "--verify-pieces (default: the log's)")
+	dealClock := dealClockFlags(fs, "%s (default: the log's)")
 	auth := natsAuthFlags(fs, natsembed.RoleAdmin)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -65,7 +68,7 @@ func runAudit(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		views = func(ctx context.Context, car string) (*projections.CarView, error) { return api.Car(ctx, car) }
 	}
 	cfg := dealClock(aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify})
-	rep, err := audit.Run(ctx, js, cfg, views)
+	rep, err := audit.Run(ctx, js, cfg, givenSettings(fs), views)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/nats-io/nats.go"
 )
@@ -61,6 +62,13 @@ func TestServeRunsNATSWithUsersAndCommandsSignInFromTheDataDir(t *testing.T) {
 	t.Run("dlq and audit sign in as admin", func(t *testing.T) {
 		mustRun(t, "dlq", "--nats", s.nats, "--data", data, "list")
 		mustRun(t, "audit", "--nats", s.nats, "--data", data, "--deal-size", "8MiB")
+		// The log's settings decide: no flag is needed, and one that
+		// disagrees is refused rather than audited into false violations.
+		mustRun(t, "audit", "--nats", s.nats, "--data", data)
+		out, errOut, err := run(t, "audit", "--nats", s.nats, "--data", data, "--deal-size", "16MiB", "--max-wait", "1h")
+		if !errors.Is(err, aggregator.ErrSettings) || !strings.Contains(err.Error(), "dealSize 16777216 (the log's: 8388608)") {
+			t.Fatalf("audit with another deal size: %v\n%s%s", err, out, errOut)
+		}
 	})
 	t.Run("a piece worker signs in as ferry", func(t *testing.T) {
 		w := startBG(t, regexp.MustCompile(`piece-worker: \d+ workers`), "piece-worker", "--nats", s.nats, "--data", data, "--workers", "1")

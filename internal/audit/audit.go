@@ -56,15 +56,17 @@ func (r *Report) add(concerns, format string, args ...any) {
 type Views func(ctx context.Context, car string) (*projections.CarView, error)
 
 // Run audits the logs on js, folded under the settings the aggregate log
-// records (cfg, the Config ferry serve runs with, for a log made before
-// settings were recorded), and the read models through views.
-func Run(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, views Views) (*Report, error) {
+// records; cfg is used for a log made before settings were recorded.
+// given names the settings (by their JSON names) the operator set: one
+// that disagrees with the log's is aggregator.ErrSettings, since an audit
+// under other settings would report violations that are not there.
+func Run(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, given map[string]bool, views Views) (*Report, error) {
 	logged, err := aggregator.LogSettings(ctx, js)
 	if err != nil {
 		return nil, err
 	}
-	if logged != nil {
-		cfg = *logged
+	if cfg, err = aggregator.Reconcile(logged, cfg, given); err != nil {
+		return nil, err
 	}
 	r := &Report{}
 	model := aggregator.NewModel()

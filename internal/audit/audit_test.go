@@ -99,7 +99,7 @@ func TestAuditThatSkippedAMessageDoesNotSayOK(t *testing.T) {
 	n := testutil.StartNATS(t)
 	ticks := foldedLog(t, n.JS, 2000, true)
 	ctx := context.Background()
-	rep, err := audit.Run(ctx, n.JS, foldCfg, nil)
+	rep, err := audit.Run(ctx, n.JS, foldCfg, nil, nil)
 	if err != nil || !rep.OK() {
 		t.Fatalf("audit of the whole log: %v\n%s", err, violations(rep))
 	}
@@ -115,7 +115,7 @@ func TestAuditThatSkippedAMessageDoesNotSayOK(t *testing.T) {
 			return fn(e)
 		})
 	})
-	rep, err = audit.Run(ctx, n.JS, foldCfg, nil)
+	rep, err = audit.Run(ctx, n.JS, foldCfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestAuditReadsALargeLogWithoutDrops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := audit.Run(context.Background(), js, foldCfg, nil)
+	rep, err := audit.Run(context.Background(), js, foldCfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ func TestAuditPassesOnAHealthyRunAndNamesWhatATamperedLogBreaks(t *testing.T) {
 	cfg := d.n.cfg.Fold
 	ctx := context.Background()
 	testutil := func() *audit.Report {
-		rep, err := audit.Run(ctx, d.nt.JS, cfg, storeViews(d.n))
+		rep, err := audit.Run(ctx, d.nt.JS, cfg, nil, storeViews(d.n))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,7 +46,7 @@ func TestAuditPassesOnAHealthyRunAndNamesWhatATamperedLogBreaks(t *testing.T) {
 	if _, err := d.nt.JS.Publish(ctx, events.DefaultSubjects.Decisions(), rogue); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := audit.Run(ctx, d.nt.JS, cfg, nil)
+	rep, err := audit.Run(ctx, d.nt.JS, cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
