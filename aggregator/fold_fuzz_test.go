@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/ferry-dev/ferry/internal/mutate"
 	"testing"
 	"time"
+
+	"github.com/ferry-dev/ferry/internal/mutate"
 
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -26,7 +26,7 @@ type lease struct {
 }
 
 func openLease(ctx context.Context, js jetstream.JetStream, holder string) (*lease, error) {
-	kv, err := js.KeyValue(ctx, events.BucketLeader)
+	kv, err := js.KeyValue(ctx, jetlog.BucketLeader)
 	if err != nil {
 		return nil, fmt.Errorf("lease bucket: %w", err)
 	}
@@ -57,7 +57,7 @@ func (l *lease) acquire(ctx context.Context, onWait func(holder string)) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(events.LeaseTTL / 4):
+		case <-time.After(jetlog.LeaseTTL / 4):
 		}
 	}
 }
@@ -65,7 +65,7 @@ func (l *lease) acquire(ctx context.Context, onWait func(holder string)) error {
 // keep renews the lease until ctx ends; it returns ErrLeaseLost when a
 // renewal fails, which means another holder may lead.
 func (l *lease) keep(ctx context.Context) error {
-	t := time.NewTicker(events.LeaseTTL / 3)
+	t := time.NewTicker(jetlog.LeaseTTL / 3)
 	defer t.Stop()
 	for {
 		select {

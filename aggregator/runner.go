@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -22,7 +23,7 @@ var ErrDeposed = errors.New("aggregate log was appended by another writer")
 // RunnerConfig configures a Runner.
 type RunnerConfig struct {
 	Fold     Config
-	Subjects events.Subjects
+	Subjects jetlog.Subjects
 	// Holder names this process in the leadership lease.
 	Holder string
 	// Tick is how often the leader publishes a tick; 0 means never (tests
@@ -166,7 +167,7 @@ func (r *Runner) leadOnce(ctx context.Context, l *lease) error {
 func Rebuild(ctx context.Context, js jetstream.JetStream, cfg Config) (*State, uint64, error) {
 	st := New(cfg)
 	var last uint64
-	err := events.Tail(ctx, js, events.StreamAgg, 1, false, func(e events.Entry) error {
+	err := jetlog.Tail(ctx, js, jetlog.StreamAgg, 1, false, func(e jetlog.Entry) error {
 		if err := EachBatch(e.Data, func(b *Batch) error { return st.Replay(*b) }); err != nil {
 			return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
 		}
@@ -186,7 +187,7 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, cfg Config) (*State, u
 var ErrInputBehind = errors.New("input log is behind the aggregate log")
 
 func inputsReach(ctx context.Context, js jetstream.JetStream, lastIn uint64) error {
-	st, err := js.Stream(ctx, events.StreamIn)
+	st, err := js.Stream(ctx, jetlog.StreamIn)
 	if err != nil {
 		return err
 	}
@@ -205,7 +206,7 @@ func lastMsgID(ctx context.Context, js jetstream.JetStream, seq uint64) (string,
 	if seq == 0 {
 		return "", nil
 	}
-	st, err := js.Stream(ctx, events.StreamAgg)
+	st, err := js.Stream(ctx, jetlog.StreamAgg)
 	if err != nil {
 		return "", err
 	}
@@ -273,10 +274,10 @@ func makesDeals(b *Batch) bool {
 // of its own: the receipter follows those messages alone and resumes within
 // one by the position of a receipt in its aggregate.
 func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID string) error {
-	inputs := make(chan events.Entry, 1024)
+	inputs := make(chan jetlog.Entry, 1024)
 	readErr := make(chan error, 1)
 	go func() {
-		readErr <- events.Tail(ctx, r.js, events.StreamIn, st.LastIn()+1, true, func(e events.Entry) error {
+		readErr <- jetlog.Tail(ctx, r.js, jetlog.StreamIn, st.LastIn()+1, true, func(e jetlog.Entry) error {
 			select {
 			case inputs <- e:
 				return nil
@@ -314,7 +315,7 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 	}
 	// take applies one input and adds its batch to g, flushing as the
 	// bounds and the deals rule say.
-	take := func(e events.Entry) error {
+	take := func(e jetlog.Entry) error {
 		start := time.Now()
 		b := st.ApplyInput(Input{Seq: e.Seq, Data: e.Data, Stored: e.Time})
 		if len(b.Decisions) == 0 {
@@ -462,7 +463,7 @@ func waitAck(ctx context.Context, f jetstream.PubAckFuture) error {
 }
 
 func appendErr(err error) error {
-	if events.IsConflict(err) {
+	if jetlog.IsConflict(err) {
 		return fmt.Errorf("%w: %v", ErrDeposed, err)
 	}
 	return fmt.Errorf("append to aggregate log: %w", err)
@@ -494,7 +495,7 @@ func (r *Runner) publishStatus(st *State, aggSeq uint64) {
 // is the tick time truncated to the period, so two leaders for a moment
 // publish one tick.
 func (r *Runner) tick(ctx context.Context) {
-	pub := events.NewPublisher(r.js, r.cfg.Subjects)
+	pub := jetlog.NewPublisher(r.js, r.cfg.Subjects)
 	t := time.NewTicker(r.cfg.Tick)
 	defer t.Stop()
 	for {

@@ -13,6 +13,7 @@ import (
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
 )
 
 // Issue 15, finding 1: a batch over the message limit made the runner fail
@@ -30,10 +31,10 @@ func TestTheRunnerRefusesOnTheRecordABatchTheLogCannotTake(t *testing.T) {
 	_, js := testutil.Connect(t, s.ClientURL())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := events.EnsureStreams(ctx, js, events.StreamOptions{Subjects: events.DefaultSubjects}); err != nil {
+	if err := jetlog.EnsureStreams(ctx, js, jetlog.StreamOptions{Subjects: jetlog.DefaultSubjects}); err != nil {
 		t.Fatal(err)
 	}
-	r := NewRunner(js, RunnerConfig{Fold: testConfig(), Subjects: events.DefaultSubjects, Holder: "test",
+	r := NewRunner(js, RunnerConfig{Fold: testConfig(), Subjects: jetlog.DefaultSubjects, Holder: "test",
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = r.Run(ctx) })
@@ -49,8 +50,8 @@ func TestTheRunnerRefusesOnTheRecordABatchTheLogCannotTake(t *testing.T) {
 	big := fmt.Sprintf(`{"type":"car.replicated","version":1,"car":%q,"size":1000,"md5":%q,"urls":[%s],"piece":%q}`,
 		testutil.CarCID(2).String(), good.MD5, strings.Join(urls, ","), good.Piece)
 	big = strings.ReplaceAll(big, `\u003c`, "<")
-	pub := events.NewPublisher(js, events.DefaultSubjects)
-	if _, err := js.Publish(ctx, events.DefaultSubjects.Input(events.TypeCarReplicated), []byte(big)); err != nil {
+	pub := jetlog.NewPublisher(js, jetlog.DefaultSubjects)
+	if _, err := js.Publish(ctx, jetlog.DefaultSubjects.Input(events.TypeCarReplicated), []byte(big)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pub.Publish(ctx, good); err != nil {
@@ -59,7 +60,7 @@ func TestTheRunnerRefusesOnTheRecordABatchTheLogCannotTake(t *testing.T) {
 	var decisions []Decision
 	testutil.Eventually(t, 20*time.Second, "both inputs decided", func() bool {
 		decisions = nil
-		err := events.Tail(ctx, js, events.StreamAgg, 1, false, func(e events.Entry) error {
+		err := jetlog.Tail(ctx, js, jetlog.StreamAgg, 1, false, func(e jetlog.Entry) error {
 			return EachBatch(e.Data, func(b *Batch) error {
 				decisions = append(decisions, b.Decisions...)
 				return nil

@@ -7,7 +7,7 @@ import (
 	"reflect"
 	"strings"
 
-	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -21,7 +21,7 @@ var ErrSettings = errors.New("settings disagree with the aggregate log's")
 // recorded: the fold then records the settings it runs under with its next
 // batch.
 func LogSettings(ctx context.Context, js jetstream.JetStream) (*Config, error) {
-	st, err := js.Stream(ctx, events.StreamAgg)
+	st, err := js.Stream(ctx, jetlog.StreamAgg)
 	if err != nil {
 		return nil, fmt.Errorf("aggregate log: %w", err)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -38,7 +39,7 @@ var (
 	flagMaxMiB  = flag.Int("ferry.car-max-mib", envInt("FERRY_BENCH_CAR_MAX_MIB", 4), "largest CAR, MiB")
 	flagWindow  = flag.Int("ferry.window", envInt("FERRY_BENCH_WINDOW", 2048), "async publishes in flight (ferry and baseline alike)")
 	flagHeap    = flag.String("ferry.heapprofile", os.Getenv("FERRY_BENCH_HEAPPROFILE"), "write a heap profile `file` after the ingest, with the node still up")
-	flagDedup   = flag.Duration("ferry.dedup-window", envDuration("FERRY_BENCH_DEDUP_WINDOW", events.DefaultDuplicates), "the input log's message id window in the ferry ingest (ferry serve --dedup-window)")
+	flagDedup   = flag.Duration("ferry.dedup-window", envDuration("FERRY_BENCH_DEDUP_WINDOW", jetlog.DefaultDuplicates), "the input log's message id window in the ferry ingest (ferry serve --dedup-window)")
 	flagSamples = flag.Int("ferry.verify", envInt("FERRY_BENCH_VERIFY", 500), "CARs checked in the read models after each scenario")
 )
 
@@ -227,9 +228,9 @@ func waitFuture(ctx context.Context, f jetstream.PubAckFuture) error {
 }
 
 // publishFleet publishes the first n events of f through ferry's
-// events.Publisher, window in flight.
+// jetlog.Publisher, window in flight.
 func publishFleet(ctx context.Context, js jetstream.JetStream, f *fleet, n int) error {
-	pub := events.NewPublisher(js, events.DefaultSubjects)
+	pub := jetlog.NewPublisher(js, jetlog.DefaultSubjects)
 	w := newWindow(*flagWindow)
 	for i := range n {
 		fut, err := pub.PublishAsync(f.event(i))
@@ -296,7 +297,7 @@ func rawRead(ctx context.Context, js jetstream.JetStream, stream string, count u
 	if err != nil {
 		return 0, err
 	}
-	it, err := cons.Messages(events.PullOpt(stream))
+	it, err := cons.Messages(jetlog.PullOpt(stream))
 	if err != nil {
 		return 0, err
 	}

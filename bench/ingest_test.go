@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/node"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/piece/worker"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -16,7 +16,7 @@ import (
 // BenchmarkIngest is the Ingest line: -ferry.cars car.replicated events
 // published until all are aggregated and visible in the status projection.
 //
-//   - ferry: events.Publisher.PublishAsync into FERRY_IN of an embedded
+//   - ferry: jetlog.Publisher.PublishAsync into FERRY_IN of an embedded
 //     server (testutil.StartNATS) with a node running on it (aggregator,
 //     projector, receipts; no piece workers, no deal engine, no ticks).
 //     Done when Projector.Seq reaches the aggregate log's last sequence,
@@ -85,7 +85,7 @@ func ingestFerry(b *testing.B, f *fleet, n int) {
 	b.StopTimer()
 	<-watch
 
-	msgs := streamLast(ctx, b, nt.JS, events.StreamAgg)
+	msgs := streamLast(ctx, b, nt.JS, jetlog.StreamAgg)
 	if err := nd.Err(); err != nil {
 		b.Fatal(err)
 	}

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
-	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/projections"
 )
 
@@ -69,7 +69,7 @@ func BenchmarkReplay(b *testing.B) {
 			b.StopTimer()
 			start, cpu0 := time.Now(), cpuTime()
 			b.StartTimer()
-			if _, err := rawRead(context.Background(), nt.JS, events.StreamAgg, last); err != nil {
+			if _, err := rawRead(context.Background(), nt.JS, jetlog.StreamAgg, last); err != nil {
 				b.Fatal(err)
 			}
 			took, cpu := time.Since(start), cpuTime()-cpu0
@@ -96,7 +96,7 @@ func aggregateLog(b *testing.B, nt *testutil.NATS, f *fleet, n int) uint64 {
 	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r := aggregator.NewRunner(nt.JS, aggregator.RunnerConfig{Fold: foldConfig(), Subjects: events.DefaultSubjects,
+	r := aggregator.NewRunner(nt.JS, aggregator.RunnerConfig{Fold: foldConfig(), Subjects: jetlog.DefaultSubjects,
 		Holder: "bench", Log: quietLog()})
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
@@ -111,13 +111,13 @@ func aggregateLog(b *testing.B, nt *testutil.NATS, f *fleet, n int) uint64 {
 	testutil.Eventually(b, time.Hour, "the aggregator to append every batch", func() bool {
 		st := r.Status()
 		last = st.AggSeq
-		return st.LastIn >= uint64(n) && streamLast(ctx, b, nt.JS, events.StreamAgg) == last
+		return st.LastIn >= uint64(n) && streamLast(ctx, b, nt.JS, jetlog.StreamAgg) == last
 	})
 	cancel()
 	if err := <-done; err != nil {
 		b.Fatal(err)
 	}
-	if got := streamLast(context.Background(), b, nt.JS, events.StreamAgg); got != last {
+	if got := streamLast(context.Background(), b, nt.JS, jetlog.StreamAgg); got != last {
 		b.Fatalf("aggregate log at %d after the runner stopped, %d appended", got, last)
 	}
 	return last

@@ -8,6 +8,7 @@ import (
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -23,7 +24,7 @@ func ExampleNewPublisher() {
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
-	_ = events.EnsureStreams(ctx, js, events.StreamOptions{Subjects: events.DefaultSubjects})
+	_ = jetlog.EnsureStreams(ctx, js, jetlog.StreamOptions{Subjects: jetlog.DefaultSubjects})
 
 	pub := client.NewPublisher(js, "")
 	ev := &events.CarReplicated{

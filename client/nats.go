@@ -7,19 +7,19 @@ import (
 	"fmt"
 
 	"github.com/ferry-dev/ferry/aggregator"
-	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // NewPublisher returns a publisher of input events on js under ferry's
-// subject prefix (events.DefaultPrefix unless configured otherwise); see
-// events.Publisher.
-func NewPublisher(js jetstream.JetStream, prefix string) *events.Publisher {
+// subject prefix (jetlog.DefaultPrefix unless configured otherwise); see
+// jetlog.Publisher.
+func NewPublisher(js jetstream.JetStream, prefix string) *jetlog.Publisher {
 	if prefix == "" {
-		prefix = events.DefaultPrefix
+		prefix = jetlog.DefaultPrefix
 	}
-	return events.NewPublisher(js, events.Subjects{Prefix: prefix})
+	return jetlog.NewPublisher(js, jetlog.Subjects{Prefix: prefix})
 }
 
 // Replay reads the aggregate log from sequence from up to its current end
@@ -29,7 +29,7 @@ func NewPublisher(js jetstream.JetStream, prefix string) *events.Publisher {
 // inputs, so resume from the last seq fn saw whole, skipping batches whose
 // In fn has already seen.
 func Replay(ctx context.Context, js jetstream.JetStream, from uint64, fn func(seq uint64, b aggregator.Batch) error) error {
-	return events.Tail(ctx, js, events.StreamAgg, from, false, func(e events.Entry) error {
+	return jetlog.Tail(ctx, js, jetlog.StreamAgg, from, false, func(e jetlog.Entry) error {
 		err := aggregator.EachBatch(e.Data, func(b *aggregator.Batch) error { return fn(e.Seq, *b) })
 		if err != nil {
 			return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
@@ -52,7 +52,7 @@ type From struct {
 	Once bool
 	// Subjects are ferry's subjects; the zero value means the default
 	// "ferry." prefix.
-	Subjects events.Subjects
+	Subjects jetlog.Subjects
 }
 
 // SubscribeReceipts calls handler for each receipt from the given position
@@ -113,7 +113,7 @@ func SubscribeReceipts(ctx context.Context, js jetstream.JetStream, from From, h
 func receiptConsumer(ctx context.Context, js jetstream.JetStream, from From) (jetstream.Consumer, error) {
 	sub := from.Subjects
 	if sub.Prefix == "" {
-		sub = events.DefaultSubjects
+		sub = jetlog.DefaultSubjects
 	}
 	subject := sub.Receipts()
 	if from.Car != "" {
@@ -124,10 +124,10 @@ func receiptConsumer(ctx context.Context, js jetstream.JetStream, from From) (je
 		deliver, start = jetstream.DeliverByStartSequencePolicy, from.Seq
 	}
 	if from.Durable == "" {
-		return js.OrderedConsumer(ctx, events.StreamReceipts, jetstream.OrderedConsumerConfig{
+		return js.OrderedConsumer(ctx, jetlog.StreamReceipts, jetstream.OrderedConsumerConfig{
 			FilterSubjects: []string{subject}, DeliverPolicy: deliver, OptStartSeq: start})
 	}
-	return js.CreateOrUpdateConsumer(ctx, events.StreamReceipts, jetstream.ConsumerConfig{
+	return js.CreateOrUpdateConsumer(ctx, jetlog.StreamReceipts, jetstream.ConsumerConfig{
 		Durable: from.Durable, FilterSubject: subject, DeliverPolicy: deliver, OptStartSeq: start,
 		AckPolicy: jetstream.AckExplicitPolicy, Description: "ferry receipts subscriber"})
 }

@@ -2,9 +2,10 @@ package events_test
 
 import (
 	"bytes"
-	"github.com/ferry-dev/ferry/internal/mutate"
 	"slices"
 	"testing"
+
+	"github.com/ferry-dev/ferry/internal/mutate"
 
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"

@@ -1,14 +1,14 @@
-// Package events defines ferry's input events: their wire format, the
-// subjects and streams they travel on, their validation, and the publisher
-// that appends them to the input log.
+// Package events is the wire format of ferry's input events: their types,
+// encoding and decoding, their message ids, their size bounds and their
+// validation. It knows nothing of NATS; package jetlog carries events on
+// JetStream.
 //
 // # Rules
 //
 //   - Every event is one JSON object with "type" and "version"; unknown
 //     fields are ignored, unknown types are rejected by the fold, never
 //     dropped.
-//   - Publishing is idempotent: the Nats-Msg-Id is derived from the fact
-//     (MsgID), so a retried publish inside the stream's duplicate window is
+//   - Every event names its message id (MsgID), derived from the fact, so a retried publish inside the stream's duplicate window is
 //     not a second event. Outside the window the fold dedupes by CAR CID.
 //   - Validate is the one definition of a well-formed car.replicated; the
 //     HTTP front door and the fold both call it, so the caller's error and

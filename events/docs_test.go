@@ -11,6 +11,7 @@ import (
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/jetlog"
 )
 
 // docsDeal is the deal size the examples of docs/events.md are valid for:
@@ -133,7 +134,7 @@ func TestEventsDocNatsCommandsPublishOnTheRightSubjectWithTheFactsMsgID(t *testi
 				continue
 			}
 			seen[ev.Kind()] = true
-			if want := events.DefaultSubjects.Input(ev.Kind()); subject != want {
+			if want := jetlog.DefaultSubjects.Input(ev.Kind()); subject != want {
 				t.Errorf("%s: subject %s, want %s", where, subject, want)
 			}
 			if want := "Nats-Msg-Id:" + ev.MsgID(); header != want {

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/ferry-dev/ferry/internal/mutate"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -17,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-dev/ferry/internal/mutate"
 
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ipfs/go-cid"
@@ -450,17 +451,16 @@ func fdDocExamples(t testing.TB) [][]byte {
 	return out
 }
 
-// fdPublished are realistic events as events.Publisher (and so ferry
-// publish) puts them on the input log.
+// fdPublished are realistic events as jetlog.Publisher (and so ferry
+// publish) puts them on the input log: the bytes of Encode.
 func fdPublished(t testing.TB) [][]byte {
-	pub := &Publisher{sub: DefaultSubjects}
 	var out [][]byte
 	msg := func(ev Event) {
-		m, err := pub.Msg(ev)
+		data, err := Encode(ev)
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, m.Data)
+		out = append(out, data)
 	}
 	for n := range 4 {
 		size := uint64(1000 + n*999_777)

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"strconv"
+	"strings"
 )
 
 // maxIDPrefix bounds the readable part of a content id. The digest after
@@ -48,4 +49,15 @@ func contentDigest(parts ...string) string {
 		h.Write([]byte{','})
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// BoundedID keeps message ids within a sane header length. An id longer
+// than that keeps its start and ends in the digest of the whole id, so two
+// ids that differ only past the cut stay two ids.
+func BoundedID(id string) string {
+	const max = 512
+	if len(id) > max {
+		return readable(id, max-1-digestLen) + "/" + contentDigest(id)
+	}
+	return strings.TrimSpace(id)
 }

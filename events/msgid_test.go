@@ -32,7 +32,7 @@ func TestContentIDsAreBoundedAndTellEveryDifferenceApart(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			a, b := truncateID(tc.a.MsgID()), truncateID(tc.b.MsgID())
+			a, b := BoundedID(tc.a.MsgID()), BoundedID(tc.b.MsgID())
 			if a == b {
 				t.Fatalf("both have id %q", a)
 			}
@@ -55,7 +55,7 @@ func TestContentIDsAreBoundedAndTellEveryDifferenceApart(t *testing.T) {
 
 func TestTruncateIDKeepsLongIdsApart(t *testing.T) {
 	long := strings.Repeat("y", 1000)
-	a, b := truncateID(long+"a"), truncateID(long+"b")
+	a, b := BoundedID(long+"a"), BoundedID(long+"b")
 	if a == b || len(a) != 512 || len(b) != 512 {
 		t.Fatalf("%d %d bytes, equal %v", len(a), len(b), a == b)
 	}

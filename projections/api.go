@@ -16,6 +16,7 @@ import (
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/jetlog"
 )
 
 // Limits of the HTTP front door.
@@ -41,7 +42,7 @@ const (
 // by publishing input events.
 type API struct {
 	Store    *Store
-	Pub      *events.Publisher
+	Pub      *jetlog.Publisher
 	DealSize uint64
 	// WriteToken guards POST /v1/cars and admin calls; empty leaves them open.
 	WriteToken string
@@ -279,7 +280,7 @@ func byHTTP() string { return "http@" + time.Now().UTC().Format(time.RFC3339Nano
 func (a *API) order(w http.ResponseWriter, r *http.Request, id uint64, ev events.Event, status string) {
 	pub, err := a.Pub.Publish(r.Context(), ev)
 	if err != nil {
-		writeErr(w, publishStatus(events.IsStorageFull(err)), err.Error())
+		writeErr(w, publishStatus(jetlog.IsStorageFull(err)), err.Error())
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"aggregate": id, "status": status, "seq": pub.Seq})
@@ -370,7 +371,7 @@ func (a *API) postReport(w http.ResponseWriter, r *http.Request) {
 	}
 	pub, err := a.Pub.Publish(r.Context(), rep)
 	if err != nil {
-		writeErr(w, publishStatus(events.IsStorageFull(err)), err.Error())
+		writeErr(w, publishStatus(jetlog.IsStorageFull(err)), err.Error())
 		return
 	}
 	if refusal != "" {

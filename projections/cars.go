@@ -10,6 +10,7 @@ import (
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/jetlog"
 )
 
 // Outcomes of one submitted car.replicated.
@@ -116,7 +117,7 @@ func (a *API) submit(r *http.Request, raw json.RawMessage) CarResult {
 	pub, err := a.Pub.Publish(r.Context(), e)
 	switch {
 	case err != nil:
-		res.Status, res.Reason, res.full = "error", err.Error(), events.IsStorageFull(err)
+		res.Status, res.Reason, res.full = "error", err.Error(), jetlog.IsStorageFull(err)
 	case pub.Duplicate && status == Accepted:
 		res.Status = Duplicate
 	default:

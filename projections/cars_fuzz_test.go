@@ -2,9 +2,10 @@ package projections
 
 import (
 	"fmt"
-	"github.com/ferry-dev/ferry/internal/mutate"
 	"slices"
 	"testing"
+
+	"github.com/ferry-dev/ferry/internal/mutate"
 
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"

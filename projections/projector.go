@@ -8,7 +8,7 @@ import (
 	"sync"
 
 	"github.com/ferry-dev/ferry/aggregator"
-	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -115,7 +115,7 @@ func (p *Projector) Run(ctx context.Context, follow bool) (err error) {
 	readErr := make(chan error, 1)
 	go func() {
 		defer close(entries)
-		readErr <- events.Tail(ctx, p.js, events.StreamAgg, p.Seq()+1, follow, func(e events.Entry) error {
+		readErr <- jetlog.Tail(ctx, p.js, jetlog.StreamAgg, p.Seq()+1, follow, func(e jetlog.Entry) error {
 			var msg []Entry
 			err := aggregator.EachBatch(e.Data, func(b *aggregator.Batch) error {
 				msg = append(msg, Entry{Seq: e.Seq, Batch: *b})
@@ -177,7 +177,7 @@ func (p *Projector) checkPosition(ctx context.Context) error {
 	if seq == 0 {
 		return nil
 	}
-	st, err := p.js.Stream(ctx, events.StreamAgg)
+	st, err := p.js.Stream(ctx, jetlog.StreamAgg)
 	if err != nil {
 		return err
 	}

@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/ferry-dev/ferry/aggregator"
-	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
 )
 
 // drain hands the writer whole messages only: every transaction ends at a
@@ -80,8 +80,8 @@ func TestReadModelsApartFromARegroupedLogAreRebuilt(t *testing.T) {
 	// of per batches each.
 	appendLog := func(per int) uint64 {
 		t.Helper()
-		_ = nt.JS.DeleteStream(ctx, events.StreamAgg)
-		if err := events.EnsureStreams(ctx, nt.JS, events.StreamOptions{Subjects: events.DefaultSubjects}); err != nil {
+		_ = nt.JS.DeleteStream(ctx, jetlog.StreamAgg)
+		if err := jetlog.EnsureStreams(ctx, nt.JS, jetlog.StreamOptions{Subjects: jetlog.DefaultSubjects}); err != nil {
 			t.Fatal(err)
 		}
 		var last uint64
@@ -94,7 +94,7 @@ func TestReadModelsApartFromARegroupedLogAreRebuilt(t *testing.T) {
 				}
 				msg = aggregator.AppendBatch(msg, data)
 			}
-			ack, err := nt.JS.Publish(ctx, events.DefaultSubjects.Decisions(), msg)
+			ack, err := nt.JS.Publish(ctx, jetlog.DefaultSubjects.Decisions(), msg)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -13,6 +13,7 @@ import (
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -56,7 +57,7 @@ type Receipter struct {
 	JS        jetstream.JetStream
 	Store     *Store
 	Projector *Projector
-	Subjects  events.Subjects
+	Subjects  jetlog.Subjects
 	// Active reports whether this process should publish now (it leads).
 	Active func() bool
 	// Window bounds receipts in flight.
@@ -80,7 +81,7 @@ func (r *Receipter) Run(ctx context.Context) error {
 	}
 	from := max(start.seq, 1)
 	deals := []byte(`"` + aggregator.DecAggDeals + `"`)
-	each := func(e events.Entry) error {
+	each := func(e jetlog.Entry) error {
 		from = e.Seq + 1
 		if !bytes.Contains(e.Data, deals) {
 			return nil // most batches make no deals; skip decoding them
@@ -108,10 +109,10 @@ func (r *Receipter) Run(ctx context.Context) error {
 	// with deals had their own subject has them among the others), then
 	// follow only the batches that make deals, from right after the last
 	// batch the catch-up read (each moves from).
-	if err := events.Tail(ctx, r.JS, events.StreamAgg, from, false, each); err != nil {
+	if err := jetlog.Tail(ctx, r.JS, jetlog.StreamAgg, from, false, each); err != nil {
 		return nilIfCanceled(ctx, err)
 	}
-	return nilIfCanceled(ctx, events.TailSubject(ctx, r.JS, events.StreamAgg, r.Subjects.Deals(), from, true, each))
+	return nilIfCanceled(ctx, jetlog.TailSubject(ctx, r.JS, jetlog.StreamAgg, r.Subjects.Deals(), from, true, each))
 }
 
 func nilIfCanceled(ctx context.Context, err error) error {
@@ -123,7 +124,7 @@ func nilIfCanceled(ctx context.Context, err error) error {
 
 // resume reads the last receipt's headers.
 func (r *Receipter) resume(ctx context.Context) (position, error) {
-	st, err := r.JS.Stream(ctx, events.StreamReceipts)
+	st, err := r.JS.Stream(ctx, jetlog.StreamReceipts)
 	if err != nil {
 		return position{}, err
 	}

@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/ferry-dev/ferry/internal/mutate"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/ferry-dev/ferry/internal/mutate"
 
 	"github.com/ferry-dev/ferry/events"
 	"github.com/klauspost/compress/zstd"

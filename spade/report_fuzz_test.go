@@ -2,8 +2,9 @@ package spade
 
 import (
 	"errors"
-	"github.com/ferry-dev/ferry/internal/mutate"
 	"testing"
+
+	"github.com/ferry-dev/ferry/internal/mutate"
 
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/piece"

@@ -6,8 +6,8 @@ import (
 	"io"
 	"text/tabwriter"
 
-	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/piece/worker"
 )
 
@@ -19,7 +19,7 @@ func init() { extra["dlq"] = runDLQ }
 func runDLQ(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("dlq", "dlq list | dlq replay [--car CID]", stderr)
 	natsURL := fs.String("nats", defaultNATS, "NATS `URL` of ferry's streams")
-	prefix := fs.String("prefix", events.DefaultPrefix, "subject prefix")
+	prefix := fs.String("prefix", jetlog.DefaultPrefix, "subject prefix")
 	car := fs.String("car", "", "only this CAR")
 	auth := natsAuthFlags(fs, natsembed.RoleAdmin)
 	if err := parse(fs, args); err != nil {
@@ -34,7 +34,7 @@ func runDLQ(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 		return err
 	}
 	defer nc.Close()
-	sub := events.Subjects{Prefix: *prefix}
+	sub := jetlog.Subjects{Prefix: *prefix}
 	letters, err := worker.DeadLetters(ctx, js, sub, *car)
 	if err != nil {
 		return err

@@ -9,8 +9,8 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/piece/worker"
 	"github.com/nats-io/nats.go"
@@ -32,7 +32,7 @@ func workerFlags(fs *flag.FlagSet, c *worker.Config) *policyFlags {
 func runPieceWorker(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("piece-worker", "piece-worker [flags]", stderr)
 	natsURL := fs.String("nats", defaultNATS, "NATS `URL` of ferry's streams")
-	prefix := fs.String("prefix", events.DefaultPrefix, "subject prefix")
+	prefix := fs.String("prefix", jetlog.DefaultPrefix, "subject prefix")
 	deal := size(defaultDeal)
 	fs.Var(&deal, "deal-size", "ferry's deal size (bounds the CAR size)")
 	var cfg worker.Config
@@ -49,7 +49,7 @@ func runPieceWorker(ctx context.Context, args []string, _ io.Reader, stdout, std
 	if cfg.MaxSize == 0 {
 		cfg.MaxSize = piece.Unpadded(piece.MaxPiece(uint64(deal)))
 	}
-	cfg.Subjects = events.Subjects{Prefix: *prefix}
+	cfg.Subjects = jetlog.Subjects{Prefix: *prefix}
 	cfg.Log = slog.New(slog.NewTextHandler(stderr, nil))
 	nc, js, err := auth.connect(*natsURL, "ferry piece-worker", nats.MaxReconnects(-1))
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -70,7 +71,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	server := fs.String("server", defaultHTTP, "ferry's HTTP `address`")
 	token := fs.String("write-token", "", "bearer token for POST /v1/cars (ferry serve --write-token)")
 	natsURL := fs.String("nats", "", "publish straight to the input stream at this NATS `URL` instead of over HTTP (no validation by ferry before it is stored)")
-	prefix := fs.String("prefix", events.DefaultPrefix, "with --nats: subject prefix")
+	prefix := fs.String("prefix", jetlog.DefaultPrefix, "with --nats: subject prefix")
 	file := fs.String("file", "", "read JSON lines from `path` ('-' for stdin)")
 	inFlight := fs.Int("in-flight", 2048, "events awaiting ferry's answer at most")
 	var ev events.CarReplicated
@@ -545,7 +546,7 @@ func (o *httpOutlet) finish(ctx context.Context) {
 // acknowledges each as stored or as a duplicate of its message id. That
 // is not ferry's verdict: the fold validates the event later.
 type natsOutlet struct {
-	pub     *events.Publisher
+	pub     *jetlog.Publisher
 	t       *tally
 	max     int
 	pending []sentMsg
@@ -570,7 +571,7 @@ func openNATS(url, prefix string, inFlight int, auth *natsAuth, t *tally) (*nats
 		nc.Close()
 		return nil, nil, err
 	}
-	o := &natsOutlet{pub: events.NewPublisher(js, events.Subjects{Prefix: prefix}), t: t, max: inFlight}
+	o := &natsOutlet{pub: jetlog.NewPublisher(js, jetlog.Subjects{Prefix: prefix}), t: t, max: inFlight}
 	return o, nc.Close, nil
 }
 

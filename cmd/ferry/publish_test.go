@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -23,11 +24,11 @@ func storedCars(t *testing.T, js jetstream.JetStream) uint64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := js.Stream(ctx, events.StreamIn)
+	st, err := js.Stream(ctx, jetlog.StreamIn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	subject := events.DefaultSubjects.Input(events.TypeCarReplicated)
+	subject := jetlog.DefaultSubjects.Input(events.TypeCarReplicated)
 	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
 	if err != nil {
 		t.Fatal(err)

@@ -6,8 +6,8 @@ import (
 	"io"
 
 	"github.com/ferry-dev/ferry/client"
-	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/projections"
 )
 
@@ -21,7 +21,7 @@ func runReceipts(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	fs.Uint64Var(&from.Seq, "from", 0, "start at this receipts stream sequence")
 	fs.StringVar(&from.Durable, "durable", "", "resume where the durable consumer `NAME` stopped")
 	fs.StringVar(&from.Car, "car", "", "only the receipts of this CAR")
-	prefix := fs.String("prefix", events.DefaultPrefix, "subject prefix")
+	prefix := fs.String("prefix", jetlog.DefaultPrefix, "subject prefix")
 	auth := natsAuthFlags(fs, natsembed.RolePublish)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -32,7 +32,7 @@ func runReceipts(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	}
 	defer nc.Close()
 	from.Once = !*follow
-	from.Subjects = events.Subjects{Prefix: *prefix}
+	from.Subjects = jetlog.Subjects{Prefix: *prefix}
 	enc := json.NewEncoder(stdout)
 	return client.SubscribeReceipts(ctx, js, from, func(_ uint64, r projections.Receipt) error {
 		return enc.Encode(r)

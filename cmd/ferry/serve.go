@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
-	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/internal/node"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/piece/worker"
 	"github.com/ferry-dev/ferry/projections"
@@ -35,7 +35,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	natsNoAuth := fs.Bool("nats-no-auth", false, "run the embedded NATS server without users: anyone who reaches it may do anything (loopback --nats-listen only)")
 	publishAccount := fs.Bool("nats-publish-account", false, "with --nats: the cluster has ferry's PUBLISH account (docs/operations.md#nats); keep its receipts mirror")
 	replicas := fs.Int("replicas", 1, "stream replicas on a NATS cluster")
-	prefix := fs.String("prefix", events.DefaultPrefix, "subject prefix")
+	prefix := fs.String("prefix", jetlog.DefaultPrefix, "subject prefix")
 	deal := size(defaultDeal)
 	fs.Var(&deal, "deal-size", "padded deal size, a power of two (32GiB, 8MiB)")
 	minPayload := size(0)
@@ -47,7 +47,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	syncAlways := fs.Bool("sync-always", false, "fsync every JetStream write (slowest, safest)")
 	minFree := size(node.DefaultMinFree)
 	fs.Var(&minFree, "min-free", "free space kept on the data dir's disk: below it writes are refused (507) and /healthz fails (0: none)")
-	dedup := fs.Duration("dedup-window", events.DefaultDuplicates, "how long the input log remembers a message id (ferry dedupes CARs in its state beyond it)")
+	dedup := fs.Duration("dedup-window", jetlog.DefaultDuplicates, "how long the input log remembers a message id (ferry dedupes CARs in its state beyond it)")
 	writeToken := fs.String("write-token", "", "bearer token for POST /v1/cars and admin calls (empty: open)")
 	reportToken := fs.String("report-token", "", "bearer token the deal engine sends to POST /v1/deals/report (empty: reports refused)")
 	var deals node.DealConfig
@@ -115,7 +115,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	n, err := node.Start(ctx, node.Config{
 		Data: *data, HTTP: *httpAddr, NATSListen: *natsListen, NATS: *natsURL, Replicas: *replicas, Duplicates: *dedup,
 		NATSNoAuth: *natsNoAuth, PublishAccount: *publishAccount,
-		Subjects: events.Subjects{Prefix: *prefix},
+		Subjects: jetlog.Subjects{Prefix: *prefix},
 		Fold: dealClock(aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify,
 			MaxTickAhead: *tickAhead}),
 		FoldGiven:    givenSettings(fs),

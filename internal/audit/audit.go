@@ -24,7 +24,7 @@ import (
 	"strings"
 
 	"github.com/ferry-dev/ferry/aggregator"
-	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/filecoin-project/go-data-segment/datasegment"
@@ -74,7 +74,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, giv
 		sums   []stored
 		lastIn uint64 // the last input the aggregate log has folded
 	)
-	err = readLog(ctx, js, events.StreamAgg, 0, r, func(e events.Entry) error {
+	err = readLog(ctx, js, jetlog.StreamAgg, 0, r, func(e jetlog.Entry) error {
 		k := 0
 		for data := range aggregator.Batches(e.Data) {
 			k++
@@ -145,7 +145,7 @@ func (s stored) String() string {
 func refold(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, sums []stored, lastIn uint64, model *aggregator.Model, r *Report) error {
 	st := aggregator.New(cfg)
 	i, mismatched := 0, false
-	err := readLog(ctx, js, events.StreamIn, lastIn, r, func(e events.Entry) error {
+	err := readLog(ctx, js, jetlog.StreamIn, lastIn, r, func(e jetlog.Entry) error {
 		if e.Seq > lastIn {
 			return errFolded
 		}
@@ -186,12 +186,12 @@ func refold(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, 
 
 // tail reads a log for the audit; a test swaps in one that loses a
 // message, as a slow consumer's drops would.
-var tail = events.Tail
+var tail = jetlog.Tail
 
 // readLog reads stream from its first message, calls fn with each, and then
 // requires that the read missed nothing up to sequence until (0: the last
 // message when the read began); a message the read skipped is a violation.
-func readLog(ctx context.Context, js jetstream.JetStream, stream string, until uint64, r *Report, fn func(events.Entry) error) error {
+func readLog(ctx context.Context, js jetstream.JetStream, stream string, until uint64, r *Report, fn func(jetlog.Entry) error) error {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", stream, err)
@@ -204,7 +204,7 @@ func readLog(ctx context.Context, js jetstream.JetStream, stream string, until u
 		until = info.State.LastSeq
 	}
 	var c coverage
-	err = tail(ctx, js, stream, 1, false, func(e events.Entry) error {
+	err = tail(ctx, js, stream, 1, false, func(e jetlog.Entry) error {
 		c.see(e.Seq)
 		return fn(e)
 	})
@@ -335,7 +335,7 @@ func checkAggregate(a aggregator.ModelAggregate, dealSize uint64, r *Report) {
 // deals, naming that aggregate.
 func checkReceipts(ctx context.Context, js jetstream.JetStream, aggs []aggregator.ModelAggregate, r *Report) error {
 	got := map[string][]uint64{}
-	err := readLog(ctx, js, events.StreamReceipts, 0, r, func(e events.Entry) error {
+	err := readLog(ctx, js, jetlog.StreamReceipts, 0, r, func(e jetlog.Entry) error {
 		var rc projections.Receipt
 		if err := json.Unmarshal(e.Data, &rc); err != nil {
 			r.add(fmt.Sprintf("receipt %d", e.Seq), "unreadable: %v", err)

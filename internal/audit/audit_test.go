@@ -13,6 +13,7 @@ import (
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/audit"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -31,7 +32,7 @@ const tickEvery = 500
 func foldedLog(t *testing.T, js jetstream.JetStream, n int, withPieces bool) (ticks []uint64) {
 	t.Helper()
 	st := aggregator.New(foldCfg)
-	sub := events.DefaultSubjects
+	sub := jetlog.DefaultSubjects
 	var inputs, batches [][]byte
 	var subjects []string
 	for i := range n {
@@ -107,9 +108,9 @@ func TestAuditThatSkippedAMessageDoesNotSayOK(t *testing.T) {
 	// A read that loses the last tick, which changed nothing: the refold
 	// of the rest gives the same aggregate log.
 	lost := ticks[len(ticks)-1]
-	audit.SetTail(t.Cleanup, func(ctx context.Context, js jetstream.JetStream, stream string, from uint64, follow bool, fn func(events.Entry) error) error {
-		return events.Tail(ctx, js, stream, from, follow, func(e events.Entry) error {
-			if stream == events.StreamIn && e.Seq == lost {
+	audit.SetTail(t.Cleanup, func(ctx context.Context, js jetstream.JetStream, stream string, from uint64, follow bool, fn func(jetlog.Entry) error) error {
+		return jetlog.Tail(ctx, js, stream, from, follow, func(e jetlog.Entry) error {
+			if stream == jetlog.StreamIn && e.Seq == lost {
 				return nil
 			}
 			return fn(e)

@@ -9,7 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -217,9 +217,9 @@ func EnsureReceiptsMirror(ctx context.Context, nc *nats.Conn, replicas int) erro
 		return err
 	}
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: events.StreamReceipts, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
+		Name: jetlog.StreamReceipts, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
 		Description: "mirror of ferry's FERRY_RECEIPTS for the publish account",
-		Mirror: &jetstream.StreamSource{Name: events.StreamReceipts,
+		Mirror: &jetstream.StreamSource{Name: jetlog.StreamReceipts,
 			External: &jetstream.ExternalStream{APIPrefix: receiptsAPI, DeliverPrefix: receiptsDeliver}},
 	})
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -30,7 +30,7 @@ type Config struct {
 	// sets up the publish account; nil lets anyone in (tests only).
 	Auth *Credentials
 	// Prefix is ferry's subject prefix, for the publish user's permissions
-	// (default events.DefaultPrefix).
+	// (default jetlog.DefaultPrefix).
 	Prefix string
 }
 
@@ -61,7 +61,7 @@ func Start(c Config) (*server.Server, error) {
 	}
 	prefix := c.Prefix
 	if prefix == "" {
-		prefix = events.DefaultPrefix
+		prefix = jetlog.DefaultPrefix
 	}
 	if c.Auth != nil {
 		authOptions(opts, c.Auth, prefix)

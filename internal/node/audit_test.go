@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
-	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/audit"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/ferry-dev/ferry/spade"
 )
@@ -43,7 +43,7 @@ func TestAuditPassesOnAHealthyRunAndNamesWhatATamperedLogBreaks(t *testing.T) {
 	rogue, _ := json.Marshal(aggregator.Batch{In: 1 << 40, Decisions: []aggregator.Decision{{
 		Type: aggregator.DecCarAdded, Car: car, Piece: v.Piece, PieceSize: v.PieceSize, Aggregate: 999,
 	}}})
-	if _, err := d.nt.JS.Publish(ctx, events.DefaultSubjects.Decisions(), rogue); err != nil {
+	if _, err := d.nt.JS.Publish(ctx, jetlog.DefaultSubjects.Decisions(), rogue); err != nil {
 		t.Fatal(err)
 	}
 	rep, err := audit.Run(ctx, d.nt.JS, cfg, nil, nil)

@@ -12,8 +12,8 @@ import (
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/client"
-	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/ferry-dev/ferry/spade"
 )
@@ -87,7 +87,7 @@ func makeCars(t *testing.T, dir string, first, n int) []testutil.CAR {
 }
 
 func publishCars(t *testing.T, n *Node, nt *testutil.NATS, cars []testutil.CAR) {
-	pub := events.NewPublisher(nt.JS, events.DefaultSubjects)
+	pub := jetlog.NewPublisher(nt.JS, jetlog.DefaultSubjects)
 	for _, c := range cars {
 		if _, err := pub.Publish(context.Background(), c.Event("http://"+n.HTTPAddr()+"/cars", true)); err != nil {
 			t.Fatal(err)

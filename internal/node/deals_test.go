@@ -19,6 +19,7 @@ import (
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/ferry-dev/ferry/spade"
 	"github.com/nats-io/nats.go/jetstream"
@@ -77,7 +78,7 @@ func startDealsOn(t *testing.T, natsURL string, count int, sim spade.SimConfig, 
 
 func (d *dealSetup) publishAll(t *testing.T) {
 	t.Helper()
-	pub := events.NewPublisher(d.js, events.DefaultSubjects)
+	pub := jetlog.NewPublisher(d.js, jetlog.DefaultSubjects)
 	for _, c := range d.cars {
 		if _, err := pub.Publish(context.Background(), c.Event("http://"+d.n.HTTPAddr()+"/cars", true)); err != nil {
 			t.Fatal(err)

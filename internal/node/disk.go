@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -22,7 +22,7 @@ import (
 //
 //   - checks the free space of the data dir (and the JetStream dir) every
 //     diskPoll and, below the reserve (--min-free), refuses publishes at
-//     once with events.ErrStorageFull, before JetStream meets ENOSPC;
+//     once with jetlog.ErrStorageFull, before JetStream meets ENOSPC;
 //   - asks the server for a stream's kept write error, which also refuses
 //     publishes and fails /healthz;
 //   - once the reserve is free again, reopens JetStream (natsembed.Reopen),
@@ -106,7 +106,7 @@ func (d *diskWatch) poll(now time.Time) {
 			what = "the input log"
 		}
 		d.set(fmt.Errorf("%w: %s cannot be written (%s has %s free, under the %s reserve set by --min-free); free space to resume",
-			events.ErrStorageFull, what, dir, formatBytes(free), formatBytes(d.reserve)))
+			jetlog.ErrStorageFull, what, dir, formatBytes(free), formatBytes(d.reserve)))
 	case werr != nil && (!known || free >= reopenFree) && now.Sub(d.lastReopen) >= reopenEvery:
 		d.lastReopen = now
 		if err := natsembed.Reopen(d.server, d.embed); err != nil {
@@ -119,8 +119,8 @@ func (d *diskWatch) poll(now time.Time) {
 		}
 		d.set(nil)
 	case werr != nil:
-		if events.IsStorageFull(werr) {
-			werr = fmt.Errorf("%w: the input log cannot be written (%v)", events.ErrStorageFull, werr)
+		if jetlog.IsStorageFull(werr) {
+			werr = fmt.Errorf("%w: the input log cannot be written (%v)", jetlog.ErrStorageFull, werr)
 		} else {
 			werr = fmt.Errorf("the input log cannot be written: %w", werr)
 		}

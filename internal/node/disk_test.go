@@ -20,6 +20,7 @@ import (
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/projections"
 )
 
@@ -126,7 +127,7 @@ func TestAFullDiskIsAnsweredAtOnceFailsHealthAndRecoversOnceSpaceIsFreed(t *test
 		t.Fatal(err)
 	}
 	_, js := testutil.Connect(t, n.NATSURL(), admin)
-	pub := events.NewPublisher(js, events.DefaultSubjects)
+	pub := jetlog.NewPublisher(js, jetlog.DefaultSubjects)
 	for i := 100; natsembed.WriteErr(n.Server) == nil; i++ {
 		if i == 1100 {
 			t.Fatal("1,000 publishes on a full disk and JetStream kept no write error")

@@ -16,6 +16,7 @@ import (
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -37,7 +38,7 @@ func postCarBody(t *testing.T, n *Node, body string) (int, map[string]any) {
 
 func inputCount(t *testing.T, js jetstream.JetStream) uint64 {
 	t.Helper()
-	st, err := js.Stream(context.Background(), events.StreamIn)
+	st, err := js.Stream(context.Background(), jetlog.StreamIn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +121,7 @@ func TestAHugeInputOnNATSIsRejectedSmallAndBlocksNothing(t *testing.T) {
 	n := startNode(t, testConfig(t.TempDir(), nt.URL()))
 	ctx := context.Background()
 	good := testutil.Replicated(1, 1000, true)
-	subject := events.DefaultSubjects.Input(events.TypeCarReplicated)
+	subject := jetlog.DefaultSubjects.Input(events.TypeCarReplicated)
 	raw := func(car string) []byte {
 		return fmt.Appendf(nil, `{"type":"car.replicated","version":1,"car":"%s","size":1000,"md5":%q,"urls":[%q]}`, car, good.MD5, good.URLs[0])
 	}
@@ -131,7 +132,7 @@ func TestAHugeInputOnNATSIsRejectedSmallAndBlocksNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := events.NewPublisher(nt.JS, events.DefaultSubjects).Publish(ctx, good); err != nil {
+	if _, err := jetlog.NewPublisher(nt.JS, jetlog.DefaultSubjects).Publish(ctx, good); err != nil {
 		t.Fatal(err)
 	}
 	waitIdle(t, n, nt.JS)
@@ -140,7 +141,7 @@ func TestAHugeInputOnNATSIsRejectedSmallAndBlocksNothing(t *testing.T) {
 		t.Fatalf("good CAR %+v %v", v, err)
 	}
 	found := false
-	err = events.Tail(ctx, nt.JS, events.StreamAgg, 1, false, func(e events.Entry) error {
+	err = jetlog.Tail(ctx, nt.JS, jetlog.StreamAgg, 1, false, func(e jetlog.Entry) error {
 		if len(e.Data) > 64<<10 {
 			return fmt.Errorf("aggregate log message %d is %d bytes", e.Seq, len(e.Data))
 		}
@@ -169,7 +170,7 @@ func TestACorrectedRetryIsTakenAndAConflictingCopyIsNamed(t *testing.T) {
 	}
 	// Over NATS too, inside the duplicate window: its message id carries
 	// the content's digest.
-	pub := events.NewPublisher(nt.JS, events.DefaultSubjects)
+	pub := jetlog.NewPublisher(nt.JS, jetlog.DefaultSubjects)
 	badNATS := testutil.Replicated(2, 1000, false)
 	goodNATS := *badNATS
 	badNATS.MD5 = "nothex"
@@ -205,7 +206,7 @@ func TestACorrectedRetryIsTakenAndAConflictingCopyIsNamed(t *testing.T) {
 	}
 	waitIdle(t, n, nt.JS)
 	var recorded bool
-	_ = events.Tail(ctx, nt.JS, events.StreamAgg, 1, false, func(e events.Entry) error {
+	_ = jetlog.Tail(ctx, nt.JS, jetlog.StreamAgg, 1, false, func(e jetlog.Entry) error {
 		return aggregator.EachBatch(e.Data, func(b *aggregator.Batch) error {
 			for _, d := range b.Decisions {
 				recorded = recorded || (d.Car == good.Car && d.Reason == aggregator.ReasonConflict)
@@ -229,7 +230,7 @@ func TestTheLogsSettingsDecideAndAFlagThatDisagreesIsRefused(t *testing.T) {
 	nt := testutil.StartNATS(t)
 	cfg := testConfig(dir, nt.URL())
 	n := startNode(t, cfg)
-	if _, err := events.NewPublisher(nt.JS, events.DefaultSubjects).Publish(context.Background(), testutil.Replicated(1, 1000, true)); err != nil {
+	if _, err := jetlog.NewPublisher(nt.JS, jetlog.DefaultSubjects).Publish(context.Background(), testutil.Replicated(1, 1000, true)); err != nil {
 		t.Fatal(err)
 	}
 	waitIdle(t, n, nt.JS)

@@ -14,8 +14,8 @@ import (
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/client"
-	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/projections"
 )
 
@@ -39,7 +39,7 @@ func post(t *testing.T, n *Node, path, token, body string) (int, string) {
 func readyAggregate(t *testing.T, n *Node, nt *testutil.NATS, writeToken string, cars int) *projections.AggregateView {
 	t.Helper()
 	ctx := context.Background()
-	pub := events.NewPublisher(nt.JS, events.DefaultSubjects)
+	pub := jetlog.NewPublisher(nt.JS, jetlog.DefaultSubjects)
 	first := testutil.Replicated(7000, 3000, true)
 	for i := range cars {
 		if _, err := pub.Publish(ctx, testutil.Replicated(7000+i, 3000, true)); err != nil {

@@ -6,7 +6,7 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/jetlog"
 )
 
 // Memory release after a burst.
@@ -35,7 +35,7 @@ func (n *Node) releaseMemory(ctx context.Context) error {
 	stages := []time.Duration{releaseIdle}
 	window := n.cfg.Duplicates
 	if window <= 0 {
-		window = events.DefaultDuplicates
+		window = jetlog.DefaultDuplicates
 	}
 	if w := window + releaseIdle/2; w > releaseIdle {
 		stages = append(stages, w)

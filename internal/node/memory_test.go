@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
 )
 
 // TestMemoryIsReturnedOnceAfterABurst: a burst of inputs followed by
@@ -21,7 +21,7 @@ func TestMemoryIsReturnedOnceAfterABurst(t *testing.T) {
 	cfg := testConfig(t.TempDir(), nt.URL())
 	cfg.Duplicates = 1500 * time.Millisecond
 	n := startNode(t, cfg)
-	pub := events.NewPublisher(nt.JS, events.DefaultSubjects)
+	pub := jetlog.NewPublisher(nt.JS, jetlog.DefaultSubjects)
 	ctx := context.Background()
 	publish := func(from, to int) {
 		for i := from; i < to; i++ {

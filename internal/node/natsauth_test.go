@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/client"
-	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/ferry-dev/ferry/spade"
 	"github.com/nats-io/nats-server/v2/server"
@@ -81,7 +81,7 @@ func (c *signedIn) refused(t *testing.T, subject string, data []byte) {
 func holds(t *testing.T, js jetstream.JetStream, stream string, mark []byte) bool {
 	t.Helper()
 	found := false
-	err := events.Tail(context.Background(), js, stream, 1, false, func(e events.Entry) error {
+	err := jetlog.Tail(context.Background(), js, stream, 1, false, func(e jetlog.Entry) error {
 		found = found || bytes.Contains(e.Data, mark)
 		return nil
 	})
@@ -119,7 +119,7 @@ func TestTheEmbeddedNATSServerLetsEachUserDoOnlyItsPart(t *testing.T) {
 		})
 		// A durable consumer too: created, fetched from and acknowledged.
 		ctx := context.Background()
-		cons, err := pub.js.CreateOrUpdateConsumer(ctx, events.StreamReceipts, jetstream.ConsumerConfig{
+		cons, err := pub.js.CreateOrUpdateConsumer(ctx, jetlog.StreamReceipts, jetstream.ConsumerConfig{
 			Durable: "storage-service", AckPolicy: jetstream.AckExplicitPolicy})
 		if err != nil {
 			t.Fatal(err)
@@ -137,12 +137,12 @@ func TestTheEmbeddedNATSServerLetsEachUserDoOnlyItsPart(t *testing.T) {
 	forged := func(typ string) []byte {
 		return []byte(`{"type":"` + typ + `","version":1,"at":"9999-12-31T00:00:00Z","note":"` + string(mark) + `"}`)
 	}
-	sub := events.DefaultSubjects
+	sub := jetlog.DefaultSubjects
 	t.Run("the publish user cannot publish ferry's internal inputs", func(t *testing.T) {
 		for _, typ := range []string{"deal.report", "deal.offered", "car.piece", "car.invalid", "tick", "aggregate.close"} {
 			pub.refused(t, sub.Input(typ), forged(typ))
 		}
-		if holds(t, n.JS, events.StreamIn, mark) {
+		if holds(t, n.JS, jetlog.StreamIn, mark) {
 			t.Fatal("a forged input is in FERRY_IN")
 		}
 	})
@@ -150,19 +150,19 @@ func TestTheEmbeddedNATSServerLetsEachUserDoOnlyItsPart(t *testing.T) {
 	t.Run("the publish user cannot write the aggregate log or the work queue, nor purge or delete", func(t *testing.T) {
 		for _, subject := range []string{
 			sub.Decisions(), sub.Deals(), sub.Work(d.cars[0].CID.String()),
-			"$JS.API.STREAM.PURGE." + events.StreamIn,
-			"$JS.API.STREAM.DELETE." + events.StreamReceipts,
-			"$JS.API.STREAM.DELETE." + events.StreamAgg,
+			"$JS.API.STREAM.PURGE." + jetlog.StreamIn,
+			"$JS.API.STREAM.DELETE." + jetlog.StreamReceipts,
+			"$JS.API.STREAM.DELETE." + jetlog.StreamAgg,
 			"$JS.API.STREAM.CREATE.EVIL",
-			"$JS.API.CONSUMER.DELETE." + events.StreamReceipts + ".storage-service",
+			"$JS.API.CONSUMER.DELETE." + jetlog.StreamReceipts + ".storage-service",
 		} {
 			pub.refused(t, subject, forged("aggregate.deals"))
 		}
-		if holds(t, n.JS, events.StreamAgg, mark) {
+		if holds(t, n.JS, jetlog.StreamAgg, mark) {
 			t.Fatal("a forged batch is in FERRY_AGG")
 		}
 		ctx := context.Background()
-		for _, name := range []string{events.StreamIn, events.StreamReceipts} {
+		for _, name := range []string{jetlog.StreamIn, jetlog.StreamReceipts} {
 			st, err := n.JS.Stream(ctx, name)
 			if err != nil || st.CachedInfo().State.Msgs == 0 {
 				t.Fatalf("%s after the attempts: %v", name, err)
@@ -174,11 +174,11 @@ func TestTheEmbeddedNATSServerLetsEachUserDoOnlyItsPart(t *testing.T) {
 		// JetStream does not check a deliver subject against its creator's
 		// permissions; the publish user's own account is what stops this.
 		ctx := context.Background()
-		before, err := n.JS.Stream(ctx, events.StreamAgg)
+		before, err := n.JS.Stream(ctx, jetlog.StreamAgg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cons, err := pub.js.CreateOrUpdateConsumer(ctx, events.StreamReceipts, jetstream.ConsumerConfig{
+		cons, err := pub.js.CreateOrUpdateConsumer(ctx, jetlog.StreamReceipts, jetstream.ConsumerConfig{
 			Durable: "into-the-aggregate-log", DeliverSubject: sub.Deals(), AckPolicy: jetstream.AckNonePolicy})
 		if err != nil {
 			t.Fatal(err)
@@ -190,7 +190,7 @@ func TestTheEmbeddedNATSServerLetsEachUserDoOnlyItsPart(t *testing.T) {
 		if info.PushBound {
 			t.Fatalf("the publish user's consumer found a listener on %s", sub.Deals())
 		}
-		after, err := n.JS.Stream(ctx, events.StreamAgg)
+		after, err := n.JS.Stream(ctx, jetlog.StreamAgg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -201,7 +201,7 @@ func TestTheEmbeddedNATSServerLetsEachUserDoOnlyItsPart(t *testing.T) {
 
 	t.Run("the admin user may do anything", func(t *testing.T) {
 		admin := signIn(t, n, natsembed.RoleAdmin)
-		if _, err := admin.js.Stream(context.Background(), events.StreamAgg); err != nil {
+		if _, err := admin.js.Stream(context.Background(), jetlog.StreamAgg); err != nil {
 			t.Fatalf("admin reads FERRY_AGG: %v", err)
 		}
 	})
@@ -280,15 +280,15 @@ func TestTheDocumentedClusterConfigurationGivesTheSameRoles(t *testing.T) {
 
 	ctx := context.Background()
 	ev := testutil.Replicated(7, 5000, true)
-	if _, err := events.NewPublisher(pub.js, events.DefaultSubjects).Publish(ctx, ev); err != nil {
+	if _, err := jetlog.NewPublisher(pub.js, jetlog.DefaultSubjects).Publish(ctx, ev); err != nil {
 		t.Fatalf("the publish user's car.replicated: %v", err)
 	}
-	pub.refused(t, events.DefaultSubjects.Input("tick"), []byte(`{"type":"tick","version":1,"time":"9999-12-31T00:00:00Z"}`))
-	pub.refused(t, "$JS.API.STREAM.PURGE."+events.StreamIn, nil)
+	pub.refused(t, jetlog.DefaultSubjects.Input("tick"), []byte(`{"type":"tick","version":1,"time":"9999-12-31T00:00:00Z"}`))
+	pub.refused(t, "$JS.API.STREAM.PURGE."+jetlog.StreamIn, nil)
 
 	// A receipt ferry stores reaches the publish user through the mirror.
 	receipt := []byte(`{"car":"` + ev.Car + `","aggregate":1}`)
-	if _, err := n.JS.Publish(ctx, events.DefaultSubjects.Receipt(ev.Car), receipt); err != nil {
+	if _, err := n.JS.Publish(ctx, jetlog.DefaultSubjects.Receipt(ev.Car), receipt); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 10*time.Second, "the receipt in the publish account", func() bool {

@@ -19,6 +19,7 @@ import (
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/piece/worker"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/ferry-dev/ferry/spade"
@@ -51,7 +52,7 @@ type Config struct {
 	PublishAccount bool
 	// Duplicates is the input log's message id window (0: the default).
 	Duplicates time.Duration
-	Subjects   events.Subjects
+	Subjects   jetlog.Subjects
 	// Fold is the settings a new log is made under. A log that records
 	// its settings is folded under those; FoldGiven names (by JSON name)
 	// the settings the operator chose explicitly, and one that disagrees
@@ -97,7 +98,7 @@ type Node struct {
 	Store     *projections.Store
 	Projector *projections.Projector
 	Runner    *aggregator.Runner
-	Pub       *events.Publisher
+	Pub       *jetlog.Publisher
 	API       *projections.API
 	Dealer    *spade.Dealer
 	Receipter *projections.Receipter
@@ -133,7 +134,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.Log = slog.Default()
 	}
 	if cfg.Subjects.Prefix == "" {
-		cfg.Subjects = events.DefaultSubjects
+		cfg.Subjects = jetlog.DefaultSubjects
 	}
 	n := &Node{cfg: cfg, log: cfg.Log, Registry: prometheus.NewRegistry(), work: make(chan *events.CarReplicated, 4096),
 		errs: map[string]error{}, ctx: context.Background(), done: make(chan struct{})}
@@ -161,7 +162,7 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.connect(); err != nil {
 		return err
 	}
-	err = events.EnsureStreams(ctx, n.JS, events.StreamOptions{Subjects: n.cfg.Subjects, Replicas: n.cfg.Replicas, Duplicates: n.cfg.Duplicates})
+	err = jetlog.EnsureStreams(ctx, n.JS, jetlog.StreamOptions{Subjects: n.cfg.Subjects, Replicas: n.cfg.Replicas, Duplicates: n.cfg.Duplicates})
 	if err != nil {
 		return err
 	}
@@ -181,7 +182,7 @@ func (n *Node) start(ctx context.Context) error {
 		}
 	}
 	n.disk = n.watchDisk()
-	n.Pub = events.NewPublisher(n.JS, n.cfg.Subjects)
+	n.Pub = jetlog.NewPublisher(n.JS, n.cfg.Subjects)
 	n.Pub.Gate = n.disk.gate
 	n.Projector = projections.NewProjector(n.JS, store, n.log)
 	n.Runner = aggregator.NewRunner(n.JS, aggregator.RunnerConfig{

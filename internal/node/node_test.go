@@ -20,6 +20,7 @@ import (
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/filecoin-project/go-data-segment/datasegment"
 	"github.com/filecoin-project/go-state-types/abi"
@@ -56,8 +57,8 @@ func waitIdle(t *testing.T, n *Node, js jetstream.JetStream) {
 	t.Helper()
 	ctx := context.Background()
 	testutil.Eventually(t, 30*time.Second, "aggregator and projection to catch up", func() bool {
-		in, err1 := js.Stream(ctx, events.StreamIn)
-		agg, err2 := js.Stream(ctx, events.StreamAgg)
+		in, err1 := js.Stream(ctx, jetlog.StreamIn)
+		agg, err2 := js.Stream(ctx, jetlog.StreamAgg)
 		if err1 != nil || err2 != nil {
 			return false
 		}
@@ -74,7 +75,7 @@ func lastInputSeen(t *testing.T, js jetstream.JetStream, aggSeq uint64) uint64 {
 	if aggSeq == 0 {
 		return 0
 	}
-	st, _ := js.Stream(context.Background(), events.StreamAgg)
+	st, _ := js.Stream(context.Background(), jetlog.StreamAgg)
 	m, err := st.GetMsg(context.Background(), aggSeq)
 	if err != nil {
 		return 0
@@ -93,7 +94,7 @@ func lastDecisive(seq uint64) uint64 { return seq }
 func TestCarsFlowIntoAggregatesWhosePieceCIDsAndProofsVerify(t *testing.T) {
 	nt := testutil.StartNATS(t)
 	n := startNode(t, testConfig(t.TempDir(), nt.URL()))
-	pub := events.NewPublisher(nt.JS, events.DefaultSubjects)
+	pub := jetlog.NewPublisher(nt.JS, jetlog.DefaultSubjects)
 	ctx := context.Background()
 	var cars []testutil.CAR
 	for i := range 120 {
@@ -270,7 +271,7 @@ func checkLogsUnder(t *testing.T, js jetstream.JetStream, cfg aggregator.Config)
 	deal := cfg.DealSize
 	st := aggregator.New(*logged)
 	var want [][]byte
-	err = events.Tail(ctx, js, events.StreamIn, 1, false, func(e events.Entry) error {
+	err = jetlog.Tail(ctx, js, jetlog.StreamIn, 1, false, func(e jetlog.Entry) error {
 		if b := st.ApplyInput(aggregator.Input{Seq: e.Seq, Data: e.Data, Stored: e.Time}); len(b.Decisions) > 0 {
 			data, err := json.Marshal(b)
 			want = append(want, data)
@@ -283,7 +284,7 @@ func checkLogsUnder(t *testing.T, js jetstream.JetStream, cfg aggregator.Config)
 	}
 	m := aggregator.NewModel()
 	i := 0
-	err = events.Tail(ctx, js, events.StreamAgg, 1, false, func(e events.Entry) error {
+	err = jetlog.Tail(ctx, js, jetlog.StreamAgg, 1, false, func(e jetlog.Entry) error {
 		k := bytes.Count(e.Data, []byte("\n")) + 1
 		if i+k > len(want) || !bytes.Equal(e.Data, bytes.Join(want[i:i+k], []byte("\n"))) {
 			return fmt.Errorf("aggregate log message %d differs from the refold", e.Seq)
@@ -304,7 +305,7 @@ func checkLogsUnder(t *testing.T, js jetstream.JetStream, cfg aggregator.Config)
 		if deals && k != 1 {
 			return fmt.Errorf("aggregate log message %d groups a batch that makes deals with %d others", e.Seq, k-1)
 		}
-		if onDeals := e.Msg.Subject() == events.DefaultSubjects.Deals(); onDeals != deals {
+		if onDeals := e.Msg.Subject() == jetlog.DefaultSubjects.Deals(); onDeals != deals {
 			return fmt.Errorf("aggregate log message %d on %s, makes deals: %v", e.Seq, e.Msg.Subject(), deals)
 		}
 		i += k
@@ -332,7 +333,7 @@ func TestRestartsDuringBulkIngestLoseAndDoubleNothing(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		_, js := testutil.Connect(t, nt.URL())
-		pub := events.NewPublisher(js, events.DefaultSubjects)
+		pub := jetlog.NewPublisher(js, jetlog.DefaultSubjects)
 		for i := range total {
 			if _, err := pub.PublishAsync(testutil.Replicated(i, 1+uint64(i*7919%30000), true)); err != nil {
 				t.Error(err)
@@ -377,7 +378,7 @@ func TestASecondAggregatorWaitsAndARogueAppendDeposesTheWriter(t *testing.T) {
 	if b.Runner.Status().Leader {
 		t.Fatal("two aggregators lead at once")
 	}
-	pub := events.NewPublisher(nt.JS, events.DefaultSubjects)
+	pub := jetlog.NewPublisher(nt.JS, jetlog.DefaultSubjects)
 	ctx := context.Background()
 	for i := range 50 {
 		if _, err := pub.Publish(ctx, testutil.Replicated(i, 5000, true)); err != nil {
@@ -388,7 +389,7 @@ func TestASecondAggregatorWaitsAndARogueAppendDeposesTheWriter(t *testing.T) {
 	// A writer that ignores the lease appends behind the leader's back: the
 	// leader's next append must fail and it must step down, not interleave.
 	rogue, _ := json.Marshal(aggregator.Batch{Decisions: []aggregator.Decision{{Type: aggregator.DecInputIgnored, Reason: "rogue"}}})
-	if _, err := nt.JS.Publish(ctx, events.DefaultSubjects.Decisions(), rogue); err != nil {
+	if _, err := nt.JS.Publish(ctx, jetlog.DefaultSubjects.Decisions(), rogue); err != nil {
 		t.Fatal(err)
 	}
 	for i := 50; i < 100; i++ {
@@ -464,7 +465,7 @@ var (
 func TestACarIsFoundByAnyEncodingOfItsCID(t *testing.T) {
 	nt := testutil.StartNATS(t)
 	n := startNode(t, testConfig(t.TempDir(), nt.URL()))
-	pub := events.NewPublisher(nt.JS, events.DefaultSubjects)
+	pub := jetlog.NewPublisher(nt.JS, jetlog.DefaultSubjects)
 	ev := testutil.Replicated(7, 5000, true)
 	if _, err := pub.Publish(context.Background(), ev); err != nil {
 		t.Fatal(err)

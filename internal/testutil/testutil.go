@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -45,7 +45,7 @@ func StartNATSIn(tb testing.TB, dir string) *NATS {
 	n.Conn, n.JS = Connect(tb, s.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := events.EnsureStreams(ctx, n.JS, events.StreamOptions{Subjects: events.DefaultSubjects}); err != nil {
+	if err := jetlog.EnsureStreams(ctx, n.JS, jetlog.StreamOptions{Subjects: jetlog.DefaultSubjects}); err != nil {
 		tb.Fatalf("streams: %v", err)
 	}
 	return n

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -19,9 +20,9 @@ type DeadLetter struct {
 }
 
 // DeadLetters lists the dead letters, of one CAR when car is set.
-func DeadLetters(ctx context.Context, js jetstream.JetStream, sub events.Subjects, car string) ([]DeadLetter, error) {
+func DeadLetters(ctx context.Context, js jetstream.JetStream, sub jetlog.Subjects, car string) ([]DeadLetter, error) {
 	var out []DeadLetter
-	err := events.Tail(ctx, js, events.StreamDLQ, 1, false, func(e events.Entry) error {
+	err := jetlog.Tail(ctx, js, jetlog.StreamDLQ, 1, false, func(e jetlog.Entry) error {
 		if car != "" && e.Msg.Subject() != sub.DeadLetter(car) {
 			return nil
 		}
@@ -40,12 +41,12 @@ func DeadLetters(ctx context.Context, js jetstream.JetStream, sub events.Subject
 // Replay puts each dead letter's car.replicated into the input log again —
 // its rejection made the CAR unknown to the fold, so it is accepted and
 // queued anew — then deletes the dead letter.
-func Replay(ctx context.Context, js jetstream.JetStream, sub events.Subjects, letters []DeadLetter) error {
-	st, err := js.Stream(ctx, events.StreamDLQ)
+func Replay(ctx context.Context, js jetstream.JetStream, sub jetlog.Subjects, letters []DeadLetter) error {
+	st, err := js.Stream(ctx, jetlog.StreamDLQ)
 	if err != nil {
 		return err
 	}
-	pub := events.NewPublisher(js, sub)
+	pub := jetlog.NewPublisher(js, sub)
 	for _, l := range letters {
 		msg, err := pub.Msg(&l.Event)
 		if err != nil {

@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -45,7 +46,7 @@ import (
 
 // Config of a pool of workers.
 type Config struct {
-	Subjects events.Subjects
+	Subjects jetlog.Subjects
 	// Workers is the number of CARs worked on at once.
 	Workers int
 	// MaxSize bounds a CAR; larger ones are invalid.
@@ -80,15 +81,15 @@ func (c *Config) defaults() {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
 	if c.Subjects.Prefix == "" {
-		c.Subjects = events.DefaultSubjects
+		c.Subjects = jetlog.DefaultSubjects
 	}
 }
 
 // EnsureConsumer creates or updates the durable consumer all workers share.
 func EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Consumer, error) {
 	cfg.defaults()
-	c, err := js.CreateOrUpdateConsumer(ctx, events.StreamWork, jetstream.ConsumerConfig{
-		Durable: events.WorkConsumer, FilterSubject: cfg.Subjects.Works(), AckPolicy: jetstream.AckExplicitPolicy,
+	c, err := js.CreateOrUpdateConsumer(ctx, jetlog.StreamWork, jetstream.ConsumerConfig{
+		Durable: jetlog.WorkConsumer, FilterSubject: cfg.Subjects.Works(), AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: cfg.AckWait, MaxDeliver: -1, MaxAckPending: 1000,
 		Description: "ferry piece workers",
 	})
@@ -100,7 +101,7 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config) (je
 
 // Enqueue puts a CAR's work item on the queue. The queue keeps at most one
 // item per CAR, so enqueuing a CAR that waits already changes nothing.
-func Enqueue(ctx context.Context, js jetstream.JetStream, sub events.Subjects, ev *events.CarReplicated) error {
+func Enqueue(ctx context.Context, js jetstream.JetStream, sub jetlog.Subjects, ev *events.CarReplicated) error {
 	data, err := events.Encode(ev)
 	if err != nil {
 		return err
@@ -122,13 +123,13 @@ func isPerSubjectFull(err error) bool {
 type Pool struct {
 	js  jetstream.JetStream
 	cfg Config
-	pub *events.Publisher
+	pub *jetlog.Publisher
 }
 
 // New returns a pool on js.
 func New(js jetstream.JetStream, cfg Config) *Pool {
 	cfg.defaults()
-	return &Pool{js: js, cfg: cfg, pub: events.NewPublisher(js, cfg.Subjects)}
+	return &Pool{js: js, cfg: cfg, pub: jetlog.NewPublisher(js, cfg.Subjects)}
 }
 
 // Run works until ctx ends.

@@ -14,6 +14,7 @@ import (
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/internal/testutil/rawserve"
 	"github.com/ferry-dev/ferry/internal/urlpolicy"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/piece/worker"
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,7 +27,7 @@ var local = piece.FetchOptions{Policy: urlpolicy.New(urlpolicy.Config{AllowPriva
 func outcomes(t *testing.T, js jetstream.JetStream) (pieces map[string][]string, invalid map[string]string) {
 	t.Helper()
 	pieces, invalid = map[string][]string{}, map[string]string{}
-	err := events.Tail(context.Background(), js, events.StreamIn, 1, false, func(e events.Entry) error {
+	err := jetlog.Tail(context.Background(), js, jetlog.StreamIn, 1, false, func(e jetlog.Entry) error {
 		ev, err := events.Decode(e.Data)
 		if err != nil {
 			return err
@@ -61,11 +62,11 @@ func TestTwoPoolsShareTheQueueAndNeverBothFinishACar(t *testing.T) {
 	for i := range 30 {
 		c := testutil.MakeCAR(t, uint64(i), 5000+i*1000)
 		cars[c.CID.String()] = c
-		if err := worker.Enqueue(ctx, nt.JS, events.DefaultSubjects, c.Event(srv.URL, false)); err != nil {
+		if err := worker.Enqueue(ctx, nt.JS, jetlog.DefaultSubjects, c.Event(srv.URL, false)); err != nil {
 			t.Fatal(err)
 		}
 		// Enqueuing a waiting CAR again adds nothing.
-		if err := worker.Enqueue(ctx, nt.JS, events.DefaultSubjects, c.Event(srv.URL, false)); err != nil {
+		if err := worker.Enqueue(ctx, nt.JS, jetlog.DefaultSubjects, c.Event(srv.URL, false)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -110,7 +111,7 @@ func TestAWorkerKilledMidDownloadLeavesTheCarToAnother(t *testing.T) {
 		w.Write(c.Bytes)
 	}))
 	t.Cleanup(srv.Close)
-	if err := worker.Enqueue(context.Background(), nt.JS, events.DefaultSubjects, c.Event(srv.URL, false)); err != nil {
+	if err := worker.Enqueue(context.Background(), nt.JS, jetlog.DefaultSubjects, c.Event(srv.URL, false)); err != nil {
 		t.Fatal(err)
 	}
 	cfg := worker.Config{Workers: 1, MaxSize: 1 << 20, AckWait: time.Second, Fetch: local}
@@ -166,7 +167,7 @@ func TestWorkersFetchOnlyWhatTheFetchPolicyAllows(t *testing.T) {
 		c := testutil.MakeCAR(t, uint64(50+i), 20000)
 		ev := c.Event(srv.URL, false)
 		ev.URLs = []string{tt.url}
-		if err := worker.Enqueue(ctx, nt.JS, events.DefaultSubjects, ev); err != nil {
+		if err := worker.Enqueue(ctx, nt.JS, jetlog.DefaultSubjects, ev); err != nil {
 			t.Fatal(err)
 		}
 		cars[c.CID.String()] = tt.reason
@@ -208,7 +209,7 @@ func TestAllowedFetchesReportNothingTheSourceSent(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for _, ev := range []*events.CarReplicated{good.Event(srv.URL, false), bev} {
-		if err := worker.Enqueue(ctx, nt.JS, events.DefaultSubjects, ev); err != nil {
+		if err := worker.Enqueue(ctx, nt.JS, jetlog.DefaultSubjects, ev); err != nil {
 			t.Fatal(err)
 		}
 	}

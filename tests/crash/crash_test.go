@@ -27,7 +27,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
-	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -348,8 +348,8 @@ func (r *rig) finish(ctx context.Context, began time.Time) {
 	js := connect(t, r.natsURL, r.signIn("admin")...)
 	caught := time.Now().Add(2 * time.Minute)
 	for {
-		aggLast, _, err1 := streamState(ctx, js, events.StreamAgg)
-		_, receipts, err2 := streamState(ctx, js, events.StreamReceipts)
+		aggLast, _, err1 := streamState(ctx, js, jetlog.StreamAgg)
+		_, receipts, err2 := streamState(ctx, js, jetlog.StreamReceipts)
 		_, seq := healthy(r.httpAddr)
 		if err1 == nil && err2 == nil && seq == aggLast && receipts >= uint64(p.N) {
 			t.Logf("aggregate log at %d, read models at %d, %d receipts", aggLast, seq, receipts)

@@ -28,6 +28,7 @@ import (
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -438,7 +439,7 @@ func (p *producer) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	pub := events.NewPublisher(js, events.DefaultSubjects)
+	pub := jetlog.NewPublisher(js, jetlog.DefaultSubjects)
 	api := client.NewHTTP(p.api)
 	api.HC = &http.Client{Timeout: 15 * time.Second}
 
@@ -479,7 +480,7 @@ func (p *producer) run(ctx context.Context) error {
 }
 
 // publishNATS publishes evs asynchronously and returns those not stored.
-func (p *producer) publishNATS(ctx context.Context, pub *events.Publisher, evs []*events.CarReplicated) []*events.CarReplicated {
+func (p *producer) publishNATS(ctx context.Context, pub *jetlog.Publisher, evs []*events.CarReplicated) []*events.CarReplicated {
 	type sent struct {
 		ev  *events.CarReplicated
 		fut jetstream.PubAckFuture

@@ -1,25 +1,25 @@
-package events_test
+package jetlog_test
 
 import (
 	"context"
 	"testing"
 
-	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
 )
 
 func TestTailEndsAtTheEndOfTheLogEvenWhenItsLastMessagesAreDeleted(t *testing.T) {
 	nt := testutil.StartNATS(t)
 	ctx := context.Background()
 	for i := range 5 {
-		if _, err := nt.JS.Publish(ctx, events.DefaultSubjects.DeadLetter(testutil.CarCID(i).String()), []byte("{}")); err != nil {
+		if _, err := nt.JS.Publish(ctx, jetlog.DefaultSubjects.DeadLetter(testutil.CarCID(i).String()), []byte("{}")); err != nil {
 			t.Fatal(err)
 		}
 	}
-	st, _ := nt.JS.Stream(ctx, events.StreamDLQ)
+	st, _ := nt.JS.Stream(ctx, jetlog.StreamDLQ)
 	read := func(from uint64) []uint64 {
 		var seqs []uint64
-		if err := events.Tail(ctx, nt.JS, events.StreamDLQ, from, false, func(e events.Entry) error {
+		if err := jetlog.Tail(ctx, nt.JS, jetlog.StreamDLQ, from, false, func(e jetlog.Entry) error {
 			seqs = append(seqs, e.Seq)
 			return nil
 		}); err != nil {

@@ -1,4 +1,4 @@
-package events_test
+package jetlog_test
 
 import (
 	"context"
@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -18,7 +18,7 @@ func TestIsStorageFullKnowsEveryFormAFullDiskTakes(t *testing.T) {
 		err  error
 		want bool
 	}{
-		{"ferry's own sentinel, wrapped", fmt.Errorf("publish: %w", events.ErrStorageFull), true},
+		{"ferry's own sentinel, wrapped", fmt.Errorf("publish: %w", jetlog.ErrStorageFull), true},
 		{"JetStream's insufficient resources", fmt.Errorf("nats: %w", &jetstream.APIError{ErrorCode: 10047, Code: 503, Description: "insufficient resources"}), true},
 		{"the OS's ENOSPC passed on by the server", errors.New("write /data/1.blk: no space left on device"), true},
 		{"a conflict is not", &jetstream.APIError{ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence}, false},
@@ -27,7 +27,7 @@ func TestIsStorageFullKnowsEveryFormAFullDiskTakes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := events.IsStorageFull(tc.err); got != tc.want {
+			if got := jetlog.IsStorageFull(tc.err); got != tc.want {
 				t.Fatalf("IsStorageFull(%v) = %v, want %v", tc.err, got, tc.want)
 			}
 		})
@@ -36,17 +36,17 @@ func TestIsStorageFullKnowsEveryFormAFullDiskTakes(t *testing.T) {
 
 func TestAPublisherGateRefusesBeforeAnythingIsStored(t *testing.T) {
 	nt := testutil.StartNATS(t)
-	if err := events.EnsureStreams(context.Background(), nt.JS, events.StreamOptions{Subjects: events.DefaultSubjects}); err != nil {
+	if err := jetlog.EnsureStreams(context.Background(), nt.JS, jetlog.StreamOptions{Subjects: jetlog.DefaultSubjects}); err != nil {
 		t.Fatal(err)
 	}
-	pub := events.NewPublisher(nt.JS, events.DefaultSubjects)
-	full := fmt.Errorf("%w: the input log cannot be written (test)", events.ErrStorageFull)
+	pub := jetlog.NewPublisher(nt.JS, jetlog.DefaultSubjects)
+	full := fmt.Errorf("%w: the input log cannot be written (test)", jetlog.ErrStorageFull)
 	pub.Gate = func() error { return full }
 	_, err := pub.Publish(context.Background(), testutil.Replicated(1, 1000, true))
-	if !errors.Is(err, events.ErrStorageFull) || !strings.HasPrefix(err.Error(), "disk full: ") {
+	if !errors.Is(err, jetlog.ErrStorageFull) || !strings.HasPrefix(err.Error(), "disk full: ") {
 		t.Fatalf("gated publish: %v, want the gate's disk full error as is", err)
 	}
-	st, _ := nt.JS.Stream(context.Background(), events.StreamIn)
+	st, _ := nt.JS.Stream(context.Background(), jetlog.StreamIn)
 	if info, _ := st.Info(context.Background()); info.State.Msgs != 0 {
 		t.Fatalf("a gated publish stored %d messages", info.State.Msgs)
 	}

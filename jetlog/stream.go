@@ -1,4 +1,4 @@
-package events
+package jetlog
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferry-dev/ferry/events"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -119,7 +120,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	}
 	cfgs := []jetstream.StreamConfig{
 		{Name: StreamIn, Subjects: []string{s.Inputs()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
-			Duplicates: o.Duplicates, MaxMsgSize: MaxInputBytes, Description: "ferry input log: facts, appended once"},
+			Duplicates: o.Duplicates, MaxMsgSize: events.MaxInputBytes, Description: "ferry input log: facts, appended once"},
 		{Name: StreamAgg, Subjects: []string{s.Decisions(), s.Deals()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 			Duplicates: aggDuplicates, Description: "ferry aggregate log: the aggregator's decisions"},
 		{Name: StreamReceipts, Subjects: []string{s.Receipts()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
@@ -188,7 +189,7 @@ type Published struct {
 }
 
 // Publish appends ev and waits for the stream's acknowledgement.
-func (p *Publisher) Publish(ctx context.Context, ev Event) (Published, error) {
+func (p *Publisher) Publish(ctx context.Context, ev events.Event) (Published, error) {
 	if err := p.gate(); err != nil {
 		return Published{}, err
 	}
@@ -214,7 +215,7 @@ func (p *Publisher) gate() error {
 }
 
 // PublishAsync appends ev without waiting; the future says how it went.
-func (p *Publisher) PublishAsync(ev Event) (jetstream.PubAckFuture, error) {
+func (p *Publisher) PublishAsync(ev events.Event) (jetstream.PubAckFuture, error) {
 	msg, err := p.Msg(ev)
 	if err != nil {
 		return nil, err
@@ -223,26 +224,15 @@ func (p *Publisher) PublishAsync(ev Event) (jetstream.PubAckFuture, error) {
 }
 
 // Msg is the NATS message for ev: its subject, body and Nats-Msg-Id.
-func (p *Publisher) Msg(ev Event) (*nats.Msg, error) {
-	data, err := Encode(ev)
+func (p *Publisher) Msg(ev events.Event) (*nats.Msg, error) {
+	data, err := events.Encode(ev)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", ev.Kind(), err)
 	}
 	msg := nats.NewMsg(p.sub.Input(ev.Kind()))
 	msg.Data = data
-	msg.Header.Set(jetstream.MsgIDHeader, truncateID(ev.MsgID()))
+	msg.Header.Set(jetstream.MsgIDHeader, events.BoundedID(ev.MsgID()))
 	return msg, nil
-}
-
-// truncateID keeps message ids within a sane header length. An id longer
-// than that keeps its start and ends in the digest of the whole id, so two
-// ids that differ only past the cut stay two ids.
-func truncateID(id string) string {
-	const max = 512
-	if len(id) > max {
-		return readable(id, max-1-digestLen) + "/" + contentDigest(id)
-	}
-	return strings.TrimSpace(id)
 }
 
 // errWrongLastMsgID is JetStream's "last msgid mismatch" error code.

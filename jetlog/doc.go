@@ -1,0 +1,18 @@
+// Package jetlog is ferry's logs on NATS JetStream: the streams and their
+// subjects (EnsureStreams, Subjects), appending events to the input log
+// (Publisher), and reading a log in order (Tail).
+//
+// # Rules
+//
+//   - The stream names are fixed, so an operator finds them with a stock
+//     NATS client; only the subject prefix is configurable.
+//   - FERRY_IN stores an input once per message id within its duplicate
+//     window (the event's id, bounded by events.BoundedID); it refuses a
+//     message over events.MaxInputBytes, so NATS producers are held to the
+//     size bound by the server itself.
+//   - Tail delivers a log's messages in sequence order, each once, and ends
+//     at the log's last message unless asked to follow; the caller checks
+//     for gaps where it must vouch for having read everything.
+//   - A full disk is an error of its own (ErrStorageFull, IsStorageFull),
+//     so that callers answer "disk full" instead of a timeout.
+package jetlog
