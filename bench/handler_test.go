@@ -10,13 +10,14 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ferry-dev/ferry/api"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/projections"
 )
 
 // BenchmarkStatusHandler is the status API's server side alone, in this
 // process and without the network: GET /v1/cars/{cid} through
-// projections.API's handler on read models of -ferry.cars CARs, CIDs drawn
+// api.API's handler on read models of -ferry.cars CARs, CIDs drawn
 // at random. ns/op is the CPU of one request on one core; it is the figure
 // to compare fixes to the handler or the store with (benchstat, -count
 // 10), since it barely moves with other load on the machine, unlike
@@ -24,7 +25,7 @@ import (
 func BenchmarkStatusHandler(b *testing.B) {
 	n := *flagCars
 	f := fleetOf(b, n)
-	h := (&projections.API{Store: readModels(b, f, n), DealSize: *flagDeal, Log: quietLog()}).Handler()
+	h := (&api.API{Store: readModels(b, f, n), DealSize: *flagDeal, Log: quietLog()}).Handler()
 	rng := rand.New(rand.NewPCG(5, uint64(n)))
 	var bytes int
 	b.ReportAllocs()

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/internal/testutil"
-	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/wire"
 	"github.com/nats-io/nats.go"
 )
 
@@ -412,7 +412,7 @@ func (s *serve) verifyHTTP(b *testing.B, f *fleet, n int) int {
 		if err != nil || resp.StatusCode != http.StatusOK {
 			b.Fatalf("GET CAR %d: %s %v %s", i, resp.Status, err, body)
 		}
-		var v projections.CarView
+		var v wire.CarView
 		if err := json.Unmarshal(body, &v); err != nil {
 			b.Fatal(err)
 		}

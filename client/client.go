@@ -23,7 +23,7 @@ import (
 	"strings"
 
 	"github.com/ferry-dev/ferry/events"
-	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/wire"
 )
 
 // ErrNotFound is returned when ferry does not know the CAR or aggregate.
@@ -106,8 +106,8 @@ func (c *HTTP) do(ctx context.Context, method, path string, body any, out any) e
 }
 
 // Car returns where a CAR is.
-func (c *HTTP) Car(ctx context.Context, car string) (*projections.CarView, error) {
-	var v projections.CarView
+func (c *HTTP) Car(ctx context.Context, car string) (*wire.CarView, error) {
+	var v wire.CarView
 	if err := c.do(ctx, http.MethodGet, "/v1/cars/"+url.PathEscape(car), nil, &v); err != nil {
 		return nil, err
 	}
@@ -116,12 +116,12 @@ func (c *HTTP) Car(ctx context.Context, car string) (*projections.CarView, error
 
 // Aggregate returns an aggregate by id or piece CID, with up to limit
 // pieces after position after (-1 for the first page).
-func (c *HTTP) Aggregate(ctx context.Context, ref string, after, limit int) (*projections.AggregateView, error) {
+func (c *HTTP) Aggregate(ctx context.Context, ref string, after, limit int) (*wire.AggregateView, error) {
 	q := url.Values{"limit": {strconv.Itoa(limit)}}
 	if after >= 0 {
 		q.Set("after", strconv.Itoa(after))
 	}
-	var v projections.AggregateView
+	var v wire.AggregateView
 	if err := c.do(ctx, http.MethodGet, "/v1/aggregates/"+url.PathEscape(ref)+"?"+q.Encode(), nil, &v); err != nil {
 		return nil, err
 	}
@@ -130,8 +130,8 @@ func (c *HTTP) Aggregate(ctx context.Context, ref string, after, limit int) (*pr
 
 // AggregatePage is one page of the aggregate listing.
 type AggregatePage struct {
-	Aggregates []projections.AggregateView `json:"aggregates"`
-	Next       uint64                      `json:"next,omitempty"`
+	Aggregates []wire.AggregateView `json:"aggregates"`
+	Next       uint64               `json:"next,omitempty"`
 }
 
 // Aggregates lists aggregates with id > after, optionally in one state.
@@ -148,22 +148,22 @@ func (c *HTTP) Aggregates(ctx context.Context, state string, after uint64, limit
 }
 
 // Submit posts car.replicated events; each gets its own result, ferry's
-// verdict on it: projections.Accepted, Duplicate, Refused ("rejected"),
+// verdict on it: wire.Accepted, Duplicate, Refused ("rejected"),
 // "conflict", each rejection with its reason, or "error" when ferry could
 // not append it.
-func (c *HTTP) Submit(ctx context.Context, evs []*events.CarReplicated) ([]projections.CarResult, error) {
+func (c *HTTP) Submit(ctx context.Context, evs []*events.CarReplicated) ([]wire.CarResult, error) {
 	return c.submit(ctx, evs)
 }
 
 // SubmitEncoded is Submit for events already encoded as JSON objects (a
 // caller that bounds a request's bytes encodes each event once).
-func (c *HTTP) SubmitEncoded(ctx context.Context, evs []json.RawMessage) ([]projections.CarResult, error) {
+func (c *HTTP) SubmitEncoded(ctx context.Context, evs []json.RawMessage) ([]wire.CarResult, error) {
 	return c.submit(ctx, evs)
 }
 
-func (c *HTTP) submit(ctx context.Context, evs any) ([]projections.CarResult, error) {
+func (c *HTTP) submit(ctx context.Context, evs any) ([]wire.CarResult, error) {
 	var out struct {
-		Results []projections.CarResult `json:"results"`
+		Results []wire.CarResult `json:"results"`
 	}
 	if err := c.do(ctx, http.MethodPost, "/v1/cars", evs, &out); err != nil {
 		return nil, err

@@ -8,7 +8,7 @@ import (
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/wire"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -58,7 +58,7 @@ type From struct {
 // SubscribeReceipts calls handler for each receipt from the given position
 // on, until ctx ends or handler fails. A handler error is returned; with a
 // durable consumer, that receipt is delivered again next time.
-func SubscribeReceipts(ctx context.Context, js jetstream.JetStream, from From, handler func(seq uint64, r projections.Receipt) error) error {
+func SubscribeReceipts(ctx context.Context, js jetstream.JetStream, from From, handler func(seq uint64, r wire.Receipt) error) error {
 	cons, err := receiptConsumer(ctx, js, from)
 	if err != nil {
 		return err
@@ -91,7 +91,7 @@ func SubscribeReceipts(ctx context.Context, js jetstream.JetStream, from From, h
 		if err != nil {
 			return err
 		}
-		var r projections.Receipt
+		var r wire.Receipt
 		if err := json.Unmarshal(msg.Data(), &r); err != nil {
 			return fmt.Errorf("receipt %d: %w", meta.Sequence.Stream, err)
 		}

@@ -6,15 +6,16 @@ import (
 
 	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/internal/jsonw"
+	"github.com/ferry-dev/ferry/wire"
 	"github.com/filecoin-project/go-data-segment/merkletree"
 )
 
 // appendCarJSON appends json.Marshal(c)'s bytes, without reflection: the
 // status API answers one per request, and encoding/json's reflection was
 // most of a request's CPU. The inclusion proof is rendered from proof, as
-// c.Inclusion = inclusionView(proof) would be; c.Inclusion itself is not
+// c.Inclusion = Inclusion(proof) would be; c.Inclusion itself is not
 // read. A test holds it equal to json.Marshal.
-func appendCarJSON(dst []byte, c *CarView, proof *frc58.Proof) ([]byte, error) {
+func appendCarJSON(dst []byte, c *wire.CarView, proof *frc58.Proof) ([]byte, error) {
 	dst = append(dst, `{"car":`...)
 	dst = jsonw.String(dst, c.Car)
 	dst = append(dst, `,"state":`...)
@@ -97,7 +98,7 @@ func appendCarJSON(dst []byte, c *CarView, proof *frc58.Proof) ([]byte, error) {
 	return append(dst, '}'), nil
 }
 
-// appendProofPath appends a Merkle path as ProofPath encodes it.
+// appendProofPath appends a Merkle path as wire.ProofPath encodes it.
 func appendProofPath(dst []byte, p *merkletree.ProofData) []byte {
 	dst = append(dst, `{"index":`...)
 	dst = strconv.AppendUint(dst, p.Index, 10)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/wire"
 	"github.com/filecoin-project/go-data-segment/merkletree"
 )
 
@@ -22,7 +23,7 @@ func TestCarJSONIsMarshal(t *testing.T) {
 		`"line\u2028"`, "{\"u\":\"\u2028\"}", `null`, `[1,2]`, ` 7 `}
 	pick := func() string { return strs[rng.IntN(len(strs))] }
 	for i := range 5000 {
-		c := CarView{Car: pick(), State: pick(), MD5: pick(), ReplicatedAt: pick(), Piece: pick(),
+		c := wire.CarView{Car: pick(), State: pick(), MD5: pick(), ReplicatedAt: pick(), Piece: pick(),
 			AggregatePiece: pick(), Reason: pick()}
 		if rng.IntN(2) == 0 {
 			c.Size, c.PieceSize, c.Aggregate = rng.Uint64(), uint64(rng.IntN(3))<<rng.IntN(40), uint64(rng.IntN(3))
@@ -52,7 +53,7 @@ func TestCarJSONIsMarshal(t *testing.T) {
 			}
 			// The view the status API answers: the one Store.Car gives.
 			var err error
-			if c.Inclusion, err = inclusionView(proof); err != nil {
+			if c.Inclusion, err = Inclusion(proof); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -67,7 +68,7 @@ func TestCarJSONIsMarshal(t *testing.T) {
 			t.Fatalf("view %d:\n got %s (%v)\nwant %s (%v)", i, got, gerr, want, werr)
 		}
 	}
-	bad := CarView{Car: "x", Source: json.RawMessage(`{"a":`)}
+	bad := wire.CarView{Car: "x", Source: json.RawMessage(`{"a":`)}
 	if _, err := appendCarJSON(nil, &bad, nil); err == nil {
 		t.Fatal("invalid source encoded without an error")
 	}

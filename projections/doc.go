@@ -1,6 +1,6 @@
 // Package projections keeps ferry's read models — where every CAR is, what
-// every aggregate holds — in bbolt, built from the aggregate log, and serves
-// them over HTTP.
+// every aggregate holds — in bbolt, built from the aggregate log by the
+// Projector; package api serves them over HTTP.
 //
 // # Rules
 //

@@ -13,6 +13,7 @@ import (
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/piece"
+	"github.com/ferry-dev/ferry/wire"
 	"github.com/filecoin-project/go-data-segment/merkletree"
 	bolt "go.etcd.io/bbolt"
 )
@@ -20,12 +21,12 @@ import (
 // Car returns the view of a CAR by its canonical CID string: its own state
 // until it is in a closed aggregate, then the aggregate's state, with its
 // position, offset, inclusion proof and deals.
-func (s *Store) Car(car string) (*CarView, error) {
+func (s *Store) Car(car string) (*wire.CarView, error) {
 	c, proof, err := s.car(car)
 	if err != nil || proof == nil {
 		return c, err
 	}
-	c.Inclusion, err = inclusionView(proof)
+	c.Inclusion, err = Inclusion(proof)
 	return c, err
 }
 
@@ -41,9 +42,9 @@ func (s *Store) AppendCarJSON(dst []byte, car string) ([]byte, error) {
 }
 
 // car is a CAR's view without its inclusion proof, and the proof.
-func (s *Store) car(car string) (*CarView, *frc58.Proof, error) {
+func (s *Store) car(car string) (*wire.CarView, *frc58.Proof, error) {
 	var (
-		out   *CarView
+		out   *wire.CarView
 		proof *frc58.Proof
 	)
 	err := s.viewCar(car, func(tx *bolt.Tx, r *carRecord) error {
@@ -91,7 +92,7 @@ func (s *Store) viewCar(car string, fn func(*bolt.Tx, *carRecord) error) error {
 
 // placed is closed.place for a CAR of the closed aggregate a, or nil when
 // a has no layout.
-func placed(tx *bolt.Tx, a *AggregateView, r *carRecord) (*frc58.Proof, error) {
+func placed(tx *bolt.Tx, a *wire.AggregateView, r *carRecord) (*frc58.Proof, error) {
 	c, ok, err := openClosed(tx, a.ID)
 	if !ok || err != nil {
 		return nil, err
@@ -99,9 +100,9 @@ func placed(tx *bolt.Tx, a *AggregateView, r *carRecord) (*frc58.Proof, error) {
 	return c.place(a, r)
 }
 
-// inclusionView renders a proof: nodes in hex, cut from one string, and the
+// Inclusion renders a proof: nodes in hex, cut from one string, and the
 // CBOR form.
-func inclusionView(p *frc58.Proof) (*InclusionView, error) {
+func Inclusion(p *frc58.Proof) (*wire.InclusionView, error) {
 	enc, err := frc58.EncodeProof(p)
 	if err != nil {
 		return nil, err
@@ -124,9 +125,9 @@ func inclusionView(p *frc58.Proof) (*InclusionView, error) {
 		}
 		return out
 	}
-	return &InclusionView{
-		Subtree: ProofPath{Index: p.ProofSubtree.Index, Path: path(0, len(sub))},
-		Index:   ProofPath{Index: p.ProofIndex.Index, Path: path(len(sub), len(idx))},
+	return &wire.InclusionView{
+		Subtree: wire.ProofPath{Index: p.ProofSubtree.Index, Path: path(0, len(sub))},
+		Index:   wire.ProofPath{Index: p.ProofIndex.Index, Path: path(len(sub), len(idx))},
 		CBOR:    enc,
 	}, nil
 }
@@ -134,8 +135,8 @@ func inclusionView(p *frc58.Proof) (*InclusionView, error) {
 // Aggregate returns an aggregate by numeric id or piece CID, with up to
 // limit pieces of its layout after position after (-1 for the start). An
 // INGESTING aggregate lists its CARs in arrival order, without offsets.
-func (s *Store) Aggregate(ref string, after, limit int) (*AggregateView, error) {
-	var out *AggregateView
+func (s *Store) Aggregate(ref string, after, limit int) (*wire.AggregateView, error) {
+	var out *wire.AggregateView
 	err := s.db.View(func(tx *bolt.Tx) error {
 		id, err := resolve(tx, ref)
 		if err != nil {
@@ -172,7 +173,7 @@ func resolve(tx *bolt.Tx, ref string) (uint64, error) {
 
 // page fills a.Pieces with up to limit pieces after position after: in
 // layout order once the aggregate is closed, else in arrival order.
-func page(tx *bolt.Tx, a *AggregateView, after, limit int) error {
+func page(tx *bolt.Tx, a *wire.AggregateView, after, limit int) error {
 	pos := max(after+1, 0)
 	c, ok, err := openClosed(tx, a.ID)
 	if err != nil {
@@ -189,7 +190,7 @@ func page(tx *bolt.Tx, a *AggregateView, after, limit int) error {
 			if r, readErr = byNumber(tx, m.num); readErr != nil {
 				return false
 			}
-			a.Pieces = append(a.Pieces, PieceView{Car: r.view.Car, Piece: r.view.Piece, PieceSize: r.view.PieceSize})
+			a.Pieces = append(a.Pieces, wire.PieceView{Car: r.view.Car, Piece: r.view.Piece, PieceSize: r.view.PieceSize})
 			return true
 		})
 		return errors.Join(readErr, err)
@@ -208,7 +209,7 @@ func page(tx *bolt.Tx, a *AggregateView, after, limit int) error {
 		if err != nil {
 			return err
 		}
-		pv := PieceView{Car: r.view.Car, Piece: r.view.Piece, PieceSize: r.view.PieceSize}
+		pv := wire.PieceView{Car: r.view.Car, Piece: r.view.Piece, PieceSize: r.view.PieceSize}
 		if r.view.Aggregate == a.ID { // else it moved on after a failed deal
 			off := c.tree.Offset(pos)
 			pv.Offset = &off
@@ -220,12 +221,12 @@ func page(tx *bolt.Tx, a *AggregateView, after, limit int) error {
 
 // Aggregates lists aggregates with id > after, optionally only in state,
 // up to limit, without their pieces.
-func (s *Store) Aggregates(state string, after uint64, limit int) ([]AggregateView, error) {
-	var out []AggregateView
+func (s *Store) Aggregates(state string, after uint64, limit int) ([]wire.AggregateView, error) {
+	var out []wire.AggregateView
 	err := s.db.View(func(tx *bolt.Tx) error {
 		cur := tx.Bucket(bAggs).Cursor()
 		for k, v := cur.Seek(be64(after + 1)); k != nil && len(out) < limit; k, v = cur.Next() {
-			var a AggregateView
+			var a wire.AggregateView
 			if err := json.Unmarshal(v, &a); err != nil {
 				return err
 			}
@@ -241,10 +242,10 @@ func (s *Store) Aggregates(state string, after uint64, limit int) ([]AggregateVi
 // Layout returns a closed aggregate and all its CARs in layout order, with
 // their inclusion proofs — what an offer or a receipt needs. A CAR that
 // moved on after a failed deal has no position, offset or proof here.
-func (s *Store) Layout(id uint64) (*AggregateView, []CarView, []*frc58.Proof, error) {
+func (s *Store) Layout(id uint64) (*wire.AggregateView, []wire.CarView, []*frc58.Proof, error) {
 	var (
-		agg    *AggregateView
-		cars   []CarView
+		agg    *wire.AggregateView
+		cars   []wire.CarView
 		proofs []*frc58.Proof
 	)
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -268,7 +269,7 @@ func (s *Store) Layout(id uint64) (*AggregateView, []CarView, []*frc58.Proof, er
 		if len(arrived) != lay.len() {
 			return fmt.Errorf("aggregate %d: %d members, layout of %d", id, len(arrived), lay.len())
 		}
-		cars, proofs = make([]CarView, lay.len()), make([]*frc58.Proof, lay.len())
+		cars, proofs = make([]wire.CarView, lay.len()), make([]*frc58.Proof, lay.len())
 		for pos := range cars {
 			r, err := byNumber(tx, arrived[lay.arrival(pos)].num)
 			if err != nil {
@@ -286,7 +287,7 @@ func (s *Store) Layout(id uint64) (*AggregateView, []CarView, []*frc58.Proof, er
 }
 
 // Queued calls fn with every CAR waiting for its piece.
-func (s *Store) Queued(fn func(CarView) error) error {
+func (s *Store) Queued(fn func(wire.CarView) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bQueued).ForEach(func(k, _ []byte) error {
 			r, err := byNumber(tx, u64(k))
@@ -308,7 +309,7 @@ type aggCache struct {
 
 type cachedAgg struct {
 	raw  []byte
-	view *AggregateView
+	view *wire.AggregateView
 }
 
 // maxCachedAggs bounds the cache; past it, it starts over.
@@ -316,7 +317,7 @@ const maxCachedAggs = 4096
 
 // aggView returns aggregate id as stored in tx. The view is shared by
 // readers: callers must not modify it.
-func (s *Store) aggView(tx *bolt.Tx, id uint64) (*AggregateView, error) {
+func (s *Store) aggView(tx *bolt.Tx, id uint64) (*wire.AggregateView, error) {
 	v := tx.Bucket(bAggs).Get(be64(id))
 	if v == nil {
 		return nil, fmt.Errorf("aggregate %d: %w", id, ErrNotFound)
@@ -328,7 +329,7 @@ func (s *Store) aggView(tx *bolt.Tx, id uint64) (*AggregateView, error) {
 	if ok && bytes.Equal(e.raw, v) {
 		return e.view, nil
 	}
-	var a AggregateView
+	var a wire.AggregateView
 	if err := json.Unmarshal(v, &a); err != nil {
 		return nil, fmt.Errorf("aggregate %d: %w", id, err)
 	}

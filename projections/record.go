@@ -7,6 +7,7 @@ import (
 	"math/bits"
 
 	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/wire"
 )
 
 // carRecord is a CAR as the cars bucket holds it: what the producer said,
@@ -15,7 +16,7 @@ import (
 // derived when read, so closing an aggregate never rewrites its CARs.
 type carRecord struct {
 	num    uint64 // key in the cars bucket: order of first acceptance
-	view   CarView
+	view   wire.CarView
 	member int // arrival index in view.Aggregate's members
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/wire"
 )
 
 // A record reads back as written, and recordSize bounds it, so the writer's
@@ -25,7 +26,7 @@ func TestRecordsReadBackAndFitTheirSize(t *testing.T) {
 		return r.Uint64N(1 << 40)
 	}
 	for range 2000 {
-		rec := &carRecord{num: 1 + r.Uint64N(1000), member: r.IntN(math.MaxInt32), view: CarView{
+		rec := &carRecord{num: 1 + r.Uint64N(1000), member: r.IntN(math.MaxInt32), view: wire.CarView{
 			Car: str(), State: stateCodes[r.IntN(len(stateCodes))], Size: big(), MD5: str(),
 			ReplicatedAt: str(), Piece: str(), PieceSize: big(), Aggregate: big(), Reason: str(),
 		}}
@@ -60,7 +61,7 @@ func TestRecordsReadBackAndFitTheirSize(t *testing.T) {
 // corrupt rather than read in part or past its end; the reader's numbers
 // are encoding/binary's varints, so what it adds is its own bounds.
 func TestRecordsCutShortAreRefused(t *testing.T) {
-	rec := &carRecord{num: 3, member: 1 << 20, view: CarView{
+	rec := &carRecord{num: 3, member: 1 << 20, view: wire.CarView{
 		Car: "bagbaiera-car", State: aggregator.Aggregating, Size: 1 << 40, MD5: "9e107d9d372bb6826bd81d3542a419d6",
 		URLs: []string{"https://a.example/x.car", "https://b.example/x.car"}, ReplicatedAt: "2026-11-23T00:00:00Z",
 		Source: json.RawMessage(`{"k":"v"}`), Piece: "bafkzcib-piece", PieceSize: 1 << 30, Aggregate: 1 << 33,

@@ -11,6 +11,7 @@ import (
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/piece"
+	"github.com/ferry-dev/ferry/wire"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -315,8 +316,8 @@ func key2(id uint64, n int) []byte {
 type writer struct {
 	tx       *bolt.Tx
 	dealSize uint64
-	aggs     map[uint64]*AggregateView // changed, written by flush
-	next     uint64                    // the last car number given
+	aggs     map[uint64]*wire.AggregateView // changed, written by flush
+	next     uint64                         // the last car number given
 	index    *indexTx
 }
 
@@ -352,29 +353,29 @@ func (w *writer) apply(in uint64, d aggregator.Decision, prepared piece.Commitme
 	case aggregator.DecAggReady:
 		return w.ready(d)
 	case aggregator.DecAggOffered:
-		return w.updateAgg(d.Aggregate, func(a *AggregateView) {
+		return w.updateAgg(d.Aggregate, func(a *wire.AggregateView) {
 			a.State, a.OfferError = aggregator.DealPending, ""
 			a.Offers++
 		})
 	case aggregator.DecAggRetry:
-		return w.updateAgg(d.Aggregate, func(a *AggregateView) {
+		return w.updateAgg(d.Aggregate, func(a *wire.AggregateView) {
 			a.State, a.Reason, a.FailedOffers, a.RequeueAt = aggregator.Ready, d.Reason, d.Count, time.Time{}
 		})
 	case aggregator.DecAggOfferFailed:
-		return w.updateAgg(d.Aggregate, func(a *AggregateView) { a.OfferError = d.Reason })
+		return w.updateAgg(d.Aggregate, func(a *wire.AggregateView) { a.OfferError = d.Reason })
 	case aggregator.DecAggDeals:
-		return w.updateAgg(d.Aggregate, func(a *AggregateView) {
+		return w.updateAgg(d.Aggregate, func(a *wire.AggregateView) {
 			// A retry's note, or a give-up the late deal proved wrong, is
 			// history now.
 			a.State, a.Reason, a.RequeueAt = aggregator.DealProcessed, "", time.Time{}
 			a.Deals = append(a.Deals, d.Deals...)
 		})
 	case aggregator.DecAggFailed:
-		return w.updateAgg(d.Aggregate, func(a *AggregateView) {
+		return w.updateAgg(d.Aggregate, func(a *wire.AggregateView) {
 			a.State, a.Reason, a.FailedOffers, a.RequeueAt = aggregator.DealFailed, d.Reason, d.Count, d.At
 		})
 	case aggregator.DecCarsRequeued:
-		if err := w.updateAgg(d.From, func(a *AggregateView) { a.RequeueAt = time.Time{} }); err != nil {
+		if err := w.updateAgg(d.From, func(a *wire.AggregateView) { a.RequeueAt = time.Time{} }); err != nil {
 			return err
 		}
 		return w.requeued(d)
@@ -421,7 +422,7 @@ func (w *writer) put(r *carRecord) error {
 // agg reads an aggregate. Within a write transaction aggregates are kept
 // decoded until flush: an INGESTING aggregate changes with every CAR that
 // joins it, and re-encoding it per CAR would dominate ingest.
-func (w *writer) agg(id uint64) (*AggregateView, error) {
+func (w *writer) agg(id uint64) (*wire.AggregateView, error) {
 	if a, ok := w.aggs[id]; ok {
 		return a, nil
 	}
@@ -429,13 +430,13 @@ func (w *writer) agg(id uint64) (*AggregateView, error) {
 	if v == nil {
 		return nil, fmt.Errorf("aggregate %d: %w", id, ErrNotFound)
 	}
-	var a AggregateView
+	var a wire.AggregateView
 	return &a, json.Unmarshal(v, &a)
 }
 
-func (w *writer) putAgg(a *AggregateView) error {
+func (w *writer) putAgg(a *wire.AggregateView) error {
 	if w.aggs == nil {
-		w.aggs = map[uint64]*AggregateView{}
+		w.aggs = map[uint64]*wire.AggregateView{}
 	}
 	w.aggs[a.ID] = a
 	return nil
@@ -455,7 +456,7 @@ func (w *writer) flush() error {
 	return nil
 }
 
-func (w *writer) updateAgg(id uint64, fn func(*AggregateView)) error {
+func (w *writer) updateAgg(id uint64, fn func(*wire.AggregateView)) error {
 	a, err := w.agg(id)
 	if err != nil {
 		return err
@@ -468,7 +469,7 @@ func (w *writer) updateAgg(id uint64, fn func(*AggregateView)) error {
 // rejection) with the producer's record, not yet stored.
 func (w *writer) accept(d aggregator.Decision) (*carRecord, error) {
 	// The record is written anew; a re-accepted CAR keeps its number.
-	r := &carRecord{view: CarView{Car: d.Car}}
+	r := &carRecord{view: wire.CarView{Car: d.Car}}
 	if num, ok := w.index.get(w.tx, keyOf(d.Car)); ok {
 		old, err := byNumber(w.tx, num)
 		if err != nil {
@@ -517,7 +518,7 @@ func (w *writer) added(d aggregator.Decision, p piece.Commitment) error {
 func (w *writer) join(id uint64, r *carRecord, padded uint64, root [32]byte) error {
 	a, err := w.agg(id)
 	if errors.Is(err, ErrNotFound) {
-		a, err = &AggregateView{ID: id, State: aggregator.Ingesting, DealSize: w.dealSize}, nil
+		a, err = &wire.AggregateView{ID: id, State: aggregator.Ingesting, DealSize: w.dealSize}, nil
 	}
 	if err != nil {
 		return err
@@ -539,7 +540,7 @@ func (w *writer) rejected(in uint64, d aggregator.Decision) error {
 		r, err := w.lookup(d.Car)
 		switch {
 		case errors.Is(err, ErrNotFound):
-			return w.put(&carRecord{view: CarView{Car: d.Car, State: aggregator.Rejected, Reason: d.Reason}})
+			return w.put(&carRecord{view: wire.CarView{Car: d.Car, State: aggregator.Rejected, Reason: d.Reason}})
 		case err != nil:
 			return err
 		case r.view.State == aggregator.Queued || r.view.State == aggregator.Rejected:
@@ -671,7 +672,7 @@ func openClosed(tx *bolt.Tx, id uint64) (c closed, ok bool, err error) {
 // place sets the position, offset and aggregate piece of a CAR of the
 // aggregate a, closed as c, and returns its inclusion proof. A CAR that
 // moved on after a failed deal is not placed in a.
-func (c closed) place(a *AggregateView, r *carRecord) (*frc58.Proof, error) {
+func (c closed) place(a *wire.AggregateView, r *carRecord) (*frc58.Proof, error) {
 	if r.view.Aggregate != c.id {
 		return nil, nil
 	}

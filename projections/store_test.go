@@ -17,6 +17,7 @@ import (
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/piece"
+	"github.com/ferry-dev/ferry/wire"
 	"github.com/filecoin-project/go-data-segment/merkletree"
 	bolt "go.etcd.io/bbolt"
 )
@@ -120,7 +121,7 @@ func checkCars(t *testing.T, s *Store, cars []string, want map[string]uint64) (c
 		}
 		// The hex paths are the same proof.
 		for _, pair := range []struct {
-			hex   ProofPath
+			hex   wire.ProofPath
 			nodes merkletree.ProofData
 		}{{v.Inclusion.Subtree, proof.ProofSubtree}, {v.Inclusion.Index, proof.ProofIndex}} {
 			if pair.hex.Index != pair.nodes.Index || len(pair.hex.Path) != len(pair.nodes.Path) {

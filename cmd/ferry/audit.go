@@ -12,7 +12,7 @@ import (
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/internal/audit"
 	"github.com/ferry-dev/ferry/internal/natsembed"
-	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/wire"
 	"github.com/nats-io/nats.go"
 )
 
@@ -65,7 +65,7 @@ func runAudit(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	var views audit.Views
 	if *server != "" {
 		api := client.NewHTTP(*server)
-		views = func(ctx context.Context, car string) (*projections.CarView, error) { return api.Car(ctx, car) }
+		views = func(ctx context.Context, car string) (*wire.CarView, error) { return api.Car(ctx, car) }
 	}
 	cfg := dealClock(aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify})
 	rep, err := audit.Run(ctx, js, cfg, givenSettings(fs), views)

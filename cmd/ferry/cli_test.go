@@ -26,7 +26,7 @@ import (
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/piece"
-	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/wire"
 	"github.com/filecoin-project/go-data-segment/datasegment"
 	"github.com/filecoin-project/go-state-types/abi"
 	"github.com/nats-io/nats.go"
@@ -272,10 +272,10 @@ func closeAll(t *testing.T, addr string, want int) []aggRow {
 }
 
 // status runs `ferry status` and decodes its JSON both ways.
-func status(t *testing.T, addr, car string) (*projections.CarView, map[string]any) {
+func status(t *testing.T, addr, car string) (*wire.CarView, map[string]any) {
 	t.Helper()
 	out := mustRun(t, "status", "--server", addr, car)
-	var v projections.CarView
+	var v wire.CarView
 	var m map[string]any
 	if err := json.Unmarshal([]byte(out), &v); err != nil {
 		t.Fatalf("ferry status %s printed %q: %v", car, out, err)
@@ -287,10 +287,10 @@ func status(t *testing.T, addr, car string) (*projections.CarView, map[string]an
 }
 
 // aggregateOf runs `ferry aggregates ID` with all its pieces.
-func aggregateOf(t *testing.T, addr string, id uint64) *projections.AggregateView {
+func aggregateOf(t *testing.T, addr string, id uint64) *wire.AggregateView {
 	t.Helper()
 	out := mustRun(t, "aggregates", "--server", addr, "--limit", "10000", fmt.Sprint(id))
-	var a projections.AggregateView
+	var a wire.AggregateView
 	if err := json.Unmarshal([]byte(out), &a); err != nil {
 		t.Fatalf("ferry aggregates %d printed %q: %v", id, out, err)
 	}
@@ -299,7 +299,7 @@ func aggregateOf(t *testing.T, addr string, id uint64) *projections.AggregateVie
 
 // verifyAggregate rebuilds an aggregate with go-data-segment from the
 // layout ferry lists and requires the same piece CID, size and offsets.
-func verifyAggregate(t *testing.T, a *projections.AggregateView) {
+func verifyAggregate(t *testing.T, a *wire.AggregateView) {
 	t.Helper()
 	if a.Count != len(a.Pieces) || a.Next != nil {
 		t.Fatalf("aggregate %d: count %d, %d pieces listed (next %v)", a.ID, a.Count, len(a.Pieces), a.Next)
@@ -341,7 +341,7 @@ func verifyAggregate(t *testing.T, a *projections.AggregateView) {
 
 // verifyInclusion checks a CAR's inclusion proof, as ferry's status JSON
 // carries it (base64 CBOR), against the CAR's own piece with go-data-segment.
-func verifyInclusion(t *testing.T, car string, m map[string]any, own piece.Commitment, agg *projections.AggregateView) {
+func verifyInclusion(t *testing.T, car string, m map[string]any, own piece.Commitment, agg *wire.AggregateView) {
 	t.Helper()
 	inc, _ := m["inclusion"].(map[string]any)
 	b64, _ := inc["cbor"].(string)
@@ -422,7 +422,7 @@ func TestPublishingAThousandCarsAggregatesThemAndStatusAnswersForEach(t *testing
 	}
 	t.Logf("%d aggregates closed after %v", len(rows), time.Since(start))
 
-	aggs := map[uint64]*projections.AggregateView{}
+	aggs := map[uint64]*wire.AggregateView{}
 	for _, r := range rows {
 		if r.state != "READY" {
 			t.Fatalf("aggregate %d is %s, want READY (no deal engine)", r.id, r.state)
@@ -622,13 +622,13 @@ func TestPublishDirAndCommandsErrors(t *testing.T) {
 		t.Fatalf("publish --dir: %q", out)
 	}
 	for _, c := range cars {
-		var v *projections.CarView
+		var v *wire.CarView
 		testutil.Eventually(t, 10*time.Second, "CAR "+c.CID.String()+" to be aggregating", func() bool {
 			got, _, err := run(t, "status", "--server", s.http, c.CID.String())
 			if err != nil {
 				return false
 			}
-			v = new(projections.CarView)
+			v = new(wire.CarView)
 			return json.Unmarshal([]byte(got), v) == nil && v.State == "AGGREGATING"
 		})
 		want := c.Event("https://carpark.example/cars", true)
@@ -848,7 +848,7 @@ func TestReceiptsCommandPrintsJSONLines(t *testing.T) {
 	for _, c := range cars {
 		testutil.Eventually(t, 30*time.Second, "CAR "+c.CID.String()+" in a deal", func() bool {
 			got, _, err := run(t, "status", "--server", s.http, c.CID.String())
-			var v projections.CarView
+			var v wire.CarView
 			return err == nil && json.Unmarshal([]byte(got), &v) == nil && v.State == "DEAL_PROCESSED"
 		})
 		v, _ := status(t, s.http, c.CID.String())
@@ -857,12 +857,12 @@ func TestReceiptsCommandPrintsJSONLines(t *testing.T) {
 		}
 	}
 
-	byCar := map[string]projections.Receipt{}
+	byCar := map[string]wire.Receipt{}
 	testutil.Eventually(t, 10*time.Second, "a receipt for every CAR", func() bool {
 		out := mustRun(t, "receipts", "--nats", s.nats, "--data", s.data)
 		clear(byCar)
 		for line := range strings.Lines(out) {
-			var r projections.Receipt
+			var r wire.Receipt
 			if err := json.Unmarshal([]byte(line), &r); err != nil {
 				t.Fatalf("receipts printed %q: %v", line, err)
 			}
@@ -915,8 +915,8 @@ func TestPieceWorkerFetchesOnlyWhatItsPolicyAllows(t *testing.T) {
 		return c
 	}
 	worker := []string{"piece-worker", "--nats", s.nats, "--data", s.data, "--deal-size", "8MiB", "--workers", "1", "--piece-attempts", "1"}
-	carView := func(c testutil.CAR) projections.CarView {
-		var v projections.CarView
+	carView := func(c testutil.CAR) wire.CarView {
+		var v wire.CarView
 		if out, _, err := run(t, "status", "--server", s.http, c.CID.String()); err == nil {
 			json.Unmarshal([]byte(out), &v)
 		}
@@ -963,17 +963,17 @@ func TestAggregatesReofferAndFailOrderADeal(t *testing.T) {
 	s := serve(t, t.TempDir(), "--tick", "50ms", "--max-wait", "200ms", "--min-payload", "1",
 		"--max-offers", "1", "--offer-backoff", "100ms", "--deal-engine", offers, "--report-token", token, "--cars", dir)
 	mustRun(t, "publish", "--nats", s.nats, "--data", s.data, "--dir", dir, "--url-base", "http://"+s.http+"/cars")
-	waitAgg := func(what string, ok func(a *projections.AggregateView) bool) *projections.AggregateView {
+	waitAgg := func(what string, ok func(a *wire.AggregateView) bool) *wire.AggregateView {
 		t.Helper()
-		var a *projections.AggregateView
+		var a *wire.AggregateView
 		testutil.Eventually(t, 30*time.Second, what, func() bool {
 			out, _, err := run(t, "aggregates", "--server", s.http, "1")
-			a = &projections.AggregateView{}
+			a = &wire.AggregateView{}
 			return err == nil && json.Unmarshal([]byte(out), a) == nil && ok(a)
 		})
 		return a
 	}
-	a := waitAgg("ferry to give up on aggregate 1", func(a *projections.AggregateView) bool { return a.State == "DEAL_FAILED" })
+	a := waitAgg("ferry to give up on aggregate 1", func(a *wire.AggregateView) bool { return a.State == "DEAL_FAILED" })
 	if a.Reason != "gave up after 1 offers: simulated failure" || a.FailedOffers != 1 {
 		t.Fatalf("given-up aggregate: %+v", a)
 	}
@@ -982,11 +982,11 @@ func TestAggregatesReofferAndFailOrderADeal(t *testing.T) {
 	if out := mustRun(t, "aggregates", "--server", s.http, "reoffer", "1"); out != "reoffer of aggregate 1 requested\n" {
 		t.Fatalf("reoffer printed %q", out)
 	}
-	waitAgg("the reoffer to be taken", func(a *projections.AggregateView) bool { return a.State == "DEAL_PENDING" })
+	waitAgg("the reoffer to be taken", func(a *wire.AggregateView) bool { return a.State == "DEAL_PENDING" })
 	if out := mustRun(t, "aggregates", "--server", s.http, "--reason", "the provider lost the sector", "fail", "1"); out != "fail of aggregate 1 requested\n" {
 		t.Fatalf("fail printed %q", out)
 	}
-	a = waitAgg("the operator's failure", func(a *projections.AggregateView) bool { return a.State == "DEAL_FAILED" })
+	a = waitAgg("the operator's failure", func(a *wire.AggregateView) bool { return a.State == "DEAL_FAILED" })
 	if !strings.Contains(a.Reason, "failed by the operator (http@") || !strings.HasSuffix(a.Reason, "): the provider lost the sector") {
 		t.Fatalf("reason after fail: %q", a.Reason)
 	}
@@ -996,7 +996,7 @@ func TestAggregatesReofferAndFailOrderADeal(t *testing.T) {
 
 	restartSim("10ms")
 	mustRun(t, "aggregates", "--server", s.http, "reoffer", "1")
-	a = waitAgg("the deal after the engine recovered", func(a *projections.AggregateView) bool { return a.State == "DEAL_PROCESSED" })
+	a = waitAgg("the deal after the engine recovered", func(a *wire.AggregateView) bool { return a.State == "DEAL_PROCESSED" })
 	if len(a.Deals) == 0 || a.Offers < 1 {
 		t.Fatalf("aggregate after its deal: %+v", a)
 	}

@@ -17,14 +17,14 @@ import (
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 const (
 	// postEvents and postBytes bound one POST /v1/cars, well under the
-	// server's projections.MaxCarsPerRequest and MaxCarsBody.
+	// server's api.MaxCarsPerRequest and MaxCarsBody.
 	postEvents = 512
 	postBytes  = 4 << 20
 	// stopGrace is how long, once the run is interrupted, answers to what
@@ -297,17 +297,17 @@ func (t *tally) refuse(at, car, reason string) {
 }
 
 // answer counts ferry's answer to one event.
-func (t *tally) answer(it item, res projections.CarResult) {
+func (t *tally) answer(it item, res wire.CarResult) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch res.Status {
-	case projections.Accepted:
+	case wire.Accepted:
 		t.accepted++
 		return
-	case projections.Duplicate:
+	case wire.Duplicate:
 		t.duplicate++
 		return
-	case projections.Refused:
+	case wire.Rejected:
 		t.rejected++
 	case conflict:
 		t.conflict++

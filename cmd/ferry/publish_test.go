@@ -15,7 +15,7 @@ import (
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/wire"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -194,8 +194,8 @@ func TestPublishCountsAConflictAndExitsThree(t *testing.T) {
 	var stderr bytes.Buffer
 	tl := &tally{stderr: &stderr, start: time.Now()}
 	it := item{at: "line 1", ev: testutil.Replicated(1, 1000, true)}
-	tl.answer(it, projections.CarResult{Car: it.ev.Car, Status: projections.Accepted})
-	tl.answer(it, projections.CarResult{Car: it.ev.Car, Status: "conflict", Reason: "size, md5 differ from the accepted copy"})
+	tl.answer(it, wire.CarResult{Car: it.ev.Car, Status: wire.Accepted})
+	tl.answer(it, wire.CarResult{Car: it.ev.Car, Status: "conflict", Reason: "size, md5 differ from the accepted copy"})
 	var out bytes.Buffer
 	tl.summary(&out)
 	err := tl.verdict(context.Background(), nil, nil)

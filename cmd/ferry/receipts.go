@@ -8,7 +8,7 @@ import (
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/wire"
 )
 
 func init() { extra["receipts"] = runReceipts }
@@ -34,7 +34,7 @@ func runReceipts(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	from.Once = !*follow
 	from.Subjects = jetlog.Subjects{Prefix: *prefix}
 	enc := json.NewEncoder(stdout)
-	return client.SubscribeReceipts(ctx, js, from, func(_ uint64, r projections.Receipt) error {
+	return client.SubscribeReceipts(ctx, js, from, func(_ uint64, r wire.Receipt) error {
 		return enc.Encode(r)
 	})
 }

@@ -11,12 +11,12 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/api"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/internal/node"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/piece/worker"
-	"github.com/ferry-dev/ferry/projections"
 )
 
 // Defaults of the local setup every command agrees on.
@@ -65,9 +65,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tickAhead := fs.Duration("max-tick-ahead", aggregator.DefaultMaxTickAhead, "the fold ignores a tick further ahead than this of when the input log stored it")
 	cars := fs.String("cars", "", "serve the CAR files of `dir` at /cars/<name> (for trying ferry out)")
 	readToken := fs.String("read-token", "", "bearer token for the GET routes (empty: reads are open)")
-	bodyRate := size(projections.DefaultBodyMinRate)
+	bodyRate := size(api.DefaultBodyMinRate)
 	fs.Var(&bodyRate, "http-body-rate", "slowest average a write's body may arrive at, per second, after --http-body-grace (slower: 408)")
-	bodyGrace := fs.Duration("http-body-grace", projections.DefaultBodyGrace, "time a write's body has before --http-body-rate applies, and its longest stall")
+	bodyGrace := fs.Duration("http-body-grace", api.DefaultBodyGrace, "time a write's body has before --http-body-rate applies, and its longest stall")
 	auth := natsAuthFlags(fs, "")
 	debugAddr := fs.String("debug-addr", "", "serve Go's profiles (/debug/pprof/) at this loopback `address` (empty: off)")
 	verbose := fs.Bool("v", false, "debug logging")
@@ -122,7 +122,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Pieces:       pieces,
 		SyncInterval: *syncInterval, SyncAlways: *syncAlways, MinFree: uint64(minFree), Tick: *tick,
 		WriteToken: *writeToken, ReportToken: *reportToken, ReadToken: *readToken, NATSOptions: natsOpts,
-		Deals: deals, Cars: *cars, Log: log, HTTPLimits: projections.Limits{BodyMinRate: int(bodyRate), BodyGrace: *bodyGrace},
+		Deals: deals, Cars: *cars, Log: log, HTTPLimits: api.Limits{BodyMinRate: int(bodyRate), BodyGrace: *bodyGrace},
 	})
 	if err != nil {
 		return err

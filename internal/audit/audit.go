@@ -26,7 +26,7 @@ import (
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/piece"
-	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/wire"
 	"github.com/filecoin-project/go-data-segment/datasegment"
 	"github.com/filecoin-project/go-state-types/abi"
 	"github.com/ipfs/go-cid"
@@ -53,7 +53,7 @@ func (r *Report) add(concerns, format string, args ...any) {
 }
 
 // Views reads a CAR from the read models; nil skips that check.
-type Views func(ctx context.Context, car string) (*projections.CarView, error)
+type Views func(ctx context.Context, car string) (*wire.CarView, error)
 
 // Run audits the logs on js, folded under the settings the aggregate log
 // records; cfg is used for a log made before settings were recorded.
@@ -336,7 +336,7 @@ func checkAggregate(a aggregator.ModelAggregate, dealSize uint64, r *Report) {
 func checkReceipts(ctx context.Context, js jetstream.JetStream, aggs []aggregator.ModelAggregate, r *Report) error {
 	got := map[string][]uint64{}
 	err := readLog(ctx, js, jetlog.StreamReceipts, 0, r, func(e jetlog.Entry) error {
-		var rc projections.Receipt
+		var rc wire.Receipt
 		if err := json.Unmarshal(e.Data, &rc); err != nil {
 			r.add(fmt.Sprintf("receipt %d", e.Seq), "unreadable: %v", err)
 			return nil

@@ -10,12 +10,12 @@ import (
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/internal/audit"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/ferry-dev/ferry/projections"
 	"github.com/ferry-dev/ferry/spade"
+	"github.com/ferry-dev/ferry/wire"
 )
 
 func storeViews(n *Node) audit.Views {
-	return func(_ context.Context, car string) (*projections.CarView, error) { return n.Store.Car(car) }
+	return func(_ context.Context, car string) (*wire.CarView, error) { return n.Store.Car(car) }
 }
 
 func TestAuditPassesOnAHealthyRunAndNamesWhatATamperedLogBreaks(t *testing.T) {

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-dev/ferry/api"
 	"github.com/ferry-dev/ferry/internal/testutil"
-	"github.com/ferry-dev/ferry/projections"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
@@ -104,7 +104,7 @@ func TestAFloodOfWritesIsAnswered429NotQueued(t *testing.T) {
 	// detector, parallel packages) one of exactly MaxWritesInFlight was
 	// seen not to be in its handler after 10 s; the extra ones either hold
 	// a slot too or are turned away, which is the point.
-	for range projections.MaxWritesInFlight + 4 {
+	for range api.MaxWritesInFlight + 4 {
 		pr, pw := io.Pipe()
 		pipes = append(pipes, pw)
 		go func() {

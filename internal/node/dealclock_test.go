@@ -14,8 +14,8 @@ import (
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/ferry-dev/ferry/projections"
 	"github.com/ferry-dev/ferry/spade"
+	"github.com/ferry-dev/ferry/wire"
 )
 
 // simServer is a deal engine simulator that can be stopped and started
@@ -95,7 +95,7 @@ func publishCars(t *testing.T, n *Node, nt *testutil.NATS, cars []testutil.CAR) 
 	}
 }
 
-func aggsIn(t *testing.T, api *client.HTTP, state string) []projections.AggregateView {
+func aggsIn(t *testing.T, api *client.HTTP, state string) []wire.AggregateView {
 	page, err := api.Aggregates(context.Background(), state, 0, 1000)
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +133,7 @@ func TestTheFailedDealWalkThroughEndsWithEveryCarProcessed(t *testing.T) {
 	sim = sim.restart(failing)
 	more := makeCars(t, dir, 10, 10)
 	publishCars(t, n, nt, more)
-	var pending []projections.AggregateView
+	var pending []wire.AggregateView
 	for try := 0; len(pending) == 0; try++ {
 		if try == 5 {
 			t.Fatal("no offer was ever pending with the failing engine when it stopped")
@@ -185,7 +185,7 @@ func TestAFailingEngineIsGivenUpOnThenReofferedByTheOperator(t *testing.T) {
 	api := client.NewHTTP(n.HTTPAddr())
 	cars := makeCars(t, dir, 0, 3)
 	publishCars(t, n, nt, cars)
-	var gaveUp projections.AggregateView
+	var gaveUp wire.AggregateView
 	testutil.Eventually(t, 60*time.Second, "ferry to give up on the CARs", func() bool {
 		for _, a := range aggsIn(t, api, aggregator.DealFailed) {
 			if strings.HasPrefix(a.Reason, "gave up after 3 offers: simulated failure") {

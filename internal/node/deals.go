@@ -10,6 +10,7 @@ import (
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/receipts"
 	"github.com/ferry-dev/ferry/spade"
 )
 
@@ -32,7 +33,7 @@ type DealConfig struct {
 
 func (n *Node) setupDeals() {
 	active := func() bool { return n.Runner.Status().Leader }
-	n.Receipter = &projections.Receipter{JS: n.JS, Store: n.Store, Projector: n.Projector,
+	n.Receipter = &receipts.Publisher{JS: n.JS, Store: n.Store, Projector: n.Projector,
 		Subjects: n.cfg.Subjects, Active: active, Log: n.log}
 	d := n.cfg.Deals
 	if d.Engine != "" {

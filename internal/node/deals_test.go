@@ -20,8 +20,8 @@ import (
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/ferry-dev/ferry/projections"
 	"github.com/ferry-dev/ferry/spade"
+	"github.com/ferry-dev/ferry/wire"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -107,10 +107,10 @@ func (d *dealSetup) waitProcessed(t *testing.T, timeout time.Duration) {
 	})
 }
 
-func (d *dealSetup) receipts(t *testing.T) map[string][]projections.Receipt {
+func (d *dealSetup) receipts(t *testing.T) map[string][]wire.Receipt {
 	t.Helper()
-	got := map[string][]projections.Receipt{}
-	err := client.SubscribeReceipts(context.Background(), d.js, client.From{Once: true}, func(_ uint64, r projections.Receipt) error {
+	got := map[string][]wire.Receipt{}
+	err := client.SubscribeReceipts(context.Background(), d.js, client.From{Once: true}, func(_ uint64, r wire.Receipt) error {
 		got[r.Car] = append(got[r.Car], r)
 		return nil
 	})

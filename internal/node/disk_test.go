@@ -21,7 +21,7 @@ import (
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/wire"
 )
 
 // smallDisk mounts a tmpfs of size (as mount's size= option takes it) and
@@ -65,14 +65,14 @@ func fillDisk(t *testing.T, path string) {
 }
 
 // postCar posts one event and returns the answer's status and result.
-func postCar(t *testing.T, base string, ev *events.CarReplicated) (int, projections.CarResult) {
+func postCar(t *testing.T, base string, ev *events.CarReplicated) (int, wire.CarResult) {
 	t.Helper()
 	resp, err := http.Post(base+"/v1/cars", "application/json", bytes.NewReader(testutil.MustEncode(ev)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var res projections.CarResult
+	var res wire.CarResult
 	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
 		t.Fatalf("answer is not JSON: %v", err)
 	}

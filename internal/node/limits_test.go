@@ -13,10 +13,11 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/api"
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/wire"
 )
 
 // post sends body to ferry with a bearer token and returns the status and
@@ -36,7 +37,7 @@ func post(t *testing.T, n *Node, path, token, body string) (int, string) {
 
 // readyAggregate publishes cars CARs with their pieces, closes the
 // aggregate they went into and waits until the read models show it READY.
-func readyAggregate(t *testing.T, n *Node, nt *testutil.NATS, writeToken string, cars int) *projections.AggregateView {
+func readyAggregate(t *testing.T, n *Node, nt *testutil.NATS, writeToken string, cars int) *wire.AggregateView {
 	t.Helper()
 	ctx := context.Background()
 	pub := jetlog.NewPublisher(nt.JS, jetlog.DefaultSubjects)
@@ -48,7 +49,7 @@ func readyAggregate(t *testing.T, n *Node, nt *testutil.NATS, writeToken string,
 	}
 	api := client.NewHTTP(n.HTTPAddr())
 	api.Token = writeToken
-	var v *projections.CarView
+	var v *wire.CarView
 	testutil.Eventually(t, 20*time.Second, "the CARs to be aggregated", func() bool {
 		var err error
 		v, err = api.Car(ctx, first.Car)
@@ -57,7 +58,7 @@ func readyAggregate(t *testing.T, n *Node, nt *testutil.NATS, writeToken string,
 	if err := api.CloseAggregate(ctx, v.Aggregate); err != nil {
 		t.Fatal(err)
 	}
-	var agg *projections.AggregateView
+	var agg *wire.AggregateView
 	testutil.Eventually(t, 20*time.Second, "the aggregate to be READY", func() bool {
 		agg, _ = api.Aggregate(ctx, fmt.Sprint(v.Aggregate), -1, 0)
 		return agg != nil && agg.State == aggregator.Ready
@@ -115,13 +116,13 @@ func TestSlowBodiesAreCutAndStarveNeitherReportsNorOtherWrites(t *testing.T) {
 	nt := testutil.StartNATS(t)
 	cfg := testConfig(t.TempDir(), nt.URL())
 	cfg.WriteToken, cfg.ReportToken = "w", reportToken
-	cfg.HTTPLimits = projections.Limits{BodyMinRate: 64, BodyGrace: 5 * time.Second}
+	cfg.HTTPLimits = api.Limits{BodyMinRate: 64, BodyGrace: 5 * time.Second}
 	n := startNode(t, cfg)
 	agg := readyAggregate(t, n, nt, "w", 2)
 
 	var slow []*slowBody
 	start := time.Now()
-	for range projections.MaxWritesInFlight + 8 {
+	for range api.MaxWritesInFlight + 8 {
 		slow = append(slow, startSlowBody(t, n.HTTPAddr(), "/v1/cars", "w"))
 	}
 	car := func(i int) string {
@@ -169,7 +170,7 @@ func TestSlowBodiesAreCutAndStarveNeitherReportsNorOtherWrites(t *testing.T) {
 			t.Fatalf("slow body %d still unanswered %s after it started", i, time.Since(start).Round(time.Second))
 		}
 	}
-	if cut < projections.MaxWritesInFlight {
-		t.Fatalf("%d slow bodies cut with 408, want at least the %d that held the slots", cut, projections.MaxWritesInFlight)
+	if cut < api.MaxWritesInFlight {
+		t.Fatalf("%d slow bodies cut with 408, want at least the %d that held the slots", cut, api.MaxWritesInFlight)
 	}
 }

@@ -14,8 +14,8 @@ import (
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/ferry-dev/ferry/projections"
 	"github.com/ferry-dev/ferry/spade"
+	"github.com/ferry-dev/ferry/wire"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -293,7 +293,7 @@ func TestTheDocumentedClusterConfigurationGivesTheSameRoles(t *testing.T) {
 	}
 	testutil.Eventually(t, 10*time.Second, "the receipt in the publish account", func() bool {
 		var got []string
-		err := client.SubscribeReceipts(ctx, pub.js, client.From{Once: true}, func(_ uint64, r projections.Receipt) error {
+		err := client.SubscribeReceipts(ctx, pub.js, client.From{Once: true}, func(_ uint64, r wire.Receipt) error {
 			got = append(got, r.Car)
 			return nil
 		})

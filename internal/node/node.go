@@ -17,11 +17,13 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/api"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/piece/worker"
 	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/receipts"
 	"github.com/ferry-dev/ferry/spade"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -73,7 +75,7 @@ type Config struct {
 	// ReadToken, when set, guards the GET routes too.
 	ReadToken string
 	// HTTPLimits bound how slowly a write's body may arrive.
-	HTTPLimits projections.Limits
+	HTTPLimits api.Limits
 	// NATSOptions add credentials and TLS when joining an existing NATS;
 	// the embedded server ignores them.
 	NATSOptions []nats.Option
@@ -99,9 +101,9 @@ type Node struct {
 	Projector *projections.Projector
 	Runner    *aggregator.Runner
 	Pub       *jetlog.Publisher
-	API       *projections.API
+	API       *api.API
 	Dealer    *spade.Dealer
-	Receipter *projections.Receipter
+	Receipter *receipts.Publisher
 	Oracle    *spade.OraclePoller
 	Registry  *prometheus.Registry
 	httpSrv   *http.Server
@@ -189,7 +191,7 @@ func (n *Node) start(ctx context.Context) error {
 		Fold: n.cfg.Fold, Subjects: n.cfg.Subjects, Holder: holderName(), Tick: n.cfg.Tick, Log: n.log,
 		OnBatch: newMetrics(n.Registry, n).observeBatch,
 	})
-	n.API = &projections.API{Store: store, Pub: n.Pub, DealSize: n.cfg.Fold.DealSize,
+	n.API = &api.API{Store: store, Pub: n.Pub, DealSize: n.cfg.Fold.DealSize,
 		WriteToken: n.cfg.WriteToken, ReportToken: n.cfg.ReportToken, ReadToken: n.cfg.ReadToken, Log: n.log,
 		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health,
 		ParseReport: spade.ParseReport, Manifest: n.manifest, Limits: n.cfg.HTTPLimits}
@@ -288,7 +290,7 @@ func (n *Node) listen() error {
 	n.httpLn = ln
 	// Headers must come within 10 s and an idle keep-alive connection is
 	// closed after 2 min; bodies have their own deadlines, by route
-	// (projections.Limits).
+	// (api.Limits).
 	n.httpSrv = &http.Server{Handler: n.handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	return nil
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/ferry-dev/ferry/internal/urlpolicy"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/piece/worker"
-	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/wire"
 )
 
 // workItem is the piece work of a queued CAR: its car.replicated as the
@@ -24,7 +24,7 @@ func workItem(d aggregator.Decision) *events.CarReplicated {
 	return ev
 }
 
-func viewItem(c projections.CarView) *events.CarReplicated {
+func viewItem(c wire.CarView) *events.CarReplicated {
 	return &events.CarReplicated{Car: c.Car, Size: c.Size, MD5: c.MD5, URLs: c.URLs, ReplicatedAt: c.ReplicatedAt, Source: c.Source}
 }
 
@@ -32,7 +32,7 @@ func viewItem(c projections.CarView) *events.CarReplicated {
 // and those the projector applies — and runs this process's workers.
 func (n *Node) runPieces(ctx context.Context) {
 	n.goRun("piece-dispatch", func() error {
-		err := n.Store.Queued(func(c projections.CarView) error {
+		err := n.Store.Queued(func(c wire.CarView) error {
 			return worker.Enqueue(ctx, n.JS, n.cfg.Subjects, viewItem(c))
 		})
 		if err != nil {

@@ -13,11 +13,11 @@ import (
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
-	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/wire"
 )
 
 // reportNode is a node that takes reports, with a READY aggregate.
-func reportNode(t *testing.T) (*Node, *testutil.NATS, *projections.AggregateView) {
+func reportNode(t *testing.T) (*Node, *testutil.NATS, *wire.AggregateView) {
 	t.Helper()
 	nt := testutil.StartNATS(t)
 	cfg := testConfig(t.TempDir(), nt.URL())

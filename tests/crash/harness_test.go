@@ -29,7 +29,7 @@ import (
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -521,13 +521,13 @@ func (p *producer) postHTTP(ctx context.Context, api *client.HTTP, evs []*events
 	var left []*events.CarReplicated
 	for i, r := range res {
 		switch r.Status {
-		case projections.Accepted, projections.Duplicate:
+		case wire.Accepted, wire.Duplicate:
 			p.stored.Add(1)
 			p.viaHTTP.Add(1)
-			if r.Status == projections.Duplicate {
+			if r.Status == wire.Duplicate {
 				p.dups.Add(1)
 			}
-		case projections.Refused:
+		case wire.Rejected:
 			// A valid event refused is a bug; keep retrying so the final
 			// count shows it, and say so.
 			p.logf("producer: POST /v1/cars refused %s: %s", evs[i].Car, r.Reason)
@@ -632,7 +632,7 @@ func listTally(ctx context.Context, addr string) (tally, error) {
 	tl := tally{cars: map[string]int{}, aggs: map[string]int{}}
 	var after uint64
 	for {
-		page, err := c.Aggregates(ctx, "", after, projections.MaxPageLimit)
+		page, err := c.Aggregates(ctx, "", after, api.MaxPageLimit)
 		if err != nil {
 			return tl, err
 		}
@@ -644,7 +644,7 @@ func listTally(ctx context.Context, addr string) (tally, error) {
 			}
 			after = a.ID
 		}
-		if len(page.Aggregates) < projections.MaxPageLimit {
+		if len(page.Aggregates) < api.MaxPageLimit {
 			return tl, nil
 		}
 	}

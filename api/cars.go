@@ -1,4 +1,4 @@
-package projections
+package api
 
 import (
 	"bytes"
@@ -11,28 +11,10 @@ import (
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/jetlog"
+	"github.com/ferry-dev/ferry/wire"
 )
 
 // Outcomes of one submitted car.replicated.
-const (
-	Accepted  = "accepted"
-	Duplicate = "duplicate"
-	Conflict  = "conflict"
-	Refused   = "rejected"
-)
-
-// CarResult answers one event of POST /v1/cars.
-type CarResult struct {
-	Car    string `json:"car"`
-	Status string `json:"status"`
-	Reason string `json:"reason,omitempty"`
-	// Seq is the input log sequence the event was stored at (accepted,
-	// conflict).
-	Seq uint64 `json:"seq,omitempty"`
-	// full: the publish failed because the log's disk is full.
-	full bool
-}
-
 // postCars takes one car.replicated object or an array of them. Each is
 // answered on its own, with what the fold decides of it:
 //   - accepted (stored; the fold accepts it),
@@ -53,18 +35,19 @@ func (a *API) postCars(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	results := make([]CarResult, len(raws))
+	results := make([]wire.CarResult, len(raws))
+	var full bool // the last event's publish failed on a full disk
 	for i, raw := range raws {
-		results[i] = a.submit(r, raw)
+		results[i], full = a.submit(r, raw)
 	}
 	if !single {
 		writeJSON(w, http.StatusOK, map[string]any{"results": results})
 		return
 	}
-	status := map[string]int{Accepted: http.StatusAccepted, Duplicate: http.StatusOK, Conflict: http.StatusConflict,
-		Refused: http.StatusUnprocessableEntity}[results[0].Status]
+	status := map[string]int{wire.Accepted: http.StatusAccepted, wire.Duplicate: http.StatusOK, wire.Conflict: http.StatusConflict,
+		wire.Rejected: http.StatusUnprocessableEntity}[results[0].Status]
 	if status == 0 {
-		status = publishStatus(results[0].full)
+		status = publishStatus(full)
 	}
 	writeJSON(w, status, results[0])
 }
@@ -88,47 +71,48 @@ func splitBody(body []byte) ([]json.RawMessage, bool, error) {
 	return raws, false, nil
 }
 
-// submit decodes, validates and publishes one event.
-func (a *API) submit(r *http.Request, raw json.RawMessage) CarResult {
+// submit decodes, validates and publishes one event; full says its
+// publish failed because the log's disk is full.
+func (a *API) submit(r *http.Request, raw json.RawMessage) (res wire.CarResult, full bool) {
 	e, reason := decodeReplicated(raw)
 	if reason == "" {
 		reason = e.Validate(a.DealSize)
 	}
 	car, _ := events.CarCID(e.Car)
-	res := CarResult{Car: car}
+	res.Car = car
 	if car == "" {
 		res.Car = events.Truncate(e.Car, events.MaxCIDText)
 	}
 	if reason != "" {
-		res.Status, res.Reason = Refused, reason
-		return res
+		res.Status, res.Reason = wire.Rejected, reason
+		return res, false
 	}
-	status := Accepted
+	status := wire.Accepted
 	if c, err := a.Store.Car(car); err == nil && c.State != aggregator.Rejected {
 		diff := copyDiff(c, e)
 		if diff == "" {
-			res.Status = Duplicate
-			return res
+			res.Status = wire.Duplicate
+			return res, false
 		}
 		// Stored, so that the conflict is on the record beside the copy
 		// that stands.
-		status, res.Reason = Conflict, aggregator.ReasonConflict+": "+diff
+		status, res.Reason = wire.Conflict, aggregator.ReasonConflict+": "+diff
 	}
 	pub, err := a.Pub.Publish(r.Context(), e)
 	switch {
 	case err != nil:
-		res.Status, res.Reason, res.full = "error", err.Error(), jetlog.IsStorageFull(err)
-	case pub.Duplicate && status == Accepted:
-		res.Status = Duplicate
+		res.Status, res.Reason, full = "error", err.Error(), jetlog.IsStorageFull(err)
+	case pub.Duplicate && status == wire.Accepted:
+		res.Status = wire.Duplicate
 	default:
 		res.Status, res.Seq = status, pub.Seq
 	}
-	return res
+	return res, full
 }
 
 // copyDiff names the fields in which e differs from the accepted copy c
 // of its CAR, "" when it is the same copy.
-func copyDiff(c *CarView, e *events.CarReplicated) string {
+func copyDiff(c *wire.CarView, e *events.CarReplicated) string {
 	var diffs []string
 	if c.Size != e.Size {
 		diffs = append(diffs, fmt.Sprintf("size %d, the accepted copy's %d", e.Size, c.Size))

@@ -1,4 +1,4 @@
-package projections
+package wire
 
 import (
 	"encoding/json"
@@ -83,3 +83,59 @@ type PieceView struct {
 	PieceSize uint64  `json:"pieceSize"`
 	Offset    *uint64 `json:"offset,omitempty"`
 }
+
+// The answers to one event of POST /v1/cars (CarResult.Status); an event
+// that could not be stored for another reason is "error".
+const (
+	Accepted  = "accepted"
+	Duplicate = "duplicate"
+	Conflict  = "conflict"
+	Rejected  = "rejected"
+)
+
+// CarResult answers one event of POST /v1/cars.
+type CarResult struct {
+	Car    string `json:"car"`
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+	// Seq is the input log sequence the event was stored at (accepted,
+	// conflict).
+	Seq uint64 `json:"seq,omitempty"`
+}
+
+// RefusedReport is a deal report ferry refused because of its token. It
+// is kept in memory only, never in the logs: an unauthenticated request
+// must not write facts, yet an operator looking at a DEAL_PENDING
+// aggregate needs to see that its engine is trying to report and failing.
+type RefusedReport struct {
+	At     time.Time `json:"at"`
+	Status string    `json:"status,omitempty"`
+	Error  string    `json:"error"`
+}
+
+// Receipt tells a CAR's owner that its CAR is in a deal: which aggregate,
+// where in it, the proof of inclusion, and the deals just made. One is
+// published per CAR for each aggregate.deals decision: the first deals and
+// every later replica or renewal.
+type Receipt struct {
+	Car            string          `json:"car"`
+	Piece          string          `json:"piece"`
+	PieceSize      uint64          `json:"pieceSize"`
+	Aggregate      uint64          `json:"aggregate"`
+	AggregatePiece string          `json:"aggregatePiece"`
+	DealSize       uint64          `json:"dealSize"`
+	Position       int             `json:"position"`
+	Offset         uint64          `json:"offset"`
+	Inclusion      *InclusionView  `json:"inclusion"`
+	Status         string          `json:"status"`
+	Deals          []events.Deal   `json:"deals"`
+	Source         json.RawMessage `json:"source,omitempty"`
+	// AggregateLogSeq is the aggregate log message that made the deals.
+	AggregateLogSeq uint64 `json:"aggregateLogSeq"`
+}
+
+// Headers of receipt messages, which also let the Receipter resume.
+const (
+	HeaderAggSeq   = "Ferry-Agg-Seq"
+	HeaderPosition = "Ferry-Position"
+)

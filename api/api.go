@@ -1,4 +1,4 @@
-package projections
+package api
 
 import (
 	"context"
@@ -17,6 +17,8 @@ import (
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/jetlog"
+	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/wire"
 )
 
 // Limits of the HTTP front door.
@@ -41,7 +43,7 @@ const (
 // API serves ferry's HTTP interface from the read models, and takes writes
 // by publishing input events.
 type API struct {
-	Store    *Store
+	Store    *projections.Store
 	Pub      *jetlog.Publisher
 	DealSize uint64
 	// WriteToken guards POST /v1/cars and admin calls; empty leaves them open.
@@ -152,9 +154,9 @@ func writeErr(w http.ResponseWriter, status int, msg string) {
 // storeErr maps store errors to statuses.
 func storeErr(w http.ResponseWriter, err error) {
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, projections.ErrNotFound):
 		writeErr(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, ErrBadRef):
+	case errors.Is(err, projections.ErrBadRef):
 		writeErr(w, http.StatusBadRequest, err.Error())
 	default:
 		writeErr(w, http.StatusInternalServerError, err.Error())
@@ -225,7 +227,7 @@ func (a *API) listAggregates(w http.ResponseWriter, r *http.Request) {
 		out["next"] = list[len(list)-1].ID
 	}
 	if list == nil {
-		out["aggregates"] = []AggregateView{}
+		out["aggregates"] = []wire.AggregateView{}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -288,7 +290,7 @@ func (a *API) order(w http.ResponseWriter, r *http.Request, id uint64, ev events
 
 // pathAggregate reads the aggregate of the path and checks it is in one
 // of states, answering the request itself (400, 404, 409) when it is not.
-func (a *API) pathAggregate(w http.ResponseWriter, r *http.Request, states ...string) (*AggregateView, bool) {
+func (a *API) pathAggregate(w http.ResponseWriter, r *http.Request, states ...string) (*wire.AggregateView, bool) {
 	if _, err := strconv.ParseUint(r.PathValue("id"), 10, 64); err != nil {
 		writeErr(w, http.StatusBadRequest, "aggregate id must be a number")
 		return nil, false
@@ -356,7 +358,7 @@ func (a *API) postReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	agg, err := a.Store.Aggregate(rep.Aggregate, 0, 0)
-	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrBadRef) || (err == nil && agg.State == aggregator.Ingesting) {
+	if errors.Is(err, projections.ErrNotFound) || errors.Is(err, projections.ErrBadRef) || (err == nil && agg.State == aggregator.Ingesting) {
 		writeErr(w, http.StatusNotFound, fmt.Sprintf("unknown aggregate %q: no closed aggregate has this id or piece CID", rep.Aggregate))
 		return
 	}
@@ -387,7 +389,7 @@ func (a *API) postReport(w http.ResponseWriter, r *http.Request) {
 // refused says why the fold will refuse a report that is not a mere
 // repeat (unchanged): deals for an aggregate that cannot take them. Like
 // unchanged, it reads the read models; the fold decides on the log.
-func refused(agg *AggregateView, rep *events.DealReport) string {
+func refused(agg *wire.AggregateView, rep *events.DealReport) string {
 	if rep.Status == events.StatusFailed {
 		return ""
 	}
@@ -419,7 +421,7 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 
 // unchanged says why a report would change nothing, as the fold would
 // decide; the fold decides again on the log, this answer is a courtesy.
-func unchanged(agg *AggregateView, rep *events.DealReport) string {
+func unchanged(agg *wire.AggregateView, rep *events.DealReport) string {
 	switch {
 	case rep.Status == events.StatusFailed && agg.State == aggregator.DealProcessed:
 		return fmt.Sprintf("aggregate %d has deals; a failure changes nothing", agg.ID)

@@ -1,4 +1,4 @@
-package projections
+package api
 
 import (
 	"encoding/json"
@@ -7,17 +7,9 @@ import (
 	"strings"
 	"sync"
 	"time"
-)
 
-// RefusedReport is a deal report ferry refused because of its token. It
-// is kept in memory only, never in the logs: an unauthenticated request
-// must not write facts, yet an operator looking at a DEAL_PENDING
-// aggregate needs to see that its engine is trying to report and failing.
-type RefusedReport struct {
-	At     time.Time `json:"at"`
-	Status string    `json:"status,omitempty"`
-	Error  string    `json:"error"`
-}
+	"github.com/ferry-dev/ferry/wire"
+)
 
 // Bounds of the refused-report notes: the body read of a refused report
 // (enough for any report's aggregate field, which comes first in every
@@ -29,7 +21,7 @@ const (
 
 type refusals struct {
 	mu sync.Mutex
-	by map[uint64]RefusedReport
+	by map[uint64]wire.RefusedReport
 }
 
 // noteRefused remembers, on the aggregate it names, a report refused for
@@ -48,11 +40,11 @@ func (a *API) noteRefused(r *http.Request, why string) {
 	if err != nil {
 		return
 	}
-	note := RefusedReport{At: time.Now().UTC(), Status: truncate(peek.Status, 64), Error: why}
+	note := wire.RefusedReport{At: time.Now().UTC(), Status: truncate(peek.Status, 64), Error: why}
 	a.refused.mu.Lock()
 	defer a.refused.mu.Unlock()
 	if a.refused.by == nil {
-		a.refused.by = map[uint64]RefusedReport{}
+		a.refused.by = map[uint64]wire.RefusedReport{}
 	}
 	if _, ok := a.refused.by[v.ID]; !ok && len(a.refused.by) >= maxRefused {
 		for id := range a.refused.by { // any one: these are notes, not facts
@@ -65,7 +57,7 @@ func (a *API) noteRefused(r *http.Request, why string) {
 
 // withRefused is v with the last refused report of its aggregate, if any;
 // v itself (possibly a cached view) is not changed.
-func (a *API) withRefused(v *AggregateView) *AggregateView {
+func (a *API) withRefused(v *wire.AggregateView) *wire.AggregateView {
 	a.refused.mu.Lock()
 	note, ok := a.refused.by[v.ID]
 	a.refused.mu.Unlock()

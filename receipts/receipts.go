@@ -1,4 +1,17 @@
-package projections
+// Package receipts publishes a receipt per CAR when its aggregate gets
+// deals: which aggregate, where in it, the proof of inclusion, and the
+// deals (wire.Receipt), on the receipts stream a storage service
+// subscribes to.
+//
+// # Rules
+//
+//   - One receipt per CAR per aggregate.deals decision: the first deals and
+//     every later replica or renewal.
+//   - The position is the receipts stream itself (the headers of the last
+//     receipt), so a restart resumes after it; message ids make a repeat
+//     within the duplicate window harmless.
+//   - Only the leading ferry publishes (Active).
+package receipts
 
 import (
 	"bytes"
@@ -12,40 +25,14 @@ import (
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/aggregator/frc58"
-	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/jetlog"
+	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/wire"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Receipt tells a CAR's owner that its CAR is in a deal: which aggregate,
-// where in it, the proof of inclusion, and the deals just made. One is
-// published per CAR for each aggregate.deals decision: the first deals and
-// every later replica or renewal.
-type Receipt struct {
-	Car            string          `json:"car"`
-	Piece          string          `json:"piece"`
-	PieceSize      uint64          `json:"pieceSize"`
-	Aggregate      uint64          `json:"aggregate"`
-	AggregatePiece string          `json:"aggregatePiece"`
-	DealSize       uint64          `json:"dealSize"`
-	Position       int             `json:"position"`
-	Offset         uint64          `json:"offset"`
-	Inclusion      *InclusionView  `json:"inclusion"`
-	Status         string          `json:"status"`
-	Deals          []events.Deal   `json:"deals"`
-	Source         json.RawMessage `json:"source,omitempty"`
-	// AggregateLogSeq is the aggregate log message that made the deals.
-	AggregateLogSeq uint64 `json:"aggregateLogSeq"`
-}
-
-// Headers of receipt messages, which also let the Receipter resume.
-const (
-	HeaderAggSeq   = "Ferry-Agg-Seq"
-	HeaderPosition = "Ferry-Position"
-)
-
-// Receipter turns aggregate.deals decisions into per-CAR receipts on the
+// Publisher turns aggregate.deals decisions into per-CAR receipts on the
 // receipts stream. Its position is the receipts stream itself: the headers
 // of the last receipt say which decision and CAR it was, so a restart
 // resumes after it, and message ids make a repeat within the duplicate
@@ -53,10 +40,10 @@ const (
 //
 // Goroutines: Run tails the aggregate log and publishes; it waits for the
 // projector to have applied a decision before reading its layout.
-type Receipter struct {
+type Publisher struct {
 	JS        jetstream.JetStream
-	Store     *Store
-	Projector *Projector
+	Store     *projections.Store
+	Projector *projections.Projector
 	Subjects  jetlog.Subjects
 	// Active reports whether this process should publish now (it leads).
 	Active func() bool
@@ -71,7 +58,7 @@ type position struct {
 }
 
 // Run publishes receipts until ctx ends.
-func (r *Receipter) Run(ctx context.Context) error {
+func (r *Publisher) Run(ctx context.Context) error {
 	if r.Log == nil {
 		r.Log = slog.New(slog.DiscardHandler)
 	}
@@ -123,7 +110,7 @@ func nilIfCanceled(ctx context.Context, err error) error {
 }
 
 // resume reads the last receipt's headers.
-func (r *Receipter) resume(ctx context.Context) (position, error) {
+func (r *Publisher) resume(ctx context.Context) (position, error) {
 	st, err := r.JS.Stream(ctx, jetlog.StreamReceipts)
 	if err != nil {
 		return position{}, err
@@ -142,8 +129,8 @@ func (r *Receipter) resume(ctx context.Context) (position, error) {
 	if err != nil {
 		return position{}, fmt.Errorf("last receipt: %w", err)
 	}
-	seq, _ := strconv.ParseUint(m.Header.Get(HeaderAggSeq), 10, 64)
-	pos, err := strconv.Atoi(m.Header.Get(HeaderPosition))
+	seq, _ := strconv.ParseUint(m.Header.Get(wire.HeaderAggSeq), 10, 64)
+	pos, err := strconv.Atoi(m.Header.Get(wire.HeaderPosition))
 	if err != nil {
 		pos = -1
 	}
@@ -152,7 +139,7 @@ func (r *Receipter) resume(ctx context.Context) (position, error) {
 
 // publish sends the receipts of one aggregate.deals decision, skipping
 // those already on the stream.
-func (r *Receipter) publish(ctx context.Context, seq uint64, d aggregator.Decision) error {
+func (r *Publisher) publish(ctx context.Context, seq uint64, d aggregator.Decision) error {
 	for r.Active != nil && !r.Active() {
 		select {
 		case <-ctx.Done():
@@ -205,14 +192,14 @@ func (r *Receipter) publish(ctx context.Context, seq uint64, d aggregator.Decisi
 	return nil
 }
 
-func (r *Receipter) message(seq uint64, i int, agg *AggregateView, c *CarView, proof *frc58.Proof, d aggregator.Decision) (*nats.Msg, error) {
-	rc := Receipt{Car: c.Car, Piece: c.Piece, PieceSize: c.PieceSize, Aggregate: agg.ID, AggregatePiece: agg.Piece,
+func (r *Publisher) message(seq uint64, i int, agg *wire.AggregateView, c *wire.CarView, proof *frc58.Proof, d aggregator.Decision) (*nats.Msg, error) {
+	rc := wire.Receipt{Car: c.Car, Piece: c.Piece, PieceSize: c.PieceSize, Aggregate: agg.ID, AggregatePiece: agg.Piece,
 		DealSize: agg.DealSize, Position: i, Status: d.Status, Deals: d.Deals, Source: c.Source, AggregateLogSeq: seq}
 	if c.Offset != nil {
 		rc.Offset = *c.Offset
 	}
 	if proof != nil {
-		iv, err := inclusionView(proof)
+		iv, err := projections.Inclusion(proof)
 		if err != nil {
 			return nil, err
 		}
@@ -225,8 +212,8 @@ func (r *Receipter) message(seq uint64, i int, agg *AggregateView, c *CarView, p
 	msg := nats.NewMsg(r.Subjects.Receipt(c.Car))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("receipt/%d/%s", seq, c.Car))
-	msg.Header.Set(HeaderAggSeq, strconv.FormatUint(seq, 10))
-	msg.Header.Set(HeaderPosition, strconv.Itoa(i))
+	msg.Header.Set(wire.HeaderAggSeq, strconv.FormatUint(seq, 10))
+	msg.Header.Set(wire.HeaderPosition, strconv.Itoa(i))
 	return msg, nil
 }
 
