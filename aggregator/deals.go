@@ -10,7 +10,7 @@ import (
 )
 
 // The deal clock: what the fold decides about offered and failed deals as
-// time passes (Config.DealTimeout, MaxOffers, OfferBackoff), and the
+// time passes (events.Settings.DealTimeout, MaxOffers, OfferBackoff), and the
 // operator's orders about them. Like all of the fold it reads time only
 // from ticks, so a replay decides the same.
 
@@ -21,7 +21,7 @@ const maxBackoffDoublings = 16
 // dealClocks, on a tick, offers again the DEAL_PENDING aggregates whose
 // report is overdue and puts back the CARs of failed deals whose backoff
 // has ended.
-func (s *State) dealClocks(b *Batch) {
+func (s *State) dealClocks(b *events.Batch) {
 	if s.cfg.DealTimeout > 0 {
 		// pending is in offeredAt order: the overdue ones are a prefix.
 		var overdue []uint64
@@ -50,14 +50,14 @@ func (s *State) dealClocks(b *Batch) {
 // gives up on it when that was its last offer. Giving up keeps its CARs:
 // the engine may still report the deal, and an operator may offer it
 // again.
-func (s *State) timedOut(b *Batch, a *aggregate) {
+func (s *State) timedOut(b *events.Batch, a *aggregate) {
 	t := a.tries + 1
 	why := fmt.Sprintf("no deal report within %s of offer %d", s.cfg.DealTimeout, t)
 	if s.lastOffer(t) {
-		s.emit(b, Decision{Type: DecAggFailed, Aggregate: a.id, Count: t, Reason: gaveUp(t, why)})
+		s.emit(b, events.Decision{Type: events.DecAggFailed, Aggregate: a.id, Count: t, Reason: gaveUp(t, why)})
 		return
 	}
-	s.emit(b, Decision{Type: DecAggRetry, Aggregate: a.id, Count: t, Reason: why + "; offering again"})
+	s.emit(b, events.Decision{Type: events.DecAggRetry, Aggregate: a.id, Count: t, Reason: why + "; offering again"})
 }
 
 func (s *State) lastOffer(tries int) bool { return s.cfg.MaxOffers > 0 && tries >= s.cfg.MaxOffers }
@@ -77,7 +77,7 @@ func (s *State) backoff(tries int) time.Duration {
 // onDealFailed marks the aggregate DEAL_FAILED. Its CARs go back, in their
 // arrival order and before anything that arrives later, at once or after
 // the backoff; or, when this was their last offer, they stay in it.
-func (s *State) onDealFailed(b *Batch, id uint64, reason string) {
+func (s *State) onDealFailed(b *events.Batch, id uint64, reason string) {
 	a := s.closed[id]
 	if a.state != Ready && a.state != DealPending {
 		s.ignore(b, "", fmt.Sprintf("deal.report: aggregate %d is %s, a failure changes nothing", id, a.state))
@@ -89,11 +89,11 @@ func (s *State) onDealFailed(b *Batch, id uint64, reason string) {
 	t := a.tries + 1
 	switch {
 	case s.lastOffer(t):
-		s.emit(b, Decision{Type: DecAggFailed, Aggregate: id, Count: t, Reason: gaveUp(t, reason)})
+		s.emit(b, events.Decision{Type: events.DecAggFailed, Aggregate: id, Count: t, Reason: gaveUp(t, reason)})
 	case s.cfg.OfferBackoff > 0:
-		s.emit(b, Decision{Type: DecAggFailed, Aggregate: id, Count: t, Reason: reason, At: s.now.Add(s.backoff(t))})
+		s.emit(b, events.Decision{Type: events.DecAggFailed, Aggregate: id, Count: t, Reason: reason, At: s.now.Add(s.backoff(t))})
 	default:
-		s.emit(b, Decision{Type: DecAggFailed, Aggregate: id, Count: t, Reason: reason})
+		s.emit(b, events.Decision{Type: events.DecAggFailed, Aggregate: id, Count: t, Reason: reason})
 		s.requeue(b, id)
 	}
 }
@@ -101,15 +101,15 @@ func (s *State) onDealFailed(b *Batch, id uint64, reason string) {
 // requeue aggregates the CARs of a failed aggregate again, in their
 // arrival order: as many as fit the INGESTING aggregate per run, closing
 // it full when the next does not fit.
-func (s *State) requeue(b *Batch, id uint64) {
+func (s *State) requeue(b *events.Batch, id uint64) {
 	members := s.closed[id].members
 	for first := 0; first < len(members); {
 		n := s.room(members[first:])
 		if n == 0 {
-			s.closeOpen(b, ClosedFull)
+			s.closeOpen(b, events.ClosedFull)
 			continue
 		}
-		s.emit(b, Decision{Type: DecCarsRequeued, From: id, First: first, Count: n, Aggregate: s.target()})
+		s.emit(b, events.Decision{Type: events.DecCarsRequeued, From: id, First: first, Count: n, Aggregate: s.target()})
 		first += n
 	}
 }
@@ -138,7 +138,7 @@ func (s *State) room(ms []member) int {
 // report overdue) or DEAL_FAILED with its CARs still in it (given up, or
 // waiting for the backoff). A given-up aggregate starts a fresh count of
 // offers.
-func (s *State) onReoffer(b *Batch, e *events.AggregateReoffer) {
+func (s *State) onReoffer(b *events.Batch, e *events.AggregateReoffer) {
 	a, reason := s.closedIn(e.Aggregate, Ready, DealPending, DealFailed)
 	if a == nil {
 		s.ignore(b, "", "aggregate.reoffer: "+reason)
@@ -152,7 +152,7 @@ func (s *State) onReoffer(b *Batch, e *events.AggregateReoffer) {
 		}
 		tries = 0
 	}
-	s.emit(b, Decision{Type: DecAggRetry, Aggregate: a.id, Count: tries, Reason: "offered again by the operator" + by(e.By)})
+	s.emit(b, events.Decision{Type: events.DecAggRetry, Aggregate: a.id, Count: tries, Reason: "offered again by the operator" + by(e.By)})
 }
 
 // takesDeals says whether reported deals count for a: any aggregate that
@@ -174,7 +174,7 @@ func (s *State) holds(a *aggregate) bool { return len(a.members) > 0 }
 
 // onFail is the operator's order to treat a deal as failed: what a failed
 // report does.
-func (s *State) onFail(b *Batch, e *events.AggregateFail) {
+func (s *State) onFail(b *events.Batch, e *events.AggregateFail) {
 	a, reason := s.closedIn(e.Aggregate, Ready, DealPending)
 	if a == nil {
 		s.ignore(b, "", "aggregate.fail: "+reason)
@@ -196,7 +196,7 @@ func by(who string) string {
 
 // Evolve's part: the lists the deal clock reads.
 
-func (s *State) evolveOffered(d Decision) error {
+func (s *State) evolveOffered(d events.Decision) error {
 	if err := s.setState(d, DealPending, Ready); err != nil {
 		return err
 	}
@@ -206,7 +206,7 @@ func (s *State) evolveOffered(d Decision) error {
 	return nil
 }
 
-func (s *State) evolveRetry(d Decision) error {
+func (s *State) evolveRetry(d events.Decision) error {
 	a, reason := s.closedIn(d.Aggregate, Ready, DealPending, DealFailed)
 	if a == nil {
 		return invalid(d, reason)
@@ -219,7 +219,7 @@ func (s *State) evolveRetry(d Decision) error {
 	return nil
 }
 
-func (s *State) evolveFailed(d Decision) error {
+func (s *State) evolveFailed(d events.Decision) error {
 	a, reason := s.closedIn(d.Aggregate, Ready, DealPending)
 	if a == nil {
 		return invalid(d, reason)

@@ -16,15 +16,15 @@ var dealT0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 // test can rebuild the state from them as a restarted runner does.
 type dealFolder struct {
 	folder
-	cfg     Config
-	batches []Batch
+	cfg     events.Settings
+	batches []events.Batch
 }
 
-func newDealFolder(t *testing.T, cfg Config) *dealFolder {
+func newDealFolder(t *testing.T, cfg events.Settings) *dealFolder {
 	return &dealFolder{folder: folder{t: t, st: New(cfg)}, cfg: cfg}
 }
 
-func (f *dealFolder) apply(ev events.Event) Batch {
+func (f *dealFolder) apply(ev events.Event) events.Batch {
 	b := f.folder.apply(ev)
 	if len(b.Decisions) > 0 {
 		f.batches = append(f.batches, b)
@@ -32,7 +32,9 @@ func (f *dealFolder) apply(ev events.Event) Batch {
 	return b
 }
 
-func (f *dealFolder) tick(d time.Duration) Batch { return f.apply(&events.Tick{Time: dealT0.Add(d)}) }
+func (f *dealFolder) tick(d time.Duration) events.Batch {
+	return f.apply(&events.Tick{Time: dealT0.Add(d)})
+}
 
 // rebuilt is the state replayed from the stored batches.
 func (f *dealFolder) rebuilt() *State {
@@ -47,7 +49,7 @@ func (f *dealFolder) rebuilt() *State {
 }
 
 // fill adds n CARs of 6000 bytes (8 KiB pieces) from seed first and closes the aggregate.
-func (f *dealFolder) fill(first, n int) Decision {
+func (f *dealFolder) fill(first, n int) events.Decision {
 	for i := range n {
 		f.apply(testutil.Replicated(first+i, 6000, true))
 	}
@@ -65,8 +67,8 @@ func TestAnUnansweredOfferIsOfferedAgainAfterTheDealTimeoutThenGivenUp(t *testin
 		t.Fatalf("before the timeout the tick decided %s", got)
 	}
 	b := f.tick(time.Hour)
-	if got := types(b); got != DecAggRetry {
-		t.Fatalf("the tick at the timeout decided %q, want %s", got, DecAggRetry)
+	if got := types(b); got != events.DecAggRetry {
+		t.Fatalf("the tick at the timeout decided %q, want %s", got, events.DecAggRetry)
 	}
 	if d := b.Decisions[0]; d.Aggregate != 1 || d.Count != 1 || !strings.Contains(d.Reason, "no deal report within 1h0m0s of offer 1") {
 		t.Fatalf("retry = %+v", d)
@@ -82,13 +84,13 @@ func TestAnUnansweredOfferIsOfferedAgainAfterTheDealTimeoutThenGivenUp(t *testin
 	if got := types(f.tick(2*time.Hour - time.Second)); got != "" {
 		t.Fatalf("the second offer timed out early: %s", got)
 	}
-	if got := types(f.tick(2 * time.Hour)); got != DecAggRetry {
+	if got := types(f.tick(2 * time.Hour)); got != events.DecAggRetry {
 		t.Fatalf("second timeout decided %q", got)
 	}
 	f.apply(&events.DealOffered{Aggregate: 1, Offer: 3})
 	b = f.tick(3 * time.Hour)
-	if got := types(b); got != DecAggFailed {
-		t.Fatalf("the last timeout decided %q, want %s alone (the CARs stay)", got, DecAggFailed)
+	if got := types(b); got != events.DecAggFailed {
+		t.Fatalf("the last timeout decided %q, want %s alone (the CARs stay)", got, events.DecAggFailed)
 	}
 	if r := b.Decisions[0].Reason; r != "gave up after 3 offers: no deal report within 1h0m0s of offer 3" {
 		t.Fatalf("reason = %q", r)
@@ -99,12 +101,12 @@ func TestAnUnansweredOfferIsOfferedAgainAfterTheDealTimeoutThenGivenUp(t *testin
 	// The engine's late news still counts... as the operator decides: an
 	// order to offer it again starts a fresh count.
 	b = f.apply(&events.AggregateReoffer{Aggregate: 1, By: "alice"})
-	if got := types(b); got != DecAggRetry || b.Decisions[0].Count != 0 || !strings.Contains(b.Decisions[0].Reason, "alice") {
+	if got := types(b); got != events.DecAggRetry || b.Decisions[0].Count != 0 || !strings.Contains(b.Decisions[0].Reason, "alice") {
 		t.Fatalf("reoffer of a given-up aggregate gave %s %+v", got, b.Decisions)
 	}
 	f.apply(&events.DealOffered{Aggregate: 1, Offer: 4})
 	deals := []events.Deal{{Provider: "f01000", DealID: 1}}
-	if got := types(f.apply(&events.DealReport{Aggregate: ready.Piece, Status: events.StatusPublished, Deals: deals})); got != DecAggDeals {
+	if got := types(f.apply(&events.DealReport{Aggregate: ready.Piece, Status: events.StatusPublished, Deals: deals})); got != events.DecAggDeals {
 		t.Fatalf("deals gave %s", got)
 	}
 	if got := types(f.tick(20 * time.Hour)); got != "" {
@@ -143,10 +145,10 @@ func TestAFailingEngineGetsBoundedOffersWithBackoff(t *testing.T) {
 	f := newDealFolder(t, cfg)
 	f.tick(0)
 	var offers []time.Duration // tick time of each offer
-	var last Batch
-	engine := func(b Batch, at time.Duration) {
+	var last events.Batch
+	engine := func(b events.Batch, at time.Duration) {
 		for _, d := range b.Decisions {
-			if d.Type != DecAggReady && d.Type != DecAggRetry {
+			if d.Type != events.DecAggReady && d.Type != events.DecAggRetry {
 				continue
 			}
 			offers = append(offers, at)
@@ -154,7 +156,7 @@ func TestAFailingEngineGetsBoundedOffersWithBackoff(t *testing.T) {
 			last = f.apply(&events.DealReport{Aggregate: d.Piece, Status: events.StatusFailed, Reason: "simulated failure"})
 		}
 	}
-	engine(Batch{Decisions: []Decision{f.fill(0, 3)}}, 0)
+	engine(events.Batch{Decisions: []events.Decision{f.fill(0, 3)}}, 0)
 	for at := 10 * time.Second; at <= 6*time.Hour; at += 10 * time.Second {
 		engine(f.tick(at), at)
 	}
@@ -170,7 +172,7 @@ func TestAFailingEngineGetsBoundedOffersWithBackoff(t *testing.T) {
 		}
 	}
 	d := last.Decisions[0]
-	if got := types(last); got != DecAggFailed || d.Reason != "gave up after 4 offers: simulated failure" || d.Count != 4 {
+	if got := types(last); got != events.DecAggFailed || d.Reason != "gave up after 4 offers: simulated failure" || d.Count != 4 {
 		t.Fatalf("the last failure gave %s %+v", got, d)
 	}
 	if f.st.open != nil || len(f.st.closed[d.Aggregate].members) != 3 {
@@ -185,7 +187,7 @@ func TestOperatorOrdersForDeals(t *testing.T) {
 	f.fill(0, 3)
 	f.apply(&events.DealOffered{Aggregate: 1})
 	b := f.apply(&events.AggregateFail{Aggregate: 1, Reason: "the provider lost the sector", By: "alice"})
-	if got, want := types(b), DecAggFailed+","+DecCarsRequeued; got != want {
+	if got, want := types(b), events.DecAggFailed+","+events.DecCarsRequeued; got != want {
 		t.Fatalf("fail gave %s, want %s", got, want)
 	}
 	if r := b.Decisions[0].Reason; r != "failed by the operator (alice): the provider lost the sector" {
@@ -205,22 +207,22 @@ func TestOperatorOrdersForDeals(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			b := f.apply(tc.ev)
-			if got := types(b); got != DecInputIgnored || !strings.Contains(b.Decisions[0].Reason, tc.want) {
+			if got := types(b); got != events.DecInputIgnored || !strings.Contains(b.Decisions[0].Reason, tc.want) {
 				t.Fatalf("gave %s %+v, want input.ignored with %q", got, b.Decisions, tc.want)
 			}
 		})
 	}
 	ready := f.apply(&events.AggregateClose{Aggregate: 2}).Decisions[0]
 	b = f.apply(&events.AggregateReoffer{Aggregate: 2, By: "alice"})
-	if got := types(b); got != DecAggRetry {
+	if got := types(b); got != events.DecAggRetry {
 		t.Fatalf("reoffer of a READY aggregate gave %s", got)
 	}
 	f.apply(&events.DealOffered{Aggregate: 2})
-	if got := types(f.apply(&events.AggregateReoffer{Aggregate: 2, By: "bob"})); got != DecAggRetry {
+	if got := types(f.apply(&events.AggregateReoffer{Aggregate: 2, By: "bob"})); got != events.DecAggRetry {
 		t.Fatalf("reoffer of a DEAL_PENDING aggregate gave %s", got)
 	}
 	f.apply(&events.DealReport{Aggregate: ready.Piece, Status: events.StatusPublished, Deals: []events.Deal{{Provider: "f01000", DealID: 1}}})
-	if got := types(f.apply(&events.AggregateFail{Aggregate: 2})); got != DecInputIgnored {
+	if got := types(f.apply(&events.AggregateFail{Aggregate: 2})); got != events.DecInputIgnored {
 		t.Fatalf("fail of a DEAL_PROCESSED aggregate gave %s", got)
 	}
 	checkReplays(t, f)
@@ -228,7 +230,7 @@ func TestOperatorOrdersForDeals(t *testing.T) {
 
 // dealConfig turns the deal clock on with short times, so a random log's
 // ticks reach them.
-func dealConfig() Config {
+func dealConfig() events.Settings {
 	cfg := testConfig()
 	cfg.DealTimeout, cfg.MaxOffers, cfg.OfferBackoff = 5*time.Minute, 3, time.Minute
 	return cfg
@@ -261,12 +263,12 @@ func TestTheDealClockIsDeterministicAndSurvivesRestarts(t *testing.T) {
 			}
 		}
 	}
-	for _, k := range []string{DecAggRetry, DecAggFailed, DecCarsRequeued, DecAggDeals} {
+	for _, k := range []string{events.DecAggRetry, events.DecAggFailed, events.DecCarsRequeued, events.DecAggDeals} {
 		if kinds[k] == 0 {
 			t.Errorf("the random logs never produced %s; the test covers too little", k)
 		}
 	}
-	if !(kinds[DecAggRetry] > 0) {
+	if !(kinds[events.DecAggRetry] > 0) {
 		t.Error("no retries")
 	}
 }
@@ -278,18 +280,18 @@ func TestALateDealCountsForAGivenUpAggregateThatHoldsItsCars(t *testing.T) {
 	f.tick(0)
 	ready := f.fill(0, 3)
 	f.apply(&events.DealOffered{Aggregate: 1})
-	if got := types(f.tick(time.Hour)); got != DecAggFailed {
+	if got := types(f.tick(time.Hour)); got != events.DecAggFailed {
 		t.Fatalf("the only offer's timeout gave %q", got)
 	}
 	deals := []events.Deal{{Provider: "f01000", DealID: 1}}
-	if got := types(f.apply(&events.DealReport{Aggregate: ready.Piece, Status: events.StatusPublished, Deals: deals})); got != DecAggDeals {
-		t.Fatalf("the late deal gave %q, want %s", got, DecAggDeals)
+	if got := types(f.apply(&events.DealReport{Aggregate: ready.Piece, Status: events.StatusPublished, Deals: deals})); got != events.DecAggDeals {
+		t.Fatalf("the late deal gave %q, want %s", got, events.DecAggDeals)
 	}
 	// A failed aggregate whose CARs went on takes no deals.
 	f2 := newDealFolder(t, testConfig())
 	r2 := f2.fill(0, 3)
 	f2.apply(&events.DealReport{Aggregate: r2.Piece, Status: events.StatusFailed, Reason: "x"})
-	if got := types(f2.apply(&events.DealReport{Aggregate: "1", Status: events.StatusPublished, Deals: deals})); got != DecInputIgnored {
+	if got := types(f2.apply(&events.DealReport{Aggregate: "1", Status: events.StatusPublished, Deals: deals})); got != events.DecInputIgnored {
 		t.Fatalf("deals for a requeued aggregate gave %q", got)
 	}
 	checkReplays(t, f)

@@ -4,16 +4,16 @@
 //
 // # The fold
 //
-// State.Apply(seq, input) returns the Batch of decisions the input causes
+// State.Apply(seq, input) returns the events.Batch of decisions the input causes
 // and evolves the state by exactly those decisions (State.Evolve). Restart
-// rebuilds the state by evolving every stored Batch in order, so
+// rebuilds the state by evolving every stored events.Batch in order, so
 // whatever Apply knows it must have put into a decision.
 //
 // # Rules
 //
 //   - Apply is deterministic: it reads no clock, randomness, map iteration
 //     order or network. Time enters only as tick inputs. The same input log
-//     under the same Config yields the same aggregate log, byte for byte.
+//     under the same events.Settings yields the same aggregate log, byte for byte.
 //   - Every input ends somewhere: a decision that changes state, a recorded
 //     rejection or ignore with its reason, or (only for a tick that changes
 //     nothing) no decision at all.

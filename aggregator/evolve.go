@@ -4,54 +4,56 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/ferry-dev/ferry/events"
+
 	"github.com/ferry-dev/ferry/piece"
 )
 
 // ErrInvalidDecision is returned by Evolve for a decision that does not fit
-// the state: a log written by another Config, or a corrupt log.
+// the state: a log written by another events.Settings, or a corrupt log.
 var ErrInvalidDecision = errors.New("decision does not fit the state")
 
 // Evolve changes the state by one decision. It is the only place the state
 // changes, and the restart path (Replay) uses it alone.
-func (s *State) Evolve(d Decision) error {
+func (s *State) Evolve(d events.Decision) error {
 	switch d.Type {
-	case DecLogSettings:
+	case events.DecLogSettings:
 		if d.Settings == nil {
 			return invalid(d, "no settings")
 		}
 		s.cfg, s.recorded = *d.Settings, true
-	case DecCarQueued:
+	case events.DecCarQueued:
 		if d.Record == nil {
 			return invalid(d, "no record")
 		}
 		s.accepted[keyOf(d.Car)] = printOf(d.Record.Size, d.Record.MD5)
 		s.queued[d.Car] = queuedCar{size: d.Record.Size, claim: d.Piece}
-	case DecCarAdded:
+	case events.DecCarAdded:
 		return s.evolveAdded(d)
-	case DecCarRejected:
+	case events.DecCarRejected:
 		if _, ok := s.queued[d.Car]; ok {
 			delete(s.queued, d.Car)
 			delete(s.accepted, keyOf(d.Car))
 		}
-	case DecInputIgnored:
-	case DecAggClock:
+	case events.DecInputIgnored:
+	case events.DecAggClock:
 		if s.open == nil || s.open.id != d.Aggregate {
 			return invalid(d, "no such INGESTING aggregate")
 		}
 		s.open.since = d.At
-	case DecAggReady:
+	case events.DecAggReady:
 		return s.evolveReady(d)
-	case DecAggOffered:
+	case events.DecAggOffered:
 		return s.evolveOffered(d)
-	case DecAggRetry:
+	case events.DecAggRetry:
 		return s.evolveRetry(d)
-	case DecAggOfferFailed:
+	case events.DecAggOfferFailed:
 		return s.setState(d, Ready, Ready)
-	case DecAggDeals:
+	case events.DecAggDeals:
 		return s.evolveDeals(d)
-	case DecAggFailed:
+	case events.DecAggFailed:
 		return s.evolveFailed(d)
-	case DecCarsRequeued:
+	case events.DecCarsRequeued:
 		return s.evolveRequeued(d)
 	default:
 		return invalid(d, "unknown type")
@@ -59,12 +61,12 @@ func (s *State) Evolve(d Decision) error {
 	return nil
 }
 
-func invalid(d Decision, why string) error {
+func invalid(d events.Decision, why string) error {
 	return fmt.Errorf("%w: %s of aggregate %d car %q: %s", ErrInvalidDecision, d.Type, d.Aggregate, d.Car, why)
 }
 
 // ingest returns the INGESTING aggregate with id, opening it if id is next.
-func (s *State) ingest(d Decision) (*aggregate, error) {
+func (s *State) ingest(d events.Decision) (*aggregate, error) {
 	switch {
 	case s.open != nil && s.open.id == d.Aggregate:
 		return s.open, nil
@@ -82,7 +84,7 @@ func (s *State) join(a *aggregate, m member) {
 	a.payload += m.size
 }
 
-func (s *State) evolveAdded(d Decision) error {
+func (s *State) evolveAdded(d events.Decision) error {
 	a, err := s.ingest(d)
 	if err != nil {
 		return err
@@ -100,7 +102,7 @@ func (s *State) evolveAdded(d Decision) error {
 	return nil
 }
 
-func (s *State) evolveReady(d Decision) error {
+func (s *State) evolveReady(d events.Decision) error {
 	a := s.open
 	if a == nil || a.id != d.Aggregate {
 		return invalid(d, "not the INGESTING aggregate")
@@ -116,7 +118,7 @@ func (s *State) evolveReady(d Decision) error {
 	return nil
 }
 
-func (s *State) setState(d Decision, to string, from ...string) error {
+func (s *State) setState(d events.Decision, to string, from ...string) error {
 	a, reason := s.closedIn(d.Aggregate, from...)
 	if a == nil {
 		return invalid(d, reason)
@@ -125,7 +127,7 @@ func (s *State) setState(d Decision, to string, from ...string) error {
 	return nil
 }
 
-func (s *State) evolveDeals(d Decision) error {
+func (s *State) evolveDeals(d events.Decision) error {
 	a, reason := s.closedIn(d.Aggregate, Ready, DealPending, DealProcessed, DealFailed)
 	if a == nil {
 		return invalid(d, reason)
@@ -145,7 +147,7 @@ func (s *State) evolveDeals(d Decision) error {
 	return nil
 }
 
-func (s *State) evolveRequeued(d Decision) error {
+func (s *State) evolveRequeued(d events.Decision) error {
 	from, reason := s.closedIn(d.From, DealFailed)
 	if from == nil {
 		return invalid(d, reason)

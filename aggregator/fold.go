@@ -31,40 +31,6 @@ const (
 	Rejected    = "REJECTED"
 )
 
-// Config is fixed for a log: the same inputs under the same Config give the
-// same decisions. It is the log's settings: the fold records it in the
-// first batch it decides (a log.settings decision), and a state rebuilt
-// from the log takes it from there (see LogSettings).
-type Config struct {
-	// DealSize is the padded deal size, a power of two.
-	DealSize uint64 `json:"dealSize"`
-	// MinPayload is the CAR bytes an aggregate needs before max-wait may
-	// close it.
-	MinPayload uint64 `json:"minPayload"`
-	// MaxWait is how long the oldest CAR of an aggregate may wait once the
-	// aggregate holds MinPayload.
-	MaxWait time.Duration `json:"maxWait"`
-	// VerifyPieces sends CARs that arrive with a claimed piece CID through
-	// the piece workers too; a computed piece that differs rejects the CAR.
-	VerifyPieces bool `json:"verifyPieces,omitempty"`
-	// MaxTickAhead bounds how far a tick's time may be ahead of the time
-	// the input log stored it (0: no bound). A tick beyond it is ignored,
-	// with the reason: a tick from a wrong clock (or a forged one) would
-	// otherwise close aggregates early and freeze the clock there.
-	MaxTickAhead time.Duration `json:"maxTickAhead,omitempty"`
-	// DealTimeout is how long a DEAL_PENDING aggregate waits for a deal
-	// report, in tick time, before it is offered again; zero waits forever.
-	DealTimeout time.Duration `json:"dealTimeout,omitzero"`
-	// MaxOffers bounds the offers of one set of CARs: the failed or
-	// unanswered offer that reaches it makes the aggregate DEAL_FAILED for
-	// good, keeping its CARs. Zero means no bound.
-	MaxOffers int `json:"maxOffers,omitzero"`
-	// OfferBackoff is how long the CARs of a failed deal wait before they
-	// are aggregated (and so offered) again, doubled by each earlier
-	// failure of theirs; zero requeues them at once.
-	OfferBackoff time.Duration `json:"offerBackoff,omitzero"`
-}
-
 // DefaultMaxTickAhead is the tick bound ferry serve records by default:
 // ample for clocks that disagree by seconds, far below any wait it could
 // cut short.
@@ -139,7 +105,7 @@ func printOf(size uint64, md5 string) copyPrint {
 
 // State is the aggregator's state. The zero value is not usable; see New.
 type State struct {
-	cfg      Config
+	cfg      events.Settings
 	recorded bool // cfg is on the log (a log.settings decision)
 	lastIn   uint64
 	now      time.Time
@@ -161,7 +127,7 @@ type State struct {
 }
 
 // New returns the empty state of a log under cfg.
-func New(cfg Config) *State {
+func New(cfg events.Settings) *State {
 	return &State{
 		cfg:      cfg,
 		nextID:   1,
@@ -175,9 +141,9 @@ func New(cfg Config) *State {
 // LastIn is the sequence of the last input applied.
 func (s *State) LastIn() uint64 { return s.lastIn }
 
-// Config is the log's settings as the state knows them: those it was
+// Settings is the log's settings as the state knows them: those it was
 // made with until it replays a log.settings decision.
-func (s *State) Config() Config { return s.cfg }
+func (s *State) Settings() events.Settings { return s.cfg }
 
 // Input is one message of the input log.
 type Input struct {
@@ -191,20 +157,20 @@ type Input struct {
 
 // Apply decides what the input at seq causes and evolves the state by it.
 // An input at or below LastIn was applied before and gives an empty batch.
-func (s *State) Apply(seq uint64, data []byte) Batch {
+func (s *State) Apply(seq uint64, data []byte) events.Batch {
 	return s.ApplyInput(Input{Seq: seq, Data: data})
 }
 
 // ApplyInput is Apply with the input's stored time, which bounds ticks
-// (Config.MaxTickAhead). The runner and every re-fold of a log use it.
-func (s *State) ApplyInput(in Input) Batch {
-	b := &Batch{In: in.Seq}
+// (events.Settings.MaxTickAhead). The runner and every re-fold of a log use it.
+func (s *State) ApplyInput(in Input) events.Batch {
+	b := &events.Batch{In: in.Seq}
 	if in.Seq <= s.lastIn {
 		return *b
 	}
 	if !s.recorded {
 		cfg := s.cfg
-		s.emit(b, Decision{Type: DecLogSettings, Settings: &cfg})
+		s.emit(b, events.Decision{Type: events.DecLogSettings, Settings: &cfg})
 	}
 	if len(in.Data) > events.MaxInputBytes {
 		// The input log refuses these; one from a log made without that
@@ -224,7 +190,7 @@ func (s *State) ApplyInput(in Input) Batch {
 // b.Now is the time every decision of the batch was made at (only a tick
 // moves the clock, and it does so before it decides), while the batch
 // before may be older than ticks that decided nothing.
-func (s *State) Replay(b Batch) error {
+func (s *State) Replay(b events.Batch) error {
 	s.now = b.Now
 	for _, d := range b.Decisions {
 		if err := s.Evolve(d); err != nil {
@@ -239,7 +205,7 @@ func (s *State) Replay(b Batch) error {
 // that d repeats is bounded here, so that no input makes a batch the
 // aggregate log refuses: a CAR text that is not a CID's is left out (the
 // reason quotes an excerpt), and a reason is cut to events.MaxReason.
-func (s *State) emit(b *Batch, d Decision) {
+func (s *State) emit(b *events.Batch, d events.Decision) {
 	if len(d.Car) > events.MaxCIDText {
 		d.Car = ""
 	}
@@ -252,7 +218,7 @@ func (s *State) emit(b *Batch, d Decision) {
 	b.Decisions = append(b.Decisions, d)
 }
 
-func (s *State) decide(b *Batch, ev events.Event, stored time.Time) {
+func (s *State) decide(b *events.Batch, ev events.Event, stored time.Time) {
 	switch e := ev.(type) {
 	case *events.CarReplicated:
 		s.onReplicated(b, e)
@@ -280,7 +246,7 @@ func (s *State) decide(b *Batch, ev events.Event, stored time.Time) {
 // undecodable records an input that is not a well-formed event. A
 // car.replicated that names its CAR is rejected under that name so its
 // producer can find the reason.
-func (s *State) undecodable(b *Batch, data []byte, err error) {
+func (s *State) undecodable(b *events.Batch, data []byte, err error) {
 	var peek struct {
 		Type string `json:"type"`
 		Car  any    `json:"car"`
@@ -292,13 +258,13 @@ func (s *State) undecodable(b *Batch, data []byte, err error) {
 		car = "" // not a CAR's name: the rejection names none (it is found by its input)
 	}
 	if _, known := s.accepted[keyOf(car)]; peek.Type == events.TypeCarReplicated && !known {
-		s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: err.Error()})
+		s.emit(b, events.Decision{Type: events.DecCarRejected, Car: car, Reason: err.Error()})
 		return
 	}
-	s.emit(b, Decision{Type: DecInputIgnored, Car: car, Reason: err.Error()})
+	s.emit(b, events.Decision{Type: events.DecInputIgnored, Car: car, Reason: err.Error()})
 }
 
-func (s *State) onReplicated(b *Batch, e *events.CarReplicated) {
+func (s *State) onReplicated(b *events.Batch, e *events.CarReplicated) {
 	chk, reason := e.Check(s.cfg.DealSize)
 	car := e.Car // as canonical does, from the CID Check parsed
 	if chk.Car != "" {
@@ -311,33 +277,33 @@ func (s *State) onReplicated(b *Batch, e *events.CarReplicated) {
 			s.ignore(b, car, "invalid event for an accepted CAR: "+reason)
 			return
 		}
-		s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: reason})
+		s.emit(b, events.Decision{Type: events.DecCarRejected, Car: car, Reason: reason})
 		return
 	}
 	if known {
 		if fp != printOf(e.Size, e.MD5) {
-			s.ignore(b, car, ReasonConflict)
+			s.ignore(b, car, events.ReasonConflict)
 			return
 		}
-		s.emit(b, Decision{Type: DecInputIgnored, Car: car, Reason: ReasonDuplicate})
+		s.emit(b, events.Decision{Type: events.DecInputIgnored, Car: car, Reason: events.ReasonDuplicate})
 		return
 	}
-	rec := &Record{Size: e.Size, MD5: e.MD5, URLs: e.URLs, ReplicatedAt: e.ReplicatedAt, Source: e.Source}
+	rec := &events.Record{Size: e.Size, MD5: e.MD5, URLs: e.URLs, ReplicatedAt: e.ReplicatedAt, Source: e.Source}
 	if e.Piece == "" {
-		s.emit(b, Decision{Type: DecCarQueued, Car: car, Record: rec})
+		s.emit(b, events.Decision{Type: events.DecCarQueued, Car: car, Record: rec})
 		return
 	}
 	c := chk.Piece
 	if s.cfg.VerifyPieces {
 		if v2, err := c.V2Text(); err == nil {
-			s.emit(b, Decision{Type: DecCarQueued, Car: car, Record: rec, Piece: v2})
+			s.emit(b, events.Decision{Type: events.DecCarQueued, Car: car, Record: rec, Piece: v2})
 			return
 		}
 	}
 	s.add(b, car, rec, c)
 }
 
-func (s *State) onPiece(b *Batch, e *events.CarPiece) {
+func (s *State) onPiece(b *events.Batch, e *events.CarPiece) {
 	car := canonical(e.Car)
 	q, ok := s.queued[car]
 	if !ok {
@@ -354,14 +320,14 @@ func (s *State) onPiece(b *Batch, e *events.CarPiece) {
 	if q.claim != "" { // only a claim needs the text before add makes it
 		if v2, err := c.V2Text(); err == nil && q.claim != v2 {
 			reason := fmt.Sprintf("piece: claimed %s, computed %s", q.claim, v2)
-			s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: reason})
+			s.emit(b, events.Decision{Type: events.DecCarRejected, Car: car, Reason: reason})
 			return
 		}
 	}
 	s.add(b, car, nil, c)
 }
 
-func (s *State) onInvalid(b *Batch, e *events.CarInvalid) {
+func (s *State) onInvalid(b *events.Batch, e *events.CarInvalid) {
 	car := canonical(e.Car)
 	if _, ok := s.queued[car]; !ok {
 		s.ignore(b, car, s.notQueued(car))
@@ -371,7 +337,7 @@ func (s *State) onInvalid(b *Batch, e *events.CarInvalid) {
 	if reason == "" {
 		reason = "car.invalid without a reason"
 	}
-	s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: reason}) // emit bounds it
+	s.emit(b, events.Decision{Type: events.DecCarRejected, Car: car, Reason: reason}) // emit bounds it
 }
 
 func (s *State) notQueued(car string) string {
@@ -383,18 +349,18 @@ func (s *State) notQueued(car string) string {
 
 // add places a CAR with its piece into the INGESTING aggregate, closing it
 // first when the piece does not fit.
-func (s *State) add(b *Batch, car string, rec *Record, c piece.Commitment) {
+func (s *State) add(b *events.Batch, car string, rec *events.Record, c piece.Commitment) {
 	v2, err := c.V2Text()
 	if err != nil || !piece.ValidPadded(c.Padded) || c.Padded > piece.MaxPiece(s.cfg.DealSize) {
 		// Validate rules this out; a piece that still slips through is
 		// rejected here rather than allowed to crash the fold.
-		s.emit(b, Decision{Type: DecCarRejected, Car: car, Reason: fmt.Sprintf("piece: %v (padded %d)", err, c.Padded)})
+		s.emit(b, events.Decision{Type: events.DecCarRejected, Car: car, Reason: fmt.Sprintf("piece: %v (padded %d)", err, c.Padded)})
 		return
 	}
 	if s.open != nil && !frc58.Fits(s.cfg.DealSize, s.open.used+c.Padded, len(s.open.members)+1) {
-		s.closeOpen(b, ClosedFull)
+		s.closeOpen(b, events.ClosedFull)
 	}
-	s.emit(b, Decision{Type: DecCarAdded, Car: car, Record: rec, Piece: v2,
+	s.emit(b, events.Decision{Type: events.DecCarAdded, Car: car, Record: rec, Piece: v2,
 		PieceSize: c.Padded, Aggregate: s.target()})
 }
 
@@ -411,7 +377,7 @@ func (s *State) target() uint64 {
 // was stored than MaxTickAhead, is ignored with the reason: time does not
 // go back, and one wrong clock must not close aggregates early and hold
 // the clock in the future.
-func (s *State) onTick(b *Batch, e *events.Tick, stored time.Time) {
+func (s *State) onTick(b *events.Batch, e *events.Tick, stored time.Time) {
 	t := e.Time.UTC()
 	switch {
 	case t.Equal(s.now):
@@ -430,31 +396,31 @@ func (s *State) onTick(b *Batch, e *events.Tick, stored time.Time) {
 }
 
 // waitClock starts or ends the wait of the INGESTING aggregate.
-func (s *State) waitClock(b *Batch) {
+func (s *State) waitClock(b *events.Batch) {
 	a := s.open
 	if a == nil {
 		return
 	}
 	if a.since.IsZero() {
-		s.emit(b, Decision{Type: DecAggClock, Aggregate: a.id, At: s.now})
+		s.emit(b, events.Decision{Type: events.DecAggClock, Aggregate: a.id, At: s.now})
 		return
 	}
 	if a.payload >= s.cfg.MinPayload && s.now.Sub(a.since) >= s.cfg.MaxWait {
-		s.closeOpen(b, ClosedMaxWait)
+		s.closeOpen(b, events.ClosedMaxWait)
 	}
 }
 
-func (s *State) onClose(b *Batch, e *events.AggregateClose) {
+func (s *State) onClose(b *events.Batch, e *events.AggregateClose) {
 	if s.open == nil || s.open.id != e.Aggregate {
 		s.ignore(b, "", fmt.Sprintf("aggregate %d is not INGESTING", e.Aggregate))
 		return
 	}
-	s.closeOpen(b, ClosedForced)
+	s.closeOpen(b, events.ClosedForced)
 }
 
 // closeOpen fixes the layout of the INGESTING aggregate and computes its
 // piece commitment.
-func (s *State) closeOpen(b *Batch, why string) {
+func (s *State) closeOpen(b *events.Batch, why string) {
 	a := s.open
 	agg, err := frc58.New(s.cfg.DealSize, layout(a.members))
 	if err != nil {
@@ -462,7 +428,7 @@ func (s *State) closeOpen(b *Batch, why string) {
 		panic(fmt.Sprintf("aggregator: aggregate %d does not build: %v", a.id, err))
 	}
 	c := agg.Commitment()
-	s.emit(b, Decision{Type: DecAggReady, Aggregate: a.id, Piece: c.MustV2().String(), PieceV1: c.V1().String(),
+	s.emit(b, events.Decision{Type: events.DecAggReady, Aggregate: a.id, Piece: c.MustV2().String(), PieceV1: c.V1().String(),
 		PieceSize: c.Padded, Payload: a.payload, Count: len(a.members), Closed: why})
 }
 
@@ -477,22 +443,22 @@ func layout(members []member) []piece.Commitment {
 	return laid
 }
 
-func (s *State) onOffered(b *Batch, e *events.DealOffered) {
+func (s *State) onOffered(b *events.Batch, e *events.DealOffered) {
 	a, reason := s.closedIn(e.Aggregate, Ready)
 	if a == nil {
 		s.ignore(b, "", "deal.offered: "+reason)
 		return
 	}
-	s.emit(b, Decision{Type: DecAggOffered, Aggregate: a.id})
+	s.emit(b, events.Decision{Type: events.DecAggOffered, Aggregate: a.id})
 }
 
-func (s *State) onOfferFailed(b *Batch, e *events.OfferFailed) {
+func (s *State) onOfferFailed(b *events.Batch, e *events.OfferFailed) {
 	a, reason := s.closedIn(e.Aggregate, Ready)
 	if a == nil {
 		s.ignore(b, "", "deal.offer_failed: "+reason)
 		return
 	}
-	s.emit(b, Decision{Type: DecAggOfferFailed, Aggregate: a.id, Reason: e.Reason})
+	s.emit(b, events.Decision{Type: events.DecAggOfferFailed, Aggregate: a.id, Reason: e.Reason})
 }
 
 // closedIn finds a closed aggregate that is in one of states.
@@ -509,7 +475,7 @@ func (s *State) closedIn(id uint64, states ...string) (*aggregate, string) {
 	return nil, fmt.Sprintf("aggregate %d is %s", id, a.state)
 }
 
-func (s *State) onReport(b *Batch, e *events.DealReport) {
+func (s *State) onReport(b *events.Batch, e *events.DealReport) {
 	if reason := dealsTooBig(e.Deals); reason != "" {
 		s.ignore(b, "", "deal.report: "+reason)
 		return
@@ -565,7 +531,7 @@ func (s *State) resolve(ref string) (uint64, string) {
 	return id, ""
 }
 
-func (s *State) onDeals(b *Batch, id uint64, e *events.DealReport) {
+func (s *State) onDeals(b *events.Batch, id uint64, e *events.DealReport) {
 	a := s.closed[id]
 	if !s.takesDeals(a) {
 		s.ignore(b, "", fmt.Sprintf("deal.report: aggregate %d is %s", id, a.state))
@@ -588,11 +554,11 @@ func (s *State) onDeals(b *Batch, id uint64, e *events.DealReport) {
 		s.ignore(b, "", fmt.Sprintf("deal.report: no new deals for aggregate %d", id))
 		return
 	}
-	s.emit(b, Decision{Type: DecAggDeals, Aggregate: id, Status: e.Status, Deals: fresh})
+	s.emit(b, events.Decision{Type: events.DecAggDeals, Aggregate: id, Status: e.Status, Deals: fresh})
 }
 
-func (s *State) ignore(b *Batch, car, reason string) {
-	s.emit(b, Decision{Type: DecInputIgnored, Car: car, Reason: reason})
+func (s *State) ignore(b *events.Batch, car, reason string) {
+	s.emit(b, events.Decision{Type: events.DecInputIgnored, Car: car, Reason: reason})
 }
 
 // canonical is the CID's canonical string form (base32 for v1), so that two

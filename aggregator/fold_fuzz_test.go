@@ -18,8 +18,8 @@ import (
 // so that few inputs open, fill, close, fail and requeue aggregates, and a
 // deal clock short enough for a few ticks to time out, back off and give
 // up.
-func fuzzFoldConfig(verify bool) Config {
-	return Config{DealSize: 4 << 10, MinPayload: 1, MaxWait: time.Minute, VerifyPieces: verify,
+func fuzzFoldConfig(verify bool) events.Settings {
+	return events.Settings{DealSize: 4 << 10, MinPayload: 1, MaxWait: time.Minute, VerifyPieces: verify,
 		DealTimeout: 2 * time.Minute, MaxOffers: 3, OfferBackoff: 30 * time.Second}
 }
 
@@ -137,7 +137,7 @@ func opInputs(ops []byte) [][]byte {
 // checkFold holds the fold to the rules of FuzzFold on inputs, restarting
 // it at parts+1 points of the log: a fresh fold of everything (which is
 // the determinism check), and after every parts-th of the batches.
-func checkFold(t *testing.T, cfg Config, inputs [][]byte, data []byte, parts int) {
+func checkFold(t *testing.T, cfg events.Settings, inputs [][]byte, data []byte, parts int) {
 	// A fold that loops would hang ferry; a panic here makes the fuzzer
 	// save the input instead of stalling.
 	watchdog := time.AfterFunc(foldWatchdog, func() {
@@ -188,7 +188,7 @@ func cuts(n, parts int) []int {
 
 // foldAll applies inputs at sequences 1, 2, … and returns each input's
 // batch as JSON (nil when it decided nothing) and the stored log.
-func foldAll(t *testing.T, cfg Config, inputs [][]byte) (outs, logs [][]byte) {
+func foldAll(t *testing.T, cfg events.Settings, inputs [][]byte) (outs, logs [][]byte) {
 	s := New(cfg)
 	outs = make([][]byte, len(inputs))
 	for i, in := range inputs {
@@ -204,7 +204,7 @@ func foldAll(t *testing.T, cfg Config, inputs [][]byte) (outs, logs [][]byte) {
 	return outs, logs
 }
 
-func batchJSON(t *testing.T, b Batch) []byte {
+func batchJSON(t *testing.T, b events.Batch) []byte {
 	if len(b.Decisions) == 0 {
 		return nil
 	}
@@ -215,8 +215,8 @@ func batchJSON(t *testing.T, b Batch) []byte {
 	return js
 }
 
-func unmarshalBatch(t *testing.T, js []byte) Batch {
-	var b Batch
+func unmarshalBatch(t *testing.T, js []byte) events.Batch {
+	var b events.Batch
 	if err := json.Unmarshal(js, &b); err != nil {
 		t.Fatalf("stored batch does not unmarshal: %v\n%s", err, js)
 	}
@@ -267,7 +267,7 @@ func foldSeeds() (seeds [][]byte, verify []bool) {
 	var pieces []string
 	for i, in := range base {
 		for _, d := range st.Apply(uint64(i+1), in).Decisions {
-			if d.Type == DecAggReady {
+			if d.Type == events.DecAggReady {
 				pieces = append(pieces, d.Piece, d.PieceV1)
 			}
 		}

@@ -20,8 +20,8 @@ import (
 
 const testDeal = 64 << 10 // 64 KiB: 4 index entries, 256 bytes reserved
 
-func testConfig() Config {
-	return Config{DealSize: testDeal, MinPayload: 16 << 10, MaxWait: time.Minute}
+func testConfig() events.Settings {
+	return events.Settings{DealSize: testDeal, MinPayload: 16 << 10, MaxWait: time.Minute}
 }
 
 // folder feeds inputs with increasing sequences.
@@ -29,16 +29,16 @@ type folder struct {
 	t   *testing.T
 	st  *State
 	seq uint64
-	log []Batch // every non-empty batch, as stored
+	log []events.Batch // every non-empty batch, as stored
 }
 
 func newFolder(t *testing.T) *folder { return &folder{t: t, st: New(testConfig())} }
 
-func (f *folder) apply(ev events.Event) Batch {
+func (f *folder) apply(ev events.Event) events.Batch {
 	return f.raw(string(testutil.MustEncode(ev)))
 }
 
-func (f *folder) raw(data string) Batch {
+func (f *folder) raw(data string) events.Batch {
 	f.seq++
 	b := f.st.Apply(f.seq, []byte(data))
 	if len(b.Decisions) > 0 {
@@ -50,14 +50,14 @@ func (f *folder) raw(data string) Batch {
 // withoutSettings drops the log.settings decision a log's first batch
 // starts with (TestTheFirstBatchRecordsTheSettings), so that tests of
 // other rules see only the decisions their input caused.
-func withoutSettings(b Batch) Batch {
-	if len(b.Decisions) > 0 && b.Decisions[0].Type == DecLogSettings {
+func withoutSettings(b events.Batch) events.Batch {
+	if len(b.Decisions) > 0 && b.Decisions[0].Type == events.DecLogSettings {
 		b.Decisions = b.Decisions[1:]
 	}
 	return b
 }
 
-func types(b Batch) string {
+func types(b events.Batch) string {
 	var out []string
 	for _, d := range b.Decisions {
 		out = append(out, d.Type)
@@ -68,7 +68,7 @@ func types(b Batch) string {
 func TestCarWithPieceJoinsTheIngestingAggregate(t *testing.T) {
 	f := newFolder(t)
 	b := f.apply(testutil.Replicated(1, 1000, true))
-	if got, want := types(b), DecCarAdded; got != want {
+	if got, want := types(b), events.DecCarAdded; got != want {
 		t.Fatalf("decisions = %s, want %s", got, want)
 	}
 	d := b.Decisions[0]
@@ -80,18 +80,18 @@ func TestCarWithPieceJoinsTheIngestingAggregate(t *testing.T) {
 func TestCarWithoutPieceWaitsThenJoinsOnCarPiece(t *testing.T) {
 	f := newFolder(t)
 	e := testutil.Replicated(1, 1000, false)
-	if got := types(f.apply(e)); got != DecCarQueued {
+	if got := types(f.apply(e)); got != events.DecCarQueued {
 		t.Fatalf("decisions = %s, want car.queued", got)
 	}
 	p := testutil.FakePiece(1, 1000)
 	b := f.apply(&events.CarPiece{Car: e.Car, Piece: p.V1().String(), PieceSize: p.Padded})
-	if got := types(b); got != DecCarAdded {
+	if got := types(b); got != events.DecCarAdded {
 		t.Fatalf("decisions = %s, want car.added", got)
 	}
 	if got, want := b.Decisions[0].Piece, p.MustV2().String(); got != want {
 		t.Fatalf("piece = %s, want %s", got, want)
 	}
-	if got := types(f.apply(&events.CarPiece{Car: e.Car, Piece: p.V1().String(), PieceSize: p.Padded})); got != DecInputIgnored {
+	if got := types(f.apply(&events.CarPiece{Car: e.Car, Piece: p.V1().String(), PieceSize: p.Padded})); got != events.DecInputIgnored {
 		t.Fatalf("second car.piece gave %s, want input.ignored", got)
 	}
 }
@@ -104,13 +104,13 @@ func TestDuplicatesChangeNothingAtAnyDistance(t *testing.T) {
 	}
 	before := f.st.Counts()
 	b := f.apply(testutil.Replicated(1, 1000, true))
-	if got := types(b); got != DecInputIgnored || !strings.Contains(b.Decisions[0].Reason, "duplicate") {
+	if got := types(b); got != events.DecInputIgnored || !strings.Contains(b.Decisions[0].Reason, "duplicate") {
 		t.Fatalf("duplicate gave %s %+v", got, b.Decisions)
 	}
 	// The same CAR spelled in base36 is the same CAR.
 	e := testutil.Replicated(3, 1000, false)
 	e.Car = testutil.CarCID(3).Encode(mustBase36())
-	if got := types(f.apply(e)); got != DecInputIgnored {
+	if got := types(f.apply(e)); got != events.DecInputIgnored {
 		t.Fatalf("duplicate in another base gave %s", got)
 	}
 	if after := f.st.Counts(); after != before {
@@ -155,13 +155,13 @@ func TestBadInputsAreRejectedWithReasonsAndDoNotBlockGoodOnes(t *testing.T) {
 			e := good()
 			tc.mutate(e)
 			b := f.apply(e)
-			if got := types(b); got != DecCarRejected {
+			if got := types(b); got != events.DecCarRejected {
 				t.Fatalf("decisions = %s, want car.rejected", got)
 			}
 			if r := b.Decisions[0].Reason; !strings.Contains(r, tc.reason) {
 				t.Fatalf("reason %q does not mention %q", r, tc.reason)
 			}
-			if got := types(f.apply(good())); got != DecCarAdded {
+			if got := types(f.apply(good())); got != events.DecCarAdded {
 				t.Fatalf("good event after a bad one gave %s", got)
 			}
 		})
@@ -170,10 +170,10 @@ func TestBadInputsAreRejectedWithReasonsAndDoNotBlockGoodOnes(t *testing.T) {
 
 func TestMalformedInputsAreRecorded(t *testing.T) {
 	cases := []struct{ name, data, want, reason string }{
-		{"garbage is ignored with a reason", `{{{`, DecInputIgnored, "not a JSON"},
-		{"an unknown type is ignored with a reason", `{"type":"car.exploded","version":1}`, DecInputIgnored, "unknown event type"},
-		{"a future version is rejected", `{"type":"car.replicated","version":2,"car":"x"}`, DecCarRejected, "unsupported version"},
-		{"a size of the wrong type is rejected under its CAR", `{"type":"car.replicated","version":1,"car":"bagx","size":"big"}`, DecCarRejected, "car.replicated"},
+		{"garbage is ignored with a reason", `{{{`, events.DecInputIgnored, "not a JSON"},
+		{"an unknown type is ignored with a reason", `{"type":"car.exploded","version":1}`, events.DecInputIgnored, "unknown event type"},
+		{"a future version is rejected", `{"type":"car.replicated","version":2,"car":"x"}`, events.DecCarRejected, "unsupported version"},
+		{"a size of the wrong type is rejected under its CAR", `{"type":"car.replicated","version":1,"car":"bagx","size":"big"}`, events.DecCarRejected, "car.replicated"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -211,16 +211,16 @@ func TestAggregateClosesWhenTheNextPieceDoesNotFit(t *testing.T) {
 	// 64 KiB deal, 256 bytes of index: 16+8+16 KiB fit (40), a 32 KiB does not.
 	sizes := []uint64{16000, 8000, 16000, 30000}
 	var pieces []piece.Commitment
-	var last Batch
+	var last events.Batch
 	for i, s := range sizes {
 		last = f.apply(testutil.Replicated(i, s, true))
 		pieces = append(pieces, testutil.FakePiece(i, s))
 	}
-	if got, want := types(last), DecAggReady+","+DecCarAdded; got != want {
+	if got, want := types(last), events.DecAggReady+","+events.DecCarAdded; got != want {
 		t.Fatalf("decisions = %s, want %s", got, want)
 	}
 	ready := last.Decisions[0]
-	if ready.Aggregate != 1 || ready.Count != 3 || ready.Closed != ClosedFull || ready.Payload != 40000 {
+	if ready.Aggregate != 1 || ready.Count != 3 || ready.Closed != events.ClosedFull || ready.Payload != 40000 {
 		t.Fatalf("ready = %+v", ready)
 	}
 	if got, want := ready.PieceV1, dataSegmentPiece(t, testDeal, pieces[:3]); got != want {
@@ -233,11 +233,11 @@ func TestAggregateClosesWhenTheNextPieceDoesNotFit(t *testing.T) {
 
 func TestAggregateClosesAtTheEntryLimit(t *testing.T) {
 	f := newFolder(t) // MaxIndexEntriesInDeal(64 KiB) = 4
-	var last Batch
+	var last events.Batch
 	for i := range 5 {
 		last = f.apply(testutil.Replicated(i, 100, true))
 	}
-	if got := types(last); got != DecAggReady+","+DecCarAdded || last.Decisions[0].Count != 4 {
+	if got := types(last); got != events.DecAggReady+","+events.DecCarAdded || last.Decisions[0].Count != 4 {
 		t.Fatalf("fifth CAR gave %s %+v", got, last.Decisions)
 	}
 }
@@ -251,10 +251,10 @@ func TestMaxWaitClosesOnlyWithMinPayload(t *testing.T) {
 		t.Fatalf("tick below min payload gave %q", got)
 	}
 	f.apply(testutil.Replicated(2, 9000, true)) // 17000 ≥ 16 KiB
-	if got := types(f.apply(&events.Tick{Time: t0.Add(2*time.Minute + time.Second)})); got != DecAggReady {
+	if got := types(f.apply(&events.Tick{Time: t0.Add(2*time.Minute + time.Second)})); got != events.DecAggReady {
 		t.Fatalf("tick after max-wait with min payload gave %q", got)
 	}
-	if b := f.apply(&events.Tick{Time: t0}); types(b) != DecInputIgnored || !strings.Contains(b.Decisions[0].Reason, "before the fold's clock") {
+	if b := f.apply(&events.Tick{Time: t0}); types(b) != events.DecInputIgnored || !strings.Contains(b.Decisions[0].Reason, "before the fold's clock") {
 		t.Fatalf("a tick back in time gave %+v, want it ignored with the reason", b.Decisions)
 	}
 }
@@ -263,13 +263,13 @@ func TestWaitStartsAtFirstTickWhenNoTimeWasKnown(t *testing.T) {
 	f := newFolder(t)
 	f.apply(testutil.Replicated(1, 17000, true))
 	t0 := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
-	if got := types(f.apply(&events.Tick{Time: t0})); got != DecAggClock {
+	if got := types(f.apply(&events.Tick{Time: t0})); got != events.DecAggClock {
 		t.Fatalf("first tick gave %q, want aggregate.clock", got)
 	}
 	if got := types(f.apply(&events.Tick{Time: t0.Add(30 * time.Second)})); got != "" {
 		t.Fatalf("tick before max-wait gave %q", got)
 	}
-	if got := types(f.apply(&events.Tick{Time: t0.Add(time.Minute)})); got != DecAggReady {
+	if got := types(f.apply(&events.Tick{Time: t0.Add(time.Minute)})); got != events.DecAggReady {
 		t.Fatalf("tick at max-wait gave %q", got)
 	}
 }
@@ -277,11 +277,11 @@ func TestWaitStartsAtFirstTickWhenNoTimeWasKnown(t *testing.T) {
 func TestOperatorForceClose(t *testing.T) {
 	f := newFolder(t)
 	f.apply(testutil.Replicated(1, 100, true))
-	if got := types(f.apply(&events.AggregateClose{Aggregate: 2})); got != DecInputIgnored {
+	if got := types(f.apply(&events.AggregateClose{Aggregate: 2})); got != events.DecInputIgnored {
 		t.Fatalf("closing a non-ingesting aggregate gave %s", got)
 	}
 	b := f.apply(&events.AggregateClose{Aggregate: 1, By: "test"})
-	if got := types(b); got != DecAggReady || b.Decisions[0].Closed != ClosedForced {
+	if got := types(b); got != events.DecAggReady || b.Decisions[0].Closed != events.ClosedForced {
 		t.Fatalf("force close gave %s %+v", got, b.Decisions)
 	}
 }
@@ -292,15 +292,15 @@ func TestDealFlowAndFailureRequeuesInOriginalOrderAheadOfNewer(t *testing.T) {
 		f.apply(testutil.Replicated(i, 4000, true))
 	}
 	ready := f.apply(&events.AggregateClose{Aggregate: 1}).Decisions[0]
-	if got := types(f.apply(&events.DealOffered{Aggregate: 1})); got != DecAggOffered {
+	if got := types(f.apply(&events.DealOffered{Aggregate: 1})); got != events.DecAggOffered {
 		t.Fatalf("offered gave %s", got)
 	}
-	if got := types(f.apply(&events.DealOffered{Aggregate: 1})); got != DecInputIgnored {
+	if got := types(f.apply(&events.DealOffered{Aggregate: 1})); got != events.DecInputIgnored {
 		t.Fatalf("second offered gave %s", got)
 	}
 	f.apply(testutil.Replicated(10, 4000, true)) // newer CAR in aggregate 2
 	b := f.apply(&events.DealReport{Aggregate: ready.Piece, Status: events.StatusFailed, Reason: "no provider"})
-	if got, want := types(b), DecAggFailed+","+DecCarsRequeued; got != want {
+	if got, want := types(b), events.DecAggFailed+","+events.DecCarsRequeued; got != want {
 		t.Fatalf("failure gave %s, want %s", got, want)
 	}
 	rq := b.Decisions[1]
@@ -308,7 +308,7 @@ func TestDealFlowAndFailureRequeuesInOriginalOrderAheadOfNewer(t *testing.T) {
 		t.Fatalf("requeue = %+v", rq)
 	}
 	// A second failure report for the same aggregate changes nothing.
-	if got := types(f.apply(&events.DealReport{Aggregate: "1", Status: events.StatusFailed})); got != DecInputIgnored {
+	if got := types(f.apply(&events.DealReport{Aggregate: "1", Status: events.StatusFailed})); got != events.DecInputIgnored {
 		t.Fatalf("repeated failure gave %s", got)
 	}
 	ready2 := f.apply(&events.AggregateClose{Aggregate: 2}).Decisions[0]
@@ -316,21 +316,21 @@ func TestDealFlowAndFailureRequeuesInOriginalOrderAheadOfNewer(t *testing.T) {
 		t.Fatalf("aggregate 2 holds %d CARs, want 4", ready2.Count)
 	}
 	deals := []events.Deal{{Provider: "f01000", DealID: 7}}
-	if got := types(f.apply(&events.DealReport{Aggregate: ready2.PieceV1, Status: events.StatusPublished, Deals: deals})); got != DecAggDeals {
+	if got := types(f.apply(&events.DealReport{Aggregate: ready2.PieceV1, Status: events.StatusPublished, Deals: deals})); got != events.DecAggDeals {
 		t.Fatalf("deals gave %s", got)
 	}
-	if got := types(f.apply(&events.DealReport{Aggregate: "2", Status: events.StatusActive, Deals: deals})); got != DecInputIgnored {
+	if got := types(f.apply(&events.DealReport{Aggregate: "2", Status: events.StatusActive, Deals: deals})); got != events.DecInputIgnored {
 		t.Fatalf("known deals gave %s", got)
 	}
 	more := append(deals, events.Deal{Provider: "f01001", DealID: 8})
 	b = f.apply(&events.DealReport{Aggregate: "2", Status: events.StatusActive, Deals: more})
-	if got := types(b); got != DecAggDeals || len(b.Decisions[0].Deals) != 1 || b.Decisions[0].Deals[0].DealID != 8 {
+	if got := types(b); got != events.DecAggDeals || len(b.Decisions[0].Deals) != 1 || b.Decisions[0].Deals[0].DealID != 8 {
 		t.Fatalf("a replica deal gave %s %+v", got, b.Decisions)
 	}
-	if got := types(f.apply(&events.DealReport{Aggregate: "2", Status: events.StatusFailed, Reason: "late"})); got != DecInputIgnored {
+	if got := types(f.apply(&events.DealReport{Aggregate: "2", Status: events.StatusFailed, Reason: "late"})); got != events.DecInputIgnored {
 		t.Fatalf("failure after deals gave %s", got)
 	}
-	if got := types(f.apply(&events.DealReport{Aggregate: "77", Status: events.StatusPublished, Deals: deals})); got != DecInputIgnored {
+	if got := types(f.apply(&events.DealReport{Aggregate: "77", Status: events.StatusPublished, Deals: deals})); got != events.DecInputIgnored {
 		t.Fatalf("unknown aggregate gave %s", got)
 	}
 }
@@ -377,10 +377,10 @@ func randomLog(seed uint64, n int) [][]byte {
 	return log
 }
 
-func foldLog(cfg Config, log [][]byte) ([]byte, []Batch) {
+func foldLog(cfg events.Settings, log [][]byte) ([]byte, []events.Batch) {
 	st := New(cfg)
 	var out bytes.Buffer
-	var batches []Batch
+	var batches []events.Batch
 	for i, in := range log {
 		b := st.Apply(uint64(i+1), in)
 		if len(b.Decisions) == 0 {
@@ -407,7 +407,7 @@ func TestTheSameInputLogGivesTheSameAggregateLogByteForByte(t *testing.T) {
 			kinds[d.Type]++
 		}
 	}
-	for _, k := range []string{DecCarAdded, DecCarQueued, DecCarRejected, DecAggReady, DecAggOffered, DecAggFailed, DecCarsRequeued, DecAggDeals, DecInputIgnored} {
+	for _, k := range []string{events.DecCarAdded, events.DecCarQueued, events.DecCarRejected, events.DecAggReady, events.DecAggOffered, events.DecAggFailed, events.DecCarsRequeued, events.DecAggDeals, events.DecInputIgnored} {
 		if kinds[k] == 0 {
 			t.Errorf("the random log never produced %s; the test covers too little", k)
 		}
@@ -477,7 +477,7 @@ func TestABadCopyOfAnAcceptedCarsEventDoesNotUndoIt(t *testing.T) {
 	bad := *e
 	bad.MD5 = "short"
 	b := f.apply(&bad)
-	if got := types(b); got != DecInputIgnored || !strings.Contains(b.Decisions[0].Reason, "md5") {
+	if got := types(b); got != events.DecInputIgnored || !strings.Contains(b.Decisions[0].Reason, "md5") {
 		t.Fatalf("bad copy gave %s %+v", got, b.Decisions)
 	}
 	if f.st.Counts().Queued != 1 {
@@ -490,7 +490,7 @@ func TestAnUndecodableCopyOfAnAcceptedCarsEventDoesNotUndoIt(t *testing.T) {
 	e := testutil.Replicated(1, 1000, false)
 	f.apply(e)
 	b := f.raw(`{"type":"car.replicated","version":1,"car":"` + e.Car + `","size":"10"}`)
-	if got := types(b); got != DecInputIgnored {
+	if got := types(b); got != events.DecInputIgnored {
 		t.Fatalf("undecodable copy gave %s %+v", got, b.Decisions)
 	}
 	if f.st.Counts().Queued != 1 {
@@ -551,10 +551,10 @@ func TestACarPieceThatCannotBeTheCarsIsIgnoredAndTheCarWaits(t *testing.T) {
 	f.apply(e)
 	wrong := testutil.FakePiece(1, 50000).MustV2().String()
 	b := f.apply(&events.CarPiece{Car: e.Car, Piece: wrong})
-	if got := types(b); got != DecInputIgnored || !strings.Contains(b.Decisions[0].Reason, "car.piece: piece:") {
+	if got := types(b); got != events.DecInputIgnored || !strings.Contains(b.Decisions[0].Reason, "car.piece: piece:") {
 		t.Fatalf("inconsistent car.piece gave %s %+v", got, b.Decisions)
 	}
-	if got := types(f.apply(&events.CarPiece{Car: e.Car, Piece: testutil.FakePiece(1, 1000).MustV2().String()})); got != DecCarAdded {
+	if got := types(f.apply(&events.CarPiece{Car: e.Car, Piece: testutil.FakePiece(1, 1000).MustV2().String()})); got != events.DecCarAdded {
 		t.Fatalf("the right piece afterwards gave %s", got)
 	}
 }

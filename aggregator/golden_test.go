@@ -33,7 +33,7 @@ const goldenDir = "testdata/golden"
 
 // goldenConfig is the fuzz tests' tiny deal with every rule of the deal
 // clock and the tick bound switched on.
-func goldenConfig() Config {
+func goldenConfig() events.Settings {
 	cfg := fuzzFoldConfig(false)
 	cfg.MaxTickAhead = 5 * time.Minute
 	return cfg
@@ -71,11 +71,11 @@ func TestTheGoldenInputLogFoldsToTheGoldenAggregateLog(t *testing.T) {
 	// every kind of decision.
 	m := NewModel()
 	kinds := map[string]int{}
-	var settings *Config
+	var settings *events.Settings
 	batches := 0
 	for line := range bytes.Lines(want) {
-		var b Batch
-		if err := DecodeBatch(bytes.TrimSuffix(line, []byte("\n")), &b); err != nil {
+		var b events.Batch
+		if err := events.DecodeBatch(bytes.TrimSuffix(line, []byte("\n")), &b); err != nil {
 			t.Fatal(err)
 		}
 		if batches++; batches == 1 && len(b.Decisions) > 0 {
@@ -86,7 +86,7 @@ func TestTheGoldenInputLogFoldsToTheGoldenAggregateLog(t *testing.T) {
 		}
 		for _, d := range b.Decisions {
 			kinds[d.Type]++
-			if d.Type == DecInputIgnored {
+			if d.Type == events.DecInputIgnored {
 				kinds[d.Type+" "+strings.SplitN(d.Reason, ":", 2)[0]]++
 			}
 		}
@@ -97,8 +97,8 @@ func TestTheGoldenInputLogFoldsToTheGoldenAggregateLog(t *testing.T) {
 	if settings == nil || *settings != goldenConfig() {
 		t.Fatalf("the golden log starts with settings %+v, want %+v", settings, goldenConfig())
 	}
-	for _, k := range []string{DecCarQueued, DecCarAdded, DecCarRejected, DecInputIgnored, DecAggClock, DecAggReady,
-		DecAggOffered, DecAggOfferFailed, DecAggDeals, DecAggFailed, DecAggRetry, DecCarsRequeued, DecLogSettings,
+	for _, k := range []string{events.DecCarQueued, events.DecCarAdded, events.DecCarRejected, events.DecInputIgnored, events.DecAggClock, events.DecAggReady,
+		events.DecAggOffered, events.DecAggOfferFailed, events.DecAggDeals, events.DecAggFailed, events.DecAggRetry, events.DecCarsRequeued, events.DecLogSettings,
 		"input.ignored duplicate", "input.ignored conflict"} {
 		if kinds[k] == 0 {
 			t.Errorf("the golden log has no %s", k)
@@ -118,7 +118,7 @@ func foldGolden(t *testing.T, inputs []goldenInput) []byte {
 			continue
 		}
 		var err error
-		if out, err = EncodeBatch(out, &b); err != nil {
+		if out, err = events.EncodeBatch(out, &b); err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, '\n')
@@ -190,11 +190,11 @@ func goldenHistory(t *testing.T) []goldenInput {
 		b := st.ApplyInput(Input{Seq: in.Seq, Data: data, Stored: in.Stored})
 		for _, d := range b.Decisions {
 			switch d.Type {
-			case DecCarQueued:
+			case events.DecCarQueued:
 				queued[d.Car] = len(inputs)
-			case DecCarAdded, DecCarRejected:
+			case events.DecCarAdded, events.DecCarRejected:
 				delete(queued, d.Car)
-			case DecAggReady, DecAggRetry:
+			case events.DecAggReady, events.DecAggRetry:
 				ready = append(ready, d.Aggregate)
 			}
 		}

@@ -16,9 +16,9 @@ import (
 // and no batch may be (less room for headers: maxBatchBytes).
 const natsMaxPayload = 1 << 20
 
-func encodedSize(t testing.TB, b Batch) int {
+func encodedSize(t testing.TB, b events.Batch) int {
 	t.Helper()
-	data, err := EncodeBatch(nil, &b)
+	data, err := events.EncodeBatch(nil, &b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,10 +32,10 @@ func TestAHugeCarTextMakesASmallRejection(t *testing.T) {
 	for _, tc := range []struct {
 		name, car, want, because string
 	}{
-		{"100,000 '<'", strings.Repeat("<", 100_000), DecCarRejected, "(100000 bytes)"},
+		{"100,000 '<'", strings.Repeat("<", 100_000), events.DecCarRejected, "(100000 bytes)"},
 		// Over NATS the input log refuses it (events.MaxInputBytes); a log
 		// made without that limit has it refused here, unread.
-		{"600 KB of 'x'", strings.Repeat("x", 600_000), DecInputIgnored, "more than the 262144 an input may have"},
+		{"600 KB of 'x'", strings.Repeat("x", 600_000), events.DecInputIgnored, "more than the 262144 an input may have"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFolder(t)
@@ -53,7 +53,7 @@ func TestAHugeCarTextMakesASmallRejection(t *testing.T) {
 				t.Fatalf("the batch encodes to %d bytes", n)
 			}
 			// The next good event is taken.
-			if got := types(f.apply(good)); got != DecCarAdded {
+			if got := types(f.apply(good)); got != events.DecCarAdded {
 				t.Fatalf("the next event gave %s", got)
 			}
 		})
@@ -178,20 +178,20 @@ func TestACopyOfAnAcceptedCarIsADuplicateOrAConflict(t *testing.T) {
 	bad := testutil.Replicated(1, 1000, true)
 	good := *bad
 	bad.MD5 = "0123"
-	if got := types(f.apply(bad)); got != DecCarRejected {
+	if got := types(f.apply(bad)); got != events.DecCarRejected {
 		t.Fatalf("bad md5 gave %s", got)
 	}
-	if got := types(f.apply(&good)); got != DecCarAdded {
+	if got := types(f.apply(&good)); got != events.DecCarAdded {
 		t.Fatalf("the corrected event gave %s, want it accepted", got)
 	}
 	same := good
 	same.URLs = []string{"https://mirror.example/1.car"}
-	if b := f.apply(&same); types(b) != DecInputIgnored || b.Decisions[0].Reason != ReasonDuplicate {
+	if b := f.apply(&same); types(b) != events.DecInputIgnored || b.Decisions[0].Reason != events.ReasonDuplicate {
 		t.Fatalf("same copy from another URL gave %+v", b.Decisions)
 	}
 	upper := good
 	upper.MD5 = strings.ToUpper(good.MD5)
-	if b := f.apply(&upper); b.Decisions[0].Reason != ReasonDuplicate {
+	if b := f.apply(&upper); b.Decisions[0].Reason != events.ReasonDuplicate {
 		t.Fatalf("the md5 in upper case gave %+v", b.Decisions)
 	}
 	for _, mut := range []func(*events.CarReplicated){
@@ -200,7 +200,7 @@ func TestACopyOfAnAcceptedCarIsADuplicateOrAConflict(t *testing.T) {
 	} {
 		other := good
 		mut(&other)
-		if b := f.apply(&other); types(b) != DecInputIgnored || b.Decisions[0].Reason != ReasonConflict {
+		if b := f.apply(&other); types(b) != events.DecInputIgnored || b.Decisions[0].Reason != events.ReasonConflict {
 			t.Fatalf("a conflicting copy gave %+v", b.Decisions)
 		}
 	}
@@ -208,7 +208,7 @@ func TestACopyOfAnAcceptedCarIsADuplicateOrAConflict(t *testing.T) {
 	st := rebuilt(t, f)
 	if b := withoutSettings(st.Apply(f.seq+1, testutil.MustEncode(&events.CarReplicated{
 		Car: good.Car, Size: good.Size, MD5: "ffffffffffffffffffffffffffffffff", URLs: good.URLs,
-	}))); b.Decisions[0].Reason != ReasonConflict {
+	}))); b.Decisions[0].Reason != events.ReasonConflict {
 		t.Fatalf("after a rebuild a conflicting copy gave %+v", b.Decisions)
 	}
 }
@@ -217,14 +217,14 @@ func TestACopyOfAnAcceptedCarIsADuplicateOrAConflict(t *testing.T) {
 // rebuilds it, made with settings other than the log's.
 func rebuilt(t *testing.T, f *folder) *State {
 	t.Helper()
-	st := New(Config{DealSize: 1 << 30})
+	st := New(events.Settings{DealSize: 1 << 30})
 	for _, b := range f.log {
-		data, err := EncodeBatch(nil, &b)
+		data, err := events.EncodeBatch(nil, &b)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var stored Batch
-		if err := DecodeBatch(data, &stored); err != nil {
+		var stored events.Batch
+		if err := events.DecodeBatch(data, &stored); err != nil {
 			t.Fatal(err)
 		}
 		if err := st.Replay(stored); err != nil {
@@ -242,7 +242,7 @@ func TestTicksAreBoundedByWhenTheLogStoredThem(t *testing.T) {
 	st := New(cfg)
 	t0 := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	seq := uint64(0)
-	tick := func(at, stored time.Time) Batch {
+	tick := func(at, stored time.Time) events.Batch {
 		seq++
 		return withoutSettings(st.ApplyInput(Input{Seq: seq, Data: testutil.MustEncode(&events.Tick{Time: at}), Stored: stored}))
 	}
@@ -250,13 +250,13 @@ func TestTicksAreBoundedByWhenTheLogStoredThem(t *testing.T) {
 	seq++
 	st.ApplyInput(Input{Seq: seq, Data: testutil.MustEncode(testutil.Replicated(1, 17000, true)), Stored: t0})
 	forged := time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
-	if b := tick(forged, t0.Add(time.Second)); types(b) != DecInputIgnored || !strings.Contains(b.Decisions[0].Reason, "ahead of when the input log stored it") {
+	if b := tick(forged, t0.Add(time.Second)); types(b) != events.DecInputIgnored || !strings.Contains(b.Decisions[0].Reason, "ahead of when the input log stored it") {
 		t.Fatalf("a tick in 9999 gave %+v", b.Decisions)
 	}
 	if st.now != t0 {
 		t.Fatalf("the clock moved to %s", st.now)
 	}
-	if b := tick(t0.Add(-time.Minute), t0.Add(2*time.Second)); types(b) != DecInputIgnored || !strings.Contains(b.Decisions[0].Reason, "before the fold's clock") {
+	if b := tick(t0.Add(-time.Minute), t0.Add(2*time.Second)); types(b) != events.DecInputIgnored || !strings.Contains(b.Decisions[0].Reason, "before the fold's clock") {
 		t.Fatalf("a tick back in time gave %+v", b.Decisions)
 	}
 	if b := tick(t0, t0.Add(3*time.Second)); len(b.Decisions) != 0 {
@@ -265,7 +265,7 @@ func TestTicksAreBoundedByWhenTheLogStoredThem(t *testing.T) {
 	// A tick within the bound after an outage of days moves the clock and
 	// closes what waited long enough.
 	later := t0.Add(72 * time.Hour)
-	if b := tick(later.Add(time.Minute), later); types(b) != DecAggReady {
+	if b := tick(later.Add(time.Minute), later); types(b) != events.DecAggReady {
 		t.Fatalf("a tick after an outage gave %s", types(b))
 	}
 }
@@ -279,32 +279,32 @@ func TestTheFirstBatchRecordsTheSettings(t *testing.T) {
 	cfg.VerifyPieces = true
 	st := New(cfg)
 	b := st.Apply(1, testutil.MustEncode(testutil.Replicated(1, 1000, false)))
-	if types(b) != DecLogSettings+","+DecCarQueued || !reflect.DeepEqual(*b.Decisions[0].Settings, cfg) {
+	if types(b) != events.DecLogSettings+","+events.DecCarQueued || !reflect.DeepEqual(*b.Decisions[0].Settings, cfg) {
 		t.Fatalf("first batch %s %+v", types(b), b.Decisions[0].Settings)
 	}
-	if got := types(st.Apply(2, testutil.MustEncode(testutil.Replicated(2, 1000, false)))); got != DecCarQueued {
+	if got := types(st.Apply(2, testutil.MustEncode(testutil.Replicated(2, 1000, false)))); got != events.DecCarQueued {
 		t.Fatalf("second batch %s, want the settings once", got)
 	}
 	data, _ := json.Marshal(b)
-	var stored Batch
-	if err := DecodeBatch(data, &stored); err != nil {
+	var stored events.Batch
+	if err := events.DecodeBatch(data, &stored); err != nil {
 		t.Fatal(err)
 	}
-	other := New(Config{DealSize: 1 << 30})
+	other := New(events.Settings{DealSize: 1 << 30})
 	if err := other.Replay(stored); err != nil {
 		t.Fatal(err)
 	}
-	if other.Config() != cfg {
-		t.Fatalf("rebuilt state folds under %+v, want the log's %+v", other.Config(), cfg)
+	if other.Settings() != cfg {
+		t.Fatalf("rebuilt state folds under %+v, want the log's %+v", other.Settings(), cfg)
 	}
-	if got := types(other.Apply(3, testutil.MustEncode(testutil.Replicated(3, 1000, false)))); got != DecCarQueued {
+	if got := types(other.Apply(3, testutil.MustEncode(testutil.Replicated(3, 1000, false)))); got != events.DecCarQueued {
 		t.Fatalf("a rebuilt state recorded the settings again: %s", got)
 	}
 }
 
 func TestReconcileRefusesOnlyGivenSettingsThatDisagree(t *testing.T) {
-	log := &Config{DealSize: 8 << 20, MinPayload: 100, MaxWait: time.Hour}
-	want := Config{DealSize: 32 << 30, MinPayload: 5, MaxWait: time.Hour}
+	log := &events.Settings{DealSize: 8 << 20, MinPayload: 100, MaxWait: time.Hour}
+	want := events.Settings{DealSize: 32 << 30, MinPayload: 5, MaxWait: time.Hour}
 	got, err := Reconcile(log, want, map[string]bool{"maxWait": true})
 	if err != nil || got != *log {
 		t.Fatalf("flags left out: %+v %v, want the log's", got, err)

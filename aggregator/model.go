@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/ferry-dev/ferry/events"
+
 	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/piece"
 )
@@ -36,7 +38,7 @@ func NewModel() *Model {
 func (m *Model) Cars() int { return len(m.car) }
 
 // Apply reads one batch and returns the first invariant it breaks.
-func (m *Model) Apply(b Batch) error {
+func (m *Model) Apply(b events.Batch) error {
 	for _, d := range b.Decisions {
 		if err := m.apply(d); err != nil {
 			return fmt.Errorf("input %d: %s: %w", b.In, d.Type, err)
@@ -45,14 +47,14 @@ func (m *Model) Apply(b Batch) error {
 	return nil
 }
 
-func (m *Model) apply(d Decision) error {
+func (m *Model) apply(d events.Decision) error {
 	switch d.Type {
-	case DecCarQueued:
+	case events.DecCarQueued:
 		if _, ok := m.car[d.Car]; ok && m.car[d.Car] != "rejected" {
 			return fmt.Errorf("CAR %s accepted twice", d.Car)
 		}
 		m.car[d.Car] = "queued"
-	case DecCarAdded:
+	case events.DecCarAdded:
 		if st, ok := m.car[d.Car]; ok && st != "queued" && st != "rejected" {
 			return fmt.Errorf("CAR %s added while %s", d.Car, st)
 		}
@@ -61,19 +63,19 @@ func (m *Model) apply(d Decision) error {
 			return err
 		}
 		return m.join(d.Aggregate, d.Car, c.Padded, d.Piece)
-	case DecCarRejected:
+	case events.DecCarRejected:
 		if st, ok := m.car[d.Car]; !ok || st == "queued" {
 			m.car[d.Car] = "rejected"
 		}
-	case DecAggReady:
+	case events.DecAggReady:
 		a, ok := m.aggs[d.Aggregate]
 		if !ok || a.state != Ingesting || len(a.members) != d.Count {
 			return fmt.Errorf("aggregate %d closed with %d CARs but the log put %d in it", d.Aggregate, d.Count, m.count(d.Aggregate))
 		}
 		a.state, a.pieceV1 = Ready, d.PieceV1
-	case DecAggOffered:
+	case events.DecAggOffered:
 		return m.move(d.Aggregate, DealPending, Ready)
-	case DecAggDeals:
+	case events.DecAggDeals:
 		if a := m.aggs[d.Aggregate]; a != nil {
 			a.deals += len(d.Deals)
 			if err := m.holds(d.Aggregate, a); err != nil {
@@ -81,9 +83,9 @@ func (m *Model) apply(d Decision) error {
 			}
 		}
 		return m.move(d.Aggregate, DealProcessed, Ready, DealPending, DealProcessed, DealFailed)
-	case DecAggFailed:
+	case events.DecAggFailed:
 		return m.move(d.Aggregate, DealFailed, Ready, DealPending)
-	case DecAggRetry:
+	case events.DecAggRetry:
 		// A failed aggregate may be offered again only while it holds its
 		// CARs: none of them may have moved on.
 		if a := m.aggs[d.Aggregate]; a != nil {
@@ -92,7 +94,7 @@ func (m *Model) apply(d Decision) error {
 			}
 		}
 		return m.move(d.Aggregate, Ready, Ready, DealPending, DealFailed)
-	case DecCarsRequeued:
+	case events.DecCarsRequeued:
 		from := m.aggs[d.From]
 		if from == nil || from.state != DealFailed || d.First+d.Count > len(from.members) {
 			return fmt.Errorf("requeue from aggregate %d run [%d,+%d) is not a failed aggregate's", d.From, d.First, d.Count)

@@ -22,7 +22,7 @@ var ErrDeposed = errors.New("aggregate log was appended by another writer")
 
 // RunnerConfig configures a Runner.
 type RunnerConfig struct {
-	Fold     Config
+	Fold     events.Settings
 	Subjects jetlog.Subjects
 	// Holder names this process in the leadership lease.
 	Holder string
@@ -34,7 +34,7 @@ type RunnerConfig struct {
 	Log    *slog.Logger
 	// OnBatch, if set, is called after each batch is decided and its
 	// append sent (metrics); the append may still fail.
-	OnBatch func(Batch, time.Duration)
+	OnBatch func(events.Batch, time.Duration)
 }
 
 // Runner is the single writer around the fold: it holds the leadership
@@ -164,11 +164,11 @@ func (r *Runner) leadOnce(ctx context.Context, l *lease) error {
 
 // Rebuild evolves a fresh state through the whole aggregate log and returns
 // it with the log's last sequence.
-func Rebuild(ctx context.Context, js jetstream.JetStream, cfg Config) (*State, uint64, error) {
+func Rebuild(ctx context.Context, js jetstream.JetStream, cfg events.Settings) (*State, uint64, error) {
 	st := New(cfg)
 	var last uint64
 	err := jetlog.Tail(ctx, js, jetlog.StreamAgg, 1, false, func(e jetlog.Entry) error {
-		if err := EachBatch(e.Data, func(b *Batch) error { return st.Replay(*b) }); err != nil {
+		if err := events.EachBatch(e.Data, func(b *events.Batch) error { return st.Replay(*b) }); err != nil {
 			return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
 		}
 		last = e.Seq
@@ -246,7 +246,7 @@ func (g *group) fits(n int) bool {
 }
 
 func (g *group) add(in uint64, encoded []byte, deals bool) {
-	g.msg = AppendBatch(g.msg, encoded)
+	g.msg = events.AppendBatch(g.msg, encoded)
 	g.batches++
 	g.lastIn = in
 	g.deals = g.deals || deals
@@ -254,9 +254,9 @@ func (g *group) add(in uint64, encoded []byte, deals bool) {
 
 func (g *group) reset() { *g = group{msg: g.msg[:0]} }
 
-func makesDeals(b *Batch) bool {
+func makesDeals(b *events.Batch) bool {
 	for _, d := range b.Decisions {
-		if d.Type == DecAggDeals {
+		if d.Type == events.DecAggDeals {
 			return true
 		}
 	}
@@ -322,7 +322,7 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 			return nil
 		}
 		var err error
-		if scratch, err = EncodeBatch(scratch[:0], &b); err != nil {
+		if scratch, err = events.EncodeBatch(scratch[:0], &b); err != nil {
 			return fmt.Errorf("encode batch of input %d: %w", e.Seq, err)
 		}
 		if len(scratch) > maxBatchBytes(r.js) {
@@ -412,8 +412,8 @@ func (r *Runner) refuseBatch(ctx context.Context, st *State, in uint64, n int, a
 		}
 	}
 	reason := fmt.Sprintf("refused: its decisions encode to %d bytes, more than the aggregate log's %d-byte message limit", n, maxBatchBytes(r.js))
-	b := Batch{In: in, Now: st.now, Decisions: []Decision{{Type: DecInputIgnored, Reason: reason}}}
-	data, err := EncodeBatch(nil, &b)
+	b := events.Batch{In: in, Now: st.now, Decisions: []events.Decision{{Type: events.DecInputIgnored, Reason: reason}}}
+	data, err := events.EncodeBatch(nil, &b)
 	if err != nil {
 		return err
 	}

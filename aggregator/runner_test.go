@@ -57,20 +57,20 @@ func TestTheRunnerRefusesOnTheRecordABatchTheLogCannotTake(t *testing.T) {
 	if _, err := pub.Publish(ctx, good); err != nil {
 		t.Fatal(err)
 	}
-	var decisions []Decision
+	var decisions []events.Decision
 	testutil.Eventually(t, 20*time.Second, "both inputs decided", func() bool {
 		decisions = nil
 		err := jetlog.Tail(ctx, js, jetlog.StreamAgg, 1, false, func(e jetlog.Entry) error {
-			return EachBatch(e.Data, func(b *Batch) error {
+			return events.EachBatch(e.Data, func(b *events.Batch) error {
 				decisions = append(decisions, b.Decisions...)
 				return nil
 			})
 		})
-		return err == nil && len(decisions) > 0 && decisions[len(decisions)-1].Type == DecCarAdded
+		return err == nil && len(decisions) > 0 && decisions[len(decisions)-1].Type == events.DecCarAdded
 	})
 	var refused bool
 	for _, d := range decisions {
-		refused = refused || (d.Type == DecInputIgnored && strings.Contains(d.Reason, "message limit"))
+		refused = refused || (d.Type == events.DecInputIgnored && strings.Contains(d.Reason, "message limit"))
 	}
 	if !refused {
 		t.Fatalf("no refusal on the record: %+v", decisions)

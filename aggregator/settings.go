@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/ferry-dev/ferry/events"
+
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -20,7 +22,7 @@ var ErrSettings = errors.New("settings disagree with the aggregate log's")
 // returns nil when the log is empty, or was made before settings were
 // recorded: the fold then records the settings it runs under with its next
 // batch.
-func LogSettings(ctx context.Context, js jetstream.JetStream) (*Config, error) {
+func LogSettings(ctx context.Context, js jetstream.JetStream) (*events.Settings, error) {
 	st, err := js.Stream(ctx, jetlog.StreamAgg)
 	if err != nil {
 		return nil, fmt.Errorf("aggregate log: %w", err)
@@ -36,9 +38,9 @@ func LogSettings(ctx context.Context, js jetstream.JetStream) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aggregate log %d: %w", info.State.FirstSeq, err)
 	}
-	var cfg *Config
-	err = EachBatch(m.Data, func(b *Batch) error {
-		if cfg == nil && len(b.Decisions) > 0 && b.Decisions[0].Type == DecLogSettings {
+	var cfg *events.Settings
+	err = events.EachBatch(m.Data, func(b *events.Batch) error {
+		if cfg == nil && len(b.Decisions) > 0 && b.Decisions[0].Type == events.DecLogSettings {
 			cfg = b.Decisions[0].Settings
 		}
 		return errStop
@@ -56,7 +58,7 @@ var errStop = errors.New("stop")
 // the operator chose explicitly; one of them that disagrees with the log's
 // is ErrSettings, with every disagreement spelled out, so that a mistyped
 // flag never folds a log under settings it was not made with.
-func Reconcile(log *Config, want Config, given map[string]bool) (Config, error) {
+func Reconcile(log *events.Settings, want events.Settings, given map[string]bool) (events.Settings, error) {
 	if log == nil {
 		return want, nil
 	}
@@ -73,15 +75,4 @@ func Reconcile(log *Config, want Config, given map[string]bool) (Config, error) 
 			ErrSettings, strings.Join(diffs, ", "), log)
 	}
 	return *log, nil
-}
-
-// String spells the settings by their JSON names.
-func (c Config) String() string {
-	v := reflect.ValueOf(c)
-	parts := make([]string, v.NumField())
-	for i := range v.NumField() {
-		name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
-		parts[i] = fmt.Sprintf("%s %v", name, v.Field(i))
-	}
-	return strings.Join(parts, ", ")
 }

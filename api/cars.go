@@ -96,7 +96,7 @@ func (a *API) submit(r *http.Request, raw json.RawMessage) (res wire.CarResult, 
 		}
 		// Stored, so that the conflict is on the record beside the copy
 		// that stands.
-		status, res.Reason = wire.Conflict, aggregator.ReasonConflict+": "+diff
+		status, res.Reason = wire.Conflict, events.ReasonConflict+": "+diff
 	}
 	pub, err := a.Pub.Publish(r.Context(), e)
 	switch {

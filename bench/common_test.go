@@ -246,8 +246,8 @@ func publishFleet(ctx context.Context, js jetstream.JetStream, f *fleet, n int) 
 
 // foldConfig is the aggregator configuration of every scenario: the deal
 // size of -ferry.deal, Spade's lower bound, no ticks.
-func foldConfig() aggregator.Config {
-	return aggregator.Config{DealSize: *flagDeal, MinPayload: aggregator.DefaultMinPayload(*flagDeal), MaxWait: 4 * time.Hour}
+func foldConfig() events.Settings {
+	return events.Settings{DealSize: *flagDeal, MinPayload: aggregator.DefaultMinPayload(*flagDeal), MaxWait: 4 * time.Hour}
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -6,7 +6,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/events"
+
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/wire"
 	"github.com/nats-io/nats.go/jetstream"
@@ -28,9 +29,9 @@ func NewPublisher(js jetstream.JetStream, prefix string) *jetlog.Publisher {
 // batch's message in the log; one message may hold the batches of several
 // inputs, so resume from the last seq fn saw whole, skipping batches whose
 // In fn has already seen.
-func Replay(ctx context.Context, js jetstream.JetStream, from uint64, fn func(seq uint64, b aggregator.Batch) error) error {
+func Replay(ctx context.Context, js jetstream.JetStream, from uint64, fn func(seq uint64, b events.Batch) error) error {
 	return jetlog.Tail(ctx, js, jetlog.StreamAgg, from, false, func(e jetlog.Entry) error {
-		err := aggregator.EachBatch(e.Data, func(b *aggregator.Batch) error { return fn(e.Seq, *b) })
+		err := events.EachBatch(e.Data, func(b *events.Batch) error { return fn(e.Seq, *b) })
 		if err != nil {
 			return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
 		}

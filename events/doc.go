@@ -1,7 +1,10 @@
-// Package events is the wire format of ferry's input events: their types,
-// encoding and decoding, their message ids, their size bounds and their
-// validation. It knows nothing of NATS; package jetlog carries events on
-// JetStream.
+// Package events is the wire format of ferry's two logs: the input events
+// (their types, encoding and decoding, message ids, size bounds and
+// validation) and the aggregate log's batches of decisions (Batch,
+// Decision, Settings and their encoding), which the aggregator's fold
+// writes and everything else reads. It knows nothing of NATS (package
+// jetlog carries both logs on JetStream) and nothing of how decisions are
+// made (package aggregator).
 //
 // # Rules
 //

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/jetlog"
 )
@@ -150,12 +149,12 @@ func TestEventsDocNatsCommandsPublishOnTheRightSubjectWithTheFactsMsgID(t *testi
 }
 
 // TestEventsDocAggregateLogExamplesUseTheBatchFields keeps the documented
-// aggregate log in step with aggregator.Batch and its decision types.
+// aggregate log in step with events.Batch and its decision types.
 func TestEventsDocAggregateLogExamplesUseTheBatchFields(t *testing.T) {
 	known := map[string]bool{}
-	for _, typ := range []string{aggregator.DecCarQueued, aggregator.DecCarAdded, aggregator.DecCarRejected,
-		aggregator.DecInputIgnored, aggregator.DecAggClock, aggregator.DecAggReady, aggregator.DecAggOffered,
-		aggregator.DecAggOfferFailed, aggregator.DecAggDeals, aggregator.DecAggFailed, aggregator.DecCarsRequeued, aggregator.DecAggRetry} {
+	for _, typ := range []string{events.DecCarQueued, events.DecCarAdded, events.DecCarRejected,
+		events.DecInputIgnored, events.DecAggClock, events.DecAggReady, events.DecAggOffered,
+		events.DecAggOfferFailed, events.DecAggDeals, events.DecAggFailed, events.DecCarsRequeued, events.DecAggRetry} {
 		known[typ] = true
 	}
 	n := 0
@@ -167,9 +166,9 @@ func TestEventsDocAggregateLogExamplesUseTheBatchFields(t *testing.T) {
 		dec := json.NewDecoder(strings.NewReader(b.text))
 		dec.DisallowUnknownFields()
 		for dec.More() {
-			var batch aggregator.Batch
+			var batch events.Batch
 			if err := dec.Decode(&batch); err != nil {
-				t.Errorf("docs/events.md:%d: not an aggregator.Batch: %v", b.line, err)
+				t.Errorf("docs/events.md:%d: not an events.Batch: %v", b.line, err)
 				break
 			}
 			n++

@@ -7,7 +7,8 @@ import (
 	"log/slog"
 	"sync"
 
-	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/events"
+
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -117,7 +118,7 @@ func (p *Projector) Run(ctx context.Context, follow bool) (err error) {
 		defer close(entries)
 		readErr <- jetlog.Tail(ctx, p.js, jetlog.StreamAgg, p.Seq()+1, follow, func(e jetlog.Entry) error {
 			var msg []Entry
-			err := aggregator.EachBatch(e.Data, func(b *aggregator.Batch) error {
+			err := events.EachBatch(e.Data, func(b *events.Batch) error {
 				msg = append(msg, Entry{Seq: e.Seq, Batch: *b})
 				msg[len(msg)-1].Prepare()
 				return nil
@@ -188,7 +189,7 @@ func (p *Projector) checkPosition(ctx context.Context) error {
 	case err != nil:
 		return fmt.Errorf("aggregate log %d: %w", seq, err)
 	default:
-		_ = aggregator.EachBatch(m.Data, func(b *aggregator.Batch) error {
+		_ = events.EachBatch(m.Data, func(b *events.Batch) error {
 			logIn = b.In
 			return nil
 		})

@@ -7,7 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/events"
+
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
 )
@@ -27,7 +28,7 @@ func TestDrainTakesWholeMessages(t *testing.T) {
 			k := 1 + r.IntN(30)
 			for j := range k {
 				in++
-				e := Entry{Seq: seq, Batch: aggregator.Batch{In: in}, end: j == k-1}
+				e := Entry{Seq: seq, Batch: events.Batch{In: in}, end: j == k-1}
 				sent = append(sent, e)
 				ch <- e
 			}
@@ -38,7 +39,7 @@ func TestDrainTakesWholeMessages(t *testing.T) {
 			seq++
 			for range 1 + r.IntN(5) {
 				in++
-				ch <- Entry{Seq: seq, Batch: aggregator.Batch{In: in}}
+				ch <- Entry{Seq: seq, Batch: events.Batch{In: in}}
 			}
 		}
 		close(ch)
@@ -88,11 +89,11 @@ func TestReadModelsApartFromARegroupedLogAreRebuilt(t *testing.T) {
 		for i := 0; i < len(entries); i += per {
 			var msg []byte
 			for _, e := range entries[i:min(i+per, len(entries))] {
-				data, err := aggregator.EncodeBatch(nil, &e.Batch)
+				data, err := events.EncodeBatch(nil, &e.Batch)
 				if err != nil {
 					t.Fatal(err)
 				}
-				msg = aggregator.AppendBatch(msg, data)
+				msg = events.AppendBatch(msg, data)
 			}
 			ack, err := nt.JS.Publish(ctx, jetlog.DefaultSubjects.Decisions(), msg)
 			if err != nil {

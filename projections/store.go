@@ -8,6 +8,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/ferry-dev/ferry/events"
+
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/piece"
@@ -89,7 +91,7 @@ func Open(path string, dealSize uint64) (*Store, error) {
 		err = db.View(index.load)
 	}
 	st := &Store{db: db, path: path, dealSize: dealSize, index: index}
-	var cfg *aggregator.Config
+	var cfg *events.Settings
 	if err == nil {
 		cfg, err = st.Settings()
 	}
@@ -182,14 +184,14 @@ func (s *Store) LastIn() uint64 { return s.meta(kLastIn) }
 
 // Settings is the log's settings as the read models applied them, or nil
 // before the log.settings decision is applied.
-func (s *Store) Settings() (*aggregator.Config, error) {
-	var cfg *aggregator.Config
+func (s *Store) Settings() (*events.Settings, error) {
+	var cfg *events.Settings
 	err := s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bMeta).Get(kSettings)
 		if v == nil {
 			return nil
 		}
-		cfg = new(aggregator.Config)
+		cfg = new(events.Settings)
 		return json.Unmarshal(v, cfg)
 	})
 	return cfg, err
@@ -209,7 +211,7 @@ type Entry struct {
 	// Seq is the message's sequence in the aggregate log; the batches of
 	// one message share it.
 	Seq   uint64
-	Batch aggregator.Batch
+	Batch events.Batch
 	// end marks the message's last batch (the projector's reader sets it).
 	end bool
 	// pieces holds the parsed piece of each car.added decision, by index,
@@ -222,7 +224,7 @@ type Entry struct {
 // transaction.
 func (e *Entry) Prepare() {
 	for i, d := range e.Batch.Decisions {
-		if d.Type != aggregator.DecCarAdded {
+		if d.Type != events.DecCarAdded {
 			continue
 		}
 		p, err := piece.Parse(d.Piece, 0)
@@ -323,9 +325,9 @@ type writer struct {
 
 // apply applies one decision; prepared is its piece when Entry.Prepare
 // parsed it (zero otherwise).
-func (w *writer) apply(in uint64, d aggregator.Decision, prepared piece.Commitment) error {
+func (w *writer) apply(in uint64, d events.Decision, prepared piece.Commitment) error {
 	switch d.Type {
-	case aggregator.DecCarQueued:
+	case events.DecCarQueued:
 		r, err := w.accept(d)
 		if err != nil {
 			return err
@@ -335,13 +337,13 @@ func (w *writer) apply(in uint64, d aggregator.Decision, prepared piece.Commitme
 			return err
 		}
 		return w.tx.Bucket(bQueued).Put(be64(r.num), nil)
-	case aggregator.DecCarAdded:
+	case events.DecCarAdded:
 		return w.added(d, prepared)
-	case aggregator.DecCarRejected:
+	case events.DecCarRejected:
 		return w.rejected(in, d)
-	case aggregator.DecInputIgnored, aggregator.DecAggClock:
+	case events.DecInputIgnored, events.DecAggClock:
 		return nil
-	case aggregator.DecLogSettings:
+	case events.DecLogSettings:
 		// The log's deal size decides the read models' layouts, whatever
 		// the store was opened with.
 		data, err := json.Marshal(d.Settings)
@@ -350,31 +352,31 @@ func (w *writer) apply(in uint64, d aggregator.Decision, prepared piece.Commitme
 		}
 		w.dealSize = d.Settings.DealSize
 		return w.tx.Bucket(bMeta).Put(kSettings, data)
-	case aggregator.DecAggReady:
+	case events.DecAggReady:
 		return w.ready(d)
-	case aggregator.DecAggOffered:
+	case events.DecAggOffered:
 		return w.updateAgg(d.Aggregate, func(a *wire.AggregateView) {
 			a.State, a.OfferError = aggregator.DealPending, ""
 			a.Offers++
 		})
-	case aggregator.DecAggRetry:
+	case events.DecAggRetry:
 		return w.updateAgg(d.Aggregate, func(a *wire.AggregateView) {
 			a.State, a.Reason, a.FailedOffers, a.RequeueAt = aggregator.Ready, d.Reason, d.Count, time.Time{}
 		})
-	case aggregator.DecAggOfferFailed:
+	case events.DecAggOfferFailed:
 		return w.updateAgg(d.Aggregate, func(a *wire.AggregateView) { a.OfferError = d.Reason })
-	case aggregator.DecAggDeals:
+	case events.DecAggDeals:
 		return w.updateAgg(d.Aggregate, func(a *wire.AggregateView) {
 			// A retry's note, or a give-up the late deal proved wrong, is
 			// history now.
 			a.State, a.Reason, a.RequeueAt = aggregator.DealProcessed, "", time.Time{}
 			a.Deals = append(a.Deals, d.Deals...)
 		})
-	case aggregator.DecAggFailed:
+	case events.DecAggFailed:
 		return w.updateAgg(d.Aggregate, func(a *wire.AggregateView) {
 			a.State, a.Reason, a.FailedOffers, a.RequeueAt = aggregator.DealFailed, d.Reason, d.Count, d.At
 		})
-	case aggregator.DecCarsRequeued:
+	case events.DecCarsRequeued:
 		if err := w.updateAgg(d.From, func(a *wire.AggregateView) { a.RequeueAt = time.Time{} }); err != nil {
 			return err
 		}
@@ -467,7 +469,7 @@ func (w *writer) updateAgg(id uint64, fn func(*wire.AggregateView)) error {
 
 // accept returns the CAR of a first acceptance (or a re-acceptance after a
 // rejection) with the producer's record, not yet stored.
-func (w *writer) accept(d aggregator.Decision) (*carRecord, error) {
+func (w *writer) accept(d events.Decision) (*carRecord, error) {
 	// The record is written anew; a re-accepted CAR keeps its number.
 	r := &carRecord{view: wire.CarView{Car: d.Car}}
 	if num, ok := w.index.get(w.tx, keyOf(d.Car)); ok {
@@ -487,7 +489,7 @@ func (w *writer) accept(d aggregator.Decision) (*carRecord, error) {
 	return r, nil
 }
 
-func (w *writer) added(d aggregator.Decision, p piece.Commitment) error {
+func (w *writer) added(d events.Decision, p piece.Commitment) error {
 	var r *carRecord
 	var err error
 	if d.Record != nil {
@@ -535,7 +537,7 @@ func (w *writer) join(id uint64, r *carRecord, padded uint64, root [32]byte) err
 	return w.putAgg(a)
 }
 
-func (w *writer) rejected(in uint64, d aggregator.Decision) error {
+func (w *writer) rejected(in uint64, d events.Decision) error {
 	if d.Car != "" {
 		r, err := w.lookup(d.Car)
 		switch {
@@ -584,7 +586,7 @@ func members(tx *bolt.Tx, id uint64, first int, fn func(i int, m member) bool) e
 
 // ready lays the aggregate out, builds its tree, checks the tree's root
 // against the log's piece CID, and stores layout and tree.
-func (w *writer) ready(d aggregator.Decision) error {
+func (w *writer) ready(d events.Decision) error {
 	a, err := w.agg(d.Aggregate)
 	if err != nil {
 		return err
@@ -707,7 +709,7 @@ func (l layout) position(i int) int {
 }
 
 // requeued moves a run of a failed aggregate's CARs into another aggregate.
-func (w *writer) requeued(d aggregator.Decision) error {
+func (w *writer) requeued(d events.Decision) error {
 	from, err := w.agg(d.From)
 	if err != nil {
 		return err

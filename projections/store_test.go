@@ -28,7 +28,7 @@ import (
 // QUEUED or REJECTED) from the decisions.
 func foldLog(t testing.TB, n int, dealSize uint64) (entries []Entry, cars []string, want map[string]uint64) {
 	t.Helper()
-	st := aggregator.New(aggregator.Config{DealSize: dealSize, MinPayload: dealSize, MaxWait: 1 << 62})
+	st := aggregator.New(events.Settings{DealSize: dealSize, MinPayload: dealSize, MaxWait: 1 << 62})
 	rng := rand.New(rand.NewPCG(7, uint64(n)))
 	var seq uint64
 	in := func(ev events.Event) {
@@ -67,9 +67,9 @@ func foldLog(t testing.TB, n int, dealSize uint64) (entries []Entry, cars []stri
 	for _, e := range entries {
 		for _, d := range e.Batch.Decisions {
 			switch d.Type {
-			case aggregator.DecCarAdded:
+			case events.DecCarAdded:
 				want[d.Car] = d.Aggregate
-			case aggregator.DecCarQueued, aggregator.DecCarRejected:
+			case events.DecCarQueued, events.DecCarRejected:
 				if d.Car != "" {
 					want[d.Car] = 0
 				}
@@ -315,8 +315,8 @@ func TestIndexKeyClashIsNeverAnotherCAR(t *testing.T) {
 		t.Fatalf("CAR %s answered with %+v, %v", other, v, err)
 	}
 	ev := testutil.Replicated(1_000_000, 5000, false)
-	b := aggregator.Batch{In: 1 << 40, Decisions: []aggregator.Decision{{Type: aggregator.DecCarQueued, Car: ev.Car,
-		Record: &aggregator.Record{Size: ev.Size, MD5: ev.MD5, URLs: ev.URLs}}}}
+	b := events.Batch{In: 1 << 40, Decisions: []events.Decision{{Type: events.DecCarQueued, Car: ev.Car,
+		Record: &events.Record{Size: ev.Size, MD5: ev.MD5, URLs: ev.URLs}}}}
 	if err := s.Apply([]Entry{{Seq: 1 << 40, Batch: b}}); !errors.Is(err, errKeyClash) {
 		t.Fatalf("accepting a clashing CID: %v", err)
 	}

@@ -23,7 +23,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/events"
+
 	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/projections"
@@ -67,7 +68,7 @@ func (r *Publisher) Run(ctx context.Context) error {
 		return err
 	}
 	from := max(start.seq, 1)
-	deals := []byte(`"` + aggregator.DecAggDeals + `"`)
+	deals := []byte(`"` + events.DecAggDeals + `"`)
 	each := func(e jetlog.Entry) error {
 		from = e.Seq + 1
 		if !bytes.Contains(e.Data, deals) {
@@ -76,9 +77,9 @@ func (r *Publisher) Run(ctx context.Context) error {
 		// A batch that makes deals is a message of its own (the runner's
 		// rule), so a receipt's position within its aggregate places it
 		// within its message.
-		err := aggregator.EachBatch(e.Data, func(b *aggregator.Batch) error {
+		err := events.EachBatch(e.Data, func(b *events.Batch) error {
 			for _, d := range b.Decisions {
-				if d.Type != aggregator.DecAggDeals {
+				if d.Type != events.DecAggDeals {
 					continue
 				}
 				if err := r.publish(ctx, e.Seq, d); err != nil {
@@ -139,7 +140,7 @@ func (r *Publisher) resume(ctx context.Context) (position, error) {
 
 // publish sends the receipts of one aggregate.deals decision, skipping
 // those already on the stream.
-func (r *Publisher) publish(ctx context.Context, seq uint64, d aggregator.Decision) error {
+func (r *Publisher) publish(ctx context.Context, seq uint64, d events.Decision) error {
 	for r.Active != nil && !r.Active() {
 		select {
 		case <-ctx.Done():
@@ -192,7 +193,7 @@ func (r *Publisher) publish(ctx context.Context, seq uint64, d aggregator.Decisi
 	return nil
 }
 
-func (r *Publisher) message(seq uint64, i int, agg *wire.AggregateView, c *wire.CarView, proof *frc58.Proof, d aggregator.Decision) (*nats.Msg, error) {
+func (r *Publisher) message(seq uint64, i int, agg *wire.AggregateView, c *wire.CarView, proof *frc58.Proof, d events.Decision) (*nats.Msg, error) {
 	rc := wire.Receipt{Car: c.Car, Piece: c.Piece, PieceSize: c.PieceSize, Aggregate: agg.ID, AggregatePiece: agg.Piece,
 		DealSize: agg.DealSize, Position: i, Status: d.Status, Deals: d.Deals, Source: c.Source, AggregateLogSeq: seq}
 	if c.Offset != nil {

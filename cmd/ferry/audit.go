@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferry-dev/ferry/events"
+
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/internal/audit"
@@ -67,7 +69,7 @@ func runAudit(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		api := client.NewHTTP(*server)
 		views = func(ctx context.Context, car string) (*wire.CarView, error) { return api.Car(ctx, car) }
 	}
-	cfg := dealClock(aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify})
+	cfg := dealClock(events.Settings{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify})
 	rep, err := audit.Run(ctx, js, cfg, givenSettings(fs), views)
 	if err != nil {
 		return err

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ferry-dev/ferry/events"
+
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/internal/node"
@@ -69,7 +71,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, path string, dealSize u
 	if err != nil {
 		return err
 	}
-	want := aggregator.Config{DealSize: dealSize}
+	want := events.Settings{DealSize: dealSize}
 	if settings != nil {
 		if _, err := aggregator.Reconcile(settings, want, map[string]bool{"dealSize": dealSize != 0}); err != nil {
 			return err

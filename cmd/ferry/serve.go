@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/ferry-dev/ferry/events"
+
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/api"
 	"github.com/ferry-dev/ferry/internal/natsembed"
@@ -116,7 +118,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Data: *data, HTTP: *httpAddr, NATSListen: *natsListen, NATS: *natsURL, Replicas: *replicas, Duplicates: *dedup,
 		NATSNoAuth: *natsNoAuth, PublishAccount: *publishAccount,
 		Subjects: jetlog.Subjects{Prefix: *prefix},
-		Fold: dealClock(aggregator.Config{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify,
+		Fold: dealClock(events.Settings{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify,
 			MaxTickAhead: *tickAhead}),
 		FoldGiven:    givenSettings(fs),
 		Pieces:       pieces,
@@ -154,7 +156,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // foldFlags maps the flags of the fold's settings to the settings' JSON
-// names (aggregator.Config).
+// names (events.Settings).
 var foldFlags = map[string]string{"deal-size": "dealSize", "min-payload": "minPayload", "max-wait": "maxWait",
 	"verify-pieces": "verifyPieces", "max-tick-ahead": "maxTickAhead",
 	"deal-timeout": "dealTimeout", "max-offers": "maxOffers", "offer-backoff": "offerBackoff"}
@@ -228,7 +230,7 @@ const (
 // dealClockFlags defines the fold's deal clock flags (serve's, or, with
 // what = "the … ferry serve runs with", audit's) and returns what sets
 // them on a Config.
-func dealClockFlags(fs *flag.FlagSet, what string) func(aggregator.Config) aggregator.Config {
+func dealClockFlags(fs *flag.FlagSet, what string) func(events.Settings) events.Settings {
 	if what == "" {
 		what = "%s"
 	}
@@ -238,7 +240,7 @@ func dealClockFlags(fs *flag.FlagSet, what string) func(aggregator.Config) aggre
 		"offers of one set of CARs before ferry gives up on them, DEAL_FAILED, until 'ferry aggregates reoffer' (0: no bound)"))
 	backoff := fs.Duration("offer-backoff", defaultOfferBackoff, fmt.Sprintf(what,
 		"wait before the CARs of a failed deal are aggregated and offered again, doubled per failure (0: at once)"))
-	return func(c aggregator.Config) aggregator.Config {
+	return func(c events.Settings) events.Settings {
 		c.DealTimeout, c.MaxOffers, c.OfferBackoff = *timeout, *maxOffers, *backoff
 		return c
 	}

@@ -23,6 +23,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ferry-dev/ferry/events"
+
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/piece"
@@ -60,7 +62,7 @@ type Views func(ctx context.Context, car string) (*wire.CarView, error)
 // given names the settings (by their JSON names) the operator set: one
 // that disagrees with the log's is aggregator.ErrSettings, since an audit
 // under other settings would report violations that are not there.
-func Run(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, given map[string]bool, views Views) (*Report, error) {
+func Run(ctx context.Context, js jetstream.JetStream, cfg events.Settings, given map[string]bool, views Views) (*Report, error) {
 	logged, err := aggregator.LogSettings(ctx, js)
 	if err != nil {
 		return nil, err
@@ -76,12 +78,12 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, giv
 	)
 	err = readLog(ctx, js, jetlog.StreamAgg, 0, r, func(e jetlog.Entry) error {
 		k := 0
-		for data := range aggregator.Batches(e.Data) {
+		for data := range events.Batches(e.Data) {
 			k++
 			at := stored{seq: e.Seq, k: k, sum: sha256.Sum256(data)}
 			sums = append(sums, at)
-			var b aggregator.Batch
-			if err := aggregator.DecodeBatch(data, &b); err != nil {
+			var b events.Batch
+			if err := events.DecodeBatch(data, &b); err != nil {
 				r.add(at.String(), "unreadable: %v", err)
 				continue
 			}
@@ -142,7 +144,7 @@ func (s stored) String() string {
 // car.replicated the fold accepted to have a state in the model. Inputs
 // after lastIn are not folded yet: on a live system they arrive while the
 // audit reads.
-func refold(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, sums []stored, lastIn uint64, model *aggregator.Model, r *Report) error {
+func refold(ctx context.Context, js jetstream.JetStream, cfg events.Settings, sums []stored, lastIn uint64, model *aggregator.Model, r *Report) error {
 	st := aggregator.New(cfg)
 	i, mismatched := 0, false
 	err := readLog(ctx, js, jetlog.StreamIn, lastIn, r, func(e jetlog.Entry) error {
@@ -168,7 +170,7 @@ func refold(ctx context.Context, js jetstream.JetStream, cfg aggregator.Config, 
 		}
 		i++
 		for _, d := range b.Decisions {
-			if (d.Type == aggregator.DecCarQueued || d.Type == aggregator.DecCarAdded) && d.Record != nil && model.CarState(d.Car) == "" {
+			if (d.Type == events.DecCarQueued || d.Type == events.DecCarAdded) && d.Record != nil && model.CarState(d.Car) == "" {
 				r.add("CAR "+d.Car, "accepted from input %d but in no state", e.Seq)
 			}
 		}

@@ -18,7 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-var foldCfg = aggregator.Config{DealSize: 8 << 20, MinPayload: aggregator.DefaultMinPayload(8 << 20), MaxWait: time.Hour}
+var foldCfg = events.Settings{DealSize: 8 << 20, MinPayload: aggregator.DefaultMinPayload(8 << 20), MaxWait: time.Hour}
 
 // tickEvery puts a tick among the events of foldedLog; all ticks carry one
 // time, so after the first they change nothing.

@@ -1,5 +1,5 @@
 // Package jsonscan is the one hand-written JSON scanner behind ferry's
-// decode fast paths (events.Decode for the input log, aggregator.DecodeBatch
+// decode fast paths (events.Decode for the input log, events.DecodeBatch
 // for the aggregate log). Its one job is reading, token by token, the JSON
 // that those paths expect, without reflection and with few allocations.
 //

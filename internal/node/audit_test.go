@@ -7,7 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/events"
+
 	"github.com/ferry-dev/ferry/internal/audit"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/spade"
@@ -40,8 +41,8 @@ func TestAuditPassesOnAHealthyRunAndNamesWhatATamperedLogBreaks(t *testing.T) {
 	// A rogue batch puts an aggregated CAR into a second aggregate.
 	car := d.cars[0].CID.String()
 	v, _ := d.n.Store.Car(car)
-	rogue, _ := json.Marshal(aggregator.Batch{In: 1 << 40, Decisions: []aggregator.Decision{{
-		Type: aggregator.DecCarAdded, Car: car, Piece: v.Piece, PieceSize: v.PieceSize, Aggregate: 999,
+	rogue, _ := json.Marshal(events.Batch{In: 1 << 40, Decisions: []events.Decision{{
+		Type: events.DecCarAdded, Car: car, Piece: v.Piece, PieceSize: v.PieceSize, Aggregate: 999,
 	}}})
 	if _, err := d.nt.JS.Publish(ctx, jetlog.DefaultSubjects.Decisions(), rogue); err != nil {
 		t.Fatal(err)

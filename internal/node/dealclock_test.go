@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-dev/ferry/events"
+
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/internal/testutil"
@@ -60,10 +62,10 @@ func (s *simServer) restart(cfg spade.SimConfig) *simServer {
 // 20 ms, aggregates close 300 ms after they open (the walk-through's
 // --max-wait), deals time out after 2 s, failed CARs wait 200 ms, 400 ms…
 func dealClockNode(t *testing.T, engine string) (*Node, *testutil.NATS, string) {
-	return dealClockNodeWith(t, engine, func(*aggregator.Config) {})
+	return dealClockNodeWith(t, engine, func(*events.Settings) {})
 }
 
-func dealClockNodeWith(t *testing.T, engine string, fold func(*aggregator.Config)) (*Node, *testutil.NATS, string) {
+func dealClockNodeWith(t *testing.T, engine string, fold func(*events.Settings)) (*Node, *testutil.NATS, string) {
 	nt := testutil.StartNATS(t)
 	dir := t.TempDir()
 	cfg := testConfig(t.TempDir(), nt.URL())
@@ -177,7 +179,7 @@ func TestTheFailedDealWalkThroughEndsWithEveryCarProcessed(t *testing.T) {
 // stays DEAL_FAILED with the reason until `ferry aggregates reoffer`.
 func TestAFailingEngineIsGivenUpOnThenReofferedByTheOperator(t *testing.T) {
 	sim := startSim(t, "127.0.0.1:0", spade.SimConfig{ReportToken: reportToken, Delay: 5 * time.Millisecond, FailureRate: 1})
-	n, nt, dir := dealClockNodeWith(t, "http://"+sim.addr+"/offers", func(c *aggregator.Config) {
+	n, nt, dir := dealClockNodeWith(t, "http://"+sim.addr+"/offers", func(c *events.Settings) {
 		// No deal timeout: a slow report would count an offer of the same
 		// aggregate, and this test counts aggregates.
 		c.MaxWait, c.DealTimeout, c.MaxOffers, c.OfferBackoff = 100*time.Millisecond, 0, 3, 100*time.Millisecond

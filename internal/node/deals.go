@@ -96,9 +96,9 @@ func (n *Node) onApplied(entries []projections.Entry) {
 	for _, e := range entries {
 		for _, d := range e.Batch.Decisions {
 			switch {
-			case (d.Type == aggregator.DecAggReady || d.Type == aggregator.DecAggRetry) && n.Dealer != nil:
+			case (d.Type == events.DecAggReady || d.Type == events.DecAggRetry) && n.Dealer != nil:
 				n.Dealer.Enqueue(d.Aggregate)
-			case d.Type == aggregator.DecCarQueued:
+			case d.Type == events.DecCarQueued:
 				select {
 				case n.work <- workItem(d):
 				case <-n.done:

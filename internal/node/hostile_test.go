@@ -145,8 +145,8 @@ func TestAHugeInputOnNATSIsRejectedSmallAndBlocksNothing(t *testing.T) {
 		if len(e.Data) > 64<<10 {
 			return fmt.Errorf("aggregate log message %d is %d bytes", e.Seq, len(e.Data))
 		}
-		return aggregator.EachBatch(e.Data, func(b *aggregator.Batch) error {
-			found = found || (b.In == ack.Sequence && b.Decisions[len(b.Decisions)-1].Type == aggregator.DecCarRejected)
+		return events.EachBatch(e.Data, func(b *events.Batch) error {
+			found = found || (b.In == ack.Sequence && b.Decisions[len(b.Decisions)-1].Type == events.DecCarRejected)
 			return nil
 		})
 	})
@@ -207,9 +207,9 @@ func TestACorrectedRetryIsTakenAndAConflictingCopyIsNamed(t *testing.T) {
 	waitIdle(t, n, nt.JS)
 	var recorded bool
 	_ = jetlog.Tail(ctx, nt.JS, jetlog.StreamAgg, 1, false, func(e jetlog.Entry) error {
-		return aggregator.EachBatch(e.Data, func(b *aggregator.Batch) error {
+		return events.EachBatch(e.Data, func(b *events.Batch) error {
 			for _, d := range b.Decisions {
-				recorded = recorded || (d.Car == good.Car && d.Reason == aggregator.ReasonConflict)
+				recorded = recorded || (d.Car == good.Car && d.Reason == events.ReasonConflict)
 			}
 			return nil
 		})
@@ -238,7 +238,7 @@ func TestTheLogsSettingsDecideAndAFlagThatDisagreesIsRefused(t *testing.T) {
 
 	// No flags given: the log's settings, whatever the defaults.
 	second := testConfig(dir, nt.URL())
-	second.Fold = aggregator.Config{DealSize: 32 << 30, MinPayload: 7, MaxWait: time.Minute}
+	second.Fold = events.Settings{DealSize: 32 << 30, MinPayload: 7, MaxWait: time.Minute}
 	n2, err := Start(context.Background(), second)
 	if err != nil {
 		t.Fatal(err)

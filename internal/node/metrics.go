@@ -3,7 +3,8 @@ package node
 import (
 	"time"
 
-	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/events"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -48,11 +49,11 @@ func newMetrics(reg *prometheus.Registry, n *Node) *metrics {
 	return m
 }
 
-func (m *metrics) observeBatch(b aggregator.Batch, took time.Duration) {
+func (m *metrics) observeBatch(b events.Batch, took time.Duration) {
 	m.applyTime.Observe(took.Seconds())
 	for _, d := range b.Decisions {
 		m.decisions.WithLabelValues(d.Type).Inc()
-		if d.Type == aggregator.DecAggReady {
+		if d.Type == events.DecAggReady {
 			m.closes.WithLabelValues(d.Closed).Inc()
 		}
 	}

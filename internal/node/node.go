@@ -59,7 +59,7 @@ type Config struct {
 	// its settings is folded under those; FoldGiven names (by JSON name)
 	// the settings the operator chose explicitly, and one that disagrees
 	// with the log's stops Start (aggregator.Reconcile).
-	Fold      aggregator.Config
+	Fold      events.Settings
 	FoldGiven map[string]bool
 	// MinFree is the free space kept on the data dir's disk: below it
 	// publishes are refused as a full disk and /healthz fails (0: none;
@@ -201,7 +201,7 @@ func (n *Node) start(ctx context.Context) error {
 }
 
 // Settings is what the node folds under: the log's, or those of a new log.
-func (n *Node) Settings() aggregator.Config { return n.cfg.Fold }
+func (n *Node) Settings() events.Settings { return n.cfg.Fold }
 
 // ReadModelPath is where a data dir keeps its read models.
 func ReadModelPath(data string) string { return filepath.Join(data, "views.db") }

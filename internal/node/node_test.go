@@ -35,7 +35,7 @@ const testDeal = 1 << 20
 func testConfig(dir, natsURL string) Config {
 	return Config{
 		Data: dir, HTTP: "127.0.0.1:0", NATSListen: "127.0.0.1:0", NATS: natsURL,
-		Fold: aggregator.Config{DealSize: testDeal, MinPayload: aggregator.DefaultMinPayload(testDeal), MaxWait: time.Hour},
+		Fold: events.Settings{DealSize: testDeal, MinPayload: aggregator.DefaultMinPayload(testDeal), MaxWait: time.Hour},
 		Log:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 }
@@ -81,7 +81,7 @@ func lastInputSeen(t *testing.T, js jetstream.JetStream, aggSeq uint64) uint64 {
 		return 0
 	}
 	var in uint64
-	_ = aggregator.EachBatch(m.Data, func(b *aggregator.Batch) error {
+	_ = events.EachBatch(m.Data, func(b *events.Batch) error {
 		in = b.In
 		return nil
 	})
@@ -256,11 +256,11 @@ func verifyAggregate(t *testing.T, api *client.HTTP, id uint64) {
 // messages are. It returns the number of messages and of batches.
 func checkLogs(t *testing.T, js jetstream.JetStream, deal uint64) (msgs, batches int) {
 	t.Helper()
-	return checkLogsUnder(t, js, aggregator.Config{DealSize: deal, MinPayload: aggregator.DefaultMinPayload(deal), MaxWait: time.Hour})
+	return checkLogsUnder(t, js, events.Settings{DealSize: deal, MinPayload: aggregator.DefaultMinPayload(deal), MaxWait: time.Hour})
 }
 
 // checkLogsUnder is checkLogs for a node whose fold runs under cfg.
-func checkLogsUnder(t *testing.T, js jetstream.JetStream, cfg aggregator.Config) (msgs, batches int) {
+func checkLogsUnder(t *testing.T, js jetstream.JetStream, cfg events.Settings) (msgs, batches int) {
 	t.Helper()
 	ctx := context.Background()
 	// The log's own settings, as every refold takes them.
@@ -291,12 +291,12 @@ func checkLogsUnder(t *testing.T, js jetstream.JetStream, cfg aggregator.Config)
 		}
 		deals := false
 		for _, data := range want[i : i+k] {
-			var b aggregator.Batch
+			var b events.Batch
 			if err := json.Unmarshal(data, &b); err != nil {
 				return err
 			}
 			for _, d := range b.Decisions {
-				deals = deals || d.Type == aggregator.DecAggDeals
+				deals = deals || d.Type == events.DecAggDeals
 			}
 			if err := m.Apply(b); err != nil {
 				return err
@@ -388,7 +388,7 @@ func TestASecondAggregatorWaitsAndARogueAppendDeposesTheWriter(t *testing.T) {
 	waitIdle(t, a, nt.JS)
 	// A writer that ignores the lease appends behind the leader's back: the
 	// leader's next append must fail and it must step down, not interleave.
-	rogue, _ := json.Marshal(aggregator.Batch{Decisions: []aggregator.Decision{{Type: aggregator.DecInputIgnored, Reason: "rogue"}}})
+	rogue, _ := json.Marshal(events.Batch{Decisions: []events.Decision{{Type: events.DecInputIgnored, Reason: "rogue"}}})
 	if _, err := nt.JS.Publish(ctx, jetlog.DefaultSubjects.Decisions(), rogue); err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +402,7 @@ func TestASecondAggregatorWaitsAndARogueAppendDeposesTheWriter(t *testing.T) {
 	testutil.Eventually(t, 20*time.Second, "second aggregator to lead", func() bool { return b.Runner.Status().Leader })
 	waitIdle(t, b, nt.JS)
 	m := aggregator.NewModel()
-	if err := client.Replay(ctx, nt.JS, 1, func(_ uint64, batch aggregator.Batch) error { return m.Apply(batch) }); err != nil {
+	if err := client.Replay(ctx, nt.JS, 1, func(_ uint64, batch events.Batch) error { return m.Apply(batch) }); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Check(testDeal); err != nil {

@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/urlpolicy"
 	"github.com/ferry-dev/ferry/piece"
@@ -16,7 +15,7 @@ import (
 
 // workItem is the piece work of a queued CAR: its car.replicated as the
 // producer sent it (with the claimed piece, under --verify-pieces).
-func workItem(d aggregator.Decision) *events.CarReplicated {
+func workItem(d events.Decision) *events.CarReplicated {
 	ev := &events.CarReplicated{Car: d.Car, Piece: d.Piece}
 	if r := d.Record; r != nil {
 		ev.Size, ev.MD5, ev.URLs, ev.ReplicatedAt, ev.Source = r.Size, r.MD5, r.URLs, r.ReplicatedAt, r.Source

@@ -93,7 +93,7 @@ func TestADealReportForAFailedAggregateIsAnsweredWithWhatTheFoldDoes(t *testing.
 	}
 	waitIdle(t, n, nt.JS)
 	var ignored string
-	err := client.Replay(context.Background(), nt.JS, 0, func(_ uint64, b aggregator.Batch) error {
+	err := client.Replay(context.Background(), nt.JS, 0, func(_ uint64, b events.Batch) error {
 		if b.In == ans.Seq {
 			for _, d := range b.Decisions {
 				ignored = d.Type + ": " + d.Reason
@@ -104,7 +104,7 @@ func TestADealReportForAFailedAggregateIsAnsweredWithWhatTheFoldDoes(t *testing.
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ignored != aggregator.DecInputIgnored+": deal.report: "+want {
+	if ignored != events.DecInputIgnored+": deal.report: "+want {
 		t.Fatalf("the fold decided %q on input %d, want it ignored: %s", ignored, ans.Seq, want)
 	}
 	a, _ := api.Aggregate(context.Background(), fmt.Sprint(agg.ID), -1, 0)

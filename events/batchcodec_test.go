@@ -1,4 +1,4 @@
-package aggregator
+package events_test
 
 import (
 	"bytes"
@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,16 +20,16 @@ import (
 	"github.com/ferry-dev/ferry/internal/testutil"
 )
 
-// bcAgree checks that DecodeBatch makes of data what json.Unmarshal makes
-// of it in a fresh Batch, with the same error, and that the fast path, when
+// bcAgree checks that events.DecodeBatch makes of data what json.Unmarshal makes
+// of it in a fresh events.Batch, with the same error, and that the fast path, when
 // it takes data, agrees too. It reports whether the fast path took data.
 func bcAgree(t testing.TB, data []byte) bool {
 	t.Helper()
-	var want Batch
+	var want events.Batch
 	werr := json.Unmarshal(data, &want)
 
 	got := bcGarbage()
-	gerr := DecodeBatch(data, &got)
+	gerr := events.DecodeBatch(data, &got)
 	if (werr == nil) != (gerr == nil) || werr != nil && werr.Error() != gerr.Error() {
 		t.Fatalf("%q:\nDecodeBatch error %v\njson.Unmarshal error %v", data, gerr, werr)
 	}
@@ -35,7 +38,7 @@ func bcAgree(t testing.TB, data []byte) bool {
 	}
 
 	probe := bcGarbage()
-	fast := decodeFast(data, &probe)
+	fast := events.DecodeBatchFast(data, &probe)
 	switch {
 	case fast && werr != nil:
 		t.Fatalf("%q: fast path took what json.Unmarshal refuses: %v", data, werr)
@@ -47,19 +50,19 @@ func bcAgree(t testing.TB, data []byte) bool {
 	return fast
 }
 
-// bcGarbage is a Batch full of data, to show DecodeBatch resets b.
-func bcGarbage() Batch {
-	return Batch{
+// bcGarbage is a events.Batch full of data, to show events.DecodeBatch resets b.
+func bcGarbage() events.Batch {
+	return events.Batch{
 		In:  7,
 		Now: time.Date(2001, 2, 3, 4, 5, 6, 7, time.UTC),
-		Decisions: []Decision{{
-			Type: "x", Car: "y", Record: &Record{Size: 1, MD5: "m", URLs: []string{"u"}, Source: json.RawMessage(`{}`)},
+		Decisions: []events.Decision{{
+			Type: "x", Car: "y", Record: &events.Record{Size: 1, MD5: "m", URLs: []string{"u"}, Source: json.RawMessage(`{}`)},
 			Aggregate: 3, First: -1, Deals: []events.Deal{{Provider: "f01"}}, At: time.Unix(5, 0),
 		}},
 	}
 }
 
-func bcShow(b Batch) string {
+func bcShow(b events.Batch) string {
 	s := fmt.Sprintf("%#v", b)
 	for _, d := range b.Decisions {
 		if d.Record != nil {
@@ -70,8 +73,8 @@ func bcShow(b Batch) string {
 }
 
 var bcTypes = []string{
-	DecCarQueued, DecCarAdded, DecCarRejected, DecInputIgnored, DecAggClock, DecAggReady,
-	DecAggOffered, DecAggOfferFailed, DecAggDeals, DecAggFailed, DecCarsRequeued,
+	events.DecCarQueued, events.DecCarAdded, events.DecCarRejected, events.DecInputIgnored, events.DecAggClock, events.DecAggReady,
+	events.DecAggOffered, events.DecAggOfferFailed, events.DecAggDeals, events.DecAggFailed, events.DecCarsRequeued,
 }
 
 // bcPieces are piece CID v2 strings as the fold writes them.
@@ -141,11 +144,11 @@ func bcSource(r *rand.Rand) json.RawMessage {
 	return data
 }
 
-func bcRecord(r *rand.Rand) *Record {
+func bcRecord(r *rand.Rand) *events.Record {
 	if r.IntN(3) == 0 {
 		return nil
 	}
-	rec := &Record{Size: mutate.Uint(r), MD5: bcString(r), ReplicatedAt: bcString(r), Source: bcSource(r)}
+	rec := &events.Record{Size: mutate.Uint(r), MD5: bcString(r), ReplicatedAt: bcString(r), Source: bcSource(r)}
 	switch r.IntN(4) {
 	case 0:
 	case 1:
@@ -158,8 +161,8 @@ func bcRecord(r *rand.Rand) *Record {
 	return rec
 }
 
-func bcDecision(r *rand.Rand) Decision {
-	d := Decision{Type: bcTypes[r.IntN(len(bcTypes))]}
+func bcDecision(r *rand.Rand) events.Decision {
+	d := events.Decision{Type: bcTypes[r.IntN(len(bcTypes))]}
 	if r.IntN(10) == 0 {
 		d.Type = bcString(r)
 	}
@@ -196,7 +199,7 @@ func bcDecision(r *rand.Rand) Decision {
 		d.Payload = mutate.Uint(r)
 	}
 	if maybe() {
-		d.Closed = []string{ClosedFull, ClosedMaxWait, ClosedForced, bcString(r)}[r.IntN(4)]
+		d.Closed = []string{events.ClosedFull, events.ClosedMaxWait, events.ClosedForced, bcString(r)}[r.IntN(4)]
 	}
 	if maybe() {
 		d.Status = []string{events.StatusPublished, events.StatusActive, events.StatusFailed, bcString(r)}[r.IntN(4)]
@@ -213,12 +216,12 @@ func bcDecision(r *rand.Rand) Decision {
 	return d
 }
 
-func bcBatch(r *rand.Rand) Batch {
-	b := Batch{In: mutate.Uint(r), Now: bcTime(r)}
+func bcBatch(r *rand.Rand) events.Batch {
+	b := events.Batch{In: mutate.Uint(r), Now: bcTime(r)}
 	switch r.IntN(8) {
 	case 0:
 	case 1:
-		b.Decisions = []Decision{}
+		b.Decisions = []events.Decision{}
 	default:
 		for range 1 + r.IntN(5) {
 			b.Decisions = append(b.Decisions, bcDecision(r))
@@ -229,38 +232,38 @@ func bcBatch(r *rand.Rand) Batch {
 
 // bcTypical is a batch the fold writes: a CAR added with its record, or a
 // closed aggregate.
-func bcTypical(n int) Batch {
+func bcTypical(n int) events.Batch {
 	car := testutil.CarCID(n).String()
 	p := testutil.FakePiece(n, 1_000_000)
-	rec := &Record{
+	rec := &events.Record{
 		Size: 1_000_000, MD5: "9e107d9d372bb6826bd81d3542a419d6",
 		URLs:         []string{"https://carpark.example/" + car + "/" + car + ".car"},
 		ReplicatedAt: "2026-11-22T12:00:00Z",
 		Source:       json.RawMessage(`{"bucket":"carpark","key":"` + car + `.car","region":"eu-west-1"}`),
 	}
-	return Batch{
+	return events.Batch{
 		In:  uint64(1000 + n),
 		Now: time.Date(2026, 11, 22, 12, 0, 1, 123456789, time.UTC),
-		Decisions: []Decision{{
-			Type: DecCarAdded, Car: car, Record: rec, Piece: p.MustV2().String(),
+		Decisions: []events.Decision{{
+			Type: events.DecCarAdded, Car: car, Record: rec, Piece: p.MustV2().String(),
 			PieceSize: p.Padded, Aggregate: 42,
 		}},
 	}
 }
 
-func bcReady(n int) Batch {
+func bcReady(n int) events.Batch {
 	p := testutil.FakePiece(n, 30<<30)
-	return Batch{
+	return events.Batch{
 		In:  uint64(5000 + n),
 		Now: time.Date(2026, 11, 22, 13, 0, 0, 0, time.UTC),
-		Decisions: []Decision{{
-			Type: DecAggReady, Aggregate: 42, Piece: p.MustV2().String(), PieceV1: p.V1().String(),
-			PieceSize: p.Padded, Payload: 30 << 30, Count: 1234, Closed: ClosedFull,
+		Decisions: []events.Decision{{
+			Type: events.DecAggReady, Aggregate: 42, Piece: p.MustV2().String(), PieceV1: p.V1().String(),
+			PieceSize: p.Padded, Payload: 30 << 30, Count: 1234, Closed: events.ClosedFull,
 		}},
 	}
 }
 
-func bcMarshal(t testing.TB, b Batch) []byte {
+func bcMarshal(t testing.TB, b events.Batch) []byte {
 	t.Helper()
 	data, err := json.Marshal(b)
 	if err != nil {
@@ -355,37 +358,37 @@ func FuzzDecodeBatch(f *testing.F) {
 	})
 }
 
+// bcFastTypes are the decisions the fast path decodes: those of nearly
+// every batch.
+var bcFastTypes = map[string]bool{
+	events.DecCarAdded: true, events.DecCarQueued: true, events.DecCarRejected: true,
+	events.DecInputIgnored: true, events.DecAggClock: true, events.DecAggReady: true,
+}
+
 // bcCommon are batches of the common decision types as the fold writes
-// them: it folds a CAR with its piece, one without, a duplicate, a bad
-// piece, a tick and a close.
-func bcCommon(t testing.TB) []Batch {
-	st := New(Config{DealSize: 64 << 10, MinPayload: 16 << 10, MaxWait: time.Minute})
-	var out []Batch
-	seq := uint64(0)
-	apply := func(ev events.Event) {
-		seq++
-		// The settings are the slow path's, once per log.
-		if b := withoutSettings(st.Apply(seq, testutil.MustEncode(ev))); len(b.Decisions) > 0 {
+// them: the decisions of bcFastTypes in the batches of the committed
+// golden log (aggregator/testdata/golden).
+func bcCommon(t testing.TB) []events.Batch {
+	data, err := os.ReadFile(filepath.Join("..", "aggregator", "testdata", "golden", "batches.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []events.Batch
+	for line := range bytes.Lines(data) {
+		var b events.Batch
+		if err := json.Unmarshal(line, &b); err != nil {
+			t.Fatal(err)
+		}
+		b.Decisions = slices.DeleteFunc(b.Decisions, func(d events.Decision) bool { return !bcFastTypes[d.Type] })
+		if len(b.Decisions) > 0 {
 			out = append(out, b)
 		}
 	}
-	added := testutil.Replicated(1, 1000, true)
-	added.Source = json.RawMessage(`{"bucket":"carpark","key":"1.car","tags":["a","b"],"n":1.5}`)
-	apply(added)
-	apply(testutil.Replicated(2, 2000, false))
-	apply(testutil.Replicated(1, 1000, true))
-	apply(testutil.Replicated(3, 3000, false))
-	apply(&events.CarInvalid{Car: testutil.CarCID(3).String(), Reason: "md5 mismatch"})
-	apply(&events.Tick{Time: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)})
-	apply(&events.AggregateClose{Aggregate: 1, By: "ops"})
 	return out
 }
 
 func TestDecodeBatchTakesTheFastPathForCommonDecisions(t *testing.T) {
-	want := map[string]bool{
-		DecCarAdded: true, DecCarQueued: true, DecCarRejected: true,
-		DecInputIgnored: true, DecAggClock: true, DecAggReady: true,
-	}
+	want := bcFastTypes
 	seen := map[string]bool{}
 	batches := bcCommon(t)
 	for n := range 3 {
@@ -396,8 +399,8 @@ func TestDecodeBatchTakesTheFastPathForCommonDecisions(t *testing.T) {
 		if !bcAgree(t, data) {
 			t.Errorf("fast path refused %s", data)
 		}
-		var got Batch
-		if err := DecodeBatch(data, &got); err != nil || !reflect.DeepEqual(bcMarshal(t, got), data) {
+		var got events.Batch
+		if err := events.DecodeBatch(data, &got); err != nil || !reflect.DeepEqual(bcMarshal(t, got), data) {
 			t.Errorf("round trip of %s gave %s (%v)", data, bcMarshal(t, got), err)
 		}
 		for _, d := range b.Decisions {
@@ -414,20 +417,20 @@ func TestDecodeBatchTakesTheFastPathForCommonDecisions(t *testing.T) {
 func BenchmarkDecodeBatch(b *testing.B) {
 	for _, c := range []struct {
 		name  string
-		batch Batch
+		batch events.Batch
 	}{
 		{"car.added", bcTypical(1)},
 		{"aggregate.ready", bcReady(1)},
 	} {
 		data := bcMarshal(b, c.batch)
-		if !decodeFast(data, new(Batch)) {
+		if !events.DecodeBatchFast(data, new(events.Batch)) {
 			b.Fatalf("fast path refuses %s", data)
 		}
 		b.Run(c.name+"/json", func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(data)))
 			for b.Loop() {
-				var x Batch
+				var x events.Batch
 				if err := json.Unmarshal(data, &x); err != nil {
 					b.Fatal(err)
 				}
@@ -437,8 +440,8 @@ func BenchmarkDecodeBatch(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(data)))
 			for b.Loop() {
-				var x Batch
-				if err := DecodeBatch(data, &x); err != nil {
+				var x events.Batch
+				if err := events.DecodeBatch(data, &x); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -459,22 +462,22 @@ func TestMessagesOfSeveralBatchesSplitIntoTheirBatches(t *testing.T) {
 		for range 1 + r.IntN(20) {
 			b := bcBatch(r)
 			if r.IntN(4) == 0 {
-				b.Decisions = append(b.Decisions, Decision{Type: DecCarRejected, Reason: "line one\nline two\r\n"})
+				b.Decisions = append(b.Decisions, events.Decision{Type: events.DecCarRejected, Reason: "line one\nline two\r\n"})
 			}
 			data := bcMarshal(t, b)
 			encoded = append(encoded, data)
-			msg = AppendBatch(msg, data)
+			msg = events.AppendBatch(msg, data)
 		}
 		var i int
-		for data := range Batches(msg) {
+		for data := range events.Batches(msg) {
 			if i >= len(encoded) || string(data) != string(encoded[i]) {
 				t.Fatalf("batch %d of a message of %d: got %q", i, len(encoded), data)
 			}
 			i++
 		}
 		i = 0
-		err := EachBatch(msg, func(got *Batch) error {
-			var want Batch
+		err := events.EachBatch(msg, func(got *events.Batch) error {
+			var want events.Batch
 			if err := json.Unmarshal(encoded[i], &want); err != nil {
 				return err
 			}
@@ -489,21 +492,21 @@ func TestMessagesOfSeveralBatchesSplitIntoTheirBatches(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", "\n", `{"in":1,"decisions":[]}` + "\n", "\n" + `{"in":1,"decisions":[]}`} {
-		if err := EachBatch([]byte(bad), func(*Batch) error { return nil }); err == nil {
+		if err := events.EachBatch([]byte(bad), func(*events.Batch) error { return nil }); err == nil {
 			t.Errorf("EachBatch(%q): no error", bad)
 		}
 	}
 }
 
-// bcEncodeAgrees checks EncodeBatch against json.Marshal: the same bytes
+// bcEncodeAgrees checks events.EncodeBatch against json.Marshal: the same bytes
 // after what dst held, or an error exactly when json.Marshal fails.
-func bcEncodeAgrees(t *testing.T, b Batch) {
+func bcEncodeAgrees(t *testing.T, b events.Batch) {
 	t.Helper()
 	want, werr := json.Marshal(b)
 	prefix := []byte("prefix\n")
-	got, gerr := EncodeBatch(append([]byte(nil), prefix...), &b)
+	got, gerr := events.EncodeBatch(append([]byte(nil), prefix...), &b)
 	if (werr != nil) != (gerr != nil) {
-		t.Fatalf("%s: EncodeBatch error %v, json.Marshal error %v", bcShow(b), gerr, werr)
+		t.Fatalf("%s: events.EncodeBatch error %v, json.Marshal error %v", bcShow(b), gerr, werr)
 	}
 	if werr == nil && (!bytes.HasPrefix(got, prefix) || !bytes.Equal(got[len(prefix):], want)) {
 		t.Fatalf("%s:\nEncodeBatch  %q\njson.Marshal %q", bcShow(b), got, want)
@@ -523,16 +526,16 @@ func TestEncodeBatchEqualsMarshal(t *testing.T) {
 		bcEncodeAgrees(t, b)
 	}
 	far := time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
-	for _, b := range []Batch{
+	for _, b := range []events.Batch{
 		{},
-		{In: 1, Decisions: []Decision{}},
+		{In: 1, Decisions: []events.Decision{}},
 		{In: 1, Now: far},
-		{In: 1, Decisions: []Decision{{Type: DecAggClock, At: far}}},
-		{In: 1, Decisions: []Decision{{Type: DecCarAdded, Record: &Record{}}}},
-		{In: 1, Decisions: []Decision{{Type: DecCarAdded, Record: &Record{Source: json.RawMessage(`{"a": <1>}`)}}}},
-		{In: 1, Decisions: []Decision{{Type: DecCarAdded, Record: &Record{Source: json.RawMessage(" {\"a\" : \"<&>\u2028\" } ")}}}},
-		{In: 1, Decisions: []Decision{{Type: DecAggDeals, Deals: []events.Deal{{Provider: "f0<1>", DealID: 7}}}}},
-		{In: 1, Decisions: []Decision{{Type: "x\u2029\"\\\x01\xff", First: -1, Count: -2}}},
+		{In: 1, Decisions: []events.Decision{{Type: events.DecAggClock, At: far}}},
+		{In: 1, Decisions: []events.Decision{{Type: events.DecCarAdded, Record: &events.Record{}}}},
+		{In: 1, Decisions: []events.Decision{{Type: events.DecCarAdded, Record: &events.Record{Source: json.RawMessage(`{"a": <1>}`)}}}},
+		{In: 1, Decisions: []events.Decision{{Type: events.DecCarAdded, Record: &events.Record{Source: json.RawMessage(" {\"a\" : \"<&>\u2028\" } ")}}}},
+		{In: 1, Decisions: []events.Decision{{Type: events.DecAggDeals, Deals: []events.Deal{{Provider: "f0<1>", DealID: 7}}}}},
+		{In: 1, Decisions: []events.Decision{{Type: "x\u2029\"\\\x01\xff", First: -1, Count: -2}}},
 	} {
 		bcEncodeAgrees(t, b)
 	}
@@ -545,7 +548,7 @@ func BenchmarkEncodeBatch(b *testing.B) {
 		var buf []byte
 		for b.Loop() {
 			var err error
-			if buf, err = EncodeBatch(buf[:0], &batch); err != nil {
+			if buf, err = events.EncodeBatch(buf[:0], &batch); err != nil {
 				b.Fatal(err)
 			}
 		}

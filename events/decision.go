@@ -1,10 +1,8 @@
-package aggregator
+package events
 
 import (
 	"encoding/json"
 	"time"
-
-	"github.com/ferry-dev/ferry/events"
 )
 
 // Decision types on the aggregate log.
@@ -21,7 +19,7 @@ const (
 	DecAggFailed      = "aggregate.failed" // the deal failed (engine, operator or deal clock)
 	DecAggRetry       = "aggregate.retry"  // READY again, to be offered again now
 	DecCarsRequeued   = "cars.requeued"    // pieces of a failed aggregate re-aggregated
-	DecLogSettings    = "log.settings"     // the Config the log is folded under
+	DecLogSettings    = "log.settings"     // the Settings the log is folded under
 )
 
 // Reasons of input.ignored that a producer's answer depends on.
@@ -77,18 +75,18 @@ type Decision struct {
 	// (cars.requeued): From's members [First, First+Count) in arrival order.
 	// In aggregate.failed and aggregate.retry, Count is the failed or
 	// unanswered offers of the aggregate's CARs so far.
-	From    uint64        `json:"from,omitempty"`
-	First   int           `json:"first,omitempty"`
-	Count   int           `json:"count,omitempty"`
-	Payload uint64        `json:"payload,omitempty"`
-	Closed  string        `json:"closed,omitempty"`
-	Status  string        `json:"status,omitempty"`
-	Deals   []events.Deal `json:"deals,omitempty"`
-	Reason  string        `json:"reason,omitempty"`
+	From    uint64 `json:"from,omitempty"`
+	First   int    `json:"first,omitempty"`
+	Count   int    `json:"count,omitempty"`
+	Payload uint64 `json:"payload,omitempty"`
+	Closed  string `json:"closed,omitempty"`
+	Status  string `json:"status,omitempty"`
+	Deals   []Deal `json:"deals,omitempty"`
+	Reason  string `json:"reason,omitempty"`
 	// At is when an aggregate's wait started (aggregate.clock), or when a
 	// failed aggregate's CARs go back to be aggregated again
 	// (aggregate.failed; absent when they go at once or never).
 	At time.Time `json:"at,omitzero"`
-	// Settings is the Config of a log.settings decision.
-	Settings *Config `json:"settings,omitempty"`
+	// Settings is the settings of a log.settings decision.
+	Settings *Settings `json:"settings,omitempty"`
 }

@@ -1,4 +1,4 @@
-package aggregator
+package events
 
 import (
 	"bytes"
@@ -56,7 +56,7 @@ func AppendBatch(msg, encoded []byte) []byte {
 // to json.Unmarshal, so results and errors are always those of
 // json.Unmarshal.
 func DecodeBatch(data []byte, b *Batch) error {
-	if decodeFast(data, b) {
+	if decodeBatchFast(data, b) {
 		return nil
 	}
 	*b = Batch{}
@@ -76,7 +76,7 @@ func DecodeBatch(data []byte, b *Batch) error {
 // json.Unmarshal leaves the field zero (or sets a nil slice or pointer); no
 // deals. Record.Source may be any JSON value nested at most
 // jsonscan.MaxDepth deep; it keeps its bytes as they are.
-func decodeFast(data []byte, b *Batch) bool {
+func decodeBatchFast(data []byte, b *Batch) bool {
 	d := batchScanner{jsonscan.New(data)}
 	var out Batch
 	if !d.batch(&out) || !d.End() {
