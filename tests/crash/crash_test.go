@@ -98,6 +98,9 @@ func (r *rig) spawnServe() {
 	args := []string{"serve", "--data", r.data(), "--http", r.httpAddr,
 		"--deal-size", r.p.DealSize, "--tick", "200ms", "--max-wait", "1s", "--min-payload", r.p.MinPayload,
 		"--deal-engine", "http://" + r.simAddr + "/offers", "--report-token", reportToken, "--offer-retry", "1s",
+		// The CARs of a failed deal go back after a second, not the
+		// production 10m, so the run converges within its bound.
+		"--offer-backoff", "1s",
 		"--piece-workers", strconv.Itoa(r.p.Workers),
 		// The corpus is served on loopback, which the fetch policy refuses
 		// unless told.
