@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ferry-dev/ferry/internal/ctxio"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/filecoin-project/go-data-segment/datasegment"
 	commp "github.com/filecoin-project/go-fil-commp-hashhash"
@@ -212,7 +213,7 @@ func assemble(ctx context.Context, agg *datasegment.Aggregate, paths []string) (
 		return piece.Commitment{}, err
 	}
 	cp := &commp.Calc{}
-	n, err := io.Copy(cp, ctxReader{ctx, deal})
+	n, err := io.Copy(cp, ctxio.Reader(ctx, deal))
 	if err != nil {
 		abandon(cp)
 		return piece.Commitment{}, err
@@ -222,17 +223,4 @@ func assemble(ctx context.Context, agg *datasegment.Aggregate, paths []string) (
 		err = fmt.Errorf("%d bytes assembled, a %d byte deal holds %d", n, agg.DealSize, want)
 	}
 	return c, err
-}
-
-// ctxReader stops a long copy when its context ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/ctxio"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ipfs/go-cid"
 	"github.com/multiformats/go-multihash"
@@ -51,7 +52,7 @@ func fileEvent(ctx context.Context, name, urlBase string, withPiece bool) (*even
 	}
 	defer f.Close()
 	h := sha256.New()
-	res, err := piece.Check(io.TeeReader(ctxReader{ctx, f}, h), piece.CheckOptions{})
+	res, err := piece.Check(io.TeeReader(ctxio.Reader(ctx, f), h), piece.CheckOptions{})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -70,18 +71,4 @@ func fileEvent(ctx context.Context, name, urlBase string, withPiece bool) (*even
 		ev.Piece = res.Commitment.MustV2().String()
 	}
 	return ev, nil
-}
-
-// ctxReader fails its reads once ctx has ended, so hashing a 30 GiB CAR
-// does not outlast an interrupt.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
