@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/piece"
@@ -47,7 +48,7 @@ func runPieceWorker(ctx context.Context, args []string, _ io.Reader, stdout, std
 		return err
 	}
 	if cfg.MaxSize == 0 {
-		cfg.MaxSize = piece.Unpadded(piece.MaxPiece(uint64(deal)))
+		cfg.MaxSize = piece.Unpadded(frc58.MaxPiece(uint64(deal)))
 	}
 	cfg.Subjects = jetlog.Subjects{Prefix: *prefix}
 	cfg.Log = slog.New(slog.NewTextHandler(stderr, nil))

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/internal/urlpolicy"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/piece/worker"
@@ -55,7 +56,7 @@ func (n *Node) runPieces(ctx context.Context) {
 		cfg.Workers = runtime.NumCPU()
 	}
 	if cfg.MaxSize == 0 {
-		cfg.MaxSize = piece.Unpadded(piece.MaxPiece(n.cfg.Fold.DealSize))
+		cfg.MaxSize = piece.Unpadded(frc58.MaxPiece(n.cfg.Fold.DealSize))
 	}
 	cfg.Fetch.Policy = n.fetchPolicy()
 	pool := worker.New(n.JS, cfg)
