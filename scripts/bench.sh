@@ -155,7 +155,7 @@ want replay && run replay ./bench/ '^BenchmarkReplay$' 1x -ferry.cars="$cars"
 want serve && run serve ./bench/ '^BenchmarkServe$' 1x -ferry.cars="$cars" -ferry.api-duration="$api_duration" -ferry.settle="$settle"
 want close && run close ./frc58/ '^BenchmarkClose' "$close_benchtime" "${close_flags[@]}"
 want handler && run handler ./bench/ '^BenchmarkStatusHandler$' 1s -ferry.cars="$cars"
-want piece && run piece ./piece/ '^Benchmark(CommPBare|Check)(Parallel[12])?$' "$piece_benchtime" -piece.size="$piece_mib"
+want piece && run piece ./carcheck/ '^Benchmark(CommPBare|Check)(Parallel[12])?$' "$piece_benchtime" -piece.size="$piece_mib"
 
 if [ -n "$benchstat" ]; then
 	for f in "$out"/{ingest,replay,serve,handler,close,piece}.txt; do
