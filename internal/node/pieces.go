@@ -10,7 +10,7 @@ import (
 	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/internal/urlpolicy"
 	"github.com/ferry-dev/ferry/piece"
-	"github.com/ferry-dev/ferry/piece/worker"
+	"github.com/ferry-dev/ferry/pieceworker"
 	"github.com/ferry-dev/ferry/wire"
 )
 
@@ -33,7 +33,7 @@ func viewItem(c wire.CarView) *events.CarReplicated {
 func (n *Node) runPieces(ctx context.Context) {
 	n.goRun("piece-dispatch", func() error {
 		err := n.Store.Queued(func(c wire.CarView) error {
-			return worker.Enqueue(ctx, n.JS, n.cfg.Subjects, viewItem(c))
+			return pieceworker.Enqueue(ctx, n.JS, n.cfg.Subjects, viewItem(c))
 		})
 		if err != nil {
 			return nilIfDone(ctx, err)
@@ -59,7 +59,7 @@ func (n *Node) runPieces(ctx context.Context) {
 		cfg.MaxSize = piece.Unpadded(frc58.MaxPiece(n.cfg.Fold.DealSize))
 	}
 	cfg.Fetch.Policy = n.fetchPolicy()
-	pool := worker.New(n.JS, cfg)
+	pool := pieceworker.New(n.JS, cfg)
 	n.goRun("piece-workers", func() error { return pool.Run(ctx) })
 }
 
@@ -103,7 +103,7 @@ func nilIfDone(ctx context.Context, err error) error {
 func (n *Node) enqueue(ctx context.Context, ev *events.CarReplicated) {
 	wait := 250 * time.Millisecond
 	for {
-		err := worker.Enqueue(ctx, n.JS, n.cfg.Subjects, ev)
+		err := pieceworker.Enqueue(ctx, n.JS, n.cfg.Subjects, ev)
 		if err == nil || ctx.Err() != nil {
 			return
 		}
