@@ -114,9 +114,11 @@ func (p *Pool) Run(ctx context.Context) error { return p.wq.Run(ctx) }
 // or an error to retry.
 func (p *Pool) work(ctx context.Context, job workqueue.Job) error {
 	var ev events.CarReplicated
-	if err := json.Unmarshal(job.Data, &ev); err != nil || ev.Car == "" {
-		p.cfg.Log.Error("piece work item unreadable; dropped", "seq", job.Seq, "err", err)
-		return workqueue.Drop("unreadable work item")
+	if err := json.Unmarshal(job.Data, &ev); err != nil {
+		return workqueue.Drop("unreadable work item", err)
+	}
+	if ev.Car == "" {
+		return workqueue.Drop("unreadable work item", errors.New("no car"))
 	}
 	log := p.cfg.Log.With("car", ev.Car, "delivery", job.Attempt)
 	res, err := carcheck.FetchAndCheck(ctx, ev.URLs, p.cfg.Fetch, carcheck.CheckOptions{

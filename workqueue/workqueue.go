@@ -161,13 +161,18 @@ func (e *retryError) Unwrap() error { return e.err }
 func RetrySoon(err error) error { return &retryError{err: err} }
 
 // dropError is Drop's error.
-type dropError struct{ reason string }
+type dropError struct {
+	reason string
+	err    error
+}
 
-func (e *dropError) Error() string { return e.reason }
+func (e *dropError) Error() string { return fmt.Sprintf("%s: %v", e.reason, e.err) }
+func (e *dropError) Unwrap() error { return e.err }
 
 // Drop is a handler's error that removes the item for good, without a
-// dead letter: for an item no attempt can read.
-func Drop(reason string) error { return &dropError{reason: reason} }
+// dead letter, because of err: for an item no attempt can read. The
+// reason is given to JetStream with the termination.
+func Drop(reason string, err error) error { return &dropError{reason: reason, err: err} }
 
 // Workers is a running set of workers on one queue.
 type Workers struct {
@@ -260,7 +265,7 @@ func (w *Workers) work(ctx context.Context, msg jetstream.Msg) {
 			log.Warn(w.q.Name+" ack failed", "err", err)
 		}
 	case errors.As(err, &drop):
-		log.Error(w.q.Name+" item dropped", "seq", job.Seq, "reason", drop.reason)
+		log.Error(w.q.Name+" item dropped", "seq", job.Seq, "reason", drop.reason, "err", drop.err)
 		_ = msg.TermWithReason(drop.reason)
 	case errors.As(err, &retry):
 		log.Error(w.q.Name+" not finished; item will be redelivered", "err", err)

@@ -295,7 +295,7 @@ func TestHandlerOutcomes(t *testing.T) {
 		got.add(job)
 		switch {
 		case job.Key == "drop":
-			return workqueue.Drop("unreadable")
+			return workqueue.Drop("unreadable", errors.New("not JSON"))
 		case job.Key == "soon" && job.Attempt < 3:
 			return workqueue.RetrySoon(errors.New("outcome not stored"))
 		case job.Key == "soon":
