@@ -39,19 +39,6 @@ func startQueue(t *testing.T) jetstream.JetStream {
 	return nt.JS
 }
 
-func waiting(t *testing.T, js jetstream.JetStream, stream string) uint64 {
-	t.Helper()
-	st, err := js.Stream(context.Background(), stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
-}
-
 // attempts records each delivery a handler saw, by key.
 type attempts struct {
 	mu   sync.Mutex
@@ -85,7 +72,7 @@ func TestAKeyWaitsOnceHoweverOftenItIsEnqueued(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := waiting(t, js, testQueue.Stream); got != 1 {
+	if got := testutil.Msgs(t, js, testQueue.Stream); got != 1 {
 		t.Fatalf("%d items waiting, want 1", got)
 	}
 }
@@ -137,7 +124,7 @@ func TestAnItemIsClaimedByOneWorkerAtATime(t *testing.T) {
 	if got := finished.Load(); got != items {
 		t.Fatalf("%d items finished, want %d", got, items)
 	}
-	if got := waiting(t, js, testQueue.Stream); got != 0 {
+	if got := testutil.Msgs(t, js, testQueue.Stream); got != 0 {
 		t.Fatalf("%d items left on the queue", got)
 	}
 }
@@ -257,8 +244,8 @@ func TestFailuresRetryByAttemptThenDeadLetterAndReplay(t *testing.T) {
 	}
 	// Nothing is tried after the last attempt.
 	time.Sleep(2 * backoff[1])
-	if n := len(got.of("k")); n != 3 || waiting(t, js, testQueue.Stream) != 0 {
-		t.Fatalf("%d attempts, %d items waiting after the dead letter", n, waiting(t, js, testQueue.Stream))
+	if n := len(got.of("k")); n != 3 || testutil.Msgs(t, js, testQueue.Stream) != 0 {
+		t.Fatalf("%d attempts, %d items waiting after the dead letter", n, testutil.Msgs(t, js, testQueue.Stream))
 	}
 
 	fail.Store(false)
@@ -321,7 +308,7 @@ func TestHandlerOutcomes(t *testing.T) {
 	if left, err := workqueue.DeadLetters(ctx, js, testQueue, ""); err != nil || len(left) != 0 {
 		t.Fatalf("dead letters after purge: %+v %v", left, err)
 	}
-	if n := waiting(t, js, testQueue.Stream); n != 0 {
+	if n := testutil.Msgs(t, js, testQueue.Stream); n != 0 {
 		t.Fatalf("%d items waiting after purge", n)
 	}
 }
