@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/internal/testutil"
@@ -64,6 +66,16 @@ func TestServeRunsNATSWithUsersAndCommandsSignInFromTheDataDir(t *testing.T) {
 		mustRun(t, "audit", "--nats", s.nats, "--data", data, "--deal-size", "8MiB")
 		// The log's settings decide: no flag is needed, and one that
 		// disagrees is refused rather than audited into false violations.
+		// The settings are in the log once the aggregator has folded the
+		// event published above.
+		testutil.Eventually(t, 30*time.Second, "the published event folded", func() bool {
+			resp, err := http.Get("http://" + s.http + "/v1/cars/" + ev.Car)
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		})
 		mustRun(t, "audit", "--nats", s.nats, "--data", data)
 		out, errOut, err := run(t, "audit", "--nats", s.nats, "--data", data, "--deal-size", "16MiB", "--max-wait", "1h")
 		if !errors.Is(err, aggregator.ErrSettings) || !strings.Contains(err.Error(), "dealSize 16777216 (the log's: 8388608)") {
