@@ -72,7 +72,7 @@ func (r *Publisher) Run(ctx context.Context) error {
 	each := func(e jetlog.Entry) error {
 		from = e.Seq + 1
 		if !bytes.Contains(e.Data, deals) {
-			return nil // most batches make no deals; skip decoding them
+			return nil // most messages make no deals; skip decoding them
 		}
 		// A batch that makes deals is a message of its own (the runner's
 		// rule), so a receipt's position within its aggregate places it

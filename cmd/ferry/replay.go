@@ -100,7 +100,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, path string, dealSize u
 	p := projections.NewProjector(js, store, nil)
 	var applied int
 	last := time.Now()
-	p.OnApplied = func(entries []projections.Entry) {
+	p.OnApplied = func(entries []projections.LoggedBatch) {
 		applied += len(entries)
 		if time.Since(last) > time.Second {
 			last = time.Now()
