@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/ctxerr"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -95,7 +96,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.cfg.Log.Info("aggregator standby: another aggregator leads", "leader", holder)
 		})
 		if err != nil {
-			return nilIfDone(ctx, err)
+			return ctxerr.NilIfDone(ctx, err)
 		}
 		r.cfg.Log.Info("aggregator leading", "holder", r.cfg.Holder)
 		err = r.leadOnce(ctx, l)
@@ -110,13 +111,6 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-func nilIfDone(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
 }
 
 func (r *Runner) setLead(v bool) {
@@ -361,7 +355,7 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 		case <-ctx.Done():
 			return nil
 		case err := <-readErr:
-			return nilIfDone(ctx, err)
+			return ctxerr.NilIfDone(ctx, err)
 		case ack := <-okChan(oldest):
 			if ack.Duplicate {
 				return fmt.Errorf("%w: message %d was already stored", ErrDeposed, ack.Sequence)

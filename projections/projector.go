@@ -9,6 +9,7 @@ import (
 
 	"github.com/ferry-dev/ferry/events"
 
+	"github.com/ferry-dev/ferry/internal/ctxerr"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -147,11 +148,7 @@ func (p *Projector) Run(ctx context.Context, follow bool) (err error) {
 			}
 		}
 		if !ok {
-			err := <-readErr
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+			return ctxerr.NilIfDone(ctx, <-readErr)
 		}
 	}
 }

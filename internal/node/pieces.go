@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/ctxerr"
 	"github.com/ferry-dev/ferry/internal/urlpolicy"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/piece/worker"
@@ -35,7 +36,7 @@ func (n *Node) runPieces(ctx context.Context) {
 			return worker.Enqueue(ctx, n.JS, n.cfg.Subjects, viewItem(c))
 		})
 		if err != nil {
-			return nilIfDone(ctx, err)
+			return ctxerr.NilIfDone(ctx, err)
 		}
 		for {
 			select {
@@ -87,13 +88,6 @@ func (n *Node) fetchPolicy() *urlpolicy.Policy {
 		urlpolicy.AddrPortRule(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), own.Port())),
 		urlpolicy.AddrPortRule(netip.AddrPortFrom(netip.IPv6Loopback(), own.Port())),
 	)
-}
-
-func nilIfDone(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
 }
 
 // enqueue puts a CAR's work on the queue, retrying (250 ms doubling to
