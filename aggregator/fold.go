@@ -104,11 +104,18 @@ func printOf(size uint64, md5 string) copyPrint {
 }
 
 // State is the aggregator's state. The zero value is not usable; see New.
+//
+// Evolve writes every field but two: lastIn and now are the header of a
+// batch (events.Batch In and Now), which changes with no decision (every
+// input moves the position; a tick that decides nothing still moves the
+// clock). ApplyInput sets lastIn once the input is decided, onTick sets
+// now before the tick's decisions (which read it), and Replay sets both
+// from a stored batch's header. Nothing else writes the state.
 type State struct {
 	cfg      events.Settings
-	recorded bool // cfg is on the log (a log.settings decision)
-	lastIn   uint64
-	now      time.Time
+	recorded bool      // cfg is on the log (a log.settings decision)
+	lastIn   uint64    // the position: the last input applied (Batch.In)
+	now      time.Time // the clock: the last tick's time (Batch.Now)
 	nextID   uint64
 
 	accepted map[carKey]copyPrint  // every CAR accepted and not rejected since
