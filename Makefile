@@ -30,7 +30,7 @@ crash-test:
 FUZZTIME ?= 10s
 FUZZMINIMIZE ?= 5s
 FUZZ_TARGETS := ./events:FuzzDecode ./spade:FuzzParseReport ./spade:FuzzParseOracle \
-	./projections:FuzzCarsBody ./aggregator:FuzzFold ./aggregator:FuzzFoldOps ./aggregator:FuzzBatchBound ./piece:FuzzCheck
+	./projections:FuzzCarsBody ./aggregator:FuzzFold ./aggregator:FuzzFoldOps ./aggregator:FuzzBatchBound ./carcheck:FuzzCheck
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t#*:} in $${t%%:*} for $(FUZZTIME)"; \

@@ -5,8 +5,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/frc58"
 )
 
 // The deal clock: what the fold decides about offered and failed deals as

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/internal/cidtext"
 	"github.com/ferry-dev/ferry/piece"
 )
@@ -358,7 +358,7 @@ func (s *State) notQueued(car string) string {
 // first when the piece does not fit.
 func (s *State) add(b *events.Batch, car string, rec *events.Record, c piece.Commitment) {
 	v2, err := c.V2Text()
-	if err != nil || !piece.ValidPadded(c.Padded) || c.Padded > piece.MaxPiece(s.cfg.DealSize) {
+	if err != nil || !piece.ValidPadded(c.Padded) || c.Padded > frc58.MaxPiece(s.cfg.DealSize) {
 		// Validate rules this out; a piece that still slips through is
 		// rejected here rather than allowed to crash the fold.
 		s.emit(b, events.Decision{Type: events.DecCarRejected, Car: car, Reason: fmt.Sprintf("piece: %v (padded %d)", err, c.Padded)})

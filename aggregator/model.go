@@ -6,7 +6,7 @@ import (
 
 	"github.com/ferry-dev/ferry/events"
 
-	"github.com/ferry-dev/ferry/aggregator/frc58"
+	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/piece"
 )
 

@@ -2,7 +2,7 @@
 // status API and memory, each against a baseline measured in the same run
 // on the same machine. They are benchmarks only — plain `go test ./...`
 // compiles them and runs nothing; `make bench` (scripts/bench.sh) runs
-// them with the lines of aggregator/frc58 and piece and prints the table
+// them with the lines of frc58 and carcheck and prints the table
 // of docs/benchmarks.md.
 //
 // # Scale

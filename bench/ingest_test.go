@@ -9,7 +9,7 @@ import (
 	"github.com/ferry-dev/ferry/internal/node"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/ferry-dev/ferry/piece/worker"
+	"github.com/ferry-dev/ferry/pieceworker"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -60,7 +60,7 @@ func ingestFerry(b *testing.B, f *fleet, n int) {
 	data := b.TempDir()
 	nd, err := node.Start(ctx, node.Config{
 		Data: data, HTTP: "127.0.0.1:0", NATS: nt.URL(), Fold: foldConfig(), Duplicates: *flagDedup,
-		Pieces: worker.Config{Workers: -1}, Log: quietLog(),
+		Pieces: pieceworker.Config{Workers: -1}, Log: quietLog(),
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"github.com/ferry-dev/ferry/internal/mutate"
 
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/piece"
 )
@@ -83,11 +84,11 @@ func checkValid(t *testing.T, cr, cr2 *events.CarReplicated, deal uint64) {
 		cr.Piece != cr2.Piece || cr.PieceSize != cr2.PieceSize || cr.ReplicatedAt != cr2.ReplicatedAt {
 		t.Fatalf("round trip changed a valid event:\n%+v\n%+v", cr, cr2)
 	}
-	if most := piece.Unpadded(piece.MaxPiece(deal)); cr.Size > most {
+	if most := piece.Unpadded(frc58.MaxPiece(deal)); cr.Size > most {
 		t.Fatalf("deal %d: valid event of %d bytes, more than the %d bytes the largest piece (%d) holds",
-			deal, cr.Size, most, piece.MaxPiece(deal))
+			deal, cr.Size, most, frc58.MaxPiece(deal))
 	}
-	if padded := piece.PaddedSize(cr.Size); padded < cr.Size || padded > piece.MaxPiece(deal) {
+	if padded := piece.PaddedSize(cr.Size); padded < cr.Size || padded > frc58.MaxPiece(deal) {
 		t.Fatalf("deal %d: size %d pads to %d", deal, cr.Size, padded)
 	}
 	if cr.Piece == "" {

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/internal/cidtext"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ipfs/go-cid"
@@ -63,7 +64,7 @@ func (e *CarReplicated) check(dealSize uint64, chk *Checked) error {
 		return invalid("size: must be at least 1 byte")
 	}
 	padded := piece.PaddedSize(e.Size)
-	if max := piece.MaxPiece(dealSize); e.Size > piece.Unpadded(max) || padded > max {
+	if max := frc58.MaxPiece(dealSize); e.Size > piece.Unpadded(max) || padded > max {
 		return invalid("size: %d bytes pads to a %d byte piece, larger than the %d bytes a %d byte deal holds beside its index",
 			e.Size, padded, max, dealSize)
 	}

@@ -1,50 +1,19 @@
-// Package piece computes and checks piece commitments (FRC-0069 piece
-// CIDs) of CAR files.
-//
-// Check makes one streaming pass over a CAR's bytes and returns its piece
-// commitment, size, md5, roots and block count; Fetch and FetchAndCheck get
-// those bytes from a list of URLs. Commitment converts between the piece
-// CID forms and sizes.
+// Package piece is the commitment maths of a piece: its root, its padded
+// size and the payload it holds, and the two CID forms that carry them
+// (FRC-0069 piece CID v2, and v1 with the padded size beside it).
 //
 // # Rules
 //
-//   - A Result comes only from bytes that passed every check: the CAR
-//     header parses (with go-car's rules), every section length is sane,
-//     every block hashes to its CID (sha2-256, identity, blake2b, blake3
-//     and any hash go-multihash registers), nothing follows the last block,
-//     and the size and md5 are as expected when an expectation is given.
-//   - The piece commitment covers the bytes exactly as read, wrapper and
-//     index included for a CARv2: it is what a storage provider receives.
-//   - A CARv2 is checked by its inner CARv1 data payload; its index is
-//     required to be present but is not parsed, being derived data.
-//   - Bad bytes are an *InvalidError (errors.Is(err, ErrInvalid)), with a
-//     kind (ErrTruncated, ErrBlockMismatch, …) and a Reason sentence that
-//     names the block and offset. Anything else is a failure to read and
-//     may succeed on retry. Callers record the first and retry the second.
-//   - Check reads at most MaxSize+1 (or ExpectSize+1) bytes, holds about
-//     8 MiB however large the CAR, and allocates nothing per block.
-//   - Fetch tries every URL in order until one succeeds, moving on after
-//     bad bytes too, since another replica of the same content may be
-//     good; FetchError.Invalid tells whether every source was bad (or
-//     refused).
-//   - Fetch fetches only http(s) URLs, through FetchOptions.Policy
-//     (internal/urlpolicy): no files, no userinfo, no loopback, private
-//     or other non-public address, checked on each dialed address and
-//     redirect. A refusal is final, like bad bytes.
-//   - FetchError.Reason is the text for others to read: sources by index,
-//     what was refused or wrong, nothing a source sent, bounded in size.
+//   - A padded size is a power of two, at least 128 (MinPaddedSize); the
+//     payload a padded size holds is 127/128 of it (fr32 padding), and a
+//     payload of n bytes needs PaddedSize(n).
+//   - A v2 CID carries the payload, a v1 CID does not: Parse of a v1 CID
+//     needs the padded size (ErrSizeNeeded), and a Commitment without a
+//     payload has no v2 CID.
+//   - Parse reads canonical base32 text without go-cid's allocations and
+//     anything else through go-cid; both read the same commitments
+//     (TestCIDTextAgreesWithGoCid).
 //
-// # Concurrency
-//
-// Check runs three goroutines over shared read-only chunks: the caller's,
-// which reads and parses the CAR and hashes its blocks; one for md5; one
-// that feeds go-fil-commp-hashhash, whose own goroutines hash the tree. A
-// chunk is overwritten only after all three have released it. commP costs
-// about twice the rest together, so on two cores Check runs at roughly
-// 0.7× the speed of commP alone (see bench_test.go).
-//
-// # Caveats
-//
-// go-fil-commp-hashhash needs at least 65 bytes (ErrTooSmall) and at most
-// 32 GiB × 127/128 of payload, a 64 GiB piece.
+// Computing a commitment from bytes is carcheck's; sizing a deal around
+// pieces is frc58's.
 package piece

@@ -6,8 +6,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/wire"
 	"github.com/filecoin-project/go-data-segment/merkletree"
 )

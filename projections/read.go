@@ -11,7 +11,7 @@ import (
 	"sync"
 
 	"github.com/ferry-dev/ferry/aggregator"
-	"github.com/ferry-dev/ferry/aggregator/frc58"
+	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/wire"
 	"github.com/filecoin-project/go-data-segment/merkletree"

@@ -13,8 +13,8 @@ import (
 	"testing"
 
 	"github.com/ferry-dev/ferry/aggregator"
-	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/wire"

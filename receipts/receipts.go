@@ -25,7 +25,7 @@ import (
 
 	"github.com/ferry-dev/ferry/events"
 
-	"github.com/ferry-dev/ferry/aggregator/frc58"
+	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/internal/ctxerr"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/projections"

@@ -153,9 +153,9 @@ export FERRY_BENCH_FERRY_BIN=$out/bin/ferry FERRY_BENCH_LOADGEN_BIN=$out/bin/loa
 want ingest && run ingest ./bench/ '^BenchmarkIngest$' 1x -ferry.cars="$cars"
 want replay && run replay ./bench/ '^BenchmarkReplay$' 1x -ferry.cars="$cars"
 want serve && run serve ./bench/ '^BenchmarkServe$' 1x -ferry.cars="$cars" -ferry.api-duration="$api_duration" -ferry.settle="$settle"
-want close && run close ./aggregator/frc58/ '^BenchmarkClose' "$close_benchtime" "${close_flags[@]}"
+want close && run close ./frc58/ '^BenchmarkClose' "$close_benchtime" "${close_flags[@]}"
 want handler && run handler ./bench/ '^BenchmarkStatusHandler$' 1s -ferry.cars="$cars"
-want piece && run piece ./piece/ '^Benchmark(CommPBare|Check)(Parallel[12])?$' "$piece_benchtime" -piece.size="$piece_mib"
+want piece && run piece ./carcheck/ '^Benchmark(CommPBare|Check)(Parallel[12])?$' "$piece_benchtime" -piece.size="$piece_mib"
 
 if [ -n "$benchstat" ]; then
 	for f in "$out"/{ingest,replay,serve,handler,close,piece}.txt; do

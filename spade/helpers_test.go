@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/piece"
 	commp "github.com/filecoin-project/go-fil-commp-hashhash"
 	"github.com/ipfs/go-cid"

@@ -8,8 +8,8 @@ import (
 	"net/url"
 	"strconv"
 
-	"github.com/ferry-dev/ferry/aggregator/frc58"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ipfs/go-cid"
 )
@@ -140,7 +140,7 @@ func (o *Offer) check() string {
 	if !piece.ValidPadded(o.DealSize) {
 		return fmt.Sprintf("dealSize: %d is not a power of two ≥ 128", o.DealSize)
 	}
-	if o.DealSize <= piece.IndexReserve(o.DealSize) {
+	if o.DealSize <= frc58.IndexReserve(o.DealSize) {
 		return fmt.Sprintf("dealSize: %d leaves no room beside the data segment index", o.DealSize)
 	}
 	if o.PieceSize != o.DealSize {
@@ -149,7 +149,7 @@ func (o *Offer) check() string {
 	if reason := o.checkPiece(); reason != "" {
 		return reason
 	}
-	if n, max := len(o.Pieces), piece.MaxEntries(o.DealSize); n == 0 || n > max {
+	if n, max := len(o.Pieces), frc58.MaxEntries(o.DealSize); n == 0 || n > max {
 		return fmt.Sprintf("pieces: %d given, want 1 to %d", n, max)
 	}
 	var end uint64
@@ -201,7 +201,7 @@ func (p *OfferPiece) check(from, dealSize uint64) string {
 		return fmt.Sprintf("offset: %d is not a multiple of %d at or after %d", p.Offset, p.PieceSize, from)
 	}
 	// Written so that a huge offset cannot wrap around and pass.
-	if room := dealSize - piece.IndexReserve(dealSize); p.Offset > room || p.PieceSize > room-p.Offset {
+	if room := dealSize - frc58.IndexReserve(dealSize); p.Offset > room || p.PieceSize > room-p.Offset {
 		return fmt.Sprintf("offset: a %d byte piece at %d does not end within the %d bytes before the index", p.PieceSize, p.Offset, room)
 	}
 	if len(p.URLs) == 0 {

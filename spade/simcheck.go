@@ -87,7 +87,7 @@ func (s *Simulator) download(ctx context.Context, url, path string, size uint64)
 }
 
 // sumCopy copies r to w and returns the size, md5 and piece commitment of
-// the bytes. It stands in for piece.Check, which also verifies the CAR's
+// the bytes. It stands in for carcheck.Check, which also verifies the CAR's
 // blocks; the simulator only needs what an engine checks.
 func sumCopy(w io.Writer, r io.Reader) (*sums, error) {
 	md := md5.New()

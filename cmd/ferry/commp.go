@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ferry-dev/ferry/piece"
+	"github.com/ferry-dev/ferry/carcheck"
 )
 
 // progressMin is the input size above which a terminal gets a progress line.
@@ -29,7 +29,7 @@ func runCommp(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs.Var(&maxSize, "max-size", "fail when the CAR is larger than this `size` (0: no limit)")
 	expectMD5 := fs.String("expect-md5", "", "fail unless the CAR's md5 is this `hex`")
 	timeout := fs.Duration("timeout", 0, "give up on a URL after this long (0: never)")
-	stall := fs.Duration("stall-timeout", piece.DefaultStallTimeout, "give up on a URL that sends nothing for this long")
+	stall := fs.Duration("stall-timeout", carcheck.DefaultStallTimeout, "give up on a URL that sends nothing for this long")
 	policyFlags := fetchPolicyFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -46,8 +46,8 @@ func runCommp(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		name:   fs.Arg(0),
 		stdin:  stdin,
 		stderr: stderr,
-		check:  piece.CheckOptions{ExpectSize: uint64(expectSize), MaxSize: uint64(maxSize), ExpectMD5: *expectMD5},
-		fetch:  piece.FetchOptions{Timeout: *timeout, StallTimeout: *stall, Policy: policy},
+		check:  carcheck.CheckOptions{ExpectSize: uint64(expectSize), MaxSize: uint64(maxSize), ExpectMD5: *expectMD5},
+		fetch:  carcheck.FetchOptions{Timeout: *timeout, StallTimeout: *stall, Policy: policy},
 	}
 	res, err := src.run(ctx)
 	if err != nil {
@@ -64,11 +64,11 @@ type commpSource struct {
 	name   string
 	stdin  io.Reader
 	stderr io.Writer
-	check  piece.CheckOptions
-	fetch  piece.FetchOptions
+	check  carcheck.CheckOptions
+	fetch  carcheck.FetchOptions
 }
 
-func (s commpSource) run(ctx context.Context) (*piece.Result, error) {
+func (s commpSource) run(ctx context.Context) (*carcheck.Result, error) {
 	path := s.name
 	switch {
 	case s.name == "-":
@@ -78,7 +78,7 @@ func (s commpSource) run(ctx context.Context) (*piece.Result, error) {
 		// a piece worker, which fetches only http(s).
 		u, err := url.Parse(s.name)
 		if err != nil || (u.Host != "" && u.Host != "localhost") {
-			return nil, fmt.Errorf("%w: want file:///path", piece.ErrUnsupportedURL)
+			return nil, fmt.Errorf("%w: want file:///path", carcheck.ErrUnsupportedURL)
 		}
 		path = u.Path
 	case isURL(s.name):
@@ -105,27 +105,27 @@ func isURL(s string) bool {
 	return false
 }
 
-// checkURL fetches through piece.Fetch; with one commpSource its error is that
+// checkURL fetches through carcheck.Fetch; with one commpSource its error is that
 // commpSource's reason, without the list.
-func (s commpSource) checkURL(ctx context.Context) (*piece.Result, error) {
-	var res *piece.Result
-	err := piece.Fetch(ctx, []string{s.name}, s.fetch, func(body io.Reader, size int64) error {
+func (s commpSource) checkURL(ctx context.Context) (*carcheck.Result, error) {
+	var res *carcheck.Result
+	err := carcheck.Fetch(ctx, []string{s.name}, s.fetch, func(body io.Reader, size int64) error {
 		var err error
 		res, err = s.checkReader(ctx, body, size)
 		return err
 	})
-	if fe := (*piece.FetchError)(nil); errors.As(err, &fe) && len(fe.Attempts) == 1 {
+	if fe := (*carcheck.FetchError)(nil); errors.As(err, &fe) && len(fe.Attempts) == 1 {
 		return nil, fe.Last()
 	}
 	return res, err
 }
 
-// checkReader runs piece.Check with a progress line for large inputs, and
+// checkReader runs carcheck.Check with a progress line for large inputs, and
 // stops reading when ctx ends (Ctrl-C on a 32 GiB file).
-func (s commpSource) checkReader(ctx context.Context, r io.Reader, size int64) (*piece.Result, error) {
+func (s commpSource) checkReader(ctx context.Context, r io.Reader, size int64) (*carcheck.Result, error) {
 	p := startProgress(s.stderr, size, 500*time.Millisecond)
 	defer p.stop()
-	return piece.Check(p.reader(&cancelableReader{ctx: ctx, r: r}), s.check)
+	return carcheck.Check(p.reader(&cancelableReader{ctx: ctx, r: r}), s.check)
 }
 
 // cancelableReader fails reads once ctx is done.
@@ -141,7 +141,7 @@ func (r *cancelableReader) Read(p []byte) (int, error) {
 	return r.r.Read(p)
 }
 
-func printCommp(w io.Writer, res *piece.Result) error {
+func printCommp(w io.Writer, res *carcheck.Result) error {
 	v2, err := res.Commitment.V2()
 	if err != nil {
 		return err
@@ -172,7 +172,7 @@ type commpOutput struct {
 	Roots     []string `json:"roots"`
 }
 
-func commpJSON(res *piece.Result) commpOutput {
+func commpJSON(res *carcheck.Result) commpOutput {
 	out := commpOutput{
 		Piece:     res.Commitment.MustV2().String(),
 		PieceV1:   res.Commitment.V1().String(),

@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-dev/ferry/carcheck"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/internal/urlpolicy"
-	"github.com/ferry-dev/ferry/piece"
 	car "github.com/ipld/go-car/v2"
 )
 
@@ -107,14 +107,14 @@ func TestCommpFailsWithTheReason(t *testing.T) {
 		is     error
 		reason string
 	}{
-		{"a corrupt CAR is invalid and says which block", []string{writeTemp(t, bad)}, piece.ErrBlockMismatch, "bytes do not match CID"},
-		{"a corrupt CAR at a URL says so without a list of sources", []string{"file://" + writeTemp(t, bad)}, piece.ErrBlockMismatch, "commp file://"},
+		{"a corrupt CAR is invalid and says which block", []string{writeTemp(t, bad)}, carcheck.ErrBlockMismatch, "bytes do not match CID"},
+		{"a corrupt CAR at a URL says so without a list of sources", []string{"file://" + writeTemp(t, bad)}, carcheck.ErrBlockMismatch, "commp file://"},
 		{"a URL on loopback is refused by the fetch policy", []string{srv.URL + "/x.car"}, urlpolicy.ErrRefused,
 			"commp " + srv.URL + "/x.car: 127.0.0.1 is a loopback address, refused by the fetch policy (--fetch-allow-private)"},
 		{"a URL with userinfo is refused even with --fetch-allow-private", []string{"--fetch-allow-private", "http://u:p@" + srv.Listener.Addr().String() + "/x.car"},
 			urlpolicy.ErrRefused, "userinfo"},
 		{"a bad --fetch-allow is a usage error", []string{"--fetch-allow", "localhost", srv.URL + "/x.car"}, errUsage, "--fetch-allow"},
-		{"a wrong md5 is invalid", []string{"--expect-md5", strings.Repeat("a", 32), writeTemp(t, c.Bytes)}, piece.ErrMD5Mismatch, "does not match expected"},
+		{"a wrong md5 is invalid", []string{"--expect-md5", strings.Repeat("a", 32), writeTemp(t, c.Bytes)}, carcheck.ErrMD5Mismatch, "does not match expected"},
 		{"a missing file is an I/O error", []string{filepath.Join(t.TempDir(), "none.car")}, os.ErrNotExist, "no such file"},
 		{"no argument is a usage error", nil, errUsage, "one FILE, URL or -"},
 		{"two arguments are a usage error", []string{"a", "b"}, errUsage, "one FILE, URL or -"},

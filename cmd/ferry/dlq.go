@@ -8,7 +8,7 @@ import (
 
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/ferry-dev/ferry/piece/worker"
+	"github.com/ferry-dev/ferry/pieceworker"
 )
 
 // runDLQ lists dead-lettered piece work, or replays it: the CAR's
@@ -33,7 +33,7 @@ func runDLQ(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	}
 	defer nc.Close()
 	sub := jetlog.Subjects{Prefix: *prefix}
-	letters, err := worker.DeadLetters(ctx, js, sub, *car)
+	letters, err := pieceworker.DeadLetters(ctx, js, sub, *car)
 	if err != nil {
 		return err
 	}
@@ -45,7 +45,7 @@ func runDLQ(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 		}
 		return tw.Flush()
 	}
-	if err := worker.Replay(ctx, js, sub, letters); err != nil {
+	if err := pieceworker.Replay(ctx, js, sub, letters); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%d dead letters replayed\n", len(letters))

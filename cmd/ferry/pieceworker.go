@@ -9,16 +9,17 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/piece"
-	"github.com/ferry-dev/ferry/piece/worker"
+	"github.com/ferry-dev/ferry/pieceworker"
 	"github.com/nats-io/nats.go"
 )
 
 // workerFlags are the piece worker flags shared by serve and piece-worker;
 // the caller sets c.Fetch.Policy from the returned flags once parsed.
-func workerFlags(fs *flag.FlagSet, c *worker.Config) *policyFlags {
+func workerFlags(fs *flag.FlagSet, c *pieceworker.Config) *policyFlags {
 	maxSize := (*size)(&c.MaxSize)
 	fs.Var(maxSize, "max-car-size", "largest CAR a piece worker accepts (default: the largest that fits a deal)")
 	fs.DurationVar(&c.Fetch.Timeout, "fetch-timeout", time.Hour, "bound on one CAR's whole download")
@@ -33,7 +34,7 @@ func runPieceWorker(ctx context.Context, args []string, _ io.Reader, stdout, std
 	prefix := fs.String("prefix", jetlog.DefaultPrefix, "subject prefix")
 	deal := size(defaultDeal)
 	fs.Var(&deal, "deal-size", "ferry's deal size (bounds the CAR size)")
-	var cfg worker.Config
+	var cfg pieceworker.Config
 	policy := workerFlags(fs, &cfg)
 	fs.IntVar(&cfg.Workers, "workers", runtime.NumCPU(), "CARs worked on at once")
 	auth := natsAuthFlags(fs, natsembed.RoleFerry)
@@ -45,7 +46,7 @@ func runPieceWorker(ctx context.Context, args []string, _ io.Reader, stdout, std
 		return err
 	}
 	if cfg.MaxSize == 0 {
-		cfg.MaxSize = piece.Unpadded(piece.MaxPiece(uint64(deal)))
+		cfg.MaxSize = piece.Unpadded(frc58.MaxPiece(uint64(deal)))
 	}
 	cfg.Subjects = jetlog.Subjects{Prefix: *prefix}
 	cfg.Log = slog.New(slog.NewTextHandler(stderr, nil))
@@ -55,5 +56,5 @@ func runPieceWorker(ctx context.Context, args []string, _ io.Reader, stdout, std
 	}
 	defer nc.Close()
 	fmt.Fprintf(stdout, "piece-worker: %d workers on %s\n", cfg.Workers, *natsURL)
-	return worker.New(js, cfg).Run(ctx)
+	return pieceworker.New(js, cfg).Run(ctx)
 }

@@ -10,9 +10,9 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/ferry-dev/ferry/carcheck"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/ctxio"
-	"github.com/ferry-dev/ferry/piece"
 	"github.com/ipfs/go-cid"
 	"github.com/multiformats/go-multihash"
 )
@@ -52,7 +52,7 @@ func fileEvent(ctx context.Context, name, urlBase string, withPiece bool) (*even
 	}
 	defer f.Close()
 	h := sha256.New()
-	res, err := piece.Check(io.TeeReader(ctxio.Reader(ctx, f), h), piece.CheckOptions{})
+	res, err := carcheck.Check(io.TeeReader(ctxio.Reader(ctx, f), h), carcheck.CheckOptions{})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

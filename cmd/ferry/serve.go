@@ -18,7 +18,7 @@ import (
 	"github.com/ferry-dev/ferry/internal/node"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/piece"
-	"github.com/ferry-dev/ferry/piece/worker"
+	"github.com/ferry-dev/ferry/pieceworker"
 )
 
 // Defaults of the local setup every command agrees on.
@@ -60,7 +60,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.DurationVar(&deals.RetryAfter, "offer-retry", 10*time.Minute, "wait before a transiently failed offer is made again")
 	fs.StringVar(&deals.Oracle, "deal-oracle", "", "`URL` of a Spade-style replica document (JSON or zstd) to poll for deals")
 	fs.DurationVar(&deals.OracleInterval, "oracle-interval", 10*time.Minute, "deal oracle poll interval")
-	var pieces worker.Config
+	var pieces pieceworker.Config
 	policy := workerFlags(fs, &pieces)
 	fs.IntVar(&pieces.Workers, "piece-workers", runtime.NumCPU(), "piece workers in this process (0: none, leave it to ferry piece-worker)")
 	verify := fs.Bool("verify-pieces", false, "compute the piece of CARs that arrive with one too, and reject a mismatch")

@@ -38,15 +38,7 @@ func postCarBody(t *testing.T, n *Node, body string) (int, map[string]any) {
 
 func inputCount(t *testing.T, js jetstream.JetStream) uint64 {
 	t.Helper()
-	st, err := js.Stream(context.Background(), jetlog.StreamIn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
+	return testutil.Msgs(t, js, jetlog.StreamIn)
 }
 
 func eventJSON(t *testing.T, ev *events.CarReplicated) string {

@@ -18,7 +18,7 @@ import (
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/ferry-dev/ferry/piece/worker"
+	"github.com/ferry-dev/ferry/pieceworker"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/ferry-dev/ferry/receipts"
 	"github.com/ferry-dev/ferry/spade"
@@ -78,7 +78,7 @@ type Config struct {
 	NATSOptions []nats.Option
 	Deals       DealConfig
 	// Pieces configures the piece workers run inside this process.
-	Pieces worker.Config
+	Pieces pieceworker.Config
 	// Cars, when set, is a directory of CAR files served at /cars/.
 	Cars string
 	Log  *slog.Logger

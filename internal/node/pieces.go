@@ -7,10 +7,11 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/internal/ctxerr"
 	"github.com/ferry-dev/ferry/internal/urlpolicy"
 	"github.com/ferry-dev/ferry/piece"
-	"github.com/ferry-dev/ferry/piece/worker"
+	"github.com/ferry-dev/ferry/pieceworker"
 	"github.com/ferry-dev/ferry/wire"
 )
 
@@ -33,7 +34,7 @@ func viewItem(c wire.CarView) *events.CarReplicated {
 func (n *Node) runPieces(ctx context.Context) {
 	n.goRun("piece-dispatch", func() error {
 		err := n.Store.Queued(func(c wire.CarView) error {
-			return worker.Enqueue(ctx, n.JS, n.cfg.Subjects, viewItem(c))
+			return pieceworker.Enqueue(ctx, n.JS, n.cfg.Subjects, viewItem(c))
 		})
 		if err != nil {
 			return ctxerr.NilIfDone(ctx, err)
@@ -56,10 +57,10 @@ func (n *Node) runPieces(ctx context.Context) {
 		cfg.Workers = runtime.NumCPU()
 	}
 	if cfg.MaxSize == 0 {
-		cfg.MaxSize = piece.Unpadded(piece.MaxPiece(n.cfg.Fold.DealSize))
+		cfg.MaxSize = piece.Unpadded(frc58.MaxPiece(n.cfg.Fold.DealSize))
 	}
 	cfg.Fetch.Policy = n.fetchPolicy()
-	pool := worker.New(n.JS, cfg)
+	pool := pieceworker.New(n.JS, cfg)
 	n.goRun("piece-workers", func() error { return pool.Run(ctx) })
 }
 
@@ -96,7 +97,7 @@ func (n *Node) fetchPolicy() *urlpolicy.Policy {
 func (n *Node) enqueue(ctx context.Context, ev *events.CarReplicated) {
 	wait := 250 * time.Millisecond
 	for {
-		err := worker.Enqueue(ctx, n.JS, n.cfg.Subjects, ev)
+		err := pieceworker.Enqueue(ctx, n.JS, n.cfg.Subjects, ev)
 		if err == nil || ctx.Err() != nil {
 			return
 		}

@@ -17,7 +17,7 @@ import (
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/ferry-dev/ferry/piece/worker"
+	"github.com/ferry-dev/ferry/pieceworker"
 )
 
 func TestCarsWithoutPiecesGetThemAndBadCarsAreRejected(t *testing.T) {
@@ -106,12 +106,12 @@ func TestCarsWithoutPiecesGetThemAndBadCarsAreRejected(t *testing.T) {
 	// The CAR missing everywhere is on the dead-letter stream; once its
 	// file is back, replaying it gets it its piece.
 	missing := badCars[3]
-	letters, err := worker.DeadLetters(ctx, nt.JS, jetlog.DefaultSubjects, "")
+	letters, err := pieceworker.DeadLetters(ctx, nt.JS, jetlog.DefaultSubjects, "")
 	if err != nil || len(letters) != 1 || letters[0].Event.Car != missing.CID.String() || !strings.Contains(letters[0].Reason, "404") {
 		t.Fatalf("dead letters %+v %v", letters, err)
 	}
 	missing.WriteTo(t, dir)
-	if err := worker.Replay(ctx, nt.JS, jetlog.DefaultSubjects, letters); err != nil {
+	if err := pieceworker.Replay(ctx, nt.JS, jetlog.DefaultSubjects, letters); err != nil {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 30*time.Second, "the replayed CAR to get its piece", func() bool {

@@ -1,5 +1,5 @@
 // Command benchtable reads `go test -bench` output of ferry's benchmark
-// lines (bench, aggregator/frc58, piece) and prints the table of
+// lines (bench, frc58, carcheck) and prints the table of
 // docs/benchmarks.md: each figure, its baseline from the same run, the
 // ratio and whether the target is met. With -count above 1 the median of
 // each metric is used, and the ingest and replay ratios are the medians of

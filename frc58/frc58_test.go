@@ -105,13 +105,13 @@ func TestEdgeCases(t *testing.T) {
 	}{
 		{"an aggregate of no pieces is the empty deal", 8 * kib, nil},
 		{"a single smallest piece", 8 * kib, sized(rng, 128)},
-		{"a single piece as large as fits beside the index", 8 * mib, sized(rng, piece.MaxPiece(8*mib))},
+		{"a single piece as large as fits beside the index", 8 * mib, sized(rng, MaxPiece(8*mib))},
 		{"pieces exactly filling the room before the index", 8 * mib, exact},
 		{"the maximum number of entries", 8 * mib, maxEntries},
 		{"pieces in arrival order that leave alignment gaps", mib, sized(rng, 128, 4*kib, 256, 64*kib)},
 		{"a piece whose root is all zeros", 64 * kib, []piece.Commitment{{Padded: 4 * kib}, sized(rng, 128)[0], {Padded: 128}}},
 	}
-	if used := sum(exact) + piece.IndexReserve(8*mib); used != 8*mib {
+	if used := sum(exact) + IndexReserve(8*mib); used != 8*mib {
 		t.Fatalf("the exact layout uses %d bytes of an 8 MiB deal", used)
 	}
 	for _, tt := range tests {
@@ -140,7 +140,7 @@ func TestDoesNotFit(t *testing.T) {
 		{"one more piece than the 8 MiB index has entries", 8 * mib, sized(rng, repeat(128, 65)...)},
 		{"an exact fill plus the smallest piece", 8 * mib, append(slices.Clone(exact), sized(rng, 128)...)},
 		{"a piece as large as the deal", 8 * kib, sized(rng, 8*kib)},
-		{"a piece twice the largest that fits", 8 * mib, sized(rng, 2*piece.MaxPiece(8*mib))},
+		{"a piece twice the largest that fits", 8 * mib, sized(rng, 2*MaxPiece(8*mib))},
 		{"alignment that pushes a piece into the index", 8 * kib, sized(rng, 128, 4*kib, 2*kib)},
 		{"a deal too small for its own index", 128, nil},
 	}
@@ -385,7 +385,7 @@ func dataSegment(dealSize uint64, pieces []piece.Commitment) (*datasegment.Aggre
 // It stops early when even 128 bytes no longer fit.
 func randomLayout(rng *rand.Rand, dealSize uint64, count int, maxPiece uint64) []piece.Commitment {
 	top := bits.TrailingZeros64(maxPiece)
-	room := dealSize - min(dealSize, piece.IndexReserve(dealSize))
+	room := dealSize - min(dealSize, IndexReserve(dealSize))
 	var used uint64
 	var out []piece.Commitment
 	for len(out) < count {

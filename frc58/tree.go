@@ -60,7 +60,7 @@ func indexAt(offset uint64, l int) uint64 { return offset >> (l + nodeShift) }
 func newTree(dealSize uint64, pieces []piece.Commitment, offsets []uint64) *tree {
 	t := &tree{
 		depth:   levelOf(dealSize),
-		entries: (dealSize - piece.IndexReserve(dealSize)) / datasegment.EntrySize,
+		entries: (dealSize - IndexReserve(dealSize)) / datasegment.EntrySize,
 	}
 	seeds := pieceLevels(t.depth, pieces, offsets)
 	// Pieces are at least 128 bytes, level 2 and up, so levels 0 and 1 hold

@@ -1,4 +1,4 @@
-package piece
+package carcheck
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"testing"
 
+	"github.com/ferry-dev/ferry/piece"
 	"github.com/filecoin-project/go-data-segment/fr32"
 	"github.com/filecoin-project/go-data-segment/merkletree"
 	commp "github.com/filecoin-project/go-fil-commp-hashhash"
@@ -119,7 +120,7 @@ func dataOffset(m car.BlockMetadata) uint64 {
 }
 
 // commpOf is go-fil-commp-hashhash fed the bytes directly.
-func commpOf(tb testing.TB, data []byte) Commitment {
+func commpOf(tb testing.TB, data []byte) piece.Commitment {
 	tb.Helper()
 	var cp commp.Calc
 	cp.Write(data)
@@ -127,7 +128,7 @@ func commpOf(tb testing.TB, data []byte) Commitment {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c := Commitment{Padded: padded, Payload: uint64(len(data))}
+	c := piece.Commitment{Padded: padded, Payload: uint64(len(data))}
 	copy(c.Root[:], root)
 	return c
 }
@@ -136,8 +137,8 @@ func commpOf(tb testing.TB, data []byte) Commitment {
 // padding and its merkle tree, sharing nothing with go-fil-commp-hashhash.
 func segmentRoot(tb testing.TB, data []byte) [32]byte {
 	tb.Helper()
-	padded := PaddedSize(uint64(len(data)))
-	in := make([]byte, Unpadded(padded))
+	padded := piece.PaddedSize(uint64(len(data)))
+	in := make([]byte, piece.Unpadded(padded))
 	copy(in, data)
 	out := make([]byte, padded)
 	fr32.Pad(in, out)

@@ -1,4 +1,4 @@
-package worker_test
+package pieceworker_test
 
 import (
 	"context"
@@ -10,18 +10,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-dev/ferry/carcheck"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/internal/testutil/rawserve"
 	"github.com/ferry-dev/ferry/internal/urlpolicy"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/ferry-dev/ferry/piece"
-	"github.com/ferry-dev/ferry/piece/worker"
+	"github.com/ferry-dev/ferry/pieceworker"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // local lets workers fetch from the tests' servers on 127.0.0.1.
-var local = piece.FetchOptions{Policy: urlpolicy.New(urlpolicy.Config{AllowPrivate: true})}
+var local = carcheck.FetchOptions{Policy: urlpolicy.New(urlpolicy.Config{AllowPrivate: true})}
 
 // outcomes counts the car.piece and car.invalid events in the input log.
 func outcomes(t *testing.T, js jetstream.JetStream) (pieces map[string][]string, invalid map[string]string) {
@@ -62,17 +62,17 @@ func TestTwoPoolsShareTheQueueAndNeverBothFinishACar(t *testing.T) {
 	for i := range 30 {
 		c := testutil.MakeCAR(t, uint64(i), 5000+i*1000)
 		cars[c.CID.String()] = c
-		if err := worker.Enqueue(ctx, nt.JS, jetlog.DefaultSubjects, c.Event(srv.URL, false)); err != nil {
+		if err := pieceworker.Enqueue(ctx, nt.JS, jetlog.DefaultSubjects, c.Event(srv.URL, false)); err != nil {
 			t.Fatal(err)
 		}
 		// Enqueuing a waiting CAR again adds nothing.
-		if err := worker.Enqueue(ctx, nt.JS, jetlog.DefaultSubjects, c.Event(srv.URL, false)); err != nil {
+		if err := pieceworker.Enqueue(ctx, nt.JS, jetlog.DefaultSubjects, c.Event(srv.URL, false)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	var wg sync.WaitGroup
 	for range 2 {
-		p := worker.New(nt.JS, worker.Config{Workers: 2, MaxSize: 1 << 20, Fetch: local})
+		p := pieceworker.New(nt.JS, pieceworker.Config{Workers: 2, MaxSize: 1 << 20, Fetch: local})
 		wg.Go(func() { p.Run(ctx) })
 	}
 	testutil.Eventually(t, 30*time.Second, "a piece for every CAR", func() bool {
@@ -111,19 +111,19 @@ func TestAWorkerKilledMidDownloadLeavesTheCarToAnother(t *testing.T) {
 		w.Write(c.Bytes)
 	}))
 	t.Cleanup(srv.Close)
-	if err := worker.Enqueue(context.Background(), nt.JS, jetlog.DefaultSubjects, c.Event(srv.URL, false)); err != nil {
+	if err := pieceworker.Enqueue(context.Background(), nt.JS, jetlog.DefaultSubjects, c.Event(srv.URL, false)); err != nil {
 		t.Fatal(err)
 	}
-	cfg := worker.Config{Workers: 1, MaxSize: 1 << 20, AckWait: time.Second, Fetch: local}
+	cfg := pieceworker.Config{Workers: 1, MaxSize: 1 << 20, AckWait: time.Second, Fetch: local}
 	first, kill := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { worker.New(nt.JS, cfg).Run(first); close(done) }()
+	go func() { pieceworker.New(nt.JS, cfg).Run(first); close(done) }()
 	<-started
 	kill()
 	<-done
 	second, stop := context.WithCancel(context.Background())
 	defer stop()
-	go worker.New(nt.JS, cfg).Run(second)
+	go pieceworker.New(nt.JS, cfg).Run(second)
 	testutil.Eventually(t, 20*time.Second, "the second worker to finish the CAR", func() bool {
 		pieces, _ := outcomes(t, nt.JS)
 		return len(pieces[c.CID.String()]) > 0
@@ -167,15 +167,15 @@ func TestWorkersFetchOnlyWhatTheFetchPolicyAllows(t *testing.T) {
 		c := testutil.MakeCAR(t, uint64(50+i), 20000)
 		ev := c.Event(srv.URL, false)
 		ev.URLs = []string{tt.url}
-		if err := worker.Enqueue(ctx, nt.JS, jetlog.DefaultSubjects, ev); err != nil {
+		if err := pieceworker.Enqueue(ctx, nt.JS, jetlog.DefaultSubjects, ev); err != nil {
 			t.Fatal(err)
 		}
 		cars[c.CID.String()] = tt.reason
 	}
 	// One delivery, a short timeout: a worker that tried these URLs would
 	// give up on them at once rather than wait through retries.
-	cfg := worker.Config{Workers: 2, MaxSize: 1 << 20, MaxDeliver: 1, Fetch: piece.FetchOptions{Timeout: 3 * time.Second}}
-	go worker.New(nt.JS, cfg).Run(ctx)
+	cfg := pieceworker.Config{Workers: 2, MaxSize: 1 << 20, MaxDeliver: 1, Fetch: carcheck.FetchOptions{Timeout: 3 * time.Second}}
+	go pieceworker.New(nt.JS, cfg).Run(ctx)
 	testutil.Eventually(t, 30*time.Second, "an outcome for every CAR", func() bool {
 		pieces, invalid := outcomes(t, nt.JS)
 		return len(pieces)+len(invalid) == len(cars)
@@ -209,12 +209,12 @@ func TestAllowedFetchesReportNothingTheSourceSent(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for _, ev := range []*events.CarReplicated{good.Event(srv.URL, false), bev} {
-		if err := worker.Enqueue(ctx, nt.JS, jetlog.DefaultSubjects, ev); err != nil {
+		if err := pieceworker.Enqueue(ctx, nt.JS, jetlog.DefaultSubjects, ev); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cfg := worker.Config{Workers: 2, MaxSize: 1 << 20, MaxDeliver: 1, Fetch: local}
-	go worker.New(nt.JS, cfg).Run(ctx)
+	cfg := pieceworker.Config{Workers: 2, MaxSize: 1 << 20, MaxDeliver: 1, Fetch: local}
+	go pieceworker.New(nt.JS, cfg).Run(ctx)
 	testutil.Eventually(t, 30*time.Second, "an outcome for both CARs", func() bool {
 		pieces, invalid := outcomes(t, nt.JS)
 		return len(pieces)+len(invalid) == 2

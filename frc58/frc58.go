@@ -1,8 +1,15 @@
-// Package frc58 builds FRC-0058 aggregates: the layout of pieces in a deal,
-// the aggregate's piece commitment, and each piece's inclusion proof.
+// Package frc58 sizes and builds FRC-0058 aggregates: the room a deal
+// reserves for its index and the largest piece it holds (MaxEntries,
+// IndexReserve, MaxPiece), the layout of pieces in a deal, the aggregate's
+// piece commitment, and each piece's inclusion proof. A piece's own padded
+// size is the commitment's (package piece), which this package builds on.
 //
 // # Rules
 //
+//   - The sizes are go-data-segment's: MaxEntries is its
+//     MaxIndexEntriesInDeal, the index takes MaxEntries 64-byte entries at
+//     the end of the deal, and a piece fits beside it only if it is at most
+//     MaxPiece.
 //   - The order of the pieces given to New is the layout. Layout returns the
 //     order ferry uses: largest first, arrival order among equals, which
 //     leaves no alignment gaps because every piece is a power of two.
@@ -79,7 +86,7 @@ func Arrange(pieces []piece.Commitment) (laid []piece.Commitment, order []int) {
 // Fits reports whether pieces of total padded size used, count of them,
 // fit a deal of dealSize beside its index.
 func Fits(dealSize, used uint64, count int) bool {
-	return count <= piece.MaxEntries(dealSize) && used+piece.IndexReserve(dealSize) <= dealSize
+	return count <= MaxEntries(dealSize) && used+IndexReserve(dealSize) <= dealSize
 }
 
 // Aggregate is a built aggregate.
@@ -119,10 +126,10 @@ func New(dealSize uint64, pieces []piece.Commitment) (*Aggregate, error) {
 // after the previous piece, as go-data-segment's ComputeDealPlacement does.
 // In ferry's layout (largest first) that leaves no gaps.
 func place(dealSize uint64, pieces []piece.Commitment) ([]uint64, error) {
-	reserve := piece.IndexReserve(dealSize)
-	if len(pieces) > piece.MaxEntries(dealSize) || reserve > dealSize {
+	reserve := IndexReserve(dealSize)
+	if len(pieces) > MaxEntries(dealSize) || reserve > dealSize {
 		return nil, fmt.Errorf("%w: %d pieces in a %d byte deal with room for %d index entries",
-			ErrDoesNotFit, len(pieces), dealSize, piece.MaxEntries(dealSize))
+			ErrDoesNotFit, len(pieces), dealSize, MaxEntries(dealSize))
 	}
 	room := dealSize - reserve
 	offsets := make([]uint64, len(pieces))

@@ -121,17 +121,17 @@ func OpenStored(b []byte) (Stored, error) {
 		depth:    int(b[hdrDepth]),
 		dealSize: le.Uint64(b[hdrDealSize:]),
 	}
-	if !piece.ValidPadded(s.dealSize) || piece.IndexReserve(s.dealSize) > s.dealSize {
+	if !piece.ValidPadded(s.dealSize) || IndexReserve(s.dealSize) > s.dealSize {
 		return bad("deal size %d", s.dealSize)
 	}
 	if want := levelOf(s.dealSize); s.depth != want {
 		return bad("depth %d for a deal of depth %d", s.depth, want)
 	}
-	if n := le.Uint64(b[hdrPieces:]); n > uint64(piece.MaxEntries(s.dealSize)) {
-		return bad("%d pieces in a deal of %d entries", n, piece.MaxEntries(s.dealSize))
+	if n := le.Uint64(b[hdrPieces:]); n > uint64(MaxEntries(s.dealSize)) {
+		return bad("%d pieces in a deal of %d entries", n, MaxEntries(s.dealSize))
 	}
 	s.n = int(le.Uint64(b[hdrPieces:])) // ≤ MaxEntries < 2^47
-	if s.entries = le.Uint64(b[hdrEntries:]); s.entries != (s.dealSize-piece.IndexReserve(s.dealSize))/datasegment.EntrySize {
+	if s.entries = le.Uint64(b[hdrEntries:]); s.entries != (s.dealSize-IndexReserve(s.dealSize))/datasegment.EntrySize {
 		return bad("index at entry %d", s.entries)
 	}
 	pos := hdrSize + (s.depth+1)*levelHdrSize // depth ≤ 58

@@ -80,7 +80,7 @@ func TestStoredEdgeCases(t *testing.T) {
 		{"an aggregate of no pieces", 8 * kib, nil},
 		{"an aggregate of no pieces in a 32 GiB deal", 32 * gib, nil},
 		{"a single smallest piece", 8 * kib, sized(rng, 128)},
-		{"a single piece as large as fits beside the index", 8 * mib, sized(rng, piece.MaxPiece(8*mib))},
+		{"a single piece as large as fits beside the index", 8 * mib, sized(rng, MaxPiece(8*mib))},
 		{"pieces exactly filling the room before the index", 8 * mib, exact},
 		{"pieces in arrival order that leave alignment gaps", mib, sized(rng, 128, 4*kib, 256, 64*kib)},
 		{"a piece whose root is all zeros", 64 * kib, []piece.Commitment{{Padded: 4 * kib}, sized(rng, 128)[0], {Padded: 128}}},

@@ -1,4 +1,4 @@
-package piece
+package carcheck
 
 import (
 	"crypto/md5"
@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/ferry-dev/ferry/piece"
 	commp "github.com/filecoin-project/go-fil-commp-hashhash"
 	"github.com/ipfs/go-cid"
 )
@@ -32,7 +33,7 @@ type CheckOptions struct {
 // Result is what one pass over a CAR learns.
 type Result struct {
 	// Commitment is the CAR's piece; its Payload is Size.
-	Commitment Commitment
+	Commitment piece.Commitment
 	Size       uint64
 	// MD5 is the lowercase hex md5 of the bytes.
 	MD5 string
@@ -105,16 +106,16 @@ func result(p *pipeline, s *scanner, size uint64, opts CheckOptions) (*Result, e
 	if err != nil {
 		return nil, fmt.Errorf("commp: %w", err)
 	}
-	if padded != PaddedSize(size) {
+	if padded != piece.PaddedSize(size) {
 		// Both compute the same FRC-0058 rule; a difference is a bug.
-		return nil, fmt.Errorf("commp: padded size %d for %d bytes, want %d", padded, size, PaddedSize(size))
+		return nil, fmt.Errorf("commp: padded size %d for %d bytes, want %d", padded, size, piece.PaddedSize(size))
 	}
 	md5hex := hex.EncodeToString(sum)
 	if opts.ExpectMD5 != "" && !strings.EqualFold(opts.ExpectMD5, md5hex) {
 		return nil, invalid(ErrMD5Mismatch, "md5 %s does not match expected %s", md5hex, opts.ExpectMD5)
 	}
 	res := &Result{Size: size, MD5: md5hex, Roots: s.roots, Blocks: s.blocks}
-	res.Commitment = Commitment{Padded: padded, Payload: size}
+	res.Commitment = piece.Commitment{Padded: padded, Payload: size}
 	copy(res.Commitment.Root[:], root)
 	return res, nil
 }

@@ -14,7 +14,7 @@ import (
 // The benchmarks' scale. The defaults are a CI smoke run (4096 pieces in a
 // 32 GiB deal); the performance target is the full deal:
 //
-//	go test -run '^$' -bench Close -benchtime 3x ./aggregator/frc58/ \
+//	go test -run '^$' -bench Close -benchtime 3x ./frc58/ \
 //	    -frc58.pieces=262144 -frc58.deal=34359738368
 var (
 	benchPieces = flag.Int("frc58.pieces", 4096, "pieces in the benchmark aggregate")
@@ -165,8 +165,8 @@ func sampled(k, sample, n int) int {
 // every index entry used and the deal exactly full.
 func benchLayout(tb testing.TB, dealSize uint64, n int) []piece.Commitment {
 	tb.Helper()
-	room := dealSize - min(dealSize, piece.IndexReserve(dealSize))
-	if n < 1 || n > piece.MaxEntries(dealSize) || uint64(n)*piece.MinPaddedSize > room {
+	room := dealSize - min(dealSize, IndexReserve(dealSize))
+	if n < 1 || n > MaxEntries(dealSize) || uint64(n)*piece.MinPaddedSize > room {
 		tb.Fatalf("%d pieces do not fit a %d byte deal", n, dealSize)
 	}
 	s := uint64(1) << (bits.Len64(room/uint64(n)) - 1)

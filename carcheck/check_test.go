@@ -1,4 +1,4 @@
-package piece
+package carcheck
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-dev/ferry/piece"
 	commp "github.com/filecoin-project/go-fil-commp-hashhash"
 	"github.com/ipfs/go-cid"
 	car "github.com/ipld/go-car/v2"
@@ -57,7 +58,7 @@ func TestCheckReproducesPublishedPieceCID(t *testing.T) {
 	if got, want := res.Commitment.V1().String(), "baga6ea4seaqnrm2n2g4m23t6rs26obxjw2tjtr7tcho24gepj2naqhevytduyoa"; got != want {
 		t.Fatalf("piece CID %s, want %s", got, want)
 	}
-	if got, want := Unpadded(res.Commitment.Padded), uint64(254<<10); got != want {
+	if got, want := piece.Unpadded(res.Commitment.Padded), uint64(254<<10); got != want {
 		t.Fatalf("unpadded piece size %d, want %d", got, want)
 	}
 	assertMatchesReferences(t, data, res)
@@ -77,7 +78,7 @@ func assertMatchesReferences(t *testing.T, data []byte, res *Result) {
 	if got, want := res.Commitment.V1(), want.V1(); !got.Equals(want) {
 		t.Fatalf("v1 CID %s, want %s", got, want)
 	}
-	back, err := FromCID(res.Commitment.MustV2(), 0)
+	back, err := piece.FromCID(res.Commitment.MustV2(), 0)
 	if err != nil || back != res.Commitment {
 		t.Fatalf("v2 CID round trip: %+v, %v", back, err)
 	}
