@@ -152,7 +152,7 @@ func (s *State) onReoffer(b *events.Batch, e *events.AggregateReoffer) {
 		}
 		tries = 0
 	}
-	s.emit(b, events.Decision{Type: events.DecAggRetry, Aggregate: a.id, Count: tries, Reason: "offered again by the operator" + by(e.By)})
+	s.emit(b, events.Decision{Type: events.DecAggRetry, Aggregate: a.id, Count: tries, Reason: "offered again by the operator" + parenthesized(e.By)})
 }
 
 // takesDeals says whether reported deals count for a: any aggregate that
@@ -180,14 +180,16 @@ func (s *State) onFail(b *events.Batch, e *events.AggregateFail) {
 		s.ignore(b, "", "aggregate.fail: "+reason)
 		return
 	}
-	why := "failed by the operator" + by(e.By)
+	why := "failed by the operator" + parenthesized(e.By)
 	if e.Reason != "" {
 		why += ": " + e.Reason
 	}
 	s.onDealFailed(b, a.id, why)
 }
 
-func by(who string) string {
+// parenthesized is " (who)", or "" when who is empty: the name an
+// operator's order gave, after "by the operator".
+func parenthesized(who string) string {
 	if who == "" {
 		return ""
 	}

@@ -7,10 +7,16 @@
 // State.Apply(seq, input) returns the events.Batch of decisions the input causes
 // and evolves the state by exactly those decisions (State.Evolve). Restart
 // rebuilds the state by evolving every stored events.Batch in order, so
-// whatever Apply knows it must have put into a decision.
+// whatever Apply knows it must have put into a decision or the batch's
+// header (its input's sequence and the clock).
 //
 // # Rules
 //
+//   - State.Evolve is the only place a decision changes the state. The
+//     only other writes are the batch header's: the position (the last
+//     input applied, set by Apply once the input is decided) and the clock
+//     (set by a tick before the decisions that read it); Replay sets both
+//     from a stored batch's header.
 //   - Apply is deterministic: it reads no clock, randomness, map iteration
 //     order or network. Time enters only as tick inputs. The same input log
 //     under the same events.Settings yields the same aggregate log, byte for byte.

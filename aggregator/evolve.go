@@ -13,8 +13,10 @@ import (
 // the state: a log written by another events.Settings, or a corrupt log.
 var ErrInvalidDecision = errors.New("decision does not fit the state")
 
-// Evolve changes the state by one decision. It is the only place the state
-// changes, and the restart path (Replay) uses it alone.
+// Evolve changes the state by one decision. It is the only place a decision
+// changes the state; the only other writes are the batch header's, the
+// position and the clock (see State), so the restart path (Replay) needs
+// nothing but Evolve and each batch's header.
 func (s *State) Evolve(d events.Decision) error {
 	switch d.Type {
 	case events.DecLogSettings:

@@ -104,11 +104,18 @@ func printOf(size uint64, md5 string) copyPrint {
 }
 
 // State is the aggregator's state. The zero value is not usable; see New.
+//
+// Evolve writes every field but two: lastIn and now are the header of a
+// batch (events.Batch In and Now), which changes with no decision (every
+// input moves the position; a tick that decides nothing still moves the
+// clock). ApplyInput sets lastIn once the input is decided, onTick sets
+// now before the tick's decisions (which read it), and Replay sets both
+// from a stored batch's header. Nothing else writes the state.
 type State struct {
 	cfg      events.Settings
-	recorded bool // cfg is on the log (a log.settings decision)
-	lastIn   uint64
-	now      time.Time
+	recorded bool      // cfg is on the log (a log.settings decision)
+	lastIn   uint64    // the position: the last input applied (Batch.In)
+	now      time.Time // the clock: the last tick's time (Batch.Now)
 	nextID   uint64
 
 	accepted map[carKey]copyPrint  // every CAR accepted and not rejected since
@@ -254,7 +261,7 @@ func (s *State) undecodable(b *events.Batch, data []byte, err error) {
 	_ = json.Unmarshal(data, &peek)
 	text, _ := peek.Car.(string)
 	car, bad := events.CarCID(text)
-	if bad != "" {
+	if bad != nil {
 		car = "" // not a CAR's name: the rejection names none (it is found by its input)
 	}
 	if _, known := s.accepted[keyOf(car)]; peek.Type == events.TypeCarReplicated && !known {
@@ -265,19 +272,19 @@ func (s *State) undecodable(b *events.Batch, data []byte, err error) {
 }
 
 func (s *State) onReplicated(b *events.Batch, e *events.CarReplicated) {
-	chk, reason := e.Check(s.cfg.DealSize)
+	chk, invalid := e.Check(s.cfg.DealSize)
 	car := e.Car // as canonical does, from the CID Check parsed
 	if chk.Car != "" {
 		car = chk.Car
 	}
 	fp, known := s.accepted[keyOf(car)]
-	if reason != "" {
+	if invalid != nil {
 		if known {
 			// A bad copy of an accepted CAR's event must not undo it.
-			s.ignore(b, car, "invalid event for an accepted CAR: "+reason)
+			s.ignore(b, car, "invalid event for an accepted CAR: "+invalid.Error())
 			return
 		}
-		s.emit(b, events.Decision{Type: events.DecCarRejected, Car: car, Reason: reason})
+		s.emit(b, events.Decision{Type: events.DecCarRejected, Car: car, Reason: invalid.Error()})
 		return
 	}
 	if known {
@@ -310,11 +317,11 @@ func (s *State) onPiece(b *events.Batch, e *events.CarPiece) {
 		s.ignore(b, car, s.notQueued(car))
 		return
 	}
-	c, reason := events.CheckPiece(e.Piece, e.PieceSize, q.size)
-	if reason != "" {
+	c, invalid := events.CheckPiece(e.Piece, e.PieceSize, q.size)
+	if invalid != nil {
 		// A piece that cannot be this CAR's is a bad event, not a bad CAR:
 		// the CAR waits for a piece worker's answer.
-		s.ignore(b, car, "car.piece: "+reason)
+		s.ignore(b, car, "car.piece: "+invalid.Error())
 		return
 	}
 	if q.claim != "" { // only a claim needs the text before add makes it

@@ -145,7 +145,7 @@ func checkFold(t *testing.T, cfg events.Settings, inputs [][]byte, data []byte, 
 	})
 	defer watchdog.Stop()
 	outs, logs := foldAll(t, cfg, inputs)
-	m := NewModel()
+	m := NewInvariantModel()
 	for _, js := range logs {
 		if err := m.Apply(unmarshalBatch(t, js)); err != nil {
 			t.Fatalf("the model refuses batch %s: %v", js, err)

@@ -448,7 +448,7 @@ func TestRebuiltStateContinuesExactlyLikeTheOriginal(t *testing.T) {
 
 func TestEveryAcceptedCarEndsInExactlyOneState(t *testing.T) {
 	_, batches := foldLog(testConfig(), randomLog(3, 3000))
-	m := NewModel()
+	m := NewInvariantModel()
 	for _, b := range batches {
 		if err := m.Apply(b); err != nil {
 			t.Fatal(err)

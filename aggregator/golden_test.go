@@ -69,7 +69,7 @@ func TestTheGoldenInputLogFoldsToTheGoldenAggregateLog(t *testing.T) {
 	// The golden log is a log ferry could have written: the invariant
 	// model takes it, it records its settings, and what it covers is
 	// every kind of decision.
-	m := NewModel()
+	m := NewInvariantModel()
 	kinds := map[string]int{}
 	var settings *events.Settings
 	batches := 0

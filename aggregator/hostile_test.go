@@ -13,7 +13,7 @@ import (
 )
 
 // natsMaxPayload is NATS's default message limit: no input can be larger,
-// and no batch may be (less room for headers: maxBatchBytes).
+// and no batch may be (less room for headers: maxMessageBytes).
 const natsMaxPayload = 1 << 20
 
 func encodedSize(t testing.TB, b events.Batch) int {

@@ -10,12 +10,12 @@ import (
 	"github.com/ferry-dev/ferry/piece"
 )
 
-// Model is an independent, deliberately simple reading of an aggregate log
-// that checks DESIGN.md's invariants as it goes: every accepted CAR is in
-// exactly one state, no CAR is in two live aggregates, and every aggregate
-// fits its deal. It shares no code with the fold's bookkeeping, so tests
-// and audits can hold the fold to it.
-type Model struct {
+// InvariantModel checks DESIGN.md's invariants on an aggregate log as it
+// reads it: every accepted CAR is in exactly one state, no CAR is in two
+// live aggregates, and every aggregate fits its deal. It is an
+// independent, deliberately simple reading of the log that shares no code
+// with the fold's bookkeeping, so tests and audits can hold the fold to it.
+type InvariantModel struct {
 	car  map[string]string // CAR → "queued", "rejected" or "agg:<id>"
 	aggs map[uint64]*modelAgg
 }
@@ -29,16 +29,16 @@ type modelAgg struct {
 	deals   int
 }
 
-// NewModel returns an empty model.
-func NewModel() *Model {
-	return &Model{car: map[string]string{}, aggs: map[uint64]*modelAgg{}}
+// NewInvariantModel returns a model that has read nothing yet.
+func NewInvariantModel() *InvariantModel {
+	return &InvariantModel{car: map[string]string{}, aggs: map[uint64]*modelAgg{}}
 }
 
 // Cars is the number of CARs the model knows.
-func (m *Model) Cars() int { return len(m.car) }
+func (m *InvariantModel) Cars() int { return len(m.car) }
 
 // Apply reads one batch and returns the first invariant it breaks.
-func (m *Model) Apply(b events.Batch) error {
+func (m *InvariantModel) Apply(b events.Batch) error {
 	for _, d := range b.Decisions {
 		if err := m.apply(d); err != nil {
 			return fmt.Errorf("input %d: %s: %w", b.In, d.Type, err)
@@ -47,7 +47,7 @@ func (m *Model) Apply(b events.Batch) error {
 	return nil
 }
 
-func (m *Model) apply(d events.Decision) error {
+func (m *InvariantModel) apply(d events.Decision) error {
 	switch d.Type {
 	case events.DecCarQueued:
 		if _, ok := m.car[d.Car]; ok && m.car[d.Car] != "rejected" {
@@ -113,7 +113,7 @@ func (m *Model) apply(d events.Decision) error {
 
 // holds checks that a failed aggregate offered again or given deals still
 // holds its CARs: none of them may have moved on.
-func (m *Model) holds(id uint64, a *modelAgg) error {
+func (m *InvariantModel) holds(id uint64, a *modelAgg) error {
 	if a.state != DealFailed {
 		return nil
 	}
@@ -125,14 +125,14 @@ func (m *Model) holds(id uint64, a *modelAgg) error {
 	return nil
 }
 
-func (m *Model) count(id uint64) int {
+func (m *InvariantModel) count(id uint64) int {
 	if a := m.aggs[id]; a != nil {
 		return len(a.members)
 	}
 	return 0
 }
 
-func (m *Model) join(id uint64, car string, padded uint64, piece string) error {
+func (m *InvariantModel) join(id uint64, car string, padded uint64, piece string) error {
 	a := m.aggs[id]
 	if a == nil {
 		a = &modelAgg{state: Ingesting, padded: map[string]uint64{}, piece: map[string]string{}}
@@ -148,7 +148,7 @@ func (m *Model) join(id uint64, car string, padded uint64, piece string) error {
 	return nil
 }
 
-func (m *Model) move(id uint64, to string, from ...string) error {
+func (m *InvariantModel) move(id uint64, to string, from ...string) error {
 	a := m.aggs[id]
 	if a == nil {
 		return fmt.Errorf("aggregate %d unknown", id)
@@ -164,7 +164,7 @@ func (m *Model) move(id uint64, to string, from ...string) error {
 
 // Check verifies the end state: each aggregate fits a deal of dealSize and
 // each CAR named by an aggregate as a live member is that aggregate's.
-func (m *Model) Check(dealSize uint64) error {
+func (m *InvariantModel) Check(dealSize uint64) error {
 	var errs []error
 	live := map[string]uint64{}
 	for id := uint64(1); id <= uint64(len(m.aggs)); id++ {
@@ -208,7 +208,7 @@ type ModelAggregate struct {
 }
 
 // Aggregates lists the model's aggregates by id.
-func (m *Model) Aggregates() []ModelAggregate {
+func (m *InvariantModel) Aggregates() []ModelAggregate {
 	out := make([]ModelAggregate, 0, len(m.aggs))
 	for id := uint64(1); id <= uint64(len(m.aggs)); id++ {
 		a := m.aggs[id]
@@ -226,10 +226,10 @@ func (m *Model) Aggregates() []ModelAggregate {
 
 // CarState is where the model puts a CAR: "queued", "rejected" or
 // "agg:<id>", and "" for a CAR it never saw.
-func (m *Model) CarState(car string) string { return m.car[car] }
+func (m *InvariantModel) CarState(car string) string { return m.car[car] }
 
 // EachCar calls fn for every CAR the model knows, in no particular order.
-func (m *Model) EachCar(fn func(car, state string)) {
+func (m *InvariantModel) EachCar(fn func(car, state string)) {
 	for c, st := range m.car {
 		fn(c, st)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/ctxerr"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -95,7 +96,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.cfg.Log.Info("aggregator standby: another aggregator leads", "leader", holder)
 		})
 		if err != nil {
-			return nilIfDone(ctx, err)
+			return ctxerr.NilIfDone(ctx, err)
 		}
 		r.cfg.Log.Info("aggregator leading", "holder", r.cfg.Holder)
 		err = r.leadOnce(ctx, l)
@@ -110,13 +111,6 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-func nilIfDone(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
 }
 
 func (r *Runner) setLead(v bool) {
@@ -217,9 +211,10 @@ func lastMsgID(ctx context.Context, js jetstream.JetStream, seq uint64) (string,
 	return m.Header.Get(jetstream.MsgIDHeader), nil
 }
 
-// batchID is the message id of an aggregate-log message whose last batch
-// is that of input seq.
-func batchID(in uint64) string { return "batch/" + strconv.FormatUint(in, 10) }
+// messageID is the message id of an aggregate-log message whose last
+// batch is that of input in: "batch/<in>", as docs/events.md documents
+// it, since the appends of a deposed writer are recognised by it.
+func messageID(in uint64) string { return "batch/" + strconv.FormatUint(in, 10) }
 
 // A message groups the batches of inputs that were waiting together, up to
 // these bounds: one append and one delivery to each reader then serve many
@@ -296,7 +291,7 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 		if g.batches == 0 {
 			return nil
 		}
-		id := batchID(g.lastIn)
+		id := messageID(g.lastIn)
 		fut, err := r.append(g, aggSeq, lastID)
 		if err != nil {
 			return err
@@ -325,7 +320,7 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 		if scratch, err = events.EncodeBatch(scratch[:0], &b); err != nil {
 			return fmt.Errorf("encode batch of input %d: %w", e.Seq, err)
 		}
-		if len(scratch) > maxBatchBytes(r.js) {
+		if len(scratch) > maxMessageBytes(r.js) {
 			// The fold bounds every batch well below the limit, so this
 			// is a bug; the input is refused on the record rather than
 			// left to stop the log for good (see refuseBatch).
@@ -360,10 +355,10 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 		case <-ctx.Done():
 			return nil
 		case err := <-readErr:
-			return nilIfDone(ctx, err)
+			return ctxerr.NilIfDone(ctx, err)
 		case ack := <-okChan(oldest):
 			if ack.Duplicate {
-				return fmt.Errorf("%w: batch %d was already stored", ErrDeposed, ack.Sequence)
+				return fmt.Errorf("%w: message %d was already stored", ErrDeposed, ack.Sequence)
 			}
 			pending = pending[1:]
 			r.publishStatus(st, aggSeq)
@@ -391,9 +386,10 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 	}
 }
 
-// maxBatchBytes is the largest batch the aggregate log takes: the
-// connection's message limit, less room for the headers.
-func maxBatchBytes(js jetstream.JetStream) int {
+// maxMessageBytes is the largest message the aggregate log takes: the
+// connection's message limit, less room for the headers. A batch larger
+// than it cannot be stored even alone.
+func maxMessageBytes(js jetstream.JetStream) int {
 	return int(js.Conn().MaxPayload()) - 1024
 }
 
@@ -411,7 +407,7 @@ func (r *Runner) refuseBatch(ctx context.Context, st *State, in uint64, n int, a
 			return err
 		}
 	}
-	reason := fmt.Sprintf("refused: its decisions encode to %d bytes, more than the aggregate log's %d-byte message limit", n, maxBatchBytes(r.js))
+	reason := fmt.Sprintf("refused: its decisions encode to %d bytes, more than the aggregate log's %d-byte message limit", n, maxMessageBytes(r.js))
 	b := events.Batch{In: in, Now: st.now, Decisions: []events.Decision{{Type: events.DecInputIgnored, Reason: reason}}}
 	data, err := events.EncodeBatch(nil, &b)
 	if err != nil {
@@ -437,13 +433,13 @@ func (r *Runner) append(g group, after uint64, afterID string) (jetstream.PubAck
 	}
 	msg := nats.NewMsg(subject)
 	msg.Data = bytes.Clone(g.msg)
-	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequence(after), jetstream.WithMsgID(batchID(g.lastIn))}
+	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequence(after), jetstream.WithMsgID(messageID(g.lastIn))}
 	if afterID != "" {
 		opts = append(opts, jetstream.WithExpectLastMsgID(afterID))
 	}
 	fut, err := r.js.PublishMsgAsync(msg, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("append batch of input %d: %w", g.lastIn, err)
+		return nil, fmt.Errorf("append the message ending with input %d: %w", g.lastIn, err)
 	}
 	return fut, nil
 }
@@ -452,7 +448,7 @@ func waitAck(ctx context.Context, f jetstream.PubAckFuture) error {
 	select {
 	case ack := <-f.Ok():
 		if ack.Duplicate {
-			return fmt.Errorf("%w: batch %d was already stored", ErrDeposed, ack.Sequence)
+			return fmt.Errorf("%w: message %d was already stored", ErrDeposed, ack.Sequence)
 		}
 		return nil
 	case err := <-f.Err():

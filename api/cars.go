@@ -74,17 +74,17 @@ func splitBody(body []byte) ([]json.RawMessage, bool, error) {
 // submit decodes, validates and publishes one event; full says its
 // publish failed because the log's disk is full.
 func (a *API) submit(r *http.Request, raw json.RawMessage) (res wire.CarResult, full bool) {
-	e, reason := decodeReplicated(raw)
-	if reason == "" {
-		reason = e.Validate(a.DealSize)
+	e, refused := decodeReplicated(raw)
+	if refused == nil {
+		refused = e.Validate(a.DealSize)
 	}
 	car, _ := events.CarCID(e.Car)
 	res.Car = car
 	if car == "" {
 		res.Car = events.Truncate(e.Car, events.MaxCIDText)
 	}
-	if reason != "" {
-		res.Status, res.Reason = wire.Rejected, reason
+	if refused != nil {
+		res.Status, res.Reason = wire.Rejected, refused.Error()
 		return res, false
 	}
 	status := wire.Accepted
@@ -126,8 +126,9 @@ func copyDiff(c *wire.CarView, e *events.CarReplicated) string {
 // decodeReplicated reads a car.replicated and checks what only the HTTP
 // route allows: type and version may be left out, where the route says
 // what the event is; anything else the event says of itself must be
-// right. The reason is "" when the event is one.
-func decodeReplicated(raw json.RawMessage) (*events.CarReplicated, string) {
+// right. The error's message is the reason for the producer; the event
+// is never nil, so that a refusal can name the CAR.
+func decodeReplicated(raw json.RawMessage) (*events.CarReplicated, error) {
 	var e events.CarReplicated
 	if len(raw) > events.MaxInputBytes {
 		var peek struct {
@@ -135,7 +136,7 @@ func decodeReplicated(raw json.RawMessage) (*events.CarReplicated, string) {
 		}
 		_ = json.Unmarshal(raw, &peek)
 		e.Car = peek.Car
-		return &e, fmt.Sprintf("event of %d bytes, more than the %d an input may have", len(raw), events.MaxInputBytes)
+		return &e, fmt.Errorf("event of %d bytes, more than the %d an input may have", len(raw), events.MaxInputBytes)
 	}
 	if err := json.Unmarshal(raw, &e); err != nil {
 		var peek struct {
@@ -143,13 +144,13 @@ func decodeReplicated(raw json.RawMessage) (*events.CarReplicated, string) {
 		}
 		_ = json.Unmarshal(raw, &peek)
 		e = events.CarReplicated{Car: peek.Car}
-		return &e, fmt.Sprintf("not a car.replicated event: %v", err)
+		return &e, fmt.Errorf("not a car.replicated event: %v", err)
 	}
 	if e.Type != "" && e.Type != events.TypeCarReplicated {
-		return &e, fmt.Sprintf("type %s: this endpoint takes car.replicated", events.Excerpt(e.Type))
+		return &e, fmt.Errorf("type %s: this endpoint takes car.replicated", events.Excerpt(e.Type))
 	}
 	if e.Version != 0 && e.Version != events.Version {
-		return &e, fmt.Sprintf("version %d: this ferry reads version %d", e.Version, events.Version)
+		return &e, fmt.Errorf("version %d: this ferry reads version %d", e.Version, events.Version)
 	}
-	return &e, ""
+	return &e, nil
 }

@@ -42,14 +42,14 @@ func FuzzCarsBody(f *testing.F) {
 			t.Fatalf("split into %d events (single %v)", len(raws), single)
 		}
 		for _, raw := range raws {
-			e, reason := decodeReplicated(raw)
+			e, refused := decodeReplicated(raw)
 			if e == nil {
-				t.Fatalf("decodeReplicated returned no event (reason %q)", reason)
+				t.Fatalf("decodeReplicated returned no event (reason %v)", refused)
 			}
-			if reason == "" {
-				reason = e.Validate(deal)
+			if refused == nil {
+				refused = e.Validate(deal)
 			}
-			if reason != "" {
+			if refused != nil {
 				// Refused events are published too, so the refusal is on
 				// record: they must encode.
 				if _, err := events.Encode(e); err != nil {
@@ -72,8 +72,8 @@ func FuzzCarsBody(f *testing.F) {
 			if !ok {
 				t.Fatalf("accepted event reads back as %T", ev)
 			}
-			if r := back.Validate(deal); r != "" {
-				t.Fatalf("POST /v1/cars accepts what the fold rejects: %s\n%s", r, enc)
+			if err := back.Validate(deal); err != nil {
+				t.Fatalf("POST /v1/cars accepts what the fold rejects: %v\n%s", err, enc)
 			}
 			if back.Car != e.Car || back.Size != e.Size || back.MD5 != e.MD5 || !slices.Equal(back.URLs, e.URLs) || back.Piece != e.Piece {
 				t.Fatalf("accepted event changed on the way to the log:\n%+v\n%+v", e, back)

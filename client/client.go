@@ -148,9 +148,9 @@ func (c *HTTP) Aggregates(ctx context.Context, state string, after uint64, limit
 }
 
 // Submit posts car.replicated events; each gets its own result, ferry's
-// verdict on it: wire.Accepted, Duplicate, Refused ("rejected"),
-// "conflict", each rejection with its reason, or "error" when ferry could
-// not append it.
+// verdict on it: wire.Accepted, wire.Duplicate, wire.Rejected or
+// wire.Conflict, each rejection and conflict with its reason, or "error"
+// when ferry could not append it.
 func (c *HTTP) Submit(ctx context.Context, evs []*events.CarReplicated) ([]wire.CarResult, error) {
 	return c.submit(ctx, evs)
 }

@@ -97,7 +97,7 @@ func (d *batchScanner) batch(b *Batch) bool {
 	_, ok := d.Object(func(key []byte) (bit uint, ok bool) {
 		switch string(key) {
 		case "in":
-			bit, ok = 1<<0, d.U64(&b.In)
+			bit, ok = 1<<0, d.Uint64(&b.In)
 		case "now":
 			bit, ok = 1<<1, d.Time(&b.Now)
 		case "decisions":
@@ -140,17 +140,17 @@ func (d *batchScanner) decision(x *Decision) bool {
 		case "pieceV1":
 			bit, ok = 1<<4, d.Str(&x.PieceV1)
 		case "pieceSize":
-			bit, ok = 1<<5, d.U64(&x.PieceSize)
+			bit, ok = 1<<5, d.Uint64(&x.PieceSize)
 		case "aggregate":
-			bit, ok = 1<<6, d.U64(&x.Aggregate)
+			bit, ok = 1<<6, d.Uint64(&x.Aggregate)
 		case "from":
-			bit, ok = 1<<7, d.U64(&x.From)
+			bit, ok = 1<<7, d.Uint64(&x.From)
 		case "first":
 			bit, ok = 1<<8, d.Int(&x.First)
 		case "count":
 			bit, ok = 1<<9, d.Int(&x.Count)
 		case "payload":
-			bit, ok = 1<<10, d.U64(&x.Payload)
+			bit, ok = 1<<10, d.Uint64(&x.Payload)
 		case "closed":
 			bit, ok = 1<<11, d.known(&x.Closed)
 		case "status":
@@ -234,7 +234,7 @@ func (d *batchScanner) record(rp **Record) bool {
 	_, ok := d.Object(func(key []byte) (bit uint, ok bool) {
 		switch string(key) {
 		case "size":
-			bit, ok = 1<<0, d.U64(&r.Size)
+			bit, ok = 1<<0, d.Uint64(&r.Size)
 		case "md5":
 			bit, ok = 1<<1, d.Str(&r.MD5)
 		case "urls":

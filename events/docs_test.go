@@ -78,8 +78,8 @@ func checkEvent(t *testing.T, where string, data []byte) events.Event {
 		return nil
 	}
 	if cr, ok := ev.(*events.CarReplicated); ok {
-		if reason := cr.Validate(docsDeal); reason != "" {
-			t.Errorf("%s: car.replicated is invalid for a 32 GiB deal: %s", where, reason)
+		if err := cr.Validate(docsDeal); err != nil {
+			t.Errorf("%s: car.replicated is invalid for a 32 GiB deal: %v", where, err)
 		}
 	}
 	return ev

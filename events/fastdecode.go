@@ -80,7 +80,7 @@ func decodeFast(data []byte) (Event, bool) {
 		case "car":
 			bit, ok = fkCar, d.Str(&e.Car)
 		case "size":
-			bit, ok = fkSize, d.U64(&e.Size)
+			bit, ok = fkSize, d.Uint64(&e.Size)
 		case "md5":
 			bit, ok = fkMD5, d.Str(&e.MD5)
 		case "urls":
@@ -88,7 +88,7 @@ func decodeFast(data []byte) (Event, bool) {
 		case "piece":
 			bit, ok = fkPiece, d.Str(&e.Piece)
 		case "pieceSize":
-			bit, ok = fkPieceSize, d.U64(&e.PieceSize)
+			bit, ok = fkPieceSize, d.Uint64(&e.PieceSize)
 		case "replicatedAt":
 			bit, ok = fkReplicatedAt, d.Str(&e.ReplicatedAt)
 		case "source":

@@ -14,12 +14,27 @@ import (
 	"github.com/multiformats/go-multihash"
 )
 
-// Validate checks a car.replicated against the rules of DESIGN.md for a deal of
-// dealSize and returns the reason it is unacceptable, or "" when it is good.
-// The reason is a sentence meant for the producer.
-func (e *CarReplicated) Validate(dealSize uint64) string {
-	_, reason := e.Check(dealSize)
-	return reason
+// InvalidError is why an event breaks a rule. Its message is the reason
+// alone, a sentence meant for the producer: the fold records it as the
+// reason of a car.rejected decision and POST /v1/cars answers with it, so
+// its text is part of the aggregate log (docs/events.md lists the reasons).
+type InvalidError struct {
+	Reason string
+}
+
+func (e *InvalidError) Error() string { return e.Reason }
+
+// invalid returns an *InvalidError whose reason is the formatted text.
+func invalid(format string, args ...any) error {
+	return &InvalidError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// Validate checks a car.replicated against the rules of DESIGN.md for a deal
+// of dealSize; it returns an *InvalidError with the reason the event is
+// unacceptable, or nil when it is good.
+func (e *CarReplicated) Validate(dealSize uint64) error {
+	_, err := e.Check(dealSize)
+	return err
 }
 
 // Checked is what Check parsed of a car.replicated.
@@ -33,38 +48,38 @@ type Checked struct {
 
 // Check is Validate that also returns what it parsed, so that a caller (the
 // fold) parses each CID once.
-func (e *CarReplicated) Check(dealSize uint64) (Checked, string) {
+func (e *CarReplicated) Check(dealSize uint64) (Checked, error) {
 	var chk Checked
-	reason := e.check(dealSize, &chk)
-	return chk, reason
+	err := e.check(dealSize, &chk)
+	return chk, err
 }
 
-func (e *CarReplicated) check(dealSize uint64, chk *Checked) string {
-	car, reason := CarCID(e.Car)
-	if reason != "" {
-		return reason
+func (e *CarReplicated) check(dealSize uint64, chk *Checked) error {
+	car, err := CarCID(e.Car)
+	if err != nil {
+		return err
 	}
 	chk.Car = car
 	if e.Size == 0 {
-		return "size: must be at least 1 byte"
+		return invalid("size: must be at least 1 byte")
 	}
 	padded := piece.PaddedSize(e.Size)
 	if max := frc58.MaxPiece(dealSize); e.Size > piece.Unpadded(max) || padded > max {
-		return fmt.Sprintf("size: %d bytes pads to a %d byte piece, larger than the %d bytes a %d byte deal holds beside its index",
+		return invalid("size: %d bytes pads to a %d byte piece, larger than the %d bytes a %d byte deal holds beside its index",
 			e.Size, padded, max, dealSize)
 	}
 	if len(e.MD5) != 32 {
-		return fmt.Sprintf("md5: want 32 hex digits, got %d characters", len(e.MD5))
+		return invalid("md5: want 32 hex digits, got %d characters", len(e.MD5))
 	}
 	if _, err := hex.DecodeString(e.MD5); err != nil {
-		return "md5: not hexadecimal"
+		return invalid("md5: not hexadecimal")
 	}
-	if reason := validURLs(e.URLs); reason != "" {
-		return reason
+	if err := validURLs(e.URLs); err != nil {
+		return err
 	}
 	if e.ReplicatedAt != "" {
 		if _, err := time.Parse(time.RFC3339, e.ReplicatedAt); err != nil || len(e.ReplicatedAt) > MaxReplicatedAt {
-			return "replicatedAt: not an RFC 3339 time: " + Excerpt(e.ReplicatedAt)
+			return invalid("replicatedAt: not an RFC 3339 time: %s", Excerpt(e.ReplicatedAt))
 		}
 	}
 	if len(e.Source) > 0 {
@@ -72,58 +87,58 @@ func (e *CarReplicated) check(dealSize uint64, chk *Checked) string {
 		// escapes) the raw JSON, so the bytes as sent are not the measure.
 		enc, err := json.Marshal(e.Source)
 		if err != nil {
-			return "source: not valid JSON"
+			return invalid("source: not valid JSON")
 		}
 		if len(enc) > MaxSource {
-			return fmt.Sprintf("source: %d bytes, more than %d", len(enc), MaxSource)
+			return invalid("source: %d bytes, more than %d", len(enc), MaxSource)
 		}
 	}
 	if e.Piece != "" {
 		if len(e.Piece) > MaxCIDText {
-			return "piece: not a piece CID: " + Excerpt(e.Piece)
+			return invalid("piece: not a piece CID: %s", Excerpt(e.Piece))
 		}
-		p, reason := e.Commitment()
-		if reason != "" {
-			return reason
+		p, err := e.Commitment()
+		if err != nil {
+			return err
 		}
 		chk.Piece = p
 	} else if e.PieceSize != 0 {
-		return "pieceSize: given without a piece"
+		return invalid("pieceSize: given without a piece")
 	}
-	return ""
+	return nil
 }
 
 // CarCID checks s against the rule for a CAR's CID and returns its
-// canonical text, or the reason it is refused. The rule: a CIDv1 with the
+// canonical text, or an *InvalidError with the reason it is refused. The rule: a CIDv1 with the
 // CAR codec (0x0202, "bagbaiera…" for sha2-256), whose multihash is not
 // the identity and has a digest of at most 64 bytes. That is how storage
 // services name CARs (a CAR's CID is the hash of its bytes); a CIDv0, or
 // a dag-pb, raw or dag-cbor CID names a DAG, not a CAR file, and is the
 // usual mistake of passing a CAR's root instead of the CAR.
-func CarCID(s string) (string, string) {
+func CarCID(s string) (string, error) {
 	if s == "" {
-		return "", "car: missing"
+		return "", invalid("car: missing")
 	}
 	if len(s) > MaxCIDText {
-		return "", "car: not a CID: " + Excerpt(s)
+		return "", invalid("car: not a CID: %s", Excerpt(s))
 	}
 	var buf [cidtext.MaxBytes]byte
 	if c, ok := cidtext.Parse(s, &buf); ok && c.Codec == CodecCAR {
-		return s, "" // canonical as it stands, sha2-256
+		return s, nil // canonical as it stands, sha2-256
 	}
 	c, err := cid.Decode(s)
 	if err != nil {
-		return "", fmt.Sprintf("car: %s is not a CID: %v", Excerpt(s), err)
+		return "", invalid("car: %s is not a CID: %v", Excerpt(s), err)
 	}
 	pre := c.Prefix()
 	switch {
 	case pre.Version != 1 || pre.Codec != CodecCAR:
-		return "", fmt.Sprintf("car: %s is a CIDv%d with codec 0x%x; a CAR is named by a CIDv1 with the CAR codec 0x0202 (bagbaiera…)",
+		return "", invalid("car: %s is a CIDv%d with codec 0x%x; a CAR is named by a CIDv1 with the CAR codec 0x0202 (bagbaiera…)",
 			Excerpt(s), pre.Version, pre.Codec)
 	case pre.MhType == multihash.IDENTITY || pre.MhLength > 64:
-		return "", fmt.Sprintf("car: %s: an identity hash or a digest over 64 bytes does not name a CAR", Excerpt(s))
+		return "", invalid("car: %s: an identity hash or a digest over 64 bytes does not name a CAR", Excerpt(s))
 	}
-	return c.String(), ""
+	return c.String(), nil
 }
 
 // CodecCAR is the multicodec of a CAR file's CID.
@@ -144,54 +159,55 @@ func CanonicalCID(s string) (string, error) {
 }
 
 // Commitment parses the event's claimed piece and checks it against the
-// CAR size. The reason is "" when the piece is consistent.
-func (e *CarReplicated) Commitment() (piece.Commitment, string) {
+// CAR size; the error, an *InvalidError, says why they disagree.
+func (e *CarReplicated) Commitment() (piece.Commitment, error) {
 	return CheckPiece(e.Piece, e.PieceSize, e.Size)
 }
 
 // CheckPiece parses a piece CID (v2, or v1 with its padded size) claimed for
-// a payload of size bytes and checks that the two agree.
-func CheckPiece(pieceCID string, pieceSize, size uint64) (piece.Commitment, string) {
+// a payload of size bytes and checks that the two agree; the error is an
+// *InvalidError.
+func CheckPiece(pieceCID string, pieceSize, size uint64) (piece.Commitment, error) {
 	c, err := piece.Parse(pieceCID, pieceSize)
 	if err != nil {
-		return c, fmt.Sprintf("piece: %v", err)
+		return c, invalid("piece: %v", err)
 	}
 	if want := piece.PaddedSize(size); c.Padded != want {
-		return c, fmt.Sprintf("piece: padded size %d does not match size %d (pads to %d)", c.Padded, size, want)
+		return c, invalid("piece: padded size %d does not match size %d (pads to %d)", c.Padded, size, want)
 	}
 	if c.Payload != 0 && c.Payload != size {
-		return c, fmt.Sprintf("piece: v2 CID is for a %d byte payload, size says %d", c.Payload, size)
+		return c, invalid("piece: v2 CID is for a %d byte payload, size says %d", c.Payload, size)
 	}
 	c.Payload = size
-	return c, ""
+	return c, nil
 }
 
-func validURLs(urls []string) string {
+func validURLs(urls []string) error {
 	if len(urls) == 0 {
-		return "urls: at least one http(s) URL is needed"
+		return invalid("urls: at least one http(s) URL is needed")
 	}
 	if len(urls) > MaxURLs {
-		return fmt.Sprintf("urls: %d given, at most %d", len(urls), MaxURLs)
+		return invalid("urls: %d given, at most %d", len(urls), MaxURLs)
 	}
 	for i, s := range urls {
 		if len(s) > MaxURLLength {
-			return fmt.Sprintf("urls[%d]: %d characters, more than %d", i, len(s), MaxURLLength)
+			return invalid("urls[%d]: %d characters, more than %d", i, len(s), MaxURLLength)
 		}
 		if plainHTTPURL(s) {
 			continue
 		}
 		u, err := url.Parse(s)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Sprintf("urls[%d]: %s is not an http(s) URL", i, Excerpt(s))
+			return invalid("urls[%d]: %s is not an http(s) URL", i, Excerpt(s))
 		}
 		// Piece workers refuse it too (internal/urlpolicy); refusing it
 		// here answers the producer at once. Addresses are left to the
 		// workers: only they resolve names, when they dial.
 		if u.User != nil {
-			return fmt.Sprintf("urls[%d]: userinfo (user@ or user:password@) is not allowed in a URL", i)
+			return invalid("urls[%d]: userinfo (user@ or user:password@) is not allowed in a URL", i)
 		}
 	}
-	return ""
+	return nil
 }
 
 // plainHTTPURL reports, without url.Parse's allocations, that s is an

@@ -65,10 +65,10 @@ func (x *cidIndex) get(k cidKey) (uint64, bool) {
 
 // load fills recent from the cars past the indexed mark.
 func (x *cidIndex) load(tx *bolt.Tx) error {
-	indexed := u64(tx.Bucket(bMeta).Get(kIndexed))
+	indexed := decodeUint64(tx.Bucket(bMeta).Get(kIndexed))
 	cur := tx.Bucket(bCars).Cursor()
-	for k, v := cur.Seek(be64(indexed + 1)); k != nil; k, v = cur.Next() {
-		r, err := decodeRecord(u64(k), v)
+	for k, v := cur.Seek(encodeUint64(indexed + 1)); k != nil; k, v = cur.Next() {
+		r, err := decodeRecord(decodeUint64(k), v)
 		if err != nil {
 			return err
 		}
@@ -147,7 +147,7 @@ func (t *indexTx) flush(tx *bolt.Tx, last uint64, force bool) error {
 		return err
 	}
 	t.flushed = true
-	return tx.Bucket(bMeta).Put(kIndexed, be64(last))
+	return tx.Bucket(bMeta).Put(kIndexed, encodeUint64(last))
 }
 
 // pending returns the entries waiting to be written, as a run.
@@ -173,7 +173,7 @@ func writeRun(tx *bolt.Tx, r run) error {
 		}
 		prev := run(runs.Bucket(name).Get(kEntries))
 		if prev.len() > r.len() || prev.len()+r.len() > maxRun {
-			next = u64(name) + 1
+			next = decodeUint64(name) + 1
 			break
 		}
 		r = mergeRuns(prev, r) // copies prev out of the file before it goes
@@ -181,7 +181,7 @@ func writeRun(tx *bolt.Tx, r run) error {
 			return err
 		}
 	}
-	b, err := runs.CreateBucket(be64(next))
+	b, err := runs.CreateBucket(encodeUint64(next))
 	if err != nil {
 		return err
 	}
@@ -227,7 +227,7 @@ func (t *indexTx) writeBulk(db *bolt.DB, last uint64) error {
 				return err
 			}
 		}
-		return tx.Bucket(bMeta).Put(kIndexed, be64(last))
+		return tx.Bucket(bMeta).Put(kIndexed, encodeUint64(last))
 	})
 	if err != nil {
 		return err

@@ -9,11 +9,12 @@ import (
 
 	"github.com/ferry-dev/ferry/events"
 
+	"github.com/ferry-dev/ferry/internal/ctxerr"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// maxTx bounds the entries one write transaction applies: large enough to
+// maxTx bounds the batches one write transaction applies: large enough to
 // amortise bbolt's commit, small enough to keep readers current.
 const maxTx = 1024
 
@@ -29,8 +30,8 @@ type Projector struct {
 	store *Store
 	log   *slog.Logger
 	// OnApplied, if set, is called after each transaction with the
-	// entries it applied (receipts and metrics follow the store this way).
-	OnApplied func([]Entry)
+	// batches it applied (receipts and metrics follow the store this way).
+	OnApplied func([]LoggedBatch)
 
 	mu     sync.Mutex
 	seq    uint64 // the last aggregate log message applied
@@ -112,14 +113,14 @@ func (p *Projector) Run(ctx context.Context, follow bool) (err error) {
 			}
 		}()
 	}
-	entries := make(chan Entry, maxBulkTx)
+	logged := make(chan LoggedBatch, maxBulkTx)
 	readErr := make(chan error, 1)
 	go func() {
-		defer close(entries)
+		defer close(logged)
 		readErr <- jetlog.Tail(ctx, p.js, jetlog.StreamAgg, p.Seq()+1, follow, func(e jetlog.Entry) error {
-			var msg []Entry
+			var msg []LoggedBatch
 			err := events.EachBatch(e.Data, func(b *events.Batch) error {
-				msg = append(msg, Entry{Seq: e.Seq, Batch: *b})
+				msg = append(msg, LoggedBatch{Seq: e.Seq, Batch: *b})
 				msg[len(msg)-1].Prepare()
 				return nil
 			})
@@ -127,8 +128,8 @@ func (p *Projector) Run(ctx context.Context, follow bool) (err error) {
 				return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
 			}
 			msg[len(msg)-1].end = true
-			for _, entry := range msg {
-				if err := send(ctx, entries, entry); err != nil {
+			for _, lb := range msg {
+				if err := send(ctx, logged, lb); err != nil {
 					return err
 				}
 			}
@@ -140,23 +141,19 @@ func (p *Projector) Run(ctx context.Context, follow bool) (err error) {
 		limit = maxBulkTx
 	}
 	for {
-		batch, ok := drain(entries, limit)
-		if len(batch) > 0 {
-			if err := p.apply(batch); err != nil {
+		txn, ok := drain(logged, limit)
+		if len(txn) > 0 {
+			if err := p.apply(txn); err != nil {
 				return err
 			}
 		}
 		if !ok {
-			err := <-readErr
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+			return ctxerr.NilIfDone(ctx, <-readErr)
 		}
 	}
 }
 
-func send(ctx context.Context, ch chan<- Entry, e Entry) error {
+func send(ctx context.Context, ch chan<- LoggedBatch, e LoggedBatch) error {
 	select {
 	case ch <- e:
 		return nil
@@ -208,56 +205,57 @@ func (p *Projector) checkPosition(ctx context.Context) error {
 	return nil
 }
 
-// drain blocks for one entry, then takes what else is ready up to limit,
-// and always the rest of the last message it took: a transaction applies
+// drain returns the batches of one write transaction: it blocks for one,
+// then takes what else is ready up to limit, and always the rest of the
+// last message it took: a transaction applies
 // whole messages, so the sequence it stores is never that of a message
 // applied in part. ok is false once the channel is closed; a message cut
 // short by the close is left out.
-func drain(ch <-chan Entry, limit int) ([]Entry, bool) {
+func drain(ch <-chan LoggedBatch, limit int) ([]LoggedBatch, bool) {
 	e, ok := <-ch
 	if !ok {
 		return nil, false
 	}
-	batch := []Entry{e}
+	txn := []LoggedBatch{e}
 	for {
-		whole := batch[len(batch)-1].end
-		if whole && len(batch) >= limit {
-			return batch, true
+		whole := txn[len(txn)-1].end
+		if whole && len(txn) >= limit {
+			return txn, true
 		}
-		var e Entry
+		var e LoggedBatch
 		var ok bool
 		if whole {
 			select {
 			case e, ok = <-ch:
 			default:
-				return batch, true
+				return txn, true
 			}
 		} else {
 			e, ok = <-ch // the rest of the message is on its way
 		}
 		if !ok {
-			for len(batch) > 0 && !batch[len(batch)-1].end {
-				batch = batch[:len(batch)-1]
+			for len(txn) > 0 && !txn[len(txn)-1].end {
+				txn = txn[:len(txn)-1]
 			}
-			return batch, false
+			return txn, false
 		}
-		batch = append(batch, e)
+		txn = append(txn, e)
 	}
 }
 
-func (p *Projector) apply(batch []Entry) error {
-	if err := p.store.Apply(batch); err != nil {
+func (p *Projector) apply(txn []LoggedBatch) error {
+	if err := p.store.Apply(txn); err != nil {
 		p.log.Error("projection stopped", "err", err)
 		return err
 	}
 	p.mu.Lock()
-	p.seq = batch[len(batch)-1].Seq
-	p.in = batch[len(batch)-1].Batch.In
+	p.seq = txn[len(txn)-1].Seq
+	p.in = txn[len(txn)-1].Batch.In
 	close(p.notify)
 	p.notify = make(chan struct{})
 	p.mu.Unlock()
 	if p.OnApplied != nil {
-		p.OnApplied(batch)
+		p.OnApplied(txn)
 	}
 	return nil
 }

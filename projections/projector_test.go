@@ -20,15 +20,15 @@ func TestDrainTakesWholeMessages(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	for round := range 200 {
 		limit := 1 + r.IntN(40)
-		ch := make(chan Entry, 10000)
-		var sent []Entry
+		ch := make(chan LoggedBatch, 10000)
+		var sent []LoggedBatch
 		seq, in := uint64(0), uint64(0)
 		for range 1 + r.IntN(60) {
 			seq++
 			k := 1 + r.IntN(30)
 			for j := range k {
 				in++
-				e := Entry{Seq: seq, Batch: events.Batch{In: in}, end: j == k-1}
+				e := LoggedBatch{Seq: seq, Batch: events.Batch{In: in}, end: j == k-1}
 				sent = append(sent, e)
 				ch <- e
 			}
@@ -39,20 +39,20 @@ func TestDrainTakesWholeMessages(t *testing.T) {
 			seq++
 			for range 1 + r.IntN(5) {
 				in++
-				ch <- Entry{Seq: seq, Batch: events.Batch{In: in}}
+				ch <- LoggedBatch{Seq: seq, Batch: events.Batch{In: in}}
 			}
 		}
 		close(ch)
-		var got []Entry
+		var got []LoggedBatch
 		for {
-			batch, ok := drain(ch, limit)
-			if len(batch) > 0 && !batch[len(batch)-1].end {
-				t.Fatalf("round %d: a transaction ends inside message %d", round, batch[len(batch)-1].Seq)
+			txn, ok := drain(ch, limit)
+			if len(txn) > 0 && !txn[len(txn)-1].end {
+				t.Fatalf("round %d: a transaction ends inside message %d", round, txn[len(txn)-1].Seq)
 			}
-			if ok && len(batch) < limit {
-				t.Fatalf("round %d: %d batches ready, took %d below limit %d", round, len(ch), len(batch), limit)
+			if ok && len(txn) < limit {
+				t.Fatalf("round %d: %d batches ready, took %d below limit %d", round, len(ch), len(txn), limit)
 			}
-			got = append(got, batch...)
+			got = append(got, txn...)
 			if !ok {
 				break
 			}

@@ -163,7 +163,7 @@ func resolve(tx *bolt.Tx, ref string) (uint64, error) {
 		return id, nil
 	}
 	if v := tx.Bucket(bByPiece).Get([]byte(ref)); v != nil {
-		return u64(v), nil
+		return decodeUint64(v), nil
 	}
 	if _, err := piece.Parse(ref, 0); err != nil && err != piece.ErrSizeNeeded {
 		return 0, fmt.Errorf("%w: %q is neither an aggregate id nor a piece CID", ErrBadRef, ref)
@@ -225,7 +225,7 @@ func (s *Store) Aggregates(state string, after uint64, limit int) ([]wire.Aggreg
 	var out []wire.AggregateView
 	err := s.db.View(func(tx *bolt.Tx) error {
 		cur := tx.Bucket(bAggs).Cursor()
-		for k, v := cur.Seek(be64(after + 1)); k != nil && len(out) < limit; k, v = cur.Next() {
+		for k, v := cur.Seek(encodeUint64(after + 1)); k != nil && len(out) < limit; k, v = cur.Next() {
 			var a wire.AggregateView
 			if err := json.Unmarshal(v, &a); err != nil {
 				return err
@@ -290,7 +290,7 @@ func (s *Store) Layout(id uint64) (*wire.AggregateView, []wire.CarView, []*frc58
 func (s *Store) Queued(fn func(wire.CarView) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bQueued).ForEach(func(k, _ []byte) error {
-			r, err := byNumber(tx, u64(k))
+			r, err := byNumber(tx, decodeUint64(k))
 			if err != nil {
 				return err
 			}
@@ -318,7 +318,7 @@ const maxCachedAggs = 4096
 // aggView returns aggregate id as stored in tx. The view is shared by
 // readers: callers must not modify it.
 func (s *Store) aggView(tx *bolt.Tx, id uint64) (*wire.AggregateView, error) {
-	v := tx.Bucket(bAggs).Get(be64(id))
+	v := tx.Bucket(bAggs).Get(encodeUint64(id))
 	if v == nil {
 		return nil, fmt.Errorf("aggregate %d: %w", id, ErrNotFound)
 	}

@@ -200,14 +200,16 @@ func (s *Store) Settings() (*events.Settings, error) {
 func (s *Store) meta(key []byte) uint64 {
 	var v uint64
 	_ = s.db.View(func(tx *bolt.Tx) error {
-		v = u64(tx.Bucket(bMeta).Get(key))
+		v = decodeUint64(tx.Bucket(bMeta).Get(key))
 		return nil
 	})
 	return v
 }
 
-// Entry is one batch of an aggregate log message to apply.
-type Entry struct {
+// LoggedBatch is one events.Batch as the aggregate log holds it: the batch
+// and the sequence of the message it is in (a message holds one batch or
+// several).
+type LoggedBatch struct {
 	// Seq is the message's sequence in the aggregate log; the batches of
 	// one message share it.
 	Seq   uint64
@@ -222,7 +224,7 @@ type Entry struct {
 
 // Prepare parses what it can of e ahead of Apply, outside the write
 // transaction.
-func (e *Entry) Prepare() {
+func (e *LoggedBatch) Prepare() {
 	for i, d := range e.Batch.Decisions {
 		if d.Type != events.DecCarAdded {
 			continue
@@ -238,25 +240,24 @@ func (e *Entry) Prepare() {
 	}
 }
 
-// Apply applies entries, in log order, in one transaction. Entries at or
+// Apply applies batches, in log order, in one transaction. Batches at or
 // below the stored sequence were applied before and are skipped. The
-// entries of one aggregate-log message (its batches, all with its
-// sequence) must all be in one call: the stored sequence says a message
-// was applied whole.
-func (s *Store) Apply(entries []Entry) error {
+// batches of one aggregate-log message (all with its sequence) must all
+// be in one call: the stored sequence says a message was applied whole.
+func (s *Store) Apply(batches []LoggedBatch) error {
 	ix := &indexTx{x: s.index}
 	dealSize := s.dealSize
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bMeta)
-		w := &writer{tx: tx, dealSize: s.dealSize, next: u64(meta.Get(kNextCar)), index: ix}
+		w := &writer{tx: tx, dealSize: s.dealSize, next: decodeUint64(meta.Get(kNextCar)), index: ix}
 		defer func() { dealSize = w.dealSize }()
 		// Keys that only ever append: fill the pages instead of splitting
 		// them in half (bbolt's default suits random inserts).
 		tx.Bucket(bCars).FillPercent = 1
 		tx.Bucket(bMembers).FillPercent = 1
-		applied := u64(meta.Get(kAggSeq))
-		last, lastIn := applied, u64(meta.Get(kLastIn))
-		for _, e := range entries {
+		applied := decodeUint64(meta.Get(kAggSeq))
+		last, lastIn := applied, decodeUint64(meta.Get(kLastIn))
+		for _, e := range batches {
 			if e.Seq <= applied {
 				continue
 			}
@@ -278,13 +279,13 @@ func (s *Store) Apply(entries []Entry) error {
 		if err := ix.flush(tx, w.next, false); err != nil {
 			return err
 		}
-		if err := meta.Put(kNextCar, be64(w.next)); err != nil {
+		if err := meta.Put(kNextCar, encodeUint64(w.next)); err != nil {
 			return err
 		}
-		if err := meta.Put(kLastIn, be64(lastIn)); err != nil {
+		if err := meta.Put(kLastIn, encodeUint64(lastIn)); err != nil {
 			return err
 		}
-		return meta.Put(kAggSeq, be64(last))
+		return meta.Put(kAggSeq, encodeUint64(last))
 	})
 	if err != nil {
 		return err
@@ -294,20 +295,27 @@ func (s *Store) Apply(entries []Entry) error {
 	return nil
 }
 
-func be64(v uint64) []byte {
+// encodeUint64 is v as 8 big-endian bytes: the store's keys and counters,
+// big-endian so that bbolt's byte order is numeric order.
+func encodeUint64(v uint64) []byte {
 	b := make([]byte, 8)
 	binary.BigEndian.PutUint64(b, v)
 	return b
 }
 
-func u64(b []byte) uint64 {
+// decodeUint64 reads what encodeUint64 wrote; anything else (a missing
+// key's nil) is 0.
+func decodeUint64(b []byte) uint64 {
 	if len(b) != 8 {
 		return 0
 	}
 	return binary.BigEndian.Uint64(b)
 }
 
-func key2(id uint64, n int) []byte {
+// memberKey is the key of an aggregate's n-th member in bMembers: the
+// aggregate's id, then n, so that an aggregate's members are adjacent and
+// in order.
+func memberKey(id uint64, n int) []byte {
 	b := make([]byte, 12)
 	binary.BigEndian.PutUint64(b, id)
 	binary.BigEndian.PutUint32(b[8:], uint32(n))
@@ -323,7 +331,7 @@ type writer struct {
 	index    *indexTx
 }
 
-// apply applies one decision; prepared is its piece when Entry.Prepare
+// apply applies one decision; prepared is its piece when LoggedBatch.Prepare
 // parsed it (zero otherwise).
 func (w *writer) apply(in uint64, d events.Decision, prepared piece.Commitment) error {
 	switch d.Type {
@@ -336,7 +344,7 @@ func (w *writer) apply(in uint64, d events.Decision, prepared piece.Commitment) 
 		if err := w.put(r); err != nil {
 			return err
 		}
-		return w.tx.Bucket(bQueued).Put(be64(r.num), nil)
+		return w.tx.Bucket(bQueued).Put(encodeUint64(r.num), nil)
 	case events.DecCarAdded:
 		return w.added(d, prepared)
 	case events.DecCarRejected:
@@ -399,7 +407,7 @@ func (w *writer) lookup(car string) (*carRecord, error) {
 }
 
 func byNumber(tx *bolt.Tx, num uint64) (*carRecord, error) {
-	v := tx.Bucket(bCars).Get(be64(num))
+	v := tx.Bucket(bCars).Get(encodeUint64(num))
 	if v == nil {
 		return nil, fmt.Errorf("CAR number %d: %w", num, ErrNotFound)
 	}
@@ -418,7 +426,7 @@ func (w *writer) put(r *carRecord) error {
 	if err != nil {
 		return err
 	}
-	return w.tx.Bucket(bCars).Put(be64(r.num), data)
+	return w.tx.Bucket(bCars).Put(encodeUint64(r.num), data)
 }
 
 // agg reads an aggregate. Within a write transaction aggregates are kept
@@ -428,7 +436,7 @@ func (w *writer) agg(id uint64) (*wire.AggregateView, error) {
 	if a, ok := w.aggs[id]; ok {
 		return a, nil
 	}
-	v := w.tx.Bucket(bAggs).Get(be64(id))
+	v := w.tx.Bucket(bAggs).Get(encodeUint64(id))
 	if v == nil {
 		return nil, fmt.Errorf("aggregate %d: %w", id, ErrNotFound)
 	}
@@ -451,7 +459,7 @@ func (w *writer) flush() error {
 		if err != nil {
 			return err
 		}
-		if err := w.tx.Bucket(bAggs).Put(be64(id), data); err != nil {
+		if err := w.tx.Bucket(bAggs).Put(encodeUint64(id), data); err != nil {
 			return err
 		}
 	}
@@ -502,7 +510,7 @@ func (w *writer) added(d events.Decision, p piece.Commitment) error {
 	}
 	// Only a numbered CAR can be queued: skip the seek for a new one.
 	if r.num != 0 {
-		if err := w.tx.Bucket(bQueued).Delete(be64(r.num)); err != nil {
+		if err := w.tx.Bucket(bQueued).Delete(encodeUint64(r.num)); err != nil {
 			return err
 		}
 	}
@@ -529,7 +537,7 @@ func (w *writer) join(id uint64, r *carRecord, padded uint64, root [32]byte) err
 	if err := w.put(r); err != nil { // gives a new CAR its number
 		return err
 	}
-	if err := w.tx.Bucket(bMembers).Put(key2(id, a.Count), appendMember(make([]byte, 0, memberLen), r.num, padded, root)); err != nil {
+	if err := w.tx.Bucket(bMembers).Put(memberKey(id, a.Count), appendMember(make([]byte, 0, memberLen), r.num, padded, root)); err != nil {
 		return err
 	}
 	a.Count++
@@ -546,7 +554,7 @@ func (w *writer) rejected(in uint64, d events.Decision) error {
 		case err != nil:
 			return err
 		case r.view.State == aggregator.Queued || r.view.State == aggregator.Rejected:
-			if err := w.tx.Bucket(bQueued).Delete(be64(r.num)); err != nil {
+			if err := w.tx.Bucket(bQueued).Delete(encodeUint64(r.num)); err != nil {
 				return err
 			}
 			// Keep what the producer said; it helps to see why.
@@ -557,7 +565,7 @@ func (w *writer) rejected(in uint64, d events.Decision) error {
 	// A rejection of an input whose CAR is accepted (or that names none)
 	// leaves the CAR alone; it is kept by input sequence for the record.
 	data, _ := json.Marshal(map[string]string{"car": d.Car, "reason": d.Reason})
-	return w.tx.Bucket(bRejects).Put(be64(in), data)
+	return w.tx.Bucket(bRejects).Put(encodeUint64(in), data)
 }
 
 // member is one entry of the members bucket.
@@ -571,7 +579,7 @@ type member struct {
 // on, in arrival order, until fn returns false.
 func members(tx *bolt.Tx, id uint64, first int, fn func(i int, m member) bool) error {
 	cur := tx.Bucket(bMembers).Cursor()
-	for k, v := cur.Seek(key2(id, first)); k != nil && binary.BigEndian.Uint64(k) == id; k, v = cur.Next() {
+	for k, v := cur.Seek(memberKey(id, first)); k != nil && binary.BigEndian.Uint64(k) == id; k, v = cur.Next() {
 		if len(v) != memberLen || len(k) != 12 {
 			return fmt.Errorf("aggregate %d: corrupt member", id)
 		}
@@ -616,7 +624,7 @@ func (w *writer) ready(d events.Decision) error {
 	}
 	// A bucket of its own per aggregate: a later close then never rewrites
 	// (and pages in) the leaf that holds this one's megabytes.
-	closed, err := w.tx.Bucket(bClosed).CreateBucketIfNotExists(be64(a.ID))
+	closed, err := w.tx.Bucket(bClosed).CreateBucketIfNotExists(encodeUint64(a.ID))
 	if err != nil {
 		return err
 	}
@@ -628,10 +636,10 @@ func (w *writer) ready(d events.Decision) error {
 	}
 	a.State, a.Piece, a.PieceV1, a.PieceSize, a.Closed = aggregator.Ready, d.Piece, d.PieceV1, d.PieceSize, d.Closed
 	byPiece := w.tx.Bucket(bByPiece)
-	if err := byPiece.Put([]byte(d.Piece), be64(a.ID)); err != nil {
+	if err := byPiece.Put([]byte(d.Piece), encodeUint64(a.ID)); err != nil {
 		return err
 	}
-	if err := byPiece.Put([]byte(d.PieceV1), be64(a.ID)); err != nil {
+	if err := byPiece.Put([]byte(d.PieceV1), encodeUint64(a.ID)); err != nil {
 		return err
 	}
 	return w.putAgg(a)
@@ -660,7 +668,7 @@ type closed struct {
 // openClosed reads aggregate id's layout and tree; ok is false before its
 // close.
 func openClosed(tx *bolt.Tx, id uint64) (c closed, ok bool, err error) {
-	b := tx.Bucket(bClosed).Bucket(be64(id))
+	b := tx.Bucket(bClosed).Bucket(encodeUint64(id))
 	if b == nil {
 		return closed{}, false, nil
 	}

@@ -26,7 +26,7 @@ import (
 // entries: most with a piece, some queued and given one later, some
 // invalid, some repeated. want is each CAR's expected aggregate (0 for
 // QUEUED or REJECTED) from the decisions.
-func foldLog(t testing.TB, n int, dealSize uint64) (entries []Entry, cars []string, want map[string]uint64) {
+func foldLog(t testing.TB, n int, dealSize uint64) (entries []LoggedBatch, cars []string, want map[string]uint64) {
 	t.Helper()
 	st := aggregator.New(events.Settings{DealSize: dealSize, MinPayload: dealSize, MaxWait: 1 << 62})
 	rng := rand.New(rand.NewPCG(7, uint64(n)))
@@ -34,7 +34,7 @@ func foldLog(t testing.TB, n int, dealSize uint64) (entries []Entry, cars []stri
 	in := func(ev events.Event) {
 		seq++
 		if b := st.Apply(seq, testutil.MustEncode(ev)); len(b.Decisions) > 0 {
-			e := Entry{Seq: uint64(len(entries) + 1), Batch: b}
+			e := LoggedBatch{Seq: uint64(len(entries) + 1), Batch: b}
 			if seq%2 == 0 {
 				e.Prepare() // half as the projector's reader gives them
 			}
@@ -139,7 +139,7 @@ func checkCars(t *testing.T, s *Store, cars []string, want map[string]uint64) (c
 
 // rebuilding opens read models at path and applies entries in a rebuild
 // not yet finished.
-func rebuilding(t *testing.T, path string, dealSize uint64, entries []Entry) *Store {
+func rebuilding(t *testing.T, path string, dealSize uint64, entries []LoggedBatch) *Store {
 	t.Helper()
 	s, err := Open(path, dealSize)
 	if err != nil {
@@ -317,7 +317,7 @@ func TestIndexKeyClashIsNeverAnotherCAR(t *testing.T) {
 	ev := testutil.Replicated(1_000_000, 5000, false)
 	b := events.Batch{In: 1 << 40, Decisions: []events.Decision{{Type: events.DecCarQueued, Car: ev.Car,
 		Record: &events.Record{Size: ev.Size, MD5: ev.MD5, URLs: ev.URLs}}}}
-	if err := s.Apply([]Entry{{Seq: 1 << 40, Batch: b}}); !errors.Is(err, errKeyClash) {
+	if err := s.Apply([]LoggedBatch{{Seq: 1 << 40, Batch: b}}); !errors.Is(err, errKeyClash) {
 		t.Fatalf("accepting a clashing CID: %v", err)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/ferry-dev/ferry/events"
 
 	"github.com/ferry-dev/ferry/frc58"
+	"github.com/ferry-dev/ferry/internal/ctxerr"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/ferry-dev/ferry/wire"
@@ -72,7 +73,7 @@ func (r *Publisher) Run(ctx context.Context) error {
 	each := func(e jetlog.Entry) error {
 		from = e.Seq + 1
 		if !bytes.Contains(e.Data, deals) {
-			return nil // most batches make no deals; skip decoding them
+			return nil // most messages make no deals; skip decoding them
 		}
 		// A batch that makes deals is a message of its own (the runner's
 		// rule), so a receipt's position within its aggregate places it
@@ -98,16 +99,9 @@ func (r *Publisher) Run(ctx context.Context) error {
 	// follow only the batches that make deals, from right after the last
 	// batch the catch-up read (each moves from).
 	if err := jetlog.Tail(ctx, r.JS, jetlog.StreamAgg, from, false, each); err != nil {
-		return nilIfCanceled(ctx, err)
+		return ctxerr.NilIfDone(ctx, err)
 	}
-	return nilIfCanceled(ctx, jetlog.TailSubject(ctx, r.JS, jetlog.StreamAgg, r.Subjects.Deals(), from, true, each))
-}
-
-func nilIfCanceled(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
+	return ctxerr.NilIfDone(ctx, jetlog.TailSubject(ctx, r.JS, jetlog.StreamAgg, r.Subjects.Deals(), from, true, each))
 }
 
 // resume reads the last receipt's headers.

@@ -187,9 +187,9 @@ func (p *OfferPiece) check(from, dealSize uint64) string {
 	if p.Size == 0 {
 		return "size: must be at least 1 byte"
 	}
-	c, reason := events.CheckPiece(p.Piece, p.PieceSize, p.Size)
-	if reason != "" {
-		return reason
+	c, err := events.CheckPiece(p.Piece, p.PieceSize, p.Size)
+	if err != nil {
+		return err.Error()
 	}
 	if p.PieceSize != c.Padded {
 		return fmt.Sprintf("pieceSize: %d, the piece is %d", p.PieceSize, c.Padded)

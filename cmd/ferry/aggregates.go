@@ -10,7 +10,7 @@ import (
 	"github.com/ferry-dev/ferry/client"
 )
 
-func runAggregates(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runAggregates(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("aggregates", "aggregates [flags] [ID | close ID | reoffer ID | fail ID]", stderr)
 	server := fs.String("server", defaultHTTP, "ferry's HTTP `address`")
 	token := fs.String("write-token", "", "bearer token for close, reoffer and fail")

@@ -18,8 +18,6 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-func init() { extra["audit"] = runAudit }
-
 // errViolations makes ferry audit exit non-zero when an invariant fails.
 var errViolations = errors.New("invariants violated")
 

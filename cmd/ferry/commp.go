@@ -15,8 +15,6 @@ import (
 	"github.com/ferry-dev/ferry/carcheck"
 )
 
-func init() { extra["commp"] = runCommp }
-
 // progressMin is the input size above which a terminal gets a progress line.
 const progressMin = 64 << 20
 

@@ -11,8 +11,6 @@ import (
 	"github.com/ferry-dev/ferry/pieceworker"
 )
 
-func init() { extra["dlq"] = runDLQ }
-
 // runDLQ lists dead-lettered piece work, or replays it: the CAR's
 // car.replicated goes into the input log again (its rejection made it
 // unknown to the fold), and the dead letter is deleted.

@@ -34,37 +34,54 @@ func main() {
 
 var errUsage = errors.New("usage")
 
+// runFunc runs one command; every command writes to the writers given.
+type runFunc func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error
+
+// command is one subcommand: Run dispatches on name and `ferry help` lists
+// name, args and summary, both from the same table, so a command cannot be
+// dispatchable yet missing from the help.
+type command struct {
+	name    string
+	args    string // what follows the name in the help line, if anything
+	summary string
+	run     runFunc
+}
+
+// commands are ferry's subcommands in the order `ferry help` lists them.
+var commands = []command{
+	{"serve", "", "run ferry: embedded NATS (or --nats URL), aggregator, read models, HTTP API", runServe},
+	{"publish", "", "send car.replicated events and count ferry's answers (flags, --dir, JSON lines)", runPublish},
+	{"status", "CID", "where a CAR is: state, aggregate, inclusion proof, deals", runStatus},
+	{"aggregates", "", "list aggregates; 'aggregates ID' shows one; 'aggregates close|reoffer|fail ID' orders one", runAggregates},
+	{"replay", "", "delete the read models and rebuild them from the logs", runReplay},
+	{"receipts", "", "print deal receipts as JSON lines (--follow to keep going)", runReceipts},
+	{"commp", "", "piece CID, sizes, md5 and roots of a CAR file, URL or stdin", runCommp},
+	{"spade-sim", "", "a deal engine simulator to try ferry end to end", runSpadeSim},
+	{"piece-worker", "", "compute piece CIDs for queued CARs, on any machine", runPieceWorker},
+	{"dlq", "", "list or replay piece work that ran out of attempts", runDLQ},
+	{"audit", "", "prove from the logs that nothing was lost or doubled", runAudit},
+}
+
 // Run dispatches a subcommand; every command writes to the writers given.
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		usage(stderr)
 		return fmt.Errorf("%w: no command given", errUsage)
 	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "serve":
-		return runServe(ctx, rest, stdout, stderr)
-	case "publish":
-		return runPublish(ctx, rest, stdin, stdout, stderr)
-	case "status":
-		return runStatus(ctx, rest, stdout, stderr)
-	case "aggregates":
-		return runAggregates(ctx, rest, stdout, stderr)
-	case "replay":
-		return runReplay(ctx, rest, stdout, stderr)
+	name, rest := args[0], args[1:]
+	switch name {
 	case "help", "-h", "--help":
 		usage(stdout)
 		return nil
 	}
-	if run, ok := extra[cmd]; ok {
-		return run(ctx, rest, stdin, stdout, stderr)
+	for _, c := range commands {
+		if c.name == name {
+			return c.run(ctx, rest, stdin, stdout, stderr)
+		}
 	}
 	usage(stderr)
-	return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	return fmt.Errorf("%w: unknown command %q", errUsage, name)
 }
-
-// extra holds commands registered by other files of this package.
-var extra = map[string]func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error{}
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `ferry — folds replicated CARs into FRC-0058 aggregates and Filecoin deals
@@ -72,18 +89,15 @@ func usage(w io.Writer) {
 Usage: ferry <command> [flags]
 
 Commands:
-  serve        run ferry: embedded NATS (or --nats URL), aggregator, read models, HTTP API
-  publish      send car.replicated events and count ferry's answers (flags, --dir, JSON lines)
-  status CID   where a CAR is: state, aggregate, inclusion proof, deals
-  aggregates   list aggregates; 'aggregates ID' shows one; 'aggregates close|reoffer|fail ID' orders one
-  replay       delete the read models and rebuild them from the logs
-  receipts     print deal receipts as JSON lines (--follow to keep going)
-  commp        piece CID, sizes, md5 and roots of a CAR file, URL or stdin
-  spade-sim    a deal engine simulator to try ferry end to end
-  piece-worker compute piece CIDs for queued CARs, on any machine
-  dlq          list or replay piece work that ran out of attempts
-  audit        prove from the logs that nothing was lost or doubled
-
+`)
+	for _, c := range commands {
+		label := c.name
+		if c.args != "" {
+			label += " " + c.args
+		}
+		fmt.Fprintf(w, "  %-12s %s\n", label, c.summary)
+	}
+	fmt.Fprint(w, `
 Every command takes -h. Flags can also be set as FERRY_<FLAG> environment
 variables (FERRY_DEAL_SIZE=8MiB).
 `)

@@ -17,8 +17,6 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-func init() { extra["piece-worker"] = runPieceWorker }
-
 // workerFlags are the piece worker flags shared by serve and piece-worker;
 // the caller sets c.Fetch.Policy from the returned flags once parsed.
 func workerFlags(fs *flag.FlagSet, c *pieceworker.Config) *policyFlags {

@@ -413,17 +413,17 @@ func graceDone(ctx context.Context) (<-chan struct{}, func() bool) {
 	return ch, stop
 }
 
-// httpOutlet posts events to POST /v1/cars in batches, several requests
-// at once, and counts ferry's answer to each event.
+// httpOutlet posts events to POST /v1/cars, several to a request and
+// several requests at once, and counts ferry's answer to each event.
 type httpOutlet struct {
-	api   *client.HTTP
-	t     *tally
-	batch int // events per request
-	buf   []item
-	raw   []json.RawMessage
-	bytes int
-	slots chan struct{}
-	wg    sync.WaitGroup
+	api        *client.HTTP
+	t          *tally
+	perRequest int // events per request
+	buf        []item
+	raw        []json.RawMessage
+	bytes      int
+	slots      chan struct{}
+	wg         sync.WaitGroup
 	// reqs is the requests' context: not the run's, so that an interrupt
 	// leaves stopGrace for answers already on their way.
 	reqs   context.Context
@@ -435,11 +435,11 @@ type httpOutlet struct {
 func newHTTPOutlet(server, token string, inFlight int, t *tally) *httpOutlet {
 	api := client.NewHTTP(server)
 	api.Token = token
-	batch := min(postEvents, inFlight)
-	reqs := (inFlight + batch - 1) / batch
+	perRequest := min(postEvents, inFlight)
+	reqs := (inFlight + perRequest - 1) / perRequest
 	api.HC = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: reqs}}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &httpOutlet{api: api, t: t, batch: batch, slots: make(chan struct{}, reqs), reqs: ctx, cancel: cancel}
+	return &httpOutlet{api: api, t: t, perRequest: perRequest, slots: make(chan struct{}, reqs), reqs: ctx, cancel: cancel}
 }
 
 func (o *httpOutlet) put(ctx context.Context, it item) error {
@@ -454,7 +454,7 @@ func (o *httpOutlet) put(ctx context.Context, it item) error {
 		}
 	}
 	o.buf, o.raw, o.bytes = append(o.buf, it), append(o.raw, raw), o.bytes+len(raw)
-	if len(o.buf) >= o.batch {
+	if len(o.buf) >= o.perRequest {
 		return o.flush(ctx)
 	}
 	return o.err()
@@ -480,8 +480,9 @@ func (o *httpOutlet) flush(ctx context.Context) error {
 	return nil
 }
 
-// post sends one batch. A busy server (429, 503) has read nothing of it,
-// so it is sent again after a second, unless the run was interrupted.
+// post sends one request's events. A busy server (429, 503) has read
+// nothing of it, so it is sent again after a second, unless the run was
+// interrupted.
 func (o *httpOutlet) post(ctx context.Context, its []item, raw []json.RawMessage) {
 	for {
 		res, err := o.api.SubmitEncoded(o.reqs, raw)

@@ -11,8 +11,6 @@ import (
 	"github.com/ferry-dev/ferry/wire"
 )
 
-func init() { extra["receipts"] = runReceipts }
-
 func runReceipts(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("receipts", "receipts [--follow] [--from SEQ | --durable NAME] [--car CID]", stderr)
 	natsURL := fs.String("nats", defaultNATS, "NATS `URL`")

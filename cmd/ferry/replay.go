@@ -19,7 +19,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runReplay(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("replay", "replay [flags]", stderr)
 	data := fs.String("data", "./ferry-data", "ferry's data `dir` (stop ferry serve first)")
 	natsURL := fs.String("nats", "", "NATS `URL` with ferry's streams (default: start the embedded server on --data)")
@@ -100,7 +100,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, path string, dealSize u
 	p := projections.NewProjector(js, store, nil)
 	var applied int
 	last := time.Now()
-	p.OnApplied = func(entries []projections.Entry) {
+	p.OnApplied = func(entries []projections.LoggedBatch) {
 		applied += len(entries)
 		if time.Since(last) > time.Second {
 			last = time.Now()

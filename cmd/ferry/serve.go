@@ -28,7 +28,7 @@ const (
 	defaultDeal = 32 << 30
 )
 
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("serve", "serve [flags]", stderr)
 	data := fs.String("data", "./ferry-data", "data `dir`: JetStream storage (embedded) and read models")
 	httpAddr := fs.String("http", defaultHTTP, "HTTP API listen `address`")

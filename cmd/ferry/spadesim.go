@@ -13,8 +13,6 @@ import (
 	"github.com/ferry-dev/ferry/spade"
 )
 
-func init() { extra["spade-sim"] = runSpadeSim }
-
 func runSpadeSim(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("spade-sim", "spade-sim [flags]", stderr)
 	listen := fs.String("listen", "127.0.0.1:9000", "listen `address`: POST /offers, GET /offers, GET /oracle, GET /oracle.zst")

@@ -9,7 +9,7 @@ import (
 	"github.com/ferry-dev/ferry/client"
 )
 
-func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("status", "status [flags] CID", stderr)
 	server := fs.String("server", defaultHTTP, "ferry's HTTP `address`")
 	if err := parse(fs, args); err != nil {

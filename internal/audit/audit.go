@@ -71,7 +71,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg events.Settings, given
 		return nil, err
 	}
 	r := &Report{}
-	model := aggregator.NewModel()
+	model := aggregator.NewInvariantModel()
 	var (
 		sums   []stored
 		lastIn uint64 // the last input the aggregate log has folded
@@ -144,7 +144,7 @@ func (s stored) String() string {
 // car.replicated the fold accepted to have a state in the model. Inputs
 // after lastIn are not folded yet: on a live system they arrive while the
 // audit reads.
-func refold(ctx context.Context, js jetstream.JetStream, cfg events.Settings, sums []stored, lastIn uint64, model *aggregator.Model, r *Report) error {
+func refold(ctx context.Context, js jetstream.JetStream, cfg events.Settings, sums []stored, lastIn uint64, model *aggregator.InvariantModel, r *Report) error {
 	st := aggregator.New(cfg)
 	i, mismatched := 0, false
 	err := readLog(ctx, js, jetlog.StreamIn, lastIn, r, func(e jetlog.Entry) error {
@@ -364,7 +364,7 @@ func checkReceipts(ctx context.Context, js jetstream.JetStream, aggs []aggregato
 }
 
 // checkViews asks the read models about every CAR the logs know.
-func checkViews(ctx context.Context, model *aggregator.Model, aggs []aggregator.ModelAggregate, views Views, r *Report) error {
+func checkViews(ctx context.Context, model *aggregator.InvariantModel, aggs []aggregator.ModelAggregate, views Views, r *Report) error {
 	state := map[uint64]string{}
 	for _, a := range aggs {
 		state[a.ID] = a.State

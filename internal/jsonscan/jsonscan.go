@@ -275,8 +275,8 @@ func (d *Scanner) Uint(max uint64) (uint64, bool) {
 	return n, true
 }
 
-// U64 reads a uint64 field (null leaves it 0, as Uint).
-func (d *Scanner) U64(v *uint64) bool {
+// Uint64 reads a uint64 field (null leaves it 0, as Uint).
+func (d *Scanner) Uint64(v *uint64) bool {
 	n, ok := d.Uint(math.MaxUint64)
 	*v = n
 	return ok

@@ -92,7 +92,7 @@ func (n *Node) ownsPiece(pieceV1 string) bool {
 // onApplied offers every aggregate that just closed or that the fold wants
 // offered again (aggregate.retry), and hands every CAR
 // that waits for its piece to the piece workers.
-func (n *Node) onApplied(entries []projections.Entry) {
+func (n *Node) onApplied(entries []projections.LoggedBatch) {
 	for _, e := range entries {
 		for _, d := range e.Batch.Decisions {
 			switch {

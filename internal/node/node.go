@@ -1,6 +1,3 @@
-// Package node assembles a running ferry: the NATS connection (embedded
-// server or an existing cluster), the streams, the aggregator, the read
-// models and the HTTP API. `ferry serve` is a Node; so are end-to-end tests.
 package node
 
 import (
@@ -333,7 +330,7 @@ func (n *Node) goRun(name string, fn func() error) {
 				return
 			}
 			if err == nil {
-				return // the part is done (a one-off such as dealer-resume)
+				return // the part is done
 			}
 			n.setErr(name, err)
 			n.log.Error("part stopped; restarting", "part", name, "err", err, "in", wait)

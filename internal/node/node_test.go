@@ -282,7 +282,7 @@ func checkLogsUnder(t *testing.T, js jetstream.JetStream, cfg events.Settings) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := aggregator.NewModel()
+	m := aggregator.NewInvariantModel()
 	i := 0
 	err = jetlog.Tail(ctx, js, jetlog.StreamAgg, 1, false, func(e jetlog.Entry) error {
 		k := bytes.Count(e.Data, []byte("\n")) + 1
@@ -401,7 +401,7 @@ func TestASecondAggregatorWaitsAndARogueAppendDeposesTheWriter(t *testing.T) {
 	a.Close()
 	testutil.Eventually(t, 20*time.Second, "second aggregator to lead", func() bool { return b.Runner.Status().Leader })
 	waitIdle(t, b, nt.JS)
-	m := aggregator.NewModel()
+	m := aggregator.NewInvariantModel()
 	if err := client.Replay(ctx, nt.JS, 1, func(_ uint64, batch events.Batch) error { return m.Apply(batch) }); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/frc58"
+	"github.com/ferry-dev/ferry/internal/ctxerr"
 	"github.com/ferry-dev/ferry/internal/urlpolicy"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/pieceworker"
@@ -36,7 +37,7 @@ func (n *Node) runPieces(ctx context.Context) {
 			return pieceworker.Enqueue(ctx, n.JS, n.cfg.Subjects, viewItem(c))
 		})
 		if err != nil {
-			return nilIfDone(ctx, err)
+			return ctxerr.NilIfDone(ctx, err)
 		}
 		for {
 			select {
@@ -88,13 +89,6 @@ func (n *Node) fetchPolicy() *urlpolicy.Policy {
 		urlpolicy.AddrPortRule(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), own.Port())),
 		urlpolicy.AddrPortRule(netip.AddrPortFrom(netip.IPv6Loopback(), own.Port())),
 	)
-}
-
-func nilIfDone(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
 }
 
 // enqueue puts a CAR's work on the queue, retrying (250 ms doubling to
