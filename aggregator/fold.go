@@ -36,6 +36,12 @@ const (
 // cut short.
 const DefaultMaxTickAhead = 5 * time.Minute
 
+// DealRoom is what a deal of dealSize leaves one CAR, as the fold and the
+// HTTP API validate events against it.
+func DealRoom(dealSize uint64) events.DealRoom {
+	return events.DealRoom{DealSize: dealSize, MaxPiece: frc58.MaxPiece(dealSize)}
+}
+
 // DefaultMinPayload is Spade's lower bound scaled to dealSize: just over
 // half the deal's unpadded capacity (1+127*(1<<27) for 32 GiB).
 func DefaultMinPayload(dealSize uint64) uint64 { return piece.Unpadded(dealSize)/2 + 1 }
@@ -272,7 +278,7 @@ func (s *State) undecodable(b *events.Batch, data []byte, err error) {
 }
 
 func (s *State) onReplicated(b *events.Batch, e *events.CarReplicated) {
-	chk, invalid := e.Check(s.cfg.DealSize)
+	chk, invalid := e.Check(DealRoom(s.cfg.DealSize))
 	car := e.Car // as canonical does, from the CID Check parsed
 	if chk.Car != "" {
 		car = chk.Car

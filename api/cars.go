@@ -76,7 +76,7 @@ func splitBody(body []byte) ([]json.RawMessage, bool, error) {
 func (a *API) submit(r *http.Request, raw json.RawMessage) (res wire.CarResult, full bool) {
 	e, refused := decodeReplicated(raw)
 	if refused == nil {
-		refused = e.Validate(a.DealSize)
+		refused = e.Validate(aggregator.DealRoom(a.DealSize))
 	}
 	car, _ := events.CarCID(e.Car)
 	res.Car = car

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/internal/mutate"
 
 	"github.com/ferry-dev/ferry/events"
@@ -47,7 +48,7 @@ func FuzzCarsBody(f *testing.F) {
 				t.Fatalf("decodeReplicated returned no event (reason %v)", refused)
 			}
 			if refused == nil {
-				refused = e.Validate(deal)
+				refused = e.Validate(aggregator.DealRoom(deal))
 			}
 			if refused != nil {
 				// Refused events are published too, so the refusal is on
@@ -72,7 +73,7 @@ func FuzzCarsBody(f *testing.F) {
 			if !ok {
 				t.Fatalf("accepted event reads back as %T", ev)
 			}
-			if err := back.Validate(deal); err != nil {
+			if err := back.Validate(aggregator.DealRoom(deal)); err != nil {
 				t.Fatalf("POST /v1/cars accepts what the fold rejects: %v\n%s", err, enc)
 			}
 			if back.Car != e.Car || back.Size != e.Size || back.MD5 != e.MD5 || !slices.Equal(back.URLs, e.URLs) || back.Piece != e.Piece {

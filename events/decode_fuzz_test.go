@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/internal/mutate"
 
 	"github.com/ferry-dev/ferry/events"
@@ -65,8 +66,8 @@ func FuzzDecode(f *testing.F) {
 		}
 		cr2 := ev2.(*events.CarReplicated)
 		for _, deal := range fuzzDealSizes {
-			reason := reasonOf(cr.Validate(deal))
-			if again := reasonOf(cr2.Validate(deal)); again != reason {
+			reason := reasonOf(cr.Validate(aggregator.DealRoom(deal)))
+			if again := reasonOf(cr2.Validate(aggregator.DealRoom(deal))); again != reason {
 				t.Fatalf("deal %d: Validate says %q, after the round trip %q", deal, reason, again)
 			}
 			if reason != "" {

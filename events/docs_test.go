@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/jetlog"
 )
@@ -78,7 +79,7 @@ func checkEvent(t *testing.T, where string, data []byte) events.Event {
 		return nil
 	}
 	if cr, ok := ev.(*events.CarReplicated); ok {
-		if err := cr.Validate(docsDeal); err != nil {
+		if err := cr.Validate(aggregator.DealRoom(docsDeal)); err != nil {
 			t.Errorf("%s: car.replicated is invalid for a 32 GiB deal: %v", where, err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/internal/testutil"
 )
 
@@ -28,7 +29,7 @@ func TestValidateRefusesURLsNoWorkerWouldFetch(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ev := c.Event("https://carpark.example", false)
 			ev.URLs = []string{tt.url}
-			got := reasonOf(ev.Validate(8 << 20))
+			got := reasonOf(ev.Validate(aggregator.DealRoom(8 << 20)))
 			if tt.reason == "" && got != "" || !strings.Contains(got, tt.reason) {
 				t.Fatalf("Validate = %q, want %q", got, tt.reason)
 			}

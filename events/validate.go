@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/internal/cidtext"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ipfs/go-cid"
@@ -29,11 +28,19 @@ func invalid(format string, args ...any) error {
 	return &InvalidError{Reason: fmt.Sprintf(format, args...)}
 }
 
-// Validate checks a car.replicated against the rules of DESIGN.md for a deal
-// of dealSize; it returns an *InvalidError with the reason the event is
+// DealRoom is what a deal leaves one CAR: the deal's padded size and the
+// largest padded piece it takes beside its data segment index. The caller
+// computes MaxPiece with frc58.MaxPiece: the wire format knows no FRC-0058
+// arithmetic (and so links none of its libraries).
+type DealRoom struct {
+	DealSize, MaxPiece uint64
+}
+
+// Validate checks a car.replicated against the rules of DESIGN.md for a
+// deal with room; it returns an *InvalidError with the reason the event is
 // unacceptable, or nil when it is good.
-func (e *CarReplicated) Validate(dealSize uint64) error {
-	_, err := e.Check(dealSize)
+func (e *CarReplicated) Validate(room DealRoom) error {
+	_, err := e.Check(room)
 	return err
 }
 
@@ -48,13 +55,13 @@ type Checked struct {
 
 // Check is Validate that also returns what it parsed, so that a caller (the
 // fold) parses each CID once.
-func (e *CarReplicated) Check(dealSize uint64) (Checked, error) {
+func (e *CarReplicated) Check(room DealRoom) (Checked, error) {
 	var chk Checked
-	err := e.check(dealSize, &chk)
+	err := e.check(room, &chk)
 	return chk, err
 }
 
-func (e *CarReplicated) check(dealSize uint64, chk *Checked) error {
+func (e *CarReplicated) check(room DealRoom, chk *Checked) error {
 	car, err := CarCID(e.Car)
 	if err != nil {
 		return err
@@ -64,9 +71,9 @@ func (e *CarReplicated) check(dealSize uint64, chk *Checked) error {
 		return invalid("size: must be at least 1 byte")
 	}
 	padded := piece.PaddedSize(e.Size)
-	if max := frc58.MaxPiece(dealSize); e.Size > piece.Unpadded(max) || padded > max {
+	if max := room.MaxPiece; e.Size > piece.Unpadded(max) || padded > max {
 		return invalid("size: %d bytes pads to a %d byte piece, larger than the %d bytes a %d byte deal holds beside its index",
-			e.Size, padded, max, dealSize)
+			e.Size, padded, max, room.DealSize)
 	}
 	if len(e.MD5) != 32 {
 		return invalid("md5: want 32 hex digits, got %d characters", len(e.MD5))

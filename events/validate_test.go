@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
 )
@@ -23,17 +24,17 @@ func reasonOf(err error) string {
 func TestARefusalIsAnInvalidErrorWhoseMessageIsTheReason(t *testing.T) {
 	const deal = 8 << 20
 	good := testutil.Replicated(1, 3000, true)
-	if err := good.Validate(deal); err != nil {
+	if err := good.Validate(aggregator.DealRoom(deal)); err != nil {
 		t.Fatalf("a good event: %v", err)
 	}
-	if chk, err := good.Check(deal); err != nil || chk.Car != good.Car {
+	if chk, err := good.Check(aggregator.DealRoom(deal)); err != nil || chk.Car != good.Car {
 		t.Fatalf("Check of a good event: %+v %v", chk, err)
 	}
 	noMD5 := *good
 	noMD5.MD5 = ""
 	otherPayload := *good
 	otherPayload.Piece = testutil.FakePiece(1, 3001).MustV2().String() // same padded size
-	_, checkErr := otherPayload.Check(deal)
+	_, checkErr := otherPayload.Check(aggregator.DealRoom(deal))
 	_, commitmentErr := otherPayload.Commitment()
 	_, pieceErr := events.CheckPiece(good.Piece, 0, 3001)
 	_, carErr := events.CarCID("")
@@ -41,7 +42,7 @@ func TestARefusalIsAnInvalidErrorWhoseMessageIsTheReason(t *testing.T) {
 		name, reason string
 		err          error
 	}{
-		{"Validate", "md5: want 32 hex digits, got 0 characters", noMD5.Validate(deal)},
+		{"Validate", "md5: want 32 hex digits, got 0 characters", noMD5.Validate(aggregator.DealRoom(deal))},
 		{"Check", "piece: v2 CID is for a 3001 byte payload, size says 3000", checkErr},
 		{"Commitment", "piece: v2 CID is for a 3001 byte payload, size says 3000", commitmentErr},
 		{"CheckPiece", "piece: v2 CID is for a 3000 byte payload, size says 3001", pieceErr},

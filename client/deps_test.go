@@ -1,0 +1,24 @@
+package client
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// A program that talks to ferry links the client, so the client must not
+// drag in ferry's storage, CAR or commitment libraries: the wire types it
+// needs live in packages that carry none of them (events, wire, jetlog).
+func TestTheClientLinksNoHeavyLibrary(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		for _, heavy := range []string{"go.etcd.io/bbolt", "github.com/ipld/go-car", "github.com/filecoin-project/go-fil-commp-hashhash", "github.com/filecoin-project/go-data-segment"} {
+			if strings.HasPrefix(dep, heavy) {
+				t.Errorf("client links %s", dep)
+			}
+		}
+	}
+}
