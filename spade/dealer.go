@@ -19,8 +19,8 @@ import (
 // missing report or a failed deal is the fold's decision (its deal clock),
 // not the dealer's: the dealer offers whatever the fold makes READY.
 //
-// Goroutines: Run's workers each own one offer at a time; Enqueue may be
-// called from any goroutine.
+// Goroutines: Run's workers each own one offer at a time; Enqueue and
+// EnqueueReady may be called from any goroutine.
 type Dealer struct {
 	Offerer *Offerer
 	// Store is the read models the offers are built from (ReadOffer).

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strings"
 	"testing"
-
 )
 
 func TestOfferOfDescribesTheAggregate(t *testing.T) {
@@ -72,4 +71,3 @@ func TestOfferValidateNamesTheBadField(t *testing.T) {
 		})
 	}
 }
-
