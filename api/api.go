@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -18,6 +17,7 @@ import (
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/spade"
 	"github.com/ferry-dev/ferry/wire"
 )
 
@@ -53,11 +53,7 @@ type API struct {
 	// ReadToken, when set, guards the GET routes (not /healthz and
 	// /metrics, which monitoring reads).
 	ReadToken string
-	// ParseReport validates a deal report body.
-	ParseReport func([]byte) (*events.DealReport, error)
-	// Manifest builds the FRC-58 manifest of an aggregate.
-	Manifest func(ctx context.Context, ref string) (any, error)
-	Metrics  http.Handler
+	Metrics   http.Handler
 	// Health reports why ferry is unhealthy, or nil.
 	Health func() error
 	Log    *slog.Logger
@@ -254,11 +250,7 @@ func (a *API) getAggregate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) getManifest(w http.ResponseWriter, r *http.Request) {
-	if a.Manifest == nil {
-		writeErr(w, http.StatusNotImplemented, "manifests are not served by this process")
-		return
-	}
-	m, err := a.Manifest(r.Context(), r.PathValue("id"))
+	m, err := spade.ReadManifest(a.Store, r.PathValue("id"))
 	if err != nil {
 		storeErr(w, err)
 		return
@@ -352,7 +344,7 @@ func (a *API) postReport(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	rep, err := a.ParseReport(body)
+	rep, err := spade.ParseReport(body)
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, err.Error())
 		return

@@ -1,7 +1,8 @@
 // Package api is ferry's HTTP interface: reads answered from the read
 // models (package projections), writes taken by publishing input events
-// (package jetlog), the deal engine's reports, the operator's orders, and
-// /healthz.
+// (package jetlog), the deal engine's reports (read with spade.ParseReport),
+// FRC-58 manifests (spade.ReadManifest), the operator's orders, /healthz,
+// and a directory of CAR files for `ferry serve --cars` (CarServer).
 //
 // # Rules
 //

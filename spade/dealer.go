@@ -7,7 +7,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/projections"
 )
 
 // Dealer offers READY aggregates to the deal engine and records each
@@ -17,12 +19,14 @@ import (
 // missing report or a failed deal is the fold's decision (its deal clock),
 // not the dealer's: the dealer offers whatever the fold makes READY.
 //
-// Goroutines: Run's workers each own one offer at a time; Enqueue may be
-// called from any goroutine.
+// Goroutines: Run's workers each own one offer at a time; Enqueue and
+// EnqueueReady may be called from any goroutine.
 type Dealer struct {
 	Offerer *Offerer
-	// OfferOf builds the offer of an aggregate from the read models.
-	OfferOf func(ctx context.Context, id uint64) (*Offer, error)
+	// Store is the read models the offers are built from (ReadOffer).
+	Store *projections.Store
+	// ReportURL is the reportUrl sent with every offer.
+	ReportURL string
 	// Publish appends an input event.
 	Publish func(ctx context.Context, ev events.Event) error
 	// Active reports whether this process should offer now (it leads the
@@ -31,7 +35,7 @@ type Dealer struct {
 	// RetryAfter is how long a transient failure waits before the offer is
 	// made again; refusals are not retried. Zero means ten minutes.
 	RetryAfter time.Duration
-	// Workers offer concurrently; zero means 2.
+	// Workers is how many offers are made at once; zero (or less) means 2.
 	Workers int
 	Log     *slog.Logger
 
@@ -69,7 +73,7 @@ func (d *Dealer) Enqueue(id uint64) {
 func (d *Dealer) Run(ctx context.Context) error {
 	d.init()
 	var wg sync.WaitGroup
-	for range max(d.Workers, 2) {
+	for range d.workers() {
 		wg.Go(func() {
 			for {
 				select {
@@ -85,6 +89,34 @@ func (d *Dealer) Run(ctx context.Context) error {
 	return nil
 }
 
+func (d *Dealer) workers() int {
+	if d.Workers <= 0 {
+		return 2
+	}
+	return d.Workers
+}
+
+// EnqueueReady enqueues every aggregate the read models hold as READY:
+// what to offer after a restart or a change of leader, when the offers
+// in flight before it were lost.
+func (d *Dealer) EnqueueReady() error {
+	const page = 1000
+	var after uint64
+	for {
+		list, err := d.Store.Aggregates(aggregator.Ready, after, page)
+		if err != nil {
+			return err
+		}
+		for _, a := range list {
+			d.Enqueue(a.ID)
+			after = a.ID
+		}
+		if len(list) < page {
+			return nil
+		}
+	}
+}
+
 func (d *Dealer) offer(ctx context.Context, id uint64) {
 	d.mu.Lock()
 	delete(d.pending, id)
@@ -96,7 +128,7 @@ func (d *Dealer) offer(ctx context.Context, id uint64) {
 		return
 	}
 	log := d.Log.With("aggregate", id)
-	offer, err := d.OfferOf(ctx, id)
+	offer, err := ReadOffer(d.Store, id, d.ReportURL)
 	if err != nil {
 		log.Warn("offer not built", "err", err)
 		return

@@ -1,5 +1,11 @@
-// Package spade speaks the deal-engine contract: offers out, reports and
-// oracle documents in, and a simulator of an engine.
+// Package spade is ferry's whole deal flow: it turns a READY aggregate into
+// an offer (the one offer builder, OfferOf, and ReadOffer over the read
+// models), builds its FRC-58 manifest (ReadManifest, for the manifest
+// route), offers it to a deal engine and records the outcome (Dealer,
+// Offerer), reads the engine's reports (ParseReport, for the report
+// route) and oracle documents (OraclePoller), and simulates an engine
+// (Simulator). It speaks the deal-engine contract below; the fold decides
+// what the outcomes mean.
 //
 // # The contract
 //
@@ -18,6 +24,15 @@
 //
 // # Rules
 //
+//   - An offer is built in one place, OfferOf, from the aggregate's layout
+//     as the read models keep it (projections.Store.Layout): the dealer,
+//     the manifest route and the tests all build offers and manifests
+//     through it, so what is offered, what the manifest route serves and
+//     what is tested cannot drift apart.
+//   - Only READY aggregates are offered, and the read models say which are
+//     READY. When to offer again after a missing report or a failed deal
+//     is the fold's decision (aggregate.retry), not the dealer's; the
+//     dealer itself retries only an offer the engine did not answer.
 //   - Offering the same aggregate twice is harmless. An engine treats a
 //     repeat offer of a piece it has already taken as the same offer, so
 //     the Offerer may retry whenever it is unsure of the answer.

@@ -16,9 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/piece"
+	"github.com/ferry-dev/ferry/wire"
 	commp "github.com/filecoin-project/go-fil-commp-hashhash"
 	"github.com/ipfs/go-cid"
 	carv2 "github.com/ipld/go-car/v2"
@@ -126,7 +128,7 @@ func newFixture(t *testing.T, cfg SimConfig) *fixture {
 	for i, size := range []int{150 << 10, 90 << 10, 40 << 10, 30 << 10} {
 		f.cars = append(f.cars, writeCar(t, f.dir, uint64(i+1), size))
 	}
-	f.carSrv = httptest.NewServer(CarServer(f.dir))
+	f.carSrv = httptest.NewServer(http.FileServer(http.Dir(f.dir)))
 	t.Cleanup(f.carSrv.Close)
 	f.rptSrv = httptest.NewServer(http.HandlerFunc(f.receiveReport))
 	t.Cleanup(f.rptSrv.Close)
@@ -165,36 +167,57 @@ func (f *fixture) receiveReport(w http.ResponseWriter, r *http.Request) {
 }
 
 // layout returns the fixture's CARs in ferry's layout order.
-func (f *fixture) layout() []testCar {
-	padded := make([]uint64, len(f.cars))
-	for i, c := range f.cars {
+func (f *fixture) layout() []testCar { return inLayout(f.cars) }
+
+// inLayout returns cars in ferry's layout order.
+func inLayout(cars []testCar) []testCar {
+	padded := make([]uint64, len(cars))
+	for i, c := range cars {
 		padded[i] = c.Piece.Padded
 	}
 	var out []testCar
 	for _, i := range frc58.Layout(padded) {
-		out = append(out, f.cars[i])
+		out = append(out, cars[i])
 	}
 	return out
 }
 
-// offer builds the offer of cars (in layout order) as ferry would.
+// offer builds the offer of cars (in layout order) as ferry does: the
+// layout is computed here with frc58 directly, as the aggregator fixes it
+// and the read models keep it, and OfferOf builds the offer from it.
 func (f *fixture) offer(t *testing.T, id uint64, cars []testCar) *Offer {
 	t.Helper()
+	agg, views := f.views(t, id, cars)
+	o := OfferOf(agg, views, f.rptSrv.URL+"/v1/deals/report")
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// views are the read models' views of aggregate id holding cars, READY,
+// in layout order: what projections.Store.Layout returns.
+func (f *fixture) views(t *testing.T, id uint64, cars []testCar) (*wire.AggregateView, []wire.CarView) {
+	t.Helper()
 	pieces := make([]piece.Commitment, len(cars))
-	ops := make([]OfferPiece, len(cars))
 	for i, c := range cars {
 		pieces[i] = c.Piece
-		ops[i] = OfferPiece{Car: c.CID.String(), Size: c.Size, MD5: c.MD5, URLs: []string{f.carSrv.URL + "/" + c.Name}}
 	}
 	agg, err := frc58.New(testDealSize, pieces)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := NewOffer(id, agg, ops, f.rptSrv.URL+"/v1/deals/report")
-	if err != nil {
-		t.Fatal(err)
+	c := agg.Commitment()
+	a := &wire.AggregateView{ID: id, State: aggregator.Ready, Piece: c.MustV2().String(), PieceV1: c.V1().String(),
+		PieceSize: agg.DealSize, DealSize: agg.DealSize, Count: len(cars)}
+	offsets := agg.Offsets()
+	views := make([]wire.CarView, len(cars))
+	for i, car := range cars {
+		views[i] = wire.CarView{Car: car.CID.String(), State: aggregator.Ready, Size: car.Size, MD5: car.MD5,
+			URLs: []string{f.carSrv.URL + "/" + car.Name}, Piece: car.Piece.MustV2().String(),
+			PieceSize: car.Piece.Padded, Aggregate: id, Offset: &offsets[i]}
 	}
-	return o
+	return a, views
 }
 
 // nextReport waits for the next report ferry receives.

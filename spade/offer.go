@@ -2,15 +2,16 @@ package spade
 
 import (
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
 
+	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/piece"
+	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/wire"
 	"github.com/ipfs/go-cid"
 )
 
@@ -64,60 +65,37 @@ type OfferPiece struct {
 	Offset uint64 `json:"offset"`
 }
 
-// Manifest is the FRC-58 manifest of an aggregate: its piece and, in layout
-// order, each piece with the URLs its bytes can be fetched from.
-//
-//	{"frc58_aggregate": "bafkzcib…",
-//	 "piece_list": [{"pcid_v2": "bafkzcib…", "sources": ["https://…"]}]}
-type Manifest struct {
-	Aggregate string          `json:"frc58_aggregate"`
-	Pieces    []ManifestPiece `json:"piece_list"`
-}
-
-// ManifestPiece is one entry of a Manifest's piece_list.
-type ManifestPiece struct {
-	PieceCID string   `json:"pcid_v2"`
-	Sources  []string `json:"sources"`
-}
-
-// ManifestOf is the FRC-58 manifest describing an offer.
-func ManifestOf(o *Offer) Manifest {
-	m := Manifest{Aggregate: o.Piece, Pieces: make([]ManifestPiece, len(o.Pieces))}
-	for i, p := range o.Pieces {
-		m.Pieces[i] = ManifestPiece{PieceCID: p.Piece, Sources: p.URLs}
-	}
-	return m
-}
-
-// NewOffer builds the offer of aggregate id from its built aggregate and
-// its CARs, given in the aggregate's layout order with Car, Size, MD5 and
-// URLs set. NewOffer fills in each piece's CID, padded size and offset, the
-// aggregate's piece and the manifest.
-func NewOffer(id uint64, agg *frc58.Aggregate, cars []OfferPiece, reportURL string) (*Offer, error) {
-	if len(cars) != len(agg.Pieces) {
-		return nil, fmt.Errorf("%w: %d CARs for %d pieces", ErrBadOffer, len(cars), len(agg.Pieces))
-	}
-	c := agg.Commitment()
-	v2, err := c.V2()
-	if err != nil {
-		return nil, fmt.Errorf("offer: %w", err)
-	}
-	o := &Offer{
-		Aggregate: id, Piece: v2.String(), PieceV1: c.V1().String(),
-		PieceSize: agg.DealSize, DealSize: agg.DealSize, ReportURL: reportURL,
-		Pieces: make([]OfferPiece, len(cars)),
-	}
-	offsets := agg.Offsets()
-	for i, p := range agg.Pieces {
-		pv2, err := p.V2()
-		if err != nil {
-			return nil, fmt.Errorf("offer: pieces[%d]: %w", i, err)
+// OfferOf is the one builder of offers: the offer of a closed aggregate
+// from its layout in the read models (projections.Store.Layout), agg and
+// its CARs in layout order, each with its piece, padded size and offset.
+// It copies what the fold decided and checks nothing: Offerer.Offer
+// validates an offer before it is sent.
+func OfferOf(agg *wire.AggregateView, cars []wire.CarView, reportURL string) *Offer {
+	o := &Offer{Aggregate: agg.ID, Piece: agg.Piece, PieceV1: agg.PieceV1, PieceSize: agg.PieceSize,
+		DealSize: agg.DealSize, ReportURL: reportURL, Nth: agg.Offers + 1}
+	for _, c := range cars {
+		p := OfferPiece{Car: c.Car, Piece: c.Piece, PieceSize: c.PieceSize, Size: c.Size, MD5: c.MD5, URLs: c.URLs}
+		if c.Offset != nil {
+			p.Offset = *c.Offset
 		}
-		o.Pieces[i] = cars[i]
-		o.Pieces[i].Piece, o.Pieces[i].PieceSize, o.Pieces[i].Offset = pv2.String(), p.Padded, offsets[i]
+		o.Pieces = append(o.Pieces, p)
 	}
 	o.Manifest = ManifestOf(o)
-	return o, o.Validate()
+	return o
+}
+
+// ReadOffer builds the offer of READY aggregate id from the read models.
+// An aggregate in any other state is not offered: an error says which
+// state it is in.
+func ReadOffer(s *projections.Store, id uint64, reportURL string) (*Offer, error) {
+	agg, cars, _, err := s.Layout(id)
+	if err != nil {
+		return nil, err
+	}
+	if agg.State != aggregator.Ready {
+		return nil, fmt.Errorf("aggregate %d is %s, not READY", id, agg.State)
+	}
+	return OfferOf(agg, cars, reportURL), nil
 }
 
 // Commitment is the offer's aggregate piece, parsed.
@@ -240,92 +218,6 @@ func checkURL(field, s string) string {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Sprintf("%s: %q is not an http(s) URL", field, s)
-	}
-	return ""
-}
-
-// MaxReportSize bounds a report body: a report lists the deals of one
-// aggregate, a few hundred bytes each.
-const MaxReportSize = 1 << 20
-
-// ParseReport reads the report a deal engine POSTs to reportUrl:
-//
-//	{"aggregate": "bafkzcib…",            (piece CID v2 or v1, or ferry's decimal id)
-//	 "status": "published",               (published, active or failed)
-//	 "deals": [{"provider": "f01000", "dealId": 12, "expirationEpoch": 5000000}],
-//	 "reason": "…"}                       (required when failed)
-//
-// It returns the report as an event ready to publish ("type" and "version"
-// may be omitted; if present they must be deal.report and 1). The error
-// wraps ErrBadReport, or ErrTooLarge past MaxReportSize, and names the field.
-func ParseReport(body []byte) (*events.DealReport, error) {
-	if len(body) > MaxReportSize {
-		return nil, fmt.Errorf("%w: report of %d bytes, more than %d", ErrTooLarge, len(body), MaxReportSize)
-	}
-	var r events.DealReport
-	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, fmt.Errorf("%w: not a JSON report: %v", ErrBadReport, err)
-	}
-	if reason := checkReport(&r); reason != "" {
-		return nil, fmt.Errorf("%w: %s", ErrBadReport, reason)
-	}
-	r.Header = events.Header{Type: events.TypeDealReport, Version: events.Version}
-	return &r, nil
-}
-
-func checkReport(r *events.DealReport) string {
-	if r.Type != "" && r.Type != events.TypeDealReport {
-		return fmt.Sprintf("type: %q is not %q", r.Type, events.TypeDealReport)
-	}
-	if r.Version != 0 && r.Version != events.Version {
-		return fmt.Sprintf("version: %d is not %d", r.Version, events.Version)
-	}
-	if reason := checkAggregateRef(r.Aggregate); reason != "" {
-		return reason
-	}
-	switch r.Status {
-	case events.StatusPublished, events.StatusActive:
-		return checkDeals(r.Deals)
-	case events.StatusFailed:
-		if r.Reason == "" {
-			return "reason: required when status is failed"
-		}
-		return ""
-	case "":
-		return "status: missing"
-	}
-	return fmt.Sprintf("status: %q is not published, active or failed", r.Status)
-}
-
-// checkAggregateRef accepts a piece CID of either form or a decimal id.
-func checkAggregateRef(s string) string {
-	if s == "" {
-		return "aggregate: missing"
-	}
-	if _, err := strconv.ParseUint(s, 10, 64); err == nil {
-		return ""
-	}
-	c, err := cid.Decode(s)
-	if err != nil {
-		return fmt.Sprintf("aggregate: %q is neither a piece CID nor a decimal id", s)
-	}
-	if _, err := piece.FromCID(c, 0); err != nil && !errors.Is(err, piece.ErrSizeNeeded) {
-		return fmt.Sprintf("aggregate: %v", err)
-	}
-	return ""
-}
-
-func checkDeals(deals []events.Deal) string {
-	if len(deals) == 0 {
-		return "deals: at least one is required when status is published or active"
-	}
-	for i, d := range deals {
-		if d.Provider == "" {
-			return fmt.Sprintf("deals[%d].provider: missing", i)
-		}
-		if d.DealID == 0 {
-			return fmt.Sprintf("deals[%d].dealId: missing", i)
-		}
 	}
 	return ""
 }

@@ -3,11 +3,8 @@ package node
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net/http"
 	"time"
 
-	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/ferry-dev/ferry/receipts"
@@ -39,7 +36,7 @@ func (n *Node) setupDeals() {
 	if d.Engine != "" {
 		n.Dealer = &spade.Dealer{
 			Offerer: &spade.Offerer{URL: d.Engine, Token: d.EngineToken, OfferDir: d.OfferDir, Logger: n.log},
-			OfferOf: n.offerOf, Publish: n.publish, Active: active, RetryAfter: d.RetryAfter, Log: n.log,
+			Store:   n.Store, ReportURL: n.reportURL(), Publish: n.publish, Active: active, RetryAfter: d.RetryAfter, Log: n.log,
 		}
 	}
 	if d.Oracle != "" {
@@ -120,7 +117,7 @@ func (n *Node) offerReady(ctx context.Context) error {
 		if err := n.Projector.WaitFor(ctx, n.Runner.Status().AggSeq); err != nil {
 			return nil
 		}
-		if err := n.enqueueReady(); err != nil {
+		if err := n.Dealer.EnqueueReady(); err != nil {
 			return err
 		}
 		if !n.waitLead(ctx, false) {
@@ -141,80 +138,11 @@ func (n *Node) waitLead(ctx context.Context, lead bool) bool {
 	return true
 }
 
-func (n *Node) enqueueReady() error {
-	var after uint64
-	for {
-		list, err := n.Store.Aggregates(aggregator.Ready, after, 1000)
-		if err != nil {
-			return err
-		}
-		for _, a := range list {
-			n.Dealer.Enqueue(a.ID)
-			after = a.ID
-		}
-		if len(list) < 1000 {
-			return nil
-		}
-	}
-}
-
+// reportURL is the reportUrl of offers: the configured one, or this
+// process's own API.
 func (n *Node) reportURL() string {
 	if n.cfg.Deals.ReportURL != "" {
 		return n.cfg.Deals.ReportURL
 	}
 	return "http://" + n.HTTPAddr() + "/v1/deals/report"
-}
-
-// offerOf builds the offer of a closed aggregate from the read models.
-func (n *Node) offerOf(ctx context.Context, id uint64) (*spade.Offer, error) {
-	agg, cars, _, err := n.Store.Layout(id)
-	if err != nil {
-		return nil, err
-	}
-	if agg.State != aggregator.Ready {
-		return nil, fmt.Errorf("aggregate %d is %s, not READY", id, agg.State)
-	}
-	o := &spade.Offer{Aggregate: id, Piece: agg.Piece, PieceV1: agg.PieceV1, PieceSize: agg.PieceSize,
-		DealSize: agg.DealSize, ReportURL: n.reportURL(), Nth: agg.Offers + 1}
-	for _, c := range cars {
-		p := spade.OfferPiece{Car: c.Car, Piece: c.Piece, PieceSize: c.PieceSize, Size: c.Size, MD5: c.MD5, URLs: c.URLs}
-		if c.Offset != nil {
-			p.Offset = *c.Offset
-		}
-		o.Pieces = append(o.Pieces, p)
-	}
-	o.Manifest = spade.ManifestOf(o)
-	return o, nil
-}
-
-// manifest serves GET /v1/aggregates/{id}/manifest.
-func (n *Node) manifest(ctx context.Context, ref string) (any, error) {
-	a, err := n.Store.Aggregate(ref, 0, 0)
-	if err != nil {
-		return nil, err
-	}
-	if a.State == aggregator.Ingesting {
-		return nil, fmt.Errorf("aggregate %d is INGESTING, its layout is not fixed: %w", a.ID, projections.ErrNotFound)
-	}
-	_, cars, _, err := n.Store.Layout(a.ID)
-	if err != nil {
-		return nil, err
-	}
-	o := &spade.Offer{Piece: a.Piece}
-	for _, c := range cars {
-		o.Pieces = append(o.Pieces, spade.OfferPiece{Piece: c.Piece, URLs: c.URLs})
-	}
-	return spade.ManifestOf(o), nil
-}
-
-// handler is the API, plus the CAR directory when one is served.
-func (n *Node) handler() http.Handler {
-	api := n.API.Handler()
-	if n.cfg.Cars == "" {
-		return api
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/", api)
-	mux.Handle("GET /cars/", http.StripPrefix("/cars", spade.CarServer(n.cfg.Cars)))
-	return mux
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -150,7 +151,36 @@ func TestEveryCarEndsWithADealReceiptWhoseProofVerifies(t *testing.T) {
 	if len(v.Deals) == 0 {
 		t.Fatalf("GET /v1/cars shows no deals: %+v", v)
 	}
+	checkManifest(t, d, v.Aggregate)
 	checkLogs(t, d.nt.JS, testDeal)
+}
+
+// checkManifest reads GET /v1/aggregates/{id}/manifest: the FRC-58
+// manifest of the aggregate's piece with its CARs' pieces and URLs in
+// layout order.
+func checkManifest(t *testing.T, d *dealSetup, id uint64) {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://%s/v1/aggregates/%d/manifest", d.n.HTTPAddr(), id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m spade.Manifest
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET the manifest of aggregate %d: %s, %v", id, resp.Status, err)
+	}
+	agg, cars, _, err := d.n.Store.Layout(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Aggregate != agg.Piece || len(m.Pieces) != len(cars) {
+		t.Fatalf("manifest of %s with %d pieces, want %s with %d", m.Aggregate, len(m.Pieces), agg.Piece, len(cars))
+	}
+	for i, c := range cars {
+		if p := m.Pieces[i]; p.PieceCID != c.Piece || !slices.Equal(p.Sources, c.URLs) {
+			t.Fatalf("manifest piece_list[%d] = %+v, want %s from %v", i, p, c.Piece, c.URLs)
+		}
+	}
 }
 
 func TestAFailedDealIsReaggregatedAndSucceeds(t *testing.T) {

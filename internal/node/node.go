@@ -190,11 +190,13 @@ func (n *Node) start(ctx context.Context) error {
 	})
 	n.API = &api.API{Store: store, Pub: n.Pub, DealSize: n.cfg.Fold.DealSize,
 		WriteToken: n.cfg.WriteToken, ReportToken: n.cfg.ReportToken, ReadToken: n.cfg.ReadToken, Log: n.log,
-		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health,
-		ParseReport: spade.ParseReport, Manifest: n.manifest, Limits: n.cfg.HTTPLimits}
-	n.setupDeals()
+		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health, Limits: n.cfg.HTTPLimits}
+	if err := n.listen(); err != nil {
+		return err
+	}
+	n.setupDeals() // after listen: offers name this process's address as their reportUrl
 	n.Projector.OnApplied = n.onApplied
-	return n.listen()
+	return nil
 }
 
 // Settings is what the node folds under: the log's, or those of a new log.
@@ -290,6 +292,18 @@ func (n *Node) listen() error {
 	// (api.Limits).
 	n.httpSrv = &http.Server{Handler: n.handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	return nil
+}
+
+// handler is the API, plus the CAR directory when one is served.
+func (n *Node) handler() http.Handler {
+	h := n.API.Handler()
+	if n.cfg.Cars == "" {
+		return h
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.Handle("GET /cars/", http.StripPrefix("/cars", api.CarServer(n.cfg.Cars)))
+	return mux
 }
 
 // Run starts the background parts; it returns at once.

@@ -1,4 +1,4 @@
-package spade
+package api
 
 import (
 	"net/http"

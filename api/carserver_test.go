@@ -1,4 +1,4 @@
-package spade
+package api
 
 import (
 	"crypto/md5"
@@ -9,11 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ferry-dev/ferry/internal/testutil"
 )
 
 func TestCarServerServesOnlyFilesInItsDir(t *testing.T) {
 	dir := t.TempDir()
-	car := writeCar(t, dir, 1, 20<<10)
+	car := testutil.MakeCAR(t, 1, 20<<10)
+	name := filepath.Base(car.WriteTo(t, dir))
 	os.WriteFile(filepath.Join(dir, ".hidden"), []byte("x"), 0o644)
 	os.Mkdir(filepath.Join(dir, "sub"), 0o755)
 	os.WriteFile(filepath.Join(dir, "sub", "a.car"), []byte("x"), 0o644)
@@ -23,7 +26,7 @@ func TestCarServerServesOnlyFilesInItsDir(t *testing.T) {
 	srv := httptest.NewServer(CarServer(dir))
 	t.Cleanup(srv.Close)
 
-	resp, err := http.Get(srv.URL + "/" + car.Name)
+	resp, err := http.Get(srv.URL + "/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,10 +50,10 @@ func TestCarServerServesOnlyFilesInItsDir(t *testing.T) {
 
 func TestCarServerServesRanges(t *testing.T) {
 	dir := t.TempDir()
-	car := writeCar(t, dir, 2, 20<<10)
+	name := filepath.Base(testutil.MakeCAR(t, 2, 20<<10).WriteTo(t, dir))
 	srv := httptest.NewServer(CarServer(dir))
 	t.Cleanup(srv.Close)
-	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/"+car.Name, nil)
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/"+name, nil)
 	req.Header.Set("Range", "bytes=10-19")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
