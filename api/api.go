@@ -160,8 +160,6 @@ func storeErr(w http.ResponseWriter, err error) {
 }
 
 func (a *API) getCar(w http.ResponseWriter, r *http.Request) {
-	// A CID in canonical form (base32 CIDv1, what ferry stores and
-	// answers with) is taken as it stands, without go-cid's allocations.
 	car, err := events.CanonicalCID(r.PathValue("cid"))
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, fmt.Sprintf("%q is not a CID: %v", r.PathValue("cid"), err))

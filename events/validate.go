@@ -154,10 +154,6 @@ const CodecCAR = 0x0202
 // CanonicalCID returns the text go-cid prints for the CID s names
 // (base32 for v1), so that two texts of one CID are one CAR.
 func CanonicalCID(s string) (string, error) {
-	var buf [cidtext.MaxBytes]byte
-	if _, ok := cidtext.Parse(s, &buf); ok {
-		return s, nil // canonical as it stands
-	}
 	c, err := cid.Decode(s)
 	if err != nil {
 		return "", err

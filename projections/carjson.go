@@ -2,6 +2,7 @@ package projections
 
 import (
 	"encoding/base64"
+	"encoding/hex"
 	"strconv"
 
 	"github.com/ferry-dev/ferry/frc58"
@@ -107,27 +108,8 @@ func appendProofPath(dst []byte, p *merkletree.ProofData) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendHexNode(append(dst, '"'), &p.Path[i])
+		dst = hex.AppendEncode(append(dst, '"'), p.Path[i][:])
 		dst = append(dst, '"')
 	}
 	return append(dst, "]}"...)
-}
-
-// hexPairs holds the two hex digits of every byte, so that a node's 64
-// digits take 32 lookups instead of 64 (an answer holds ~45 nodes).
-var hexPairs = func() (t [256][2]byte) {
-	const digits = "0123456789abcdef"
-	for i := range t {
-		t[i] = [2]byte{digits[i>>4], digits[i&15]}
-	}
-	return t
-}()
-
-// appendHexNode appends n in lowercase hex, as hex.AppendEncode does.
-func appendHexNode(dst []byte, n *merkletree.Node) []byte {
-	var buf [2 * merkletree.NodeSize]byte
-	for i, c := range n {
-		buf[2*i], buf[2*i+1] = hexPairs[c][0], hexPairs[c][1]
-	}
-	return append(dst, buf[:]...)
 }

@@ -91,8 +91,14 @@ func sortedRun(sets ...map[cidKey]uint64) run {
 			entries = append(entries, entry{binary.BigEndian.Uint64(k[:8]), binary.BigEndian.Uint64(k[8:]), num})
 		}
 	}
+	slices.SortFunc(entries, func(a, b entry) int {
+		if c := cmp.Compare(a.hi, b.hi); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.lo, b.lo)
+	})
 	r := make(run, n*entryLen)
-	for i, e := range sortEntries(entries) {
+	for i, e := range entries {
 		binary.BigEndian.PutUint64(r[i*entryLen:], e.hi)
 		binary.BigEndian.PutUint64(r[i*entryLen+8:], e.lo)
 		binary.BigEndian.PutUint64(r[i*entryLen+16:], e.num)
@@ -102,59 +108,6 @@ func sortedRun(sets ...map[cidKey]uint64) run {
 
 // entry is a run's entry: its key as two big-endian halves, and its number.
 type entry struct{ hi, lo, num uint64 }
-
-// sortEntries returns in sorted by key, in a new slice.
-//
-// Keys are uniform (see find), so a counting sort on their top bits, a
-// bucket for every few entries, leaves a few entries per bucket, and
-// sorting the buckets is close to free: a rebuild's index of a million
-// CARs sorted in a fraction of a comparison sort's time (see
-// BenchmarkSortedRun). Keys far from uniform crowd into a few buckets,
-// which a comparison sort then orders: slower, still right.
-func sortEntries(in []entry) []entry {
-	if len(in) < 2 {
-		return in
-	}
-	// A bucket for every two to four entries: the bucket starts cost a
-	// word each, and buckets that small are sorted in a few moves.
-	shift := 64 - max(bits.Len(uint(len(in)))-2, 1)
-	next := make([]int, 1<<(64-shift)+1) // bucket b starts at next[b]
-	for _, e := range in {
-		next[e.hi>>shift+1]++
-	}
-	for b := 1; b < len(next); b++ {
-		next[b] += next[b-1]
-	}
-	out := make([]entry, len(in))
-	for _, e := range in {
-		b := e.hi >> shift
-		out[next[b]] = e
-		next[b]++
-	}
-	// Now bucket b ends at next[b]; the first starts at 0.
-	from := 0
-	for _, end := range next[:len(next)-1] {
-		bucket := out[from:end]
-		from = end
-		switch {
-		case len(bucket) < 2:
-		case len(bucket) <= 12:
-			for i := 1; i < len(bucket); i++ {
-				for j := i; j > 0 && less(bucket[j].hi, bucket[j].lo, bucket[j-1].hi, bucket[j-1].lo); j-- {
-					bucket[j], bucket[j-1] = bucket[j-1], bucket[j]
-				}
-			}
-		default:
-			slices.SortFunc(bucket, func(a, b entry) int {
-				if c := cmp.Compare(a.hi, b.hi); c != 0 {
-					return c
-				}
-				return cmp.Compare(a.lo, b.lo)
-			})
-		}
-	}
-	return out
-}
 
 // mergeRuns returns the entries of a and b in one run, in a new buffer.
 func mergeRuns(a, b run) run {

@@ -1,14 +1,12 @@
 package projections
 
 import (
-	"cmp"
 	"encoding/binary"
 	"fmt"
 	"maps"
 	"math/bits"
 	"math/rand/v2"
 	"path/filepath"
-	"slices"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -124,37 +122,6 @@ func TestWriteRunMergesLikeACounter(t *testing.T) {
 		})
 		if err != nil {
 			t.Fatal(err)
-		}
-	}
-}
-
-// sortEntries orders entries as a comparison sort of their keys does, for
-// uniform keys, for keys crowded into one bucket, and for keys equal in
-// their top half.
-func TestSortEntriesIsASort(t *testing.T) {
-	rng := rand.New(rand.NewPCG(13, 14))
-	for _, n := range []int{0, 1, 2, 3, 5, 100, 4096, 100_000} {
-		for _, kind := range []string{"uniform", "crowded", "equal tops"} {
-			in := make([]entry, n)
-			for i := range in {
-				in[i] = entry{rng.Uint64(), rng.Uint64(), uint64(i)}
-				switch kind {
-				case "crowded":
-					in[i].hi = 1<<63 + rng.Uint64N(1000)
-				case "equal tops":
-					in[i].hi = 42
-				}
-			}
-			want := slices.Clone(in)
-			slices.SortFunc(want, func(a, b entry) int {
-				if c := cmp.Compare(a.hi, b.hi); c != 0 {
-					return c
-				}
-				return cmp.Compare(a.lo, b.lo)
-			})
-			if got := sortEntries(slices.Clone(in)); !slices.Equal(got, want) {
-				t.Fatalf("%s, %d entries: not in key order", kind, n)
-			}
 		}
 	}
 }

@@ -14,7 +14,12 @@
 //     go-cid prints for the CID: it is canonical as it stands.
 package cidtext
 
-import "crypto/sha256"
+import (
+	"crypto/sha256"
+	"encoding/binary"
+
+	"github.com/multiformats/go-varint"
+)
 
 // MaxBytes bounds the binary CIDs Parse reads.
 const MaxBytes = 96
@@ -117,29 +122,23 @@ func decode(buf *[MaxBytes]byte, s string) (int, bool) {
 }
 
 // uvarint reads a minimally encoded unsigned varint below 2^63, as
-// go-varint requires.
+// go-cid does (through go-varint).
 func uvarint(b []byte) (uint64, []byte, bool) {
-	var v uint64
-	for i := 0; i < len(b) && i < maxVarintBytes; i++ {
-		v |= uint64(b[i]&0x7f) << (7 * i)
-		if b[i] < 0x80 {
-			if i > 0 && b[i] == 0 { // not minimal
-				return 0, nil, false
-			}
-			return v, b[i+1:], v < 1<<63
-		}
+	v, n, err := varint.FromUvarint(b)
+	if err != nil {
+		return 0, nil, false
 	}
-	return 0, nil, false
+	return v, b[n:], true
 }
 
 // Append appends the text of the CIDv1 of codec and the multihash
 // (hash, digest): what go-cid's String prints for it.
 func Append(dst []byte, codec, hash uint64, digest []byte) []byte {
 	var raw [MaxBytes + 4*maxVarintBytes]byte
-	b := appendUvarint(raw[:0], cidVersion1)
-	b = appendUvarint(b, codec)
-	b = appendUvarint(b, hash)
-	b = appendUvarint(b, uint64(len(digest)))
+	b := binary.AppendUvarint(raw[:0], cidVersion1)
+	b = binary.AppendUvarint(b, codec)
+	b = binary.AppendUvarint(b, hash)
+	b = binary.AppendUvarint(b, uint64(len(digest)))
 	b = append(b, digest...)
 	dst = append(dst, multibaseBase32)
 	var acc uint64
@@ -155,14 +154,6 @@ func Append(dst []byte, codec, hash uint64, digest []byte) []byte {
 		dst = append(dst, base32Alphabet[acc<<(5-bits)&31])
 	}
 	return dst
-}
-
-func appendUvarint(b []byte, v uint64) []byte {
-	for v >= 0x80 {
-		b = append(b, byte(v)|0x80)
-		v >>= 7
-	}
-	return append(b, byte(v))
 }
 
 // Key is the first 16 bytes of the SHA-256 of a CID's text: the key the

@@ -24,6 +24,12 @@ import (
 // collects and returns the free memory at once, and again once the
 // duplicate window has passed as well and NATS has dropped the burst's
 // ids. A trickle of inputs never triggers it.
+//
+// A memory limit (debug.SetMemoryLimit, GOMEMLIMIT) is no substitute: the
+// runtime collects and scavenges against it only as the process nears
+// it, so after a burst the memory stays just under the limit instead of
+// going back to what the node holds when still (docs/benchmarks.md has
+// the A/B). An operator may still set GOMEMLIMIT as a ceiling.
 var (
 	releaseIdle         = 10 * time.Second
 	releaseAfter uint64 = 10_000
