@@ -53,7 +53,7 @@ var commands = []command{
 	{"publish", "", "send car.replicated events and count ferry's answers (flags, --dir, JSON lines)", runPublish},
 	{"status", "CID", "where a CAR is: state, aggregate, inclusion proof, deals", runStatus},
 	{"aggregates", "", "list aggregates; 'aggregates ID' shows one; 'aggregates close|reoffer|fail ID' orders one", runAggregates},
-	{"replay", "", "delete the read models and rebuild them from the logs", runReplay},
+	{"replay", "", "rebuild the read models from the logs, replacing them only once whole", runReplay},
 	{"receipts", "", "print deal receipts as JSON lines (--follow to keep going)", runReceipts},
 	{"commp", "", "piece CID, sizes, md5 and roots of a CAR file, URL or stdin", runCommp},
 	{"spade-sim", "", "a deal engine simulator to try ferry end to end", runSpadeSim},

@@ -1,7 +1,7 @@
 // Package cidtext reads and writes the text of version 1 CIDs in
 // lower-case base32, the form go-cid prints them in, without go-cid's
 // allocations: the fold parses two CIDs and prints one for every CAR it
-// takes in, and the projector parses one more.
+// takes in. Key is the digest the fold and the read models index CIDs by.
 //
 // Rules:
 //   - It is a fast path, not a second parser. It recognises a subset of
