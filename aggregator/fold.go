@@ -253,6 +253,9 @@ func (s *State) decide(b *events.Batch, ev events.Event, stored time.Time) {
 		s.onReoffer(b, e)
 	case *events.AggregateFail:
 		s.onFail(b, e)
+	case *events.PinRequested, *events.PinCancelled, *events.PinFetching, *events.PinFetched, *events.PinFailed:
+		// A pin's life is the pins read model's; its CAR reaches the
+		// fold as the car.replicated its fetch worker publishes.
 	}
 }
 

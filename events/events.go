@@ -276,6 +276,16 @@ func New(typ string) Event {
 		return &AggregateReoffer{}
 	case TypeAggFail:
 		return &AggregateFail{}
+	case TypePinRequested:
+		return &PinRequested{}
+	case TypePinCancelled:
+		return &PinCancelled{}
+	case TypePinFetching:
+		return &PinFetching{}
+	case TypePinFetched:
+		return &PinFetched{}
+	case TypePinFailed:
+		return &PinFailed{}
 	}
 	return nil
 }
@@ -370,6 +380,16 @@ func setHeader(ev Event) {
 	case *AggregateReoffer:
 		e.Header = h
 	case *AggregateFail:
+		e.Header = h
+	case *PinRequested:
+		e.Header = h
+	case *PinCancelled:
+		e.Header = h
+	case *PinFetching:
+		e.Header = h
+	case *PinFetched:
+		e.Header = h
+	case *PinFailed:
 		e.Header = h
 	}
 }
