@@ -65,6 +65,13 @@ type scanner struct {
 
 	hashers map[hashKey]hash.Hash
 	sum     []byte
+
+	// The hooks of CheckOptions; data gathers a block's bytes for
+	// onBlock, starting at stream offset dataOff.
+	onRoots func([]cid.Cid) error
+	onBlock func(cid.Cid, uint64, []byte) error
+	data    []byte
+	dataOff uint64
 }
 
 type hashKey struct {
@@ -144,6 +151,9 @@ func (s *scanner) step(q []byte) (int, error) {
 	case stData:
 		n := min(uint64(len(q)), s.remain)
 		s.blk.write(q[:n])
+		if s.onBlock != nil {
+			s.data = append(s.data, q[:n]...)
+		}
 		if s.remain -= n; s.remain == 0 {
 			return int(n), s.endBlock()
 		}
@@ -221,6 +231,9 @@ func (s *scanner) header() error {
 		return invalid(ErrMalformed, "header at offset %d: not a valid CARv1 header", s.item)
 	}
 	s.roots, s.state = br.Roots, stSectionLen
+	if s.onRoots != nil {
+		return s.onRoots(s.roots)
+	}
 	return nil
 }
 
@@ -295,6 +308,10 @@ func (s *scanner) startBlock(info cidInfo) error {
 		}
 	}
 	s.blk = blockCheck{h: h, digest: digest}
+	if s.onBlock != nil {
+		s.data = s.data[:0]
+		s.dataOff = s.item + uint64(varint.UvarintSize(s.secLen)) + uint64(len(s.acc))
+	}
 	if s.remain == 0 {
 		return s.endBlock()
 	}
@@ -322,6 +339,15 @@ func (s *scanner) endBlock() error {
 		return invalid(ErrBlockMismatch, "block %d (%s) at offset %d: bytes do not match CID", s.blocks+1, s.cidString(), s.item)
 	}
 	s.blocks++
+	if s.onBlock != nil {
+		c, err := cid.Cast(s.acc)
+		if err != nil {
+			return invalid(ErrMalformed, "block %d at offset %d: CID: %v", s.blocks, s.item, err)
+		}
+		if err := s.onBlock(c, s.dataOff, s.data); err != nil {
+			return err
+		}
+	}
 	s.acc, s.state = s.acc[:0], stSectionLen
 	return nil
 }

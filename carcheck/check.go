@@ -2,6 +2,7 @@ package carcheck
 
 import (
 	"crypto/md5"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,7 +15,12 @@ import (
 	"github.com/ferry-dev/ferry/piece"
 	commp "github.com/filecoin-project/go-fil-commp-hashhash"
 	"github.com/ipfs/go-cid"
+	"github.com/multiformats/go-multihash"
 )
+
+// CARCodec is the multicodec of a CAR's CID ("car", 0x0202): the CID of
+// a CAR file's bytes.
+const CARCodec = 0x0202
 
 // CheckOptions are the expectations Check holds the bytes to. Zero values
 // expect nothing.
@@ -28,6 +34,17 @@ type CheckOptions struct {
 	// ExpectMD5 (hex, any case) rejects inputs with another md5
 	// (ErrMD5Mismatch). Empty means any md5.
 	ExpectMD5 string
+	// CARCID asks for Result.CAR, the sha2-256 of the whole stream.
+	CARCID bool
+	// OnRoots, when set, is called with the (inner, for a CARv2) header's
+	// roots as soon as the header is read.
+	OnRoots func(roots []cid.Cid) error
+	// OnBlock, when set, is called with each block once its bytes have
+	// hashed to its CID, in stream order: its CID, the stream offset of
+	// its first data byte, and its bytes, which are valid only during the
+	// call (Check reuses the buffer; it holds one block at a time). An
+	// error from OnRoots or OnBlock stops Check, which returns it as is.
+	OnBlock func(c cid.Cid, offset uint64, data []byte) error
 }
 
 // Result is what one pass over a CAR learns.
@@ -41,6 +58,9 @@ type Result struct {
 	Roots []cid.Cid
 	// Blocks is the number of blocks, each verified against its CID.
 	Blocks int
+	// CAR is the CID of the bytes (sha2-256, codec car) when
+	// CheckOptions.CARCID asked for it; cid.Undef otherwise.
+	CAR cid.Cid
 }
 
 // Check reads r to its end once and returns the piece commitment, size,
@@ -53,8 +73,9 @@ type Result struct {
 // first bad block. It does not close r.
 func Check(r io.Reader, opts CheckOptions) (*Result, error) {
 	r = io.LimitReader(r, int64(opts.readLimit()))
-	p := startPipeline()
+	p := startPipeline(opts.CARCID)
 	s := newScanner()
+	s.onRoots, s.onBlock = opts.OnRoots, opts.OnBlock
 	size, err := p.run(r, s)
 	if err == nil {
 		// The size first: a short download explains a truncated CAR.
@@ -102,7 +123,7 @@ func (o CheckOptions) checkSize(size uint64) error {
 
 // result collects the digests once the whole input has passed.
 func result(p *pipeline, s *scanner, size uint64, opts CheckOptions) (*Result, error) {
-	sum, root, padded, err := p.finish()
+	sum, carSum, root, padded, err := p.finish()
 	if err != nil {
 		return nil, fmt.Errorf("commp: %w", err)
 	}
@@ -115,6 +136,13 @@ func result(p *pipeline, s *scanner, size uint64, opts CheckOptions) (*Result, e
 		return nil, invalid(ErrMD5Mismatch, "md5 %s does not match expected %s", md5hex, opts.ExpectMD5)
 	}
 	res := &Result{Size: size, MD5: md5hex, Roots: s.roots, Blocks: s.blocks}
+	if carSum != nil {
+		mh, err := multihash.Encode(carSum, multihash.SHA2_256)
+		if err != nil {
+			return nil, err
+		}
+		res.CAR = cid.NewCidV1(CARCodec, mh)
+	}
 	res.Commitment = piece.Commitment{Padded: padded, Payload: size}
 	copy(res.Commitment.Root[:], root)
 	return res, nil
@@ -150,6 +178,7 @@ type pipeline struct {
 	commpIn chan *chunk
 	done    chan struct{}
 	md5     hash.Hash
+	sha     hash.Hash // the CAR CID's hash; nil when not asked for
 	cp      commp.Calc
 	cpN     uint64 // bytes written to cp
 	cpErr   error
@@ -159,13 +188,16 @@ type pipeline struct {
 	finished bool
 }
 
-func startPipeline() *pipeline {
+func startPipeline(carCID bool) *pipeline {
 	p := &pipeline{
 		free:    make(chan *chunk, chunks),
 		md5in:   make(chan *chunk, chunks),
 		commpIn: make(chan *chunk, chunks),
 		done:    make(chan struct{}, 2),
 		md5:     md5.New(),
+	}
+	if carCID {
+		p.sha = sha256.New()
 	}
 	go p.hashMD5()
 	go p.hashCommP()
@@ -176,6 +208,9 @@ func (p *pipeline) hashMD5() {
 	for c := range p.md5in {
 		if !p.dropping.Load() {
 			p.md5.Write(c.buf[:c.n])
+			if p.sha != nil {
+				p.sha.Write(c.buf[:c.n])
+			}
 		}
 		p.release(c)
 	}
@@ -278,13 +313,16 @@ func (p *pipeline) abort() {
 	p.cp.Digest()
 }
 
-// finish stops the pipeline and returns the md5 and the commP root and
-// padded size.
-func (p *pipeline) finish() (md5sum, root []byte, padded uint64, err error) {
+// finish stops the pipeline and returns the md5, the sha2-256 (nil when
+// not asked for) and the commP root and padded size.
+func (p *pipeline) finish() (md5sum, shaSum, root []byte, padded uint64, err error) {
 	if p.stop(); p.cpErr != nil {
 		p.abort()
-		return nil, nil, 0, p.cpErr
+		return nil, nil, nil, 0, p.cpErr
 	}
 	root, padded, err = p.cp.Digest()
-	return p.md5.Sum(nil), root, padded, err
+	if p.sha != nil {
+		shaSum = p.sha.Sum(nil)
+	}
+	return p.md5.Sum(nil), shaSum, root, padded, err
 }

@@ -3,6 +3,7 @@ package carcheck
 import (
 	"bytes"
 	"crypto/md5"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -419,5 +420,47 @@ func TestCheckRefusesMoreThanAPieceHolds(t *testing.T) {
 	assertInvalid(t, err, ErrTooLarge, "size exceeds the 68182605824 bytes of payload a piece can hold")
 	if got, want := (CheckOptions{}).readLimit(), uint64(commp.MaxPiecePayload)+1; got != want {
 		t.Fatalf("read limit %d, want %d", got, want)
+	}
+}
+
+// The hooks see what go-car reads: the header's roots, then every block
+// with the offset of its data in the stream, in order; and the CAR CID is
+// the sha2-256 of the bytes, computed here with crypto/sha256.
+func TestCheckHooksSeeEveryBlockWhereGoCARFindsIt(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		data []byte
+	}{{"v1", makeCAR(t, 11, 3<<20)}, {"v2", wrapV2(t, makeCAR(t, 12, 1<<20), 100)}} {
+		roots, metas := sections(t, tc.data)
+		var gotRoots []cid.Cid
+		var i int
+		res, err := Check(bytes.NewReader(tc.data), CheckOptions{
+			CARCID:  true,
+			OnRoots: func(r []cid.Cid) error { gotRoots = r; return nil },
+			OnBlock: func(c cid.Cid, off uint64, data []byte) error {
+				m := metas[i]
+				i++
+				if !c.Equals(m.Cid) || off != dataOffset(m) || !bytes.Equal(data, tc.data[off:off+m.Size]) {
+					t.Errorf("%s: block %d: %s at %d (%d bytes), go-car: %s at %d (%d bytes)", tc.name, i, c, off, len(data), m.Cid, dataOffset(m), m.Size)
+				}
+				return nil
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i != len(metas) || len(gotRoots) != len(roots) || !gotRoots[0].Equals(roots[0]) {
+			t.Errorf("%s: %d blocks of %d, roots %v want %v", tc.name, i, len(metas), gotRoots, roots)
+		}
+		sum := sha256.Sum256(tc.data)
+		mh, _ := multihash.Encode(sum[:], multihash.SHA2_256)
+		if want := cid.NewCidV1(0x0202, mh); !res.CAR.Equals(want) {
+			t.Errorf("%s: CAR CID %s, want %s", tc.name, res.CAR, want)
+		}
+	}
+	// An error from a hook stops Check and is returned as is.
+	stop := errors.New("stop")
+	if _, err := Check(bytes.NewReader(makeCAR(t, 13, 1<<20)), CheckOptions{OnBlock: func(cid.Cid, uint64, []byte) error { return stop }}); err != stop {
+		t.Errorf("hook error: got %v", err)
 	}
 }

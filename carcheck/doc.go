@@ -2,8 +2,10 @@
 // commitment in one pass.
 //
 // Check makes one streaming pass over a CAR's bytes and returns its piece
-// commitment (a piece.Commitment), size, md5, roots and block count; Fetch
-// and FetchAndCheck get those bytes from a list of URLs.
+// commitment (a piece.Commitment), size, md5, roots and block count, and
+// on request its CAR CID; Fetch and FetchAndCheck get those bytes from a
+// list of URLs, and Do is the one guarded HTTP request they (and the fetch
+// package) make.
 //
 // # Rules
 //
@@ -22,11 +24,16 @@
 //     may succeed on retry. Callers record the first and retry the second.
 //   - Check reads at most MaxSize+1 (or ExpectSize+1) bytes, holds about
 //     8 MiB however large the CAR, and allocates nothing per block.
+//   - CheckOptions.OnBlock hands each block to a consumer (the fetch
+//     package walks the DAG with it) only after the block hashed to its
+//     CID, with the stream offset of its bytes; with the hook set Check
+//     also holds the current block (at most go-car's 8 MiB section limit)
+//     and allocates its CID.
 //   - Fetch tries every URL in order until one succeeds, moving on after
 //     bad bytes too, since another replica of the same content may be
 //     good; FetchError.Invalid tells whether every source was bad (or
 //     refused).
-//   - Fetch fetches only http(s) URLs, through FetchOptions.Policy
+//   - Fetch and Do fetch only http(s) URLs, through a urlpolicy.Policy
 //     (internal/urlpolicy): no files, no userinfo, no loopback, private
 //     or other non-public address, checked on each dialed address and
 //     redirect. A refusal is final, like bad bytes.

@@ -238,10 +238,7 @@ func Fetch(ctx context.Context, urls []string, opts FetchOptions, fn func(body i
 	}
 	if opts.Timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, opts.Timeout, &causeError{
-			msg:  fmt.Sprintf("fetch timeout of %s: %v", opts.Timeout, context.DeadlineExceeded),
-			kind: context.DeadlineExceeded,
-		})
+		ctx, cancel = WithTimeout(ctx, opts.Timeout)
 		defer cancel()
 	}
 	f := fetcher{policy: opts.policy(), stall: opts.stall(), fn: fn}
@@ -318,33 +315,48 @@ type fetcher struct {
 	fn     func(io.Reader, int64) error
 }
 
-// attempt checks the URL against the policy before any request: the
-// scheme, userinfo and an IP literal host are refused without a dial.
-// The client checks the addresses it dials and every redirect.
+// WithTimeout is context.WithTimeout whose cause, once it passes, says
+// which timeout it was in words Describe keeps.
+func WithTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, d, &causeError{
+		msg:  fmt.Sprintf("fetch timeout of %s: %v", d, context.DeadlineExceeded),
+		kind: context.DeadlineExceeded,
+	})
+}
+
+// attempt runs one GET of a URL and hands its body to fn.
 func (f *fetcher) attempt(ctx context.Context, raw string) error {
-	u, err := url.Parse(raw)
+	req, err := http.NewRequest(http.MethodGet, raw, nil)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUnsupportedURL, err)
 	}
-	if err := f.policy.Check(u); err != nil {
-		return err
-	}
-	return f.http(ctx, raw)
+	return Do(ctx, f.policy, f.stall, req, func(resp *http.Response) error {
+		return f.fn(resp.Body, resp.ContentLength)
+	})
 }
 
-// http runs one HTTP attempt under a watchdog that cancels it when the
-// response or the next body bytes are late.
-func (f *fetcher) http(ctx context.Context, raw string) error {
-	actx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	w := newWatchdog(f.stall, cancel)
-	defer w.stop()
-	req, err := http.NewRequestWithContext(actx, http.MethodGet, raw, nil)
-	if err != nil {
+// Do makes one HTTP request through policy and calls fn with a 2xx
+// response. The URL is checked against the policy before any request
+// (the scheme, userinfo and an IP literal host are refused without a
+// dial); the policy's client checks the addresses it dials and every
+// redirect. A watchdog ends the request when the response, or the next
+// body bytes, take longer than stall: resp.Body is watched. A response
+// outside 2xx is a *StatusError; a stall ends in ErrStalled, and a
+// context that ended with a cause (WithTimeout) returns that cause.
+// fn must be done with the body when it returns.
+func Do(ctx context.Context, policy *urlpolicy.Policy, stall time.Duration, req *http.Request, fn func(*http.Response) error) error {
+	if req.URL == nil {
+		return ErrUnsupportedURL
+	}
+	if err := policy.Check(req.URL); err != nil {
 		return err
 	}
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	w := newWatchdog(stall, cancel)
+	defer w.stop()
 	w.arm()
-	resp, err := f.policy.Client().Do(req)
+	resp, err := policy.Client().Do(req.WithContext(actx))
 	w.disarm()
 	if err != nil {
 		return cause(actx, err)
@@ -353,9 +365,9 @@ func (f *fetcher) http(ctx context.Context, raw string) error {
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return &StatusError{Code: resp.StatusCode, Status: resp.Status}
 	}
-	return cause(actx, f.fn(&watchedReader{r: resp.Body, w: w}, resp.ContentLength))
+	resp.Body = &watchedReader{r: resp.Body, w: w}
+	return cause(actx, fn(resp))
 }
-
 // cause prefers why the attempt's context ended (a stall, the timeout)
 // over the error it surfaced as, which is only "context canceled".
 func cause(actx context.Context, err error) error {
@@ -397,9 +409,11 @@ func (w *watchdog) stop()   { w.t.Stop() }
 
 // watchedReader arms the watchdog for the duration of each Read.
 type watchedReader struct {
-	r io.Reader
+	r io.ReadCloser
 	w *watchdog
 }
+
+func (r *watchedReader) Close() error { return r.r.Close() }
 
 func (r *watchedReader) Read(p []byte) (int, error) {
 	r.w.arm()
