@@ -368,6 +368,7 @@ func Do(ctx context.Context, policy *urlpolicy.Policy, stall time.Duration, req 
 	resp.Body = &watchedReader{r: resp.Body, w: w}
 	return cause(actx, fn(resp))
 }
+
 // cause prefers why the attempt's context ended (a stall, the timeout)
 // over the error it surfaced as, which is only "context canceled".
 func cause(actx context.Context, err error) error {
