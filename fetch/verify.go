@@ -11,6 +11,7 @@ import (
 	"github.com/ferry-dev/ferry/carcheck"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	"github.com/ipld/go-ipld-prime/codec"
 	"github.com/ipld/go-ipld-prime/datamodel"
 	"github.com/ipld/go-ipld-prime/linking"
 	cidlink "github.com/ipld/go-ipld-prime/linking/cid"
@@ -63,6 +64,7 @@ func newVerifier(ctx context.Context, root cid.Cid, dups bool, spool *os.File) *
 		ExpectDuplicatesIn: dups,
 	}
 	lsys := cidlink.DefaultLinkSystem()
+	lsys.DecoderChooser = skipRaw(lsys.DecoderChooser)
 	lsys.StorageReadOpener = v.readBack
 	lsys.StorageWriteOpener = func(linking.LinkContext) (io.Writer, linking.BlockWriteCommitter, error) {
 		return io.Discard, func(datamodel.Link) error { return nil }, nil
@@ -72,6 +74,24 @@ func newVerifier(ctx context.Context, root cid.Cid, dups bool, spool *os.File) *
 		_, v.err = cfg.VerifyBlockStream(ctx, v, lsys)
 	}()
 	return v
+}
+
+// skipRaw decodes a raw block as empty bytes without reading it: a raw
+// block links to nothing, so the walk needs none of its bytes, and they
+// already hashed to its CID in the scanner. go-ipld-prime's raw codec
+// would copy each block (a megabyte per leaf) only to drop it.
+func skipRaw(next func(datamodel.Link) (codec.Decoder, error)) func(datamodel.Link) (codec.Decoder, error) {
+	return func(l datamodel.Link) (codec.Decoder, error) {
+		if l.(cidlink.Link).Cid.Prefix().Codec == cid.Raw {
+			return func(na datamodel.NodeAssembler, r io.Reader) error {
+				if _, err := io.Copy(io.Discard, r); err != nil {
+					return err
+				}
+				return na.AssignBytes(nil)
+			}, nil
+		}
+		return next(l)
+	}
 }
 
 // onRoots holds the CAR header to the one requested root. The verdict

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"testing"
 
@@ -112,17 +113,8 @@ type FileOptions struct {
 // Bytes returns n pseudo-random bytes from seed: content that does not
 // deduplicate.
 func Bytes(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	b := make([]byte, n)
-	for i := 0; i+8 <= n; i += 8 {
-		v := r.Uint64()
-		for j := range 8 {
-			b[i+j] = byte(v >> (8 * j))
-		}
-	}
-	for i := n &^ 7; i < n; i++ {
-		b[i] = byte(r.Uint32())
-	}
+	io.ReadFull(Reader(seed, int64(n)), b)
 	return b
 }
 
@@ -137,7 +129,42 @@ func (s *Store) File(t testing.TB, data []byte, o FileOptions) *DAG {
 	return &DAG{Root: root.Cid(), Blocks: rec.added}
 }
 
+// FileFrom imports r as a UnixFS file without recording its blocks (for
+// DAGs too large to keep twice) and returns its root.
+func (s *Store) FileFrom(t testing.TB, r io.Reader, o FileOptions) cid.Cid {
+	t.Helper()
+	root, err := s.importReader(s.DAGs, r, o)
+	if err != nil {
+		t.Fatalf("ipfstest: import file: %v", err)
+	}
+	return root.Cid()
+}
+
+// Reader streams n pseudo-random bytes from seed without holding them.
+func Reader(seed uint64, n int64) io.Reader {
+	return io.LimitReader(&prng{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}, n)
+}
+
+type prng struct{ r *rand.Rand }
+
+func (p *prng) Read(b []byte) (int, error) {
+	for i := 0; i+8 <= len(b); i += 8 {
+		v := p.r.Uint64()
+		for j := range 8 {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	for i := len(b) &^ 7; i < len(b); i++ {
+		b[i] = byte(p.r.Uint32())
+	}
+	return len(b), nil
+}
+
 func (s *Store) importFile(dag ipld.DAGService, data []byte, o FileOptions) (ipld.Node, error) {
+	return s.importReader(dag, bytes.NewReader(data), o)
+}
+
+func (s *Store) importReader(dag ipld.DAGService, r io.Reader, o FileOptions) (ipld.Node, error) {
 	size := o.ChunkSize
 	if size == 0 {
 		size = chunker.DefaultBlockSize
@@ -147,7 +174,7 @@ func (s *Store) importFile(dag ipld.DAGService, data []byte, o FileOptions) (ipl
 		links = ihelper.DefaultLinksPerBlock
 	}
 	params := ihelper.DagBuilderParams{Dagserv: dag, Maxlinks: links, RawLeaves: o.RawLeaves, CidBuilder: cidV1}
-	db, err := params.New(chunker.NewSizeSplitter(bytes.NewReader(data), size))
+	db, err := params.New(chunker.NewSizeSplitter(r, size))
 	if err != nil {
 		return nil, err
 	}
