@@ -32,7 +32,6 @@ func envInt(name string, def int) int {
 	return def
 }
 
-
 type benchEnv struct {
 	gw   *ipfstest.Gateway
 	root cid.Cid
@@ -57,17 +56,29 @@ func setupBench(b *testing.B) *benchEnv {
 	return &bench
 }
 
-// keepTB is a TB whose cleanups never run and whose temp dirs are made
-// by hand: the benchmark's fixtures outlive each sub-benchmark.
+// keepTB is a TB whose cleanups wait for TestMain and whose temp dirs are
+// made by hand: the benchmark's fixtures outlive each sub-benchmark.
 type keepTB struct{ testing.TB }
 
-func (k *keepTB) Cleanup(func()) {}
+// benchCleanups run when every test and benchmark is done.
+var benchCleanups []func()
+
+func (k *keepTB) Cleanup(f func()) { benchCleanups = append(benchCleanups, f) }
 func (k *keepTB) TempDir() string {
 	d, err := os.MkdirTemp("", "ferry-fetch-bench-*")
 	if err != nil {
 		k.Fatal(err)
 	}
+	k.Cleanup(func() { os.RemoveAll(d) })
 	return d
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for i := len(benchCleanups) - 1; i >= 0; i-- {
+		benchCleanups[i]()
+	}
+	os.Exit(code)
 }
 
 // BenchmarkFetch is the fetch line: BenchmarkFetch/ferry fetches the DAG
