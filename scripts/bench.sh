@@ -10,7 +10,7 @@
 #   --cars N         CARs of the ingest, replay, memory and status API lines
 #   --count N        run every benchmark N times, in rounds; the table takes medians,
 #                    and for ingest and replay the median of the rounds' ratios (default 1)
-#   --only LIST      comma-separated lines: ingest,replay,serve,close,piece (default all);
+#   --only LIST      comma-separated lines: ingest,replay,serve,close,piece,fetch (default all);
 #                    also handler: BenchmarkStatusHandler, the API's server side in
 #                    process (CPU per request, for comparing fixes; not in the table)
 #   --out DIR        where raw outputs, profiles and table.md go
@@ -28,7 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
 
-mode=full cars= count=1 only=ingest,replay,serve,close,piece out= profile=0 install=1 strict=
+mode=full cars= count=1 only=ingest,replay,serve,close,piece,fetch out= profile=0 install=1 strict=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--smoke) mode=smoke ;;
@@ -54,6 +54,7 @@ if [ "$mode" = smoke ]; then
 	close_benchtime=1x
 	piece_mib=8
 	piece_benchtime=200ms
+	fetch_mib=16
 	timeout=20m
 else
 	: "${cars:=1000000}"
@@ -64,6 +65,7 @@ else
 	close_benchtime=3x
 	piece_mib=64
 	piece_benchtime=1s
+	fetch_mib=1024
 	timeout=6h
 fi
 out=${out:-${TMPDIR:-/tmp}/ferry-bench-$(date -u +%Y%m%dT%H%M%SZ)}
@@ -156,16 +158,17 @@ want serve && run serve ./bench/ '^BenchmarkServe$' 1x -ferry.cars="$cars" -ferr
 want close && run close ./frc58/ '^BenchmarkClose' "$close_benchtime" "${close_flags[@]}"
 want handler && run handler ./bench/ '^BenchmarkStatusHandler$' 1s -ferry.cars="$cars"
 want piece && run piece ./carcheck/ '^Benchmark(CommPBare|Check)(Parallel[12])?$' "$piece_benchtime" -piece.size="$piece_mib"
+want fetch && run fetch ./fetch/ '^BenchmarkFetch$' 1x -fetch.size="$fetch_mib"
 
 if [ -n "$benchstat" ]; then
-	for f in "$out"/{ingest,replay,serve,handler,close,piece}.txt; do
+	for f in "$out"/{ingest,replay,serve,handler,close,piece,fetch}.txt; do
 		[ -f "$f" ] && "$benchstat" "$f" >"${f%.txt}.benchstat" 2>&1 || true
 	done
 fi
 
 log "table (also $out/table.md)"
 status=0
-"$out/bin/benchtable" $strict -close-scale "$close_scale" -piece-scale "$piece_mib MiB CARs" "$out"/*.txt >"$out/table.md" || status=$?
+"$out/bin/benchtable" $strict -close-scale "$close_scale" -piece-scale "$piece_mib MiB CARs" -fetch-scale "$fetch_mib MiB DAG" "$out"/*.txt >"$out/table.md" || status=$?
 echo
 cat "$out/table.md"
 echo
