@@ -23,6 +23,7 @@ import (
 	commp "github.com/filecoin-project/go-fil-commp-hashhash"
 	"github.com/ipfs/go-cid"
 	car "github.com/ipld/go-car/v2"
+	"github.com/ipld/go-car/v2/storage"
 	"github.com/multiformats/go-multihash"
 )
 
@@ -353,4 +354,31 @@ func TestConcurrentFetchesStoreOneCAR(t *testing.T) {
 	if len(cars) != 1 || !res[0].Car.Equals(res[1].Car) {
 		t.Errorf("stored %v for %s and %s", cars, res[0].Car, res[1].Car)
 	}
+}
+
+// A root whose bytes hash to its CID but are not dag-pb: not a DAG. The
+// CAR is written by go-car and served by an origin.
+func TestFetchNotADAGIsInvalid(t *testing.T) {
+	e := newEnv(t)
+	junk := ipfstest.Bytes(11, 500)
+	mh, _ := multihash.Sum(junk, multihash.SHA2_256, -1)
+	root := cid.NewCidV1(cid.DagProtobuf, mh)
+	var buf bytes.Buffer
+	w, err := storage.NewWritable(&buf, []cid.Cid{root}, car.WriteAsCarV1(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Put(context.Background(), root.KeyString(), junk); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Finalize(); err != nil {
+		t.Fatal(err)
+	}
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/vnd.ipld.car; version=1; order=dfs; dups=n")
+		w.Write(buf.Bytes())
+	}))
+	defer origin.Close()
+	_, err = e.fetcher(Config{}).Fetch(context.Background(), Request{Root: root, Origins: []string{origin.URL}})
+	assertFails(t, e.dir, err, ErrInvalid, "origins[0]: not a DAG: block 1 ("+root.String()+") at offset")
 }
