@@ -137,7 +137,7 @@ func (f *Fetcher) stream(ctx context.Context, src source, root cid.Cid, resp *ht
 		return nil, &failure{kind: ErrTooLarge, reason: fmt.Sprintf("announced size %d exceeds the limit of %d bytes", resp.ContentLength, f.cfg.MaxSize)}
 	}
 	v := newVerifier(ctx, root, dups, spool)
-	res, err := carcheck.Check(io.TeeReader(resp.Body, spool), carcheck.CheckOptions{
+	res, err := carcheck.Check(io.TeeReader(resp.Body, &spoolWriter{f: spool}), carcheck.CheckOptions{
 		MaxSize: f.cfg.MaxSize, CARCID: true, OnRoots: v.onRoots, OnBlock: v.onBlock,
 	})
 	werr := v.end()
