@@ -149,7 +149,7 @@ func (e *FetchError) Reason() string {
 		if i > 0 {
 			b.WriteString("; ")
 		}
-		fmt.Fprintf(&b, "urls[%d]: %s", i, clip(Describe(a.Err), reasonAttempt))
+		fmt.Fprintf(&b, "urls[%d]: %s", i, Clip(Describe(a.Err), reasonAttempt))
 	}
 	return b.String()
 }
@@ -212,8 +212,9 @@ type causeError struct {
 func (e *causeError) Error() string { return e.msg }
 func (e *causeError) Unwrap() error { return e.kind }
 
-// clip bounds a text to n bytes, cut at a rune boundary.
-func clip(s string, n int) string {
+// Clip bounds a text to n bytes, cut at a rune boundary, marking the cut
+// with "…": reasons others read are bounded with it.
+func Clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}

@@ -45,8 +45,8 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
+	"github.com/ferry-dev/ferry/carcheck"
 	"github.com/ferry-dev/ferry/carstore"
 	"github.com/ferry-dev/ferry/internal/urlpolicy"
 	"github.com/ferry-dev/ferry/piece"
@@ -212,18 +212,26 @@ func verdict(fails []attemptFailure) *Error {
 			break
 		}
 	}
+	reason := bounded(len(fails), reasonAttempts, "; ", func(i int) string {
+		return fails[i].source + ": " + carcheck.Clip(fails[i].reason, reasonAttempt)
+	})
+	return &Error{Kind: kind, Reason: reason}
+}
+
+// bounded joins the texts of the first max of n items with sep and says
+// how many more there were.
+func bounded(n, max int, sep string, item func(i int) string) string {
 	var b strings.Builder
-	for i, a := range fails {
-		if i == reasonAttempts {
-			fmt.Fprintf(&b, "; and %d more", len(fails)-i)
-			break
-		}
+	for i := range min(n, max) {
 		if i > 0 {
-			b.WriteString("; ")
+			b.WriteString(sep)
 		}
-		fmt.Fprintf(&b, "%s: %s", a.source, clip(a.reason, reasonAttempt))
+		b.WriteString(item(i))
 	}
-	return &Error{Kind: kind, Reason: b.String()}
+	if n > max {
+		fmt.Fprintf(&b, "%sand %d more", sep, n-max)
+	}
+	return b.String()
 }
 
 // Bounds of a Reason: how many sources it lists, and how long the text of
@@ -245,13 +253,3 @@ type failure struct {
 }
 
 func (f *failure) Error() string { return f.reason }
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
-}

@@ -382,3 +382,15 @@ func TestFetchNotADAGIsInvalid(t *testing.T) {
 	_, err = e.fetcher(Config{}).Fetch(context.Background(), Request{Root: root, Origins: []string{origin.URL}})
 	assertFails(t, e.dir, err, ErrInvalid, "origins[0]: not a DAG: block 1 ("+root.String()+") at offset")
 }
+
+// A reason lists at most four sources, each clipped, and counts the rest.
+func TestReasonIsBounded(t *testing.T) {
+	e := newEnv(t)
+	dag := e.s.File(t, ipfstest.Bytes(2, 3000), ipfstest.FileOptions{})
+	refused := ipfstest.RefusedURL(t)
+	_, err := e.fetcher(Config{Gateways: []string{refused, refused, refused, refused, refused, refused}}).Fetch(context.Background(), Request{Root: dag.Root})
+	assertFails(t, e.dir, err, ErrUnavailable, "gateways[3]: could not connect; and 2 more")
+	if strings.Contains(Reason(err), "gateways[4]") || strings.Contains(Reason(err), "127.0.0.1") {
+		t.Errorf("reason %q lists too much", Reason(err))
+	}
+}

@@ -1,7 +1,6 @@
 package fetch
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -106,21 +105,7 @@ func (v *verifier) onRoots(roots []cid.Cid) error {
 }
 
 func rootList(roots []cid.Cid) string {
-	const max = 3
-	var b bytes.Buffer
-	b.WriteByte('[')
-	for i, r := range roots {
-		if i == max {
-			fmt.Fprintf(&b, " and %d more", len(roots)-max)
-			break
-		}
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(r.String())
-	}
-	b.WriteByte(']')
-	return b.String()
+	return "[" + bounded(len(roots), 3, " ", func(i int) string { return roots[i].String() }) + "]"
 }
 
 // onBlock hands a verified block to the traversal and waits until the
