@@ -394,3 +394,64 @@ func TestReasonIsBounded(t *testing.T) {
 		t.Errorf("reason %q lists too much", Reason(err))
 	}
 }
+
+// kubo's RPC breaking partway reports it in X-Stream-Error: unavailable.
+func TestFetchKuboStreamErrorIsUnavailable(t *testing.T) {
+	e := newEnv(t)
+	rpc := ipfstest.NewKuboRPC(t, e.s)
+	dag := e.s.File(t, ipfstest.Bytes(2, 300_000), ipfstest.FileOptions{ChunkSize: 4096, RawLeaves: true})
+	rpc.FailAfter(100_000, "context deadline exceeded")
+	_, err := e.fetcher(Config{KuboRPC: []string{rpc.URL}}).Fetch(context.Background(), Request{Root: dag.Root})
+	assertFails(t, e.dir, err, ErrUnavailable, "kubo[0]: kubo reported an error after")
+}
+
+// A gateway that answers dups=y sends a duplicate block again; the walk
+// expects it. The origin here asks boxo's gateway for dups=y.
+func TestFetchAcceptsDuplicatesWhenTheGatewaySaysSo(t *testing.T) {
+	e := newEnv(t)
+	dag := e.s.File(t, make([]byte, 100_000), ipfstest.FileOptions{ChunkSize: 1024, MaxLinks: 5, RawLeaves: true})
+	dups := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequest(http.MethodGet, e.gw.URL+r.URL.RequestURI(), nil)
+		req.Header.Set("Accept", "application/vnd.ipld.car; version=1; order=dfs; dups=y")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+		io.Copy(w, resp.Body)
+	}))
+	defer dups.Close()
+	res, err := e.fetcher(Config{}).Fetch(context.Background(), Request{Root: dag.Root, Origins: []string{dups.URL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Blocks <= len(dag.Blocks) {
+		t.Fatalf("%d blocks for %d distinct: the gateway sent no duplicates", res.Blocks, len(dag.Blocks))
+	}
+	// The stored CAR holds the duplicates as served; assertStored counts
+	// distinct blocks, so compare those here.
+	data, _ := os.ReadFile(filepath.Join(e.dir.Path(), carstore.Name(res.Car)))
+	br, err := car.NewBlockReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	distinct := map[cid.Cid]bool{}
+	for {
+		b, err := br.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := dag.Block(b.Cid()); want == nil || !bytes.Equal(want.RawData(), b.RawData()) {
+			t.Errorf("block %s is not the importer's", b.Cid())
+		}
+		distinct[b.Cid()] = true
+	}
+	if len(distinct) != len(dag.Blocks) {
+		t.Errorf("%d distinct blocks, the importer made %d", len(distinct), len(dag.Blocks))
+	}
+}

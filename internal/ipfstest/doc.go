@@ -12,7 +12,8 @@
 //     test can compare what was fetched with what was imported.
 //   - Failures are made on the real parts: a missing block is deleted
 //     from the blockstore, a corrupt block is stored under a CID its bytes
-//     do not hash to; only what no blockstore can do (stall, an extra
-//     block after the CAR, a refused connection) is done on the wire.
+//     do not hash to; only what no blockstore can do (a stall, an extra
+//     block after the CAR, a kubo export broken partway, a refused
+//     connection) is done on the wire.
 //   - Servers listen on loopback only and close with the test (t.Cleanup).
 package ipfstest

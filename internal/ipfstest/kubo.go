@@ -2,6 +2,7 @@ package ipfstest
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -28,6 +29,36 @@ type KuboRPC struct {
 	srv *httptest.Server
 	// Requests counts the requests served.
 	Requests atomic.Int64
+	fail     atomic.Pointer[streamFailure]
+}
+
+type streamFailure struct {
+	after int64
+	msg   string
+}
+
+// FailAfter makes every later export stop after n bytes of the CAR and
+// report msg in X-Stream-Error, as kubo does when an export breaks
+// partway (a timeout, a node shutting down).
+func (k *KuboRPC) FailAfter(n int64, msg string) { k.fail.Store(&streamFailure{n, msg}) }
+
+// cutWriter passes the first n bytes and fails after them.
+type cutWriter struct {
+	w io.Writer
+	n int64
+}
+
+var errCut = errors.New("ipfstest: export cut")
+
+func (c *cutWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > c.n {
+		n, _ := c.w.Write(p[:c.n])
+		c.n -= int64(n)
+		return n, errCut
+	}
+	n, err := c.w.Write(p)
+	c.n -= int64(n)
+	return n, err
 }
 
 // NewKuboRPC serves s until the test ends.
@@ -53,7 +84,15 @@ func NewKuboRPC(t testing.TB, s *Store) *KuboRPC {
 			}
 			return bytes.NewReader(b.RawData()), nil
 		}
-		if _, err := car.TraverseV1(r.Context(), &ls, root, selectorparse.CommonSelector_ExploreAllRecursively, w); err != nil {
+		var out io.Writer = w
+		fail := k.fail.Load()
+		if fail != nil {
+			out = &cutWriter{w: w, n: fail.after}
+		}
+		if _, err := car.TraverseV1(r.Context(), &ls, root, selectorparse.CommonSelector_ExploreAllRecursively, out); err != nil {
+			if errors.Is(err, errCut) {
+				err = errors.New(fail.msg)
+			}
 			w.Header().Set("X-Stream-Error", err.Error())
 		}
 	})
