@@ -78,7 +78,7 @@ type Config struct {
 	// StallTimeout bounds the wait for the next bytes
 	// (DefaultStallTimeout if zero).
 	StallTimeout time.Duration
-	// Store keeps the verified CARs.
+	// Store keeps the verified CARs and the spool files (required).
 	Store carstore.Store
 }
 
@@ -173,6 +173,9 @@ func New(cfg Config) *Fetcher {
 func (f *Fetcher) Fetch(ctx context.Context, req Request) (*Result, error) {
 	if !req.Root.Defined() {
 		return nil, &Error{Kind: ErrInvalid, Reason: "no root CID"}
+	}
+	if f.cfg.Store == nil {
+		return nil, errors.New("fetch: no CAR store configured")
 	}
 	srcs := f.sources(req.Origins)
 	if len(srcs) == 0 {
