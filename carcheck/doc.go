@@ -44,9 +44,9 @@
 //
 // Check runs three goroutines over shared read-only chunks: the caller's,
 // which reads and parses the CAR and hashes its blocks; one for md5 (and
-// the CAR CID's sha2-256 when asked for); one
-// that feeds go-fil-commp-hashhash, whose own goroutines hash the tree. A
-// chunk is overwritten only after all three have released it. commP costs
+// the CAR CID's sha2-256 when asked for); one that feeds
+// go-fil-commp-hashhash, whose own goroutines hash the tree. A chunk is
+// overwritten only after all three have released it. commP costs
 // about twice the rest together, so on two cores Check runs at roughly
 // 0.7× the speed of commP alone (see bench_test.go).
 //
