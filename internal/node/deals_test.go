@@ -62,7 +62,7 @@ func startDealsOn(t *testing.T, natsURL string, count int, sim spade.SimConfig, 
 	t.Cleanup(func() { srv.Close(); s.Close() })
 	dir := t.TempDir()
 	cfg := testConfig(t.TempDir(), natsURL)
-	cfg.Cars, cfg.ReportToken = dir, reportToken
+	cfg.CarStore, cfg.ReportToken = dir, reportToken
 	if testing.Verbose() {
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
