@@ -11,7 +11,9 @@ import (
 	"github.com/ferry-dev/ferry/carstore"
 	"github.com/ferry-dev/ferry/fetch"
 	"github.com/ferry-dev/ferry/fetchworker"
+	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/jetlog"
+	"github.com/ferry-dev/ferry/piece"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -89,6 +91,11 @@ func (n *Node) runFetches(ctx context.Context) {
 		cfg.Workers = DefaultFetchWorkers
 	}
 	cfg.Fetch.Store = n.Cars
+	// A CAR larger than a deal holds would be fetched only to be
+	// rejected by the fold.
+	if most := piece.Unpadded(frc58.MaxPiece(n.cfg.Fold.DealSize)); cfg.Fetch.MaxSize == 0 || cfg.Fetch.MaxSize > most {
+		cfg.Fetch.MaxSize = most
+	}
 	pool := FetchPool(n.JS, n.cfg.Subjects, cfg, n.log)
 	n.goRun("fetch-workers", func() error { return pool.Run(ctx) })
 }
