@@ -704,6 +704,7 @@ func TestPublishDirAndCommandsErrors(t *testing.T) {
 			{"serve", "--deal-size", "2KiB", "--data", t.TempDir()},
 			{"serve", "--fetch-allow", "localhost", "--data", t.TempDir()},
 			{"dlq", "--nats", s.nats, "--data", s.data, "sink"},
+			{"fetch-worker", "--nats", s.nats, "--data", s.data, "--public-url", "http://127.0.0.1:1"},
 			{"dlq", "--nats", s.nats, "--data", s.data, "--queue", "pins", "list"},
 		} {
 			_, errOut, err := run(t, args...)
