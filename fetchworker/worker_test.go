@@ -16,7 +16,6 @@ import (
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/internal/urlpolicy"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // local lets fetchers reach the tests' servers on 127.0.0.1.
@@ -24,24 +23,6 @@ var local = urlpolicy.New(urlpolicy.Config{AllowPrivate: true})
 
 // aCID is a CID no test server has.
 const aCID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
-
-// pinEvents are the pin and CAR events in the input log, in order.
-func pinEvents(t *testing.T, js jetstream.JetStream) []events.Event {
-	t.Helper()
-	var out []events.Event
-	err := jetlog.Tail(context.Background(), js, jetlog.StreamIn, 1, false, func(e jetlog.Entry) error {
-		ev, err := events.Decode(e.Data)
-		if err != nil {
-			return err
-		}
-		out = append(out, ev)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 func failures(evs []events.Event) []*events.PinFailed {
 	var out []*events.PinFailed
@@ -82,8 +63,8 @@ func TestAnUnavailableSourceIsRetriedThenDeadLettered(t *testing.T) {
 		Fetcher: newFetcher(t, gw.URL), MaxDeliver: 3, Backoff: []time.Duration{50 * time.Millisecond},
 	})
 	go p.Run(ctx)
-	testutil.Eventually(t, 30*time.Second, "the pin failed", func() bool { return len(failures(pinEvents(t, nt.JS))) > 0 })
-	evs := pinEvents(t, nt.JS)
+	testutil.Eventually(t, 30*time.Second, "the pin failed", func() bool { return len(failures(testutil.Inputs(t, nt.JS))) > 0 })
+	evs := testutil.Inputs(t, nt.JS)
 	var attempts []int
 	for _, ev := range evs {
 		if f, ok := ev.(*events.PinFetching); ok {

@@ -39,24 +39,6 @@ func withFetch(timeout time.Duration, maxDeliver int, gateways ...string) func(*
 	}
 }
 
-// inputs decodes the input log.
-func inputs(t *testing.T, js jetstream.JetStream) []events.Event {
-	t.Helper()
-	var out []events.Event
-	err := jetlog.Tail(context.Background(), js, jetlog.StreamIn, 1, false, func(e jetlog.Entry) error {
-		ev, err := events.Decode(e.Data)
-		if err != nil {
-			return err
-		}
-		out = append(out, ev)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // pinLog is what the input log says about fetches.
 type pinLog struct {
 	fetching   []*events.PinFetching
@@ -68,7 +50,7 @@ type pinLog struct {
 func readPinLog(t *testing.T, js jetstream.JetStream) pinLog {
 	t.Helper()
 	var l pinLog
-	for _, ev := range inputs(t, js) {
+	for _, ev := range testutil.Inputs(t, js) {
 		switch ev := ev.(type) {
 		case *events.PinFetching:
 			l.fetching = append(l.fetching, ev)
@@ -181,16 +163,23 @@ func TestAFetchedPinIsStoredServedAndDealt(t *testing.T) {
 	}
 }
 
-// TestACancelledFetchStopsAndLeavesNoSpoolFile: a gateway that stalls
-// mid-stream holds a fetch; cancelling it ends the fetch at once, removes
-// its spool file, takes the item off the queue, and fails nothing.
-func TestACancelledFetchStopsAndLeavesNoSpoolFile(t *testing.T) {
+// stallingGateway serves a 150 KiB file of seed that stalls after 40 KiB,
+// and a node config that fetches from it.
+func stallingGateway(t *testing.T, seed uint64) (*ipfstest.DAG, *ipfstest.Gateway, Config) {
 	store := ipfstest.NewStore()
-	dag := store.File(t, ipfstest.Bytes(8, 150<<10), ipfstest.FileOptions{ChunkSize: 16 << 10})
+	dag := store.File(t, ipfstest.Bytes(seed, 150<<10), ipfstest.FileOptions{ChunkSize: 16 << 10})
 	gw := ipfstest.NewGateway(t, store)
 	gw.StallAfter(40 << 10)
 	cfg := testConfig(t.TempDir(), "")
 	withFetch(time.Minute, 3, gw.URL)(&cfg)
+	return dag, gw, cfg
+}
+
+// TestACancelledFetchStopsAndLeavesNoSpoolFile: a gateway that stalls
+// mid-stream holds a fetch; cancelling it ends the fetch at once, removes
+// its spool file, takes the item off the queue, and fails nothing.
+func TestACancelledFetchStopsAndLeavesNoSpoolFile(t *testing.T) {
+	dag, gw, cfg := stallingGateway(t, 8)
 	cfg.Fetch.AckWait = time.Minute // the stall must not hand the item to another worker
 	n := startNode(t, cfg)
 	enqueueFetch(t, n, dag.Root.String())
@@ -228,12 +217,7 @@ func TestACancelledFetchStopsAndLeavesNoSpoolFile(t *testing.T) {
 // after the ack wait and finishes it, and the CAR is stored and
 // published once.
 func TestAWorkerKilledMidFetchLosesItToAnother(t *testing.T) {
-	store := ipfstest.NewStore()
-	dag := store.File(t, ipfstest.Bytes(9, 150<<10), ipfstest.FileOptions{ChunkSize: 16 << 10})
-	gw := ipfstest.NewGateway(t, store)
-	gw.StallAfter(40 << 10)
-	cfg := testConfig(t.TempDir(), "")
-	withFetch(time.Minute, 3, gw.URL)(&cfg)
+	dag, gw, cfg := stallingGateway(t, 9)
 	fc := cfg.Fetch
 	cfg.Fetch.Workers = -1 // the test runs the workers
 	n := startNode(t, cfg)
