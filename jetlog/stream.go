@@ -27,6 +27,13 @@ const (
 	StreamDLQ = "FERRY_DLQ"
 	// WorkConsumer is the durable consumer every piece worker shares.
 	WorkConsumer = "piece-workers"
+	// StreamFetch is the fetch work queue: one pending item per pinned
+	// CID.
+	StreamFetch = "FERRY_FETCH"
+	// StreamFetchDLQ keeps fetch work that ran out of attempts.
+	StreamFetchDLQ = "FERRY_FETCH_DLQ"
+	// FetchConsumer is the durable consumer every fetch worker shares.
+	FetchConsumer = "fetch-workers"
 	// BucketLeader holds the aggregator's leadership lease.
 	BucketLeader = "FERRY_LEADER"
 	// DefaultPrefix is the default subject prefix.
@@ -71,6 +78,26 @@ func (s Subjects) DeadLetter(car string) string { return s.Prefix + "dlq.piece."
 
 // DeadLetters matches every dead letter.
 func (s Subjects) DeadLetters() string { return s.Prefix + "dlq.piece.>" }
+
+// FetchWork is the subject of the fetch work item of one CID.
+func (s Subjects) FetchWork(cid string) string { return s.Prefix + "work.fetch." + cid }
+
+// FetchWorks matches every fetch work item.
+func (s Subjects) FetchWorks() string { return s.Prefix + "work.fetch.>" }
+
+// FetchDeadLetter is the subject of a CID's fetch work that ran out of
+// attempts.
+func (s Subjects) FetchDeadLetter(cid string) string { return s.Prefix + "dlq.fetch." + cid }
+
+// FetchDeadLetters matches every fetch dead letter.
+func (s Subjects) FetchDeadLetters() string { return s.Prefix + "dlq.fetch.>" }
+
+// FetchCancel is the core NATS subject (no stream) on which the fetch of
+// one CID is cancelled: every fetch worker listens.
+func (s Subjects) FetchCancel(cid string) string { return s.Prefix + "fetch.cancel." + cid }
+
+// FetchCancels matches every fetch cancellation.
+func (s Subjects) FetchCancels() string { return s.Prefix + "fetch.cancel.*" }
 
 // StreamOptions shape the streams ferry creates.
 type StreamOptions struct {
@@ -133,6 +160,13 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 			Duplicates: o.Duplicates, Description: "ferry piece work: CARs waiting for their piece CID"},
 		{Name: StreamDLQ, Subjects: []string{s.DeadLetters()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 			Description: "ferry piece work that ran out of attempts, for ferry dlq list|replay"},
+		// The fetch work queue, shaped as the piece work's: a CID waits
+		// once however often it is pinned.
+		{Name: StreamFetch, Subjects: []string{s.FetchWorks()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+			Retention: jetstream.WorkQueuePolicy, MaxMsgsPerSubject: 1, Discard: jetstream.DiscardNew, DiscardNewPerSubject: true,
+			Duplicates: o.Duplicates, Description: "ferry fetch work: pinned CIDs waiting to be fetched"},
+		{Name: StreamFetchDLQ, Subjects: []string{s.FetchDeadLetters()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+			Description: "ferry fetch work that ran out of attempts, for ferry dlq list|replay"},
 	}
 	for _, cfg := range cfgs {
 		// A stream's persist mode cannot change: keep an existing one's.

@@ -37,12 +37,17 @@ func DeadLetters(ctx context.Context, js jetstream.JetStream, sub jetlog.Subject
 // its rejection made the CAR unknown to the fold, so it is accepted and
 // queued anew — then deletes the dead letter.
 func Replay(ctx context.Context, js jetstream.JetStream, sub jetlog.Subjects, letters []DeadLetter) error {
-	pub := jetlog.NewPublisher(js, sub)
 	items := make([]workqueue.DeadLetter, len(letters))
 	for i, l := range letters {
 		items[i] = l.DeadLetter
 	}
-	return workqueue.Replay(ctx, js, Queue(sub), items, func(ctx context.Context, l workqueue.DeadLetter) error {
+	return workqueue.Replay(ctx, js, Queue(sub), items, Resubmit(js, sub))
+}
+
+// Resubmit is Replay's resubmission of one letter, for workqueue.Replay.
+func Resubmit(js jetstream.JetStream, sub jetlog.Subjects) func(context.Context, workqueue.DeadLetter) error {
+	pub := jetlog.NewPublisher(js, sub)
+	return func(ctx context.Context, l workqueue.DeadLetter) error {
 		var ev events.CarReplicated
 		if err := json.Unmarshal(l.Data, &ev); err != nil {
 			return err
@@ -56,5 +61,5 @@ func Replay(ctx context.Context, js jetstream.JetStream, sub jetlog.Subjects, le
 		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s/replay/%d", ev.MsgID(), l.Seq))
 		_, err = js.PublishMsg(ctx, msg)
 		return err
-	})
+	}
 }

@@ -99,7 +99,7 @@ type Job struct {
 
 // Handler does one item's work. It returns nil when the item is done (it
 // is then acknowledged) and an error when it should be tried again;
-// RetrySoon and Drop say otherwise. A handler is called on many
+// RetrySoon, RetryAfter and Drop say otherwise. A handler is called on many
 // goroutines at once.
 type Handler func(ctx context.Context, job Job) error
 
@@ -159,6 +159,21 @@ func (e *retryError) Unwrap() error { return e.err }
 // attempt: for a failure after the work was done (its outcome could not
 // be published), which says nothing about the item.
 func RetrySoon(err error) error { return &retryError{err: err} }
+
+// waitError is RetryAfter's error.
+type waitError struct {
+	after time.Duration
+	err   error
+}
+
+func (e *waitError) Error() string { return e.err.Error() }
+func (e *waitError) Unwrap() error { return e.err }
+
+// RetryAfter is a handler's error that tries the item again after d and
+// does not dead-letter it on this attempt: for work that waits for
+// something outside (content not published yet) under a deadline of the
+// handler's own, which ends it when that passes.
+func RetryAfter(d time.Duration, err error) error { return &waitError{after: d, err: err} }
 
 // dropError is Drop's error.
 type dropError struct {
@@ -258,6 +273,7 @@ func (w *Workers) work(ctx context.Context, msg jetstream.Msg) {
 		return // stopping: the item goes to another worker
 	}
 	var retry *retryError
+	var wait *waitError
 	var drop *dropError
 	switch {
 	case err == nil:
@@ -270,6 +286,9 @@ func (w *Workers) work(ctx context.Context, msg jetstream.Msg) {
 	case errors.As(err, &retry):
 		log.Error(w.q.Name+" not finished; item will be redelivered", "err", err)
 		_ = msg.NakWithDelay(w.cfg.Backoff[0])
+	case errors.As(err, &wait):
+		log.Info(w.q.Name+" waits; will retry", "err", err, "in", wait.after)
+		_ = msg.NakWithDelay(wait.after)
 	case job.Attempt >= w.cfg.MaxDeliver:
 		w.dead(ctx, msg, job, err, log)
 	default:

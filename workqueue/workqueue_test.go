@@ -266,12 +266,13 @@ func TestFailuresRetryByAttemptThenDeadLetterAndReplay(t *testing.T) {
 
 // TestHandlerOutcomes: Drop removes an unreadable item without a dead
 // letter; RetrySoon retries even past the last attempt, since the failure
-// says nothing about the item; a letter purged is gone without its work.
+// says nothing about the item; RetryAfter too, after the handler's wait;
+// a letter purged is gone without its work.
 func TestHandlerOutcomes(t *testing.T) {
 	js := startQueue(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	for _, k := range []string{"drop", "soon", "dead"} {
+	for _, k := range []string{"drop", "soon", "wait", "dead"} {
 		if err := workqueue.Enqueue(ctx, js, testQueue, k, []byte(k)); err != nil {
 			t.Fatal(err)
 		}
@@ -287,14 +288,21 @@ func TestHandlerOutcomes(t *testing.T) {
 			return workqueue.RetrySoon(errors.New("outcome not stored"))
 		case job.Key == "soon":
 			return nil
+		case job.Key == "wait" && job.Attempt < 3:
+			return workqueue.RetryAfter(300*time.Millisecond, errors.New("not there yet"))
+		case job.Key == "wait":
+			return nil
 		}
 		return errors.New("no")
 	})
 	go w.Run(ctx)
 	testutil.Eventually(t, 20*time.Second, "the retried item done and the failed one dead", func() bool {
 		letters, _ := workqueue.DeadLetters(ctx, js, testQueue, "")
-		return len(got.of("soon")) == 3 && len(letters) == 1
+		return len(got.of("soon")) == 3 && len(got.of("wait")) == 3 && len(letters) == 1
 	})
+	if w := got.of("wait"); w[2].at.Sub(w[1].at) < 300*time.Millisecond {
+		t.Fatalf("RetryAfter's item came again after %v, want the handler's 300ms", w[2].at.Sub(w[1].at))
+	}
 	if n := len(got.of("drop")); n != 1 {
 		t.Fatalf("dropped item tried %d times", n)
 	}

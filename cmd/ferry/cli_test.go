@@ -703,7 +703,9 @@ func TestPublishDirAndCommandsErrors(t *testing.T) {
 			{"serve", "--deal-size", "3MiB", "--data", t.TempDir()},
 			{"serve", "--deal-size", "2KiB", "--data", t.TempDir()},
 			{"serve", "--fetch-allow", "localhost", "--data", t.TempDir()},
-			{"dlq", "--nats", s.nats, "--data", s.data, "purge"},
+			{"dlq", "--nats", s.nats, "--data", s.data, "sink"},
+			{"fetch-worker", "--nats", s.nats, "--data", s.data, "--public-url", "http://127.0.0.1:1"},
+			{"dlq", "--nats", s.nats, "--data", s.data, "--queue", "pins", "list"},
 		} {
 			_, errOut, err := run(t, args...)
 			if !errors.Is(err, errUsage) {

@@ -6,26 +6,56 @@ import (
 	"io"
 	"text/tabwriter"
 
+	"github.com/ferry-dev/ferry/fetchworker"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/pieceworker"
+	"github.com/ferry-dev/ferry/workqueue"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
-// runDLQ lists dead-lettered piece work, or replays it: the CAR's
-// car.replicated goes into the input log again (its rejection made it
-// unknown to the fold), and the dead letter is deleted.
+// deadQueue is a work queue whose dead letters ferry dlq handles.
+type deadQueue struct {
+	name     string
+	queue    func(jetlog.Subjects) workqueue.Queue
+	resubmit func(jetstream.JetStream, jetlog.Subjects) func(context.Context, workqueue.DeadLetter) error
+}
+
+// deadQueues are the work queues with dead letters: piece work (replay
+// publishes the CAR's car.replicated again: its rejection made it unknown
+// to the fold) and fetch work (replay queues the CID's fetch again).
+var deadQueues = []deadQueue{
+	{"piece", pieceworker.Queue, pieceworker.Resubmit},
+	{"fetch", fetchworker.Queue, fetchworker.Resubmit},
+}
+
+// runDLQ lists dead-lettered work, replays it (puts the work back where
+// it starts, then deletes the letter) or purges it.
 func runDLQ(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("dlq", "dlq list | dlq replay [--car CID]", stderr)
+	fs := newFlags("dlq", "dlq list | replay | purge [--queue piece|fetch] [--key CID]", stderr)
 	natsURL := fs.String("nats", defaultNATS, "NATS `URL` of ferry's streams")
 	prefix := fs.String("prefix", jetlog.DefaultPrefix, "subject prefix")
-	car := fs.String("car", "", "only this CAR")
+	which := fs.String("queue", "", "only this queue: piece (CARs) or fetch (pinned CIDs)")
+	key := fs.String("key", "", "only this item: a CAR CID (piece) or a pinned CID (fetch)")
+	fs.StringVar(key, "car", "", "same as --key")
 	auth := natsAuthFlags(fs, natsembed.RoleAdmin)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 || (fs.Arg(0) != "list" && fs.Arg(0) != "replay") {
+	op := fs.Arg(0)
+	if fs.NArg() != 1 || (op != "list" && op != "replay" && op != "purge") {
 		fs.Usage()
-		return fmt.Errorf("%w: dlq list | dlq replay", errUsage)
+		return fmt.Errorf("%w: dlq list | replay | purge", errUsage)
+	}
+	var queues []deadQueue
+	for _, q := range deadQueues {
+		if *which == "" || *which == q.name {
+			queues = append(queues, q)
+		}
+	}
+	if len(queues) == 0 {
+		fs.Usage()
+		return fmt.Errorf("%w: --queue %q: piece or fetch", errUsage, *which)
 	}
 	nc, js, err := auth.connect(*natsURL, "ferry dlq")
 	if err != nil {
@@ -33,21 +63,31 @@ func runDLQ(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	}
 	defer nc.Close()
 	sub := jetlog.Subjects{Prefix: *prefix}
-	letters, err := pieceworker.DeadLetters(ctx, js, sub, *car)
-	if err != nil {
-		return err
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	if op == "list" {
+		fmt.Fprintln(tw, "QUEUE\tSEQ\tKEY\tATTEMPTS\tFAILED AT\tREASON")
 	}
-	if fs.Arg(0) == "list" {
-		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SEQ\tCAR\tATTEMPTS\tFAILED AT\tREASON")
-		for _, l := range letters {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", l.Seq, l.Event.Car, l.Deliveries, l.FailedAt, l.Reason)
+	for _, q := range queues {
+		letters, err := workqueue.DeadLetters(ctx, js, q.queue(sub), *key)
+		if err != nil {
+			return err
 		}
-		return tw.Flush()
+		switch op {
+		case "list":
+			for _, l := range letters {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", q.name, l.Seq, l.Key, l.Deliveries, l.FailedAt, l.Reason)
+			}
+		case "replay":
+			if err := workqueue.Replay(ctx, js, q.queue(sub), letters, q.resubmit(js, sub)); err != nil {
+				return err
+			}
+			fmt.Fprintf(tw, "%d %s dead letters replayed\n", len(letters), q.name)
+		case "purge":
+			if err := workqueue.Purge(ctx, js, q.queue(sub), letters); err != nil {
+				return err
+			}
+			fmt.Fprintf(tw, "%d %s dead letters purged\n", len(letters), q.name)
+		}
 	}
-	if err := pieceworker.Replay(ctx, js, sub, letters); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "%d dead letters replayed\n", len(letters))
-	return nil
+	return tw.Flush()
 }

@@ -58,7 +58,8 @@ var commands = []command{
 	{"commp", "", "piece CID, sizes, md5 and roots of a CAR file, URL or stdin", runCommp},
 	{"spade-sim", "", "a deal engine simulator to try ferry end to end", runSpadeSim},
 	{"piece-worker", "", "compute piece CIDs for queued CARs, on any machine", runPieceWorker},
-	{"dlq", "", "list or replay piece work that ran out of attempts", runDLQ},
+	{"fetch-worker", "", "fetch pinned CIDs into a CAR store, on any machine", runFetchWorker},
+	{"dlq", "", "list, replay or purge piece and fetch work that ran out of attempts", runDLQ},
 	{"audit", "", "prove from the logs that nothing was lost or doubled", runAudit},
 }
 

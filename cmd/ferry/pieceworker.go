@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/ferry-dev/ferry/fetch"
 	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/jetlog"
@@ -22,7 +23,8 @@ import (
 func workerFlags(fs *flag.FlagSet, c *pieceworker.Config) *policyFlags {
 	maxSize := (*size)(&c.MaxSize)
 	fs.Var(maxSize, "max-car-size", "largest CAR a piece worker accepts (default: the largest that fits a deal)")
-	fs.DurationVar(&c.Fetch.Timeout, "fetch-timeout", time.Hour, "bound on one CAR's whole download")
+	fs.DurationVar(&c.Fetch.Timeout, "fetch-timeout", fetch.DefaultTimeout,
+		"bound on one download (a CAR by a piece worker, a pin's DAG from one source by a fetch worker), and how long a pin no source has is looked for")
 	fs.DurationVar(&c.Fetch.StallTimeout, "stall-timeout", time.Minute, "a download that sends nothing for this long fails")
 	fs.IntVar(&c.MaxDeliver, "piece-attempts", 5, "attempts of a CAR's piece work before it is rejected and dead-lettered")
 	return fetchPolicyFlags(fs)

@@ -63,9 +63,14 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	var pieces pieceworker.Config
 	policy := workerFlags(fs, &pieces)
 	fs.IntVar(&pieces.Workers, "piece-workers", runtime.NumCPU(), "piece workers in this process (0: none, leave it to ferry piece-worker)")
+	var fetches node.FetchConfig
+	fetchFlags(fs, &fetches)
+	fs.IntVar(&fetches.Workers, "fetch-workers", node.DefaultFetchWorkers, "fetch workers (pins) in this process (0: none, leave it to ferry fetch-worker)")
 	verify := fs.Bool("verify-pieces", false, "compute the piece of CARs that arrive with one too, and reject a mismatch")
 	tickAhead := fs.Duration("max-tick-ahead", aggregator.DefaultMaxTickAhead, "the fold ignores a tick further ahead than this of when the input log stored it")
-	cars := fs.String("cars", "", "serve the CAR files of `dir` at /cars/<name> (for trying ferry out)")
+	carStore := fs.String("car-store", "", "`dir` of the CAR store: fetched pins' CARs, and any CAR file put there, served at /cars/<name> (default: <data>/cars)")
+	fs.StringVar(carStore, "cars", "", "deprecated name of --car-store")
+	publicURL := fs.String("public-url", "", "`URL` base under which others reach this node: CARs of the store are <URL>/cars/<car>.car (default: http://<--http>)")
 	readToken := fs.String("read-token", "", "bearer token for the GET routes (empty: reads are open)")
 	bodyRate := size(api.DefaultBodyMinRate)
 	fs.Var(&bodyRate, "http-body-rate", "slowest average a write's body may arrive at, per second, after --http-body-grace (slower: 408)")
@@ -82,6 +87,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if pieces.Workers == 0 {
 		pieces.Workers = -1 // 0 means none here; the node reads 0 as "one per core"
 	}
+	if fetches.Workers == 0 {
+		fetches.Workers = -1 // likewise
+	}
 	if minPayload == 0 {
 		minPayload = size(aggregator.DefaultMinPayload(uint64(deal)))
 	}
@@ -96,6 +104,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if pieces.Fetch.Policy, err = policy.policy(); err != nil {
 		return err
 	}
+	fetches.Fetch.Policy, fetches.Fetch.Timeout = pieces.Fetch.Policy, pieces.Fetch.Timeout
 	if err := checkExposure(*httpAddr, *writeToken, *reportToken); err != nil {
 		return err
 	}
@@ -120,11 +129,11 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		Subjects: jetlog.Subjects{Prefix: *prefix},
 		Fold: dealClock(events.Settings{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify,
 			MaxTickAhead: *tickAhead}),
-		FoldGiven:    givenSettings(fs),
-		Pieces:       pieces,
+		FoldGiven: givenSettings(fs),
+		Pieces:    pieces, Fetch: fetches, CarStore: *carStore, PublicURL: *publicURL,
 		SyncInterval: *syncInterval, SyncAlways: *syncAlways, MinFree: uint64(minFree), Tick: *tick,
 		WriteToken: *writeToken, ReportToken: *reportToken, ReadToken: *readToken, NATSOptions: natsOpts,
-		Deals: deals, Cars: *cars, Log: log, HTTPLimits: api.Limits{BodyMinRate: int(bodyRate), BodyGrace: *bodyGrace},
+		Deals: deals, Log: log, HTTPLimits: api.Limits{BodyMinRate: int(bodyRate), BodyGrace: *bodyGrace},
 	})
 	if err != nil {
 		return err

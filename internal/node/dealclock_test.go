@@ -73,7 +73,7 @@ func dealClockNodeWith(t *testing.T, engine string, fold func(*events.Settings))
 	cfg.Fold.MinPayload, cfg.Fold.MaxWait = 1, 300*time.Millisecond
 	cfg.Fold.DealTimeout, cfg.Fold.MaxOffers, cfg.Fold.OfferBackoff = 2*time.Second, 8, 200*time.Millisecond
 	fold(&cfg.Fold)
-	cfg.Cars, cfg.ReportToken = dir, reportToken
+	cfg.CarStore, cfg.ReportToken = dir, reportToken
 	cfg.Deals = DealConfig{Engine: engine, RetryAfter: 50 * time.Millisecond}
 	return startNode(t, cfg), nt, dir
 }

@@ -50,7 +50,7 @@ func startDeals(t *testing.T, count int, sim spade.SimConfig, oracle string) *de
 
 // startDealsOn is startDeals on the NATS at natsURL, or on the embedded
 // server with its users when natsURL is empty.
-func startDealsOn(t *testing.T, natsURL string, count int, sim spade.SimConfig, oracle string) *dealSetup {
+func startDealsOn(t *testing.T, natsURL string, count int, sim spade.SimConfig, oracle string, opts ...func(*Config)) *dealSetup {
 	t.Helper()
 	sim.ReportToken = reportToken
 	sim.ReportBackoff = spade.Backoff{First: 10 * time.Millisecond, Max: 100 * time.Millisecond}
@@ -62,11 +62,14 @@ func startDealsOn(t *testing.T, natsURL string, count int, sim spade.SimConfig, 
 	t.Cleanup(func() { srv.Close(); s.Close() })
 	dir := t.TempDir()
 	cfg := testConfig(t.TempDir(), natsURL)
-	cfg.Cars, cfg.ReportToken = dir, reportToken
+	cfg.CarStore, cfg.ReportToken = dir, reportToken
 	if testing.Verbose() {
 		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	cfg.Deals = DealConfig{Engine: srv.URL + "/offers", RetryAfter: 50 * time.Millisecond, Oracle: oracle, OracleInterval: 50 * time.Millisecond}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	n := startNode(t, cfg)
 	d := &dealSetup{n: n, js: n.JS, api: client.NewHTTP(n.HTTPAddr()), sim: s}
 	for i := range count {

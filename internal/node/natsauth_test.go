@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/client"
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/fetchworker"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
@@ -139,7 +141,8 @@ func TestTheEmbeddedNATSServerLetsEachUserDoOnlyItsPart(t *testing.T) {
 	}
 	sub := jetlog.DefaultSubjects
 	t.Run("the publish user cannot publish ferry's internal inputs", func(t *testing.T) {
-		for _, typ := range []string{"deal.report", "deal.offered", "car.piece", "car.invalid", "tick", "aggregate.close"} {
+		for _, typ := range []string{"deal.report", "deal.offered", "car.piece", "car.invalid", "tick", "aggregate.close",
+			"pin.requested", "pin.cancelled", "pin.fetching", "pin.fetched", "pin.failed"} {
 			pub.refused(t, sub.Input(typ), forged(typ))
 		}
 		if holds(t, n.JS, jetlog.StreamIn, mark) {
@@ -149,7 +152,8 @@ func TestTheEmbeddedNATSServerLetsEachUserDoOnlyItsPart(t *testing.T) {
 
 	t.Run("the publish user cannot write the aggregate log or the work queue, nor purge or delete", func(t *testing.T) {
 		for _, subject := range []string{
-			sub.Decisions(), sub.Deals(), sub.Work(d.cars[0].CID.String()),
+			sub.Decisions(), sub.Deals(), sub.Work(d.cars[0].CID.String()), sub.FetchWork(d.cars[0].CID.String()),
+			"$JS.API.STREAM.PURGE." + jetlog.StreamFetch,
 			"$JS.API.STREAM.PURGE." + jetlog.StreamIn,
 			"$JS.API.STREAM.DELETE." + jetlog.StreamReceipts,
 			"$JS.API.STREAM.DELETE." + jetlog.StreamAgg,
@@ -196,6 +200,32 @@ func TestTheEmbeddedNATSServerLetsEachUserDoOnlyItsPart(t *testing.T) {
 		}
 		if a, b := after.CachedInfo().State.LastSeq, before.CachedInfo().State.LastSeq; a != b {
 			t.Fatalf("FERRY_AGG grew from %d to %d", b, a)
+		}
+	})
+
+	t.Run("the ferry user runs fetch work: queues and cancels it and publishes its outcomes", func(t *testing.T) {
+		// ferry fetch-worker signs in as the ferry user, as piece-worker
+		// does (see docs/operations.md, Who connects as whom).
+		fw := signIn(t, n, natsembed.RoleFerry)
+		ctx := context.Background()
+		c := d.cars[0].CID.String()
+		if err := fetchworker.Enqueue(ctx, fw.js, sub, fetchworker.Item{CID: c, Since: time.Now()}); err != nil {
+			t.Fatalf("queue fetch work: %v", err)
+		}
+		if err := fetchworker.Cancel(ctx, fw.js, sub, c); err != nil {
+			t.Fatalf("cancel fetch work: %v", err)
+		}
+		p := jetlog.NewPublisher(fw.js, sub)
+		for _, ev := range []events.Event{
+			&events.PinFetching{CID: c, Attempt: 1, At: time.Now()},
+			&events.PinFailed{CID: c, Reason: "signed in as ferry", At: time.Now()},
+		} {
+			if _, err := p.Publish(ctx, ev); err != nil {
+				t.Fatalf("publish %s: %v", ev.Kind(), err)
+			}
+		}
+		if !holds(t, n.JS, jetlog.StreamIn, []byte("signed in as ferry")) {
+			t.Fatal("the ferry user's pin.failed is not in FERRY_IN")
 		}
 	})
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/api"
+	"github.com/ferry-dev/ferry/carstore"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/jetlog"
@@ -79,9 +80,17 @@ type Config struct {
 	Deals       DealConfig
 	// Pieces configures the piece workers run inside this process.
 	Pieces pieceworker.Config
-	// Cars, when set, is a directory of CAR files served at /cars/.
-	Cars string
-	Log  *slog.Logger
+	// Fetch configures the fetch workers run inside this process.
+	Fetch FetchConfig
+	// CarStore is the directory of the CAR store, where fetch workers put
+	// the CARs of pins; it is served at /cars/ with any other CAR file
+	// put there (default <Data>/cars).
+	CarStore string
+	// PublicURL is the URL base under which others reach this node: the
+	// CARs of the store are at <PublicURL>/cars/<car>.car in the events
+	// (default http://<HTTP>, loopback for an unspecified address).
+	PublicURL string
+	Log       *slog.Logger
 }
 
 // Node is a running ferry.
@@ -101,12 +110,14 @@ type Node struct {
 	API       *api.API
 	Dealer    *spade.Dealer
 	Receipter *receipts.Publisher
-	Oracle    *spade.OraclePoller
-	Registry  *prometheus.Registry
-	httpSrv   *http.Server
-	httpLn    net.Listener
-	embedCfg  natsembed.Config // the embedded server's, for reopening JetStream
-	disk      *diskWatch
+	// Cars is the CAR store.
+	Cars     *carstore.Dir
+	Oracle   *spade.OraclePoller
+	Registry *prometheus.Registry
+	httpSrv  *http.Server
+	httpLn   net.Listener
+	embedCfg natsembed.Config // the embedded server's, for reopening JetStream
+	disk     *diskWatch
 
 	// retry fires when a cause every part shares has passed (the disk has
 	// room again): parts waiting out a backoff start again at once.
@@ -192,6 +203,9 @@ func (n *Node) start(ctx context.Context) error {
 		WriteToken: n.cfg.WriteToken, ReportToken: n.cfg.ReportToken, ReadToken: n.cfg.ReadToken, Log: n.log,
 		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health, Limits: n.cfg.HTTPLimits}
 	if err := n.listen(); err != nil {
+		return err
+	}
+	if err := n.openCarStore(); err != nil { // after listen: its URLs name this process's address
 		return err
 	}
 	n.setupDeals() // after listen: offers name this process's address as their reportUrl
@@ -294,15 +308,11 @@ func (n *Node) listen() error {
 	return nil
 }
 
-// handler is the API, plus the CAR directory when one is served.
+// handler is the API, plus the CAR store's directory.
 func (n *Node) handler() http.Handler {
-	h := n.API.Handler()
-	if n.cfg.Cars == "" {
-		return h
-	}
 	mux := http.NewServeMux()
-	mux.Handle("/", h)
-	mux.Handle("GET /cars/", http.StripPrefix("/cars", api.CarServer(n.cfg.Cars)))
+	mux.Handle("/", n.API.Handler())
+	mux.Handle("GET /cars/", http.StripPrefix("/cars", api.CarServer(n.carDir())))
 	return mux
 }
 
@@ -318,6 +328,7 @@ func (n *Node) Run(ctx context.Context) {
 	n.goRun("memory", func() error { return n.releaseMemory(ctx) })
 	n.runDeals(ctx)
 	n.runPieces(ctx)
+	n.runFetches(ctx)
 	n.goRun("http", func() error {
 		err := n.httpSrv.Serve(n.httpLn)
 		if errors.Is(err, http.ErrServerClosed) {

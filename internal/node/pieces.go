@@ -65,17 +65,17 @@ func (n *Node) runPieces(ctx context.Context) {
 }
 
 // fetchPolicy is the configured fetch policy, which also allows this
-// node's own HTTP address when it serves a CAR directory: CARs published
-// with URLs under its /cars/ (as in the README's walk-through) are
-// fetched from loopback without opening the private network to every
-// URL. Only that address and port are allowed; on an unspecified listen
+// node's own HTTP address, where it serves its CAR store: CARs published
+// with URLs under its /cars/ (as in the README's walk-through, and the
+// CARs of pins) are fetched from loopback without opening the private
+// network to every URL. Only that address and port are allowed; on an unspecified listen
 // address (0.0.0.0:8080) that is the port on loopback.
 func (n *Node) fetchPolicy() *urlpolicy.Policy {
 	p := n.cfg.Pieces.Fetch.Policy
 	if p == nil {
 		p = urlpolicy.Default
 	}
-	if n.cfg.Cars == "" || n.httpLn == nil {
+	if n.httpLn == nil {
 		return p
 	}
 	own, err := netip.ParseAddrPort(n.httpLn.Addr().String())
@@ -91,20 +91,28 @@ func (n *Node) fetchPolicy() *urlpolicy.Policy {
 	)
 }
 
-// enqueue puts a CAR's work on the queue, retrying (250 ms doubling to
-// 10 s) until it is stored or the node stops: a NATS blip must not leave a
-// CAR QUEUED forever.
+// enqueue puts a CAR's work on the queue until it is stored or the node
+// stops: a NATS blip must not leave a CAR QUEUED forever.
 func (n *Node) enqueue(ctx context.Context, ev *events.CarReplicated) {
+	_ = n.retryQueue(ctx, "piece", ev.Car, func() error { return pieceworker.Enqueue(ctx, n.JS, n.cfg.Subjects, ev) })
+}
+
+// retryQueue runs put, a change to a work queue, retrying (250 ms doubling
+// to 10 s) until it succeeds or ctx ends; it returns ctx's error then.
+func (n *Node) retryQueue(ctx context.Context, what, key string, put func() error) error {
 	wait := 250 * time.Millisecond
 	for {
-		err := pieceworker.Enqueue(ctx, n.JS, n.cfg.Subjects, ev)
-		if err == nil || ctx.Err() != nil {
-			return
+		err := put()
+		if err == nil {
+			return nil
 		}
-		n.log.Warn("piece work not queued; retrying", "car", ev.Car, "err", err, "in", wait)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		n.log.Warn(what+" work not queued; retrying", "key", key, "err", err, "in", wait)
 		select {
 		case <-ctx.Done():
-			return
+			return ctx.Err()
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 10*time.Second)

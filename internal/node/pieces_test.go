@@ -24,7 +24,7 @@ func TestCarsWithoutPiecesGetThemAndBadCarsAreRejected(t *testing.T) {
 	nt := testutil.StartNATS(t)
 	dir := t.TempDir()
 	cfg := testConfig(t.TempDir(), nt.URL())
-	cfg.Cars = dir
+	cfg.CarStore = dir
 	cfg.Pieces.Workers = 2
 	cfg.Pieces.MaxDeliver = 2
 	cfg.Pieces.Backoff = []time.Duration{100 * time.Millisecond}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -19,4 +21,22 @@ func Msgs(tb testing.TB, js jetstream.JetStream, stream string) uint64 {
 		tb.Fatal(err)
 	}
 	return info.State.Msgs
+}
+
+// Inputs decodes the whole input log, in order.
+func Inputs(tb testing.TB, js jetstream.JetStream) []events.Event {
+	tb.Helper()
+	var out []events.Event
+	err := jetlog.Tail(context.Background(), js, jetlog.StreamIn, 1, false, func(e jetlog.Entry) error {
+		ev, err := events.Decode(e.Data)
+		if err != nil {
+			return err
+		}
+		out = append(out, ev)
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
 }
