@@ -43,7 +43,9 @@ const (
 // API serves ferry's HTTP interface from the read models, and takes writes
 // by publishing input events.
 type API struct {
-	Store    *projections.Store
+	Store *projections.Store
+	// Pins is the pins read model; nil leaves the pin routes unserved.
+	Pins     *projections.PinStore
 	Pub      *jetlog.Publisher
 	DealSize uint64
 	// WriteToken guards POST /v1/cars and admin calls; empty leaves them open.
@@ -78,6 +80,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/aggregates/{id}/reoffer", a.auth(a.WriteToken, true, a.reofferAggregate))
 	mux.HandleFunc("POST /v1/aggregates/{id}/fail", a.auth(a.WriteToken, true, a.failAggregate))
 	mux.HandleFunc("POST /v1/deals/report", a.authOr(a.ReportToken, false, a.limit(a.reports, "reports", a.postReport), a.noteRefused))
+	a.pinRoutes(mux)
 	mux.HandleFunc("GET /healthz", a.healthz)
 	if a.Metrics != nil {
 		mux.Handle("GET /metrics", a.Metrics)

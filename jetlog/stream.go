@@ -52,6 +52,10 @@ func (s Subjects) Input(typ string) string { return s.Prefix + "in." + typ }
 // Inputs matches every input subject.
 func (s Subjects) Inputs() string { return s.Prefix + "in.>" }
 
+// Pins matches the pin events of the input log (pin.requested, …): what
+// the pins read model reads.
+func (s Subjects) Pins() string { return s.Prefix + "in.pin.>" }
+
 // Decisions is the subject of the aggregate log's batches, except those
 // that make deals.
 func (s Subjects) Decisions() string { return s.Prefix + "agg.decisions" }

@@ -14,6 +14,7 @@ import (
 	"github.com/ferry-dev/ferry/frc58"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/piece"
+	"github.com/ferry-dev/ferry/projections"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -122,4 +123,35 @@ func (n *Node) EnqueueFetch(ctx context.Context, it fetchworker.Item) error {
 // running it (fetchworker.Cancel).
 func (n *Node) CancelFetch(ctx context.Context, cid string) error {
 	return n.retryQueue(ctx, "fetch cancel", cid, func() error { return fetchworker.Cancel(ctx, n.JS, n.cfg.Subjects, cid) })
+}
+
+// runPins runs the pins projector, and puts back on the work queue every
+// CID the pins read model says is still to be fetched: the queue keeps
+// one item per CID, so a CID queued already is not queued twice.
+func (n *Node) runPins(ctx context.Context) {
+	n.goRun("pins", func() error {
+		wants, err := n.Pins.Wanted()
+		if err != nil {
+			return err
+		}
+		for _, w := range wants {
+			n.wantFetch(ctx, w)
+		}
+		return n.reopenable(ctx, func(ctx context.Context) error { return n.PinProjector.Run(ctx, true) })
+	})
+}
+
+// wantFetch queues the fetch of a CID the pins read model wants.
+func (n *Node) wantFetch(ctx context.Context, w projections.PinWant) {
+	it := fetchworker.Item{CID: w.CID, Origins: w.Origins, Source: w.Source, Since: w.Since}
+	if err := n.EnqueueFetch(ctx, it); err != nil && ctx.Err() == nil {
+		n.log.Error("pin not queued for fetching", "cid", w.CID, "err", err)
+	}
+}
+
+// unwantFetch withdraws the fetch of a CID whose requests were cancelled.
+func (n *Node) unwantFetch(ctx context.Context, cid string) {
+	if err := n.CancelFetch(ctx, cid); err != nil && ctx.Err() == nil {
+		n.log.Error("fetch of a cancelled pin not withdrawn", "cid", cid, "err", err)
+	}
 }

@@ -105,11 +105,15 @@ type Node struct {
 	JS        jetstream.JetStream
 	Store     *projections.Store
 	Projector *projections.Projector
-	Runner    *aggregator.Runner
-	Pub       *jetlog.Publisher
-	API       *api.API
-	Dealer    *spade.Dealer
-	Receipter *receipts.Publisher
+	// Pins is the pins read model, built by PinProjector from the pin
+	// events of the input log.
+	Pins         *projections.PinStore
+	PinProjector *projections.PinProjector
+	Runner       *aggregator.Runner
+	Pub          *jetlog.Publisher
+	API          *api.API
+	Dealer       *spade.Dealer
+	Receipter    *receipts.Publisher
 	// Cars is the CAR store.
 	Cars     *carstore.Dir
 	Oracle   *spade.OraclePoller
@@ -169,6 +173,9 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	n.Store = store
+	if n.Pins, err = projections.OpenPins(PinsPath(n.cfg.Data)); err != nil {
+		return err
+	}
 	if err := n.connect(); err != nil {
 		return err
 	}
@@ -199,7 +206,10 @@ func (n *Node) start(ctx context.Context) error {
 		Fold: n.cfg.Fold, Subjects: n.cfg.Subjects, Holder: holderName(), Tick: n.cfg.Tick, Log: n.log,
 		OnBatch: newMetrics(n.Registry, n).observeBatch,
 	})
-	n.API = &api.API{Store: store, Pub: n.Pub, DealSize: n.cfg.Fold.DealSize,
+	n.PinProjector = projections.NewPinProjector(n.JS, n.cfg.Subjects, n.Pins, projections.PinHooks{
+		Wanted: n.wantFetch, Unwanted: n.unwantFetch,
+	})
+	n.API = &api.API{Store: store, Pins: n.Pins, Pub: n.Pub, DealSize: n.cfg.Fold.DealSize,
 		WriteToken: n.cfg.WriteToken, ReportToken: n.cfg.ReportToken, ReadToken: n.cfg.ReadToken, Log: n.log,
 		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health, Limits: n.cfg.HTTPLimits}
 	if err := n.listen(); err != nil {
@@ -218,6 +228,9 @@ func (n *Node) Settings() events.Settings { return n.cfg.Fold }
 
 // ReadModelPath is where a data dir keeps its read models.
 func ReadModelPath(data string) string { return filepath.Join(data, "views.db") }
+
+// PinsPath is where a data dir keeps the pins read model.
+func PinsPath(data string) string { return filepath.Join(data, "pins.db") }
 
 func holderName() string {
 	host, _ := os.Hostname()
@@ -329,6 +342,7 @@ func (n *Node) Run(ctx context.Context) {
 	n.runDeals(ctx)
 	n.runPieces(ctx)
 	n.runFetches(ctx)
+	n.runPins(ctx)
 	n.goRun("http", func() error {
 		err := n.httpSrv.Serve(n.httpLn)
 		if errors.Is(err, http.ErrServerClosed) {
@@ -508,6 +522,9 @@ func (n *Node) Close() error {
 	}
 	if n.Store != nil {
 		n.Store.Close()
+	}
+	if n.Pins != nil {
+		n.Pins.Close()
 	}
 	if n.Server != nil {
 		n.Server.Shutdown()
