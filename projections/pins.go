@@ -69,10 +69,10 @@ type PinHooks struct {
 
 var (
 	bPinMeta    = []byte("meta")
-	bPins       = []byte("pins")      // requestid → pin (JSON)
-	bPinCreated = []byte("created")   // created (unix ns, 8 bytes) | requestid → nil
-	bPinCIDs    = []byte("cids")      // cid → cidRecord (JSON)
-	kPinSeq     = []byte("seq")       // the input log sequence applied last
+	bPins       = []byte("pins")    // requestid → pin (JSON)
+	bPinCreated = []byte("created") // created (unix ns, 8 bytes) | requestid → nil
+	bPinCIDs    = []byte("cids")    // cid → cidRecord (JSON)
+	kPinSeq     = []byte("seq")     // the input log sequence applied last
 	pinBuckets  = [][]byte{bPinMeta, bPins, bPinCreated, bPinCIDs}
 )
 
@@ -285,7 +285,9 @@ func (w pinWriter) cid(c string) (*cidRecord, error) {
 	return r, nil
 }
 
-func (w pinWriter) putCID(c string, r *cidRecord) error { return putJSON(w.tx.Bucket(bPinCIDs), []byte(c), r) }
+func (w pinWriter) putCID(c string, r *cidRecord) error {
+	return putJSON(w.tx.Bucket(bPinCIDs), []byte(c), r)
+}
 
 // updateCID changes the record of a CID ferry was asked to pin; events of
 // other CIDs (forged, or of a request whose pin.requested is not stored)
