@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build test vet fmt-check run bench bench-smoke clean crash-test fuzz
+.PHONY: build test vet fmt-check run bench bench-smoke clean crash-test fuzz e2e
 
 build:
 	$(GO) build -o bin/ferry ./cmd/ferry
@@ -12,6 +12,15 @@ test: fmt-check vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	$(GO) test -tags crash -count=1 -timeout 20m ./tests/crash/
 	$(MAKE) bench-smoke
+	$(MAKE) e2e
+
+# ferry against a real kubo (tests/e2e): pins through the Pinning Service
+# API and kubo's ipfs pin remote, fetched through kubo's gateway and RPC,
+# round-tripped through ipfs dag import. scripts/kubo.sh builds kubo
+# v0.32.1 once into ~/.cache/ferry (several minutes on a fresh machine).
+e2e:
+	@kubo=$$(./scripts/kubo.sh) && \
+	FERRY_KUBO="$$kubo" $(GO) test -tags e2e -count=1 -timeout 20m ./tests/e2e/ -v
 
 # Every benchmark line at CI's size (about a minute), so make bench keeps
 # working: a line that fails fails the target. Installs nothing (without

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/internal/proctest"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -39,7 +40,7 @@ const reportToken = "crash-report-token"
 type rig struct {
 	t        *testing.T
 	p        params
-	ps       *procs
+	ps       *proctest.Procs
 	cars     *corpus
 	rng      *rand.Rand
 	dir      string
@@ -48,22 +49,22 @@ type rig struct {
 	natsURL  string
 	embedded bool // ferry serve embeds the NATS server
 	simAddr  string
-	serve    *proc
-	natsd    *proc
+	serve    *proctest.Proc
+	natsd    *proctest.Proc
 	serves   int
 }
 
 func newRig(t *testing.T, p params, embedded bool) *rig {
-	r := &rig{t: t, p: p, ps: newProcs(t), rng: rand.New(rand.NewPCG(p.Seed, 7)), dir: t.TempDir(), embedded: embedded}
-	r.httpAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	r.natsPort = freePort(t)
+	r := &rig{t: t, p: p, ps: proctest.New(t, os.Getenv("CRASH_LOGDIR")), rng: rand.New(rand.NewPCG(p.Seed, 7)), dir: t.TempDir(), embedded: embedded}
+	r.httpAddr = fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t))
+	r.natsPort = proctest.FreePort(t)
 	r.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", r.natsPort)
-	r.simAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	r.simAddr = fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t))
 	r.cars = newCorpus(t, p.N, p.Seed)
 	if err := os.MkdirAll(filepath.Join(r.dir, "sim"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	r.ps.start("spade-sim", bins.ferry, "spade-sim", "--listen", r.simAddr, "--report-token", reportToken,
+	r.ps.Start("spade-sim", bins.ferry, "spade-sim", "--listen", r.simAddr, "--report-token", reportToken,
 		"--delay", "50ms", "--failure-rate", p.Failure, "--seed", strconv.FormatUint(p.Seed, 10),
 		"--tmp", filepath.Join(r.dir, "sim"))
 	return r
@@ -73,7 +74,7 @@ func newRig(t *testing.T, p params, embedded bool) *rig {
 func (r *rig) startServe() {
 	r.t.Helper()
 	r.spawnServe()
-	waitHealthy(r.t, r.serve, r.httpAddr, 90*time.Second)
+	proctest.WaitHealthy(r.t, r.serve, r.httpAddr, 90*time.Second)
 }
 
 // data is ferry serve's data dir; with the embedded server it holds the
@@ -111,22 +112,22 @@ func (r *rig) spawnServe() {
 		args = append(args, "--nats", r.natsURL)
 	}
 	r.serves++
-	r.serve = r.ps.start("serve", bins.ferry, args...)
+	r.serve = r.ps.Start("serve", bins.ferry, args...)
 }
 
 // killServe SIGKILLs ferry serve, which must still be running: a ferry
 // that died by itself is a failure.
 func (r *rig) killServe() {
 	r.t.Helper()
-	if !r.serve.running() {
-		r.t.Fatalf("ferry serve exited by itself: %v\n%s", r.serve.err, tail(r.serve.log, 40))
+	if !r.serve.Running() {
+		r.t.Fatalf("ferry serve exited by itself: %v\n%s", r.serve.Err(), proctest.Tail(r.serve.Log, 40))
 	}
-	r.serve.kill()
+	r.serve.Kill()
 }
 
 func (r *rig) startNATS() {
 	r.t.Helper()
-	r.natsd = r.ps.start("natsd", bins.natsd, "-listen", fmt.Sprintf("127.0.0.1:%d", r.natsPort),
+	r.natsd = r.ps.Start("natsd", bins.natsd, "-listen", fmt.Sprintf("127.0.0.1:%d", r.natsPort),
 		"-store", filepath.Join(r.dir, "natsd"))
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -141,8 +142,8 @@ func (r *rig) startNATS() {
 				return
 			}
 		}
-		if !r.natsd.running() || time.Now().After(deadline) {
-			r.t.Fatalf("natsd not ready: %v (log %s)\n%s", err, r.natsd.log, tail(r.natsd.log, 40))
+		if !r.natsd.Running() || time.Now().After(deadline) {
+			r.t.Fatalf("natsd not ready: %v (log %s)\n%s", err, r.natsd.Log, proctest.Tail(r.natsd.Log, 40))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -208,7 +209,7 @@ func TestServeKilled(t *testing.T) {
 			// dead process's lease.
 			delay := r.between(0, 3*time.Second)
 			sleepCtx(ctx, delay)
-			_, seq := healthy(r.httpAddr)
+			_, seq := proctest.Healthy(r.httpAddr)
 			r.killServe()
 			kills++
 			t.Logf("kill %d/%d: ferry serve SIGKILLed %s after /healthz (read models at aggregate log %d; %s)",
@@ -219,7 +220,7 @@ func TestServeKilled(t *testing.T) {
 			led := leading(ctx, r.httpAddr, 30*time.Second)
 			delay := r.between(100*time.Millisecond, 4*time.Second)
 			sleepCtx(ctx, delay)
-			_, seq := healthy(r.httpAddr)
+			_, seq := proctest.Healthy(r.httpAddr)
 			r.killServe()
 			kills++
 			t.Logf("kill %d/%d: ferry serve SIGKILLed %s after it led (led: %v; read models at aggregate log %d; %s)",
@@ -261,14 +262,14 @@ func TestNATSKilled(t *testing.T) {
 		if ctx.Err() != nil {
 			t.Fatalf("out of time after %d NATS kills", k-1)
 		}
-		r.natsd.kill()
+		r.natsd.Kill()
 		down := r.between(0, 2*time.Second)
 		t.Logf("NATS kill %d/%d: natsd SIGKILLed, down for %s (%d/%d events stored)",
 			k, p.NATSKills, down.Round(time.Millisecond), prod.stored.Load(), p.N)
 		sleepCtx(ctx, down)
 		r.startNATS()
-		if !r.serve.running() {
-			t.Fatalf("ferry serve exited when NATS went away: %v\n%s", r.serve.err, tail(r.serve.log, 40))
+		if !r.serve.Running() {
+			t.Fatalf("ferry serve exited when NATS went away: %v\n%s", r.serve.Err(), proctest.Tail(r.serve.Log, 40))
 		}
 	}
 	t.Logf("%d NATS kills in %s", p.NATSKills, time.Since(killsStart).Round(time.Millisecond))
@@ -293,8 +294,8 @@ func waitProducer(t *testing.T, ctx context.Context, done <-chan error, prod *pr
 // stops ferry serve cleanly.
 func (r *rig) finish(ctx context.Context, began time.Time) {
 	t, p := r.t, r.p
-	if !r.serve.running() {
-		t.Fatalf("ferry serve exited: %v\n%s", r.serve.err, tail(r.serve.log, 40))
+	if !r.serve.Running() {
+		t.Fatalf("ferry serve exited: %v\n%s", r.serve.Err(), proctest.Tail(r.serve.Log, 40))
 	}
 
 	// A producer that lost track re-publishes: duplicates, never new CARs.
@@ -339,8 +340,8 @@ func (r *rig) finish(ctx context.Context, began time.Time) {
 			r.diagnose()
 			t.Fatalf("not every CAR DEAL_PROCESSED within %s: %s", p.Converge, tl)
 		}
-		if !r.serve.running() {
-			t.Fatalf("ferry serve exited: %v\n%s", r.serve.err, tail(r.serve.log, 40))
+		if !r.serve.Running() {
+			t.Fatalf("ferry serve exited: %v\n%s", r.serve.Err(), proctest.Tail(r.serve.Log, 40))
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
@@ -353,7 +354,7 @@ func (r *rig) finish(ctx context.Context, began time.Time) {
 	for {
 		aggLast, _, err1 := streamState(ctx, js, jetlog.StreamAgg)
 		_, receipts, err2 := streamState(ctx, js, jetlog.StreamReceipts)
-		_, seq := healthy(r.httpAddr)
+		_, seq := proctest.Healthy(r.httpAddr)
 		if err1 == nil && err2 == nil && seq == aggLast && receipts >= uint64(p.N) {
 			t.Logf("aggregate log at %d, read models at %d, %d receipts", aggLast, seq, receipts)
 			break
@@ -376,8 +377,8 @@ func (r *rig) finish(ctx context.Context, began time.Time) {
 	checkCars(t, ctx, r.httpAddr, r.cars.evs)
 	t.Logf("checked %d CARs over the API in %s", p.N, time.Since(checkStart).Round(time.Millisecond))
 
-	if err := r.serve.stop(30 * time.Second); err != nil {
-		t.Errorf("ferry serve did not stop cleanly on SIGTERM: %v\n%s", err, tail(r.serve.log, 30))
+	if err := r.serve.Stop(30 * time.Second); err != nil {
+		t.Errorf("ferry serve did not stop cleanly on SIGTERM: %v\n%s", err, proctest.Tail(r.serve.Log, 30))
 	}
 	t.Logf("done in %s (%d starts of ferry serve)", time.Since(began).Round(time.Millisecond), r.serves)
 }
@@ -389,7 +390,7 @@ func (r *rig) diagnose() {
 		v, ok := metric(r.httpAddr, m)
 		t.Logf("metric %s = %v (%v)", m, v, ok)
 	}
-	ok, seq := healthy(r.httpAddr)
+	ok, seq := proctest.Healthy(r.httpAddr)
 	t.Logf("healthz ok=%v aggregateLogSeq=%d", ok, seq)
 	if out, err := runFerry(context.Background(), 30*time.Second, "aggregates", "--server", r.httpAddr, "--limit", "10000"); err == nil {
 		var stuck []string
@@ -401,7 +402,7 @@ func (r *rig) diagnose() {
 		t.Logf("aggregates not DEAL_PROCESSED/DEAL_FAILED:\n%s", clip(strings.Join(stuck, "\n"), 40))
 	}
 	var errs []string
-	for _, l := range strings.Split(tail(r.serve.log, 100000), "\n") {
+	for _, l := range strings.Split(proctest.Tail(r.serve.Log, 100000), "\n") {
 		if strings.Contains(l, "level=ERROR") {
 			errs = append(errs, l)
 		}

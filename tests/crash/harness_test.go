@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -20,7 +19,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,6 +26,7 @@ import (
 	"github.com/ferry-dev/ferry/api"
 	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/proctest"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/wire"
@@ -48,46 +47,21 @@ func TestMain(m *testing.M) {
 	}
 	code := func() int {
 		defer os.RemoveAll(dir)
-		root, err := moduleRoot()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "crash:", err)
-			return 1
-		}
 		bins.ferry = filepath.Join(dir, "ferry")
 		bins.natsd = filepath.Join(dir, "natsd")
-		args := []string{"build"}
+		flags := []string{"-tags", "crash"}
 		if os.Getenv("CRASH_RACE") == "1" {
-			args = append(args, "-race")
+			flags = append(flags, "-race")
 		}
 		for _, b := range []struct{ out, pkg string }{{bins.ferry, "./cmd/ferry"}, {bins.natsd, "./tests/crash/natsd"}} {
-			cmd := exec.Command("go", append(args, "-tags", "crash", "-o", b.out, b.pkg)...)
-			cmd.Dir = root
-			if out, err := cmd.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "crash: go build %s: %v\n%s", b.pkg, err, out)
+			if err := proctest.Build(b.out, b.pkg, flags...); err != nil {
+				fmt.Fprintln(os.Stderr, "crash:", err)
 				return 1
 			}
 		}
 		return m.Run()
 	}()
 	os.Exit(code)
-}
-
-// moduleRoot is the directory of go.mod above the working directory.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // params are the knobs of a run, from the environment.
@@ -147,181 +121,6 @@ func loadParams(t *testing.T) params {
 }
 
 // freePort picks a loopback port that is free now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// proc is one run of a child process. Its output is appended to a log
-// file shared by every run under the same name.
-type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	log    string
-	exited chan struct{}
-	err    error // cmd.Wait's, after exited
-}
-
-// procs starts child processes and kills whatever still runs when the test
-// ends.
-type procs struct {
-	t      *testing.T
-	logDir string
-	mu     sync.Mutex
-	all    []*proc
-}
-
-func newProcs(t *testing.T) *procs {
-	dir := os.Getenv("CRASH_LOGDIR")
-	if dir != "" {
-		dir = filepath.Join(dir, t.Name())
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	} else {
-		dir = t.TempDir()
-	}
-	ps := &procs{t: t, logDir: dir}
-	t.Cleanup(func() {
-		ps.mu.Lock()
-		all := ps.all
-		ps.mu.Unlock()
-		for _, p := range all {
-			p.kill()
-		}
-		ps.scanLogs()
-		if t.Failed() {
-			ps.dumpLogs(40)
-		}
-	})
-	return ps
-}
-
-// start runs bin with args, output to <logDir>/<name>.log.
-func (ps *procs) start(name, bin string, args ...string) *proc {
-	ps.t.Helper()
-	logPath := filepath.Join(ps.logDir, name+".log")
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		ps.t.Fatal(err)
-	}
-	fmt.Fprintf(f, "\n===== %s start %s: %s %s\n", name, time.Now().Format(time.RFC3339Nano), filepath.Base(bin), strings.Join(args, " "))
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = cleanEnv()
-	// The child dies with the test process, however that ends.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		ps.t.Fatalf("start %s: %v", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, log: logPath, exited: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		fmt.Fprintf(f, "===== %s exit %s: %v\n", name, time.Now().Format(time.RFC3339Nano), p.err)
-		f.Close()
-		close(p.exited)
-	}()
-	ps.mu.Lock()
-	ps.all = append(ps.all, p)
-	ps.mu.Unlock()
-	return p
-}
-
-// cleanEnv is the environment without FERRY_* variables, which would
-// change the flags of the children.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "FERRY_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
-func (p *proc) running() bool {
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-// kill sends SIGKILL and waits for the process to be gone.
-func (p *proc) kill() {
-	if p.running() {
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	}
-	select {
-	case <-p.exited:
-	case <-time.After(30 * time.Second):
-	}
-}
-
-// stop sends SIGTERM and waits up to timeout for a clean exit; then kills.
-func (p *proc) stop(timeout time.Duration) error {
-	if !p.running() {
-		return fmt.Errorf("%s had exited already: %v", p.name, p.err)
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-		return p.err
-	case <-time.After(timeout):
-		p.kill()
-		return fmt.Errorf("%s did not exit within %s of SIGTERM", p.name, timeout)
-	}
-}
-
-func (ps *procs) dumpLogs(lines int) {
-	entries, _ := os.ReadDir(ps.logDir)
-	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".log") {
-			continue
-		}
-		ps.t.Logf("----- last %d lines of %s (full log: %s)\n%s", lines, e.Name(),
-			filepath.Join(ps.logDir, e.Name()), tail(filepath.Join(ps.logDir, e.Name()), lines))
-	}
-}
-
-// scanLogs fails the test for a panic or a data race (CRASH_RACE=1) in
-// any child's log.
-func (ps *procs) scanLogs() {
-	entries, _ := os.ReadDir(ps.logDir)
-	for _, e := range entries {
-		path := filepath.Join(ps.logDir, e.Name())
-		data, err := os.ReadFile(path)
-		if err != nil {
-			continue
-		}
-		for _, bad := range []string{"WARNING: DATA RACE", "panic: "} {
-			if i := bytes.Index(data, []byte(bad)); i >= 0 {
-				end := min(len(data), i+3000)
-				ps.t.Errorf("%s in %s:\n%s", strings.TrimSpace(bad), path, data[i:end])
-			}
-		}
-	}
-}
-
-func tail(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	ls := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(ls) > n {
-		ls = ls[len(ls)-n:]
-	}
-	return strings.Join(ls, "\n")
-}
-
 // corpus is N real CARs served over HTTP from the test process, so they
 // stay reachable while ferry is down, and their car.replicated events
 // (without pieces: ferry's piece workers fetch and compute every one).
@@ -552,39 +351,6 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 
 var httpc = &http.Client{Timeout: 5 * time.Second}
 
-// healthy reports whether GET /healthz answers 200, and the aggregate log
-// sequence the read models have applied.
-func healthy(addr string) (bool, uint64) {
-	resp, err := httpc.Get("http://" + addr + "/healthz")
-	if err != nil {
-		return false, 0
-	}
-	defer resp.Body.Close()
-	var h struct {
-		AggSeq uint64 `json:"aggregateLogSeq"`
-	}
-	_ = json.NewDecoder(resp.Body).Decode(&h)
-	return resp.StatusCode == http.StatusOK, h.AggSeq
-}
-
-// waitHealthy waits for /healthz to answer 200 while p runs.
-func waitHealthy(t *testing.T, p *proc, addr string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if ok, _ := healthy(addr); ok {
-			return
-		}
-		if !p.running() {
-			t.Fatalf("%s exited before it was healthy: %v (log %s)\n%s", p.name, p.err, p.log, tail(p.log, 40))
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not healthy within %s (log %s)\n%s", p.name, timeout, p.log, tail(p.log, 40))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // metric reads one unlabelled gauge of GET /metrics.
 func metric(addr, name string) (float64, bool) {
 	resp, err := httpc.Get("http://" + addr + "/metrics")
@@ -656,7 +422,7 @@ func runFerry(ctx context.Context, timeout time.Duration, args ...string) (strin
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bins.ferry, args...)
-	cmd.Env = cleanEnv()
+	cmd.Env = proctest.CleanEnv()
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
