@@ -52,6 +52,8 @@ var commands = []command{
 	{"serve", "", "run ferry: embedded NATS (or --nats URL), aggregator, read models, HTTP API", runServe},
 	{"publish", "", "send car.replicated events and count ferry's answers (flags, --dir, JSON lines)", runPublish},
 	{"status", "CID", "where a CAR is: state, aggregate, inclusion proof, deals", runStatus},
+	{"pin", "CID", "pin a CID: ferry fetches its DAG into a CAR and deals it (--name, --origin)", runPin},
+	{"pins", "", "list pins as JSON lines (--status, --cid)", runPins},
 	{"aggregates", "", "list aggregates; 'aggregates ID' shows one; 'aggregates close|reoffer|fail ID' orders one", runAggregates},
 	{"replay", "", "rebuild the read models from the logs, replacing them only once whole", runReplay},
 	{"receipts", "", "print deal receipts as JSON lines (--follow to keep going)", runReceipts},
