@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +21,8 @@ func TestPinAndPinsCommands(t *testing.T) {
 	dag := store.File(t, ipfstest.Bytes(5, 90<<10), ipfstest.FileOptions{ChunkSize: 16 << 10})
 	gw := ipfstest.NewGateway(t, store)
 	const token = "cli-pin-token"
-	s := serve(t, t.TempDir(), "--write-token", token, "--fetch-gateways", gw.URL, "--fetch-allow-private")
+	data := t.TempDir()
+	s := serve(t, data, "--write-token", token, "--fetch-gateways", gw.URL, "--fetch-allow-private")
 	root := dag.Root.String()
 
 	if _, _, err := run(t, "pin", "--server", s.http, "--write-token", "wrong", root); err == nil || !strings.Contains(err.Error(), "UNAUTHORIZED") {
@@ -55,5 +58,22 @@ func TestPinAndPinsCommands(t *testing.T) {
 	}
 	if out := mustRun(t, "pins", "--server", s.http, "--write-token", token, "--status", "failed"); strings.TrimSpace(out) != "" {
 		t.Fatalf("ferry pins --status failed: %q, want none", out)
+	}
+
+	// The pins read model is disposable: deleted and replayed, it answers
+	// the same.
+	before := mustRun(t, "pins", "--server", s.http, "--write-token", token)
+	if err := s.stop(t); err != nil {
+		t.Fatalf("serve returned %v\n%s", err, s.stderr)
+	}
+	if err := os.Remove(filepath.Join(data, "pins.db")); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustRun(t, "replay", "--data", data); !strings.Contains(out, "replayed the pins") {
+		t.Fatalf("ferry replay printed %q", out)
+	}
+	s2 := serve(t, data, "--write-token", token, "--fetch-gateways", gw.URL, "--fetch-allow-private")
+	if after := mustRun(t, "pins", "--server", s2.http, "--write-token", token); after != before {
+		t.Fatalf("ferry pins after replay:\n%s\nbefore:\n%s", after, before)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/internal/node"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/nats-io/nats.go/jetstream"
 	bolt "go.etcd.io/bbolt"
@@ -25,6 +26,7 @@ func runReplay(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	natsURL := fs.String("nats", "", "NATS `URL` with ferry's streams (default: start the embedded server on --data)")
 	deal := size(0)
 	fs.Var(&deal, "deal-size", "refuse to replay unless the log's deal size is this (default: the log's, as recorded)")
+	prefix := fs.String("prefix", jetlog.DefaultPrefix, "subject prefix (ferry serve's --prefix)")
 	auth := natsAuthFlags(fs, natsembed.RoleFerry)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -57,7 +59,40 @@ func runReplay(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		return err
 	}
 	defer nc.Close()
-	return Replay(ctx, js, node.ReadModelPath(*data), uint64(deal), stdout)
+	if err := Replay(ctx, js, node.ReadModelPath(*data), uint64(deal), stdout); err != nil {
+		return err
+	}
+	return ReplayPins(ctx, js, jetlog.Subjects{Prefix: *prefix}, node.PinsPath(*data), stdout)
+}
+
+// ReplayPins rebuilds the pins read model at path from the pin events of
+// the input log, beside the old file, which it replaces once whole.
+func ReplayPins(ctx context.Context, js jetstream.JetStream, sub jetlog.Subjects, path string, stdout io.Writer) error {
+	start := time.Now()
+	aside := path + ".replay"
+	if err := os.Remove(aside); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("pins read model: %w", err)
+	}
+	store, err := projections.OpenPins(aside)
+	if err != nil {
+		return err
+	}
+	if err := projections.NewPinProjector(js, sub, store, projections.PinHooks{}).Run(ctx, false); err != nil {
+		store.Close()
+		os.Remove(aside)
+		return err
+	}
+	through := store.Seq()
+	if err := store.Close(); err != nil {
+		return err
+	}
+	// serve holds pins.db only while it holds views.db, whose lock
+	// Replay checked.
+	if err := os.Rename(aside, path); err != nil {
+		return fmt.Errorf("replace pins read model: %w", err)
+	}
+	fmt.Fprintf(stdout, "replayed the pins (input log through sequence %d) in %s\n", through, time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // Replay rebuilds the read models at path from the aggregate log,
