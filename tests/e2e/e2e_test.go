@@ -453,11 +453,17 @@ func TestPinsThroughKubo(t *testing.T) {
 		rpc := startFerry(t, ps, "ferry-rpc",
 			"--fetch-kubo-rpc", "http://"+src.api, "--fetch-allow-private",
 			"--fetch-timeout", "15s", "--fetch-stall-timeout", "10s")
-		for _, cid := range []string{c.small, c.tree} {
-			st := rpc.pin(cid, "rpc")
-			st = rpc.waitPin(st.RequestID, "pinned", 2*time.Minute)
+		// Both at once: the single block's CAR alone is below the
+		// aggregate's minimum payload.
+		roots := []string{c.small, c.tree}
+		var ids []string
+		for _, cid := range roots {
+			ids = append(ids, rpc.pin(cid, "rpc").RequestID)
+		}
+		for i, id := range ids {
+			st := rpc.waitPin(id, "pinned", 2*time.Minute)
 			v := rpc.waitCar(carOf(t, st), "DEAL_PROCESSED", 2*time.Minute)
-			checkCAR(t, ps, src, v, cid)
+			checkCAR(t, ps, src, v, roots[i])
 		}
 	})
 }
