@@ -11,7 +11,13 @@ build:
 test: fmt-check vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	$(GO) test -tags crash -count=1 -timeout 20m ./tests/crash/
+	$(MAKE) s3-test
 	$(MAKE) bench-smoke
+
+# The S3 CAR store against a real S3-compatible server (SeaweedFS, built
+# once and cached by scripts/s3server.sh; the first build takes minutes).
+s3-test:
+	FERRY_S3_SERVER="$$(./scripts/s3server.sh)" $(GO) test -tags s3 -race -count=1 -timeout 10m -run TestS3 ./carstore/
 
 # Every benchmark line at CI's size (about a minute), so make bench keeps
 # working: a line that fails fails the target. Installs nothing (without
