@@ -49,15 +49,16 @@ func Open(spec, publicURL string) (Store, error) {
 func ParseS3(spec string) (S3Config, error) {
 	u, err := url.Parse(spec)
 	if err != nil {
-		// url's error quotes the spec; the spec holds no secret (below).
-		return S3Config{}, fmt.Errorf("carstore: %w", err)
-	}
-	if u.Scheme != "s3" || u.Host == "" {
-		return S3Config{}, fmt.Errorf("carstore: %q is not s3://bucket[/prefix]", spec)
+		// Said without the spec (url's error quotes it): a mistyped spec
+		// may hold credentials.
+		return S3Config{}, errors.New("carstore: the s3 store spec is not a URL")
 	}
 	if u.User != nil {
-		// Said without the spec: it holds the credentials.
 		return S3Config{}, errors.New("carstore: s3 credentials go in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, not in --car-store")
+	}
+	// From here on the spec holds no credentials and may be quoted.
+	if u.Scheme != "s3" || u.Host == "" {
+		return S3Config{}, fmt.Errorf("carstore: %q is not s3://bucket[/prefix]", spec)
 	}
 	cfg := S3Config{Bucket: u.Host, Secure: true}
 	if p := strings.Trim(u.Path, "/"); p != "" {
