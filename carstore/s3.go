@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
@@ -146,13 +145,7 @@ func (s *S3) Put(ctx context.Context, car cid.Cid, f *os.File) error {
 	return nil
 }
 
-func (s *S3) Discard(f *os.File) error {
-	f.Close()
-	if err := os.Remove(f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
-}
+func (s *S3) Discard(f *os.File) error { return discard(f) }
 
 func (s *S3) Stat(ctx context.Context, car cid.Cid) (int64, error) {
 	info, err := s.c.StatObject(ctx, s.bucket, s.object(car), minio.StatObjectOptions{})
