@@ -11,6 +11,7 @@ build:
 test: fmt-check vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	$(GO) test -tags crash -count=1 -timeout 20m ./tests/crash/
+	$(MAKE) s3-test
 	$(MAKE) bench-smoke
 	$(MAKE) e2e
 
@@ -21,6 +22,11 @@ test: fmt-check vet
 e2e:
 	@kubo=$$(./scripts/kubo.sh) && \
 	FERRY_KUBO="$$kubo" $(GO) test -tags e2e -count=1 -timeout 20m ./tests/e2e/ -v
+
+# The S3 CAR store against a real S3-compatible server (SeaweedFS, built
+# once and cached by scripts/s3server.sh; the first build takes minutes).
+s3-test:
+	FERRY_S3_SERVER="$$(./scripts/s3server.sh)" $(GO) test -tags s3 -race -count=1 -timeout 10m -run TestS3 ./carstore/
 
 # Every benchmark line at CI's size (about a minute), so make bench keeps
 # working: a line that fails fails the target. Installs nothing (without

@@ -64,7 +64,10 @@ func (d *Dir) Put(ctx context.Context, car cid.Cid, f *os.File) error {
 	return syncDir(d.dir)
 }
 
-func (d *Dir) Discard(f *os.File) error {
+func (d *Dir) Discard(f *os.File) error { return discard(f) }
+
+// discard closes and removes a spool file; one already gone is no error.
+func discard(f *os.File) error {
 	f.Close()
 	if err := os.Remove(f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err

@@ -14,6 +14,10 @@
 //     is a rename; a remote store uploads the spool file on Put.
 //   - Spool files left by a process that died mid-write are removed by
 //     Sweep, which removes only those older than the age it is given.
+//
+// Two stores: Dir, a directory ferry serves itself, and S3, an
+// S3-compatible bucket read at its public URL. Open picks one from a
+// --car-store spec.
 package carstore
 
 import (
