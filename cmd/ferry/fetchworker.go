@@ -57,8 +57,8 @@ func runFetchWorker(ctx context.Context, args []string, _ io.Reader, stdout, std
 	fs.DurationVar(&cfg.Fetch.Timeout, "fetch-timeout", fetch.DefaultTimeout, "bound on one source's fetch of a pin, and how long a pin no source has is looked for")
 	policy := fetchPolicyFlags(fs)
 	fs.IntVar(&cfg.Workers, "workers", node.DefaultFetchWorkers, "DAGs fetched at once")
-	dir := fs.String("car-store", "", "`dir` the fetched CARs are stored in (required)")
-	public := fs.String("public-url", "", "`URL` base at which deal engines reach this store's CARs: <URL>/cars/<car>.car (required)")
+	dir := fs.String("car-store", "", "the CAR store the fetched CARs are put in (required): a `dir`, or s3://bucket[/prefix]?endpoint=host:port with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment")
+	public := fs.String("public-url", "", "`URL` base at which deal engines reach this store's CARs (required): <URL>/cars/<car>.car for a directory, the bucket's public URL for s3://")
 	httpAddr := fs.String("http", "", "serve the CAR store at /cars/ on this `address` (empty: another server serves it)")
 	auth := natsAuthFlags(fs, natsembed.RoleFerry)
 	if err := parse(fs, args); err != nil {
@@ -72,13 +72,25 @@ func runFetchWorker(ctx context.Context, args []string, _ io.Reader, stdout, std
 	if cfg.Fetch.Policy, err = policy.policy(); err != nil {
 		return err
 	}
-	store, err := carstore.OpenDir(*dir, strings.TrimSuffix(*public, "/")+"/cars")
+	// A directory's CARs are served under <public-url>/cars/; a bucket's
+	// objects are read at its own public URL.
+	inBucket := strings.HasPrefix(*dir, "s3://")
+	base := strings.TrimSuffix(*public, "/") + "/cars"
+	if inBucket {
+		base = *public
+		if *httpAddr != "" {
+			return fmt.Errorf("%w: --http serves a directory CAR store, not an s3:// one", errUsage)
+		}
+	}
+	store, err := carstore.Open(*dir, base)
 	if err != nil {
 		return err
 	}
 	cfg.Fetch.Store = store
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	if n, err := store.Sweep(time.Hour); err == nil && n > 0 {
+	if n, err := store.(interface {
+		Sweep(time.Duration) (int, error)
+	}).Sweep(time.Hour); err == nil && n > 0 {
 		log.Info("stale spool files removed", "count", n)
 	}
 	nc, js, err := auth.connect(*natsURL, "ferry fetch-worker", nats.MaxReconnects(-1))

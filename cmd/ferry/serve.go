@@ -68,7 +68,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.IntVar(&fetches.Workers, "fetch-workers", node.DefaultFetchWorkers, "fetch workers (pins) in this process (0: none, leave it to ferry fetch-worker)")
 	verify := fs.Bool("verify-pieces", false, "compute the piece of CARs that arrive with one too, and reject a mismatch")
 	tickAhead := fs.Duration("max-tick-ahead", aggregator.DefaultMaxTickAhead, "the fold ignores a tick further ahead than this of when the input log stored it")
-	carStore := fs.String("car-store", "", "`dir` of the CAR store: fetched pins' CARs, and any CAR file put there, served at /cars/<name> (default: <data>/cars)")
+	carStore := fs.String("car-store", "", "the CAR store of fetched pins' CARs: a `dir`, served at /cars/<name> with any CAR file put there (default: <data>/cars), or s3://bucket[/prefix]?endpoint=host:port (credentials in AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
+	carStoreURL := fs.String("car-store-url", "", "public `URL` base of an s3:// CAR store's objects, named in events (default: http(s)://endpoint/bucket)")
 	fs.StringVar(carStore, "cars", "", "deprecated name of --car-store")
 	publicURL := fs.String("public-url", "", "`URL` base under which others reach this node: CARs of the store are <URL>/cars/<car>.car (default: http://<--http>)")
 	readToken := fs.String("read-token", "", "bearer token for the GET routes (empty: reads are open)")
@@ -130,7 +131,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		Fold: dealClock(events.Settings{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify,
 			MaxTickAhead: *tickAhead}),
 		FoldGiven: givenSettings(fs),
-		Pieces:    pieces, Fetch: fetches, CarStore: *carStore, PublicURL: *publicURL,
+		Pieces:    pieces, Fetch: fetches, CarStore: *carStore, CarStoreURL: *carStoreURL, PublicURL: *publicURL,
 		SyncInterval: *syncInterval, SyncAlways: *syncAlways, MinFree: uint64(minFree), Tick: *tick,
 		WriteToken: *writeToken, ReportToken: *reportToken, ReadToken: *readToken, NATSOptions: natsOpts,
 		Deals: deals, Log: log, HTTPLimits: api.Limits{BodyMinRate: int(bodyRate), BodyGrace: *bodyGrace},

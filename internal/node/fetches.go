@@ -61,25 +61,40 @@ func (n *Node) PublicURL() string {
 	return "http://" + net.JoinHostPort(host, port)
 }
 
-// openCarStore opens the CAR store the HTTP handler serves.
+// openCarStore opens the CAR store: a directory the HTTP handler serves,
+// or an S3 bucket read at its own public URL.
 func (n *Node) openCarStore() error {
-	d, err := carstore.OpenDir(n.carDir(), n.PublicURL()+"/cars")
+	public := n.PublicURL() + "/cars"
+	if n.carsInBucket() {
+		public = n.cfg.CarStoreURL
+	}
+	st, err := carstore.Open(n.carDir(), public)
 	if err != nil {
 		return err
 	}
-	n.Cars = d
+	n.Cars = st
 	return nil
 }
+
+// carsInBucket says whether the CAR store is an S3 bucket, which ferry
+// does not serve at /cars/.
+func (n *Node) carsInBucket() bool { return strings.HasPrefix(n.carDir(), "s3://") }
 
 // spoolAge is how old a spool file must be before Sweep removes it at
 // start: older than any fetch this process could have left running, and
 // workers on other machines spool in their own stores.
 const spoolAge = time.Hour
 
+// sweeper is a CAR store whose dead writers' spool files can be removed
+// (both carstore stores are).
+type sweeper interface {
+	Sweep(age time.Duration) (int, error)
+}
+
 // runFetches sweeps the spool files a dead process left in the CAR store
 // and runs this process's fetch workers.
 func (n *Node) runFetches(ctx context.Context) {
-	if swept, err := n.Cars.Sweep(spoolAge); err != nil {
+	if swept, err := n.Cars.(sweeper).Sweep(spoolAge); err != nil {
 		n.log.Warn("CAR store spool not swept", "err", err)
 	} else if swept > 0 {
 		n.log.Info("stale spool files removed", "count", swept)

@@ -68,7 +68,7 @@ func readPinLog(t *testing.T, js jetstream.JetStream) pinLog {
 // spooled lists the spool files of the node's CAR store.
 func spooled(t *testing.T, n *Node) []string {
 	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(n.Cars.Path(), ".spool"))
+	entries, err := os.ReadDir(filepath.Join(n.carDir(), ".spool"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestAFetchedPinIsStoredServedAndDealt(t *testing.T) {
 		t.Fatalf("pin log %+v, want one attempt, one car.replicated, one pin.fetched", l)
 	}
 	got, rep := l.fetched[0], l.replicated[0]
-	data, err := os.ReadFile(filepath.Join(d.n.Cars.Path(), got.Car+".car"))
+	data, err := os.ReadFile(filepath.Join(d.n.carDir(), got.Car+".car"))
 	if err != nil {
 		t.Fatalf("the CAR is not in the store: %v", err)
 	}
@@ -207,7 +207,7 @@ func TestACancelledFetchStopsAndLeavesNoSpoolFile(t *testing.T) {
 	if len(l.failed) != 0 || len(l.fetched) != 0 || len(l.replicated) != 0 || len(l.fetching) != 1 {
 		t.Fatalf("pin log after a cancel: %+v, want the one attempt and nothing else", l)
 	}
-	if entries, _ := os.ReadDir(n.Cars.Path()); len(entries) != 1 { // .spool only
+	if entries, _ := os.ReadDir(n.carDir()); len(entries) != 1 { // .spool only
 		t.Fatalf("the CAR store holds %d entries after a cancelled fetch", len(entries))
 	}
 }
@@ -242,7 +242,7 @@ func TestAWorkerKilledMidFetchLosesItToAnother(t *testing.T) {
 	if len(l.replicated) != 1 || len(l.fetched) != 1 || len(l.fetching) != 2 || l.fetching[1].Attempt != 2 {
 		t.Fatalf("pin log %+v, want attempts 1 and 2 and one car.replicated", l)
 	}
-	entries, err := os.ReadDir(n.Cars.Path())
+	entries, err := os.ReadDir(n.carDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,10 +82,13 @@ type Config struct {
 	Pieces pieceworker.Config
 	// Fetch configures the fetch workers run inside this process.
 	Fetch FetchConfig
-	// CarStore is the directory of the CAR store, where fetch workers put
-	// the CARs of pins; it is served at /cars/ with any other CAR file
-	// put there (default <Data>/cars).
+	// CarStore is the CAR store, where fetch workers put the CARs of
+	// pins: a directory, served at /cars/ with any other CAR file put
+	// there (default <Data>/cars), or an s3:// bucket (carstore.Open).
 	CarStore string
+	// CarStoreURL is the public URL base of an s3:// CAR store's objects
+	// (carstore.Open); a directory's is <PublicURL>/cars.
+	CarStoreURL string
 	// PublicURL is the URL base under which others reach this node: the
 	// CARs of the store are at <PublicURL>/cars/<car>.car in the events
 	// (default http://<HTTP>, loopback for an unspecified address).
@@ -115,7 +118,7 @@ type Node struct {
 	Dealer       *spade.Dealer
 	Receipter    *receipts.Publisher
 	// Cars is the CAR store.
-	Cars     *carstore.Dir
+	Cars     carstore.Store
 	Oracle   *spade.OraclePoller
 	Registry *prometheus.Registry
 	httpSrv  *http.Server
@@ -325,7 +328,9 @@ func (n *Node) listen() error {
 func (n *Node) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", n.API.Handler())
-	mux.Handle("GET /cars/", http.StripPrefix("/cars", api.CarServer(n.carDir())))
+	if !n.carsInBucket() {
+		mux.Handle("GET /cars/", http.StripPrefix("/cars", api.CarServer(n.carDir())))
+	}
 	return mux
 }
 

@@ -92,7 +92,7 @@ func TestAPinThroughThePinningServiceAPIReachesADeal(t *testing.T) {
 	if car == "" {
 		t.Fatalf("a pinned pin names no CAR: %+v", st)
 	}
-	data, err := os.ReadFile(filepath.Join(n.Cars.Path(), car+".car"))
+	data, err := os.ReadFile(filepath.Join(n.carDir(), car+".car"))
 	if err != nil {
 		t.Fatal(err)
 	}
