@@ -67,6 +67,7 @@ var allTypes = []string{
 	events.TypeCarReplicated, events.TypeCarPiece, events.TypeCarInvalid, events.TypeTick,
 	events.TypeAggregateClose, events.TypeDealOffered, events.TypeOfferFailed, events.TypeDealReport,
 	events.TypeAggReoffer, events.TypeAggFail,
+	events.TypePinRequested, events.TypePinCancelled, events.TypePinFetching, events.TypePinFetched, events.TypePinFailed,
 }
 
 // checkEvent decodes one documented event and holds a car.replicated to
@@ -81,6 +82,11 @@ func checkEvent(t *testing.T, where string, data []byte) events.Event {
 	if cr, ok := ev.(*events.CarReplicated); ok {
 		if err := cr.Validate(aggregator.DealRoom(docsDeal)); err != nil {
 			t.Errorf("%s: car.replicated is invalid for a 32 GiB deal: %v", where, err)
+		}
+	}
+	if v, ok := ev.(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			t.Errorf("%s: %s is invalid: %v", where, ev.Kind(), err)
 		}
 	}
 	return ev
