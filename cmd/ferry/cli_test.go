@@ -529,7 +529,8 @@ func sameAnswers(t *testing.T, when string, before, after map[string][]byte) {
 	}
 }
 
-var replayedRE = regexp.MustCompile(`(?m)^replayed (\d+) batches \(aggregate log through sequence (\d+)\) in (\S+)\n\z`)
+// replayedRE is replay's last two lines: the read models, then the pins.
+var replayedRE = regexp.MustCompile(`(?m)^replayed (\d+) batches \(aggregate log through sequence (\d+)\) in (\S+)\nreplayed the pins \(input log through sequence \d+\) in \S+\n\z`)
 
 func TestReplayGivesTheSameAnswers(t *testing.T) {
 	const total = 300
