@@ -17,11 +17,12 @@ test: fmt-check vet
 
 # ferry against a real kubo (tests/e2e): pins through the Pinning Service
 # API and kubo's ipfs pin remote, fetched through kubo's gateway and RPC,
-# round-tripped through ipfs dag import. scripts/kubo.sh builds kubo
-# v0.32.1 once into ~/.cache/ferry (several minutes on a fresh machine).
+# round-tripped through ipfs dag import, one stored in an S3 bucket.
+# scripts/kubo.sh builds kubo v0.32.1 once into ~/.cache/ferry, and
+# scripts/s3server.sh SeaweedFS (minutes each on a fresh machine).
 e2e:
-	@kubo=$$(./scripts/kubo.sh) && \
-	FERRY_KUBO="$$kubo" $(GO) test -tags e2e -count=1 -timeout 20m ./tests/e2e/ -v
+	@kubo=$$(./scripts/kubo.sh) && s3=$$(./scripts/s3server.sh) && \
+	FERRY_KUBO="$$kubo" FERRY_S3_SERVER="$$s3" $(GO) test -tags e2e -count=1 -timeout 20m ./tests/e2e/ -v
 
 # The S3 CAR store against a real S3-compatible server (SeaweedFS, built
 # once and cached by scripts/s3server.sh; the first build takes minutes).

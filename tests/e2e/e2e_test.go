@@ -10,7 +10,8 @@
 //
 //	make e2e    # builds kubo v0.32.1 once (scripts/kubo.sh), then this
 //
-// FERRY_KUBO names the ipfs binary (make e2e sets it); E2E_LOGDIR keeps
+// FERRY_KUBO names the ipfs binary and FERRY_S3_SERVER SeaweedFS's, for
+// the pin stored in an S3 bucket (make e2e sets both); E2E_LOGDIR keeps
 // the processes' logs.
 package e2e
 
@@ -31,6 +32,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/internal/proctest"
+	"github.com/ferry-dev/ferry/internal/s3test"
 	commp "github.com/filecoin-project/go-fil-commp-hashhash"
 	"github.com/ipfs/go-cid"
 	"github.com/multiformats/go-multihash"
@@ -147,6 +149,11 @@ type ferryNode struct {
 // startFerry runs the simulator and ferry serve with the given fetch flags
 // on a small deal size, so that one pinned DAG fills an aggregate soon.
 func startFerry(t *testing.T, ps *proctest.Procs, name string, fetchFlags ...string) *ferryNode {
+	return startFerryEnv(t, ps, name, nil, fetchFlags...)
+}
+
+// startFerryEnv is startFerry with extra environment variables for serve.
+func startFerryEnv(t *testing.T, ps *proctest.Procs, name string, env []string, fetchFlags ...string) *ferryNode {
 	dir := t.TempDir()
 	sim := fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t))
 	ps.Start(name+"-sim", bins.ferry, "spade-sim", "--listen", sim, "--report-token", reportToken,
@@ -161,7 +168,7 @@ func startFerry(t *testing.T, ps *proctest.Procs, name string, fetchFlags ...str
 	if err := os.MkdirAll(filepath.Join(dir, "sim"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	f.proc = ps.Start(name, bins.ferry, args...)
+	f.proc = ps.StartEnv(name, env, bins.ferry, args...)
 	proctest.WaitHealthy(t, f.proc, f.addr, 90*time.Second)
 	return f
 }
@@ -446,6 +453,25 @@ func TestPinsThroughKubo(t *testing.T) {
 		if !strings.Contains(details, "not found at any source") {
 			t.Fatalf("the absent CID failed with %q, want not found at any source", details)
 		}
+	})
+
+	// The production CAR store: an S3 bucket (SeaweedFS on loopback), its
+	// objects downloaded at the bucket's public URL by the simulator and
+	// the test.
+	t.Run("a pin stored in an S3 bucket", func(t *testing.T) {
+		endpoint := s3test.Start(t)
+		bucket := startFerryEnv(t, ps, "ferry-s3",
+			[]string{"AWS_ACCESS_KEY_ID=" + s3test.Key, "AWS_SECRET_ACCESS_KEY=" + s3test.Secret},
+			"--fetch-gateways", "http://"+src.gateway, "--fetch-allow-private",
+			"--car-store", "s3://"+s3test.Bucket+"/pins?endpoint="+endpoint+"&secure=false",
+			"--car-store-url", "http://"+endpoint+"/"+s3test.Bucket)
+		st := bucket.pin(c.tree, "in a bucket")
+		st = bucket.waitPin(st.RequestID, "pinned", 2*time.Minute)
+		v := bucket.waitCar(carOf(t, st), "DEAL_PROCESSED", 2*time.Minute)
+		if want := "http://" + endpoint + "/" + s3test.Bucket + "/pins/" + v.Car + ".car"; len(v.URLs) != 1 || v.URLs[0] != want {
+			t.Fatalf("the CAR's URLs %v, want the bucket's object %s", v.URLs, want)
+		}
+		checkCAR(t, ps, src, v, c.tree)
 	})
 
 	// kubo's RPC only (pickup's way): a second ferry without gateways.
