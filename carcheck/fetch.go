@@ -52,6 +52,10 @@ type FetchOptions struct {
 type StatusError struct {
 	Code   int
 	Status string
+	// Body is the start of the answer's body (at most 512 bytes), for a
+	// caller that knows the source's error format; it is never in Error,
+	// since reasons quote nothing a source sent.
+	Body string
 }
 
 func (e *StatusError) Error() string { return "HTTP " + e.Status }
@@ -364,7 +368,8 @@ func Do(ctx context.Context, policy *urlpolicy.Policy, stall time.Duration, req 
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return &StatusError{Code: resp.StatusCode, Status: resp.Status}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return &StatusError{Code: resp.StatusCode, Status: resp.Status, Body: string(body)}
 	}
 	resp.Body = &watchedReader{r: resp.Body, w: w}
 	return cause(actx, fn(resp))

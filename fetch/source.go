@@ -107,6 +107,9 @@ func (f *Fetcher) attempt(ctx context.Context, src source, root cid.Cid) (*Resul
 	})
 	if err != nil {
 		fl = transportFailure(err)
+		if src.kind == kuboSource && kuboLacks(err) {
+			fl = &failure{kind: ErrNotFound, reason: "kubo: the DAG is not in its repo (HTTP 500, block not found)"}
+		}
 	}
 	if fl != nil {
 		f.cfg.Store.Discard(spool)
@@ -168,6 +171,16 @@ func (f *Fetcher) stream(ctx context.Context, src source, root cid.Cid, resp *ht
 		return nil, fl
 	}
 	return res, nil
+}
+
+// kuboLacks says whether err is kubo's RPC answer to a DAG it does not
+// have: offline, or after its own search gave up, dag export answers 500
+// with a JSON message "block was not found locally (offline): ipld: could
+// not find <cid>" before it streams anything.
+func kuboLacks(err error) bool {
+	se, ok := errors.AsType[*carcheck.StatusError](err)
+	return ok && se.Code == http.StatusInternalServerError &&
+		(strings.Contains(se.Body, "not found") || strings.Contains(se.Body, "could not find"))
 }
 
 // transportFailure classifies a failure to get a response or read it.

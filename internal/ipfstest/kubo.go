@@ -3,6 +3,7 @@ package ipfstest
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -71,6 +72,12 @@ func NewKuboRPC(t testing.TB, s *Store) *KuboRPC {
 		root, err := cid.Decode(r.URL.Query().Get("arg"))
 		if err != nil {
 			http.Error(w, `{"Message":"invalid path","Code":0,"Type":"error"}`, http.StatusInternalServerError)
+			return
+		}
+		if has, _ := s.Blockstore.Has(r.Context(), root); !has {
+			// kubo's answer when the root is not in its repo (offline):
+			// an error before any CAR byte.
+			http.Error(w, fmt.Sprintf(`{"Message":"block was not found locally (offline): ipld: could not find %s","Code":0,"Type":"error"}`, root), http.StatusInternalServerError)
 			return
 		}
 		w.Header().Set("Content-Type", "application/vnd.ipld.car")

@@ -491,5 +491,16 @@ func TestPinsThroughKubo(t *testing.T) {
 			v := rpc.waitCar(carOf(t, st), "DEAL_PROCESSED", 2*time.Minute)
 			checkCAR(t, ps, src, v, roots[i])
 		}
+		// kubo's RPC answers a CID it lacks with a 500 "not found": the
+		// pin fails "not found at any source" after --fetch-timeout.
+		other := filepath.Join(t.TempDir(), "absent-rpc.txt")
+		if err := os.WriteFile(other, []byte("never added, asked of kubo's RPC\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		st := rpc.pin(src.run("add", "-Q", "--cid-version=1", "--only-hash", other), "absent")
+		st = rpc.waitPin(st.RequestID, "failed", 2*time.Minute)
+		if d := st.Info["status_details"]; !strings.Contains(fmt.Sprint(d), "not found at any source") {
+			t.Fatalf("the absent CID failed with %q through kubo's RPC, want not found at any source", d)
+		}
 	})
 }
