@@ -27,7 +27,8 @@
 //     and verified; any failure or a cancelled ctx discards the spool
 //     file. Two fetches of one root store it once (Put keeps the first).
 //   - A source that lacks the DAG (a missing root or block, 404, a
-//     truncated CAR, a URL the policy refuses) counts as not found; bad
+//     truncated CAR, a URL the policy refuses, kubo's 500 "not found"
+//     for a root its repo lacks) counts as not found; bad
 //     bytes as invalid; a source that could not be read to the end
 //     (refused connection, 5xx, stall, timeout) as unavailable. The next
 //     source is tried after each, except after too large: Fetch stops
