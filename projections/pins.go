@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -68,12 +69,12 @@ type PinHooks struct {
 }
 
 var (
-	bPinMeta    = []byte("meta")
-	bPins       = []byte("pins")    // requestid → pin (JSON)
-	bPinCreated = []byte("created") // created (unix ns, 8 bytes) | requestid → nil
-	bPinCIDs    = []byte("cids")    // cid → cidRecord (JSON)
-	kPinSeq     = []byte("seq")     // the input log sequence applied last
-	pinBuckets  = [][]byte{bPinMeta, bPins, bPinCreated, bPinCIDs}
+	bPinMeta   = []byte("meta")
+	bPins      = []byte("pins")   // requestid → pin (JSON)
+	bPinStatus = []byte("status") // status | 0 | created (unix ns, 8 bytes) | requestid → nil
+	bPinCIDs   = []byte("cids")   // cid → cidRecord (JSON)
+	kPinSeq    = []byte("seq")    // the input log sequence applied last
+	pinBuckets = [][]byte{bPinMeta, bPins, bPinStatus, bPinCIDs}
 )
 
 // cidRecord is a CID's fetch and its live requests.
@@ -83,6 +84,11 @@ type cidRecord struct {
 	Origins  []string        `json:"origins,omitempty"`
 	Source   json.RawMessage `json:"source,omitempty"`
 	Since    time.Time       `json:"since"`
+
+	// What the status index holds of the record as it was read: putCID
+	// moves the entries of its requests that changed.
+	indexed       []string
+	indexedStatus string
 }
 
 // PinStore is the pins read model, a bbolt file of its own (pins.db)
@@ -227,9 +233,6 @@ func (w pinWriter) requested(e *events.PinRequested) ([]effect, error) {
 	if err := putJSON(w.tx.Bucket(bPins), []byte(p.RequestID), p); err != nil {
 		return nil, err
 	}
-	if err := w.tx.Bucket(bPinCreated).Put(createdKey(p.Created, p.RequestID), nil); err != nil {
-		return nil, err
-	}
 	r, err := w.cid(e.CID)
 	if err != nil {
 		return nil, err
@@ -256,12 +259,6 @@ func (w pinWriter) cancel(id string, at time.Time) ([]effect, error) {
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return nil, err
 	}
-	if err := w.tx.Bucket(bPins).Delete([]byte(id)); err != nil {
-		return nil, err
-	}
-	if err := w.tx.Bucket(bPinCreated).Delete(createdKey(p.Created, id)); err != nil {
-		return nil, err
-	}
 	r, err := w.cid(p.CID)
 	if err != nil {
 		return nil, err
@@ -272,7 +269,11 @@ func (w pinWriter) cancel(id string, at time.Time) ([]effect, error) {
 		out = append(out, effect{unwanted: p.CID})
 		r.PinFetch = PinFetch{At: at}
 	}
-	return out, w.putCID(p.CID, r)
+	// The index entry goes first: it is found by the pin's created time.
+	if err := w.putCID(p.CID, r); err != nil {
+		return nil, err
+	}
+	return out, w.tx.Bucket(bPins).Delete([]byte(id))
 }
 
 func (w pinWriter) cid(c string) (*cidRecord, error) {
@@ -282,12 +283,58 @@ func (w pinWriter) cid(c string) (*cidRecord, error) {
 			return nil, err
 		}
 	}
+	r.indexed, r.indexedStatus = slices.Clone(r.Requests), r.Status
 	return r, nil
 }
 
+// putCID stores a CID's record and moves its requests' entries in the
+// status index (and its counts) to what the record now says.
 func (w pinWriter) putCID(c string, r *cidRecord) error {
+	for _, id := range r.indexed {
+		if r.indexedStatus != r.Status || !slices.Contains(r.Requests, id) {
+			if err := w.index(r.indexedStatus, id, false); err != nil {
+				return err
+			}
+		}
+	}
+	for _, id := range r.Requests {
+		if r.indexedStatus != r.Status || !slices.Contains(r.indexed, id) {
+			if err := w.index(r.Status, id, true); err != nil {
+				return err
+			}
+		}
+	}
+	r.indexed, r.indexedStatus = slices.Clone(r.Requests), r.Status
 	return putJSON(w.tx.Bucket(bPinCIDs), []byte(c), r)
 }
+
+// index adds (or removes) request id's entry under status, and counts it.
+func (w pinWriter) index(status, id string, add bool) error {
+	if status == "" {
+		return nil // a CID without a fetch has no live request
+	}
+	var p Pin
+	if err := json.Unmarshal(w.tx.Bucket(bPins).Get([]byte(id)), &p); err != nil {
+		return fmt.Errorf("pin %s: %w", id, err)
+	}
+	b, meta, n := w.tx.Bucket(bPinStatus), w.tx.Bucket(bPinMeta), countKey(status)
+	count := decodeUint64(meta.Get(n))
+	key := statusKey(status, p.Created, id)
+	if add {
+		count++
+		if err := b.Put(key, nil); err != nil {
+			return err
+		}
+	} else {
+		count--
+		if err := b.Delete(key); err != nil {
+			return err
+		}
+	}
+	return meta.Put(n, encodeUint64(count))
+}
+
+func countKey(status string) []byte { return []byte("count/" + status) }
 
 // updateCID changes the record of a CID ferry was asked to pin; events of
 // other CIDs (forged, or of a request whose pin.requested is not stored)
@@ -312,9 +359,11 @@ func putJSON(b *bolt.Bucket, k []byte, v any) error {
 	return b.Put(k, data)
 }
 
-func createdKey(t time.Time, id string) []byte {
-	k := make([]byte, 8, 8+len(id))
-	binary.BigEndian.PutUint64(k, uint64(t.UnixNano()))
+// statusKey orders a status's requests by creation, then request id.
+func statusKey(status string, t time.Time, id string) []byte {
+	k := make([]byte, 0, len(status)+9+len(id))
+	k = append(append(k, status...), 0)
+	k = binary.BigEndian.AppendUint64(k, uint64(t.UnixNano()))
 	return append(k, id...)
 }
 
@@ -423,8 +472,11 @@ func (q PinQuery) match(p Pin) bool {
 }
 
 // Pins lists the live requests q matches, newest first, at most q.Limit,
-// and counts every match. It reads every live request (the CID filter
-// reads only the CIDs' own).
+// and counts every match. The CID filter reads only the CIDs' requests;
+// otherwise the status index is read newest first, each status's entries
+// merged: a query by status alone reads Limit requests and takes its count
+// from the index's counts, one with other filters reads every request of
+// its statuses.
 func (s *PinStore) Pins(q PinQuery) ([]Pin, int, error) {
 	var out []Pin
 	count := 0
@@ -465,17 +517,85 @@ func (s *PinStore) Pins(q PinQuery) ([]Pin, int, error) {
 			}
 			return nil
 		}
-		c := tx.Bucket(bPinCreated).Cursor()
-		for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
+		statuses := q.Statuses
+		if len(statuses) == 0 {
+			statuses = []string{PinQueued, PinPinning, PinPinned, PinFailed}
+		}
+		byStatusOnly := q.Name == "" && len(q.Meta) == 0 && q.Before.IsZero() && q.After.IsZero()
+		if byStatusOnly {
+			for _, st := range slices.Compact(slices.Sorted(slices.Values(statuses))) {
+				count += int(decodeUint64(tx.Bucket(bPinMeta).Get(countKey(st))))
+			}
+		}
+		heads := newestFirst(tx.Bucket(bPinStatus), statuses)
+		for id := heads.next(); id != ""; id = heads.next() {
+			if byStatusOnly && len(out) == q.Limit {
+				break
+			}
 			var p Pin
-			if err := readPin(tx, tx.Bucket(bPins).Get(k[8:]), &p); err != nil {
+			if err := readPin(tx, tx.Bucket(bPins).Get([]byte(id)), &p); err != nil {
 				return err
+			}
+			if byStatusOnly {
+				out = append(out, p)
+				continue
 			}
 			take(p)
 		}
 		return nil
 	})
 	return out, count, err
+}
+
+// merged walks the status index's entries of several statuses, newest
+// first (created, then request id, both descending).
+type merged struct {
+	curs []*bolt.Cursor
+	pre  [][]byte
+	keys [][]byte // each cursor's current key past its status prefix, nil when done
+}
+
+func newestFirst(b *bolt.Bucket, statuses []string) *merged {
+	m := &merged{}
+	for _, st := range slices.Compact(slices.Sorted(slices.Values(statuses))) {
+		pre := append([]byte(st), 0)
+		c := b.Cursor()
+		// The last key of the prefix: seek past it, step back.
+		end := append([]byte(st), 1)
+		k, _ := c.Seek(end)
+		if k == nil {
+			k, _ = c.Last()
+		} else {
+			k, _ = c.Prev()
+		}
+		m.curs, m.pre = append(m.curs, c), append(m.pre, pre)
+		m.keys = append(m.keys, m.within(len(m.pre)-1, k))
+	}
+	return m
+}
+
+func (m *merged) within(i int, k []byte) []byte {
+	if k == nil || !bytes.HasPrefix(k, m.pre[i]) {
+		return nil
+	}
+	return k[len(m.pre[i]):]
+}
+
+// next is the request id of the newest entry left, "" when none is.
+func (m *merged) next() string {
+	best := -1
+	for i, k := range m.keys {
+		if k != nil && (best < 0 || bytes.Compare(k, m.keys[best]) > 0) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return ""
+	}
+	id := string(m.keys[best][8:])
+	k, _ := m.curs[best].Prev()
+	m.keys[best] = m.within(best, k)
+	return id
 }
 
 // Wanted lists every CID with live requests whose fetch is queued or

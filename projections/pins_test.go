@@ -1,8 +1,12 @@
 package projections
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,5 +132,88 @@ func TestThePinsReadModelEventByEvent(t *testing.T) {
 	}
 	if got, n, _ := s.Pins(PinQuery{Limit: 10, CIDs: []string{b}, After: t0.Add(5 * time.Second)}); n != 1 || got[0].RequestID != "r6" {
 		t.Fatalf("cid b after 5s: %d %+v", n, got)
+	}
+}
+
+// TestTheStatusIndexAgreesWithEveryRequest applies a random run of pin
+// events to a few CIDs and, after each, holds every listing by status (the
+// index and its counts) to what reading each live request says.
+func TestTheStatusIndexAgreesWithEveryRequest(t *testing.T) {
+	s, err := OpenPins(filepath.Join(t.TempDir(), "pins.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	cids := []string{
+		"bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy",
+		"bafkreiaqb7hpwyurjcclbnxfkzmqdfduh5qg6dxlbbvvn4g5auwsvabzxq",
+		"bafkreidrdmucwdh2fiyodyxwjldrmlo4nhohdgbwkpp4yy7wxqyqcjrsd4",
+	}
+	rng := rand.New(rand.NewPCG(7, 17))
+	t0 := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	var live []string
+	for i := range 300 {
+		var ev events.Event
+		cid := cids[rng.IntN(len(cids))]
+		at := t0.Add(time.Duration(rng.IntN(50)) * time.Second) // equal times happen
+		switch k := rng.IntN(10); {
+		case k < 4 || len(live) == 0:
+			id := fmt.Sprintf("r%03d", i)
+			ev = &events.PinRequested{RequestID: id, CID: cid, Name: []string{"a", "b"}[i%2], Created: at}
+			live = append(live, id)
+		case k < 6:
+			j := rng.IntN(len(live))
+			ev = &events.PinCancelled{RequestID: live[j], At: at}
+			live = append(live[:j], live[j+1:]...)
+		case k < 7:
+			ev = &events.PinFetching{CID: cid, Attempt: 1, At: at}
+		case k < 8:
+			ev = &events.PinFetched{CID: cid, Car: "bagcar", At: at}
+		default:
+			ev = &events.PinFailed{CID: cid, Reason: "gave up", At: at}
+		}
+		if _, err := s.Apply(uint64(i+1), ev); err != nil {
+			t.Fatal(err)
+		}
+		byStatus := map[string][]Pin{}
+		for _, id := range live {
+			p, err := s.Pin(id)
+			if err != nil {
+				t.Fatalf("step %d: live request %s: %v", i, id, err)
+			}
+			byStatus[p.Fetch.Status] = append(byStatus[p.Fetch.Status], p)
+		}
+		for _, st := range []string{PinQueued, PinPinning, PinPinned, PinFailed} {
+			want := byStatus[st]
+			slices.SortFunc(want, func(a, b Pin) int {
+				if c := b.Created.Compare(a.Created); c != 0 {
+					return c
+				}
+				return strings.Compare(b.RequestID, a.RequestID)
+			})
+			got, n, err := s.Pins(PinQuery{Statuses: []string{st}, Limit: 1000})
+			if err != nil || n != len(want) || len(got) != len(want) {
+				t.Fatalf("step %d (%s): %s: %d listed, count %d, want %d (%v)", i, ev.Kind(), st, len(got), n, len(want), err)
+			}
+			for j := range got {
+				if got[j].RequestID != want[j].RequestID {
+					t.Fatalf("step %d: %s: order %v differs from %v at %d", i, st, got[j].RequestID, want[j].RequestID, j)
+				}
+			}
+			// The filtered walk (the name) counts the same way.
+			named, nn, _ := s.Pins(PinQuery{Statuses: []string{st}, Name: "a", Limit: 1})
+			wantNamed := 0
+			for _, p := range want {
+				if p.Name == "a" {
+					wantNamed++
+				}
+			}
+			if nn != wantNamed || len(named) != min(1, wantNamed) {
+				t.Fatalf("step %d: %s named a: count %d, want %d", i, st, nn, wantNamed)
+			}
+		}
+		if _, n, _ := s.Pins(PinQuery{Limit: 1}); n != len(live) {
+			t.Fatalf("step %d: every status counts %d, %d live", i, n, len(live))
+		}
 	}
 }
