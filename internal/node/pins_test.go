@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,5 +171,127 @@ func TestAPinThroughThePinningServiceAPIReachesADeal(t *testing.T) {
 		if code, _ := psa(t, n, "GET", "/psa/pins?"+q, pinToken, nil, nil); code != http.StatusBadRequest {
 			t.Fatalf("GET /psa/pins?%s: %d, want 400", q, code)
 		}
+	}
+}
+
+// TestThePinningServiceAPIListsReplacesAndTakesClusterPins: every filter
+// of GET /psa/pins over pinned and failed pins, a wrong token, replace
+// through POST /psa/pins/{requestid}, and ipfs-cluster's POST /pins/{cid}.
+func TestThePinningServiceAPIListsReplacesAndTakesClusterPins(t *testing.T) {
+	store := ipfstest.NewStore()
+	a := store.File(t, ipfstest.Bytes(21, 30<<10), ipfstest.FileOptions{})
+	b := store.File(t, ipfstest.Bytes(22, 30<<10), ipfstest.FileOptions{})
+	c := store.File(t, ipfstest.Bytes(23, 30<<10), ipfstest.FileOptions{})
+	lost := ipfstest.NewStore().File(t, ipfstest.Bytes(24, 3000), ipfstest.FileOptions{}) // no source has it
+	gw := ipfstest.NewGateway(t, store)
+	cfg := testConfig(t.TempDir(), "")
+	withFetch(time.Second, 3, gw.URL)(&cfg)
+	cfg.WriteToken = pinToken
+	n := startNode(t, cfg)
+
+	if code, body := psa(t, n, "GET", "/psa/pins", "wrong", nil, nil); code != http.StatusUnauthorized ||
+		!bytes.Contains(body, []byte(`"reason":"UNAUTHORIZED"`)) {
+		t.Fatalf("a wrong token: %d %s", code, body)
+	}
+	pin := func(cid, name string) psaStatus {
+		t.Helper()
+		var st psaStatus
+		if code, body := psa(t, n, "POST", "/psa/pins", pinToken, map[string]any{"cid": cid, "name": name}, &st); code != http.StatusAccepted {
+			t.Fatalf("POST %s: %d %s", cid, code, body)
+		}
+		return st
+	}
+	wait := func(id, status string) psaStatus {
+		t.Helper()
+		var st psaStatus
+		testutil.Eventually(t, 30*time.Second, id+" "+status, func() bool {
+			psa(t, n, "GET", "/psa/pins/"+id, pinToken, nil, &st)
+			return st.Status == status
+		})
+		return st
+	}
+	pa := wait(pin(a.Root.String(), "Photos 2026").RequestID, "pinned")
+	pb := wait(pin(b.Root.String(), "photos").RequestID, "pinned")
+	pl := wait(pin(lost.Root.String(), "lost").RequestID, "failed")
+	if !strings.Contains(pl.Info["status_details"], "not found at any source") {
+		t.Fatalf("the lost pin failed with %v", pl.Info)
+	}
+
+	list := func(q string) (int, []string) {
+		t.Helper()
+		var l struct {
+			Count   int         `json:"count"`
+			Results []psaStatus `json:"results"`
+		}
+		if code, body := psa(t, n, "GET", "/psa/pins?"+q, pinToken, nil, &l); code != http.StatusOK {
+			t.Fatalf("GET /psa/pins?%s: %d %s", q, code, body)
+		}
+		var ids []string
+		for _, r := range l.Results {
+			ids = append(ids, r.RequestID)
+		}
+		return l.Count, ids
+	}
+	for _, c := range []struct {
+		q     string
+		count int
+		ids   []string
+	}{
+		{"", 2, []string{pb.RequestID, pa.RequestID}}, // status defaults to pinned; newest first
+		{"status=pinned,failed", 3, []string{pl.RequestID, pb.RequestID, pa.RequestID}},
+		{"status=failed", 1, []string{pl.RequestID}},
+		{"limit=1", 2, []string{pb.RequestID}},
+		{"limit=1000", 2, []string{pb.RequestID, pa.RequestID}},
+		{"name=photos", 1, []string{pb.RequestID}},
+		{"name=photos&match=exact", 1, []string{pb.RequestID}},
+		{"name=PHOTOS&match=iexact", 1, []string{pb.RequestID}},
+		{"name=hotos&match=partial", 2, []string{pb.RequestID, pa.RequestID}},
+		{"name=PHOTOS%202&match=ipartial", 1, []string{pa.RequestID}},
+		{"before=" + url.QueryEscape(pb.Created), 1, []string{pa.RequestID}},
+		{"after=" + url.QueryEscape(pa.Created), 1, []string{pb.RequestID}},
+	} {
+		count, ids := list(c.q)
+		if count != c.count || !slices.Equal(ids, c.ids) {
+			t.Errorf("GET /psa/pins?%s: count %d %v, want %d %v", c.q, count, ids, c.count, c.ids)
+		}
+	}
+
+	// Replace: a new request for the new Pin, the old one gone.
+	var re psaStatus
+	if code, body := psa(t, n, "POST", "/psa/pins/"+pa.RequestID, pinToken, map[string]any{"cid": b.Root.String(), "name": "moved"}, &re); code != http.StatusAccepted {
+		t.Fatalf("replace: %d %s", code, body)
+	}
+	if re.RequestID == pa.RequestID || re.Pin.CID != b.Root.String() || re.Status != "pinned" {
+		t.Fatalf("replace answered %+v", re)
+	}
+	if code, _ := psa(t, n, "GET", "/psa/pins/"+pa.RequestID, pinToken, nil, nil); code != http.StatusNotFound {
+		t.Fatalf("the replaced request: %d, want 404", code)
+	}
+	if code, _ := psa(t, n, "POST", "/psa/pins/"+pa.RequestID, pinToken, map[string]any{"cid": b.Root.String()}, nil); code != http.StatusNotFound {
+		t.Fatalf("replacing a gone request: %d, want 404", code)
+	}
+
+	// ipfs-cluster's POST /pins/{cid}: one request per CID however often.
+	type peer struct {
+		Status string `json:"status"`
+	}
+	var info struct {
+		CID      string            `json:"cid"`
+		Name     string            `json:"name"`
+		Metadata map[string]string `json:"metadata"`
+		PeerMap  map[string]peer   `json:"peer_map"`
+	}
+	root := c.Root.String()
+	for range 2 {
+		if code, body := psa(t, n, "POST", "/pins/"+root+"?name=cluster", pinToken, nil, &info); code != http.StatusOK || info.CID != root || info.Name != "cluster" {
+			t.Fatalf("POST /pins/%s: %d %s", root, code, body)
+		}
+	}
+	testutil.Eventually(t, 30*time.Second, "the cluster pin pinned", func() bool {
+		psa(t, n, "GET", "/pins/"+root, pinToken, nil, &info)
+		return info.PeerMap["ferry"].Status == "pinned" && info.Metadata["car"] != ""
+	})
+	if count, _ := list("cid=" + root); count != 1 {
+		t.Fatalf("two cluster POSTs of one CID made %d requests, want 1", count)
 	}
 }
