@@ -16,16 +16,16 @@ import (
 // walk's entries are recorded beside it, in walk order, and each job's
 // parts in a file of its own.
 type Plan struct {
-	Version int      `json:"version"`
-	ID      string   `json:"id"`
-	Source  string   `json:"source"`
+	Version  int      `json:"version"`
+	ID       string   `json:"id"`
+	Source   string   `json:"source"`
 	Settings Settings `json:"settings"`
-	Jobs    int      `json:"jobs"`
-	Files   int      `json:"files"`
-	Dirs    int      `json:"dirs"`
-	Symlinks int     `json:"symlinks"`
-	Bytes   uint64   `json:"bytes"`
-	Skipped []Skip   `json:"skipped"`
+	Jobs     int      `json:"jobs"`
+	Files    int      `json:"files"`
+	Dirs     int      `json:"dirs"`
+	Symlinks int      `json:"symlinks"`
+	Bytes    uint64   `json:"bytes"`
+	Skipped  []Skip   `json:"skipped"`
 }
 
 // Job is one data CAR to build: parts of files, in walk order. It says
