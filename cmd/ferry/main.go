@@ -58,6 +58,7 @@ var commands = []command{
 	{"replay", "", "rebuild the read models from the logs, replacing them only once whole", runReplay},
 	{"receipts", "", "print deal receipts as JSON lines (--follow to keep going)", runReceipts},
 	{"commp", "", "piece CID, sizes, md5 and roots of a CAR file, URL or stdin", runCommp},
+	{"pack", "DIR", "pack a directory tree into CARs ready for deals, with a manifest (--out, --publish)", runPack},
 	{"spade-sim", "", "a deal engine simulator to try ferry end to end", runSpadeSim},
 	{"piece-worker", "", "compute piece CIDs for queued CARs, on any machine", runPieceWorker},
 	{"fetch-worker", "", "fetch pinned CIDs into a CAR store, on any machine", runFetchWorker},
