@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -52,6 +53,11 @@ func runPack(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	prefix := fs.String("prefix", jetlog.DefaultPrefix, "with --nats: subject prefix")
 	progress := fs.String("progress", "auto", "progress line on stderr: auto (on a terminal), always, never")
 	auth := natsAuthFlags(fs, natsembed.RolePublish)
+	// DIR may come before the flags, as in the usage line; Go's flag
+	// package stops at the first argument that is not a flag.
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		args = append(slices.Clone(args[1:]), args[0])
+	}
 	if err := parse(fs, args); err != nil {
 		return err
 	}

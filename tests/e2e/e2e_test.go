@@ -267,11 +267,14 @@ func carOf(t *testing.T, st pinStatus) string {
 
 // carView is what GET /v1/cars/{cid} answers, the part the test reads.
 type carView struct {
-	Car   string   `json:"car"`
-	State string   `json:"state"`
-	Size  uint64   `json:"size"`
-	URLs  []string `json:"urls"`
-	Piece string   `json:"piece"`
+	Car       string   `json:"car"`
+	State     string   `json:"state"`
+	Size      uint64   `json:"size"`
+	MD5       string   `json:"md5"`
+	URLs      []string `json:"urls"`
+	Piece     string   `json:"piece"`
+	PieceSize uint64   `json:"pieceSize"`
+	Aggregate uint64   `json:"aggregate"`
 }
 
 // waitCar polls the status of a CAR until it is in state.

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -15,13 +16,16 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ferry-dev/ferry/internal/proctest"
 	"github.com/ferry-dev/ferry/internal/testtree"
+	unixfs_pb "github.com/ipfs/boxo/ipld/unixfs/pb"
 	"github.com/ipfs/go-cid"
 	"github.com/multiformats/go-multicodec"
+	"github.com/multiformats/go-multihash"
 	"github.com/multiformats/go-varint"
 )
 
@@ -66,8 +70,22 @@ func TestPackThroughKubo(t *testing.T) {
 	}
 	m, _ := readManifest(t, out)
 	requireOutDir(t, out, m)
-	checkPieces(t, out, m)
+	cb := checkPieces(t, out, m)
 	checkContents(t, tree, m, unreadable)
+	// The tree holds a HAMT and basic directories: the cases either side
+	// of the threshold.
+	for _, e := range m.Contents {
+		if e.Type != "directory" {
+			continue
+		}
+		want := unixfs_pb.Data_Directory
+		if e.Path == testtree.HAMTDir {
+			want = unixfs_pb.Data_HAMTShard
+		}
+		if got := cb.unixfsType(t, e.CID); got != want {
+			t.Fatalf("directory %q is a UnixFS %s, want %s", e.Path, got, want)
+		}
+	}
 	checkParts(t, tree.Dir, out, m)
 	var total int64
 	for _, p := range m.Pieces {
@@ -344,4 +362,162 @@ func tail(out []byte, n int) string {
 		ls = ls[len(ls)-n:]
 	}
 	return strings.Join(ls, "\n")
+}
+
+// TestAKilledPackResumesToTheSameManifest SIGKILLs ferry pack twice, each
+// time just after a CAR appears in --out, runs it again to the end, and
+// requires the manifest of an uninterrupted pack of the same tree, byte
+// for byte, with --out holding exactly its CARs; a third run changes
+// nothing.
+func TestAKilledPackResumesToTheSameManifest(t *testing.T) {
+	ps := proctest.New(t, os.Getenv("E2E_LOGDIR"))
+	dir := t.TempDir()
+	tree, err := testtree.Write(filepath.Join(dir, "tree"), testtree.Spec{Seed: 9,
+		Split: 12*MiB + 3, Bulk: 16, BulkSize: 3*MiB + 17})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pack := func(out string) []string {
+		return []string{"pack", tree.Dir, "--out", out, "--car-size", "6MiB", "--shard-size", "4MiB", "--jobs", "1"}
+	}
+	whole := filepath.Join(dir, "whole")
+	runFerry(t, pack(whole)...)
+	want, wantBytes := readManifest(t, whole)
+
+	out := filepath.Join(dir, "out")
+	for kill := 1; kill <= 2; kill++ {
+		before := len(carsIn(t, out))
+		p := ps.Start(fmt.Sprintf("pack-killed-%d", kill), bins.ferry, pack(out)...)
+		for len(carsIn(t, out)) == before {
+			if !p.Running() {
+				t.Fatalf("ferry pack run %d ended (%v) before a CAR appeared after the %d there: nothing to kill\n%s",
+					kill, p.Err(), before, proctest.Tail(p.Log, 20))
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		p.Kill()
+		if err := p.Err(); err == nil || !strings.Contains(err.Error(), "killed") {
+			t.Fatalf("ferry pack run %d ended by itself (%v) before the SIGKILL", kill, err)
+		}
+		tmp, _ := filepath.Glob(filepath.Join(out, ".ferry-pack", "tmp", "*"))
+		t.Logf("SIGKILL %d: %d of %d CARs in --out, %d temp files", kill, len(carsIn(t, out)), len(want.Pieces), len(tmp))
+	}
+	if n := len(carsIn(t, out)); n >= len(want.Pieces) {
+		t.Fatalf("the kills left %d CARs of %d: the pack was not interrupted", n, len(want.Pieces))
+	}
+	runFerry(t, pack(out)...)
+	got, gotBytes := readManifest(t, out)
+	if !bytes.Equal(gotBytes, wantBytes) {
+		t.Fatalf("the resumed pack's manifest differs from the uninterrupted one's:\n%s\nwant:\n%s", gotBytes, wantBytes)
+	}
+	requireOutDir(t, out, got)
+	checkPieces(t, out, got)
+	if tmp, _ := filepath.Glob(filepath.Join(out, ".ferry-pack", "tmp", "*")); len(tmp) != 0 {
+		t.Fatalf("the finished pack left temp files: %q", tmp)
+	}
+
+	before := snapshot(t, out)
+	runFerry(t, pack(out)...)
+	if after := snapshot(t, out); after != before {
+		t.Fatalf("a third run over a finished pack changed --out:\n%s\nbefore:\n%s", after, before)
+	}
+}
+
+// carsIn lists the .car files directly in dir.
+func carsIn(t *testing.T, dir string) []string {
+	t.Helper()
+	cars, err := filepath.Glob(filepath.Join(dir, "*.car"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cars
+}
+
+// snapshot describes every CAR of out (name, size, modification time and
+// inode: a CAR built again would differ) and the manifest's bytes (ferry
+// writes it again at the end of every run).
+func snapshot(t *testing.T, out string) string {
+	t.Helper()
+	entries, err := os.ReadDir(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, e := range entries {
+		if e.Name() == ".ferry-pack" || e.Name() == "manifest.json" {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ := info.Sys().(*syscall.Stat_t)
+		fmt.Fprintf(&b, "%s %d %s inode %d\n", e.Name(), info.Size(), info.ModTime().Format(time.RFC3339Nano), st.Ino)
+	}
+	m, err := os.ReadFile(filepath.Join(out, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(&b, "manifest.json sha256 %x\n", sha256.Sum256(m))
+	return b.String()
+}
+
+// TestPackPublishesEveryCARToADeal packs into the CAR store of a running
+// ferry serve with --publish: every CAR, the tree CAR too, must reach an
+// aggregate and DEAL_PROCESSED at the simulator, with the manifest's
+// piece, size, md5 and URL.
+func TestPackPublishesEveryCARToADeal(t *testing.T) {
+	ps := proctest.New(t, os.Getenv("E2E_LOGDIR"))
+	dir := t.TempDir()
+	tree, err := testtree.Write(filepath.Join(dir, "tree"), testtree.Spec{Seed: 5,
+		Split: 5*MiB + 1, Bulk: 4, BulkSize: MiB + 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A minimum payload below the tree CAR's size, so that the last CAR
+	// closes an aggregate on its own after --max-wait.
+	f := startFerry(t, ps, "ferry-pack", "--car-store", out, "--min-payload", "1KiB")
+	base := "http://" + f.addr + "/cars"
+	runFerry(t, "pack", tree.Dir, "--out", out, "--car-size", "3MiB", "--shard-size", "2MiB",
+		"--publish", "--server", "http://"+f.addr, "--write-token", writeToken, "--url-base", base)
+	m, _ := readManifest(t, out)
+	checkPieces(t, out, m)
+	aggregates := map[uint64]bool{}
+	for _, p := range m.Pieces {
+		v := f.waitCar(p.Car, "DEAL_PROCESSED", 2*time.Minute)
+		carURL := base + "/" + p.Car + ".car"
+		if !samePiece(t, v.Piece, p.PieceCID) || v.PieceSize != p.PieceSize || v.Size != uint64(p.Size) || v.MD5 != p.MD5 || !slices.Equal(v.URLs, []string{carURL}) || p.URL != carURL {
+			t.Fatalf("%s CAR %s: ferry has piece %s, %d bytes, md5 %s, URLs %v; the manifest %s, %d, %s, %s (want URL %s)",
+				p.Kind, p.Car, v.Piece, v.Size, v.MD5, v.URLs, p.PieceCID, p.Size, p.MD5, p.URL, carURL)
+		}
+		if v.Aggregate == 0 {
+			t.Fatalf("CAR %s is DEAL_PROCESSED in no aggregate", p.Car)
+		}
+		aggregates[v.Aggregate] = true
+	}
+	t.Logf("%d CARs published, dealt in %d aggregates", len(m.Pieces), len(aggregates))
+	if out, err := exec.Command(bins.ferry, "status", "--server", f.addr, m.Pieces[len(m.Pieces)-1].Car).CombinedOutput(); err != nil || !strings.Contains(string(out), `"DEAL_PROCESSED"`) {
+		t.Fatalf("ferry status of the last CAR: %v\n%s", err, out)
+	}
+}
+
+// samePiece reports whether two piece CIDs, v1 or v2, name one root.
+func samePiece(t *testing.T, a, b string) bool {
+	t.Helper()
+	root := func(s string) []byte {
+		c, err := cid.Parse(s)
+		if err != nil {
+			t.Fatalf("piece %q: %v", s, err)
+		}
+		mh, err := multihash.Decode(c.Hash())
+		if err != nil || len(mh.Digest) < 32 {
+			t.Fatalf("piece %q: %v", s, err)
+		}
+		return mh.Digest[len(mh.Digest)-32:]
+	}
+	return bytes.Equal(root(a), root(b))
 }

@@ -25,6 +25,9 @@ import (
 
 	"github.com/ferry-dev/ferry/internal/proctest"
 	commp "github.com/filecoin-project/go-fil-commp-hashhash"
+	"github.com/ipfs/boxo/ipld/merkledag"
+	"github.com/ipfs/boxo/ipld/unixfs"
+	unixfs_pb "github.com/ipfs/boxo/ipld/unixfs/pb"
 	"github.com/ipfs/go-cid"
 	car "github.com/ipld/go-car/v2"
 	dagpb "github.com/ipld/go-codec-dagpb"
@@ -206,9 +209,11 @@ func unreadableToFerry(t *testing.T, path string) (unreadable bool, cmdFor func(
 	return false, nil
 }
 
-// requirePiece requires piece, a piece CID v2, to be go-fil-commp-hashhash's
-// over what was written to cp. FRC-0069: a piece CID v2's multihash digest
-// is the padding (uvarint), the tree's height, then the root.
+// requirePiece requires piece to be go-fil-commp-hashhash's over what was
+// written to cp, and returns the padded size: a piece CID v2 (FRC-0069)
+// whose multihash digest is the padding (uvarint), the tree's height, then
+// the root; or a v1 whose digest is the root (the padded size is the
+// caller's to compare).
 func requirePiece(t *testing.T, what string, cp *commp.Calc, piece string) (padded uint64) {
 	t.Helper()
 	digest, padded, err := cp.Digest()
@@ -224,7 +229,12 @@ func requirePiece(t *testing.T, what string, cp *commp.Calc, piece string) (padd
 		t.Fatal(err)
 	}
 	height := bits.TrailingZeros64(padded / 32)
-	if n := len(mh.Digest); n < 33 || !bytes.Equal(mh.Digest[n-32:], digest) || int(mh.Digest[n-33]) != height {
+	switch n := len(mh.Digest); {
+	case multicodec.Code(pc.Type()) == multicodec.FilCommitmentUnsealed && multicodec.Code(mh.Code) == multicodec.Sha2_256Trunc254Padded:
+		if !bytes.Equal(mh.Digest, digest) {
+			t.Fatalf("%s: ferry's piece %s is not go-fil-commp-hashhash's root %x over its bytes", what, piece, digest)
+		}
+	case n < 33 || !bytes.Equal(mh.Digest[n-32:], digest) || int(mh.Digest[n-33]) != height:
 		t.Fatalf("%s: ferry's piece %s is not go-fil-commp-hashhash's root %x at height %d over its bytes", what, piece, digest, height)
 	}
 	return padded
@@ -235,6 +245,7 @@ func requirePiece(t *testing.T, what string, cp *commp.Calc, piece string) (padd
 type carBlocks struct {
 	in    map[cid.Cid]string    // block → the CAR holding it
 	links map[cid.Cid][]cid.Cid // block → the blocks it links to
+	pb    map[cid.Cid][]byte    // every dag-pb block's bytes
 }
 
 // checkPieces checks every CAR of a manifest against its file in out,
@@ -246,7 +257,7 @@ type carBlocks struct {
 // reaches is in that CAR, and the tree CAR's root reaches every file.
 func checkPieces(t *testing.T, out string, m *manifest) *carBlocks {
 	t.Helper()
-	cb := &carBlocks{in: map[cid.Cid]string{}, links: map[cid.Cid][]cid.Cid{}}
+	cb := &carBlocks{in: map[cid.Cid]string{}, links: map[cid.Cid][]cid.Cid{}, pb: map[cid.Cid][]byte{}}
 	trees := 0
 	for i, p := range m.Pieces {
 		if p.Kind == "tree" {
@@ -315,6 +326,9 @@ func (cb *carBlocks) readCAR(t *testing.T, file string, p packPiece) {
 		}
 		cb.in[c] = p.Car
 		cb.links[c] = linksOf(t, c, blk.RawData())
+		if multicodec.Code(c.Type()) == multicodec.DagPb {
+			cb.pb[c] = blk.RawData()
+		}
 	}
 	if n, err := io.Copy(io.Discard, tee); err != nil || n != 0 {
 		t.Fatalf("%s: %d bytes after the last block (%v)", file, n, err)
@@ -412,4 +426,23 @@ func requireOutDir(t *testing.T, out string, m *manifest) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("%s holds\n%s\nwant the manifest's pieces, manifest.json and .ferry-pack:\n%s", out, strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// unixfsType is the UnixFS type of a dag-pb block of the pack, decoded
+// with boxo's unixfs package.
+func (cb *carBlocks) unixfsType(t *testing.T, c string) unixfs_pb.Data_DataType {
+	t.Helper()
+	data, ok := cb.pb[cid.MustParse(c)]
+	if !ok {
+		t.Fatalf("%s is no dag-pb block of the pack", c)
+	}
+	n, err := merkledag.DecodeProtobuf(data)
+	if err != nil {
+		t.Fatalf("%s: %v", c, err)
+	}
+	fsn, err := unixfs.FSNodeFromBytes(n.Data())
+	if err != nil {
+		t.Fatalf("%s: %v", c, err)
+	}
+	return fsn.Type()
 }
