@@ -8,6 +8,11 @@
 // and must reproduce the DAG, and its piece must be what
 // go-fil-commp-hashhash computes over the file.
 //
+// ferry pack is checked the same way (pack_test.go): a tree of every case
+// packed into CARs that kubo imports and gives back byte for byte, with
+// kubo's own file and directory CIDs; a pack killed with SIGKILL and run
+// again; a pack whose CARs go to deals through a running ferry serve.
+//
 //	make e2e    # builds kubo v0.32.1 once (scripts/kubo.sh), then this
 //
 // FERRY_KUBO names the ipfs binary and FERRY_S3_SERVER SeaweedFS's, for
