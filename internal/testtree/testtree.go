@@ -12,17 +12,17 @@
 package testtree
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"io/fs"
-	"math/rand/v2"
 	"os"
 	"path"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/ferry-dev/ferry/internal/ipfstest"
 )
 
 // MiB is 2^20 bytes, the profile's chunk.
@@ -126,7 +126,8 @@ func Write(dir string, spec Spec) (*Tree, error) {
 			return nil, err
 		}
 	}
-	return t, t.dirs()
+	t.dirs()
+	return t, nil
 }
 
 // skipped writes the hidden entries and the unreadable file.
@@ -156,7 +157,7 @@ func (t *Tree) file(name string, size int64, seed uint64) error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(f, io.LimitReader(Content(name, seed), size)); err != nil {
+	if _, err := io.Copy(f, Content(name, seed, size)); err != nil {
 		f.Close()
 		return err
 	}
@@ -165,7 +166,7 @@ func (t *Tree) file(name string, size int64, seed uint64) error {
 }
 
 // dirs records every directory a default pack includes.
-func (t *Tree) dirs() error {
+func (t *Tree) dirs() {
 	seen := map[string]bool{"": true}
 	for name := range t.Files {
 		for d := path.Dir(name); d != "."; d = path.Dir(d) {
@@ -177,18 +178,14 @@ func (t *Tree) dirs() error {
 		t.Dirs = append(t.Dirs, d)
 	}
 	sort.Strings(t.Dirs)
-	return nil
 }
 
-// Content is the endless deterministic byte stream of the file name:
-// ChaCha8 keyed by the seed and the name, so files never share a chunk.
-func Content(name string, seed uint64) io.Reader {
-	var key [32]byte
-	h := sha256.New()
-	binary.Write(h, binary.BigEndian, seed)
+// Content is the n bytes of the file name: ipfstest's stream, seeded by
+// the seed and the name, so files never share a chunk.
+func Content(name string, seed uint64, n int64) io.Reader {
+	h := fnv.New64a()
 	h.Write([]byte(name))
-	copy(key[:], h.Sum(nil))
-	return rand.NewChaCha8(key)
+	return ipfstest.Reader(seed^h.Sum64(), n)
 }
 
 // Copy makes dst a copy of the tree as a default pack sees it: hidden

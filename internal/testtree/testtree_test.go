@@ -83,8 +83,8 @@ func TestTheSameSpecWritesTheSameTree(t *testing.T) {
 func TestNoTwoFilesShareAChunk(t *testing.T) {
 	a := make([]byte, MiB)
 	b := make([]byte, MiB)
-	io.ReadFull(Content("x", 1), a)
-	io.ReadFull(Content("y", 1), b)
+	io.ReadFull(Content("x", 1, MiB), a)
+	io.ReadFull(Content("y", 1, MiB), b)
 	if string(a[:32]) == string(b[:32]) {
 		t.Fatal("two names start with the same bytes")
 	}
