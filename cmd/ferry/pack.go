@@ -52,10 +52,11 @@ func runPack(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	prefix := fs.String("prefix", jetlog.DefaultPrefix, "with --nats: subject prefix")
 	progress := fs.String("progress", "auto", "progress line on stderr: auto (on a terminal), always, never")
 	auth := natsAuthFlags(fs, natsembed.RolePublish)
-	if err := parse(fs, args); err != nil {
+	ops, err := parseMixed(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 || *out == "" {
+	if len(ops) != 1 || *out == "" {
 		fs.Usage()
 		return fmt.Errorf("%w: give one DIR and --out", errUsage)
 	}
@@ -72,7 +73,7 @@ func runPack(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	prog := &pack.Progress{}
 	opts := pack.Options{
-		Source: fs.Arg(0), Out: *out, Settings: settings, URL: url, Progress: prog,
+		Source: ops[0], Out: *out, Settings: settings, URL: url, Progress: prog,
 		Builder: pack.Local{Jobs: *jobs, Progress: prog},
 	}
 	if *publish {
