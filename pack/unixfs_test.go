@@ -270,6 +270,9 @@ func TestFileDAGEqualsImporter(t *testing.T) {
 		{"1025 MiB is two levels", 1025 * MiB, []uint64{1, 3, 7, 100, 1000, 1023, 1024, 1025}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if testing.Short() && tc.size >= 1024*MiB {
+				t.Skip("-short: the files of 1 GiB and more run in make test, not here")
+			}
 			checkFile(t, tc.size, stream(tc.size, byte(tc.size)), MaxLinks, ChunkSize, shardSplits(tc.shards...))
 		})
 	}
