@@ -95,9 +95,13 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 			return nil, fmt.Errorf("CAR %d was not built", i)
 		}
 	}
-	ok, err := p.recorded(ctx, 0)
-	if err != nil {
-		return nil, err
+	// The tree CAR follows from the data CARs: one recorded before a data
+	// CAR had to be built again is built again too.
+	ok := false
+	if len(pending) == 0 {
+		if ok, err = p.recorded(ctx, 0); err != nil {
+			return nil, err
+		}
 	}
 	if !ok {
 		tree, err := buildTree(ctx, st, plan)

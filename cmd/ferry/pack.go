@@ -162,8 +162,11 @@ func packOutlet(server, token, natsURL, prefix string, auth *natsAuth) (func(con
 	return nil, nil, fmt.Errorf("%w: --publish needs --server or --nats", errUsage)
 }
 
+// packProgressEvery is how often the progress line is redrawn.
+var packProgressEvery = time.Second
+
 // startPackProgress redraws "pack: 1,234/5,678 files, 1.2 GiB of 4.0 GiB,
-// 3/10 CARs, 120 MiB/s, ETA 25s" on stderr every second when show is set.
+// 3/10 CARs, 120 MiB/s, ETA 25s" on stderr every packProgressEvery when show is set.
 func startPackProgress(stderr io.Writer, show bool, prog *pack.Progress) func() {
 	if !show {
 		return func() {}
@@ -172,7 +175,7 @@ func startPackProgress(stderr io.Writer, show bool, prog *pack.Progress) func() 
 	var wg sync.WaitGroup
 	start := time.Now()
 	wg.Go(func() {
-		t := time.NewTicker(time.Second)
+		t := time.NewTicker(packProgressEvery)
 		defer t.Stop()
 		for {
 			select {

@@ -2,10 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-dev/ferry/internal/ipfstest"
 	"github.com/ferry-dev/ferry/piece"
@@ -85,6 +88,25 @@ func TestPackPublishesEveryCARIntoAggregates(t *testing.T) {
 		"--publish", "--server", base, "--url-base", base+"/cars")
 	if !strings.Contains(again, "0 built now") {
 		t.Errorf("a second pack printed %q, want nothing built", again)
+	}
+}
+
+func TestPackDrawsItsProgress(t *testing.T) {
+	src := t.TempDir()
+	files := map[string][]byte{}
+	for i := range 40 {
+		files[fmt.Sprintf("f%02d.bin", i)] = ipfstest.Bytes(uint64(i), 1<<20)
+	}
+	writeFiles(t, src, files)
+	defer func(d time.Duration) { packProgressEvery = d }(packProgressEvery)
+	packProgressEvery = time.Millisecond
+	_, stderr, err := run(t, "pack", src, "--out", t.TempDir(), "--car-size", "4MiB", "--shard-size", "1MiB", "--jobs", "1", "--progress", "always")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := regexp.MustCompile(`pack: \d+/40 files, \d+ MiB of 40 MiB, \d+/\d+ CARs, \d+ MiB/s`)
+	if !line.MatchString(stderr) {
+		t.Errorf("stderr %q has no progress line", stderr)
 	}
 }
 
