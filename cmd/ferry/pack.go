@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -53,15 +52,11 @@ func runPack(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	prefix := fs.String("prefix", jetlog.DefaultPrefix, "with --nats: subject prefix")
 	progress := fs.String("progress", "auto", "progress line on stderr: auto (on a terminal), always, never")
 	auth := natsAuthFlags(fs, natsembed.RolePublish)
-	// DIR may come before the flags, as in the usage line; Go's flag
-	// package stops at the first argument that is not a flag.
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		args = append(slices.Clone(args[1:]), args[0])
-	}
-	if err := parse(fs, args); err != nil {
+	ops, err := parseMixed(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 || *out == "" {
+	if len(ops) != 1 || *out == "" {
 		fs.Usage()
 		return fmt.Errorf("%w: give one DIR and --out", errUsage)
 	}
@@ -78,7 +73,7 @@ func runPack(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	prog := &pack.Progress{}
 	opts := pack.Options{
-		Source: fs.Arg(0), Out: *out, Settings: settings, URL: url, Progress: prog,
+		Source: ops[0], Out: *out, Settings: settings, URL: url, Progress: prog,
 		Builder: pack.Local{Jobs: *jobs, Progress: prog},
 	}
 	if *publish {
@@ -167,8 +162,11 @@ func packOutlet(server, token, natsURL, prefix string, auth *natsAuth) (func(con
 	return nil, nil, fmt.Errorf("%w: --publish needs --server or --nats", errUsage)
 }
 
+// packProgressEvery is how often the progress line is redrawn.
+var packProgressEvery = time.Second
+
 // startPackProgress redraws "pack: 1,234/5,678 files, 1.2 GiB of 4.0 GiB,
-// 3/10 CARs, 120 MiB/s, ETA 25s" on stderr every second when show is set.
+// 3/10 CARs, 120 MiB/s, ETA 25s" on stderr every packProgressEvery when show is set.
 func startPackProgress(stderr io.Writer, show bool, prog *pack.Progress) func() {
 	if !show {
 		return func() {}
@@ -177,7 +175,7 @@ func startPackProgress(stderr io.Writer, show bool, prog *pack.Progress) func() 
 	var wg sync.WaitGroup
 	start := time.Now()
 	wg.Go(func() {
-		t := time.NewTicker(time.Second)
+		t := time.NewTicker(packProgressEvery)
 		defer t.Stop()
 		for {
 			select {
