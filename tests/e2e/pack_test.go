@@ -372,8 +372,9 @@ func tail(out []byte, n int) string {
 	return strings.Join(ls, "\n")
 }
 
-// TestAKilledPackResumesToTheSameManifest SIGKILLs ferry pack twice, each
-// time just after a CAR appears in --out, runs it again to the end, and
+// TestAKilledPackResumesToTheSameManifest SIGKILLs ferry pack twice, just
+// after the first CAR appears in --out and again once half of them are
+// there (usually with the next CAR half written), runs it again to the end, and
 // requires the manifest of an uninterrupted pack of the same tree, byte
 // for byte, with --out holding exactly its CARs; a third run changes
 // nothing.
@@ -393,22 +394,21 @@ func TestAKilledPackResumesToTheSameManifest(t *testing.T) {
 	want, wantBytes := readManifest(t, whole)
 
 	out := filepath.Join(dir, "out")
-	for kill := 1; kill <= 2; kill++ {
-		before := len(carsIn(t, out))
-		p := ps.Start(fmt.Sprintf("pack-killed-%d", kill), bins.ferry, pack(out)...)
-		for len(carsIn(t, out)) == before {
+	for kill, at := range []int{1, len(want.Pieces) / 2} {
+		p := ps.Start(fmt.Sprintf("pack-killed-%d", kill+1), bins.ferry, pack(out)...)
+		for len(carsIn(t, out)) < at {
 			if !p.Running() {
-				t.Fatalf("ferry pack run %d ended (%v) before a CAR appeared after the %d there: nothing to kill\n%s",
-					kill, p.Err(), before, proctest.Tail(p.Log, 20))
+				t.Fatalf("ferry pack run %d ended (%v) before %d CARs were there: nothing to kill\n%s",
+					kill+1, p.Err(), at, proctest.Tail(p.Log, 20))
 			}
 			time.Sleep(2 * time.Millisecond)
 		}
 		p.Kill()
 		if err := p.Err(); err == nil || !strings.Contains(err.Error(), "killed") {
-			t.Fatalf("ferry pack run %d ended by itself (%v) before the SIGKILL", kill, err)
+			t.Fatalf("ferry pack run %d ended by itself (%v) before the SIGKILL", kill+1, err)
 		}
 		tmp, _ := filepath.Glob(filepath.Join(out, ".ferry-pack", "tmp", "*"))
-		t.Logf("SIGKILL %d: %d of %d CARs in --out, %d temp files", kill, len(carsIn(t, out)), len(want.Pieces), len(tmp))
+		t.Logf("SIGKILL %d: %d of %d CARs in --out, %d temp files", kill+1, len(carsIn(t, out)), len(want.Pieces), len(tmp))
 	}
 	if n := len(carsIn(t, out)); n >= len(want.Pieces) {
 		t.Fatalf("the kills left %d CARs of %d: the pack was not interrupted", n, len(want.Pieces))
