@@ -374,10 +374,10 @@ func tail(out []byte, n int) string {
 
 // TestAKilledPackResumesToTheSameManifest SIGKILLs ferry pack twice, just
 // after the first CAR appears in --out and again once half of them are
-// there (usually with the next CAR half written), runs it again to the end, and
-// requires the manifest of an uninterrupted pack of the same tree, byte
-// for byte, with --out holding exactly its CARs; a third run changes
-// nothing.
+// there (usually with the next CAR half written), runs it again to the
+// end, and requires the manifest of an uninterrupted pack of the same
+// tree, byte for byte, with --out holding exactly its CARs; a third run
+// changes nothing.
 func TestAKilledPackResumesToTheSameManifest(t *testing.T) {
 	ps := proctest.New(t, os.Getenv("E2E_LOGDIR"))
 	dir := t.TempDir()

@@ -109,10 +109,14 @@ func runFerry(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-func ferryCmd(args ...string) *exec.Cmd {
+func ferryCmd(args ...string) *exec.Cmd { return command(nil, bins.ferry, args...) }
+
+// command runs bin in the test's environment without FERRY_* and with env,
+// killed if it runs for more than 5 minutes.
+func command(env []string, bin string, args ...string) *exec.Cmd {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	cmd := exec.CommandContext(ctx, bins.ferry, args...)
-	cmd.Env = proctest.CleanEnv()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(proctest.CleanEnv(), env...)
 	cmd.Cancel = func() error { cancel(); return cmd.Process.Kill() }
 	return cmd
 }
@@ -186,9 +190,7 @@ func unreadableToFerry(t *testing.T, path string) (unreadable bool, cmdFor func(
 		t.Fatal(err)
 	}
 	wrap := func(bin string, args ...string) *exec.Cmd {
-		cmd := exec.Command(self, append([]string{bin}, args...)...)
-		cmd.Env = append(proctest.CleanEnv(), withoutDACEnv+"=1")
-		return cmd
+		return command([]string{withoutDACEnv + "=1"}, self, append([]string{bin}, args...)...)
 	}
 	probe, err := wrap("/bin/cat", path).CombinedOutput()
 	switch {
@@ -196,10 +198,7 @@ func unreadableToFerry(t *testing.T, path string) (unreadable bool, cmdFor func(
 		t.Fatalf("root without CAP_DAC_OVERRIDE read the chmod 000 %s", path)
 	case strings.Contains(string(probe), "Permission denied"):
 		t.Logf("running as root: ferry runs without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, so %s is unreadable to it", filepath.Base(path))
-		return true, func(args ...string) *exec.Cmd {
-			cmd := wrap(bins.ferry, args...)
-			return cmd
-		}
+		return true, func(args ...string) *exec.Cmd { return wrap(bins.ferry, args...) }
 	case strings.Contains(string(probe), "e2e: "):
 		t.Logf("running as root and unable to drop CAP_DAC_OVERRIDE (%s): ferry reads the chmod 000 %s, and the test expects it packed",
 			bytes.TrimSpace(probe), filepath.Base(path))
