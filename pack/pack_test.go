@@ -21,7 +21,10 @@ import (
 	"github.com/ferry-dev/ferry/internal/ipfstest"
 	commp "github.com/filecoin-project/go-fil-commp-hashhash"
 	files "github.com/ipfs/boxo/files"
+	"github.com/ipfs/boxo/ipld/merkledag"
+	"github.com/ipfs/boxo/ipld/unixfs"
 	unixfile "github.com/ipfs/boxo/ipld/unixfs/file"
+	unixfspb "github.com/ipfs/boxo/ipld/unixfs/pb"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/ipld/go-car/v2"
@@ -87,8 +90,9 @@ func sampleTree() tree {
 		".hidden":             "not packed by default",
 		"nested/.git/config":  "not packed by default",
 	}
-	for i := range 3000 {
-		tr[path.Join("many", strings.Repeat("n", 60)+"-"+strconv.Itoa(i))] = strconv.Itoa(i)
+	// About 250 bytes of dag-pb per entry: 1,200 pass the 256 KiB threshold.
+	for i := range 1200 {
+		tr[path.Join("many", strings.Repeat("n", 200)+"-"+strconv.Itoa(i))] = strconv.Itoa(i)
 	}
 	return tr
 }
@@ -396,6 +400,26 @@ func TestPackRoundTrip(t *testing.T) {
 	checkPieces(t, out, m)
 	checkCARs(t, src, out, m, packed(tr))
 	fileCIDs(t, src, m)
+	// "many" is a HAMT, its siblings basic directories, as boxo reads them.
+	_, treeBlocks := carBlocks(t, filepath.Join(out, m.Pieces[len(m.Pieces)-1].Car+".car"))
+	kinds := map[string]unixfspb.Data_DataType{}
+	for _, e := range m.Contents {
+		if e.Type != TypeDirectory {
+			continue
+		}
+		for _, b := range treeBlocks {
+			if b.Cid().String() == e.CID {
+				pn, err := merkledag.DecodeProtobuf(b.RawData())
+				must(t, err)
+				fsn, err := unixfs.FSNodeFromBytes(pn.Data())
+				must(t, err)
+				kinds[e.Path] = fsn.Type()
+			}
+		}
+	}
+	if kinds["many"] != unixfs.THAMTShard || kinds["nested"] != unixfs.TDirectory || kinds[""] != unixfs.TDirectory {
+		t.Errorf("directory kinds %v: want many a HAMT shard, the others basic", kinds)
+	}
 	if m.Root != sum.Root {
 		t.Errorf("manifest root %s, summary %s", m.Root, sum.Root)
 	}
