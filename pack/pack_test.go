@@ -28,12 +28,6 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/ipld/go-car/v2"
-	dagpb "github.com/ipld/go-codec-dagpb"
-	"github.com/ipld/go-ipld-prime/codec/dagcbor"
-	"github.com/ipld/go-ipld-prime/datamodel"
-	cidlink "github.com/ipld/go-ipld-prime/linking/cid"
-	"github.com/ipld/go-ipld-prime/node/basicnode"
-	"github.com/ipld/go-ipld-prime/traversal"
 	"github.com/multiformats/go-multihash"
 )
 
@@ -212,26 +206,9 @@ func commPCID(root []byte) (string, error) {
 // links decodes a block with go-ipld-prime and returns the CIDs it links to.
 func links(t *testing.T, b blocks.Block) []cid.Cid {
 	t.Helper()
-	var nb datamodel.NodeBuilder
-	switch b.Cid().Type() {
-	case cid.Raw:
-		return nil
-	case cid.DagProtobuf:
-		nb = dagpb.Type.PBNode.NewBuilder()
-		must(t, dagpb.DecodeBytes(nb, b.RawData()))
-	case cid.DagCBOR:
-		nb = basicnode.Prototype.Any.NewBuilder()
-		must(t, dagcbor.Decode(nb, bytes.NewReader(b.RawData())))
-	default:
-		t.Fatalf("block %s has codec %x", b.Cid(), b.Cid().Type())
-	}
-	ls, err := traversal.SelectLinks(nb.Build())
+	ls, err := ipfstest.Links(b.Cid(), b.RawData())
 	must(t, err)
-	out := make([]cid.Cid, len(ls))
-	for i, l := range ls {
-		out[i] = l.(cidlink.Link).Cid
-	}
-	return out
+	return ls
 }
 
 // checkCARs reads every CAR back: each data CAR holds everything its

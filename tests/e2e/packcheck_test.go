@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-dev/ferry/internal/ipfstest"
 	"github.com/ferry-dev/ferry/internal/proctest"
 	commp "github.com/filecoin-project/go-fil-commp-hashhash"
 	"github.com/ipfs/boxo/ipld/merkledag"
@@ -30,12 +31,6 @@ import (
 	unixfs_pb "github.com/ipfs/boxo/ipld/unixfs/pb"
 	"github.com/ipfs/go-cid"
 	car "github.com/ipld/go-car/v2"
-	dagpb "github.com/ipld/go-codec-dagpb"
-	"github.com/ipld/go-ipld-prime/codec/dagcbor"
-	"github.com/ipld/go-ipld-prime/datamodel"
-	cidlink "github.com/ipld/go-ipld-prime/linking/cid"
-	"github.com/ipld/go-ipld-prime/node/basicnode"
-	"github.com/ipld/go-ipld-prime/traversal"
 	"github.com/multiformats/go-multicodec"
 	"github.com/multiformats/go-multihash"
 	"golang.org/x/sys/unix"
@@ -359,30 +354,11 @@ func mustMH(digest []byte) multihash.Multihash {
 // linksOf decodes a block with go-ipld-prime's codecs and lists its links.
 func linksOf(t *testing.T, c cid.Cid, data []byte) []cid.Cid {
 	t.Helper()
-	var nb datamodel.NodeBuilder
-	var decode func(datamodel.NodeAssembler, io.Reader) error
-	switch multicodec.Code(c.Type()) {
-	case multicodec.Raw:
-		return nil
-	case multicodec.DagPb:
-		nb, decode = dagpb.Type.PBNode.NewBuilder(), dagpb.Decode
-	case multicodec.DagCbor:
-		nb, decode = basicnode.Prototype.Any.NewBuilder(), dagcbor.Decode
-	default:
-		t.Fatalf("block %s: codec %s in a pack", c, multicodec.Code(c.Type()))
-	}
-	if err := decode(nb, bytes.NewReader(data)); err != nil {
-		t.Fatalf("block %s: %v", c, err)
-	}
-	ls, err := traversal.SelectLinks(nb.Build())
+	ls, err := ipfstest.Links(c, data)
 	if err != nil {
-		t.Fatalf("block %s: %v", c, err)
+		t.Fatal(err)
 	}
-	out := make([]cid.Cid, len(ls))
-	for i, l := range ls {
-		out[i] = l.(cidlink.Link).Cid
-	}
-	return out
+	return ls
 }
 
 // reach is every block reachable from root; each must be in some CAR.
