@@ -75,6 +75,7 @@ func TestPackThroughKubo(t *testing.T) {
 	requireOutDir(t, out, m)
 	cb := checkPieces(t, out, m)
 	checkContents(t, tree, m, unreadable)
+	checkListings(t, cb, m)
 	// The tree holds a HAMT and basic directories: the cases either side
 	// of the threshold.
 	for _, e := range m.Contents {

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -31,6 +32,9 @@ import (
 	unixfs_pb "github.com/ipfs/boxo/ipld/unixfs/pb"
 	"github.com/ipfs/go-cid"
 	car "github.com/ipld/go-car/v2"
+	"github.com/ipld/go-ipld-prime"
+	"github.com/ipld/go-ipld-prime/codec/dagcbor"
+	"github.com/ipld/go-ipld-prime/codec/dagjson"
 	"github.com/multiformats/go-multicodec"
 	"github.com/multiformats/go-multihash"
 	"golang.org/x/sys/unix"
@@ -240,6 +244,7 @@ type carBlocks struct {
 	in    map[cid.Cid]string    // block → the CAR holding it
 	links map[cid.Cid][]cid.Cid // block → the blocks it links to
 	pb    map[cid.Cid][]byte    // every dag-pb block's bytes
+	cbor  map[cid.Cid][]byte    // every dag-cbor block's bytes (the listings)
 }
 
 // checkPieces checks every CAR of a manifest against its file in out,
@@ -251,7 +256,7 @@ type carBlocks struct {
 // reaches is in that CAR, and the tree CAR's root reaches every file.
 func checkPieces(t *testing.T, out string, m *manifest) *carBlocks {
 	t.Helper()
-	cb := &carBlocks{in: map[cid.Cid]string{}, links: map[cid.Cid][]cid.Cid{}, pb: map[cid.Cid][]byte{}}
+	cb := &carBlocks{in: map[cid.Cid]string{}, links: map[cid.Cid][]cid.Cid{}, pb: map[cid.Cid][]byte{}, cbor: map[cid.Cid][]byte{}}
 	trees := 0
 	for i, p := range m.Pieces {
 		if p.Kind == "tree" {
@@ -320,8 +325,11 @@ func (cb *carBlocks) readCAR(t *testing.T, file string, p packPiece) {
 		}
 		cb.in[c] = p.Car
 		cb.links[c] = linksOf(t, c, blk.RawData())
-		if multicodec.Code(c.Type()) == multicodec.DagPb {
+		switch multicodec.Code(c.Type()) {
+		case multicodec.DagPb:
 			cb.pb[c] = blk.RawData()
+		case multicodec.DagCbor:
+			cb.cbor[c] = blk.RawData()
 		}
 	}
 	if n, err := io.Copy(io.Discard, tee); err != nil || n != 0 {
@@ -420,4 +428,98 @@ func (cb *carBlocks) unixfsType(t *testing.T, c string) unixfs_pb.Data_DataType 
 		t.Fatalf("%s: %v", c, err)
 	}
 	return fsn.Type()
+}
+
+// listingRoot and listingList are a data CAR's listing blocks
+// (docs/packing.md), read as dag-json.
+type listingRoot struct {
+	FerryPack int       `json:"ferry-pack"`
+	Car       int       `json:"car"`
+	Lists     []jsonCID `json:"lists"`
+}
+
+type listingList struct {
+	Entries []struct {
+		Path   string    `json:"path"`
+		Size   int64     `json:"size"`
+		File   *jsonCID  `json:"file"`
+		Offset int64     `json:"offset"`
+		Length int64     `json:"length"`
+		Blocks []jsonCID `json:"blocks"`
+	} `json:"entries"`
+}
+
+// jsonCID is a link in dag-json.
+type jsonCID struct {
+	CID string `json:"/"`
+}
+
+// cborAsJSON decodes a dag-cbor block of the pack with go-ipld-prime and
+// unmarshals its dag-json form into v.
+func (cb *carBlocks) cborAsJSON(t *testing.T, c string, v any) {
+	t.Helper()
+	data, ok := cb.cbor[cid.MustParse(c)]
+	if !ok {
+		t.Fatalf("%s is no dag-cbor block of the pack", c)
+	}
+	n, err := ipld.Decode(data, dagcbor.Decode)
+	if err != nil {
+		t.Fatalf("%s: %v", c, err)
+	}
+	js, err := ipld.Encode(n, dagjson.Encode)
+	if err != nil {
+		t.Fatalf("%s: %v", c, err)
+	}
+	if err := json.Unmarshal(js, v); err != nil {
+		t.Fatalf("%s: %v in %s", c, err, js)
+	}
+}
+
+// checkListings requires every data CAR's listing to name what the
+// manifest says the CAR holds, in walk order: a whole file with its file
+// CID, a part with its range of the file and the subtrees that hold it.
+func checkListings(t *testing.T, cb *carBlocks, m *manifest) {
+	t.Helper()
+	want := map[string][]string{}
+	for _, e := range m.Contents {
+		for _, p := range e.Parts {
+			if len(e.Parts) == 1 {
+				want[p.Car] = append(want[p.Car], fmt.Sprintf("%s: %d bytes, file %s", e.Path, e.ByteLength, e.CID))
+			} else {
+				want[p.Car] = append(want[p.Car], fmt.Sprintf("%s: %d bytes, %d+%d", e.Path, e.ByteLength, p.Offset, p.Length))
+			}
+		}
+	}
+	lists, most := 0, 0
+	for _, p := range m.Pieces {
+		if p.Kind != "data" {
+			continue
+		}
+		var root listingRoot
+		cb.cborAsJSON(t, p.Root, &root)
+		if root.FerryPack != 1 || root.Car != p.Index || len(root.Lists) == 0 {
+			t.Fatalf("CAR %d (%s): its listing's root is %+v", p.Index, p.Car, root)
+		}
+		lists, most = lists+len(root.Lists), max(most, len(root.Lists))
+		var got []string
+		for _, l := range root.Lists {
+			var list listingList
+			cb.cborAsJSON(t, l.CID, &list)
+			for _, e := range list.Entries {
+				switch {
+				case e.File != nil && len(e.Blocks) == 0:
+					got = append(got, fmt.Sprintf("%s: %d bytes, file %s", e.Path, e.Size, e.File.CID))
+				case e.File == nil && len(e.Blocks) > 0:
+					got = append(got, fmt.Sprintf("%s: %d bytes, %d+%d", e.Path, e.Size, e.Offset, e.Length))
+				default:
+					t.Fatalf("CAR %d: listing entry %+v is neither a file nor a part", p.Index, e)
+				}
+			}
+		}
+		if !slices.Equal(got, want[p.Car]) {
+			t.Fatalf("CAR %d (%s) lists\n%s\nthe manifest puts in it\n%s", p.Index, p.Car,
+				strings.Join(got, "\n"), strings.Join(want[p.Car], "\n"))
+		}
+	}
+	t.Logf("the data CARs' listings: %d list blocks, at most %d in one CAR", lists, most)
 }
