@@ -39,9 +39,11 @@ var kuboAdd = []string{"add", "--only-hash", "--cid-version=1", "--raw-leaves", 
 
 // TestPackThroughKubo packs a tree of every case into several CARs and
 // checks the output against independent computations: go-car, sha256, md5
-// and go-fil-commp-hashhash over every CAR; kubo's ipfs add over every
-// file and directory; and kubo, after importing every CAR, reproducing the
-// tree byte for byte and every file by its CID.
+// and go-fil-commp-hashhash over every CAR; go-ipld-prime over every
+// block's links and every listing; the file's bytes under every part's
+// CAR range; kubo's ipfs add over every file and directory; and kubo,
+// after importing every CAR, reproducing the tree byte for byte and every
+// file by its CID.
 func TestPackThroughKubo(t *testing.T) {
 	ps := proctest.New(t, os.Getenv("E2E_LOGDIR"))
 	dir := t.TempDir()
