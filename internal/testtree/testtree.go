@@ -77,6 +77,7 @@ const (
 	LinkTarget = "../small/a.txt"
 	HAMTDir    = "hamt"
 	Secret     = "secret.bin"
+	SecretSize = 5000
 )
 
 // Write writes the tree of spec into dir (which must not exist or be
@@ -139,7 +140,7 @@ func (t *Tree) skipped(seed uint64) error {
 		delete(t.Files, name)
 	}
 	t.Hidden = []string{".hidden", ".hidden-dir", "small/.dotfile"}
-	if err := t.file(Secret, 5000, seed); err != nil {
+	if err := t.file(Secret, SecretSize, seed); err != nil {
 		return err
 	}
 	delete(t.Files, Secret)

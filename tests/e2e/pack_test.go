@@ -56,7 +56,7 @@ func TestPackThroughKubo(t *testing.T) {
 	t.Logf("the tree written in %s", time.Since(began).Round(time.Millisecond))
 	unreadable, ferryAs := unreadableToFerry(t, filepath.Join(tree.Dir, tree.Unreadable))
 	if !unreadable {
-		tree.Files[tree.Unreadable] = 5000
+		tree.Files[tree.Unreadable] = testtree.SecretSize
 	}
 	// ref is the tree as a default pack sees it, for kubo and diff.
 	ref := filepath.Join(dir, "ref")
