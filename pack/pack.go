@@ -70,6 +70,14 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 		return nil, err
 	}
 	opts.Progress.planned(plan)
+	// Builds a kill interrupted leave their files behind (BuildCAR's
+	// temp names); a builder still running meanwhile fails its rename and
+	// is retried.
+	if stale, err := filepath.Glob(st.path("tmp/*.car.*")); err == nil {
+		for _, name := range stale {
+			os.Remove(name)
+		}
+	}
 	p := &packer{opts: opts, st: st, plan: plan, results: make([]*Result, plan.Jobs+1)}
 	var pending []Job
 	for i := 1; i <= plan.Jobs; i++ {
