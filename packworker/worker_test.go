@@ -79,18 +79,7 @@ func localPack(t *testing.T, src string) string {
 // build left a file behind in the state's tmp/.
 func sameOutput(t *testing.T, want, out string) {
 	t.Helper()
-	read := func(dir string) map[string][]byte {
-		m := map[string][]byte{}
-		names, err := filepath.Glob(filepath.Join(dir, "*.car"))
-		must(t, err)
-		for _, n := range append(names, filepath.Join(dir, "manifest.json")) {
-			b, err := os.ReadFile(n)
-			must(t, err)
-			m[filepath.Base(n)] = b
-		}
-		return m
-	}
-	a, b := read(want), read(out)
+	a, b := testutil.PackOutput(t, want), testutil.PackOutput(t, out)
 	if len(a) < 4 || len(a) != len(b) {
 		t.Fatalf("%d files, want %d (several CARs and the manifest)", len(b), len(a))
 	}
@@ -140,6 +129,16 @@ func (b *builds) counts() map[int]int {
 	return maps.Clone(b.n)
 }
 
+// once checks that each job was built once.
+func once(t *testing.T, counts map[int]int) {
+	t.Helper()
+	for i, k := range counts {
+		if k != 1 {
+			t.Errorf("job %d built %d times", i, k)
+		}
+	}
+}
+
 // startPool runs a pool on its own connection to n (another machine's
 // worker) until the test ends or its stop is called.
 func startPool(t *testing.T, n *testutil.NATS, cfg Config, wrap func(*Pool)) (stop func()) {
@@ -175,6 +174,15 @@ func coordinator(t *testing.T, n *testutil.NATS) *Coordinator {
 	return &Coordinator{JS: js, Progress: &pack.Progress{}}
 }
 
+// setup writes the test tree, packs it here for reference, and starts
+// NATS.
+func setup(t *testing.T) (src, want string, n *testutil.NATS) {
+	t.Helper()
+	src = t.TempDir()
+	writeTree(t, src)
+	return src, localPack(t, src), testutil.StartNATS(t)
+}
+
 func timeout(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	t.Cleanup(cancel)
@@ -185,10 +193,7 @@ func timeout(t *testing.T) context.Context {
 // build gives the manifest and CARs of a local pack of the tree, each job
 // built once, and leaves no result on FERRY_PACK_DONE.
 func TestTwoWorkersPackAsThisProcessDoes(t *testing.T) {
-	src := t.TempDir()
-	writeTree(t, src)
-	want := localPack(t, src)
-	n := testutil.StartNATS(t)
+	src, want, n := setup(t)
 	b := newBuilds()
 	startPool(t, n, Config{}, b.wrap)
 	startPool(t, n, Config{}, b.wrap)
@@ -203,11 +208,7 @@ func TestTwoWorkersPackAsThisProcessDoes(t *testing.T) {
 	if len(counts) != sum.Plan.Jobs || sum.Built != sum.Plan.Jobs+1 {
 		t.Errorf("jobs built %v, pack built %d: want each of %d once, and the tree CAR", counts, sum.Built, sum.Plan.Jobs)
 	}
-	for i, k := range counts {
-		if k != 1 {
-			t.Errorf("job %d built %d times", i, k)
-		}
-	}
+	once(t, counts)
 	if got, want := c.Progress.Files.Load(), int64(sum.Plan.Files); got != want {
 		t.Errorf("progress counted %d files, want %d", got, want)
 	}
@@ -224,10 +225,7 @@ func TestTwoWorkersPackAsThisProcessDoes(t *testing.T) {
 // it builds its first job; the job goes to worker B after the ack wait,
 // and the pack comes out as a local one.
 func TestAWorkerThatDiesLosesItsJobToAnother(t *testing.T) {
-	src := t.TempDir()
-	writeTree(t, src)
-	want := localPack(t, src)
-	n := testutil.StartNATS(t)
+	src, want, n := setup(t)
 	const ackWait = 2 * time.Second
 	type death struct {
 		job int
@@ -308,10 +306,7 @@ func (k killAfterOne) Build(ctx context.Context, jobs []pack.Job, done func(*pac
 // results from FERRY_PACK_DONE and queues nothing: every job is built
 // once.
 func TestARestartedPackTakesTheResultsItMissed(t *testing.T) {
-	src := t.TempDir()
-	writeTree(t, src)
-	want := localPack(t, src)
-	n := testutil.StartNATS(t)
+	src, want, n := setup(t)
 	b := newBuilds()
 	startPool(t, n, Config{}, b.wrap)
 	out := t.TempDir()
@@ -335,11 +330,7 @@ func TestARestartedPackTakesTheResultsItMissed(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameOutput(t, want, out)
-	for i, k := range b.counts() {
-		if k != 1 {
-			t.Errorf("job %d built %d times", i, k)
-		}
-	}
+	once(t, b.counts())
 	if sum.Built != plan.Jobs {
 		t.Errorf("the second run recorded %d CARs, want the %d it missed and the tree CAR", sum.Built, plan.Jobs)
 	}

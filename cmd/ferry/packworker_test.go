@@ -44,22 +44,7 @@ func TestPackThroughPackWorkers(t *testing.T) {
 	out := mustRun(t, append(append([]string{"pack", "--out", remote, "--nats", s.nats, "--data", data, "--publish"}, flags...), src)...)
 	t.Logf("pack through the worker: %v\n%s", time.Since(start).Round(time.Millisecond), out)
 
-	read := func(dir string) map[string][]byte {
-		names, err := filepath.Glob(filepath.Join(dir, "*.car"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := map[string][]byte{}
-		for _, n := range append(names, filepath.Join(dir, "manifest.json")) {
-			b, err := os.ReadFile(n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			m[filepath.Base(n)] = b
-		}
-		return m
-	}
-	want, got := read(local), read(remote)
+	want, got := testutil.PackOutput(t, local), testutil.PackOutput(t, remote)
 	if len(want) < 4 || len(got) != len(want) {
 		t.Fatalf("%d files out of the workers' pack, %d of the local one: want several CARs and the manifest", len(got), len(want))
 	}
