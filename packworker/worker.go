@@ -18,7 +18,8 @@
 //   - A worker reads the tree and writes the CAR at the paths the job
 //     names, rewritten by its SourceMap; a tree or output it does not
 //     have is an error (retried, then dead-lettered), never a CAR of
-//     skipped files.
+//     skipped files. Every failure ends in a dead letter, never in a
+//     dropped item, since only a dead letter ends the pack waiting.
 //   - The result is saved and published before the item is acknowledged,
 //     so a crash in between repeats the build, never loses it; a build is
 //     deterministic, so a repeat makes the same CAR.
@@ -134,12 +135,14 @@ func (p *Pool) Run(ctx context.Context) error {
 
 // work builds one job's CAR and publishes its result.
 func (p *Pool) work(ctx context.Context, item workqueue.Job) error {
+	// An unreadable job is an error, not a workqueue.Drop: its dead
+	// letter ends the pack that waits for it, a dropped item would not.
 	var job pack.Job
 	if err := json.Unmarshal(item.Data, &job); err != nil {
-		return workqueue.Drop("unreadable pack job", err)
+		return fmt.Errorf("unreadable pack job: %w", err)
 	}
 	if job.Plan == "" || Key(job.Plan, job.Index) != item.Key {
-		return workqueue.Drop("unreadable pack job", fmt.Errorf("job %s.%d on item %q", job.Plan, job.Index, item.Key))
+		return fmt.Errorf("unreadable pack job: job %s.%d on item %q", job.Plan, job.Index, item.Key)
 	}
 	log := p.cfg.Log.With("job", item.Key, "delivery", item.Attempt)
 	source, out := job.Source, job.Out

@@ -441,3 +441,22 @@ func TestSourceMapRewritesLeadingDirectories(t *testing.T) {
 		}
 	}
 }
+
+// TestAnUnreadableJobIsDeadLettered: a job no worker can read ends in a
+// dead letter, which a waiting pack sees, not in a dropped item.
+func TestAnUnreadableJobIsDeadLettered(t *testing.T) {
+	n := testutil.StartNATS(t)
+	startPool(t, n, Config{MaxDeliver: 1}, nil)
+	q := Queue(jetlog.DefaultSubjects)
+	must(t, workqueue.Enqueue(context.Background(), n.JS, q, "0123456789abcdef.1", []byte(`{"plan":"other","index":1}`)))
+	var letters []workqueue.DeadLetter
+	testutil.Eventually(t, 30*time.Second, "the job dead-lettered", func() bool {
+		var err error
+		letters, err = workqueue.DeadLetters(context.Background(), n.JS, q, "")
+		must(t, err)
+		return len(letters) == 1
+	})
+	if l := letters[0]; l.Key != "0123456789abcdef.1" || !strings.Contains(l.Reason, `unreadable pack job: job other.1 on item "0123456789abcdef.1"`) {
+		t.Errorf("dead letter %+v", l)
+	}
+}
