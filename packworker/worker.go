@@ -16,9 +16,9 @@
 //     queue carries the job without parts and FERRY_PACK_DONE the Result
 //     without files, so no message grows with a CAR's file count.
 //   - A worker reads the tree and writes the CAR at the paths the job
-//     names, rewritten by its SourceMap; a tree or output it does not
-//     have is an error (retried, then dead-lettered), never a CAR of
-//     skipped files. Every failure ends in a dead letter, never in a
+//     names, rewritten by its SourceMap; a tree or output directory it
+//     does not have at all is an error (retried, then dead-lettered),
+//     not a CAR of skipped files. Every failure ends in a dead letter, never in a
 //     dropped item, since only a dead letter ends the pack waiting.
 //   - The result is saved and published before the item is acknowledged,
 //     so a crash in between repeats the build, never loses it; a build is
