@@ -223,6 +223,9 @@ func readPart(ctx context.Context, job Job, p Part, fr *FileResult, buf []byte, 
 		if err := dag.Leaf(buf[:n]); err != nil {
 			return err
 		}
+		if testHookLeaf != nil {
+			testHookLeaf(p.Path)
+		}
 		left -= n
 	}
 	if why := changed(f, p); why != "" {
@@ -244,6 +247,9 @@ func readPart(ctx context.Context, job Job, p Part, fr *FileResult, buf []byte, 
 	}
 	return l.add(e)
 }
+
+// testHookLeaf, when set by a test, runs after each leaf a part writes.
+var testHookLeaf func(path string)
 
 // changed says how f differs from the walk's record of it, if it does.
 func changed(f *os.File, p Part) string {

@@ -103,9 +103,13 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 			return nil, fmt.Errorf("CAR %d was not built", i)
 		}
 	}
-	ok, err := p.recorded(ctx, 0)
-	if err != nil {
-		return nil, err
+	// The tree CAR follows from the data CARs: one recorded before a data
+	// CAR had to be built again is built again too.
+	ok := false
+	if len(pending) == 0 {
+		if ok, err = p.recorded(ctx, 0); err != nil {
+			return nil, err
+		}
 	}
 	if !ok {
 		tree, err := buildTree(ctx, st, plan)
@@ -211,7 +215,28 @@ func (p *packer) recorded(ctx context.Context, i int) (bool, error) {
 	}
 	p.results[i] = &r
 	p.opts.Progress.addCar(&r)
+	if p.opts.Progress != nil {
+		p.opts.Progress.addRecorded(&r)
+	}
 	return true, p.publish(ctx, &r)
+}
+
+// addCar counts a data CAR done.
+func (p *Progress) addCar(r *Result) {
+	if p == nil || r.Kind != KindData {
+		return
+	}
+	p.Cars.Add(1)
+}
+
+// addRecorded counts the files and bytes of a CAR an earlier run built
+// (BuildCAR counts its own as it goes).
+func (p *Progress) addRecorded(r *Result) {
+	for _, f := range r.Files {
+		if f.Skipped == "" {
+			p.add(btoi(f.Offset+f.Length == f.Size), int64(f.Length))
+		}
+	}
 }
 
 // finish records a built CAR, moves it into the output directory and
@@ -230,9 +255,7 @@ func (p *packer) finish(ctx context.Context, r *Result) error {
 	}
 	p.results[r.Index] = r
 	p.built++
-	if r.Kind == KindData {
-		p.opts.Progress.addCar(r)
-	}
+	p.opts.Progress.addCar(r)
 	return p.publish(ctx, r)
 }
 
@@ -267,12 +290,6 @@ func (p *packer) publish(ctx context.Context, r *Result) error {
 		return fmt.Errorf("publish CAR %d (%s): %w", r.Index, r.Car, err)
 	}
 	return writeFileAtomic(p.st.path(mark), nil)
-}
-
-func (p *Progress) addCar(r *Result) {
-	if p != nil && r.Kind == KindData {
-		p.Cars.Add(1)
-	}
 }
 
 // Local builds jobs on this process's goroutines, Jobs at once.

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"path"
@@ -15,11 +16,15 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-dev/ferry/internal/ipfstest"
 	commp "github.com/filecoin-project/go-fil-commp-hashhash"
 	files "github.com/ipfs/boxo/files"
+	"github.com/ipfs/boxo/ipld/merkledag"
+	"github.com/ipfs/boxo/ipld/unixfs"
 	unixfile "github.com/ipfs/boxo/ipld/unixfs/file"
+	unixfspb "github.com/ipfs/boxo/ipld/unixfs/pb"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
 	"github.com/ipld/go-car/v2"
@@ -85,8 +90,9 @@ func sampleTree() tree {
 		".hidden":             "not packed by default",
 		"nested/.git/config":  "not packed by default",
 	}
-	for i := range 3000 {
-		tr[path.Join("many", strings.Repeat("n", 60)+"-"+strconv.Itoa(i))] = strconv.Itoa(i)
+	// About 250 bytes of dag-pb per entry: 1,200 pass the 256 KiB threshold.
+	for i := range 1200 {
+		tr[path.Join("many", strings.Repeat("n", 200)+"-"+strconv.Itoa(i))] = strconv.Itoa(i)
 	}
 	return tr
 }
@@ -394,7 +400,235 @@ func TestPackRoundTrip(t *testing.T) {
 	checkPieces(t, out, m)
 	checkCARs(t, src, out, m, packed(tr))
 	fileCIDs(t, src, m)
+	// "many" is a HAMT, its siblings basic directories, as boxo reads them.
+	_, treeBlocks := carBlocks(t, filepath.Join(out, m.Pieces[len(m.Pieces)-1].Car+".car"))
+	kinds := map[string]unixfspb.Data_DataType{}
+	for _, e := range m.Contents {
+		if e.Type != TypeDirectory {
+			continue
+		}
+		for _, b := range treeBlocks {
+			if b.Cid().String() == e.CID {
+				pn, err := merkledag.DecodeProtobuf(b.RawData())
+				must(t, err)
+				fsn, err := unixfs.FSNodeFromBytes(pn.Data())
+				must(t, err)
+				kinds[e.Path] = fsn.Type()
+			}
+		}
+	}
+	if kinds["many"] != unixfs.THAMTShard || kinds["nested"] != unixfs.TDirectory || kinds[""] != unixfs.TDirectory {
+		t.Errorf("directory kinds %v: want many a HAMT shard, the others basic", kinds)
+	}
 	if m.Root != sum.Root {
 		t.Errorf("manifest root %s, summary %s", m.Root, sum.Root)
 	}
+}
+
+func TestPackIsDeterministic(t *testing.T) {
+	src := t.TempDir()
+	writeTree(t, src, sampleTree())
+	s := settings(t, 4*ChunkSize, 2*ChunkSize)
+	a, b := t.TempDir(), t.TempDir()
+	run(t, src, a, s, Local{Jobs: 1})
+	run(t, src, b, s, Local{Jobs: 3})
+	_, ma := readManifest(t, a)
+	_, mb := readManifest(t, b)
+	if !bytes.Equal(ma, mb) {
+		t.Fatal("two packs of one tree, one and three jobs at once, wrote different manifests")
+	}
+	names, _ := filepath.Glob(filepath.Join(a, "*.car"))
+	for _, n := range names {
+		x, _ := os.ReadFile(n)
+		y, err := os.ReadFile(filepath.Join(b, filepath.Base(n)))
+		if err != nil || !bytes.Equal(x, y) {
+			t.Errorf("%s differs between the packs (%v)", filepath.Base(n), err)
+		}
+	}
+}
+
+// stopAfter builds like Local but stops the pack once n CARs are done,
+// as a kill would between two CARs.
+type stopAfter struct {
+	n      int
+	cancel context.CancelFunc
+}
+
+func (s *stopAfter) Build(ctx context.Context, jobs []Job, done func(*Result) error) error {
+	seen := 0
+	return Local{Jobs: 1}.Build(ctx, jobs, func(r *Result) error {
+		if err := done(r); err != nil {
+			return err
+		}
+		if seen++; seen == s.n {
+			s.cancel()
+			return context.Canceled
+		}
+		return nil
+	})
+}
+
+// countBuilds counts the CARs a Local builder builds.
+type countBuilds struct{ n int }
+
+func (c *countBuilds) Build(ctx context.Context, jobs []Job, done func(*Result) error) error {
+	c.n += len(jobs)
+	return Local{Jobs: 2}.Build(ctx, jobs, done)
+}
+
+func TestPackResumesWhereItStopped(t *testing.T) {
+	src := t.TempDir()
+	writeTree(t, src, sampleTree())
+	s := settings(t, 4*ChunkSize, 2*ChunkSize)
+	whole := t.TempDir()
+	want := run(t, src, whole, s, Local{Jobs: 2})
+	_, wantManifest := readManifest(t, whole)
+
+	out := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	_, err := Run(ctx, Options{Source: src, Out: out, Settings: s, Builder: &stopAfter{n: 1, cancel: cancel},
+		URL: func(c string) string { return "http://127.0.0.1:1/cars/" + c + ".car" }})
+	if err == nil {
+		t.Fatal("a pack stopped after one CAR returned no error")
+	}
+	if _, err := os.Stat(filepath.Join(out, "manifest.json")); err == nil {
+		t.Fatal("a stopped pack wrote its manifest")
+	}
+	// A CAR recorded but stopped before its rename is moved, not rebuilt.
+	var r1 Result
+	st, _ := openState(out)
+	if ok, _ := st.readJSON(doneName(1), &r1); !ok {
+		t.Fatal("the first CAR is not recorded")
+	}
+	must(t, os.Rename(filepath.Join(out, r1.Car+".car"), st.path(tmpName(1))))
+
+	count := &countBuilds{}
+	got := run(t, src, out, s, count)
+	if count.n != want.Plan.Jobs-1 {
+		t.Errorf("the resumed pack built %d CARs, want %d (all but the recorded one)", count.n, want.Plan.Jobs-1)
+	}
+	if got.Built != want.Plan.Jobs {
+		t.Errorf("the resumed pack says it built %d CARs, want %d (the rest and the tree)", got.Built, want.Plan.Jobs)
+	}
+	_, gotManifest := readManifest(t, out)
+	if !bytes.Equal(gotManifest, wantManifest) {
+		t.Error("the resumed pack's manifest differs from an uninterrupted pack's")
+	}
+	m, _ := readManifest(t, out)
+	checkPieces(t, out, m)
+	leftovers, _ := filepath.Glob(st.path("tmp/*"))
+	if len(leftovers) != 0 {
+		t.Errorf("temp files left: %v", leftovers)
+	}
+
+	// A third run builds nothing and changes nothing.
+	count = &countBuilds{}
+	again := run(t, src, out, s, count)
+	_, third := readManifest(t, out)
+	if count.n != 0 || again.Built != 0 || !bytes.Equal(third, wantManifest) {
+		t.Errorf("a run over a finished pack built %d CARs (says %d) and changed the manifest: %v", count.n, again.Built, !bytes.Equal(third, wantManifest))
+	}
+}
+
+func TestPackRefusesAnotherPackInItsOutput(t *testing.T) {
+	src, out := t.TempDir(), t.TempDir()
+	writeTree(t, src, tree{"a": "a"})
+	run(t, src, out, settings(t, 4*ChunkSize, 2*ChunkSize), Local{Jobs: 1})
+	_, err := Run(context.Background(), Options{Source: src, Out: out, Settings: settings(t, 8*ChunkSize, 2*ChunkSize)})
+	if !errors.Is(err, ErrOtherPack) {
+		t.Errorf("other settings into the same output: %v, want ErrOtherPack", err)
+	}
+	other := t.TempDir()
+	writeTree(t, other, tree{"b": "b"})
+	_, err = Run(context.Background(), Options{Source: other, Out: out, Settings: settings(t, 4*ChunkSize, 2*ChunkSize)})
+	if !errors.Is(err, ErrOtherPack) {
+		t.Errorf("another tree into the same output: %v, want ErrOtherPack", err)
+	}
+	_, err = Run(context.Background(), Options{Source: src, Out: filepath.Join(src, "out"), Settings: settings(t, 4*ChunkSize, 2*ChunkSize)})
+	if err == nil || !strings.Contains(err.Error(), "inside the tree") {
+		t.Errorf("an output inside the tree: %v", err)
+	}
+}
+
+func TestPackLeavesOutWhatItCannotReadOrWhatChanges(t *testing.T) {
+	src, out := t.TempDir(), t.TempDir()
+	tr := tree{
+		"keep.txt":       "kept",
+		"grows.bin":      random(5, 3*ChunkSize),
+		"touched.txt":    "touched after the walk",
+		"locked/secret":  "unreadable",
+		"open/visible":   "fine",
+		"pipe-neighbour": "fine too",
+		"vanishes.txt":   "removed after the walk",
+	}
+	writeTree(t, src, tr)
+	must(t, syscallMkfifo(filepath.Join(src, "fifo")))
+	root := os.Geteuid() == 0
+	must(t, os.Chmod(filepath.Join(src, "locked"), 0o000))
+	t.Cleanup(func() { os.Chmod(filepath.Join(src, "locked"), 0o755) })
+
+	// touched.txt changes between the walk and its read; grows.bin
+	// changes once its first leaf is in the CAR.
+	b := builderFunc(func(ctx context.Context, jobs []Job, done func(*Result) error) error {
+		future := time.Now().Add(time.Hour)
+		must(t, os.Chtimes(filepath.Join(src, "touched.txt"), future, future))
+		must(t, os.Remove(filepath.Join(src, "vanishes.txt")))
+		return Local{Jobs: 1}.Build(ctx, jobs, done)
+	})
+	testHookLeaf = func(p string) {
+		if p == "grows.bin" {
+			f, err := os.OpenFile(filepath.Join(src, "grows.bin"), os.O_APPEND|os.O_WRONLY, 0)
+			must(t, err)
+			f.WriteString("more")
+			f.Close()
+		}
+	}
+	defer func() { testHookLeaf = nil }()
+	run(t, src, out, settings(t, 8*ChunkSize, 2*ChunkSize), b)
+	m, _ := readManifest(t, out)
+	reasons := map[string]string{}
+	for _, s := range m.Skipped {
+		reasons[s.Path] = s.Reason
+	}
+	want := map[string]string{
+		"fifo":         "not a file, directory or symlink",
+		"touched.txt":  "changed while packed: modified",
+		"grows.bin":    "changed while packed",
+		"vanishes.txt": "no such file",
+	}
+	if !root {
+		want["locked"] = "permission denied"
+	}
+	for p, w := range want {
+		if !strings.Contains(reasons[p], w) {
+			t.Errorf("%s: skipped %q, want a reason with %q", p, reasons[p], w)
+		}
+	}
+	if len(reasons) != len(want) {
+		t.Errorf("skipped %v, want only %v", reasons, want)
+	}
+	expect := packed(tree{"keep.txt": "kept", "open/visible": "fine", "pipe-neighbour": "fine too"})
+	if root {
+		expect["locked"] = "/"
+		expect["locked/secret"] = "unreadable"
+	}
+	checkPieces(t, out, m)
+	checkCARs(t, src, out, m, expect)
+}
+
+type builderFunc func(ctx context.Context, jobs []Job, done func(*Result) error) error
+
+func (f builderFunc) Build(ctx context.Context, jobs []Job, done func(*Result) error) error {
+	return f(ctx, jobs, done)
+}
+
+func TestPackFilters(t *testing.T) {
+	src, out := t.TempDir(), t.TempDir()
+	tr := tree{"a.txt": "a", "b.log": "b", "logs/c.log": "c", "keep/d.txt": "d", ".env": "e", "keep/.x/y": "y"}
+	writeTree(t, src, tr)
+	s, err := NewSettings(4*ChunkSize, 2*ChunkSize, true, []string{"*.log", "keep/.x"}, false)
+	must(t, err)
+	run(t, src, out, s, Local{Jobs: 1})
+	m, _ := readManifest(t, out)
+	checkCARs(t, src, out, m, tree{"a.txt": "a", "logs": "/", "keep": "/", "keep/d.txt": "d", ".env": "e"})
 }

@@ -270,6 +270,9 @@ func TestFileDAGEqualsImporter(t *testing.T) {
 		{"1025 MiB is two levels", 1025 * MiB, []uint64{1, 3, 7, 100, 1000, 1023, 1024, 1025}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if testing.Short() && tc.size >= 1024*MiB {
+				t.Skip("-short: the files of 1 GiB and more run in make test, not here")
+			}
 			checkFile(t, tc.size, stream(tc.size, byte(tc.size)), MaxLinks, ChunkSize, shardSplits(tc.shards...))
 		})
 	}
@@ -571,34 +574,27 @@ func TestSymlinkAndTreeEqualKubo(t *testing.T) {
 	}
 	_, bigLink := fileOf(t, big, log.sink)
 	check("sub/big.bin", bigLink, kuboBig)
-	emptyDir, err := NewDir(log.sink).Finish(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	check("sub/emptydir", emptyDir, kuboEmpty)
-	sub := NewDir(log.sink)
-	for name, l := range map[string]Link{"big.bin": bigLink, "emptydir": emptyDir} {
-		if err := sub.Add(ctx, name, l); err != nil {
+	dir := func(entries map[string]Link) Link {
+		t.Helper()
+		d := NewDir(log.sink)
+		for name, l := range entries { // map order: a directory sorts its entries
+			if err := d.Add(ctx, name, l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l, err := d.Finish(ctx)
+		if err != nil {
 			t.Fatal(err)
 		}
+		return l
 	}
-	subLink, err := sub.Finish(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	emptyDir := dir(nil)
+	check("sub/emptydir", emptyDir, kuboEmpty)
+	subLink := dir(map[string]Link{"big.bin": bigLink, "emptydir": emptyDir})
 	check("sub", subLink, kuboSub)
 	_, empty := fileOf(t, nil, log.sink)
 	_, hello := fileOf(t, []byte("hello\n"), log.sink)
-	root := NewDir(log.sink)
-	for name, l := range map[string]Link{"empty": empty, "link": link, "ünïcode 文件.txt": hello, "sub": subLink} {
-		if err := root.Add(ctx, name, l); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tree, err := root.Finish(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tree := dir(map[string]Link{"empty": empty, "link": link, "ünïcode 文件.txt": hello, "sub": subLink})
 	check("tree", tree, kuboTree)
 }
 

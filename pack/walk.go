@@ -116,6 +116,10 @@ func (w *walker) entry(p string, d fs.DirEntry) error {
 			w.skip(Skip{Path: p, Reason: err.Error()})
 			return nil
 		}
+		if !utf8.ValidString(target) {
+			w.skip(Skip{Path: p, Reason: "symlink target is not valid UTF-8"})
+			return nil
+		}
 		return w.fn(Entry{Path: p, Type: TypeSymlink, Target: target})
 	default:
 		w.skip(Skip{Path: p, Reason: fmt.Sprintf("not a file, directory or symlink (%s)", m.Type())})

@@ -41,6 +41,22 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return fs.Parse(args)
 }
 
+// parseMixed is parse for a command whose operands may come before or
+// between its flags (ferry pack DIR --out OUT); it returns the operands.
+func parseMixed(fs *flag.FlagSet, args []string) ([]string, error) {
+	if err := parse(fs, args); err != nil {
+		return nil, err
+	}
+	var ops []string
+	for fs.NArg() > 0 {
+		ops = append(ops, fs.Arg(0))
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return nil, err
+		}
+	}
+	return ops, nil
+}
+
 // size is a byte size flag accepting 4096, 8MiB, 32GiB.
 type size uint64
 

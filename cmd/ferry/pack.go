@@ -61,10 +61,11 @@ func runPack(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	// A job names paths a worker reads and writes: only ferry's own role
 	// may queue one.
 	auth := natsAuthFlags(fs, natsembed.RoleFerry)
-	if err := parse(fs, args); err != nil {
+	ops, err := parseMixed(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 || *out == "" {
+	if len(ops) != 1 || *out == "" {
 		fs.Usage()
 		return fmt.Errorf("%w: give one DIR and --out", errUsage)
 	}
@@ -81,7 +82,7 @@ func runPack(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	prog := &pack.Progress{}
 	opts := pack.Options{
-		Source: fs.Arg(0), Out: *out, Settings: settings, URL: url, Progress: prog,
+		Source: ops[0], Out: *out, Settings: settings, URL: url, Progress: prog,
 		Builder: pack.Local{Jobs: *jobs, Progress: prog},
 	}
 	if *publish && url == nil {
@@ -176,8 +177,11 @@ func packOutlet(server, token string, js jetstream.JetStream, prefix string) (fu
 	return nil, fmt.Errorf("%w: --publish needs --server or --nats", errUsage)
 }
 
+// packProgressEvery is how often the progress line is redrawn.
+var packProgressEvery = time.Second
+
 // startPackProgress redraws "pack: 1,234/5,678 files, 1.2 GiB of 4.0 GiB,
-// 3/10 CARs, 120 MiB/s, ETA 25s" on stderr every second when show is set.
+// 3/10 CARs, 120 MiB/s, ETA 25s" on stderr every packProgressEvery when show is set.
 func startPackProgress(stderr io.Writer, show bool, prog *pack.Progress) func() {
 	if !show {
 		return func() {}
@@ -186,7 +190,7 @@ func startPackProgress(stderr io.Writer, show bool, prog *pack.Progress) func() 
 	var wg sync.WaitGroup
 	start := time.Now()
 	wg.Go(func() {
-		t := time.NewTicker(time.Second)
+		t := time.NewTicker(packProgressEvery)
 		defer t.Stop()
 		for {
 			select {
