@@ -215,9 +215,7 @@ func (p *packer) recorded(ctx context.Context, i int) (bool, error) {
 	}
 	p.results[i] = &r
 	p.opts.Progress.addCar(&r)
-	if p.opts.Progress != nil {
-		p.opts.Progress.addRecorded(&r)
-	}
+	p.opts.Progress.AddBuilt(&r)
 	return true, p.publish(ctx, &r)
 }
 
@@ -229,9 +227,12 @@ func (p *Progress) addCar(r *Result) {
 	p.Cars.Add(1)
 }
 
-// addRecorded counts the files and bytes of a CAR an earlier run built
-// (BuildCAR counts its own as it goes).
-func (p *Progress) addRecorded(r *Result) {
+// AddBuilt counts the files and bytes of a CAR built elsewhere: by an
+// earlier run, or by a pack worker (BuildCAR counts its own as it goes).
+func (p *Progress) AddBuilt(r *Result) {
+	if p == nil {
+		return
+	}
 	for _, f := range r.Files {
 		if f.Skipped == "" {
 			p.add(btoi(f.Offset+f.Length == f.Size), int64(f.Length))

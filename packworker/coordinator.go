@@ -199,28 +199,12 @@ func (b *build) result(e jetlog.Entry, live bool) error {
 		b.log.Info("pack result superseded", "car", i, "result", brief.Car, "saved", r.Car)
 		return nil
 	}
-	b.count(r)
+	b.c.Progress.AddBuilt(r)
 	if err := b.done(r); err != nil {
 		return err
 	}
 	delete(b.pending, i)
 	return pack.RemoveResult(job)
-}
-
-// count adds a result's files and bytes to the progress.
-func (b *build) count(r *pack.Result) {
-	p := b.c.Progress
-	if p == nil {
-		return
-	}
-	for _, f := range r.Files {
-		if f.Skipped == "" {
-			p.Bytes.Add(int64(f.Length))
-			if f.Offset+f.Length == f.Size {
-				p.Files.Add(1)
-			}
-		}
-	}
 }
 
 // dead fails the build with a pending job's dead letter.
