@@ -34,6 +34,16 @@ const (
 	StreamFetchDLQ = "FERRY_FETCH_DLQ"
 	// FetchConsumer is the durable consumer every fetch worker shares.
 	FetchConsumer = "fetch-workers"
+	// StreamPack is the pack work queue: one pending item per CAR job of
+	// a `ferry pack --nats`.
+	StreamPack = "FERRY_PACK"
+	// StreamPackDLQ keeps pack work that ran out of attempts.
+	StreamPackDLQ = "FERRY_PACK_DLQ"
+	// StreamPackDone holds the pack workers' results, the last one per
+	// job.
+	StreamPackDone = "FERRY_PACK_DONE"
+	// PackConsumer is the durable consumer every pack worker shares.
+	PackConsumer = "pack-workers"
 	// BucketLeader holds the aggregator's leadership lease.
 	BucketLeader = "FERRY_LEADER"
 	// DefaultPrefix is the default subject prefix.
@@ -95,6 +105,26 @@ func (s Subjects) FetchDeadLetter(cid string) string { return s.Prefix + "dlq.fe
 
 // FetchDeadLetters matches every fetch dead letter.
 func (s Subjects) FetchDeadLetters() string { return s.Prefix + "dlq.fetch.>" }
+
+// PackWork is the subject of the pack work item of one job, keyed
+// <plan id>.<index>.
+func (s Subjects) PackWork(key string) string { return s.Prefix + "work.pack." + key }
+
+// PackWorks matches every pack work item.
+func (s Subjects) PackWorks() string { return s.Prefix + "work.pack.>" }
+
+// PackDeadLetter is the subject of a job's pack work that ran out of
+// attempts.
+func (s Subjects) PackDeadLetter(key string) string { return s.Prefix + "dlq.pack." + key }
+
+// PackDeadLetters matches every pack dead letter.
+func (s Subjects) PackDeadLetters() string { return s.Prefix + "dlq.pack.>" }
+
+// PackDone is the subject of the result of one pack job.
+func (s Subjects) PackDone(key string) string { return s.Prefix + "pack.done." + key }
+
+// PackDones matches every pack result.
+func (s Subjects) PackDones() string { return s.Prefix + "pack.done.>" }
 
 // FetchCancel is the core NATS subject (no stream) on which the fetch of
 // one CID is cancelled: every fetch worker listens.
@@ -172,7 +202,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		{Name: StreamFetchDLQ, Subjects: []string{s.FetchDeadLetters()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 			Description: "ferry fetch work that ran out of attempts, for ferry dlq list|replay"},
 	}
-	for _, cfg := range cfgs {
+	for _, cfg := range append(cfgs, packStreams(o)...) {
 		// A stream's persist mode cannot change: keep an existing one's.
 		if st, err := js.Stream(ctx, cfg.Name); err == nil {
 			cfg.PersistMode = st.CachedInfo().Config.PersistMode
@@ -187,6 +217,49 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	})
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketLeader, err)
+	}
+	return nil
+}
+
+// packStreams are the pack workers' streams: the work queue and its dead
+// letters, shaped as the piece work's, and the results, the last one per
+// job (a job built again replaces its result).
+func packStreams(o StreamOptions) []jetstream.StreamConfig {
+	s := o.Subjects
+	return []jetstream.StreamConfig{
+		{Name: StreamPack, Subjects: []string{s.PackWorks()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+			Retention: jetstream.WorkQueuePolicy, MaxMsgsPerSubject: 1, Discard: jetstream.DiscardNew, DiscardNewPerSubject: true,
+			Duplicates: o.Duplicates, Description: "ferry pack work: CAR jobs of ferry pack --nats waiting for a pack worker"},
+		{Name: StreamPackDLQ, Subjects: []string{s.PackDeadLetters()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+			Description: "ferry pack work that ran out of attempts, for ferry dlq list|replay"},
+		{Name: StreamPackDone, Subjects: []string{s.PackDones()}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
+			MaxMsgsPerSubject: 1, Duplicates: o.Duplicates, Description: "ferry pack results: the CAR each pack job built"},
+	}
+}
+
+// EnsurePackStreams creates the pack streams that do not exist yet, for
+// the processes of a pack (ferry pack --nats, ferry pack-worker), which may
+// run against a NATS server ferry serve has not set up: with the replicas
+// of FERRY_IN when it exists (ferry serve's --replicas), else 1. Streams
+// that exist are left as they are: EnsureStreams keeps them up to date.
+func EnsurePackStreams(ctx context.Context, js jetstream.JetStream, sub Subjects) error {
+	o := StreamOptions{Subjects: sub, Replicas: 1, Duplicates: DefaultDuplicates}
+	if st, err := js.Stream(ctx, StreamIn); err == nil {
+		o.Replicas = max(1, st.CachedInfo().Config.Replicas)
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("stream %s: %w", StreamIn, err)
+	}
+	for _, cfg := range packStreams(o) {
+		_, err := js.Stream(ctx, cfg.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			_, err = js.CreateStream(ctx, cfg)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				err = nil // another process of the pack made it meanwhile
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go/jetstream"
@@ -53,5 +54,48 @@ func TestAPublisherGateRefusesBeforeAnythingIsStored(t *testing.T) {
 	pub.Gate = func() error { return nil }
 	if _, err := pub.Publish(context.Background(), testutil.Replicated(1, 1000, true)); err != nil {
 		t.Fatalf("an open gate: %v", err)
+	}
+}
+
+// TestEnsurePackStreamsMakesOnlyWhatIsMissing: on a server ferry serve has
+// not set up, EnsurePackStreams creates the three pack streams as
+// EnsureStreams shapes them; a stream that exists is left as it is, and a
+// second call changes nothing.
+func TestEnsurePackStreamsMakesOnlyWhatIsMissing(t *testing.T) {
+	ctx := context.Background()
+	s, err := natsembed.Start(natsembed.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	_, js := testutil.Connect(t, s.ClientURL())
+	sub := jetlog.Subjects{Prefix: "p."}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: jetlog.StreamPackDLQ, Subjects: []string{sub.PackDeadLetters()}, Description: "the operator's"}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := jetlog.EnsurePackStreams(ctx, js, sub); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info := func(name string) jetstream.StreamConfig {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return st.CachedInfo().Config
+	}
+	if c := info(jetlog.StreamPack); c.Retention != jetstream.WorkQueuePolicy || c.MaxMsgsPerSubject != 1 || !c.DiscardNewPerSubject ||
+		c.Subjects[0] != "p.work.pack.>" || c.Replicas != 1 {
+		t.Errorf("FERRY_PACK: %+v", c)
+	}
+	if c := info(jetlog.StreamPackDone); c.MaxMsgsPerSubject != 1 || c.Duplicates != jetlog.DefaultDuplicates || c.Subjects[0] != "p.pack.done.>" {
+		t.Errorf("FERRY_PACK_DONE: %+v", c)
+	}
+	if c := info(jetlog.StreamPackDLQ); c.Description != "the operator's" {
+		t.Errorf("FERRY_PACK_DLQ was changed: %+v", c)
+	}
+	if _, err := js.Stream(ctx, jetlog.StreamIn); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Errorf("FERRY_IN: %v, want it left to ferry serve", err)
 	}
 }

@@ -110,20 +110,40 @@ func BuildCAR(ctx context.Context, job Job, prog *Progress) (*Result, error) {
 	}
 }
 
-func buildCAR(ctx context.Context, job Job, skip map[string]string, count func(int, uint64)) (*Result, error) {
-	name := filepath.Join(job.Out, StateDir, filepath.FromSlash(tmpName(job.Index)))
-	f, err := os.Create(name)
+func buildCAR(ctx context.Context, job Job, skip map[string]string, count func(int, uint64)) (res *Result, err error) {
+	// A file of this build's own, renamed to the job's CAR once whole: a
+	// pack worker that lost its claim while still alive may build the
+	// job at the same time as the worker that took it over, and neither
+	// may write into the other's CAR.
+	name := job.CARFile()
+	f, err := os.CreateTemp(filepath.Dir(name), filepath.Base(name)+".*")
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	// CreateTemp's 0600 would keep a web server of another user from
+	// serving the CAR; os.Create gave 0644 under the usual umask.
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	defer func() {
+		f.Close()
+		if err == nil {
+			err = os.Rename(f.Name(), name)
+		}
+		if err != nil {
+			os.Remove(f.Name())
+			res = nil
+		}
+	}()
 	cw, err := newCARWriter(f)
 	if err != nil {
 		return nil, err
 	}
 	sink := func(b Block) error { _, err := cw.put(b); return err }
 	l := &listing{sink: sink}
-	res := &Result{Index: job.Index, Kind: KindData, Files: make([]FileResult, 0, len(job.Parts))}
+	res = &Result{Index: job.Index, Kind: KindData, Files: make([]FileResult, 0, len(job.Parts))}
 	buf := make([]byte, ChunkSize)
 	for _, p := range job.Parts {
 		fr := FileResult{Path: p.Path, Size: p.Size, Offset: p.Offset, Length: p.Length}

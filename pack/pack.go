@@ -70,6 +70,14 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 		return nil, err
 	}
 	opts.Progress.planned(plan)
+	// Builds a kill interrupted leave their files behind (BuildCAR's
+	// temp names); a builder still running meanwhile fails its rename and
+	// is retried.
+	if stale, err := filepath.Glob(st.path("tmp/*.car.*")); err == nil {
+		for _, name := range stale {
+			os.Remove(name)
+		}
+	}
 	p := &packer{opts: opts, st: st, plan: plan, results: make([]*Result, plan.Jobs+1)}
 	var pending []Job
 	for i := 1; i <= plan.Jobs; i++ {
@@ -207,9 +215,7 @@ func (p *packer) recorded(ctx context.Context, i int) (bool, error) {
 	}
 	p.results[i] = &r
 	p.opts.Progress.addCar(&r)
-	if p.opts.Progress != nil {
-		p.opts.Progress.addRecorded(&r)
-	}
+	p.opts.Progress.AddBuilt(&r)
 	return true, p.publish(ctx, &r)
 }
 
@@ -221,9 +227,12 @@ func (p *Progress) addCar(r *Result) {
 	p.Cars.Add(1)
 }
 
-// addRecorded counts the files and bytes of a CAR an earlier run built
-// (BuildCAR counts its own as it goes).
-func (p *Progress) addRecorded(r *Result) {
+// AddBuilt counts the files and bytes of a CAR built elsewhere: by an
+// earlier run, or by a pack worker (BuildCAR counts its own as it goes).
+func (p *Progress) AddBuilt(r *Result) {
+	if p == nil {
+		return
+	}
 	for _, f := range r.Files {
 		if f.Skipped == "" {
 			p.add(btoi(f.Offset+f.Length == f.Size), int64(f.Length))

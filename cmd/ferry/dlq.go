@@ -9,6 +9,7 @@ import (
 	"github.com/ferry-dev/ferry/fetchworker"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/jetlog"
+	"github.com/ferry-dev/ferry/packworker"
 	"github.com/ferry-dev/ferry/pieceworker"
 	"github.com/ferry-dev/ferry/workqueue"
 	"github.com/nats-io/nats.go/jetstream"
@@ -23,20 +24,22 @@ type deadQueue struct {
 
 // deadQueues are the work queues with dead letters: piece work (replay
 // publishes the CAR's car.replicated again: its rejection made it unknown
-// to the fold) and fetch work (replay queues the CID's fetch again).
+// to the fold), fetch work (replay queues the CID's fetch again) and pack
+// work (replay queues the CAR job again).
 var deadQueues = []deadQueue{
 	{"piece", pieceworker.Queue, pieceworker.Resubmit},
 	{"fetch", fetchworker.Queue, fetchworker.Resubmit},
+	{"pack", packworker.Queue, packworker.Resubmit},
 }
 
 // runDLQ lists dead-lettered work, replays it (puts the work back where
 // it starts, then deletes the letter) or purges it.
 func runDLQ(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("dlq", "dlq list | replay | purge [--queue piece|fetch] [--key CID]", stderr)
+	fs := newFlags("dlq", "dlq list | replay | purge [--queue piece|fetch|pack] [--key KEY]", stderr)
 	natsURL := fs.String("nats", defaultNATS, "NATS `URL` of ferry's streams")
 	prefix := fs.String("prefix", jetlog.DefaultPrefix, "subject prefix")
-	which := fs.String("queue", "", "only this queue: piece (CARs) or fetch (pinned CIDs)")
-	key := fs.String("key", "", "only this item: a CAR CID (piece) or a pinned CID (fetch)")
+	which := fs.String("queue", "", "only this queue: piece (CARs), fetch (pinned CIDs) or pack (CAR jobs of ferry pack --nats)")
+	key := fs.String("key", "", "only this item: a CAR CID (piece), a pinned CID (fetch) or <plan id>.<index> (pack)")
 	fs.StringVar(key, "car", "", "same as --key")
 	auth := natsAuthFlags(fs, natsembed.RoleAdmin)
 	if err := parse(fs, args); err != nil {
@@ -55,7 +58,7 @@ func runDLQ(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 	}
 	if len(queues) == 0 {
 		fs.Usage()
-		return fmt.Errorf("%w: --queue %q: piece or fetch", errUsage, *which)
+		return fmt.Errorf("%w: --queue %q: piece, fetch or pack", errUsage, *which)
 	}
 	nc, js, err := auth.connect(*natsURL, "ferry dlq")
 	if err != nil {

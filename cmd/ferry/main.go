@@ -62,7 +62,8 @@ var commands = []command{
 	{"spade-sim", "", "a deal engine simulator to try ferry end to end", runSpadeSim},
 	{"piece-worker", "", "compute piece CIDs for queued CARs, on any machine", runPieceWorker},
 	{"fetch-worker", "", "fetch pinned CIDs into a CAR store, on any machine", runFetchWorker},
-	{"dlq", "", "list, replay or purge piece and fetch work that ran out of attempts", runDLQ},
+	{"pack-worker", "", "build the CARs of ferry pack --nats, on any machine", runPackWorker},
+	{"dlq", "", "list, replay or purge piece, fetch and pack work that ran out of attempts", runDLQ},
 	{"audit", "", "prove from the logs that nothing was lost or doubled", runAudit},
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"runtime"
 	"strings"
 	"sync"
@@ -15,7 +16,10 @@ import (
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/pack"
+	"github.com/ferry-dev/ferry/packworker"
 	"github.com/ferry-dev/ferry/wire"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 const packUsage = `pack DIR --out OUT [flags]
@@ -26,7 +30,10 @@ UnixFS in the unixfs-v1-2025 profile, CARs of about --car-size named
 OUT/manifest.json saying where every file is. The same tree and flags give
 the same CARs. Run it again after an interrupt and it goes on where it
 stopped. With --publish each finished CAR is sent as car.replicated (with
-its piece) through --server or --nats.
+its piece) through --server or --nats. With --nats the CAR jobs go to the
+FERRY_PACK work queue and ferry pack-worker processes build them (they
+read DIR and write into OUT at the same paths, or --source-map them);
+the tree CAR and the manifest are made here.
 
 Exit status: 0 packed (files that could not be read are listed and left
 out); 1 an error; 2 usage.`
@@ -41,17 +48,19 @@ func runPack(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	var exclude strList
 	fs.Var(&exclude, "exclude", "leave out names or paths matching this `glob` (repeatable)")
 	hidden := fs.Bool("hidden", false, "include names starting with '.'")
-	jobs := fs.Int("jobs", runtime.NumCPU(), "CARs built at once (1: one CAR on disk at a time)")
+	jobs := fs.Int("jobs", runtime.NumCPU(), "CARs built at once (1: one CAR on disk at a time); with --nats each pack-worker's --jobs counts instead")
 	sha := fs.Bool("sha256", false, "the manifest gives each file's SHA-256")
 	publish := fs.Bool("publish", false, "publish each finished CAR as car.replicated")
 	urlBase := fs.String("url-base", "", "a CAR's URL is `URL`/<car cid>.car")
 	urlTemplate := fs.String("url-template", "", "a CAR's URL is this `template` with {car} replaced by its CAR CID")
 	server := fs.String("server", "", "with --publish: ferry's HTTP `address`")
 	token := fs.String("write-token", "", "with --server: bearer token for POST /v1/cars")
-	natsURL := fs.String("nats", "", "with --publish: publish to the input stream at this NATS `URL`")
+	natsURL := fs.String("nats", "", "send the CAR jobs to ferry pack-workers through this NATS `URL` (and publish there with --publish)")
 	prefix := fs.String("prefix", jetlog.DefaultPrefix, "with --nats: subject prefix")
 	progress := fs.String("progress", "auto", "progress line on stderr: auto (on a terminal), always, never")
-	auth := natsAuthFlags(fs, natsembed.RolePublish)
+	// A job names paths a worker reads and writes: only ferry's own role
+	// may queue one.
+	auth := natsAuthFlags(fs, natsembed.RoleFerry)
 	ops, err := parseMixed(fs, args)
 	if err != nil {
 		return err
@@ -76,20 +85,30 @@ func runPack(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		Source: ops[0], Out: *out, Settings: settings, URL: url, Progress: prog,
 		Builder: pack.Local{Jobs: *jobs, Progress: prog},
 	}
-	if *publish {
-		if url == nil {
-			return fmt.Errorf("%w: --publish needs --url-base or --url-template: where ferry and the deal engine fetch each CAR", errUsage)
+	if *publish && url == nil {
+		return fmt.Errorf("%w: --publish needs --url-base or --url-template: where ferry and the deal engine fetch each CAR", errUsage)
+	}
+	if !*publish && *server != "" {
+		return fmt.Errorf("%w: --server says where --publish sends; add --publish", errUsage)
+	}
+	var js jetstream.JetStream
+	if *natsURL != "" {
+		var nc *nats.Conn
+		if nc, js, err = auth.connect(*natsURL, "ferry pack"); err != nil {
+			return err
 		}
-		send, closeOut, err := packOutlet(*server, *token, *natsURL, *prefix, auth)
+		defer nc.Close()
+		opts.Builder = &packworker.Coordinator{JS: js, Subjects: jetlog.Subjects{Prefix: *prefix}, Progress: prog,
+			Log: slog.New(slog.NewTextHandler(stderr, nil))}
+	}
+	if *publish {
+		send, err := packOutlet(*server, *token, js, *prefix)
 		if err != nil {
 			return err
 		}
-		defer closeOut()
 		opts.Publish = func(ctx context.Context, r *pack.Result, u string) error {
 			return send(ctx, &events.CarReplicated{Car: r.Car, Size: r.Size, MD5: r.MD5, URLs: []string{u}, Piece: r.Piece, PieceSize: r.PieceSize})
 		}
-	} else if *server != "" || *natsURL != "" {
-		return fmt.Errorf("%w: --server and --nats say where --publish sends; add --publish", errUsage)
 	}
 	show := *progress == "always" || (*progress == "auto" && isTerminal(stderr))
 	if *progress != "auto" && *progress != "always" && *progress != "never" {
@@ -126,21 +145,17 @@ func carURL(base, template string) (func(string) string, error) {
 
 // packOutlet sends one car.replicated and waits for its answer: ferry's
 // verdict over HTTP (accepted or duplicate is sent), JetStream's
-// acknowledgement over NATS.
-func packOutlet(server, token, natsURL, prefix string, auth *natsAuth) (func(context.Context, *events.CarReplicated) error, func(), error) {
+// acknowledgement over NATS (js, the connection of --nats).
+func packOutlet(server, token string, js jetstream.JetStream, prefix string) (func(context.Context, *events.CarReplicated) error, error) {
 	switch {
-	case server != "" && natsURL != "":
-		return nil, nil, fmt.Errorf("%w: --server or --nats, not both", errUsage)
-	case natsURL != "":
-		nc, js, err := auth.connect(natsURL, "ferry pack")
-		if err != nil {
-			return nil, nil, err
-		}
+	case server != "" && js != nil:
+		return nil, fmt.Errorf("%w: --server or --nats, not both", errUsage)
+	case js != nil:
 		pub := client.NewPublisher(js, prefix)
 		return func(ctx context.Context, ev *events.CarReplicated) error {
 			_, err := pub.Publish(ctx, ev)
 			return err
-		}, nc.Close, nil
+		}, nil
 	case server != "":
 		c := client.NewHTTP(server)
 		c.Token = token
@@ -157,9 +172,9 @@ func packOutlet(server, token, natsURL, prefix string, auth *natsAuth) (func(con
 				return fmt.Errorf("ferry refused it: %s", b)
 			}
 			return nil
-		}, func() {}, nil
+		}, nil
 	}
-	return nil, nil, fmt.Errorf("%w: --publish needs --server or --nats", errUsage)
+	return nil, fmt.Errorf("%w: --publish needs --server or --nats", errUsage)
 }
 
 // packProgressEvery is how often the progress line is redrawn.

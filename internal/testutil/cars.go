@@ -124,3 +124,22 @@ func (c CAR) WriteFile(dir string) (string, error) {
 	p := filepath.Join(dir, c.CID.String()+".car")
 	return p, os.WriteFile(p, c.Bytes, 0o644)
 }
+
+// PackOutput reads what a pack put in out: every <car cid>.car and
+// manifest.json, by name, to compare two packs byte for byte.
+func PackOutput(tb testing.TB, out string) map[string][]byte {
+	tb.Helper()
+	names, err := filepath.Glob(filepath.Join(out, "*.car"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m := map[string][]byte{}
+	for _, n := range append(names, filepath.Join(out, "manifest.json")) {
+		b, err := os.ReadFile(n)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		m[filepath.Base(n)] = b
+	}
+	return m
+}
