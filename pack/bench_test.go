@@ -26,6 +26,7 @@ var (
 	benchSmall = flag.Int("pack.small", envInt("FERRY_BENCH_PACK_SMALL", 100000), "1 KiB files of BenchmarkPackSmallFiles' tree")
 	benchLarge = flag.Int("pack.rss-size", envInt("FERRY_BENCH_PACK_RSS_MIB", 4096), "MiB of BenchmarkPackRSS's larger tree, the shape of BenchmarkPack's (0: not measured)")
 	benchJobs  = flag.Int("pack.jobs", 2, "CARs built at once (Local.Jobs, ferry pack --jobs)")
+	benchCar   = flag.Int("pack.car-size", 0, "MiB per CAR (0: the default, 31 GiB), with shard size half of it")
 	benchBin   = flag.String("pack.ferry-bin", os.Getenv("FERRY_BENCH_FERRY_BIN"), "ferry binary for BenchmarkPackRSS (default: go build ./cmd/ferry)")
 )
 
@@ -132,7 +133,11 @@ func genTree(b *testing.B, key string, shape func(add func(name string, size int
 }
 
 func benchSettings(b *testing.B) Settings {
-	s, err := NewSettings(DefaultCarSize, DefaultShardSize, false, nil, false)
+	car, shard := uint64(DefaultCarSize), uint64(DefaultShardSize)
+	if *benchCar > 0 {
+		car, shard = uint64(*benchCar)<<20, uint64(*benchCar)<<19
+	}
+	s, err := NewSettings(car, shard, false, nil, false)
 	if err != nil {
 		b.Fatal(err)
 	}
