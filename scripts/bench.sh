@@ -2,8 +2,8 @@
 # bench.sh — ferry's performance lines (issue "Performance"), each against a
 # baseline measured in the same run, then the table of docs/benchmarks.md.
 #
-#   scripts/bench.sh            full scale: 1,000,000 CARs, 262,144-piece close
-#                               (about 13–20 minutes on 2 cores; see docs/benchmarks.md)
+#   scripts/bench.sh            full scale: 1,000,000 CARs, 262,144-piece close, 1 GiB pack
+#                               (about 16–23 minutes on 2 cores; see docs/benchmarks.md)
 #   scripts/bench.sh --smoke    CI size: 10,000 CARs, 4,096-piece close, 8 MiB pack (about a minute)
 #
 # Options:
