@@ -1,7 +1,6 @@
 package pack
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -141,6 +140,7 @@ func buildCAR(ctx context.Context, job Job, skip map[string]string, count func(i
 	if err != nil {
 		return nil, err
 	}
+	defer cw.close()
 	sink := func(b Block) error { _, err := cw.put(b); return err }
 	l := &listing{sink: sink}
 	res = &Result{Index: job.Index, Kind: KindData, Files: make([]FileResult, 0, len(job.Parts))}
@@ -267,13 +267,25 @@ func changed(f *os.File, p Part) string {
 	return ""
 }
 
-// describe reads the finished CAR once for its CAR CID, size, md5 and
-// piece, checking every block against its CID on the way.
+// describe makes the finished CAR durable and reads it once for its CAR
+// CID, size, md5 and piece, checking every block against its CID on the
+// way. The sync runs while the CAR is read back, so that its pages go to
+// disk beside the hashing rather than before it, with the cores idle.
 func describe(f *os.File, res *Result) error {
+	synced := make(chan error, 1)
+	go func() { synced <- f.Sync() }()
+	err := check(f, res)
+	if serr := <-synced; err == nil && serr != nil {
+		err = fmt.Errorf("sync the CAR: %w", serr)
+	}
+	return err
+}
+
+func check(f *os.File, res *Result) error {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	c, err := carcheck.Check(bufio.NewReaderSize(f, 1<<20), carcheck.CheckOptions{CARCID: true})
+	c, err := carcheck.Check(f, carcheck.CheckOptions{CARCID: true})
 	if err != nil {
 		return fmt.Errorf("check the CAR written: %w", err)
 	}

@@ -1,7 +1,6 @@
 package pack
 
 import (
-	"bufio"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -16,7 +15,7 @@ import (
 // already in the CAR is not written again.
 type carWriter struct {
 	f    *os.File
-	w    *bufio.Writer
+	w    *asyncWriter
 	off  uint64 // bytes written so far
 	seen map[string]struct{}
 	hdr  int // the header's length
@@ -32,10 +31,11 @@ var placeholder = func() cid.Cid {
 }()
 
 func newCARWriter(f *os.File) (*carWriter, error) {
-	c := &carWriter{f: f, w: bufio.NewWriterSize(f, 1<<20), seen: map[string]struct{}{}}
+	c := &carWriter{f: f, w: newAsyncWriter(f, 1<<20), seen: map[string]struct{}{}}
 	h := carHeader(placeholder)
 	c.hdr = len(h)
 	if _, err := c.w.Write(h); err != nil {
+		c.close()
 		return nil, err
 	}
 	c.off = uint64(len(h))
@@ -94,17 +94,19 @@ func (c *carWriter) put(b Block) (bool, error) {
 	return true, nil
 }
 
-// finish writes root into the header and syncs the file.
+// finish writes root into the header; describe syncs the file.
 func (c *carWriter) finish(root cid.Cid) error {
-	if err := c.w.Flush(); err != nil {
+	if err := c.close(); err != nil {
 		return err
 	}
 	h := carHeader(root)
 	if len(h) != c.hdr {
 		return fmt.Errorf("car root %s: its header is %d bytes, the placeholder's %d", root, len(h), c.hdr)
 	}
-	if _, err := c.f.WriteAt(h, 0); err != nil {
-		return err
-	}
-	return c.f.Sync()
+	_, err := c.f.WriteAt(h, 0)
+	return err
 }
+
+// close writes what is buffered and stops the writer's goroutine; a
+// CAR given up is closed too.
+func (c *carWriter) close() error { return c.w.close() }

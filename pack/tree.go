@@ -112,6 +112,7 @@ func buildTree(ctx context.Context, st *state, plan *Plan) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer cw.close()
 	sink := func(b Block) error { _, err := cw.put(b); return err }
 	w, err := st.openWalk()
 	if err != nil {

@@ -2,15 +2,15 @@
 # bench.sh — ferry's performance lines (issue "Performance"), each against a
 # baseline measured in the same run, then the table of docs/benchmarks.md.
 #
-#   scripts/bench.sh            full scale: 1,000,000 CARs, 262,144-piece close
-#                               (about 13–20 minutes on 2 cores; see docs/benchmarks.md)
-#   scripts/bench.sh --smoke    CI size: 10,000 CARs, 4,096-piece close (about a minute)
+#   scripts/bench.sh            full scale: 1,000,000 CARs, 262,144-piece close, 1 GiB pack
+#                               (about 16–23 minutes on 2 cores; see docs/benchmarks.md)
+#   scripts/bench.sh --smoke    CI size: 10,000 CARs, 4,096-piece close, 8 MiB pack (about a minute)
 #
 # Options:
 #   --cars N         CARs of the ingest, replay, memory and status API lines
 #   --count N        run every benchmark N times, in rounds; the table takes medians,
 #                    and for ingest and replay the median of the rounds' ratios (default 1)
-#   --only LIST      comma-separated lines: ingest,replay,serve,close,piece,fetch (default all);
+#   --only LIST      comma-separated lines: ingest,replay,serve,close,piece,fetch,pack (default all);
 #                    also handler: BenchmarkStatusHandler, the API's server side in
 #                    process (CPU per request, for comparing fixes; not in the table)
 #   --out DIR        where raw outputs, profiles and table.md go
@@ -28,7 +28,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
 
-mode=full cars= count=1 only=ingest,replay,serve,close,piece,fetch out= profile=0 install=1 strict=
+mode=full cars= count=1 only=ingest,replay,serve,close,piece,fetch,pack out= profile=0 install=1 strict=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--smoke) mode=smoke ;;
@@ -55,6 +55,8 @@ if [ "$mode" = smoke ]; then
 	piece_mib=8
 	piece_benchtime=200ms
 	fetch_mib=16
+	pack_flags=(-pack.size=8 -pack.small=500 -pack.rss-size=0)
+	pack_scale="8 MiB tree, 500 small files"
 	timeout=20m
 else
 	: "${cars:=1000000}"
@@ -66,6 +68,8 @@ else
 	piece_mib=64
 	piece_benchtime=1s
 	fetch_mib=1024
+	pack_flags=(-pack.size=1024 -pack.small=100000 -pack.rss-size=4096)
+	pack_scale="1 GiB tree: 512 MiB file + 1,000 files of 4 KiB–1 MiB"
 	timeout=6h
 fi
 out=${out:-${TMPDIR:-/tmp}/ferry-bench-$(date -u +%Y%m%dT%H%M%SZ)}
@@ -159,16 +163,17 @@ want close && run close ./frc58/ '^BenchmarkClose' "$close_benchtime" "${close_f
 want handler && run handler ./bench/ '^BenchmarkStatusHandler$' 1s -ferry.cars="$cars"
 want piece && run piece ./carcheck/ '^Benchmark(CommPBare|Check)(Parallel[12])?$' "$piece_benchtime" -piece.size="$piece_mib"
 want fetch && run fetch ./fetch/ '^BenchmarkFetch$' 1x -fetch.size="$fetch_mib"
+want pack && run pack ./pack/ '^BenchmarkPack(SmallFiles|RSS)?$' 1x "${pack_flags[@]}"
 
 if [ -n "$benchstat" ]; then
-	for f in "$out"/{ingest,replay,serve,handler,close,piece,fetch}.txt; do
+	for f in "$out"/{ingest,replay,serve,handler,close,piece,fetch,pack}.txt; do
 		[ -f "$f" ] && "$benchstat" "$f" >"${f%.txt}.benchstat" 2>&1 || true
 	done
 fi
 
 log "table (also $out/table.md)"
 status=0
-"$out/bin/benchtable" $strict -close-scale "$close_scale" -piece-scale "$piece_mib MiB CARs" -fetch-scale "$fetch_mib MiB DAG" "$out"/*.txt >"$out/table.md" || status=$?
+"$out/bin/benchtable" $strict -close-scale "$close_scale" -piece-scale "$piece_mib MiB CARs" -fetch-scale "$fetch_mib MiB DAG" -pack-scale "$pack_scale" "$out"/*.txt >"$out/table.md" || status=$?
 echo
 cat "$out/table.md"
 echo

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -114,6 +116,7 @@ func runPack(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if *progress != "auto" && *progress != "always" && *progress != "never" {
 		return fmt.Errorf("%w: --progress %q: want auto, always or never", errUsage, *progress)
 	}
+	defer limitPackHeap()()
 	stop := startPackProgress(stderr, show, prog)
 	start := time.Now()
 	sum, err := pack.Run(ctx, opts)
@@ -123,6 +126,24 @@ func runPack(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	printPackSummary(stdout, sum, time.Since(start))
 	return nil
+}
+
+// packHeapLimit is the soft memory limit of a pack. Its live heap is
+// small (read and write buffers, and the records of the CARs being built,
+// which grow with their files), but the collector's default headroom
+// doubles it on trees of many small files; near the limit it collects
+// sooner instead. A heap that must pass the limit passes it: the limit
+// never fails a pack.
+const packHeapLimit = 128 << 20
+
+// limitPackHeap sets packHeapLimit unless GOMEMLIMIT says otherwise, and
+// returns what restores the limit before it (tests run packs in process).
+func limitPackHeap() func() {
+	if _, set := os.LookupEnv("GOMEMLIMIT"); set {
+		return func() {}
+	}
+	old := debug.SetMemoryLimit(packHeapLimit)
+	return func() { debug.SetMemoryLimit(old) }
 }
 
 // carURL is a CAR's URL from --url-base or --url-template; nil when

@@ -1,5 +1,5 @@
 // Command benchtable reads `go test -bench` output of ferry's benchmark
-// lines (bench, frc58, carcheck) and prints the table of
+// lines (bench, frc58, carcheck, fetch, pack) and prints the table of
 // docs/benchmarks.md: each figure, its baseline from the same run, the
 // ratio and whether the target is met. With -count above 1 the median of
 // each metric is used, and the ingest and replay ratios are the medians of
@@ -28,6 +28,7 @@ var (
 	closeScale = flag.String("close-scale", "see frc58 flags", "scale of the Close line, for the table")
 	pieceScale = flag.String("piece-scale", "see -piece.size", "scale of the Piece line, for the table")
 	fetchScale = flag.String("fetch-scale", "see -fetch.size", "scale of the Fetch line, for the table")
+	packScale  = flag.String("pack-scale", "see -pack.size", "scale of the Pack line, for the table")
 )
 
 func main() {
@@ -141,7 +142,7 @@ type row struct {
 
 // write prints the table and returns how many targets were missed.
 func write(w io.Writer, r results) int {
-	rows := []row{ingest(r), closeRow(r), replay(r), api(r), memory(r), pieceRow(r), pieceScaling(r), fetchRow(r)}
+	rows := []row{ingest(r), closeRow(r), replay(r), api(r), memory(r), pieceRow(r), pieceScaling(r), fetchRow(r), packRow(r), packSmallRow(r)}
 	fmt.Fprintln(w, "| Line | Scale | ferry | Baseline (same run) | Ratio | Target | Met? |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
 	missed := 0
@@ -366,4 +367,50 @@ func fetchRow(r results) row {
 		figure:   fmt.Sprintf("%.0f MB/s from boxo's gateway on loopback, peak heap %.0f MiB", f, heap),
 		baseline: fmt.Sprintf("go-fil-commp-hashhash alone: %.0f MB/s (the gateway alone: %.0f MB/s)", b, gw),
 		ratio:    fmt.Sprintf("%.2f×", ratio), target: target, verdict: verdict(ratio >= 0.7)}
+}
+
+func packRow(r results) row {
+	const line, target = "Pack: ferry pack (--jobs 2) vs bare commP of the same bytes", "≥ 0.6×, peak RSS < 200 MiB at any size"
+	f, err1 := r.get("BenchmarkPack/ferry", "MB/s")
+	b, err2 := r.get("BenchmarkPack/commp", "MB/s")
+	if err := errors.Join(err1, err2); err != nil {
+		return notRun(line, target, err)
+	}
+	fc, _ := r.get("BenchmarkPack/ferry", "cpu-ns/B")
+	bc, _ := r.get("BenchmarkPack/commp", "cpu-ns/B")
+	ratio, pairs, ok := r.pairedRatio("BenchmarkPack/ferry", "BenchmarkPack/commp", "MB/s")
+	if !ok {
+		ratio = f / b
+	}
+	// The RSS of every tree BenchmarkPackRSS measured: the largest counts.
+	var rss float64
+	var trees []string
+	for name, units := range r {
+		if tree, ok := strings.CutPrefix(name, "BenchmarkPackRSS/"); ok && len(units["peak-RSS-MiB"]) > 0 {
+			v := slices.Max(units["peak-RSS-MiB"])
+			rss = max(rss, v)
+			trees = append(trees, fmt.Sprintf("%s %.0f MiB", tree, v))
+		}
+	}
+	slices.Sort(trees)
+	figure := fmt.Sprintf("%.0f MB/s (%.1f CPU-ns/B)", f, fc)
+	ok = ratio >= 0.6
+	if len(trees) > 0 {
+		figure += ", peak RSS " + strings.Join(trees, ", ")
+		ok = ok && rss < 200
+	}
+	return row{line: line, scale: *packScale, figure: figure,
+		baseline: fmt.Sprintf("go-fil-commp-hashhash alone over the files: %.0f MB/s (%.1f CPU-ns/B)", b, bc),
+		ratio:    fmt.Sprintf("%s (CPU/B %.2f×)", ratioText(ratio, pairs, 2), bc/fc), target: target, verdict: verdict(ok)}
+}
+
+func packSmallRow(r results) row {
+	const line, target = "Pack: small files", "files/s reported"
+	f, err := r.get("BenchmarkPackSmallFiles", "files/s")
+	if err != nil {
+		return notRun(line, target, err)
+	}
+	c, _ := r.get("BenchmarkPackSmallFiles", "cpu-ns/B")
+	return row{line: line, scale: "1 KiB files, see -pack.small", figure: fmt.Sprintf("%s files/s (%.0f CPU-µs/file)", count(f), c*1024/1000),
+		baseline: "—", ratio: "—", target: target, verdict: "—"}
 }

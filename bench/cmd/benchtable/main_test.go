@@ -108,3 +108,35 @@ BenchmarkReplay/raw-2 1 1 ns/op 0.6 s 1000000 cars 8000 msgs
 		t.Fatalf("replay ratio %q", row.ratio)
 	}
 }
+
+// The pack line is met only when the paired ratio reaches 0.6 and every
+// tree's peak RSS stays under 200 MiB.
+func TestPackVerdict(t *testing.T) {
+	const runs = `BenchmarkPack/ferry-2 1 1 ns/op 150 MB/s 14 cpu-ns/B
+BenchmarkPack/commp-2 1 1 ns/op 220 MB/s 9 cpu-ns/B
+BenchmarkPack/ferry-2 1 1 ns/op 120 MB/s 14 cpu-ns/B
+BenchmarkPack/commp-2 1 1 ns/op 210 MB/s 9 cpu-ns/B
+BenchmarkPack/ferry-2 1 1 ns/op 140 MB/s 14 cpu-ns/B
+BenchmarkPack/commp-2 1 1 ns/op 200 MB/s 9 cpu-ns/B
+`
+	for _, c := range []struct {
+		name, rss, want string
+	}{
+		{"fast and small", "BenchmarkPackRSS/tree=4096MiB-2 1 1 ns/op 60 peak-RSS-MiB\n", "met"},
+		{"fast, no RSS measured", "", "met"},
+		{"one tree too large", "BenchmarkPackRSS/tree=4096MiB-2 1 1 ns/op 60 peak-RSS-MiB\nBenchmarkPackRSS/small=100000-2 1 1 ns/op 230 peak-RSS-MiB\n", "**missed**"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := results{}
+			r.read(strings.NewReader(runs + c.rss))
+			got := packRow(r)
+			if got.verdict != c.want {
+				t.Fatalf("verdict %q, want %q (%+v)", got.verdict, c.want, got)
+			}
+			// Paired: 0.68, 0.57, 0.70.
+			if !strings.HasPrefix(got.ratio, "0.68×, median of 3 paired runs") {
+				t.Fatalf("ratio %q", got.ratio)
+			}
+		})
+	}
+}
