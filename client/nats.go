@@ -29,6 +29,11 @@ func NewPublisher(js jetstream.JetStream, prefix string) *jetlog.Publisher {
 // batch's message in the log; one message may hold the batches of several
 // inputs, so resume from the last seq fn saw whole, skipping batches whose
 // In fn has already seen.
+//
+// The end is the log's last sequence as the stream's leader holds it when
+// Replay starts; a read whose consumer sits on a replica that stays behind
+// it fails with a *jetlog.BehindError (errors.Is jetlog.ErrBehind) saying
+// how far it got, after fn has seen that far.
 func Replay(ctx context.Context, js jetstream.JetStream, from uint64, fn func(seq uint64, b events.Batch) error) error {
 	return jetlog.Tail(ctx, js, jetlog.StreamAgg, from, false, func(e jetlog.Entry) error {
 		err := events.EachBatch(e.Data, func(b *events.Batch) error { return fn(e.Seq, *b) })

@@ -13,6 +13,11 @@
 //   - Tail delivers a log's messages in sequence order, each once, and ends
 //     at the log's last message unless asked to follow; the caller checks
 //     for gaps where it must vouch for having read everything.
+//   - The end of a log is its last sequence as the stream's leader holds
+//     it (LastSeq), never a consumer's "nothing pending", which speaks for
+//     the replica the consumer sits on. A read that cannot reach the end
+//     fails with a *BehindError saying how far it got; it never returns a
+//     prefix as the whole log.
 //   - A full disk is an error of its own (ErrStorageFull, IsStorageFull),
 //     so that callers answer "disk full" instead of a timeout.
 package jetlog

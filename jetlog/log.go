@@ -2,10 +2,13 @@ package jetlog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -18,6 +21,50 @@ type Entry struct {
 	Msg  jetstream.Msg
 }
 
+// ErrBehind means a read of a log ended before the last message the
+// stream's leader holds: the replica its consumer reads did not deliver
+// the rest within the stall bound. BehindError says how far it got.
+var ErrBehind = errors.New("the replica the consumer reads is behind the stream")
+
+// BehindError is a read that stopped short of the log's end: it read
+// Messages messages up to sequence Read, and the stream's leader holds
+// messages up to Last.
+type BehindError struct {
+	Stream, Subject string
+	Messages        int
+	Read, Last      uint64
+	// Stall is how long the consumer delivered nothing.
+	Stall time.Duration
+}
+
+func (e *BehindError) Error() string {
+	what := e.Stream
+	if e.Subject != "" {
+		what += " " + e.Subject
+	}
+	return fmt.Sprintf("read %d messages of %s up to sequence %d of %d: %v (nothing delivered for %s)",
+		e.Messages, what, e.Read, e.Last, ErrBehind, e.Stall)
+}
+
+// Unwrap makes errors.Is(err, ErrBehind) hold.
+func (e *BehindError) Unwrap() error { return ErrBehind }
+
+// readStall bounds how long a read that has not reached the leader's last
+// sequence waits for its consumer's next message. A replica catching up
+// after a restart delivers within it; one that stays behind (its copy
+// stopped applying) is reported instead of read as the whole log.
+var readStall = 30 * time.Second
+
+// ReadStall is the bound of a read to the end on a consumer that delivers
+// nothing while the log's leader holds more (see ErrBehind).
+func ReadStall() time.Duration { return readStall }
+
+// replicaEnd, set by a test, makes the consumer behave as one on a replica
+// whose copy of the stream ends at the sequence it returns (0: the whole
+// stream): later messages are not delivered, and the one there says
+// nothing is pending.
+var replicaEnd func(stream string) uint64
+
 // Tail reads stream from sequence from on and calls fn for each message in
 // order. With follow it keeps waiting for new messages until ctx ends or fn
 // fails; without it returns once the message that was last when Tail started
@@ -28,18 +75,28 @@ func Tail(ctx context.Context, js jetstream.JetStream, stream string, from uint6
 
 // TailSubject is Tail over the messages of one subject of the stream (all
 // of them when subject is empty); the server skips the others.
+//
+// Without follow, the end is the last message of subject as the stream's
+// leader holds it when TailSubject starts, not where the consumer's
+// replica says nothing is pending: a consumer may sit on a replica that is
+// behind (a restarted server catching up, or one whose copy stopped
+// applying). TailSubject returns nil only once it has delivered up to that
+// end, or the leader holds no message between what it delivered and the
+// end (they were deleted); a consumer that delivers nothing for
+// ReadStall meanwhile ends the read with a *BehindError.
 func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject string, from uint64, follow bool, fn func(Entry) error) error {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", stream, err)
 	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", stream, err)
-	}
-	last := info.State.LastSeq
-	if !follow && (last == 0 || last < from) {
-		return nil
+	r := &tailRead{js: js, stream: stream, subject: subject}
+	if !follow {
+		if r.last, err = r.leaderLast(ctx, st); err != nil {
+			return err
+		}
+		if r.last == 0 || r.last < from {
+			return nil
+		}
 	}
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	if from > 1 {
@@ -53,14 +110,16 @@ func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 		return fmt.Errorf("consumer on %s: %w", stream, err)
 	}
 	if !follow {
-		// Deleted messages (a replayed dead letter) leave LastSeq behind;
-		// what is left to read is the consumer's pending count.
 		ci, err := cons.Info(ctx)
 		if err != nil {
 			return fmt.Errorf("consumer on %s: %w", stream, err)
 		}
-		if ci.NumPending == 0 {
-			return nil
+		if ci.NumPending == 0 || r.end() != 0 && from > r.end() {
+			// Nothing pending on the consumer's replica: the end if the
+			// leader has no message from here to it either.
+			if done, err := r.readAll(ctx, from); err != nil || done {
+				return err
+			}
 		}
 	}
 	it, err := cons.Messages(PullOpt(stream))
@@ -70,11 +129,21 @@ func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	var wait []jetstream.NextOpt
+	if !follow {
+		wait = append(wait, jetstream.NextMaxWait(readStall))
+	}
 	for {
-		msg, err := it.Next()
+		msg, err := it.Next(wait...)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if !follow && errors.Is(err, nats.ErrTimeout) {
+				if done, err := r.readAll(ctx, max(r.read+1, from)); err != nil || done {
+					return err
+				}
+				return &BehindError{Stream: stream, Subject: subject, Messages: r.n, Read: r.read, Last: r.last, Stall: readStall}
 			}
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return ctx.Err()
@@ -85,14 +154,152 @@ func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 		if err != nil {
 			return fmt.Errorf("read %s: %w", stream, err)
 		}
-		seq := meta.Sequence.Stream
+		seq, pending := meta.Sequence.Stream, meta.NumPending
+		if end := r.end(); end != 0 {
+			if seq > end {
+				continue
+			}
+			if seq == end {
+				pending = 0
+			}
+		}
+		r.n, r.read = r.n+1, seq
 		if err := fn(Entry{Seq: seq, Data: msg.Data(), Time: meta.Timestamp, Msg: msg}); err != nil {
 			return err
 		}
-		if !follow && (seq >= last || meta.NumPending == 0) {
+		if follow {
+			continue
+		}
+		if seq >= r.last {
 			return nil
 		}
+		if pending == 0 {
+			if done, err := r.readAll(ctx, seq+1); err != nil || done {
+				return err
+			}
+		}
 	}
+}
+
+// tailRead is where a read to the end stands.
+type tailRead struct {
+	js              jetstream.JetStream
+	stream, subject string
+	// last is the end: the leader's last sequence of subject.
+	last uint64
+	// n messages were delivered, the last at sequence read.
+	n    int
+	read uint64
+}
+
+func (r *tailRead) end() uint64 {
+	if replicaEnd == nil {
+		return 0
+	}
+	return replicaEnd(r.stream)
+}
+
+// leaderLast is the sequence of the last message of the read's subject
+// (of the stream when it has none) as the stream's leader holds it: the
+// stream's info, or a get of the subject's last message, both answered by
+// the leader alone.
+func (r *tailRead) leaderLast(ctx context.Context, st jetstream.Stream) (uint64, error) {
+	if r.subject == "" {
+		info, err := st.Info(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("stream %s: %w", r.stream, err)
+		}
+		return info.State.LastSeq, nil
+	}
+	return leaderGet(ctx, r.js, r.stream, msgGetRequest{LastFor: r.subject})
+}
+
+// LastSeq is the sequence of the last message of subject in stream (of
+// the whole stream when subject is empty) as the stream's leader holds it:
+// the end a read of the log must reach, whatever replica it reads.
+func LastSeq(ctx context.Context, js jetstream.JetStream, stream, subject string) (uint64, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	r := &tailRead{js: js, stream: stream, subject: subject}
+	return r.leaderLast(ctx, st)
+}
+
+// readAll reports whether the read is complete with everything before
+// sequence next: the leader holds no message of the read's subject from
+// next up to the end (the rest were deleted; a replayed dead letter leaves
+// the stream's last sequence on a message that is gone).
+func (r *tailRead) readAll(ctx context.Context, next uint64) (bool, error) {
+	if next > r.last {
+		return true, nil
+	}
+	filter := r.subject
+	if filter == "" {
+		filter = ">"
+	}
+	seq, err := leaderGet(ctx, r.js, r.stream, msgGetRequest{Seq: next, NextFor: filter})
+	if err != nil {
+		return false, err
+	}
+	return seq == 0 || seq > r.last, nil
+}
+
+// msgGetRequest is JetStream's STREAM.MSG.GET request.
+type msgGetRequest struct {
+	Seq     uint64 `json:"seq,omitempty"`
+	LastFor string `json:"last_by_subj,omitempty"`
+	NextFor string `json:"next_by_subj,omitempty"`
+}
+
+// leaderGet asks the stream's leader for the message req names and returns
+// its sequence, 0 when there is none. It is sent to the STREAM.MSG.GET API,
+// which only the leader answers, even when the stream allows direct gets
+// (nats.go's Stream.GetMsg then asks any replica, which may be behind).
+func leaderGet(ctx context.Context, js jetstream.JetStream, stream string, req msgGetRequest) (uint64, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return 0, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, js.Options().DefaultTimeout)
+		defer cancel()
+	}
+	m, err := js.Conn().RequestWithContext(ctx, apiPrefix(js)+"STREAM.MSG.GET."+stream, body)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: the leader's last message: %w", stream, err)
+	}
+	var resp struct {
+		Error   *jetstream.APIError `json:"error"`
+		Message *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return 0, fmt.Errorf("stream %s: the leader's last message: %w", stream, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return 0, nil
+	case resp.Error != nil:
+		return 0, fmt.Errorf("stream %s: the leader's last message: %w", stream, resp.Error)
+	case resp.Message == nil:
+		return 0, fmt.Errorf("stream %s: the leader's last message: %w", stream, jetstream.ErrInvalidJetStreamResponse)
+	}
+	return resp.Message.Seq, nil
+}
+
+// apiPrefix is the subject prefix of js's JetStream API requests.
+func apiPrefix(js jetstream.JetStream) string {
+	o := js.Options()
+	switch {
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "."
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	}
+	return jetstream.DefaultAPIPrefix
 }
 
 // PullOpt is how a tail of stream pulls: by message count, which nats.go
