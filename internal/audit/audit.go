@@ -6,9 +6,14 @@
 // receipt for each of its CARs, and the read models agree with the logs.
 //
 // An audit vouches only for what it read: every message of each log, from
-// the first up to where the audit stops, must have been delivered once and
-// in order, or be a deleted message; anything else is a violation, never
-// an ok (nats.go can drop messages of a slow consumer).
+// the first up to the last the stream's leader holds when the audit reads
+// it (for the input log: up to the last input the aggregate log has
+// folded), must have been delivered, or be a deleted message. A read that
+// missed stored messages (nats.go dropped them from a slow consumer, or
+// the consumer's replica is behind the stream) gives no verdict at all: Run
+// returns a *PartialReadError, never violations drawn from a part of the
+// logs, nor an ok. A message delivered twice or out of order is a
+// violation.
 package audit
 
 import (
@@ -210,14 +215,43 @@ func readLog(ctx context.Context, js jetstream.JetStream, stream string, until u
 		c.see(e.Seq)
 		return fn(e)
 	})
-	if err != nil && !errors.Is(err, errFolded) {
+	// A read that stopped short of the stream's end (jetlog.ErrBehind)
+	// may still hold all the audit needs; verify decides.
+	if err != nil && !errors.Is(err, errFolded) && !errors.Is(err, jetlog.ErrBehind) {
 		return err
 	}
 	if verr := c.verify(ctx, st, stream, until, r); verr != nil {
 		return verr
 	}
+	if errors.Is(err, jetlog.ErrBehind) {
+		return nil
+	}
 	return err
 }
+
+// ErrPartialRead means the audit did not read the whole of a log, so it
+// gives no verdict; PartialReadError says how much it read.
+var ErrPartialRead = errors.New("the audit read only part of a log: no verdict")
+
+// PartialReadError is a log the audit did not read whole: it was delivered
+// Messages messages up to sequence Read of Last (the stream's last
+// sequence as its leader held it, or the last input the aggregate log has
+// folded), and Skipped messages that are stored, the first at sequence At,
+// were not delivered.
+type PartialReadError struct {
+	Stream              string
+	Messages            int
+	Read, Last, Skipped uint64
+	At                  uint64
+}
+
+func (e *PartialReadError) Error() string {
+	return fmt.Sprintf("log %s: the audit read %d messages up to sequence %d of %d; %d stored messages were not delivered, the first at sequence %d (a consumer on a replica behind the stream, or a slow consumer's drops): %v",
+		e.Stream, e.Messages, e.Read, e.Last, e.Skipped, e.At, ErrPartialRead)
+}
+
+// Unwrap makes errors.Is(err, ErrPartialRead) hold.
+func (e *PartialReadError) Unwrap() error { return ErrPartialRead }
 
 // coverage is what a read of a log delivered: how many messages, the
 // ranges of sequences it jumped over, and deliveries that went back.
@@ -246,7 +280,8 @@ func (c *coverage) see(seq uint64) {
 }
 
 // verify requires every sequence of stream from its first message up to
-// until that the read did not deliver to be a deleted message.
+// until that the read did not deliver to be a deleted message, and returns
+// a *PartialReadError otherwise.
 func (c *coverage) verify(ctx context.Context, st jetstream.Stream, stream string, until uint64, r *Report) error {
 	info, err := st.Info(ctx, jetstream.WithDeletedDetails(true))
 	if err != nil {
@@ -289,11 +324,11 @@ func (c *coverage) verify(ctx context.Context, st jetstream.Stream, stream strin
 			skipped += n
 		}
 	}
-	if skipped > 0 {
-		r.add("log "+stream, "the audit read %d messages and skipped %d that are stored (the first at sequence %d): it cannot vouch for what it did not read", c.n, skipped, at)
-	}
 	if c.backwards > 0 {
 		r.add("log "+stream, "%d messages were delivered twice or out of order", c.backwards)
+	}
+	if skipped > 0 {
+		return &PartialReadError{Stream: stream, Messages: c.n, Read: c.last, Last: until, Skipped: skipped, At: at}
 	}
 	return nil
 }
