@@ -10,6 +10,7 @@ import (
 
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/wire"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -53,8 +54,10 @@ type From struct {
 	Durable string
 	// Car, when set, limits the subscription to one CAR's receipts.
 	Car string
-	// Once stops after the receipts present at the start, instead of
-	// following new ones.
+	// Once stops after the receipts present at the start (the last one
+	// as the stream's leader holds it), instead of following new ones. A
+	// consumer on a replica behind the stream that delivers nothing for
+	// jetlog.ReadStall meanwhile ends it with a *jetlog.BehindError.
 	Once bool
 	// Subjects are ferry's subjects; the zero value means the default
 	// "ferry." prefix.
@@ -65,18 +68,34 @@ type From struct {
 // on, until ctx ends or handler fails. A handler error is returned; with a
 // durable consumer, that receipt is delivered again next time.
 func SubscribeReceipts(ctx context.Context, js jetstream.JetStream, from From, handler func(seq uint64, r wire.Receipt) error) error {
-	cons, err := receiptConsumer(ctx, js, from)
+	subject := receiptSubject(from)
+	cons, err := receiptConsumer(ctx, js, from, subject)
 	if err != nil {
 		return err
 	}
+	// Once ends at the last receipt as the stream's leader holds it: the
+	// consumer's "nothing pending" speaks for the replica it sits on.
+	var (
+		end  *jetlog.End
+		wait []jetstream.NextOpt
+		n    int
+		next = max(from.Seq, 1) // every receipt before it was delivered
+	)
 	if from.Once {
+		if end, err = jetlog.NewEnd(ctx, js, jetlog.StreamReceipts, subject); err != nil {
+			return err
+		}
 		info, err := cons.Info(ctx)
 		if err != nil {
 			return err
 		}
+		next = max(next, info.Delivered.Stream+1)
 		if info.NumPending == 0 {
-			return nil
+			if done, err := end.Reached(ctx, next); err != nil || done {
+				return err
+			}
 		}
+		wait = append(wait, jetstream.NextMaxWait(jetlog.ReadStall()))
 	}
 	it, err := cons.Messages()
 	if err != nil {
@@ -86,10 +105,13 @@ func SubscribeReceipts(ctx context.Context, js jetstream.JetStream, from From, h
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 	for {
-		msg, err := it.Next()
+		msg, err := it.Next(wait...)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return ctx.Err()
+			}
+			if from.Once && errors.Is(err, nats.ErrTimeout) {
+				return end.Stalled(ctx, n, next)
 			}
 			return err
 		}
@@ -110,21 +132,28 @@ func SubscribeReceipts(ctx context.Context, js jetstream.JetStream, from From, h
 				return fmt.Errorf("ack receipt %d: %w", meta.Sequence.Stream, err)
 			}
 		}
-		if from.Once && meta.NumPending == 0 {
-			return nil
+		n, next = n+1, meta.Sequence.Stream+1
+		if from.Once {
+			if done, err := end.After(ctx, meta.Sequence.Stream, meta.NumPending); err != nil || done {
+				return err
+			}
 		}
 	}
 }
 
-func receiptConsumer(ctx context.Context, js jetstream.JetStream, from From) (jetstream.Consumer, error) {
+// receiptSubject is the subject of the receipts a subscription reads.
+func receiptSubject(from From) string {
 	sub := from.Subjects
 	if sub.Prefix == "" {
 		sub = jetlog.DefaultSubjects
 	}
-	subject := sub.Receipts()
 	if from.Car != "" {
-		subject = sub.Receipt(from.Car)
+		return sub.Receipt(from.Car)
 	}
+	return sub.Receipts()
+}
+
+func receiptConsumer(ctx context.Context, js jetstream.JetStream, from From, subject string) (jetstream.Consumer, error) {
 	deliver, start := jetstream.DeliverAllPolicy, uint64(0)
 	if from.Seq > 1 {
 		deliver, start = jetstream.DeliverByStartSequencePolicy, from.Seq

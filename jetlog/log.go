@@ -77,7 +77,7 @@ func Tail(ctx context.Context, js jetstream.JetStream, stream string, from uint6
 // of them when subject is empty); the server skips the others.
 //
 // Without follow, the end is the last message of subject as the stream's
-// leader holds it when TailSubject starts, not where the consumer's
+// leader holds it when TailSubject starts (End), not where the consumer's
 // replica says nothing is pending: a consumer may sit on a replica that is
 // behind (a restarted server catching up, or one whose copy stopped
 // applying). TailSubject returns nil only once it has delivered up to that
@@ -89,12 +89,12 @@ func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", stream, err)
 	}
-	r := &tailRead{js: js, stream: stream, subject: subject}
+	var end *End
 	if !follow {
-		if r.last, err = r.leaderLast(ctx, st); err != nil {
+		if end, err = newEnd(ctx, js, st, stream, subject); err != nil {
 			return err
 		}
-		if r.last == 0 || r.last < from {
+		if end.Last == 0 || end.Last < from {
 			return nil
 		}
 	}
@@ -109,15 +109,16 @@ func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 	if err != nil {
 		return fmt.Errorf("consumer on %s: %w", stream, err)
 	}
+	replica := replicaEndOf(stream)
 	if !follow {
 		ci, err := cons.Info(ctx)
 		if err != nil {
 			return fmt.Errorf("consumer on %s: %w", stream, err)
 		}
-		if ci.NumPending == 0 || r.end() != 0 && from > r.end() {
+		if ci.NumPending == 0 || replica != 0 && from > replica {
 			// Nothing pending on the consumer's replica: the end if the
 			// leader has no message from here to it either.
-			if done, err := r.readAll(ctx, from); err != nil || done {
+			if done, err := end.Reached(ctx, from); err != nil || done {
 				return err
 			}
 		}
@@ -133,6 +134,10 @@ func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 	if !follow {
 		wait = append(wait, jetstream.NextMaxWait(readStall))
 	}
+	var (
+		n    int    // messages delivered
+		read uint64 // the sequence of the last one
+	)
 	for {
 		msg, err := it.Next(wait...)
 		if err != nil {
@@ -140,10 +145,7 @@ func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 				return ctx.Err()
 			}
 			if !follow && errors.Is(err, nats.ErrTimeout) {
-				if done, err := r.readAll(ctx, max(r.read+1, from)); err != nil || done {
-					return err
-				}
-				return &BehindError{Stream: stream, Subject: subject, Messages: r.n, Read: r.read, Last: r.last, Stall: readStall}
+				return end.Stalled(ctx, n, max(read+1, from))
 			}
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return ctx.Err()
@@ -155,94 +157,125 @@ func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 			return fmt.Errorf("read %s: %w", stream, err)
 		}
 		seq, pending := meta.Sequence.Stream, meta.NumPending
-		if end := r.end(); end != 0 {
-			if seq > end {
+		if replica != 0 {
+			if seq > replica {
 				continue
 			}
-			if seq == end {
+			if seq == replica {
 				pending = 0
 			}
 		}
-		r.n, r.read = r.n+1, seq
+		n, read = n+1, seq
 		if err := fn(Entry{Seq: seq, Data: msg.Data(), Time: meta.Timestamp, Msg: msg}); err != nil {
 			return err
 		}
 		if follow {
 			continue
 		}
-		if seq >= r.last {
-			return nil
-		}
-		if pending == 0 {
-			if done, err := r.readAll(ctx, seq+1); err != nil || done {
-				return err
-			}
+		if done, err := end.After(ctx, seq, pending); err != nil || done {
+			return err
 		}
 	}
 }
 
-// tailRead is where a read to the end stands.
-type tailRead struct {
-	js              jetstream.JetStream
-	stream, subject string
-	// last is the end: the leader's last sequence of subject.
-	last uint64
-	// n messages were delivered, the last at sequence read.
-	n    int
-	read uint64
-}
-
-func (r *tailRead) end() uint64 {
+func replicaEndOf(stream string) uint64 {
 	if replicaEnd == nil {
 		return 0
 	}
-	return replicaEnd(r.stream)
+	return replicaEnd(stream)
 }
 
-// leaderLast is the sequence of the last message of the read's subject
-// (of the stream when it has none) as the stream's leader holds it: the
-// stream's info, or a get of the subject's last message, both answered by
-// the leader alone.
-func (r *tailRead) leaderLast(ctx context.Context, st jetstream.Stream) (uint64, error) {
-	if r.subject == "" {
+// End is where a read of a log to its end stops: the last message of
+// Subject (of the whole stream when empty) as the stream's leader held it
+// when NewEnd asked. Only the leader is asked: a consumer's "nothing
+// pending" speaks for the replica it sits on, which may be behind.
+type End struct {
+	js              jetstream.JetStream
+	Stream, Subject string
+	// Last is the sequence of that message (0: there is none).
+	Last uint64
+}
+
+// NewEnd asks stream's leader for the end of a read of subject.
+func NewEnd(ctx context.Context, js jetstream.JetStream, stream, subject string) (*End, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	return newEnd(ctx, js, st, stream, subject)
+}
+
+// newEnd takes the end from the stream's info (answered by the leader) or,
+// for a subject, from a get of its last message sent to the leader.
+func newEnd(ctx context.Context, js jetstream.JetStream, st jetstream.Stream, stream, subject string) (*End, error) {
+	e := &End{js: js, Stream: stream, Subject: subject}
+	if subject == "" {
 		info, err := st.Info(ctx)
 		if err != nil {
-			return 0, fmt.Errorf("stream %s: %w", r.stream, err)
+			return nil, fmt.Errorf("stream %s: %w", stream, err)
 		}
-		return info.State.LastSeq, nil
+		e.Last = info.State.LastSeq
+		return e, nil
 	}
-	return leaderGet(ctx, r.js, r.stream, msgGetRequest{LastFor: r.subject})
+	last, err := leaderGet(ctx, js, stream, msgGetRequest{LastFor: subject})
+	if err != nil {
+		return nil, err
+	}
+	e.Last = last
+	return e, nil
 }
 
 // LastSeq is the sequence of the last message of subject in stream (of
 // the whole stream when subject is empty) as the stream's leader holds it:
 // the end a read of the log must reach, whatever replica it reads.
 func LastSeq(ctx context.Context, js jetstream.JetStream, stream, subject string) (uint64, error) {
-	st, err := js.Stream(ctx, stream)
+	e, err := NewEnd(ctx, js, stream, subject)
 	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", stream, err)
+		return 0, err
 	}
-	r := &tailRead{js: js, stream: stream, subject: subject}
-	return r.leaderLast(ctx, st)
+	return e.Last, nil
 }
 
-// readAll reports whether the read is complete with everything before
-// sequence next: the leader holds no message of the read's subject from
-// next up to the end (the rest were deleted; a replayed dead letter leaves
-// the stream's last sequence on a message that is gone).
-func (r *tailRead) readAll(ctx context.Context, next uint64) (bool, error) {
-	if next > r.last {
+// After reports whether a read that has just been delivered the message at
+// seq, with pending more pending on its consumer, has reached the end.
+func (e *End) After(ctx context.Context, seq, pending uint64) (bool, error) {
+	if seq >= e.Last {
 		return true, nil
 	}
-	filter := r.subject
+	if pending > 0 {
+		return false, nil
+	}
+	return e.Reached(ctx, seq+1)
+}
+
+// Reached reports whether a read that has delivered everything of Subject
+// before sequence next has reached the end: next is past Last, or the
+// leader holds no message of Subject from next up to Last (the rest were
+// deleted; a replayed dead letter leaves the stream's last sequence on a
+// message that is gone).
+func (e *End) Reached(ctx context.Context, next uint64) (bool, error) {
+	if next > e.Last {
+		return true, nil
+	}
+	filter := e.Subject
 	if filter == "" {
 		filter = ">"
 	}
-	seq, err := leaderGet(ctx, r.js, r.stream, msgGetRequest{Seq: next, NextFor: filter})
+	seq, err := leaderGet(ctx, e.js, e.Stream, msgGetRequest{Seq: next, NextFor: filter})
 	if err != nil {
 		return false, err
 	}
-	return seq == 0 || seq > r.last, nil
+	return seq == 0 || seq > e.Last, nil
+}
+
+// Stalled is the outcome of a read whose consumer delivered nothing for
+// ReadStall after n messages, everything before sequence next: nil if
+// that is the end after all, else a *BehindError.
+func (e *End) Stalled(ctx context.Context, n int, next uint64) error {
+	if done, err := e.Reached(ctx, next); err != nil || done {
+		return err
+	}
+	return &BehindError{Stream: e.Stream, Subject: e.Subject, Messages: n, Read: next - 1, Last: e.Last, Stall: readStall}
 }
 
 // msgGetRequest is JetStream's STREAM.MSG.GET request.
