@@ -49,6 +49,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	syncAlways := fs.Bool("sync-always", false, "fsync every JetStream write (slowest, safest)")
 	minFree := size(node.DefaultMinFree)
 	fs.Var(&minFree, "min-free", "free space kept on the data dir's disk: below it writes are refused (507) and /healthz fails (0: none)")
+	maxLag := fs.Duration("max-projection-lag", node.DefaultMaxProjectionLag, "how long the read models may stay behind the aggregate log before /healthz fails (0: never)")
 	dedup := fs.Duration("dedup-window", jetlog.DefaultDuplicates, "how long the input log remembers a message id (ferry dedupes CARs in its state beyond it)")
 	writeToken := fs.String("write-token", "", "bearer token for POST /v1/cars and admin calls (empty: open)")
 	reportToken := fs.String("report-token", "", "bearer token the deal engine sends to POST /v1/deals/report (empty: reports refused)")
@@ -132,7 +133,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 			MaxTickAhead: *tickAhead}),
 		FoldGiven: givenSettings(fs),
 		Pieces:    pieces, Fetch: fetches, CarStore: *carStore, CarStoreURL: *carStoreURL, PublicURL: *publicURL,
-		SyncInterval: *syncInterval, SyncAlways: *syncAlways, MinFree: uint64(minFree), Tick: *tick,
+		SyncInterval: *syncInterval, SyncAlways: *syncAlways, MinFree: uint64(minFree), MaxProjectionLag: *maxLag, Tick: *tick,
 		WriteToken: *writeToken, ReportToken: *reportToken, ReadToken: *readToken, NATSOptions: natsOpts,
 		Deals: deals, Log: log, HTTPLimits: api.Limits{BodyMinRate: int(bodyRate), BodyGrace: *bodyGrace},
 	})

@@ -63,6 +63,11 @@ type Config struct {
 	// publishes are refused as a full disk and /healthz fails (0: none;
 	// `ferry serve` keeps DefaultMinFree). See disk.go.
 	MinFree uint64
+	// MaxProjectionLag is how long the read models may stay behind the
+	// aggregate log's last sequence (as its stream leader holds it) before
+	// /healthz fails (0: never; `ferry serve` keeps
+	// DefaultMaxProjectionLag). See lag.go.
+	MaxProjectionLag time.Duration
 	// SyncInterval is JetStream's fsync interval (embedded server only);
 	// 0 keeps the server default of 2 minutes; SyncAlways fsyncs each write.
 	SyncInterval time.Duration
@@ -125,6 +130,7 @@ type Node struct {
 	httpLn   net.Listener
 	embedCfg natsembed.Config // the embedded server's, for reopening JetStream
 	disk     *diskWatch
+	lag      *lagWatch
 
 	// retry fires when a cause every part shares has passed (the disk has
 	// room again): parts waiting out a backoff start again at once.
@@ -205,6 +211,7 @@ func (n *Node) start(ctx context.Context) error {
 	n.Pub = jetlog.NewPublisher(n.JS, n.cfg.Subjects)
 	n.Pub.Gate = n.disk.gate
 	n.Projector = projections.NewProjector(n.JS, store, n.log)
+	n.lag = newLagWatch(n.JS, n.Projector.Seq, n.cfg.MaxProjectionLag)
 	n.Runner = aggregator.NewRunner(n.JS, aggregator.RunnerConfig{
 		Fold: n.cfg.Fold, Subjects: n.cfg.Subjects, Holder: holderName(), Tick: n.cfg.Tick, Log: n.log,
 		OnBatch: newMetrics(n.Registry, n).observeBatch,
@@ -344,6 +351,7 @@ func (n *Node) Run(ctx context.Context) {
 		return n.reopenable(ctx, func(ctx context.Context) error { return n.Projector.Run(ctx, true) })
 	})
 	n.goRun("memory", func() error { return n.releaseMemory(ctx) })
+	n.goRun("projection-lag", func() error { return n.lag.run(ctx) })
 	n.runDeals(ctx)
 	n.runPieces(ctx)
 	n.runFetches(ctx)
@@ -489,7 +497,7 @@ func (n *Node) health() error {
 	if !n.Conn.IsConnected() {
 		return errors.New("not connected to NATS")
 	}
-	return nil
+	return n.lag.Err()
 }
 
 // HTTPAddr is the address the API listens on.
