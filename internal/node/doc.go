@@ -45,6 +45,9 @@
 //     (disk.go).
 //   - memory: returns memory to the system after a burst of inputs
 //     (memory.go).
+//   - projection-lag: follows how far the read models are behind the
+//     aggregate log's last sequence as its stream leader holds it, for
+//     /metrics and /healthz (lag.go).
 //   - http: the API server.
 //
 // Parts share nothing but the read models (written by the projector alone,
