@@ -165,6 +165,22 @@ func (c *Cluster) stopAll() {
 	}
 }
 
+// Snapshot makes every running server snapshot its replica of stream and
+// compact its raft log, as JetStream does on its own once the log grows or
+// time passes: a server that was down then catches up from the snapshot
+// and the messages after it, not by replaying the log entries it missed.
+func (c *Cluster) Snapshot(stream string) error {
+	for i, s := range c.Servers {
+		if s == nil {
+			continue
+		}
+		if err := s.JetStreamSnapshotStream(Account, stream); err != nil {
+			return fmt.Errorf("server %d: snapshot %s: %w", i, stream, err)
+		}
+	}
+	return nil
+}
+
 // StreamLeader is the index of the running server leading stream, or -1.
 func (c *Cluster) StreamLeader(stream string) int {
 	for i, s := range c.Servers {
