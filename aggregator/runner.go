@@ -21,6 +21,12 @@ import (
 // writer's message in the way.
 var ErrDeposed = errors.New("aggregate log was appended by another writer")
 
+// ErrAppendUnsettled is returned when an append was neither acknowledged
+// nor refused within jetlog.AckWait (the stream had no leader, or the
+// connection was lost): whether it was stored is unknown, so the runner
+// steps down and rebuilds from what the log holds, as after ErrDeposed.
+var ErrAppendUnsettled = errors.New("an append to the aggregate log was not acknowledged in time")
+
 // RunnerConfig configures a Runner.
 type RunnerConfig struct {
 	Fold     events.Settings
@@ -30,9 +36,7 @@ type RunnerConfig struct {
 	// Tick is how often the leader publishes a tick; 0 means never (tests
 	// publish their own).
 	Tick time.Duration
-	// Window bounds appends in flight.
-	Window int
-	Log    *slog.Logger
+	Log  *slog.Logger
 	// OnBatch, if set, is called after each batch is decided and its
 	// append sent (metrics); the append may still fail.
 	OnBatch func(events.Batch, time.Duration)
@@ -57,9 +61,6 @@ type Runner struct {
 
 // NewRunner returns a runner on js.
 func NewRunner(js jetstream.JetStream, cfg RunnerConfig) *Runner {
-	if cfg.Window <= 0 {
-		cfg.Window = 256
-	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -106,7 +107,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			return nil
 		}
 		r.cfg.Log.Warn("aggregator stepped down", "err", err)
-		if !errors.Is(err, ErrDeposed) && !errors.Is(err, ErrLeaseLost) {
+		if !errors.Is(err, ErrDeposed) && !errors.Is(err, ErrLeaseLost) && !errors.Is(err, ErrAppendUnsettled) {
 			return err
 		}
 	}
@@ -136,10 +137,6 @@ func (r *Runner) leadOnce(ctx context.Context, l *lease) error {
 	if err != nil {
 		return err
 	}
-	lastID, err := lastMsgID(ctx, r.js, aggSeq)
-	if err != nil {
-		return err
-	}
 	if err := inputsReach(ctx, r.js, st.LastIn()); err != nil {
 		return err
 	}
@@ -149,7 +146,7 @@ func (r *Runner) leadOnce(ctx context.Context, l *lease) error {
 	if r.cfg.Tick > 0 {
 		wg.Go(func() { r.tick(ctx) })
 	}
-	err = r.apply(ctx, st, aggSeq, lastID)
+	err = r.apply(ctx, st, aggSeq)
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
@@ -193,22 +190,6 @@ func inputsReach(ctx context.Context, js jetstream.JetStream, lastIn uint64) err
 		return fmt.Errorf("%w: it ends at %d, the aggregate log has applied input %d", ErrInputBehind, info.State.LastSeq, lastIn)
 	}
 	return nil
-}
-
-// lastMsgID is the Nats-Msg-Id of the aggregate log's message at seq.
-func lastMsgID(ctx context.Context, js jetstream.JetStream, seq uint64) (string, error) {
-	if seq == 0 {
-		return "", nil
-	}
-	st, err := js.Stream(ctx, jetlog.StreamAgg)
-	if err != nil {
-		return "", err
-	}
-	m, err := st.GetMsg(ctx, seq)
-	if err != nil {
-		return "", fmt.Errorf("aggregate log %d: %w", seq, err)
-	}
-	return m.Header.Get(jetstream.MsgIDHeader), nil
 }
 
 // messageID is the message id of an aggregate-log message whose last
@@ -258,17 +239,24 @@ func makesDeals(b *events.Batch) bool {
 	return false
 }
 
-// apply reads inputs after st.LastIn and appends their batches, keeping up
-// to Window appends in flight. Each append expects both the sequence and
-// the message id of the message before it: the sequence alone would let a
-// pipelined append land after a failed one once a foreign message filled
-// the failed one's slot, silently dropping a batch.
+// apply reads inputs after st.LastIn and appends their batches. Each
+// append expects the last sequence of the log to be that of the message
+// before it, and is sent only once that message is stored: with one
+// append in flight the expectation names the message before it exactly,
+// while pipelined appends would let a later one land after a failed one
+// once a foreign message filled the failed one's slot, silently dropping a
+// batch. (The message id of the message before is not expected as well:
+// a replica that caught up after a restart does not remember the last
+// message id, fails that check when applying the next append, and stops
+// applying the log; see docs/architecture.md, One writer.)
 //
-// Inputs already waiting are applied together and their batches appended
-// as one message (see group). A batch that makes deals is always a message
-// of its own: the receipter follows those messages alone and resumes within
-// one by the position of a receipt in its aggregate.
-func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID string) error {
+// Inputs already waiting, and those arriving while an append is in flight,
+// are applied together and their batches appended as one message (see
+// group): under a burst the messages grow instead of the appends in
+// flight. A batch that makes deals is always a message of its own: the
+// receipter follows those messages alone and resumes within one by the
+// position of a receipt in its aggregate.
+func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64) error {
 	inputs := make(chan jetlog.Entry, 1024)
 	readErr := make(chan error, 1)
 	go func() {
@@ -282,30 +270,37 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 		})
 	}()
 	var (
-		pending []jetstream.PubAckFuture
+		pending jetstream.PubAckFuture // the append in flight
 		g       group
 		scratch []byte // the batch being encoded
 	)
+	// settle waits for the append in flight, if any.
+	settle := func() error {
+		if pending == nil {
+			return nil
+		}
+		if err := waitAck(ctx, pending); err != nil {
+			return err
+		}
+		pending = nil
+		r.publishStatus(st, aggSeq)
+		return nil
+	}
 	// flush appends g, if it holds a batch, after the message before it.
 	flush := func() error {
 		if g.batches == 0 {
 			return nil
 		}
-		id := messageID(g.lastIn)
-		fut, err := r.append(g, aggSeq, lastID)
+		if err := settle(); err != nil {
+			return err
+		}
+		fut, err := r.append(g, aggSeq)
 		if err != nil {
 			return err
 		}
 		aggSeq++
-		lastID = id
-		pending = append(pending, fut)
+		pending = fut
 		g.reset()
-		for len(pending) >= r.cfg.Window {
-			if err := waitAck(ctx, pending[0]); err != nil {
-				return err
-			}
-			pending = pending[1:]
-		}
 		return nil
 	}
 	// take applies one input and adds its batch to g, flushing as the
@@ -327,7 +322,10 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 			if err := flush(); err != nil {
 				return err
 			}
-			return r.refuseBatch(ctx, st, e.Seq, len(scratch), aggSeq, lastID, pending)
+			if err := settle(); err != nil {
+				return err
+			}
+			return r.refuseBatch(ctx, st, e.Seq, len(scratch), aggSeq)
 		}
 		deals := makesDeals(&b)
 		if deals || !g.fits(len(scratch)) {
@@ -347,28 +345,29 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 		return nil
 	}
 	for {
-		var oldest jetstream.PubAckFuture
-		if len(pending) > 0 {
-			oldest = pending[0]
-		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-readErr:
 			return ctxerr.NilIfDone(ctx, err)
-		case ack := <-okChan(oldest):
+		case ack := <-okChan(pending):
 			if ack.Duplicate {
 				return fmt.Errorf("%w: message %d was already stored", ErrDeposed, ack.Sequence)
 			}
-			pending = pending[1:]
+			pending = nil
 			r.publishStatus(st, aggSeq)
-		case err := <-errChan(oldest):
+			// Append what was grouped while this append was in flight.
+			if err := flush(); err != nil {
+				return err
+			}
+		case err := <-errChan(pending):
 			return appendErr(err)
 		case e := <-inputs:
 			if err := take(e); err != nil {
 				return err
 			}
-			// Take what else is waiting, then append it.
+			// Take what else is waiting, then append it unless an append
+			// is in flight: then it goes when that one is stored.
 			for more := true; more; {
 				select {
 				case e := <-inputs:
@@ -379,8 +378,10 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64, lastID str
 					more = false
 				}
 			}
-			if err := flush(); err != nil {
-				return err
+			if pending == nil {
+				if err := flush(); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -401,12 +402,7 @@ var errRefused = errors.New("an input's decisions were too large for the aggrega
 // and returns ErrDeposed: the state evolved by the refused batch, so the
 // aggregator steps down and rebuilds from what the log holds, then goes
 // on after the input.
-func (r *Runner) refuseBatch(ctx context.Context, st *State, in uint64, n int, aggSeq uint64, lastID string, pending []jetstream.PubAckFuture) error {
-	for _, f := range pending {
-		if err := waitAck(ctx, f); err != nil {
-			return err
-		}
-	}
+func (r *Runner) refuseBatch(ctx context.Context, st *State, in uint64, n int, aggSeq uint64) error {
 	reason := fmt.Sprintf("refused: its decisions encode to %d bytes, more than the aggregate log's %d-byte message limit", n, maxMessageBytes(r.js))
 	b := events.Batch{In: in, Now: st.now, Decisions: []events.Decision{{Type: events.DecInputIgnored, Reason: reason}}}
 	data, err := events.EncodeBatch(nil, &b)
@@ -414,7 +410,7 @@ func (r *Runner) refuseBatch(ctx context.Context, st *State, in uint64, n int, a
 		return err
 	}
 	r.cfg.Log.Error("aggregator refused an input whose decisions do not fit the aggregate log", "input", in, "bytes", n)
-	fut, err := r.append(group{msg: data, batches: 1, lastIn: in}, aggSeq, lastID)
+	fut, err := r.append(group{msg: data, batches: 1, lastIn: in}, aggSeq)
 	if err != nil {
 		return err
 	}
@@ -424,24 +420,27 @@ func (r *Runner) refuseBatch(ctx context.Context, st *State, in uint64, n int, a
 	return fmt.Errorf("%w: %w", ErrDeposed, errRefused)
 }
 
-// append starts the append of g after the message at seq after, whose id
-// is afterID.
-func (r *Runner) append(g group, after uint64, afterID string) (jetstream.PubAckFuture, error) {
+// append starts the append of g after the message at seq after.
+func (r *Runner) append(g group, after uint64) (jetstream.PubAckFuture, error) {
 	subject := r.cfg.Subjects.Decisions()
 	if g.deals {
 		subject = r.cfg.Subjects.Deals()
 	}
 	msg := nats.NewMsg(subject)
 	msg.Data = bytes.Clone(g.msg)
-	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequence(after), jetstream.WithMsgID(messageID(g.lastIn))}
-	if afterID != "" {
-		opts = append(opts, jetstream.WithExpectLastMsgID(afterID))
-	}
-	fut, err := r.js.PublishMsgAsync(msg, opts...)
+	fut, err := r.js.PublishMsgAsync(msg, appendOpts(after, g.lastIn)...)
 	if err != nil {
 		return nil, fmt.Errorf("append the message ending with input %d: %w", g.lastIn, err)
 	}
 	return fut, nil
+}
+
+// appendOpts are the guard of an append after the message at seq after
+// whose last batch is input lastIn's: the expected last sequence alone
+// (see apply), and the message id, which makes a deposed writer's repeat
+// of an append already stored a duplicate (see waitAck).
+func appendOpts(after, lastIn uint64) []jetstream.PublishOpt {
+	return []jetstream.PublishOpt{jetstream.WithExpectLastSequence(after), jetstream.WithMsgID(messageID(lastIn))}
 }
 
 func waitAck(ctx context.Context, f jetstream.PubAckFuture) error {
@@ -459,8 +458,11 @@ func waitAck(ctx context.Context, f jetstream.PubAckFuture) error {
 }
 
 func appendErr(err error) error {
-	if jetlog.IsConflict(err) {
+	switch {
+	case jetlog.IsConflict(err):
 		return fmt.Errorf("%w: %v", ErrDeposed, err)
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout), errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %v", ErrAppendUnsettled, err)
 	}
 	return fmt.Errorf("append to aggregate log: %w", err)
 }

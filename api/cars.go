@@ -24,7 +24,9 @@ import (
 //   - rejected with the reason: the event breaks a rule, and it is not
 //     stored. The fold would reject it by the same rules (events.Check
 //     under the log's deal size), so not storing it loses nothing, and it
-//     holds nothing: a corrected event for the CAR is taken at once.
+//     holds nothing: a corrected event for the CAR is taken at once,
+//   - error with the reason: it could not be stored (see failedUnstored
+//     for the status of an array's answer).
 func (a *API) postCars(w http.ResponseWriter, r *http.Request) {
 	body, ok := readBody(w, r, MaxCarsBody)
 	if !ok {
@@ -36,12 +38,18 @@ func (a *API) postCars(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	results := make([]wire.CarResult, len(raws))
-	var full bool // the last event's publish failed on a full disk
+	var full bool // an event's publish failed on a full disk
 	for i, raw := range raws {
-		results[i], full = a.submit(r, raw)
+		var f bool
+		results[i], f = a.submit(r, raw)
+		full = full || f
 	}
 	if !single {
-		writeJSON(w, http.StatusOK, map[string]any{"results": results})
+		status := http.StatusOK
+		if failedUnstored(results) {
+			status = publishStatus(full)
+		}
+		writeJSON(w, status, map[string]any{"results": results})
 		return
 	}
 	status := map[string]int{wire.Accepted: http.StatusAccepted, wire.Duplicate: http.StatusOK, wire.Conflict: http.StatusConflict,
@@ -50,6 +58,23 @@ func (a *API) postCars(w http.ResponseWriter, r *http.Request) {
 		status = publishStatus(full)
 	}
 	writeJSON(w, status, results[0])
+}
+
+// failedUnstored reports whether an event of an array failed and none was
+// stored: the whole request may then be sent again as it is (the other
+// answers, duplicate and rejected, are the same the second time), and a
+// client that reads only the status code must not take it as done. Once
+// something was stored the answer is 200 and the failed events are those
+// whose status is "error".
+func failedUnstored(results []wire.CarResult) bool {
+	failed := false
+	for _, res := range results {
+		if res.Seq != 0 {
+			return false
+		}
+		failed = failed || res.Status == wire.Failed
+	}
+	return failed
 }
 
 // splitBody reads a JSON object or array of objects.
@@ -101,7 +126,7 @@ func (a *API) submit(r *http.Request, raw json.RawMessage) (res wire.CarResult, 
 	pub, err := a.Pub.Publish(r.Context(), e)
 	switch {
 	case err != nil:
-		res.Status, res.Reason, full = "error", err.Error(), jetlog.IsStorageFull(err)
+		res.Status, res.Reason, full = wire.Failed, err.Error(), jetlog.IsStorageFull(err)
 	case pub.Duplicate && status == wire.Accepted:
 		res.Status = wire.Duplicate
 	default:

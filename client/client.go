@@ -92,8 +92,16 @@ func (c *HTTP) do(ctx context.Context, method, path string, body any, out any) e
 	if resp.StatusCode >= 400 && resp.StatusCode != http.StatusUnprocessableEntity {
 		var e struct {
 			Error string `json:"error"`
+			// An array of POST /v1/cars of which nothing was stored
+			// answers 503 (507: disk full) with its per-event results.
+			Results []wire.CarResult `json:"results"`
 		}
 		_ = json.Unmarshal(data, &e)
+		for _, r := range e.Results {
+			if e.Error == "" && r.Status == wire.Failed {
+				e.Error = fmt.Sprintf("nothing of the %d events was stored: %s", len(e.Results), r.Reason)
+			}
+		}
 		if e.Error == "" {
 			e.Error = strings.TrimSpace(string(data))
 		}
@@ -149,8 +157,10 @@ func (c *HTTP) Aggregates(ctx context.Context, state string, after uint64, limit
 
 // Submit posts car.replicated events; each gets its own result, ferry's
 // verdict on it: wire.Accepted, wire.Duplicate, wire.Rejected or
-// wire.Conflict, each rejection and conflict with its reason, or "error"
-// when ferry could not append it.
+// wire.Conflict, each rejection and conflict with its reason, or
+// wire.Failed ("error") when ferry could not append it. When nothing was
+// stored and an event failed, the error is an *APIError of status 503
+// (507: disk full) and the whole request may be sent again.
 func (c *HTTP) Submit(ctx context.Context, evs []*events.CarReplicated) ([]wire.CarResult, error) {
 	return c.submit(ctx, evs)
 }

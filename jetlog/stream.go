@@ -274,6 +274,24 @@ const aggDuplicates = 10 * time.Second
 // LeaseTTL is how long a leadership lease lives without renewal.
 const LeaseTTL = 6 * time.Second
 
+// AckWait bounds every wait for a stream's acknowledgement of a publish
+// or an append, synchronous or not. Without it an asynchronous publish
+// sent as a stream leader dies may never be answered, and its writer waits
+// for good (the aggregator would keep renewing its lease meanwhile). It is
+// nats.go's own default for a synchronous publish: the duplicate windows
+// (DefaultDuplicates) are sized to cover it and a retry.
+const AckWait = 5 * time.Second
+
+// NewJetStream is jetstream.New(nc, opts...) with every acknowledgement
+// wait bounded by AckWait. Every JetStream context of ferry's processes
+// comes from it.
+func NewJetStream(nc *nats.Conn, opts ...jetstream.JetStreamOpt) (jetstream.JetStream, error) {
+	return jetstream.New(nc, append([]jetstream.JetStreamOpt{
+		jetstream.WithPublishAsyncTimeout(AckWait),
+		jetstream.WithDefaultTimeout(AckWait),
+	}, opts...)...)
+}
+
 // Publisher appends input events to the input log.
 type Publisher struct {
 	js  jetstream.JetStream
@@ -308,6 +326,8 @@ func (p *Publisher) Publish(ctx context.Context, ev events.Event) (Published, er
 	if err != nil {
 		return Published{}, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, AckWait)
+	defer cancel()
 	ack, err := p.js.PublishMsg(ctx, msg)
 	if err != nil {
 		if gerr := p.gate(); gerr != nil {

@@ -84,13 +84,15 @@ type PieceView struct {
 	Offset    *uint64 `json:"offset,omitempty"`
 }
 
-// The answers to one event of POST /v1/cars (CarResult.Status); an event
-// that could not be stored for another reason is "error".
+// The answers to one event of POST /v1/cars (CarResult.Status).
 const (
 	Accepted  = "accepted"
 	Duplicate = "duplicate"
 	Conflict  = "conflict"
 	Rejected  = "rejected"
+	// Failed is "error": the event could not be stored (the input log
+	// did not acknowledge it, or its disk is full); send it again.
+	Failed = "error"
 )
 
 // CarResult answers one event of POST /v1/cars.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/internal/node"
+	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -117,7 +118,7 @@ func (a *natsAuth) connect(url, name string, extra ...nats.Option) (*nats.Conn, 
 	if err != nil {
 		return nil, nil, a.connectError(url, err)
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetlog.NewJetStream(nc)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err

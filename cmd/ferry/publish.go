@@ -567,7 +567,7 @@ func openNATS(url, prefix string, inFlight int, auth *natsAuth, t *tally) (*nats
 	if err != nil {
 		return nil, nil, auth.connectError(url, err)
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(inFlight))
+	js, err := jetlog.NewJetStream(nc, jetstream.WithPublishAsyncMaxPending(inFlight))
 	if err != nil {
 		nc.Close()
 		return nil, nil, err

@@ -275,7 +275,7 @@ func (n *Node) connect() error {
 		return fmt.Errorf("connect to NATS at %s: %w", url, err)
 	}
 	n.Conn = nc
-	js, err := jetstream.New(nc)
+	js, err := jetlog.NewJetStream(nc)
 	if err != nil {
 		return err
 	}

@@ -69,7 +69,7 @@ func Connect(tb testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstr
 		tb.Fatalf("connect %s: %v", url, err)
 	}
 	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	js, err := jetlog.NewJetStream(nc)
 	if err != nil {
 		tb.Fatalf("jetstream: %v", err)
 	}
