@@ -50,7 +50,7 @@ type ManifestPart struct {
 
 // writeManifest writes <out>/manifest.json from the records, streaming
 // the contents in walk order.
-func writeManifest(st *state, plan *Plan, name string, results []*Result, tree *Result, url func(string) string) error {
+func writeManifest(st *state, plan *Plan, results []*Result, tree *Result, url func(string) string) error {
 	dirs, links, split := map[string]string{}, map[string]string{}, map[string]Named{}
 	for _, d := range tree.Tree.Dirs {
 		dirs[d.Path] = d.CID
@@ -76,7 +76,7 @@ func writeManifest(st *state, plan *Plan, name string, results []*Result, tree *
 		pieces = append(pieces, p)
 	}
 
-	name = filepath.Join(st.out, "manifest.json")
+	name := filepath.Join(st.out, "manifest.json")
 	tmp := name + ".tmp"
 	f, err := os.Create(tmp)
 	if err != nil {

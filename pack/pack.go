@@ -24,7 +24,7 @@ type Builder interface {
 type Options struct {
 	Source, Out string
 	Settings    Settings
-	// Builder builds the data CARs; nil is Local{Jobs: runtime.NumCPU()}.
+	// Builder builds the data CARs; nil is Local with a job per core.
 	Builder Builder
 	// Publish, when set, is called with each finished CAR, once the CAR
 	// is in Out, and its URL; a CAR is published until Publish returns
@@ -39,7 +39,8 @@ type Options struct {
 type Summary struct {
 	Plan *Plan
 	Root string
-	// Results are the data CARs' then the tree CAR's.
+	// Results are the data CARs' then the tree CAR's, without their
+	// per-file records (those are in the manifest).
 	Results []*Result
 	// Built counts the CARs this run built (the others were recorded).
 	Built    int
@@ -59,7 +60,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 		return nil, err
 	}
 	if opts.Builder == nil {
-		opts.Builder = Local{Jobs: runtime.NumCPU()}
+		opts.Builder = Local{Jobs: runtime.NumCPU(), Progress: opts.Progress}
 	}
 	st, err := openState(out)
 	if err != nil {
@@ -122,7 +123,7 @@ func Run(ctx context.Context, opts Options) (*Summary, error) {
 	}
 	tree := p.results[0]
 	data := p.results[1:]
-	if err := writeManifest(st, plan, "", data, tree, opts.URL); err != nil {
+	if err := writeManifest(st, plan, data, tree, opts.URL); err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	return &Summary{
@@ -213,10 +214,19 @@ func (p *packer) recorded(ctx context.Context, i int) (bool, error) {
 	} else if err != nil {
 		return false, err
 	}
-	p.results[i] = &r
+	p.results[i] = r.brief()
 	p.opts.Progress.addCar(&r)
 	p.opts.Progress.AddBuilt(&r)
 	return true, p.publish(ctx, &r)
+}
+
+// brief is r without its per-file records, which stay on disk in its
+// record: the manifest streams them from there, so a pack holds one
+// CAR's records at a time, not the tree's.
+func (r *Result) brief() *Result {
+	b := *r
+	b.Files = nil
+	return &b
 }
 
 // addCar counts a data CAR done.
@@ -254,7 +264,7 @@ func (p *packer) finish(ctx context.Context, r *Result) error {
 	if err := p.place(r); err != nil {
 		return err
 	}
-	p.results[r.Index] = r
+	p.results[r.Index] = r.brief()
 	p.built++
 	p.opts.Progress.addCar(r)
 	return p.publish(ctx, r)

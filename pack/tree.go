@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ferry-dev/ferry/internal/ctxio"
 	"github.com/ipfs/go-cid"
 )
 
@@ -260,7 +261,10 @@ func fileSHA256(ctx context.Context, name string, e Entry) (string, string) {
 		return "", why
 	}
 	h := sha256.New()
-	if n, err := io.Copy(h, io.LimitReader(f, int64(e.Size))); err != nil || uint64(n) != e.Size {
+	if n, err := io.Copy(h, ctxio.Reader(ctx, io.LimitReader(f, int64(e.Size)))); err != nil || uint64(n) != e.Size {
+		if ctx.Err() != nil {
+			return "", ctx.Err().Error()
+		}
 		return "", fmt.Sprintf("changed while packed: read %d of %d bytes (%v)", n, e.Size, err)
 	}
 	if why := changed(f, p); why != "" {
