@@ -200,9 +200,9 @@ func (a *appender) storedBefore(ctx context.Context, next uint64) error {
 // Issue 19: an asynchronous publish sent as a stream lost its quorum
 // never got an acknowledgement or an error, and the aggregator would have
 // waited on it for good while renewing its lease. With two of three
-// servers stopped, an append as the Runner makes it fails within the
-// acknowledgement bound as ErrAppendUnsettled (the Runner steps down and
-// rebuilds), and so does a synchronous publish to the input log.
+// servers stopped, an append as the Runner makes it is resent up to its
+// bound and then fails as ErrAppendUnsettled (the Runner steps down and
+// rebuilds), and a synchronous publish to the input log fails too.
 func TestClusterAppendWithoutQuorumFailsWithinTheBound(t *testing.T) {
 	c := natscluster.Start(t, 3)
 	_, js := c.Connect()
@@ -214,11 +214,7 @@ func TestClusterAppendWithoutQuorumFailsWithinTheBound(t *testing.T) {
 	r := NewRunner(js, RunnerConfig{Subjects: jetlog.DefaultSubjects})
 	// One append stored with a quorum, so the stream is in place on every
 	// server.
-	fut, err := r.append(group{msg: []byte("first"), batches: 1, lastIn: 1}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := waitAck(ctx, fut); err != nil {
+	if err := waitAck(r.append(ctx, nil, group{msg: []byte("first"), batches: 1, lastIn: 1}, 0)); err != nil {
 		t.Fatalf("append with a quorum: %v", err)
 	}
 	// Two servers go, whatever they lead; one is left, without a quorum
@@ -226,15 +222,15 @@ func TestClusterAppendWithoutQuorumFailsWithinTheBound(t *testing.T) {
 	c.Stop(0)
 	c.Stop(1)
 
-	// Twice the bound and the time to reconnect to the server left: a
-	// bounded wait ends within it, an unbounded one never does.
-	bound := 2*jetlog.AckWait + 10*time.Second
+	// The resends' bound and the time to reconnect to the server left:
+	// a bounded wait ends within it, an unbounded one never does.
+	bound := settleWithin + 10*time.Second
 	start := time.Now()
-	fut, err = r.append(group{msg: []byte("second"), batches: 1, lastIn: 2}, 1)
-	if err == nil {
-		wctx, wcancel := context.WithTimeout(ctx, bound)
-		err = waitAck(wctx, fut)
-		wcancel()
+	a := r.append(ctx, nil, group{msg: []byte("second"), batches: 1, lastIn: 2}, 1)
+	var err error
+	select {
+	case err = <-a.done:
+	case <-time.After(bound):
 	}
 	if !errors.Is(err, ErrAppendUnsettled) {
 		t.Fatalf("append without a quorum: %v after %v, want ErrAppendUnsettled within %v", err, time.Since(start), bound)

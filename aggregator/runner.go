@@ -1,7 +1,6 @@
 package aggregator
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/ctxerr"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -146,7 +144,7 @@ func (r *Runner) leadOnce(ctx context.Context, l *lease) error {
 	if r.cfg.Tick > 0 {
 		wg.Go(func() { r.tick(ctx) })
 	}
-	err = r.apply(ctx, st, aggSeq)
+	err = r.apply(ctx, l, st, aggSeq)
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
@@ -256,7 +254,17 @@ func makesDeals(b *events.Batch) bool {
 // flight. A batch that makes deals is always a message of its own: the
 // receipter follows those messages alone and resumes within one by the
 // position of a receipt in its aggregate.
-func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64) error {
+func (r *Runner) apply(ctx context.Context, l *lease, st *State, aggSeq uint64) error {
+	// The append in flight ends with apply, so that none is sent after
+	// the runner steps down and releases the lease.
+	ctx, cancel := context.WithCancel(ctx)
+	var pending *appending // the append in flight
+	defer func() {
+		cancel()
+		if pending != nil {
+			<-pending.done
+		}
+	}()
 	inputs := make(chan jetlog.Entry, 1024)
 	readErr := make(chan error, 1)
 	go func() {
@@ -270,20 +278,24 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64) error {
 		})
 	}()
 	var (
-		pending jetstream.PubAckFuture // the append in flight
 		g       group
 		scratch []byte // the batch being encoded
 	)
+	// stored is where an append is known stored: the one place.
+	stored := func() {
+		pending = nil
+		r.publishStatus(st, aggSeq)
+	}
 	// settle waits for the append in flight, if any.
 	settle := func() error {
 		if pending == nil {
 			return nil
 		}
-		if err := waitAck(ctx, pending); err != nil {
+		if err := waitAck(pending); err != nil {
+			pending = nil
 			return err
 		}
-		pending = nil
-		r.publishStatus(st, aggSeq)
+		stored()
 		return nil
 	}
 	// flush appends g, if it holds a batch, after the message before it.
@@ -294,12 +306,8 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64) error {
 		if err := settle(); err != nil {
 			return err
 		}
-		fut, err := r.append(g, aggSeq)
-		if err != nil {
-			return err
-		}
+		pending = r.append(ctx, l, g, aggSeq)
 		aggSeq++
-		pending = fut
 		g.reset()
 		return nil
 	}
@@ -325,7 +333,7 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64) error {
 			if err := settle(); err != nil {
 				return err
 			}
-			return r.refuseBatch(ctx, st, e.Seq, len(scratch), aggSeq)
+			return r.refuseBatch(ctx, l, st, e.Seq, len(scratch), aggSeq)
 		}
 		deals := makesDeals(&b)
 		if deals || !g.fits(len(scratch)) {
@@ -350,18 +358,16 @@ func (r *Runner) apply(ctx context.Context, st *State, aggSeq uint64) error {
 			return nil
 		case err := <-readErr:
 			return ctxerr.NilIfDone(ctx, err)
-		case ack := <-okChan(pending):
-			if ack.Duplicate {
-				return fmt.Errorf("%w: message %d was already stored", ErrDeposed, ack.Sequence)
+		case err := <-doneChan(pending):
+			if err != nil {
+				pending = nil
+				return err
 			}
-			pending = nil
-			r.publishStatus(st, aggSeq)
+			stored()
 			// Append what was grouped while this append was in flight.
 			if err := flush(); err != nil {
 				return err
 			}
-		case err := <-errChan(pending):
-			return appendErr(err)
 		case e := <-inputs:
 			if err := take(e); err != nil {
 				return err
@@ -402,7 +408,7 @@ var errRefused = errors.New("an input's decisions were too large for the aggrega
 // and returns ErrDeposed: the state evolved by the refused batch, so the
 // aggregator steps down and rebuilds from what the log holds, then goes
 // on after the input.
-func (r *Runner) refuseBatch(ctx context.Context, st *State, in uint64, n int, aggSeq uint64) error {
+func (r *Runner) refuseBatch(ctx context.Context, l *lease, st *State, in uint64, n int, aggSeq uint64) error {
 	reason := fmt.Sprintf("refused: its decisions encode to %d bytes, more than the aggregate log's %d-byte message limit", n, maxMessageBytes(r.js))
 	b := events.Batch{In: in, Now: st.now, Decisions: []events.Decision{{Type: events.DecInputIgnored, Reason: reason}}}
 	data, err := events.EncodeBatch(nil, &b)
@@ -410,75 +416,10 @@ func (r *Runner) refuseBatch(ctx context.Context, st *State, in uint64, n int, a
 		return err
 	}
 	r.cfg.Log.Error("aggregator refused an input whose decisions do not fit the aggregate log", "input", in, "bytes", n)
-	fut, err := r.append(group{msg: data, batches: 1, lastIn: in}, aggSeq)
-	if err != nil {
-		return err
-	}
-	if err := waitAck(ctx, fut); err != nil {
+	if err := waitAck(r.append(ctx, l, group{msg: data, batches: 1, lastIn: in}, aggSeq)); err != nil {
 		return err
 	}
 	return fmt.Errorf("%w: %w", ErrDeposed, errRefused)
-}
-
-// append starts the append of g after the message at seq after.
-func (r *Runner) append(g group, after uint64) (jetstream.PubAckFuture, error) {
-	subject := r.cfg.Subjects.Decisions()
-	if g.deals {
-		subject = r.cfg.Subjects.Deals()
-	}
-	msg := nats.NewMsg(subject)
-	msg.Data = bytes.Clone(g.msg)
-	fut, err := r.js.PublishMsgAsync(msg, appendOpts(after, g.lastIn)...)
-	if err != nil {
-		return nil, fmt.Errorf("append the message ending with input %d: %w", g.lastIn, err)
-	}
-	return fut, nil
-}
-
-// appendOpts are the guard of an append after the message at seq after
-// whose last batch is input lastIn's: the expected last sequence alone
-// (see apply), and the message id, which makes a deposed writer's repeat
-// of an append already stored a duplicate (see waitAck).
-func appendOpts(after, lastIn uint64) []jetstream.PublishOpt {
-	return []jetstream.PublishOpt{jetstream.WithExpectLastSequence(after), jetstream.WithMsgID(messageID(lastIn))}
-}
-
-func waitAck(ctx context.Context, f jetstream.PubAckFuture) error {
-	select {
-	case ack := <-f.Ok():
-		if ack.Duplicate {
-			return fmt.Errorf("%w: message %d was already stored", ErrDeposed, ack.Sequence)
-		}
-		return nil
-	case err := <-f.Err():
-		return appendErr(err)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func appendErr(err error) error {
-	switch {
-	case jetlog.IsConflict(err):
-		return fmt.Errorf("%w: %v", ErrDeposed, err)
-	case errors.Is(err, jetstream.ErrAsyncPublishTimeout), errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders), errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w: %v", ErrAppendUnsettled, err)
-	}
-	return fmt.Errorf("append to aggregate log: %w", err)
-}
-
-func okChan(f jetstream.PubAckFuture) <-chan *jetstream.PubAck {
-	if f == nil {
-		return nil
-	}
-	return f.Ok()
-}
-
-func errChan(f jetstream.PubAckFuture) <-chan error {
-	if f == nil {
-		return nil
-	}
-	return f.Err()
 }
 
 func (r *Runner) publishStatus(st *State, aggSeq uint64) {

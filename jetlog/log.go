@@ -1,10 +1,14 @@
 package jetlog
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/textproto"
 	"strings"
 	"time"
 
@@ -98,19 +102,18 @@ func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 			return nil
 		}
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if from > 1 {
-		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}
-	}
+	var cfg jetstream.OrderedConsumerConfig
 	if subject != "" {
 		cfg.FilterSubjects = []string{subject}
 	}
-	cons, err := st.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("consumer on %s: %w", stream, err)
-	}
 	replica := replicaEndOf(stream)
+	r := newReader(js, st, stream, cfg)
+	defer r.stop()
 	if !follow {
+		cons, err := r.consumer(ctx, from)
+		if err != nil {
+			return err
+		}
 		ci, err := cons.Info(ctx)
 		if err != nil {
 			return fmt.Errorf("consumer on %s: %w", stream, err)
@@ -123,23 +126,16 @@ func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 			}
 		}
 	}
-	it, err := cons.Messages(PullOpt(stream))
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", stream, err)
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	var wait []jetstream.NextOpt
+	var wait time.Duration
 	if !follow {
-		wait = append(wait, jetstream.NextMaxWait(readStall))
+		wait = readStall
 	}
 	var (
 		n    int    // messages delivered
 		read uint64 // the sequence of the last one
 	)
 	for {
-		msg, err := it.Next(wait...)
+		msg, err := r.next(ctx, wait, max(read+1, from))
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -290,9 +286,24 @@ type msgGetRequest struct {
 // which only the leader answers, even when the stream allows direct gets
 // (nats.go's Stream.GetMsg then asks any replica, which may be behind).
 func leaderGet(ctx context.Context, js jetstream.JetStream, stream string, req msgGetRequest) (uint64, error) {
+	m, err := leaderMsg(ctx, js, stream, req)
+	if err != nil || m == nil {
+		return 0, err
+	}
+	return m.Seq, nil
+}
+
+// storedMsg is the part of STREAM.MSG.GET's answer ferry reads.
+type storedMsg struct {
+	Seq    uint64 `json:"seq"`
+	Header []byte `json:"hdrs"`
+}
+
+// leaderMsg is leaderGet's answer: the message, nil when there is none.
+func leaderMsg(ctx context.Context, js jetstream.JetStream, stream string, req msgGetRequest) (*storedMsg, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -301,26 +312,45 @@ func leaderGet(ctx context.Context, js jetstream.JetStream, stream string, req m
 	}
 	m, err := js.Conn().RequestWithContext(ctx, apiPrefix(js)+"STREAM.MSG.GET."+stream, body)
 	if err != nil {
-		return 0, fmt.Errorf("stream %s: the leader's last message: %w", stream, err)
+		return nil, fmt.Errorf("stream %s: the leader's message: %w", stream, err)
 	}
 	var resp struct {
 		Error   *jetstream.APIError `json:"error"`
-		Message *struct {
-			Seq uint64 `json:"seq"`
-		} `json:"message"`
+		Message *storedMsg          `json:"message"`
 	}
 	if err := json.Unmarshal(m.Data, &resp); err != nil {
-		return 0, fmt.Errorf("stream %s: the leader's last message: %w", stream, err)
+		return nil, fmt.Errorf("stream %s: the leader's message: %w", stream, err)
 	}
 	switch {
 	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
-		return 0, nil
+		return nil, nil
 	case resp.Error != nil:
-		return 0, fmt.Errorf("stream %s: the leader's last message: %w", stream, resp.Error)
+		return nil, fmt.Errorf("stream %s: the leader's message: %w", stream, resp.Error)
 	case resp.Message == nil:
-		return 0, fmt.Errorf("stream %s: the leader's last message: %w", stream, jetstream.ErrInvalidJetStreamResponse)
+		return nil, fmt.Errorf("stream %s: the leader's message: %w", stream, jetstream.ErrInvalidJetStreamResponse)
 	}
-	return resp.Message.Seq, nil
+	return resp.Message, nil
+}
+
+// MsgID is the message id (Nats-Msg-Id) of the message at seq in stream
+// as the stream's leader holds it; "" when there is no such message or it
+// has no id. A writer whose acknowledgement was lost reads it to know
+// whether the message stored there is its own.
+func MsgID(ctx context.Context, js jetstream.JetStream, stream string, seq uint64) (string, error) {
+	m, err := leaderMsg(ctx, js, stream, msgGetRequest{Seq: seq})
+	if err != nil || m == nil || len(m.Header) == 0 {
+		return "", err
+	}
+	// NATS headers are a status line and MIME headers.
+	r := textproto.NewReader(bufio.NewReader(bytes.NewReader(m.Header)))
+	if _, err := r.ReadLine(); err != nil {
+		return "", fmt.Errorf("stream %s message %d: headers: %w", stream, seq, err)
+	}
+	h, err := r.ReadMIMEHeader()
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("stream %s message %d: headers: %w", stream, seq, err)
+	}
+	return h.Get(jetstream.MsgIDHeader), nil
 }
 
 // apiPrefix is the subject prefix of js's JetStream API requests.

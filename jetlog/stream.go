@@ -271,8 +271,13 @@ func EnsurePackStreams(ctx context.Context, js jetstream.JetStream, sub Subjects
 // (about 100 MB per million CARs ingested within the default window).
 const aggDuplicates = 10 * time.Second
 
-// LeaseTTL is how long a leadership lease lives without renewal.
-const LeaseTTL = 6 * time.Second
+// LeaseTTL is how long a leadership lease lives without renewal: the
+// FERRY_LEADER bucket's TTL, which the server applies as the stream's
+// max age (each replica removes the key on its own once its last
+// renewal is that old). It bounds how long the aggregator stops after
+// its leader dies; aggregator/lease.go sizes the renewals and the
+// holder's fence from it.
+const LeaseTTL = 2 * time.Second
 
 // AckWait bounds every wait for a stream's acknowledgement of a publish
 // or an append, synchronous or not. Without it an asynchronous publish

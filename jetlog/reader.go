@@ -1,0 +1,192 @@
+package jetlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// tailHeartbeat is how often an idle tail's consumer says it is alive.
+// nats.go makes the ordered consumer again once two are missed: the
+// fallback for a consumer whose server died when the stream's
+// leader-elected advisory was missed (see reader).
+const tailHeartbeat = time.Second
+
+// reopenBackoff is the first and the longest wait between two tries to
+// make a tail's consumer again while the stream cannot take one.
+const (
+	reopenFirst = 50 * time.Millisecond
+	reopenMost  = time.Second
+)
+
+// reader is a tail's consumer: an ordered consumer (no state on the
+// server) and the goroutine that pulls from it, made again from the next
+// sequence the tail has to deliver whenever the stream elects a leader.
+//
+// Left to itself, nats.go's ordered consumer finds a consumer lost with a
+// server only by two missed heartbeats, and makes it again with backoff
+// (1 s, 2 s, 4 s, … each try waiting up to 10 s for an answer), so a tail
+// resumed seconds after the stream had a new leader. JetStream announces
+// the election ($JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.<stream>): at
+// that moment the stream takes a new consumer, so the reader drops the
+// old one, goroutine and all, without waiting for it to answer, and
+// opens another. A consumer that still worked costs one re-creation per
+// election. Messages of a dropped consumer are never delivered: the new
+// one starts after the last message the tail delivered.
+type reader struct {
+	js     jetstream.JetStream
+	st     jetstream.Stream
+	stream string
+	cfg    jetstream.OrderedConsumerConfig
+
+	advisory *nats.Subscription
+	elected  chan struct{}
+	cons     jetstream.Consumer // the consumer of cur, or one made before it
+	cur      *pull
+	opened   bool // a consumer was pulled from: later failures are retried
+}
+
+// pull is one consumer's goroutine and what it pulled.
+type pull struct {
+	it   jetstream.MessagesContext
+	out  chan pulled
+	done chan struct{}
+}
+
+type pulled struct {
+	msg jetstream.Msg
+	err error
+}
+
+// LeaderElectedAdvisory is the subject on which JetStream announces that
+// stream has elected a leader.
+func LeaderElectedAdvisory(stream string) string {
+	return "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED." + stream
+}
+
+func newReader(js jetstream.JetStream, st jetstream.Stream, stream string, cfg jetstream.OrderedConsumerConfig) *reader {
+	r := &reader{js: js, st: st, stream: stream, cfg: cfg, elected: make(chan struct{}, 1)}
+	// Without the advisory (a user not allowed to subscribe to it) the
+	// heartbeats still recover the tail, later.
+	r.advisory, _ = js.Conn().Subscribe(LeaderElectedAdvisory(stream), func(*nats.Msg) {
+		select {
+		case r.elected <- struct{}{}:
+		default:
+		}
+	})
+	return r
+}
+
+// consumer makes an ordered consumer delivering from sequence next on.
+func (r *reader) consumer(ctx context.Context, next uint64) (jetstream.Consumer, error) {
+	cfg := r.cfg
+	cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverAllPolicy, 0
+	if next > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, next
+	}
+	cons, err := r.st.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consumer on %s: %w", r.stream, err)
+	}
+	r.cons = cons
+	return cons, nil
+}
+
+// open starts pulling from sequence next on, with the consumer made
+// before if there is one.
+func (r *reader) open(ctx context.Context, next uint64) error {
+	cons := r.cons
+	if cons == nil {
+		var err error
+		if cons, err = r.consumer(ctx, next); err != nil {
+			return err
+		}
+	}
+	it, err := cons.Messages(PullOpt(r.stream), jetstream.PullHeartbeat(tailHeartbeat))
+	if err != nil {
+		r.cons = nil
+		return fmt.Errorf("consume %s: %w", r.stream, err)
+	}
+	p := &pull{it: it, out: make(chan pulled), done: make(chan struct{})}
+	go func() {
+		for {
+			msg, err := it.Next()
+			select {
+			case p.out <- pulled{msg, err}:
+			case <-p.done:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	r.cur, r.opened = p, true
+	return nil
+}
+
+// drop stops the current consumer without waiting for its goroutine.
+func (r *reader) drop() {
+	if r.cur != nil {
+		close(r.cur.done)
+		r.cur.it.Stop()
+		r.cur = nil
+	}
+	r.cons = nil
+}
+
+func (r *reader) stop() {
+	r.drop()
+	if r.advisory != nil {
+		_ = r.advisory.Unsubscribe()
+	}
+}
+
+// next returns the next message, next being the sequence the tail has to
+// deliver next (where a consumer made again starts). It waits up to wait
+// (0: without end) and then fails with nats.ErrTimeout.
+func (r *reader) next(ctx context.Context, wait time.Duration, next uint64) (jetstream.Msg, error) {
+	var timeout <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	backoff := reopenFirst
+	for {
+		if r.cur == nil {
+			err := r.open(ctx, next)
+			if err != nil && (!r.opened || errors.Is(err, jetstream.ErrStreamNotFound)) {
+				return nil, err
+			}
+			if err != nil {
+				// The stream may have no leader yet, or the meta
+				// leader may be changing: try again.
+				select {
+				case <-time.After(backoff):
+					backoff = min(2*backoff, reopenMost)
+					continue
+				case <-timeout:
+					return nil, nats.ErrTimeout
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+			backoff = reopenFirst
+		}
+		select {
+		case p := <-r.cur.out:
+			return p.msg, p.err
+		case <-r.elected:
+			r.drop()
+		case <-timeout:
+			return nil, nats.ErrTimeout
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
