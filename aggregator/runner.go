@@ -31,6 +31,9 @@ type RunnerConfig struct {
 	Subjects jetlog.Subjects
 	// Holder names this process in the leadership lease.
 	Holder string
+	// LeaseJS, if set, is the connection the lease is held on (default:
+	// the runner's); tests stall it alone.
+	LeaseJS jetstream.JetStream
 	// Tick is how often the leader publishes a tick; 0 means never (tests
 	// publish their own).
 	Tick time.Duration
@@ -86,7 +89,11 @@ func (r *Runner) Status() Status {
 // Run leads whenever it holds the lease and waits as a standby otherwise,
 // until ctx ends. Losing the lease or an append sends it back to standby.
 func (r *Runner) Run(ctx context.Context) error {
-	l, err := openLease(ctx, r.js, r.cfg.Holder)
+	ljs := r.cfg.LeaseJS
+	if ljs == nil {
+		ljs = r.js
+	}
+	l, err := openLease(ctx, ljs, r.cfg.Holder)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,358 @@
+package aggregator
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A leader whose renewals stop reaching the server (its lease connection
+// stalls while its appends still flow) must stop appending before its
+// key can expire, since a standby may create the key from then on. The
+// server's removal of the key is watched from outside; the last append
+// the stalled leader got stored must come before it. Once the connection
+// flows again the leader finds its lease gone, steps down, leads again
+// and folds every input: nothing lost, nothing doubled.
+func TestALeaderWhoseRenewalsStallStopsAppendingBeforeItsLeaseCanExpire(t *testing.T) {
+	n := testutil.StartNATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	proxy := startProxy(t, n.Server.Addr().String())
+	_, leaseJS := testutil.Connect(t, "nats://"+proxy.addr(), nats.ReconnectWait(50*time.Millisecond), nats.MaxReconnects(-1))
+	_, js := testutil.Connect(t, n.URL())
+	r := NewRunner(js, RunnerConfig{Fold: testConfig(), Subjects: jetlog.DefaultSubjects, Holder: "stalled", LeaseJS: leaseJS, Log: quiet()})
+	var wg sync.WaitGroup
+	rctx, stop := context.WithCancel(ctx)
+	wg.Go(func() { _ = r.Run(rctx) })
+	defer wg.Wait()
+	defer stop()
+
+	feed := startFeed(t, ctx, js, 20*time.Millisecond)
+	waitAppended(t, js, 20, "before the stall")
+
+	kv, err := js.KeyValue(ctx, jetlog.BucketLeader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.pause()
+	stalled := time.Now()
+	// The key is gone once the server removed it: from then on a
+	// standby could lead.
+	var gone time.Time
+	testutil.Eventually(t, 10*time.Second, "the lease key removed by its TTL", func() bool {
+		_, err := kv.Get(ctx, leaseKey)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			gone = time.Now()
+			return true
+		}
+		return false
+	})
+	// Inputs keep coming; a leader that went on appending would have
+	// stored some of them after the key was removed.
+	time.Sleep(renewEvery)
+	last := lastStored(t, js)
+	if !last.Before(gone) {
+		t.Fatalf("the stalled leader's last append was stored at %v, after its key was removed at %v", last, gone)
+	}
+	if st := r.Status(); !st.Leader {
+		t.Fatalf("the stalled leader says it does not lead: %+v", st)
+	}
+	t.Logf("renewals stalled at %v; last append stored %v after, key removed %v after (lease TTL %v)",
+		stalled.Format(time.StampMilli), last.Sub(stalled).Round(time.Millisecond), gone.Sub(stalled).Round(time.Millisecond), jetlog.LeaseTTL)
+
+	proxy.resume()
+	feed.stop(t)
+	waitFolded(t, ctx, js, r)
+	checkAggregateLog(t, ctx, js, testConfig())
+}
+
+// A leader that dies without releasing its lease (its connection closed)
+// is replaced by a standby once the key expires: the standby leads and
+// appends within the TTL, its poll, and the time it takes to rebuild a
+// short log. Nothing is lost or doubled.
+func TestAStandbyTakesOverFromACrashedLeaderWithinTheLeaseBound(t *testing.T) {
+	n := testutil.StartNATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	ncA, jsA := testutil.Connect(t, n.URL())
+	_, jsB := testutil.Connect(t, n.URL())
+	a := NewRunner(jsA, RunnerConfig{Fold: testConfig(), Subjects: jetlog.DefaultSubjects, Holder: "a", Log: quiet()})
+	b := NewRunner(jsB, RunnerConfig{Fold: testConfig(), Subjects: jetlog.DefaultSubjects, Holder: "b", Log: quiet()})
+	var wg sync.WaitGroup
+	actx, stopA := context.WithCancel(ctx)
+	bctx, stopB := context.WithCancel(ctx)
+	defer wg.Wait()
+	defer stopB()
+	defer stopA()
+	wg.Go(func() { _ = a.Run(actx) })
+	testutil.Eventually(t, 10*time.Second, "a leading", func() bool { return a.Status().Leader })
+	wg.Go(func() { _ = b.Run(bctx) })
+
+	_, js := testutil.Connect(t, n.URL())
+	feed := startFeed(t, ctx, js, 20*time.Millisecond)
+	waitAppended(t, js, 20, "before the crash")
+
+	// The crash: a's connection closes under it, so it neither releases
+	// nor renews; then its goroutines stop.
+	ncA.Close()
+	crashed := time.Now()
+	stopA()
+	at, err := jetlog.LastSeq(ctx, js, jetlog.StreamAgg, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := jetlog.LeaseTTL + pollEvery + time.Second
+	testutil.Eventually(t, bound+10*time.Second, "b leading and appending", func() bool {
+		st := b.Status()
+		return st.Leader && st.AggSeq > at
+	})
+	took := time.Since(crashed)
+	if took > bound {
+		t.Errorf("b appended %v after a's crash, more than %v (lease TTL %v, poll %v, and a second to rebuild)", took, bound, jetlog.LeaseTTL, pollEvery)
+	}
+	t.Logf("b appended %v after a's crash", took.Round(time.Millisecond))
+
+	feed.stop(t)
+	waitFolded(t, ctx, js, b)
+	checkAggregateLog(t, ctx, js, testConfig())
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// proxy forwards TCP connections to a server on loopback; pause holds
+// every byte either way until resume, as a stalled network does.
+type proxy struct {
+	ln   net.Listener
+	mu   sync.Mutex
+	open chan struct{} // closed while bytes flow
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, open: make(chan struct{})}
+	close(p.open)
+	var conns sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); p.resume(); conns.Wait() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			conns.Go(func() { p.pipe(s, c) })
+			conns.Go(func() { p.pipe(c, s) })
+		}
+	}()
+	return p
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+func (p *proxy) gate() chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.open
+}
+
+func (p *proxy) pause() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.open = make(chan struct{})
+}
+
+func (p *proxy) resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.open:
+	default:
+		close(p.open)
+	}
+}
+
+func (p *proxy) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			<-p.gate()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// feed publishes a new CAR every period until stopped; a publish that
+// fails is sent again under the same message id until it is stored, so
+// every CAR is in the input log once.
+type feed struct {
+	stopf context.CancelFunc
+	done  chan struct{}
+	sent  atomic.Int64
+	err   error
+}
+
+func startFeed(t testing.TB, ctx context.Context, js jetstream.JetStream, period time.Duration) *feed {
+	ctx, cancel := context.WithCancel(ctx)
+	f := &feed{stopf: cancel, done: make(chan struct{})}
+	pub := jetlog.NewPublisher(js, jetlog.DefaultSubjects)
+	go func() {
+		defer close(f.done)
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for n := 1; ; n++ {
+			ev := testutil.Replicated(n, 4<<10, true)
+			for {
+				if _, err := pub.Publish(ctx, ev); err == nil {
+					break
+				} else if ctx.Err() != nil {
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			f.sent.Add(1)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	t.Cleanup(cancel)
+	return f
+}
+
+func (f *feed) stop(t testing.TB) {
+	f.stopf()
+	<-f.done
+	t.Logf("%d inputs fed", f.sent.Load())
+}
+
+// waitAppended waits until the aggregate log holds n more messages.
+func waitAppended(t testing.TB, js jetstream.JetStream, n uint64, what string) {
+	t.Helper()
+	from := lastSeq(t, js, jetlog.StreamAgg)
+	testutil.Eventually(t, 20*time.Second, fmt.Sprintf("%d appends %s", n, what), func() bool {
+		return lastSeq(t, js, jetlog.StreamAgg) >= from+n
+	})
+}
+
+func lastSeq(t testing.TB, js jetstream.JetStream, stream string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), jetlog.AckWait)
+	defer cancel()
+	seq, err := jetlog.LastSeq(ctx, js, stream, "")
+	if err != nil {
+		t.Fatalf("%s: %v", stream, err)
+	}
+	return seq
+}
+
+// lastStored is when the aggregate log stored its last message.
+func lastStored(t testing.TB, js jetstream.JetStream) time.Time {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), jetlog.AckWait)
+	defer cancel()
+	st, err := js.Stream(ctx, jetlog.StreamAgg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.LastTime
+}
+
+// waitFolded waits until r leads and has applied the whole input log.
+func waitFolded(t testing.TB, ctx context.Context, js jetstream.JetStream, r *Runner) {
+	t.Helper()
+	last := lastSeq(t, js, jetlog.StreamIn)
+	testutil.Eventually(t, 60*time.Second, fmt.Sprintf("input %d applied", last), func() bool {
+		st := r.Status()
+		return st.Leader && st.LastIn >= last && lastSeq(t, js, jetlog.StreamAgg) == st.AggSeq
+	})
+}
+
+// checkAggregateLog holds the whole aggregate log to InvariantModel and
+// to a refold of the whole input log by one state, as a single leader
+// that never failed over would have written it: the same batches, byte
+// for byte, in the same order, none missing and none twice.
+func checkAggregateLog(t testing.TB, ctx context.Context, js jetstream.JetStream, cfg events.Settings) {
+	t.Helper()
+	m := NewInvariantModel()
+	var logged [][]byte
+	err := jetlog.Tail(ctx, js, jetlog.StreamAgg, 1, false, func(e jetlog.Entry) error {
+		for data := range events.Batches(e.Data) {
+			var b events.Batch
+			if err := events.DecodeBatch(data, &b); err != nil {
+				return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
+			}
+			if err := m.Apply(b); err != nil {
+				return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
+			}
+			logged = append(logged, bytes.Clone(data))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Check(cfg.DealSize); err != nil {
+		t.Fatal(err)
+	}
+	st := New(cfg)
+	var want [][]byte
+	err = jetlog.Tail(ctx, js, jetlog.StreamIn, 1, false, func(e jetlog.Entry) error {
+		b := st.ApplyInput(Input{Seq: e.Seq, Data: e.Data, Stored: e.Time})
+		if len(b.Decisions) == 0 {
+			return nil
+		}
+		data, err := events.EncodeBatch(nil, &b)
+		want = append(want, data)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range min(len(logged), len(want)) {
+		if !bytes.Equal(logged[i], want[i]) {
+			t.Fatalf("batch %d of the aggregate log differs from a single leader's:\n got %s\nwant %s", i+1, logged[i], want[i])
+		}
+	}
+	if len(logged) != len(want) {
+		t.Fatalf("the aggregate log holds %d batches, a single leader's fold of the input log %d", len(logged), len(want))
+	}
+	if m.Cars() == 0 {
+		t.Fatal("no CAR was folded")
+	}
+	t.Logf("aggregate log: %d batches, %d CARs, as a single leader's", len(logged), m.Cars())
+}
