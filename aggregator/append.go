@@ -3,7 +3,6 @@ package aggregator
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -27,11 +26,6 @@ const (
 	// 4 to 9 s).
 	settleWithin = 3 * jetlog.AckWait
 )
-
-// jsDuplicateInProcess is JetStream's answer to a message whose id an
-// earlier message, not yet stored, carries: a try sent while the one
-// before it is still being replicated.
-const jsDuplicateInProcess jetstream.ErrorCode = 10158
 
 // appending is one append to the aggregate log: a group's message, sent
 // after the message at sequence after. A goroutine sends it and sends it
@@ -104,7 +98,7 @@ func (r *Runner) send(ctx context.Context, l *lease, a *appending) error {
 			switch {
 			case err == nil:
 				prev, cur = cur, f
-			case !unanswered(err):
+			case !jetlog.Unanswered(err):
 				return fmt.Errorf("append the message ending with input %d: %w", a.lastIn, err)
 			}
 			retry.Reset(resendEvery)
@@ -124,7 +118,7 @@ func (r *Runner) send(ctx context.Context, l *lease, a *appending) error {
 			return r.storedBefore(ctx, a, err)
 		case jetlog.IsConflict(err):
 			return fmt.Errorf("%w: %v", ErrDeposed, err)
-		case isAPIError(err, jsDuplicateInProcess), unanswered(err):
+		case jetlog.Unanswered(err):
 			// The next try, or the one in flight, settles it.
 		default:
 			return fmt.Errorf("append to aggregate log: %w", err)
@@ -161,25 +155,6 @@ func (r *Runner) storedBefore(ctx context.Context, a *appending, conflict error)
 // waitAck waits until a settles: within settleWithin, or at once when
 // the context the append was started with ends.
 func waitAck(a *appending) error { return <-a.done }
-
-// unanswered reports whether err says only that a request went
-// unanswered: no stream leader, no server, or no connection for the
-// moment.
-func unanswered(err error) bool {
-	for _, e := range []error{context.DeadlineExceeded, jetstream.ErrAsyncPublishTimeout, jetstream.ErrNoStreamResponse,
-		nats.ErrNoResponders, nats.ErrTimeout, nats.ErrConnectionClosed, nats.ErrConnectionReconnecting,
-		nats.ErrConnectionDraining, nats.ErrDisconnected} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
-}
-
-func isAPIError(err error, code jetstream.ErrorCode) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == code
-}
 
 func doneChan(a *appending) <-chan error {
 	if a == nil {

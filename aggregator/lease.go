@@ -92,7 +92,7 @@ func (l *lease) acquire(ctx context.Context, onWait func(holder string)) error {
 				onWait(holder)
 				told = true
 			}
-		case !unanswered(err):
+		case !jetlog.Unanswered(err):
 			return fmt.Errorf("lease: %w", err)
 		}
 		select {
@@ -181,7 +181,7 @@ func (l *lease) keep(ctx context.Context) error {
 				continue
 			}
 			return fmt.Errorf("%w: %v", ErrLeaseLost, err)
-		case unanswered(err):
+		case jetlog.Unanswered(err):
 		default:
 			return fmt.Errorf("%w: %v", ErrLeaseLost, err)
 		}

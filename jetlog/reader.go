@@ -130,17 +130,28 @@ func (r *reader) open(ctx context.Context, next uint64) error {
 }
 
 // drop stops the current consumer without waiting for its goroutine.
-func (r *reader) drop() {
+// With del it deletes the consumer meanwhile, as nats.go does when it
+// makes an ordered consumer again: one left on a server that died would
+// stay assigned until its inactivity threshold.
+func (r *reader) drop(del bool) {
 	if r.cur != nil {
 		close(r.cur.done)
 		r.cur.it.Stop()
 		r.cur = nil
 	}
+	if r.cons != nil && del {
+		name := r.cons.CachedInfo().Name
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = r.js.DeleteConsumer(ctx, r.stream, name)
+		}()
+	}
 	r.cons = nil
 }
 
 func (r *reader) stop() {
-	r.drop()
+	r.drop(false)
 	if r.advisory != nil {
 		_ = r.advisory.Unsubscribe()
 	}
@@ -182,7 +193,7 @@ func (r *reader) next(ctx context.Context, wait time.Duration, next uint64) (jet
 		case p := <-r.cur.out:
 			return p.msg, p.err
 		case <-r.elected:
-			r.drop()
+			r.drop(true)
 		case <-timeout:
 			return nil, nats.ErrTimeout
 		case <-ctx.Done():

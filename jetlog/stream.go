@@ -322,7 +322,10 @@ type Published struct {
 	Duplicate bool
 }
 
-// Publish appends ev and waits for the stream's acknowledgement.
+// Publish appends ev and waits for the stream's acknowledgement, sending
+// it again while it is unanswered, within AckWait (see publish).
+// Duplicate is then also true when a try found an earlier try of this
+// very publish stored.
 func (p *Publisher) Publish(ctx context.Context, ev events.Event) (Published, error) {
 	if err := p.gate(); err != nil {
 		return Published{}, err
@@ -331,9 +334,7 @@ func (p *Publisher) Publish(ctx context.Context, ev events.Event) (Published, er
 	if err != nil {
 		return Published{}, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, AckWait)
-	defer cancel()
-	ack, err := p.js.PublishMsg(ctx, msg)
+	ack, err := publish(ctx, p.js, msg)
 	if err != nil {
 		if gerr := p.gate(); gerr != nil {
 			return Published{}, fmt.Errorf("%w (publish %s: %v)", gerr, ev.Kind(), err)
@@ -341,6 +342,61 @@ func (p *Publisher) Publish(ctx context.Context, ev events.Event) (Published, er
 		return Published{}, fmt.Errorf("publish %s: %w", ev.Kind(), err)
 	}
 	return Published{Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// PublishTry is how long one try of a publish waits for its
+// acknowledgement before the same message is sent again. A stream that
+// lost its leader answers nothing; the try after its election is answered
+// at once, so this bounds how late after the election a publish is
+// stored.
+const PublishTry = 500 * time.Millisecond
+
+// publish sends msg, and sends it again every PublishTry while it is
+// unanswered, within AckWait in all. Every message ferry publishes to a
+// stream carries a message id the stream dedupes within its window
+// (longer than AckWait), so a try after one that was stored is answered
+// as a duplicate of it and stores nothing.
+func publish(ctx context.Context, js jetstream.JetStream, msg *nats.Msg) (*jetstream.PubAck, error) {
+	deadline := time.Now().Add(AckWait)
+	for {
+		end := time.Now().Add(PublishTry)
+		if end.After(deadline) {
+			end = deadline
+		}
+		tctx, cancel := context.WithDeadline(ctx, end)
+		ack, err := js.PublishMsg(tctx, msg)
+		cancel()
+		if err == nil || ctx.Err() != nil || !Unanswered(err) || !time.Now().Before(deadline) {
+			return ack, err
+		}
+		// An answer that comes at once (no responders) waits out the try.
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Until(end)):
+		}
+	}
+}
+
+// errDuplicateInProcess is JetStream's answer to a message whose id an
+// earlier message, not yet stored, carries: a try sent while the one
+// before it is still being replicated.
+const errDuplicateInProcess jetstream.ErrorCode = 10158
+
+// Unanswered reports whether err says only that a publish or request was
+// not settled: no answer in time, no stream leader or no server for the
+// moment, no connection, or an earlier try of the same message still
+// being stored. The same message may be sent again.
+func Unanswered(err error) bool {
+	for _, e := range []error{context.DeadlineExceeded, jetstream.ErrAsyncPublishTimeout, jetstream.ErrNoStreamResponse,
+		nats.ErrNoResponders, nats.ErrTimeout, nats.ErrConnectionClosed, nats.ErrConnectionReconnecting,
+		nats.ErrConnectionDraining, nats.ErrDisconnected} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errDuplicateInProcess
 }
 
 func (p *Publisher) gate() error {
