@@ -3,6 +3,8 @@ package aggregator
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -107,9 +109,10 @@ func newFailoverRig(tb testing.TB) *failoverRig {
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)
 	_, js := c.Connect()
-	if err := jetlog.EnsureStreams(ctx, js, jetlog.StreamOptions{Subjects: jetlog.DefaultSubjects, Replicas: 3}); err != nil {
-		tb.Fatalf("streams: %v", err)
-	}
+	// Right after the start the meta leader may not know every peer yet.
+	c.Eventually(30*time.Second, "ferry's streams on three replicas", func() error {
+		return jetlog.EnsureStreams(ctx, js, jetlog.StreamOptions{Subjects: jetlog.DefaultSubjects, Replicas: 3})
+	})
 	rig := &failoverRig{tb: tb, c: c, ctx: ctx, js: js}
 	rig.waitCurrent()
 	rig.startRunner()
@@ -129,17 +132,38 @@ func (rig *failoverRig) startRunner() {
 	nc, js := rig.c.Connect()
 	ctx, stop := context.WithCancel(rig.ctx)
 	rig.started++
-	r := NewRunner(js, RunnerConfig{Fold: testConfig(), Subjects: jetlog.DefaultSubjects, Holder: "runner-" + strconv.Itoa(rig.started), Log: quiet()})
+	n := rig.started
+	r := NewRunner(js, RunnerConfig{Fold: testConfig(), Subjects: jetlog.DefaultSubjects, Holder: "runner-" + strconv.Itoa(n), Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	rr := &rigRunner{nc: nc, r: r, stop: stop, done: make(chan struct{})}
-	go func() { defer close(rr.done); _ = r.Run(ctx) }()
+	// As ferry serve's node does, a runner whose Run fails is started
+	// again after a second.
+	go func() {
+		defer close(rr.done)
+		for ctx.Err() == nil {
+			if err := r.Run(ctx); err != nil && ctx.Err() == nil {
+				rig.tb.Logf("runner %d stopped: %v", n, err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
 	rig.tb.Cleanup(func() { stop(); <-rr.done })
 	rig.runners = append(rig.runners, rr)
 }
 
 func (rig *failoverRig) leader() *Runner {
+	if rr := rig.leading(); rr != nil {
+		return rr.r
+	}
+	return nil
+}
+
+func (rig *failoverRig) leading() *rigRunner {
 	for _, rr := range rig.runners {
 		if rr.r.Status().Leader {
-			return rr.r
+			return rr
 		}
 	}
 	return nil
@@ -175,7 +199,7 @@ func (rig *failoverRig) killLeadingRunner() time.Duration {
 // leaders of the other streams the runner writes (FERRY_IN, FERRY_AGG,
 // the lease) off it, so that only the named stream loses its leader. It
 // returns the time from the shutdown until a server led stream again
-// (the election) and until an input stored after the shutdown was folded
+// (the election) and until an input stored after the election was folded
 // and its batch stored in the aggregate log (the work resumed). The
 // server is then restarted and every replica let catch up.
 func (rig *failoverRig) killStreamLeader(stream string) (elect, resume time.Duration) {
@@ -188,17 +212,32 @@ func (rig *failoverRig) killStreamLeader(stream string) (elect, resume time.Dura
 			rig.moveLeader(other, i)
 		}
 	}
-	in := lastSeq(rig.tb, rig.js, jetlog.StreamIn)
+	on := "another server"
+	if rr := rig.leading(); rr != nil && rr.nc.ConnectedServerName() == rig.c.Servers[i].Name() {
+		on = "it"
+	}
 	stopped := time.Now()
-	rig.c.Stop(i)
+	rig.c.Kill(i)
 	rig.poll(60*time.Second, "a new leader of "+stream, func() bool {
 		elect = time.Since(stopped)
 		return rig.c.StreamLeader(stream) >= 0
 	})
-	rig.poll(60*time.Second, "an input after the stop folded and appended", func() bool {
-		resume = time.Since(stopped)
-		return rig.lastFolded() > in
+	// The inputs up to here may have been stored by the old leader while
+	// it shut down: the work resumed once one after them is folded.
+	var in uint64
+	rig.poll(60*time.Second, "the input log's end", func() bool {
+		ctx, cancel := context.WithTimeout(rig.ctx, 100*time.Millisecond)
+		defer cancel()
+		var err error
+		in, err = jetlog.LastSeq(ctx, rig.js, jetlog.StreamIn, "")
+		return err == nil
 	})
+	rig.poll(60*time.Second, "an input after the election folded and appended", func() bool {
+		resume = time.Since(stopped)
+		return lastFolded(rig.ctx, rig.js) > in
+	})
+	rig.tb.Logf("server %d leading %s stopped, the leading runner connected to %s: elected %v, resumed %v after",
+		i, stream, on, elect.Round(time.Millisecond), resume.Round(time.Millisecond))
 	rig.c.Restart(i)
 	rig.waitCurrent()
 	waitAppended(rig.tb, rig.js, 20, "after the restart")
@@ -218,23 +257,6 @@ func (rig *failoverRig) moveLeader(stream string, i int) {
 		}
 		return fmt.Errorf("server %d leads it", l)
 	})
-}
-
-// lastFolded is the input whose batch ends the aggregate log (its message
-// id names it), 0 if the leader does not answer at once.
-func (rig *failoverRig) lastFolded() uint64 {
-	ctx, cancel := context.WithTimeout(rig.ctx, 100*time.Millisecond)
-	defer cancel()
-	seq, err := jetlog.LastSeq(ctx, rig.js, jetlog.StreamAgg, "")
-	if err != nil || seq == 0 {
-		return 0
-	}
-	id, err := jetlog.MsgID(ctx, rig.js, jetlog.StreamAgg, seq)
-	if err != nil {
-		return 0
-	}
-	in, _ := strconv.ParseUint(strings.TrimPrefix(id, "batch/"), 10, 64)
-	return in
 }
 
 // waitCurrent waits until every replica of the runner's streams is

@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -292,14 +294,32 @@ func lastStored(t testing.TB, js jetstream.JetStream) time.Time {
 	return info.State.LastTime
 }
 
-// waitFolded waits until r leads and has applied the whole input log.
+// waitFolded waits until r leads and the aggregate log ends with the
+// batch of the input log's last input (every input of these tests, a
+// CAR, makes a batch).
 func waitFolded(t testing.TB, ctx context.Context, js jetstream.JetStream, r *Runner) {
 	t.Helper()
 	last := lastSeq(t, js, jetlog.StreamIn)
-	testutil.Eventually(t, 60*time.Second, fmt.Sprintf("input %d applied", last), func() bool {
-		st := r.Status()
-		return st.Leader && st.LastIn >= last && lastSeq(t, js, jetlog.StreamAgg) == st.AggSeq
+	testutil.Eventually(t, 60*time.Second, fmt.Sprintf("input %d folded and appended", last), func() bool {
+		return r.Status().Leader && lastFolded(ctx, js) == last
 	})
+}
+
+// lastFolded is the input whose batch ends the aggregate log (its message
+// id names it), 0 if the leader does not answer at once.
+func lastFolded(ctx context.Context, js jetstream.JetStream) uint64 {
+	ctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	seq, err := jetlog.LastSeq(ctx, js, jetlog.StreamAgg, "")
+	if err != nil || seq == 0 {
+		return 0
+	}
+	id, err := jetlog.MsgID(ctx, js, jetlog.StreamAgg, seq)
+	if err != nil {
+		return 0
+	}
+	in, _ := strconv.ParseUint(strings.TrimPrefix(id, "batch/"), 10, 64)
+	return in
 }
 
 // checkAggregateLog holds the whole aggregate log to InvariantModel and

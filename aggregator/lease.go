@@ -47,6 +47,7 @@ const (
 // proves that nobody created the key since this holder's previous write:
 // the holder led throughout, however late the renewal came.
 type lease struct {
+	js     jetstream.JetStream
 	kv     jetstream.KeyValue
 	holder string
 
@@ -64,7 +65,7 @@ func openLease(ctx context.Context, js jetstream.JetStream, holder string) (*lea
 	if err != nil {
 		return nil, fmt.Errorf("lease bucket: %w", err)
 	}
-	return &lease{kv: kv, holder: holder, renewed: make(chan struct{})}, nil
+	return &lease{js: js, kv: kv, holder: holder, renewed: make(chan struct{})}, nil
 }
 
 // acquire waits until this holder owns the lease. onWait is called once
@@ -190,15 +191,17 @@ func (l *lease) keep(ctx context.Context) error {
 }
 
 // ours returns the key's revision if its last write is this holder's
-// (holder names are unique to a process's start).
+// (holder names are unique to a process's start), as the bucket's leader
+// holds it: a replica behind would show an older write of this holder's.
+// A deletion is a write without the holder's name.
 func (l *lease) ours(ctx context.Context) (uint64, bool) {
 	gctx, cancel := context.WithTimeout(ctx, renewEvery)
 	defer cancel()
-	e, err := l.kv.Get(gctx, leaseKey)
-	if err != nil || e.Operation() != jetstream.KeyValuePut || string(e.Value()) != l.holder {
+	rev, value, err := jetlog.LastMsg(gctx, l.js, "KV_"+jetlog.BucketLeader, "$KV."+jetlog.BucketLeader+"."+leaseKey)
+	if err != nil || rev == 0 || string(value) != l.holder {
 		return 0, false
 	}
-	return e.Revision(), true
+	return rev, true
 }
 
 // release gives the lease up so a standby need not wait for the TTL.

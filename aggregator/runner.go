@@ -112,7 +112,9 @@ func (r *Runner) Run(ctx context.Context) error {
 			return nil
 		}
 		r.cfg.Log.Warn("aggregator stepped down", "err", err)
-		if !errors.Is(err, ErrDeposed) && !errors.Is(err, ErrLeaseLost) && !errors.Is(err, ErrAppendUnsettled) {
+		// A request the cluster left unanswered (a leader being elected)
+		// is tried again from the lease on, as a lost race is.
+		if !errors.Is(err, ErrDeposed) && !errors.Is(err, ErrLeaseLost) && !errors.Is(err, ErrAppendUnsettled) && !jetlog.Unanswered(err) {
 			return err
 		}
 	}

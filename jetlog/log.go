@@ -297,6 +297,7 @@ func leaderGet(ctx context.Context, js jetstream.JetStream, stream string, req m
 type storedMsg struct {
 	Seq    uint64 `json:"seq"`
 	Header []byte `json:"hdrs"`
+	Data   []byte `json:"data"`
 }
 
 // leaderMsg is leaderGet's answer: the message, nil when there is none.
@@ -330,6 +331,17 @@ func leaderMsg(ctx context.Context, js jetstream.JetStream, stream string, req m
 		return nil, fmt.Errorf("stream %s: the leader's message: %w", stream, jetstream.ErrInvalidJetStreamResponse)
 	}
 	return resp.Message, nil
+}
+
+// LastMsg is the sequence and body of the last message of subject in
+// stream as the stream's leader holds it (0 and nil when there is none).
+// A replica may be behind; the leader is not.
+func LastMsg(ctx context.Context, js jetstream.JetStream, stream, subject string) (uint64, []byte, error) {
+	m, err := leaderMsg(ctx, js, stream, msgGetRequest{LastFor: subject})
+	if err != nil || m == nil {
+		return 0, nil, err
+	}
+	return m.Seq, m.Data, nil
 }
 
 // MsgID is the message id (Nats-Msg-Id) of the message at seq in stream

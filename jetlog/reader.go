@@ -18,9 +18,22 @@ const tailHeartbeat = time.Second
 
 // reopenBackoff is the first and the longest wait between two tries to
 // make a tail's consumer again while the stream cannot take one.
+// How long a tail's consumer may deliver nothing before the stream's
+// leader is asked whether it holds a message the consumer should have
+// delivered (see stuck): soon after the consumer was made again (one made
+// as its server was dying never delivers), then less often.
 const (
-	reopenFirst = 50 * time.Millisecond
+	idleFirst = 250 * time.Millisecond
+	idleCheck = time.Second
+)
+
+// reopenTry bounds one try: the JetStream API may not answer while its
+// meta leader is being elected (nats-server's own default wait would be
+// jetlog.AckWait).
+const (
+	reopenFirst = 20 * time.Millisecond
 	reopenMost  = time.Second
+	reopenTry   = 500 * time.Millisecond
 )
 
 // reader is a tail's consumer: an ordered consumer (no state on the
@@ -34,9 +47,13 @@ const (
 // the election ($JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.<stream>): at
 // that moment the stream takes a new consumer, so the reader drops the
 // old one, goroutine and all, without waiting for it to answer, and
-// opens another. A consumer that still worked costs one re-creation per
-// election. Messages of a dropped consumer are never delivered: the new
-// one starts after the last message the tail delivered.
+// opens another, unless the consumer answers at once (its server is
+// alive: it goes on delivering what the new leader stores). A reconnect of the connection does the same, since an
+// advisory sent while it was away is lost (the server it was on may have
+// been the leader that died). And a consumer that delivers nothing for
+// idleCheck while the stream's leader holds a message for it is dropped
+// too (stuck). Messages of a dropped consumer are never delivered: the
+// new one starts after the last message the tail delivered.
 type reader struct {
 	js     jetstream.JetStream
 	st     jetstream.Stream
@@ -45,9 +62,13 @@ type reader struct {
 
 	advisory *nats.Subscription
 	elected  chan struct{}
-	cons     jetstream.Consumer // the consumer of cur, or one made before it
-	cur      *pull
-	opened   bool // a consumer was pulled from: later failures are retried
+	// connected tells of the connection's reconnects: advisories sent
+	// while it was away are lost.
+	connected chan nats.Status
+	cons      jetstream.Consumer // the consumer of cur, or one made before it
+	cur       *pull
+	opened    bool          // a consumer was pulled from: later failures are retried
+	idle      time.Duration // how long next waits before asking whether the consumer is stuck
 }
 
 // pull is one consumer's goroutine and what it pulled.
@@ -69,7 +90,8 @@ func LeaderElectedAdvisory(stream string) string {
 }
 
 func newReader(js jetstream.JetStream, st jetstream.Stream, stream string, cfg jetstream.OrderedConsumerConfig) *reader {
-	r := &reader{js: js, st: st, stream: stream, cfg: cfg, elected: make(chan struct{}, 1)}
+	r := &reader{js: js, st: st, stream: stream, cfg: cfg, elected: make(chan struct{}, 1),
+		connected: js.Conn().StatusChanged(nats.CONNECTED)}
 	// Without the advisory (a user not allowed to subscribe to it) the
 	// heartbeats still recover the tail, later.
 	r.advisory, _ = js.Conn().Subscribe(LeaderElectedAdvisory(stream), func(*nats.Msg) {
@@ -101,8 +123,14 @@ func (r *reader) consumer(ctx context.Context, next uint64) (jetstream.Consumer,
 func (r *reader) open(ctx context.Context, next uint64) error {
 	cons := r.cons
 	if cons == nil {
+		cctx, cancel := ctx, context.CancelFunc(func() {})
+		if r.opened {
+			cctx, cancel = context.WithTimeout(ctx, reopenTry)
+		}
 		var err error
-		if cons, err = r.consumer(ctx, next); err != nil {
+		cons, err = r.consumer(cctx, next)
+		cancel()
+		if err != nil {
 			return err
 		}
 	}
@@ -125,7 +153,11 @@ func (r *reader) open(ctx context.Context, next uint64) error {
 			}
 		}
 	}()
-	r.cur, r.opened = p, true
+	r.cur, r.idle = p, idleCheck
+	if r.opened {
+		r.idle = idleFirst
+	}
+	r.opened = true
 	return nil
 }
 
@@ -152,6 +184,7 @@ func (r *reader) drop(del bool) {
 
 func (r *reader) stop() {
 	r.drop(false)
+	r.js.Conn().RemoveStatusListener(r.connected)
 	if r.advisory != nil {
 		_ = r.advisory.Unsubscribe()
 	}
@@ -167,6 +200,8 @@ func (r *reader) next(ctx context.Context, wait time.Duration, next uint64) (jet
 		defer t.Stop()
 		timeout = t.C
 	}
+	idle := time.NewTimer(max(r.idle, idleFirst))
+	defer idle.Stop()
 	backoff := reopenFirst
 	for {
 		if r.cur == nil {
@@ -188,16 +223,57 @@ func (r *reader) next(ctx context.Context, wait time.Duration, next uint64) (jet
 				}
 			}
 			backoff = reopenFirst
+			idle.Reset(r.idle)
 		}
 		select {
 		case p := <-r.cur.out:
 			return p.msg, p.err
 		case <-r.elected:
+			if !r.alive(ctx) {
+				r.drop(true)
+			}
+		case <-r.connected:
 			r.drop(true)
+		case <-idle.C:
+			if r.stuck(ctx, next) {
+				r.drop(true)
+			} else {
+				r.idle = min(2*r.idle, idleCheck)
+			}
+			idle.Reset(r.idle)
 		case <-timeout:
 			return nil, nats.ErrTimeout
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// stuck reports whether the stream's leader holds a message of the tail
+// at or after next while the consumer has been delivering nothing: the
+// consumer is lost (its server died while the advisory and the reconnect
+// went unseen, and nats.go's own recovery waits out its backoff) or sits
+// on a replica that is behind. A leader that does not answer at once is
+// no proof: the tail waits on.
+func (r *reader) stuck(ctx context.Context, next uint64) bool {
+	ctx, cancel := context.WithTimeout(ctx, reopenTry)
+	defer cancel()
+	var subject string
+	if len(r.cfg.FilterSubjects) == 1 {
+		subject = r.cfg.FilterSubjects[0]
+	}
+	end, err := newEnd(ctx, r.js, r.st, r.stream, subject)
+	return err == nil && end.Last >= next
+}
+
+// alive reports whether the current consumer answers at once: its server
+// is up, and it delivers what the stream's new leader stores.
+func (r *reader) alive(ctx context.Context) bool {
+	if r.cons == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, idleFirst)
+	defer cancel()
+	_, err := r.cons.Info(ctx)
+	return err == nil
 }

@@ -141,6 +141,41 @@ func (c *Cluster) Stop(i int) {
 	s.WaitForShutdown()
 }
 
+// Kill stops server i as its process's death looks to its clients: their
+// connections close at once, and they reconnect to another server. (Stop,
+// a clean shutdown, closes them only after JetStream has shut down, which
+// takes seconds, with every request on them unanswered meanwhile.) Its
+// Raft groups still hand their leadership over first, as in any
+// in-process shutdown; a process killed outright leaves its followers to
+// wait out an election timeout instead.
+func (c *Cluster) Kill(i int) {
+	s := c.Servers[i]
+	if s == nil {
+		return
+	}
+	c.Servers[i] = nil
+	done := make(chan struct{})
+	go func() {
+		s.Shutdown()
+		close(done)
+	}()
+	for {
+		// Until the shutdown stops taking clients, those that come back
+		// are closed again.
+		if cz, err := s.Connz(nil); err == nil {
+			for _, ci := range cz.Conns {
+				_ = s.DisconnectClientByID(ci.Cid)
+			}
+		}
+		select {
+		case <-done:
+			s.WaitForShutdown()
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
 // Restart starts server i again on its store dir and ports.
 func (c *Cluster) Restart(i int) {
 	c.tb.Helper()
