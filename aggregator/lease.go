@@ -169,6 +169,9 @@ func (l *lease) keep(ctx context.Context) error {
 			first, adopted = time.Time{}, false
 		case ctx.Err() != nil:
 			return nil
+		case inProcess(err):
+			// An earlier renewal is still being stored: the next one
+			// knows its outcome.
 		case !adopted && (errors.Is(err, jetstream.ErrKeyExists) || jetlog.IsConflict(err)):
 			// An earlier renewal whose answer was lost may have been
 			// stored: then the key's last write is this holder's. The
@@ -188,6 +191,15 @@ func (l *lease) keep(ctx context.Context) error {
 		}
 		adopted = false
 	}
+}
+
+// inProcess reports whether err is a replicated stream's refusal of a
+// write whose subject has an earlier write still being stored: JetStream
+// answers it "wrong last sequence" under a code of its own (10164), which
+// says nothing about the revision the write expected.
+func inProcess(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }
 
 // ours returns the key's revision if its last write is this holder's
