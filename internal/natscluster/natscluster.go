@@ -154,6 +154,16 @@ func (c *Cluster) Kill(i int) {
 		return
 	}
 	c.Servers[i] = nil
+	kick := func() {
+		if cz, err := s.Connz(nil); err == nil {
+			for _, ci := range cz.Conns {
+				_ = s.DisconnectClientByID(ci.Cid)
+			}
+		}
+	}
+	// Before the shutdown takes the server's locks for seconds; clients
+	// reconnect to the other servers first.
+	kick()
 	done := make(chan struct{})
 	go func() {
 		s.Shutdown()
@@ -162,11 +172,7 @@ func (c *Cluster) Kill(i int) {
 	for {
 		// Until the shutdown stops taking clients, those that come back
 		// are closed again.
-		if cz, err := s.Connz(nil); err == nil {
-			for _, ci := range cz.Conns {
-				_ = s.DisconnectClientByID(ci.Cid)
-			}
-		}
+		kick()
 		select {
 		case <-done:
 			s.WaitForShutdown()
