@@ -34,7 +34,7 @@ const (
 	// leaving the process (see docs/architecture.md, One writer).
 	fenceAfter = jetlog.LeaseTTL - jetlog.LeaseTTL/4
 	// pollEvery is how often a standby tries to create the key.
-	pollEvery = jetlog.LeaseTTL / 8
+	pollEvery = jetlog.LeaseTTL / 16
 )
 
 // lease is the aggregator's leadership: a key in a KV bucket whose TTL
