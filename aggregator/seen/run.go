@@ -190,7 +190,7 @@ func newRunWriter(dir string, maxEntries uint64) (*runWriter, error) {
 		return nil, err
 	}
 	w := &runWriter{dir: dir, tmp: tmp, sum: sha256.New(), filter: newFilter(maxEntries)}
-	w.w = bufio.NewWriterSize(io.MultiWriter(tmp, w.sum), 1<<20)
+	w.w = bufio.NewWriterSize(io.MultiWriter(tmp, w.sum), ioBuffer(maxEntries))
 	return w, nil
 }
 
@@ -265,8 +265,13 @@ type scanner struct {
 }
 
 func (r *run) scan() *scanner {
-	return &scanner{r: bufio.NewReaderSize(io.NewSectionReader(r.f, 0, int64(r.count*entrySize)), 1<<20), left: r.count}
+	data := io.NewSectionReader(r.f, 0, int64(r.count*entrySize))
+	return &scanner{r: bufio.NewReaderSize(data, ioBuffer(r.count)), left: r.count}
 }
+
+// ioBuffer is the buffer size for streaming n entries: up to 1 MiB,
+// less for a small run (a checkpoint's run may hold a handful).
+func ioBuffer(n uint64) int { return int(min(1<<20, max(4096, n*entrySize))) }
 
 func (s *scanner) next() bool {
 	if s.err != nil || s.left == 0 {
