@@ -168,7 +168,10 @@ func (r *reader) open(ctx context.Context, next uint64) error {
 func (r *reader) drop(del bool) {
 	if r.cur != nil {
 		close(r.cur.done)
-		r.cur.it.Stop()
+		// Not waited for: nats.go's ordered consumer holds its lock
+		// while it makes its consumer again on its own (up to 10 s a
+		// try), and Stop takes that lock.
+		go r.cur.it.Stop()
 		r.cur = nil
 	}
 	if r.cons != nil && del {
@@ -231,7 +234,11 @@ func (r *reader) next(ctx context.Context, wait time.Duration, next uint64) (jet
 		case <-r.elected:
 			if !r.alive(ctx) {
 				r.drop(true)
+				continue
 			}
+			// Its server may be the one going down: look again soon.
+			r.idle = idleFirst
+			idle.Reset(r.idle)
 		case <-r.connected:
 			r.drop(true)
 		case <-idle.C:
@@ -267,13 +274,25 @@ func (r *reader) stuck(ctx context.Context, next uint64) bool {
 }
 
 // alive reports whether the current consumer answers at once: its server
-// is up, and it delivers what the stream's new leader stores.
+// is up, and it delivers what the stream's new leader stores. The answer
+// is awaited apart, since Info waits for the ordered consumer's lock
+// (see drop).
 func (r *reader) alive(ctx context.Context) bool {
 	if r.cons == nil {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, idleFirst)
 	defer cancel()
-	_, err := r.cons.Info(ctx)
-	return err == nil
+	answer := make(chan error, 1)
+	cons := r.cons
+	go func() {
+		_, err := cons.Info(ctx)
+		answer <- err
+	}()
+	select {
+	case err := <-answer:
+		return err == nil
+	case <-ctx.Done():
+		return false
+	}
 }
