@@ -198,8 +198,8 @@ func (rig *failoverRig) killLeadingRunner() time.Duration {
 // killStreamLeader shuts down the server leading stream, after moving the
 // leaders of the other streams the runner writes (FERRY_IN, FERRY_AGG,
 // the lease) off it, so that only the named stream loses its leader. It
-// returns the time from the shutdown until a server led stream again
-// (the election) and until an input stored after the election was folded
+// returns the time from the shutdown until the stream's info named a new
+// leader (the election) and until an input stored after the election was folded
 // and its batch stored in the aggregate log (the work resumed). The
 // server is then restarted and every replica let catch up.
 func (rig *failoverRig) killStreamLeader(stream string) (elect, resume time.Duration) {
@@ -216,11 +216,22 @@ func (rig *failoverRig) killStreamLeader(stream string) (elect, resume time.Dura
 	if rr := rig.leading(); rr != nil && rr.nc.ConnectedServerName() == rig.c.Servers[i].Name() {
 		on = "it"
 	}
+	dead := rig.c.Servers[i].Name()
 	stopped := time.Now()
 	rig.c.Kill(i)
+	// Elected once the stream's info, which its leader answers, names
+	// another server: a server calls itself leader a few hundred
+	// milliseconds before the stream answers anything.
 	rig.poll(60*time.Second, "a new leader of "+stream, func() bool {
+		ctx, cancel := context.WithTimeout(rig.ctx, 50*time.Millisecond)
+		defer cancel()
+		st, err := rig.js.Stream(ctx, stream)
 		elect = time.Since(stopped)
-		return rig.c.StreamLeader(stream) >= 0
+		if err != nil {
+			return false
+		}
+		cl := st.CachedInfo().Cluster
+		return cl != nil && cl.Leader != "" && cl.Leader != dead
 	})
 	// The inputs up to here may have been stored by the old leader while
 	// it shut down: the work resumed once one after them is folded.
