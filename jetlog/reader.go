@@ -66,6 +66,7 @@ type reader struct {
 	// while it was away are lost.
 	connected chan nats.Status
 	cons      jetstream.Consumer // the consumer of cur, or one made before it
+	name      string             // its name
 	cur       *pull
 	opened    bool          // a consumer was pulled from: later failures are retried
 	idle      time.Duration // how long next waits before asking whether the consumer is stuck
@@ -114,7 +115,9 @@ func (r *reader) consumer(ctx context.Context, next uint64) (jetstream.Consumer,
 	if err != nil {
 		return nil, fmt.Errorf("consumer on %s: %w", r.stream, err)
 	}
-	r.cons = cons
+	// Its name now: CachedInfo waits for the ordered consumer's lock
+	// (see drop).
+	r.cons, r.name = cons, cons.CachedInfo().Name
 	return cons, nil
 }
 
@@ -175,7 +178,7 @@ func (r *reader) drop(del bool) {
 		r.cur = nil
 	}
 	if r.cons != nil && del {
-		name := r.cons.CachedInfo().Name
+		name := r.name
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
