@@ -58,15 +58,16 @@ func appendOpts(after, lastIn uint64) []jetstream.PublishOpt {
 	return []jetstream.PublishOpt{jetstream.WithExpectLastSequence(after), jetstream.WithMsgID(messageID(lastIn))}
 }
 
-// send sends a until it settles. Every try is idempotent: the stream
-// dedupes the message id (within aggDuplicates) ahead of checking the
-// expected last sequence, so a try after one that was stored is answered
-// as a duplicate at sequence after+1, which send takes as stored. Past
-// the window, a try after a stored one is refused as a conflict; send
-// then asks the leader whose message sits at after+1. A message there
-// with a's id is a's own, or another writer's fold of exactly the same
-// inputs after the same message (the fold is deterministic), so the log
-// is as a would have made it.
+// send sends a until it settles. Every try is idempotent: a replicated
+// stream dedupes the message id (within aggDuplicates) ahead of checking
+// the expected last sequence, so a try after one that was stored is
+// answered as a duplicate at sequence after+1, which send takes as
+// stored. Past the window, or on a single server (which checks the
+// sequence first), it is refused as a conflict instead; send then asks
+// the leader whose message sits at after+1. A message there with a's id
+// is a's own, or another writer's fold of exactly the same inputs after
+// the same message (the fold is deterministic), so the log is as a would
+// have made it; any other is another writer's (ErrDeposed).
 //
 // The tries in flight are the last two: the acknowledgement of a slow try
 // still counts once the next is sent (which is then answered
@@ -114,10 +115,8 @@ func (r *Runner) send(ctx context.Context, l *lease, a *appending) error {
 		}
 		// A try was refused.
 		switch {
-		case jetlog.IsConflict(err) && tries > 1:
-			return r.storedBefore(ctx, a, err)
 		case jetlog.IsConflict(err):
-			return fmt.Errorf("%w: %v", ErrDeposed, err)
+			return r.storedBefore(ctx, a, err)
 		case jetlog.Unanswered(err):
 			// The next try, or the one in flight, settles it.
 		default:
@@ -137,8 +136,8 @@ func (a *appending) acked(ack *jetstream.PubAck) error {
 	return fmt.Errorf("%w: stored at %d, expected %d", ErrDeposed, ack.Sequence, a.after+1)
 }
 
-// storedBefore is the outcome of a conflict answered to a try of a after
-// an earlier try: nil if the message at after+1 carries a's id.
+// storedBefore is the outcome of a conflict answered to a try of a: nil
+// if the message at after+1 carries a's id, else ErrDeposed.
 func (r *Runner) storedBefore(ctx context.Context, a *appending, conflict error) error {
 	gctx, cancel := context.WithTimeout(ctx, jetlog.AckWait)
 	defer cancel()

@@ -376,3 +376,50 @@ func checkAggregateLog(t testing.TB, ctx context.Context, js jetstream.JetStream
 	}
 	t.Logf("aggregate log: %d batches, %d CARs, as a single leader's", len(logged), m.Cars())
 }
+
+// An append is resent under the same message id and expected last
+// sequence when its acknowledgement does not come, so a try may find an
+// earlier try of itself stored. A replicated stream answers that as a
+// duplicate at the sequence expected, a single server (this one) as a
+// conflict: either way the append is stored, once. A duplicate at another
+// sequence, or another writer's message in the way, is ErrDeposed.
+func TestAnAppendFindingItsOwnEarlierTryStoredSettlesAsStored(t *testing.T) {
+	n := testutil.StartNATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := NewRunner(n.JS, RunnerConfig{Subjects: jetlog.DefaultSubjects, Log: quiet()})
+	stored := func(data string, after, lastIn uint64) {
+		t.Helper()
+		msg := nats.NewMsg(jetlog.DefaultSubjects.Decisions())
+		msg.Data = []byte(data)
+		if _, err := n.JS.PublishMsg(ctx, msg, appendOpts(after, lastIn)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An earlier try of the append after 0 ending with input 5 was
+	// stored at 1, its acknowledgement lost.
+	stored("five", 0, 5)
+	if err := waitAck(r.append(ctx, nil, group{msg: []byte("five"), batches: 1, lastIn: 5}, 0)); err != nil {
+		t.Fatalf("the append finding its own earlier try at 1: %v", err)
+	}
+	// Another writer stored input 7's batch at 2; this writer, believing
+	// the log ends at 2, appends input 7's batch there: a duplicate at 2,
+	// not at 3.
+	stored("seven", 1, 7)
+	err := waitAck(r.append(ctx, nil, group{msg: []byte("seven"), batches: 1, lastIn: 7}, 2))
+	if !errors.Is(err, ErrDeposed) {
+		t.Fatalf("a duplicate at another sequence than expected: %v, want ErrDeposed", err)
+	}
+	// Past the duplicate window a try after a stored one is refused as a
+	// conflict; the message in the way decides.
+	conflict := errors.New("wrong last sequence")
+	if err := r.storedBefore(ctx, &appending{after: 1, lastIn: 7}, conflict); err != nil {
+		t.Fatalf("the message at 2 carries the append's id: %v", err)
+	}
+	if err := r.storedBefore(ctx, &appending{after: 1, lastIn: 8}, conflict); !errors.Is(err, ErrDeposed) {
+		t.Fatalf("the message at 2 is another's: %v, want ErrDeposed", err)
+	}
+	if got := lastSeq(t, n.JS, jetlog.StreamAgg); got != 2 {
+		t.Fatalf("the log ends at %d, want 2: a resend stored a message twice", got)
+	}
+}
