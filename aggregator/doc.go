@@ -25,9 +25,11 @@
 //     nothing) no decision at all.
 //   - A CAR is accepted once (deduplicated by CID at any distance in time)
 //     and sits in at most one live aggregate.
-//   - One writer: the Runner appends each message with the expected last
-//     sequence of the aggregate log; when that fails another writer won, and
-//     the Runner steps down.
+//   - One writer: the Runner holds a lease and sends no append once the
+//     lease could have expired (the fence); it appends each message with the
+//     expected last sequence of the aggregate log and its last batch's
+//     message id, sending it again until it settles; when another writer's
+//     message is in the way another writer won, and the Runner steps down.
 //   - A message holds the batches of inputs that were waiting together, in
 //     input order, one per line; a batch is never split, and one that makes
 //     deals is a message of its own. Grouping is timing, not a decision:

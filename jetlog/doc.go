@@ -12,7 +12,12 @@
 //     size bound by the server itself.
 //   - Tail delivers a log's messages in sequence order, each once, and ends
 //     at the log's last message unless asked to follow; the caller checks
-//     for gaps where it must vouch for having read everything.
+//     for gaps where it must vouch for having read everything. It follows a
+//     stream's new leader at once: its consumer is made again from the next
+//     sequence on the leader-elected advisory, a reconnect, or a silence
+//     while the leader holds more.
+//   - Publish sends a message again while it is unanswered, within
+//     AckWait; the stream's duplicate window stores it once.
 //   - The end of a log is its last sequence as the stream's leader holds
 //     it (LastSeq), never a consumer's "nothing pending", which speaks for
 //     the replica the consumer sits on. A read that cannot reach the end
