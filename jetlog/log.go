@@ -72,7 +72,9 @@ var replicaEnd func(stream string) uint64
 // Tail reads stream from sequence from on and calls fn for each message in
 // order. With follow it keeps waiting for new messages until ctx ends or fn
 // fails; without it returns once the message that was last when Tail started
-// has been read. An ordered consumer is used: no state is left on the server.
+// has been read. An ephemeral consumer without acknowledgements is used
+// (see reader), in memory on one server; it goes 5 minutes after the tail
+// ends.
 func Tail(ctx context.Context, js jetstream.JetStream, stream string, from uint64, follow bool, fn func(Entry) error) error {
 	return TailSubject(ctx, js, stream, "", from, follow, fn)
 }
@@ -102,12 +104,12 @@ func TailSubject(ctx context.Context, js jetstream.JetStream, stream, subject st
 			return nil
 		}
 	}
-	var cfg jetstream.OrderedConsumerConfig
+	var filter []string
 	if subject != "" {
-		cfg.FilterSubjects = []string{subject}
+		filter = []string{subject}
 	}
 	replica := replicaEndOf(stream)
-	r := newReader(js, st, stream, cfg)
+	r := newReader(js, st, stream, filter)
 	defer r.stop()
 	if !follow {
 		cons, err := r.consumer(ctx, from)
@@ -381,11 +383,11 @@ func apiPrefix(js jetstream.JetStream) string {
 // accounts for exactly. The aggregate log's messages are up to 64 KiB
 // (grouped batches), so its pulls take 256 (16 MiB at most, within the
 // subscription's 64 MB pending limit: 2,048 of them overran it, and the
-// ordered consumer stalled and reset). Its earlier byte-bounded form
+// consumer stalled and was made again). Its earlier byte-bounded form
 // (PullMaxMessagesWithBytesLimit(512, 8 MiB)) made nats.go drop messages as
 // a slow consumer whenever the reader did work per message (ferry audit on
-// a 100,000-batch log: 2 to 125 drops a read, none by count); the ordered
-// consumer then re-reads from the gap, but only at the cost of a reset.
+// a 100,000-batch log: 2 to 125 drops a read, none by count); a tail then
+// re-reads from the gap, but only at the cost of a new consumer.
 // The other streams hold small messages and pull 2,048 at a time.
 func PullOpt(stream string) jetstream.PullMessagesOpt {
 	if stream == StreamAgg {

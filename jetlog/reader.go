@@ -10,55 +10,58 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// tailHeartbeat is how often an idle tail's consumer says it is alive.
-// nats.go makes the ordered consumer again once two are missed: the
-// fallback for a consumer whose server died when the stream's
-// leader-elected advisory was missed (see reader).
+// tailHeartbeat is how often an idle tail's consumer says it is alive;
+// two missed make the reader make its consumer again.
 const tailHeartbeat = time.Second
 
-// reopenBackoff is the first and the longest wait between two tries to
-// make a tail's consumer again while the stream cannot take one.
 // How long a tail's consumer may deliver nothing before the stream's
 // leader is asked whether it holds a message the consumer should have
-// delivered (see stuck): soon after the consumer was made again (one made
-// as its server was dying never delivers), then less often.
+// delivered (see stuck): soon after the consumer was made again or its
+// stream or connection changed, then less often.
 const (
 	idleFirst = 250 * time.Millisecond
 	idleCheck = time.Second
 )
 
-// reopenTry bounds one try: the JetStream API may not answer while its
-// meta leader is being elected (nats-server's own default wait would be
-// jetlog.AckWait).
+// The tries to make a tail's consumer again while the cluster does not
+// take one: the first and the longest wait between two, and the bound of
+// one (the JetStream API leaves creations unanswered for a while after a
+// server's death; nats.go would wait jetlog.AckWait).
 const (
 	reopenFirst = 20 * time.Millisecond
 	reopenMost  = time.Second
 	reopenTry   = 500 * time.Millisecond
 )
 
-// reader is a tail's consumer: an ordered consumer (no state on the
-// server) and the goroutine that pulls from it, made again from the next
-// sequence the tail has to deliver whenever the stream elects a leader.
+// reader is a tail's consumer: an ephemeral consumer without
+// acknowledgements (no state kept on disk), the goroutine that pulls from
+// it, and the bookkeeping nats.go's ordered consumer would do, done here
+// so that a tail follows a stream's new leader at once. The consumer is
+// made again, from the next sequence the tail has to deliver, when:
 //
-// Left to itself, nats.go's ordered consumer finds a consumer lost with a
-// server only by two missed heartbeats, and makes it again with backoff
-// (1 s, 2 s, 4 s, … each try waiting up to 10 s for an answer), so a tail
-// resumed seconds after the stream had a new leader. JetStream announces
-// the election ($JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.<stream>): at
-// that moment the stream takes a new consumer, so the reader drops the
-// old one, goroutine and all, without waiting for it to answer, and
-// opens another, unless the consumer answers at once (its server is
-// alive: it goes on delivering what the new leader stores). A reconnect of the connection does the same, since an
-// advisory sent while it was away is lost (the server it was on may have
-// been the leader that died). And a consumer that delivers nothing for
-// idleCheck while the stream's leader holds a message for it is dropped
-// too (stuck). Messages of a dropped consumer are never delivered: the
-// new one starts after the last message the tail delivered.
+//   - the stream elects a leader (its advisory,
+//     $JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.<stream>) or the connection
+//     reconnects (an advisory sent while it was away is lost), and the
+//     consumer does not answer within idleFirst: its server died;
+//   - a message arrives out of the consumer's own order (one sent while
+//     the connection was away is lost for good without acknowledgements);
+//   - the pull fails or its heartbeats stop;
+//   - it delivers nothing for a while although the stream's leader holds
+//     a message for it (stuck).
+//
+// nats.go's ordered consumer finds a lost consumer only by two missed
+// heartbeats, remakes its consumer on every reconnect (which needs the
+// JetStream meta leader), and retries with a backoff of 1, 2, 4 s… each
+// try waiting up to 10 s, all under a lock its Stop and Info wait for: a
+// tail on it resumed seconds after the stream had a new leader. A dropped
+// consumer's goroutine is not waited for, and its messages are never
+// delivered: the new consumer starts after the last message the tail
+// delivered.
 type reader struct {
 	js     jetstream.JetStream
 	st     jetstream.Stream
 	stream string
-	cfg    jetstream.OrderedConsumerConfig
+	filter []string // the subjects of the tail (none: all)
 
 	advisory *nats.Subscription
 	elected  chan struct{}
@@ -67,6 +70,7 @@ type reader struct {
 	connected chan nats.Status
 	cons      jetstream.Consumer // the consumer of cur, or one made before it
 	name      string             // its name
+	delivered uint64             // the consumer's sequence of the last message it delivered
 	cur       *pull
 	opened    bool          // a consumer was pulled from: later failures are retried
 	idle      time.Duration // how long next waits before asking whether the consumer is stuck
@@ -90,8 +94,8 @@ func LeaderElectedAdvisory(stream string) string {
 	return "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED." + stream
 }
 
-func newReader(js jetstream.JetStream, st jetstream.Stream, stream string, cfg jetstream.OrderedConsumerConfig) *reader {
-	r := &reader{js: js, st: st, stream: stream, cfg: cfg, elected: make(chan struct{}, 1),
+func newReader(js jetstream.JetStream, st jetstream.Stream, stream string, filter []string) *reader {
+	r := &reader{js: js, st: st, stream: stream, filter: filter, elected: make(chan struct{}, 1),
 		connected: js.Conn().StatusChanged(nats.CONNECTED)}
 	// Without the advisory (a user not allowed to subscribe to it) the
 	// heartbeats still recover the tail, later.
@@ -104,20 +108,27 @@ func newReader(js jetstream.JetStream, st jetstream.Stream, stream string, cfg j
 	return r
 }
 
-// consumer makes an ordered consumer delivering from sequence next on.
+// consumer makes a consumer delivering from sequence next on: what
+// nats.go's ordered consumer makes (ephemeral, in memory, one replica, no
+// acknowledgements), kept by the reader itself.
 func (r *reader) consumer(ctx context.Context, next uint64) (jetstream.Consumer, error) {
-	cfg := r.cfg
-	cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverAllPolicy, 0
+	cfg := jetstream.ConsumerConfig{
+		DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: jetstream.AckNonePolicy,
+		InactiveThreshold: 5 * time.Minute, Replicas: 1, MemoryStorage: true,
+	}
 	if next > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, next
 	}
-	cons, err := r.st.OrderedConsumer(ctx, cfg)
+	if f := r.filter; len(f) == 1 {
+		cfg.FilterSubject = f[0]
+	} else {
+		cfg.FilterSubjects = f
+	}
+	cons, err := r.st.CreateConsumer(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consumer on %s: %w", r.stream, err)
 	}
-	// Its name now: CachedInfo waits for the ordered consumer's lock
-	// (see drop).
-	r.cons, r.name = cons, cons.CachedInfo().Name
+	r.cons, r.name, r.delivered = cons, cons.CachedInfo().Name, 0
 	return cons, nil
 }
 
@@ -137,7 +148,7 @@ func (r *reader) open(ctx context.Context, next uint64) error {
 			return err
 		}
 	}
-	it, err := cons.Messages(PullOpt(r.stream), jetstream.PullHeartbeat(tailHeartbeat))
+	it, err := cons.Messages(PullOpt(r.stream), jetstream.PullHeartbeat(tailHeartbeat), jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
 		r.cons = nil
 		return fmt.Errorf("consume %s: %w", r.stream, err)
@@ -171,9 +182,7 @@ func (r *reader) open(ctx context.Context, next uint64) error {
 func (r *reader) drop(del bool) {
 	if r.cur != nil {
 		close(r.cur.done)
-		// Not waited for: nats.go's ordered consumer holds its lock
-		// while it makes its consumer again on its own (up to 10 s a
-		// try), and Stop takes that lock.
+		// Not waited for: a pull to a dead server may take its time.
 		go r.cur.it.Stop()
 		r.cur = nil
 	}
@@ -233,7 +242,17 @@ func (r *reader) next(ctx context.Context, wait time.Duration, next uint64) (jet
 		}
 		select {
 		case p := <-r.cur.out:
-			return p.msg, p.err
+			if p.err != nil {
+				// The consumer is gone or silent (its server died, the
+				// heartbeats stopped): make it again.
+				r.drop(true)
+				continue
+			}
+			if !r.inOrder(p.msg) {
+				r.drop(true)
+				continue
+			}
+			return p.msg, nil
 		case <-r.elected:
 			if !r.alive(ctx) {
 				r.drop(true)
@@ -243,7 +262,15 @@ func (r *reader) next(ctx context.Context, wait time.Duration, next uint64) (jet
 			r.idle = idleFirst
 			idle.Reset(r.idle)
 		case <-r.connected:
-			r.drop(true)
+			// Messages sent while the connection was away are lost: the
+			// next one shows the gap (inOrder), or the silence does
+			// (stuck). A consumer whose server died does not answer.
+			if !r.alive(ctx) {
+				r.drop(true)
+				continue
+			}
+			r.idle = idleFirst
+			idle.Reset(r.idle)
 		case <-idle.C:
 			if r.stuck(ctx, next) {
 				r.drop(true)
@@ -269,33 +296,34 @@ func (r *reader) stuck(ctx context.Context, next uint64) bool {
 	ctx, cancel := context.WithTimeout(ctx, reopenTry)
 	defer cancel()
 	var subject string
-	if len(r.cfg.FilterSubjects) == 1 {
-		subject = r.cfg.FilterSubjects[0]
+	if len(r.filter) == 1 {
+		subject = r.filter[0]
 	}
 	end, err := newEnd(ctx, r.js, r.st, r.stream, subject)
 	return err == nil && end.Last >= next
 }
 
 // alive reports whether the current consumer answers at once: its server
-// is up, and it delivers what the stream's new leader stores. The answer
-// is awaited apart, since Info waits for the ordered consumer's lock
-// (see drop).
+// is up, and it delivers what the stream's new leader stores.
 func (r *reader) alive(ctx context.Context) bool {
 	if r.cons == nil {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, idleFirst)
 	defer cancel()
-	answer := make(chan error, 1)
-	cons := r.cons
-	go func() {
-		_, err := cons.Info(ctx)
-		answer <- err
-	}()
-	select {
-	case err := <-answer:
-		return err == nil
-	case <-ctx.Done():
+	_, err := r.cons.Info(ctx)
+	return err == nil
+}
+
+// inOrder reports whether msg is the consumer's next delivery: with no
+// acknowledgements, a message lost on the way (sent while the
+// connection was away) is never sent again, and the consumer's own
+// sequence shows the gap.
+func (r *reader) inOrder(msg jetstream.Msg) bool {
+	meta, err := msg.Metadata()
+	if err != nil || meta.Sequence.Consumer != r.delivered+1 {
 		return false
 	}
+	r.delivered = meta.Sequence.Consumer
+	return true
 }
