@@ -322,6 +322,26 @@ func lastFolded(ctx context.Context, js jetstream.JetStream) uint64 {
 	return in
 }
 
+// readLog reads the whole of stream. A read that fails (right after a
+// kill the cluster may leave a consumer creation unanswered) is made
+// again, up to three times.
+func readLog(t testing.TB, ctx context.Context, js jetstream.JetStream, stream string) []jetlog.Entry {
+	t.Helper()
+	var err error
+	for range 3 {
+		var entries []jetlog.Entry
+		err = jetlog.Tail(ctx, js, stream, 1, false, func(e jetlog.Entry) error {
+			entries = append(entries, jetlog.Entry{Seq: e.Seq, Data: bytes.Clone(e.Data), Time: e.Time})
+			return nil
+		})
+		if err == nil {
+			return entries
+		}
+	}
+	t.Fatalf("read %s: %v", stream, err)
+	return nil
+}
+
 // checkAggregateLog holds the whole aggregate log to InvariantModel and
 // to a refold of the whole input log by one state, as a single leader
 // that never failed over would have written it: the same batches, byte
@@ -330,38 +350,33 @@ func checkAggregateLog(t testing.TB, ctx context.Context, js jetstream.JetStream
 	t.Helper()
 	m := NewInvariantModel()
 	var logged [][]byte
-	err := jetlog.Tail(ctx, js, jetlog.StreamAgg, 1, false, func(e jetlog.Entry) error {
+	for _, e := range readLog(t, ctx, js, jetlog.StreamAgg) {
 		for data := range events.Batches(e.Data) {
 			var b events.Batch
 			if err := events.DecodeBatch(data, &b); err != nil {
-				return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
+				t.Fatalf("aggregate log %d: %v", e.Seq, err)
 			}
 			if err := m.Apply(b); err != nil {
-				return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
+				t.Fatalf("aggregate log %d: %v", e.Seq, err)
 			}
 			logged = append(logged, bytes.Clone(data))
 		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	if err := m.Check(cfg.DealSize); err != nil {
 		t.Fatal(err)
 	}
 	st := New(cfg)
 	var want [][]byte
-	err = jetlog.Tail(ctx, js, jetlog.StreamIn, 1, false, func(e jetlog.Entry) error {
+	for _, e := range readLog(t, ctx, js, jetlog.StreamIn) {
 		b := st.ApplyInput(Input{Seq: e.Seq, Data: e.Data, Stored: e.Time})
 		if len(b.Decisions) == 0 {
-			return nil
+			continue
 		}
 		data, err := events.EncodeBatch(nil, &b)
+		if err != nil {
+			t.Fatal(err)
+		}
 		want = append(want, data)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	for i := range min(len(logged), len(want)) {
 		if !bytes.Equal(logged[i], want[i]) {
