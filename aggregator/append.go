@@ -67,7 +67,8 @@ func appendOpts(after, lastIn uint64) []jetstream.PublishOpt {
 // the leader whose message sits at after+1. A message there with a's id
 // is a's own, or another writer's fold of exactly the same inputs after
 // the same message (the fold is deterministic), so the log is as a would
-// have made it; any other is another writer's (ErrDeposed).
+// have made it; any other is another writer's (ErrDeposed); none yet
+// settles nothing (see storedBefore).
 //
 // The tries in flight are the last two: the acknowledgement of a slow try
 // still counts once the next is sent (which is then answered
@@ -116,7 +117,9 @@ func (r *Runner) send(ctx context.Context, l *lease, a *appending) error {
 		// A try was refused.
 		switch {
 		case jetlog.IsConflict(err):
-			return r.storedBefore(ctx, a, err)
+			if done, err := r.storedBefore(ctx, a, err); done {
+				return err
+			}
 		case jetlog.Unanswered(err):
 			// The next try, or the one in flight, settles it.
 		default:
@@ -136,19 +139,23 @@ func (a *appending) acked(ack *jetstream.PubAck) error {
 	return fmt.Errorf("%w: stored at %d, expected %d", ErrDeposed, ack.Sequence, a.after+1)
 }
 
-// storedBefore is the outcome of a conflict answered to a try of a: nil
-// if the message at after+1 carries a's id, else ErrDeposed.
-func (r *Runner) storedBefore(ctx context.Context, a *appending, conflict error) error {
-	gctx, cancel := context.WithTimeout(ctx, jetlog.AckWait)
+// storedBefore is the outcome of a conflict answered to a try of a, as
+// the message at after+1 says: settled and nil if it carries a's id,
+// settled and ErrDeposed if it is another's. Without a message there (or
+// without the leader's answer) nothing is settled: a leader that lost
+// its quorum counts a try it proposed but could not store, and refuses
+// the next one, until it steps down.
+func (r *Runner) storedBefore(ctx context.Context, a *appending, conflict error) (bool, error) {
+	gctx, cancel := context.WithTimeout(ctx, resendEvery)
 	defer cancel()
-	id, err := jetlog.MsgID(gctx, r.js, jetlog.StreamAgg, a.after+1)
+	id, ok, err := jetlog.MsgID(gctx, r.js, jetlog.StreamAgg, a.after+1)
 	switch {
-	case err != nil:
-		return fmt.Errorf("%w: %v, and the message in the way could not be read: %v", ErrAppendUnsettled, conflict, err)
+	case err != nil || !ok:
+		return false, nil
 	case id == messageID(a.lastIn):
-		return nil
+		return true, nil
 	}
-	return fmt.Errorf("%w: %v (message %d is %q)", ErrDeposed, conflict, a.after+1, id)
+	return true, fmt.Errorf("%w: %v (message %d is %q)", ErrDeposed, conflict, a.after+1, id)
 }
 
 // waitAck waits until a settles: within settleWithin, or at once when

@@ -314,7 +314,7 @@ func lastFolded(ctx context.Context, js jetstream.JetStream) uint64 {
 	if err != nil || seq == 0 {
 		return 0
 	}
-	id, err := jetlog.MsgID(ctx, js, jetlog.StreamAgg, seq)
+	id, _, err := jetlog.MsgID(ctx, js, jetlog.StreamAgg, seq)
 	if err != nil {
 		return 0
 	}
@@ -428,11 +428,16 @@ func TestAnAppendFindingItsOwnEarlierTryStoredSettlesAsStored(t *testing.T) {
 	// Past the duplicate window a try after a stored one is refused as a
 	// conflict; the message in the way decides.
 	conflict := errors.New("wrong last sequence")
-	if err := r.storedBefore(ctx, &appending{after: 1, lastIn: 7}, conflict); err != nil {
-		t.Fatalf("the message at 2 carries the append's id: %v", err)
+	if done, err := r.storedBefore(ctx, &appending{after: 1, lastIn: 7}, conflict); !done || err != nil {
+		t.Fatalf("the message at 2 carries the append's id: settled %v, %v", done, err)
 	}
-	if err := r.storedBefore(ctx, &appending{after: 1, lastIn: 8}, conflict); !errors.Is(err, ErrDeposed) {
-		t.Fatalf("the message at 2 is another's: %v, want ErrDeposed", err)
+	if done, err := r.storedBefore(ctx, &appending{after: 1, lastIn: 8}, conflict); !done || !errors.Is(err, ErrDeposed) {
+		t.Fatalf("the message at 2 is another's: settled %v, %v, want ErrDeposed", done, err)
+	}
+	// A leader that lost its quorum counts a try it proposed but never
+	// stored and refuses the next: nothing at 3 settles nothing.
+	if done, err := r.storedBefore(ctx, &appending{after: 2, lastIn: 9}, conflict); done {
+		t.Fatalf("nothing at 3: settled with %v", err)
 	}
 	if got := lastSeq(t, n.JS, jetlog.StreamAgg); got != 2 {
 		t.Fatalf("the log ends at %d, want 2: a resend stored a message twice", got)

@@ -347,24 +347,27 @@ func LastMsg(ctx context.Context, js jetstream.JetStream, stream, subject string
 }
 
 // MsgID is the message id (Nats-Msg-Id) of the message at seq in stream
-// as the stream's leader holds it; "" when there is no such message or it
-// has no id. A writer whose acknowledgement was lost reads it to know
-// whether the message stored there is its own.
-func MsgID(ctx context.Context, js jetstream.JetStream, stream string, seq uint64) (string, error) {
+// as the stream's leader holds it ("" if it has none); ok is false when
+// the leader holds no message there. A writer whose acknowledgement was
+// lost reads it to know whether the message stored there is its own.
+func MsgID(ctx context.Context, js jetstream.JetStream, stream string, seq uint64) (id string, ok bool, err error) {
 	m, err := leaderMsg(ctx, js, stream, msgGetRequest{Seq: seq})
-	if err != nil || m == nil || len(m.Header) == 0 {
-		return "", err
+	if err != nil || m == nil {
+		return "", false, err
+	}
+	if len(m.Header) == 0 {
+		return "", true, nil
 	}
 	// NATS headers are a status line and MIME headers.
 	r := textproto.NewReader(bufio.NewReader(bytes.NewReader(m.Header)))
 	if _, err := r.ReadLine(); err != nil {
-		return "", fmt.Errorf("stream %s message %d: headers: %w", stream, seq, err)
+		return "", true, fmt.Errorf("stream %s message %d: headers: %w", stream, seq, err)
 	}
 	h, err := r.ReadMIMEHeader()
 	if err != nil && !errors.Is(err, io.EOF) {
-		return "", fmt.Errorf("stream %s message %d: headers: %w", stream, seq, err)
+		return "", true, fmt.Errorf("stream %s message %d: headers: %w", stream, seq, err)
 	}
-	return h.Get(jetstream.MsgIDHeader), nil
+	return h.Get(jetstream.MsgIDHeader), true, nil
 }
 
 // apiPrefix is the subject prefix of js's JetStream API requests.
