@@ -10,13 +10,30 @@ import (
 	"sync"
 )
 
-// memEntry is a key's last op since a checkpoint. below says whether an
-// older layer (a frozen memtable or a run) holds the key, so a Delete of
-// a key that only this memtable holds leaves no tombstone.
-type memEntry struct {
-	print uint64
-	del   bool
-	below bool
+// memtable is the ops since a checkpoint: the keys put, with their
+// prints, and the keys deleted that an older layer (a frozen memtable or
+// a run) holds, which become tombstones. A key deleted that no older
+// layer holds just leaves puts. Two plain maps keep it as small per key
+// as the in-heap map the index replaces.
+type memtable struct {
+	puts  map[[16]byte]uint64
+	tombs map[[16]byte]struct{}
+}
+
+func newMemtable() memtable {
+	return memtable{puts: map[[16]byte]uint64{}, tombs: map[[16]byte]struct{}{}}
+}
+
+// get says what the memtable knows of k: present with a print, deleted,
+// or nothing (known false).
+func (m *memtable) get(k *[16]byte) (print uint64, present, known bool) {
+	if p, ok := m.puts[*k]; ok {
+		return p, true, true
+	}
+	if _, ok := m.tombs[*k]; ok {
+		return 0, false, true
+	}
+	return 0, false, false
 }
 
 // Index is an exact, deterministic, disk-backed dedupe set (an
@@ -24,9 +41,9 @@ type memEntry struct {
 // from one goroutine; Persist (and Close) from others.
 type Index struct {
 	dir string
-	mem map[[16]byte]memEntry // the fold's goroutine only
-	n   int                   // the fold's goroutine only
-	buf []byte                // block scratch for the fold's lookups
+	mem memtable // the fold's goroutine only
+	n   int      // the fold's goroutine only
+	buf []byte   // block scratch for the fold's lookups
 
 	persist sync.Mutex // one Persist at a time
 
@@ -37,15 +54,15 @@ type Index struct {
 
 // New returns the empty index; run files live in cacheDir.
 func New(cacheDir string) *Index {
-	return &Index{dir: cacheDir, mem: map[[16]byte]memEntry{}, buf: make([]byte, blockEntries*entrySize)}
+	return &Index{dir: cacheDir, mem: newMemtable(), buf: make([]byte, blockEntries*entrySize)}
 }
 
 // Get returns k's print and whether k is present. A run that cannot be
 // read panics: the fold cannot decide without the answer, and guessing
 // would change decisions.
 func (ix *Index) Get(k [16]byte) (uint64, bool) {
-	if e, ok := ix.mem[k]; ok {
-		return e.print, !e.del
+	if p, present, known := ix.mem.get(&k); known {
+		return p, present
 	}
 	return ix.lower(&k)
 }
@@ -55,8 +72,8 @@ func (ix *Index) lower(k *[16]byte) (uint64, bool) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	for i := len(ix.frozen) - 1; i >= 0; i-- {
-		if e, ok := ix.frozen[i].mem[*k]; ok {
-			return e.print, !e.del
+		if p, present, known := ix.frozen[i].mem.get(k); known {
+			return p, present
 		}
 	}
 	for i := len(ix.runs) - 1; i >= 0; i-- {
@@ -73,35 +90,31 @@ func (ix *Index) lower(k *[16]byte) (uint64, bool) {
 
 // Put inserts or overwrites k.
 func (ix *Index) Put(k [16]byte, print uint64) {
-	e, inMem := ix.mem[k]
-	present := inMem && !e.del
-	if !inMem {
-		_, e.below = ix.lower(&k)
-		present = e.below
+	_, present, known := ix.mem.get(&k)
+	if !known {
+		_, present = ix.lower(&k)
 	}
 	if !present {
 		ix.n++
 	}
-	ix.mem[k] = memEntry{print: print, below: e.below}
+	delete(ix.mem.tombs, k)
+	ix.mem.puts[k] = print
 }
 
 // Delete removes k; it is a no-op when k is absent.
 func (ix *Index) Delete(k [16]byte) {
-	e, inMem := ix.mem[k]
-	if !inMem {
-		if _, ok := ix.lower(&k); !ok {
-			return
-		}
-		e = memEntry{below: true}
-	} else if e.del {
+	_, present, known := ix.mem.get(&k)
+	if !known {
+		_, present = ix.lower(&k)
+	}
+	if !present {
 		return
 	}
 	ix.n--
-	if !e.below {
-		delete(ix.mem, k)
-		return
+	delete(ix.mem.puts, k)
+	if _, below := ix.lower(&k); below {
+		ix.mem.tombs[k] = struct{}{}
 	}
-	ix.mem[k] = memEntry{del: true, below: true}
 }
 
 // Len is the exact number of keys present.
@@ -110,7 +123,7 @@ func (ix *Index) Len() int { return ix.n }
 // Frozen is the ops of one checkpoint, waiting to be persisted.
 type Frozen struct {
 	ix       *Index
-	mem      map[[16]byte]memEntry
+	mem      memtable
 	count    int
 	manifest Manifest // set once persisted
 }
@@ -120,7 +133,7 @@ type Frozen struct {
 // runs. It costs O(1).
 func (ix *Index) Checkpoint() *Frozen {
 	f := &Frozen{ix: ix, mem: ix.mem, count: ix.n}
-	ix.mem = map[[16]byte]memEntry{}
+	ix.mem = newMemtable()
 	ix.mu.Lock()
 	ix.frozen = append(ix.frozen, f)
 	ix.mu.Unlock()
@@ -133,7 +146,8 @@ var ErrOrder = errors.New("seen: checkpoints must be persisted in the order they
 
 // Persist writes the checkpoint's ops as runs in the index's cache
 // directory (merging per the layout rule), puts every run store lacks
-// and returns the manifest; then the index serves these ops from the
+// (none when store is nil: the runs stay in the cache) and returns the
+// manifest; then the index serves these ops from the
 // runs. It is idempotent and may be retried after an error; an earlier
 // checkpoint not yet persisted gives ErrOrder.
 func (f *Frozen) Persist(ctx context.Context, store RunStore) (Manifest, error) {
@@ -164,15 +178,18 @@ func (f *Frozen) Persist(ctx context.Context, store RunStore) (Manifest, error) 
 	ix.runs = runs
 	ix.mu.Unlock()
 	dropOld(old, runs)
-	f.manifest, f.mem = m, nil
+	f.manifest, f.mem = m, memtable{}
 	return m, nil
 }
 
 // entries returns the frozen ops as run entries, keys ascending.
 func (f *Frozen) entries() []entry {
-	es := make([]entry, 0, len(f.mem))
-	for k, e := range f.mem {
-		es = append(es, entry{key: k, print: e.print, tomb: e.del})
+	es := make([]entry, 0, len(f.mem.puts)+len(f.mem.tombs))
+	for k, p := range f.mem.puts {
+		es = append(es, entry{key: k, print: p})
+	}
+	for k := range f.mem.tombs {
+		es = append(es, entry{key: k, tomb: true})
 	}
 	slices.SortFunc(es, func(a, b entry) int { return bytes.Compare(a.key[:], b.key[:]) })
 	return es
@@ -186,6 +203,9 @@ func (f *Frozen) entries() []entry {
 func (ix *Index) layout(old []*run, es []entry) ([]*run, error) {
 	if len(es) == 0 {
 		return old, nil
+	}
+	if err := os.MkdirAll(ix.dir, 0o755); err != nil {
+		return nil, err
 	}
 	w, err := newRunWriter(ix.dir, uint64(len(es)))
 	if err != nil {

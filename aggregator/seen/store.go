@@ -68,8 +68,12 @@ func (d DirStore) Has(ctx context.Context, name string) (bool, error) {
 	return err == nil, err
 }
 
-// putRuns puts into store every run it lacks, from the cache.
+// putRuns puts into store every run it lacks, from the cache; a nil
+// store takes none.
 func putRuns(ctx context.Context, store RunStore, runs []*run) error {
+	if store == nil {
+		return nil
+	}
 	for _, r := range runs {
 		has, err := store.Has(ctx, r.name)
 		if err != nil {

@@ -1,0 +1,100 @@
+package seen_test
+
+import (
+	"context"
+	"flag"
+	"testing"
+
+	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/aggregator/seen"
+)
+
+var (
+	benchKeys  = flag.Int("seen.keys", 1_000_000, "keys in the index of BenchmarkAccepted")
+	benchEvery = flag.Int("seen.every", 65536, "puts between checkpoints while the index is built and put to")
+)
+
+// BenchmarkAccepted compares the seen index with the in-heap map it
+// replaces (the baseline of the same run) at -seen.keys keys: a Get of a
+// present key, a Get of an absent one (a new CAR: the fold's common
+// case), and a Put of a new key. The index is built the way the fold
+// builds it, by Puts with a checkpoint every -seen.every, each persisted
+// by another goroutine as the runner's persister does; its Put includes
+// those checkpoints and persists.
+func BenchmarkAccepted(b *testing.B) {
+	n := *benchKeys
+	for _, impl := range []string{"map", "seen"} {
+		b.Run(impl, func(b *testing.B) {
+			acc, persist := newAccepted(b, impl)
+			for i := range n {
+				acc.Put(key(i), uint64(i))
+				persist(i)
+			}
+			persist(-1)
+			b.Run("get-hit", func(b *testing.B) {
+				i := 0
+				for b.Loop() {
+					i = (i + 7919) % n
+					if _, ok := acc.Get(key(i)); !ok {
+						b.Fatal("a present key is absent")
+					}
+				}
+			})
+			b.Run("get-miss", func(b *testing.B) {
+				i := n
+				for b.Loop() {
+					i++
+					if _, ok := acc.Get(key(i)); ok {
+						b.Fatal("an absent key is present")
+					}
+				}
+			})
+			b.Run("put", func(b *testing.B) {
+				i := n + 1<<30
+				for b.Loop() {
+					i++
+					acc.Put(key(i), 1)
+					persist(i)
+				}
+				persist(-1)
+			})
+		})
+	}
+}
+
+// newAccepted returns an empty Accepted and a function to call after
+// the i-th put, which checkpoints the seen index every -seen.every puts
+// and hands the checkpoint to a persister goroutine; persist(-1) waits
+// until every checkpoint is persisted.
+func newAccepted(b *testing.B, impl string) (aggregator.Accepted, func(i int)) {
+	if impl == "map" {
+		return aggregator.MapAccepted{}, func(int) {}
+	}
+	ix := seen.New(b.TempDir())
+	store := seen.DirStore(b.TempDir())
+	b.Cleanup(func() { ix.Close() })
+	queue := make(chan *seen.Frozen, 1024)
+	done := make(chan struct{})
+	start := func() {
+		go func() {
+			defer close(done)
+			for f := range queue {
+				if _, err := f.Persist(context.Background(), store); err != nil {
+					b.Error(err)
+				}
+			}
+		}()
+	}
+	start()
+	return ix, func(i int) {
+		switch {
+		case i < 0:
+			close(queue)
+			<-done
+			queue, done = make(chan *seen.Frozen, 1024), make(chan struct{})
+			start()
+		case i%*benchEvery == *benchEvery-1:
+			queue <- ix.Checkpoint()
+		}
+	}
+}
