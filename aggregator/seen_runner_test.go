@@ -50,7 +50,7 @@ func TestARunnerOnTheSeenIndexWritesTheLogTheHeapFoldMakes(t *testing.T) {
 		cancel()
 		wg.Wait()
 	}
-	lead("one", 60, func() { publish(0, 50); publish(0, 10) }) // 10 duplicates
+	lead("one", 60, func() { publish(0, 50); publish(0, 10) })  // 10 duplicates
 	lead("two", 80, func() { publish(5, 15); publish(50, 60) }) // 10 accepted before the rebuild, 10 new
 	if es, err := os.ReadDir(seenDir); err != nil || len(es) != 0 {
 		t.Fatalf("the seen cache holds %d files (%v); no checkpoint was taken", len(es), err)
