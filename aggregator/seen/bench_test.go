@@ -24,14 +24,14 @@ var (
 func BenchmarkAccepted(b *testing.B) {
 	n := *benchKeys
 	for _, impl := range []string{"map", "seen"} {
-		b.Run(impl, func(b *testing.B) {
+		b.Run("impl="+impl, func(b *testing.B) {
 			acc, persist := newAccepted(b, impl)
 			for i := range n {
 				acc.Put(key(i), uint64(i))
 				persist(i)
 			}
 			persist(-1)
-			b.Run("get-hit", func(b *testing.B) {
+			b.Run("op=get-hit", func(b *testing.B) {
 				i := 0
 				for b.Loop() {
 					i = (i + 7919) % n
@@ -40,7 +40,7 @@ func BenchmarkAccepted(b *testing.B) {
 					}
 				}
 			})
-			b.Run("get-miss", func(b *testing.B) {
+			b.Run("op=get-miss", func(b *testing.B) {
 				i := n
 				for b.Loop() {
 					i++
@@ -49,7 +49,7 @@ func BenchmarkAccepted(b *testing.B) {
 					}
 				}
 			})
-			b.Run("put", func(b *testing.B) {
+			b.Run("op=put", func(b *testing.B) {
 				i := n + 1<<30
 				for b.Loop() {
 					i++
