@@ -60,8 +60,8 @@ func BenchmarkReplay(b *testing.B) {
 			verifyStore(b, store, f, n)
 			store.Close()
 			reportReplay(b, n, last, took, cpu)
-			b.ReportMetric(MiB(dirSize(path)), "MiB-viewsdb")
-			b.ReportMetric(MiB(dirSize(nt.Dir)), "MiB-jetstream")
+			b.ReportMetric(MiB(DirSize(path)), "MiB-viewsdb")
+			b.ReportMetric(MiB(DirSize(nt.Dir)), "MiB-jetstream")
 			b.StartTimer()
 		}
 		reportMem(b, "")

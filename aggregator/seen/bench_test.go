@@ -3,7 +3,9 @@ package seen_test
 import (
 	"context"
 	"flag"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/aggregator/seen"
@@ -16,8 +18,8 @@ var (
 
 // BenchmarkAccepted compares the seen index with the in-heap map it
 // replaces (the baseline of the same run) at -seen.keys keys: a Get of a
-// present key, a Get of an absent one (a new CAR: the fold's common
-// case), and a Put of a new key. The index is built the way the fold
+// present key, a Get of an absent one, a Put of a new key, and a new CAR
+// as the fold treats it (a Get that misses, then a Put). The index is built the way the fold
 // builds it, by Puts with a checkpoint every -seen.every, each persisted
 // by another goroutine as the runner's persister does; its Put includes
 // those checkpoints and persists.
@@ -32,6 +34,7 @@ func BenchmarkAccepted(b *testing.B) {
 			}
 			persist(-1)
 			b.Run("op=get-hit", func(b *testing.B) {
+				defer reportCPU(b)()
 				i := 0
 				for b.Loop() {
 					i = (i + 7919) % n
@@ -41,6 +44,7 @@ func BenchmarkAccepted(b *testing.B) {
 				}
 			})
 			b.Run("op=get-miss", func(b *testing.B) {
+				defer reportCPU(b)()
 				i := n
 				for b.Loop() {
 					i++
@@ -50,6 +54,7 @@ func BenchmarkAccepted(b *testing.B) {
 				}
 			})
 			b.Run("op=put", func(b *testing.B) {
+				defer reportCPU(b)()
 				i := n + 1<<30
 				for b.Loop() {
 					i++
@@ -58,8 +63,38 @@ func BenchmarkAccepted(b *testing.B) {
 				}
 				persist(-1)
 			})
+			// A new CAR, as the fold treats it: a Get that misses, then
+			// the Put of its decision.
+			b.Run("op=new", func(b *testing.B) {
+				defer reportCPU(b)()
+				i := n + 1<<31
+				for b.Loop() {
+					i++
+					if _, ok := acc.Get(key(i)); ok {
+						b.Fatal("a new key is present")
+					}
+					acc.Put(key(i), 1)
+					persist(i)
+				}
+				persist(-1)
+			})
 		})
 	}
+}
+
+// reportCPU reports the process's CPU time (every goroutine: the
+// persister's too) per op, less noisy than wall time on a shared machine.
+func reportCPU(b *testing.B) func() {
+	start := cpuTime()
+	return func() { b.ReportMetric(float64((cpuTime()-start).Nanoseconds())/float64(b.N), "cpu-ns/op") }
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		panic(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // newAccepted returns an empty Accepted and a function to call after

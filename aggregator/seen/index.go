@@ -44,6 +44,16 @@ type Index struct {
 	mem memtable // the fold's goroutine only
 	n   int      // the fold's goroutine only
 	buf []byte   // block scratch for the fold's lookups
+	// last is the last answer from below the memtable (the fold's
+	// goroutine only). What lies below changes only at a checkpoint
+	// (Persist moves ops between layers without changing any answer), so
+	// the Put that follows the fold's Get of a new CAR reuses it.
+	last struct {
+		key     [16]byte
+		print   uint64
+		present bool
+		valid   bool
+	}
 
 	persist sync.Mutex // one Persist at a time
 
@@ -69,6 +79,15 @@ func (ix *Index) Get(k [16]byte) (uint64, bool) {
 
 // lower looks k up below the memtable.
 func (ix *Index) lower(k *[16]byte) (uint64, bool) {
+	if ix.last.valid && ix.last.key == *k {
+		return ix.last.print, ix.last.present
+	}
+	p, ok := ix.below(k)
+	ix.last.key, ix.last.print, ix.last.present, ix.last.valid = *k, p, ok, true
+	return p, ok
+}
+
+func (ix *Index) below(k *[16]byte) (uint64, bool) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	for i := len(ix.frozen) - 1; i >= 0; i-- {
@@ -134,6 +153,7 @@ type Frozen struct {
 func (ix *Index) Checkpoint() *Frozen {
 	f := &Frozen{ix: ix, mem: ix.mem, count: ix.n}
 	ix.mem = newMemtable()
+	ix.last.valid = false // the memtable's ops are below now
 	ix.mu.Lock()
 	ix.frozen = append(ix.frozen, f)
 	ix.mu.Unlock()

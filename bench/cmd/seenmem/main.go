@@ -32,6 +32,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
@@ -56,6 +57,7 @@ func run() error {
 		dir     = flag.String("dir", "", "the index's directory: manifest, cache/")
 		lookups = flag.Int("lookups", 1_000_000, "random lookups, half of present keys")
 		fold    = flag.Int("fold", 0, "new CARs folded through an aggregator.State on the dedupe set, checkpointed every 65,536")
+		profile = flag.String("cpuprofile", "", "write a CPU profile of the lookups and the fold to `file`")
 	)
 	flag.Parse()
 	ctx := context.Background()
@@ -89,18 +91,32 @@ func run() error {
 		return fmt.Errorf("the dedupe set holds %d keys, want %d", got, *keys)
 	}
 	loaded := time.Since(start)
-	perLookup, err := lookup(acc, *keys, *lookups)
-	if err != nil {
-		return err
-	}
-	var perFold time.Duration
-	var st *aggregator.State
-	if *fold > 0 {
-		if st, perFold, err = foldNew(ctx, acc, ix, *dir, *fold); err != nil {
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
 			return err
 		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
-	err = report(*impl, *keys, *fold, loaded, perLookup, perFold, *dir)
+	var t timings
+	var err error
+	cpu0 := cpuNow()
+	if t.lookup, err = lookup(acc, *keys, *lookups); err != nil {
+		return err
+	}
+	cpu1 := cpuNow()
+	t.lookupCPU = (cpu1 - cpu0) / time.Duration(max(*lookups, 1))
+	var st *aggregator.State
+	if *fold > 0 {
+		if st, t.fold, err = foldNew(ctx, acc, ix, *dir, *fold); err != nil {
+			return err
+		}
+		t.foldCPU = (cpuNow() - cpu1) / time.Duration(*fold)
+	}
+	err = report(*impl, *keys, *fold, loaded, t, *dir)
 	// What is measured is a process that holds the set (and the state).
 	runtime.KeepAlive(acc)
 	runtime.KeepAlive(st)
@@ -230,7 +246,19 @@ func foldNew(ctx context.Context, acc aggregator.Accepted, ix *seen.Index, dir s
 	return st, took / time.Duration(count), nil
 }
 
-func report(impl string, n uint64, fold int, loaded, perLookup, perFold time.Duration, dir string) error {
+// timings are the wall and CPU (this process, every thread) time of one
+// lookup and of one folded input.
+type timings struct{ lookup, lookupCPU, fold, foldCPU time.Duration }
+
+func cpuNow() time.Duration {
+	d, err := bench.ProcCPU(os.Getpid())
+	if err != nil {
+		panic(err)
+	}
+	return d
+}
+
+func report(impl string, n uint64, fold int, loaded time.Duration, t timings, dir string) error {
 	runtime.GC()
 	mem, err := bench.ReadMem(0)
 	if err != nil {
@@ -238,28 +266,15 @@ func report(impl string, n uint64, fold int, loaded, perLookup, perFold time.Dur
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	fmt.Printf("BenchmarkSeenMemory/impl=%s/keys=%d/fold=%d 1 %d ns/lookup %.1f MiB-rss %.1f MiB-hwm %.1f MiB-anon %.1f MiB-file %.1f MiB-heap %.2f s-load",
-		impl, n, fold, perLookup.Nanoseconds(), bench.MiB(mem.RSS), bench.MiB(mem.HWM), bench.MiB(mem.Anon), bench.MiB(mem.File),
+	fmt.Printf("BenchmarkSeenMemory/impl=%s/keys=%d/fold=%d 1 %d ns/lookup %d cpu-ns/lookup %.1f MiB-rss %.1f MiB-hwm %.1f MiB-anon %.1f MiB-file %.1f MiB-heap %.2f s-load",
+		impl, n, fold, t.lookup.Nanoseconds(), t.lookupCPU.Nanoseconds(), bench.MiB(mem.RSS), bench.MiB(mem.HWM), bench.MiB(mem.Anon), bench.MiB(mem.File),
 		bench.MiB(ms.HeapInuse), loaded.Seconds())
 	if fold > 0 {
-		fmt.Printf(" %d ns/fold", perFold.Nanoseconds())
+		fmt.Printf(" %d ns/fold %d cpu-ns/fold", t.fold.Nanoseconds(), t.foldCPU.Nanoseconds())
 	}
 	if impl == "seen" {
-		fmt.Printf(" %.1f MiB-disk", bench.MiB(dirBytes(filepath.Join(dir, "cache"))))
+		fmt.Printf(" %.1f MiB-disk", bench.MiB(bench.DirSize(filepath.Join(dir, "cache"))))
 	}
 	fmt.Println()
 	return nil
-}
-
-func dirBytes(dir string) uint64 {
-	var n uint64
-	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			if info, err := d.Info(); err == nil {
-				n += uint64(info.Size())
-			}
-		}
-		return nil
-	})
-	return n
 }
