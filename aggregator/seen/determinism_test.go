@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -207,21 +208,26 @@ func TestACorruptCachedRunIsFetchedAgainAndACorruptStoredRunRefused(t *testing.T
 	m := ms[len(ms)-1]
 	want := model(ops)
 
-	cache := t.TempDir()
-	if err := seen.Prefetch(ctx, m, store, cache); err != nil {
+	// A cache an earlier process left, with one run corrupt.
+	warm := t.TempDir()
+	if err := seen.Prefetch(ctx, m, store, warm); err != nil {
 		t.Fatal(err)
 	}
-	runs := dirFiles(t, cache)
+	runs := dirFiles(t, warm)
 	if len(runs) == 0 {
 		t.Fatal("Prefetch cached no run")
 	}
+	cache := t.TempDir()
+	corrupt := false
 	for name, data := range runs {
-		bad := bytes.Clone(data)
-		bad[len(bad)/3] ^= 0x40
-		if err := os.WriteFile(filepath.Join(cache, name), bad, 0o644); err != nil {
+		if !corrupt {
+			data = bytes.Clone(data)
+			data[len(data)/3] ^= 0x40
+			corrupt = true
+		}
+		if err := os.WriteFile(filepath.Join(cache, name), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		break
 	}
 	ix, err := seen.Open(ctx, m, store, cache)
 	if err != nil {
@@ -332,4 +338,34 @@ func FuzzIndex(f *testing.F) {
 		defer opened.Close()
 		check(t, opened, model(ops), 32, "opened")
 	})
+}
+
+// noStore is a RunStore that holds nothing.
+type noStore struct{}
+
+func (noStore) Put(context.Context, string, io.Reader) error { return errors.New("no store") }
+func (noStore) Get(context.Context, string) (io.ReadCloser, error) {
+	return nil, errors.New("no store")
+}
+func (noStore) Has(context.Context, string) (bool, error) { return false, nil }
+
+// After a standby's Prefetch, the Open of its takeover reads no store.
+func TestAfterPrefetchOpenNeedsNoStore(t *testing.T) {
+	ctx := context.Background()
+	ops := genOps(6, 3000, 2000, 0.003)
+	store := seen.DirStore(t.TempDir())
+	_, ms := feed(t, ops, store, false)
+	cache := t.TempDir()
+	if err := seen.Prefetch(ctx, ms[len(ms)-1], store, cache); err != nil {
+		t.Fatal(err)
+	}
+	ix, err := seen.Open(ctx, ms[len(ms)-1], noStore{}, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	check(t, ix, model(ops), 2000, "opened from the prefetched cache")
+	if _, err := seen.Open(ctx, ms[len(ms)-1], noStore{}, t.TempDir()); err == nil {
+		t.Fatal("an Open with an empty cache and no store succeeded")
+	}
 }

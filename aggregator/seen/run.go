@@ -237,6 +237,7 @@ func (w *runWriter) finish() (*run, error) {
 	if err := os.Rename(w.tmp.Name(), path); err != nil {
 		return nil, w.abort(err)
 	}
+	markChecked(path)
 	// The file stays open for reading; the rename does not change it.
 	return &run{name: name, path: path, f: w.tmp, count: w.count, tombs: w.tombs, filter: w.filter, fence: w.fence}, nil
 }
