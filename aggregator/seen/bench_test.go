@@ -33,6 +33,9 @@ func BenchmarkAccepted(b *testing.B) {
 				persist(i)
 			}
 			persist(-1)
+			// -count repeats each op on the same set: the keys put are
+			// new in every repeat.
+			fresh := n + 1<<30
 			b.Run("op=get-hit", func(b *testing.B) {
 				defer reportCPU(b)()
 				i := 0
@@ -55,11 +58,10 @@ func BenchmarkAccepted(b *testing.B) {
 			})
 			b.Run("op=put", func(b *testing.B) {
 				defer reportCPU(b)()
-				i := n + 1<<30
 				for b.Loop() {
-					i++
-					acc.Put(key(i), 1)
-					persist(i)
+					fresh++
+					acc.Put(key(fresh), 1)
+					persist(fresh)
 				}
 				persist(-1)
 			})
@@ -67,14 +69,13 @@ func BenchmarkAccepted(b *testing.B) {
 			// the Put of its decision.
 			b.Run("op=new", func(b *testing.B) {
 				defer reportCPU(b)()
-				i := n + 1<<31
 				for b.Loop() {
-					i++
-					if _, ok := acc.Get(key(i)); ok {
+					fresh++
+					if _, ok := acc.Get(key(fresh)); ok {
 						b.Fatal("a new key is present")
 					}
-					acc.Put(key(i), 1)
-					persist(i)
+					acc.Put(key(fresh), 1)
+					persist(fresh)
 				}
 				persist(-1)
 			})

@@ -199,14 +199,17 @@ func lookup(acc aggregator.Accepted, n uint64, count int) (time.Duration, error)
 
 // foldNew folds count car.replicated inputs of new CARs (with pieces)
 // through a State on acc; for the seen index it checkpoints every 65,536
-// inputs and persists in another goroutine, as the runner does.
+// inputs and persists in another goroutine, as the runner's persister
+// does, into a store that holds the history's runs.
 func foldNew(ctx context.Context, acc aggregator.Accepted, ix *seen.Index, dir string, count int) (*aggregator.State, time.Duration, error) {
 	const deal = 32 << 30
 	st := aggregator.NewWith(events.Settings{DealSize: deal, MinPayload: aggregator.DefaultMinPayload(deal), MaxWait: 4 * time.Hour}, acc)
 	before := acc.Len()
 	queue := make(chan *seen.Frozen, 64)
 	done := make(chan error, 1)
-	store := seen.DirStore(filepath.Join(dir, "store"))
+	// The store is the cache itself, so the history's runs are in the
+	// store already, as they are when a snapshot's index is opened.
+	store := seen.DirStore(filepath.Join(dir, "cache"))
 	go func() {
 		var err error
 		for f := range queue {
