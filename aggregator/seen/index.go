@@ -184,7 +184,7 @@ func (f *Frozen) Persist(ctx context.Context, store RunStore) (Manifest, error) 
 	if !first {
 		return nil, ErrOrder
 	}
-	runs, err := ix.layout(old, f.entries())
+	runs, err := ix.layout(ctx, old, f.entries())
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +220,7 @@ func (f *Frozen) entries() []entry {
 // before it, the two are merged (newer entries win); a merge that makes
 // the oldest run drops tombstones. It decides from entry counts alone,
 // which are a pure function of the ops and checkpoints.
-func (ix *Index) layout(old []*run, es []entry) ([]*run, error) {
+func (ix *Index) layout(ctx context.Context, old []*run, es []entry) ([]*run, error) {
 	if len(es) == 0 {
 		return old, nil
 	}
@@ -242,17 +242,12 @@ func (ix *Index) layout(old []*run, es []entry) ([]*run, error) {
 	}
 	runs := append(slices.Clip(old), r)
 	for n := len(runs); n >= 2 && runs[n-1].count >= runs[n-2].count; n = len(runs) {
-		m, err := merge(ix.dir, runs[n-2], runs[n-1], n == 2)
+		m, err := merge(ctx, ix.dir, runs[n-2], runs[n-1], n == 2)
 		if err != nil {
 			closeNew(runs, old)
 			return nil, err
 		}
-		for _, x := range runs[n-2:] {
-			if !slices.Contains(old, x) {
-				x.close()
-				os.Remove(x.path)
-			}
-		}
+		closeNew(runs[n-2:], append(slices.Clip(old), m))
 		runs = append(runs[:n-2], m)
 	}
 	return runs, nil
@@ -260,7 +255,7 @@ func (ix *Index) layout(old []*run, es []entry) ([]*run, error) {
 
 // merge writes the union of older and newer, newer winning a key both
 // hold; oldest drops tombstones (nothing older is left for them to hide).
-func merge(dir string, older, newer *run, oldest bool) (*run, error) {
+func merge(ctx context.Context, dir string, older, newer *run, oldest bool) (*run, error) {
 	w, err := newRunWriter(dir, older.count+newer.count)
 	if err != nil {
 		return nil, err
@@ -287,6 +282,9 @@ func merge(dir string, older, newer *run, oldest bool) (*run, error) {
 		if err := w.add(&e); err != nil {
 			return nil, w.abort(err)
 		}
+		if w.count%(1<<20) == 0 && ctx.Err() != nil {
+			return nil, w.abort(ctx.Err())
+		}
 	}
 	if err := errors.Join(a.err, b.err); err != nil {
 		return nil, w.abort(fmt.Errorf("seen: merge: %w", err))
@@ -305,11 +303,15 @@ func cmpScan(okA, okB bool, a, b *entry) int {
 	return bytes.Compare(a.key[:], b.key[:])
 }
 
-// closeNew closes and removes the runs in runs that old does not hold.
-func closeNew(runs, old []*run) {
+// closeNew closes the runs in runs that keep does not hold and removes
+// their files, unless a run of keep has the same name (the same bytes).
+func closeNew(runs, keep []*run) {
 	for _, r := range runs {
-		if !slices.Contains(old, r) {
-			r.close()
+		if slices.Contains(keep, r) {
+			continue
+		}
+		r.close()
+		if !slices.ContainsFunc(keep, func(x *run) bool { return x.name == r.name }) {
 			os.Remove(r.path)
 		}
 	}
@@ -317,16 +319,7 @@ func closeNew(runs, old []*run) {
 
 // dropOld closes the runs of old that runs no longer holds and removes
 // their files from the cache (the store keeps them for older manifests).
-func dropOld(old, runs []*run) {
-	for _, r := range old {
-		if !slices.Contains(runs, r) {
-			r.close()
-			if !slices.ContainsFunc(runs, func(x *run) bool { return x.name == r.name }) {
-				os.Remove(r.path)
-			}
-		}
-	}
-}
+func dropOld(old, runs []*run) { closeNew(old, runs) }
 
 // Close closes the index's run files. The index is not usable after.
 func (ix *Index) Close() error {
