@@ -369,3 +369,56 @@ func TestAfterPrefetchOpenNeedsNoStore(t *testing.T) {
 		t.Fatal("an Open with an empty cache and no store succeeded")
 	}
 }
+
+// A leader that opens the index of a checkpoint's manifest (a snapshot's)
+// and folds on writes the manifests of the leader that folded throughout:
+// what a snapshot holds decides everything after it.
+func TestAnIndexOpenedAtACheckpointGoesOnLikeTheLiveOne(t *testing.T) {
+	ctx := context.Background()
+	ops := genOps(21, 8000, 2500, 0.004)
+	store := seen.DirStore(t.TempDir())
+	live, ms := feed(t, ops, store, true)
+	defer live.Close()
+	cut, seenCkpts := len(ops)/3, 0
+	for _, o := range ops[:cut] {
+		if o.kind == 'c' {
+			seenCkpts++
+		}
+	}
+	for ops[cut-1].kind != 'c' { // end the prefix at a checkpoint
+		cut++
+		if ops[cut-1].kind == 'c' {
+			seenCkpts++
+		}
+	}
+	opened, err := seen.Open(ctx, ms[seenCkpts-1], store, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opened.Close()
+	var got []seen.Manifest
+	for _, o := range ops[cut:] {
+		switch o.kind {
+		case 'p':
+			opened.Put(key(o.key), o.print)
+		case 'd':
+			opened.Delete(key(o.key))
+		case 'c':
+			m, err := opened.Checkpoint().Persist(ctx, store)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, m)
+		}
+	}
+	want := ms[seenCkpts:]
+	if len(got) != len(want) || len(got) == 0 {
+		t.Fatalf("%d checkpoints after opening, %d in the live run", len(got), len(want))
+	}
+	for i := range got {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("checkpoint %d after opening: manifest\n%s\nthe live index wrote\n%s", i, got[i], want[i])
+		}
+	}
+	check(t, opened, model(ops), 2500, "opened and folded on")
+}
