@@ -39,6 +39,37 @@ func genOps(seed uint64, n, space int, cp float64) []op {
 	return append(ops, op{kind: 'c'})
 }
 
+// do applies a put or delete to ix and says whether o is a checkpoint.
+func do(ix *seen.Index, o op) (checkpoint bool) {
+	switch o.kind {
+	case 'p':
+		ix.Put(key(o.key), o.print)
+	case 'd':
+		ix.Delete(key(o.key))
+	}
+	return o.kind == 'c'
+}
+
+// persister persists, in another goroutine as the runner's persister
+// does, the checkpoints sent on the channel it returns; once that is
+// closed, the last manifest comes out of the other.
+func persister(t *testing.T, store seen.RunStore) (chan<- *seen.Frozen, <-chan seen.Manifest) {
+	frozen := make(chan *seen.Frozen, 1<<16)
+	done := make(chan seen.Manifest, 1)
+	go func() {
+		var last seen.Manifest
+		for f := range frozen {
+			m, err := f.Persist(context.Background(), store)
+			if err != nil {
+				t.Error(err)
+			}
+			last = m
+		}
+		done <- last
+	}()
+	return frozen, done
+}
+
 // feed runs ops on a new index; each checkpoint is persisted at once, or
 // all at the end when late; it returns the index and every manifest.
 func feed(t *testing.T, ops []op, store seen.RunStore, late bool) (*seen.Index, []seen.Manifest) {
@@ -59,12 +90,7 @@ func feed(t *testing.T, ops []op, store seen.RunStore, late bool) (*seen.Index, 
 		fs = nil
 	}
 	for _, o := range ops {
-		switch o.kind {
-		case 'p':
-			ix.Put(key(o.key), o.print)
-		case 'd':
-			ix.Delete(key(o.key))
-		case 'c':
+		if do(ix, o) {
 			fs = append(fs, ix.Checkpoint())
 			if !late {
 				persist()
@@ -267,19 +293,7 @@ func TestPersistRunsBesideTheFold(t *testing.T) {
 	store := seen.DirStore(t.TempDir())
 	ix := seen.New(t.TempDir())
 	defer ix.Close()
-	frozen := make(chan *seen.Frozen, len(ops))
-	done := make(chan seen.Manifest)
-	go func() {
-		var last seen.Manifest
-		for f := range frozen {
-			m, err := f.Persist(ctx, store)
-			if err != nil {
-				t.Error(err)
-			}
-			last = m
-		}
-		done <- last
-	}()
+	frozen, done := persister(t, store)
 	live := map[[16]byte]uint64{}
 	for i, o := range ops {
 		k := key(o.key)
@@ -398,12 +412,7 @@ func TestAnIndexOpenedAtACheckpointGoesOnLikeTheLiveOne(t *testing.T) {
 	defer opened.Close()
 	var got []seen.Manifest
 	for _, o := range ops[cut:] {
-		switch o.kind {
-		case 'p':
-			opened.Put(key(o.key), o.print)
-		case 'd':
-			opened.Delete(key(o.key))
-		case 'c':
+		if do(opened, o) {
 			m, err := opened.Checkpoint().Persist(ctx, store)
 			if err != nil {
 				t.Fatal(err)
