@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -52,9 +51,6 @@ func TestARunnerOnTheSeenIndexWritesTheLogTheHeapFoldMakes(t *testing.T) {
 	}
 	lead("one", 60, func() { publish(0, 50); publish(0, 10) })  // 10 duplicates
 	lead("two", 80, func() { publish(5, 15); publish(50, 60) }) // 10 accepted before the rebuild, 10 new
-	if es, err := os.ReadDir(seenDir); err != nil || len(es) != 0 {
-		t.Fatalf("the seen cache holds %d files (%v); no checkpoint was taken", len(es), err)
-	}
 
 	st := New(testConfig())
 	var want []byte

@@ -156,14 +156,22 @@ func stampOf(path string) (fileStamp, bool) {
 
 func markChecked(path string) {
 	if st, ok := stampOf(path); ok {
-		checkedRuns.Store(path, st)
+		checkedRuns.Store(absPath(path), st)
 	}
 }
 
 func checked(path string) bool {
-	was, ok := checkedRuns.Load(path)
+	was, ok := checkedRuns.Load(absPath(path))
 	now, exists := stampOf(path)
 	return ok && exists && was.(fileStamp) == now
+}
+
+// absPath names a file alike however its directory was given.
+func absPath(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
 }
 
 // verifyFile checks that the file at path hashes to name.
