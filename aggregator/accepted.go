@@ -1,9 +1,6 @@
 package aggregator
 
-import (
-	"github.com/ferry-dev/ferry/aggregator/seen"
-	"github.com/ferry-dev/ferry/events"
-)
+import "github.com/ferry-dev/ferry/events"
 
 // Accepted is the fold's dedupe set: every CAR accepted and not rejected
 // since, by its cidtext.Key digest, with its copy fingerprint (printOf).
@@ -55,14 +52,3 @@ func NewWith(cfg events.Settings, acc Accepted) *State {
 // Accepted returns the state's dedupe set (the snapshot code checkpoints
 // it; nothing else may write it).
 func (s *State) Accepted() Accepted { return s.accepted }
-
-// newState returns the empty state a leader rebuilds, its dedupe set a
-// seen.Index in c.SeenDir when that is set, and the function that
-// releases it (the index's open run files) once the leader steps down.
-func (c RunnerConfig) newState() (*State, func()) {
-	if c.SeenDir == "" {
-		return New(c.Fold), func() {}
-	}
-	ix := seen.New(c.SeenDir)
-	return NewWith(c.Fold, ix), func() { ix.Close() }
-}

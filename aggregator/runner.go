@@ -40,10 +40,6 @@ type RunnerConfig struct {
 	// OnBatch, if set, is called after each batch is decided and its
 	// append sent (metrics); the append may still fail.
 	OnBatch func(events.Batch, time.Duration)
-	// SeenDir, if set, keeps the fold's dedupe set on disk (package seen)
-	// with its run files cached in this directory; empty keeps it on the
-	// heap. See newState.
-	SeenDir string
 }
 
 // Runner is the single writer around the fold: it holds the leadership
@@ -137,9 +133,7 @@ func (r *Runner) leadOnce(ctx context.Context, l *lease) error {
 			cancel(err)
 		}
 	})
-	st, closeState := r.cfg.newState()
-	defer closeState()
-	aggSeq, err := RebuildInto(ctx, r.js, st)
+	st, aggSeq, err := Rebuild(ctx, r.js, r.cfg.Fold)
 	if err != nil {
 		return err
 	}
@@ -163,16 +157,6 @@ func (r *Runner) leadOnce(ctx context.Context, l *lease) error {
 // it with the log's last sequence.
 func Rebuild(ctx context.Context, js jetstream.JetStream, cfg events.Settings) (*State, uint64, error) {
 	st := New(cfg)
-	last, err := RebuildInto(ctx, js, st)
-	if err != nil {
-		return nil, 0, err
-	}
-	return st, last, nil
-}
-
-// RebuildInto evolves st, an empty state, through the whole aggregate log
-// and returns the log's last sequence.
-func RebuildInto(ctx context.Context, js jetstream.JetStream, st *State) (uint64, error) {
 	var last uint64
 	err := jetlog.Tail(ctx, js, jetlog.StreamAgg, 1, false, func(e jetlog.Entry) error {
 		if err := events.EachBatch(e.Data, func(b *events.Batch) error { return st.Replay(*b) }); err != nil {
@@ -182,9 +166,9 @@ func RebuildInto(ctx context.Context, js jetstream.JetStream, st *State) (uint64
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("rebuild: %w", err)
+		return nil, 0, fmt.Errorf("rebuild: %w", err)
 	}
-	return last, nil
+	return st, last, nil
 }
 
 // ErrInputBehind is returned when the input log ends before the last input

@@ -214,7 +214,7 @@ func (n *Node) start(ctx context.Context) error {
 	n.lag = newLagWatch(n.JS, n.Projector.Seq, n.cfg.MaxProjectionLag)
 	n.Runner = aggregator.NewRunner(n.JS, aggregator.RunnerConfig{
 		Fold: n.cfg.Fold, Subjects: n.cfg.Subjects, Holder: holderName(), Tick: n.cfg.Tick, Log: n.log,
-		OnBatch: newMetrics(n.Registry, n).observeBatch, SeenDir: SeenPath(n.cfg.Data),
+		OnBatch: newMetrics(n.Registry, n).observeBatch,
 	})
 	n.PinProjector = projections.NewPinProjector(n.JS, n.cfg.Subjects, n.Pins, projections.PinHooks{
 		Wanted: n.wantFetch, Unwanted: n.unwantFetch,
@@ -241,10 +241,6 @@ func ReadModelPath(data string) string { return filepath.Join(data, "views.db") 
 
 // PinsPath is where a data dir keeps the pins read model.
 func PinsPath(data string) string { return filepath.Join(data, "pins.db") }
-
-// SeenPath is where a data dir caches the run files of the fold's dedupe
-// set (package aggregator/seen).
-func SeenPath(data string) string { return filepath.Join(data, "seen") }
 
 func holderName() string {
 	host, _ := os.Hostname()
