@@ -312,7 +312,7 @@ func closeNew(runs, keep []*run) {
 		}
 		r.close()
 		if !slices.ContainsFunc(keep, func(x *run) bool { return x.name == r.name }) {
-			os.Remove(r.path)
+			removeRun(r.path)
 		}
 	}
 }

@@ -166,6 +166,12 @@ func checked(path string) bool {
 	return ok && exists && was.(fileStamp) == now
 }
 
+// removeRun removes a run file from the cache, and from checkedRuns.
+func removeRun(path string) {
+	os.Remove(path)
+	checkedRuns.Delete(absPath(path))
+}
+
 // absPath names a file alike however its directory was given.
 func absPath(path string) string {
 	if abs, err := filepath.Abs(path); err == nil {
