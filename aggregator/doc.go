@@ -24,10 +24,7 @@
 //     rejection or ignore with its reason, or (only for a tick that changes
 //     nothing) no decision at all.
 //   - A CAR is accepted once (deduplicated by CID at any distance in time)
-//     and sits in at most one live aggregate. The dedupe set is an
-//     Accepted, and every implementation answers exactly (MapAccepted on
-//     the heap; package seen on disk): an approximate answer would change
-//     decisions.
+//     and sits in at most one live aggregate.
 //   - One writer: the Runner appends each message with the expected last
 //     sequence of the aggregate log; when that fails another writer won, and
 //     the Runner steps down.
