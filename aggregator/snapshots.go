@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"io"
@@ -101,7 +102,7 @@ func newSnapshotter(snaps Snapshots, every uint64, lastIn uint64, log *slog.Logg
 	if snaps == nil {
 		return nil
 	}
-	return &snapshotter{snaps: snaps, every: every, log: log, prev: lastIn, wake: make(chan struct{}, 1)}
+	return &snapshotter{snaps: snaps, every: cmp.Or(every, DefaultSnapshotEvery), log: log, prev: lastIn, wake: make(chan struct{}, 1)}
 }
 
 // due records that the fold made the batch of input in and says whether

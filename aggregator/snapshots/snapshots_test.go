@@ -19,6 +19,7 @@ import (
 	"github.com/ferry-dev/ferry/aggregator/seen"
 	"github.com/ferry-dev/ferry/aggregator/snapshots"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/natscluster"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go"
@@ -496,4 +497,47 @@ func TestAPrefetchedCacheTakesOverWithoutTheBucketsRuns(t *testing.T) {
 	if got, _ := rebuild(t, js, testConfig(), openStore(t, js, &coldLogs)); !bytes.Equal(got, want) || !strings.Contains(coldLogs.String(), "snapshot not used") {
 		t.Fatalf("a cold ferry used a snapshot whose runs are gone:\n%s", coldLogs.String())
 	}
+}
+
+// On a cluster the bucket has the streams' replicas: with the server that
+// leads it gone, a ferry with a cold cache still loads the snapshot, runs
+// and all, from the others.
+func TestTheSnapshotBucketIsReplicated(t *testing.T) {
+	c := natscluster.Start(t, 3)
+	_, js := c.Connect()
+	ctx := context.Background()
+	if err := jetlog.EnsureStreams(ctx, js, jetlog.StreamOptions{Subjects: jetlog.DefaultSubjects, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	obs, err := js.ObjectStore(ctx, jetlog.BucketSnap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := obs.Status(ctx); err != nil || st.Replicas() != 3 {
+		t.Fatalf("bucket %s: %v replicas (%v), want 3", jetlog.BucketSnap, st, err)
+	}
+	publish(t, js, history(6, 0, 150))
+	a := startFerry(t, c.URLs(), "a", 30)
+	end := inputsEnd(t, js)
+	testutil.Eventually(t, 60*time.Second, "the leader to fold every input", func() bool { return lastIn(t, js) == end })
+	testutil.Eventually(t, 20*time.Second, "a snapshot near the end", func() bool {
+		snap, ok := latest(t, js)
+		return ok && snap.LastIn+30 > end
+	})
+	a.kill()
+	want, _ := rebuild(t, js, testConfig(), nil)
+	leader := c.StreamLeader("OBJ_" + jetlog.BucketSnap)
+	if leader < 0 {
+		t.Fatal("the bucket's stream has no leader")
+	}
+	c.Stop(leader)
+	testutil.Eventually(t, 30*time.Second, "a rebuild from the snapshot without the bucket's leader", func() bool {
+		var logs logBuffer
+		st, _, err := aggregator.Rebuild(ctx, js, testConfig(), openStore(t, js, &logs))
+		if err != nil {
+			return false
+		}
+		st.Accepted().(io.Closer).Close()
+		return bytes.Equal(st.MarshalSnapshot(nil), want) && strings.Contains(logs.String(), "aggregator snapshot loaded")
+	})
 }

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -226,7 +225,7 @@ func (n *Node) start(ctx context.Context) error {
 	n.Runner = aggregator.NewRunner(n.JS, aggregator.RunnerConfig{
 		Fold: n.cfg.Fold, Subjects: n.cfg.Subjects, Holder: holderName(), Tick: n.cfg.Tick, Log: n.log,
 		OnBatch:   newMetrics(n.Registry, n).observeBatch,
-		Snapshots: snaps, SnapshotEvery: cmp.Or(n.cfg.SnapshotEvery, aggregator.DefaultSnapshotEvery),
+		Snapshots: snaps, SnapshotEvery: n.cfg.SnapshotEvery,
 	})
 	n.PinProjector = projections.NewPinProjector(n.JS, n.cfg.Subjects, n.Pins, projections.PinHooks{
 		Wanted: n.wantFetch, Unwanted: n.unwantFetch,
