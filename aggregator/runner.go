@@ -138,12 +138,10 @@ func (r *Runner) setLead(v bool) {
 func (r *Runner) leadOnce(ctx context.Context, l *lease) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
-	// A leader has the snapshot cache to itself (see prefetchWhileStandby).
-	r.cache.Lock()
-	defer r.cache.Unlock()
 	var st *State
-	// The state's dedupe files are closed once the snapshot persister,
-	// which writes them, has ended.
+	// The state's dedupe files are closed, and the snapshot cache given
+	// up, once the snapshot persister, which writes them, has ended.
+	defer r.cache.Unlock()
 	defer func() { closeAccepted(st) }()
 	// The helpers end before leadOnce returns, so the lease is never
 	// renewed after it was released.
@@ -154,6 +152,10 @@ func (r *Runner) leadOnce(ctx context.Context, l *lease) error {
 			cancel(err)
 		}
 	})
+	// A leader has the snapshot cache to itself; a standby's prefetch
+	// still running finishes first (the lease is kept meanwhile), and
+	// what it fetched the rebuild need not.
+	r.cache.Lock()
 	st, aggSeq, err := Rebuild(ctx, r.js, r.cfg.Fold, r.cfg.Snapshots)
 	if err != nil {
 		return err
