@@ -292,6 +292,21 @@ func openStore(t *testing.T, js jetstream.JetStream, logs io.Writer) *snapshots.
 	return s
 }
 
+// leadToSnapshot starts a leader with a snapshot every `every` inputs and
+// waits until it has folded every input published and stored a snapshot
+// less than every inputs from their end.
+func leadToSnapshot(t *testing.T, js jetstream.JetStream, url string, every uint64) *ferry {
+	t.Helper()
+	f := startFerry(t, url, "a", every)
+	end := inputsEnd(t, js)
+	testutil.Eventually(t, 60*time.Second, "the leader to fold every input", func() bool { return lastIn(t, js) == end })
+	testutil.Eventually(t, 20*time.Second, "a snapshot near the end", func() bool {
+		snap, ok := latest(t, js)
+		return ok && snap.LastIn+every > end
+	})
+	return f
+}
+
 // A leader killed after it stored snapshots: the ferry that takes over
 // loads the latest one (its runs prefetched while it stood by), folds the
 // batches after it, and from then on appends exactly what one leader that
@@ -300,13 +315,7 @@ func TestANewLeaderStartsFromTheLatestSnapshotAndAppendsWhatOneLeaderWould(t *te
 	srv := testutil.StartNATS(t)
 	js := srv.JS
 	publish(t, js, history(1, 0, 400))
-	a := startFerry(t, srv.URL(), "a", 37)
-	end := inputsEnd(t, js)
-	testutil.Eventually(t, 60*time.Second, "the leader to fold every input", func() bool { return lastIn(t, js) == end })
-	testutil.Eventually(t, 20*time.Second, "a snapshot near the end", func() bool {
-		snap, ok := latest(t, js)
-		return ok && snap.LastIn+37 > end
-	})
+	a := leadToSnapshot(t, js, srv.URL(), 37)
 	// A standby prefetches the latest snapshot's runs.
 	b := startFerry(t, srv.URL(), "b", 37)
 	testutil.Eventually(t, 3*aggregator.PrefetchEvery, "the standby to prefetch the snapshot's runs", func() bool {
@@ -315,7 +324,7 @@ func TestANewLeaderStartsFromTheLatestSnapshotAndAppendsWhatOneLeaderWould(t *te
 	})
 	// The log moves on past the snapshot; then the leader dies.
 	publish(t, js, history(2, 1000, 20))
-	end = inputsEnd(t, js)
+	end := inputsEnd(t, js)
 	testutil.Eventually(t, 20*time.Second, "the leader to fold the rest", func() bool { return lastIn(t, js) == end })
 	a.kill()
 	snap, _ := latest(t, js)
@@ -409,13 +418,7 @@ func TestASnapshotOfAnotherLogIsPassedOver(t *testing.T) {
 	srv := testutil.StartNATS(t)
 	js := srv.JS
 	publish(t, js, history(4, 0, 300))
-	a := startFerry(t, srv.URL(), "a", 50)
-	end := inputsEnd(t, js)
-	testutil.Eventually(t, 60*time.Second, "the leader to fold every input", func() bool { return lastIn(t, js) == end })
-	testutil.Eventually(t, 20*time.Second, "a snapshot near the end", func() bool {
-		snap, ok := latest(t, js)
-		return ok && snap.LastIn+50 > end
-	})
+	a := leadToSnapshot(t, js, srv.URL(), 50)
 	a.kill()
 	snap, _ := latest(t, js)
 	all := messages(t, js)
@@ -468,13 +471,7 @@ func TestAPrefetchedCacheTakesOverWithoutTheBucketsRuns(t *testing.T) {
 	srv := testutil.StartNATS(t)
 	js := srv.JS
 	publish(t, js, history(5, 0, 200))
-	a := startFerry(t, srv.URL(), "a", 40)
-	end := inputsEnd(t, js)
-	testutil.Eventually(t, 60*time.Second, "the leader to fold every input", func() bool { return lastIn(t, js) == end })
-	testutil.Eventually(t, 20*time.Second, "a snapshot near the end", func() bool {
-		snap, ok := latest(t, js)
-		return ok && snap.LastIn+40 > end
-	})
+	a := leadToSnapshot(t, js, srv.URL(), 40)
 	a.kill()
 	var warmLogs, coldLogs logBuffer
 	warm := openStore(t, js, &warmLogs)
@@ -517,13 +514,7 @@ func TestTheSnapshotBucketIsReplicated(t *testing.T) {
 		t.Fatalf("bucket %s: %v replicas (%v), want 3", jetlog.BucketSnap, st, err)
 	}
 	publish(t, js, history(6, 0, 150))
-	a := startFerry(t, c.URLs(), "a", 30)
-	end := inputsEnd(t, js)
-	testutil.Eventually(t, 60*time.Second, "the leader to fold every input", func() bool { return lastIn(t, js) == end })
-	testutil.Eventually(t, 20*time.Second, "a snapshot near the end", func() bool {
-		snap, ok := latest(t, js)
-		return ok && snap.LastIn+30 > end
-	})
+	a := leadToSnapshot(t, js, c.URLs(), 30)
 	a.kill()
 	want, _ := rebuild(t, js, testConfig(), nil)
 	leader := c.StreamLeader("OBJ_" + jetlog.BucketSnap)
