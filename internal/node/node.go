@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/aggregator/snapshots"
 	"github.com/ferry-dev/ferry/api"
 	"github.com/ferry-dev/ferry/carstore"
 	"github.com/ferry-dev/ferry/events"
@@ -99,6 +100,11 @@ type Config struct {
 	// (default http://<HTTP>, loopback for an unspecified address).
 	PublicURL string
 	Log       *slog.Logger
+
+	// SnapshotEvery is the number of inputs between two snapshots of the
+	// aggregator's state (0: aggregator.DefaultSnapshotEvery); their
+	// dedupe runs are cached in SnapshotCachePath(Data).
+	SnapshotEvery uint64
 }
 
 // Node is a running ferry.
@@ -212,9 +218,14 @@ func (n *Node) start(ctx context.Context) error {
 	n.Pub.Gate = n.disk.gate
 	n.Projector = projections.NewProjector(n.JS, store, n.log)
 	n.lag = newLagWatch(n.JS, n.Projector.Seq, n.cfg.MaxProjectionLag)
+	snaps, err := snapshots.Open(ctx, n.JS, SnapshotCachePath(n.cfg.Data), n.log)
+	if err != nil {
+		return err
+	}
 	n.Runner = aggregator.NewRunner(n.JS, aggregator.RunnerConfig{
 		Fold: n.cfg.Fold, Subjects: n.cfg.Subjects, Holder: holderName(), Tick: n.cfg.Tick, Log: n.log,
-		OnBatch: newMetrics(n.Registry, n).observeBatch,
+		OnBatch:   newMetrics(n.Registry, n).observeBatch,
+		Snapshots: snaps, SnapshotEvery: n.cfg.SnapshotEvery,
 	})
 	n.PinProjector = projections.NewPinProjector(n.JS, n.cfg.Subjects, n.Pins, projections.PinHooks{
 		Wanted: n.wantFetch, Unwanted: n.unwantFetch,
@@ -235,6 +246,10 @@ func (n *Node) start(ctx context.Context) error {
 
 // Settings is what the node folds under: the log's, or those of a new log.
 func (n *Node) Settings() events.Settings { return n.cfg.Fold }
+
+// SnapshotCachePath is where a data dir caches the dedupe runs of the
+// aggregator's snapshots (and of the state it folds while leading).
+func SnapshotCachePath(data string) string { return filepath.Join(data, "seen") }
 
 // ReadModelPath is where a data dir keeps its read models.
 func ReadModelPath(data string) string { return filepath.Join(data, "views.db") }
