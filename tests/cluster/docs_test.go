@@ -18,15 +18,14 @@ import (
 // shows ferry's accounts in a conf block; docs/cluster/accounts.conf is
 // that block.
 func TestTheAccountsFileIsTheOneTheSecurityDocsShow(t *testing.T) {
-	doc := read(t, "../../docs/operations.md")
-	_, rest, ok := strings.Cut(doc, "```conf\n")
-	block, _, ok2 := strings.Cut(rest, "```")
-	if !ok || !ok2 {
-		t.Fatal("docs/operations.md has no conf block")
+	var accounts string
+	for _, block := range confBlocks(t) {
+		if _, a, ok := strings.Cut(block, "accounts {"); ok && !strings.Contains(block, "cluster {") {
+			accounts = a
+		}
 	}
-	_, accounts, ok := strings.Cut(block, "accounts {")
-	if !ok {
-		t.Fatal("the conf block of docs/operations.md has no accounts")
+	if accounts == "" {
+		t.Fatal("docs/operations.md has no conf block with ferry's accounts")
 	}
 	_, file, ok := strings.Cut(read(t, "../../docs/cluster/accounts.conf"), "accounts {")
 	if !ok {
@@ -34,6 +33,34 @@ func TestTheAccountsFileIsTheOneTheSecurityDocsShow(t *testing.T) {
 	}
 	if accounts != file {
 		t.Fatalf("docs/cluster/accounts.conf differs from the accounts of docs/operations.md#nats:\n--- operations.md\n%s\n--- accounts.conf\n%s", accounts, file)
+	}
+}
+
+// TestTheClusterSectionShowsN1Conf: docs/operations.md#a-3-node-cluster
+// shows n1.conf as it is.
+func TestTheClusterSectionShowsN1Conf(t *testing.T) {
+	want := read(t, "../../docs/cluster/n1.conf")
+	for _, block := range confBlocks(t) {
+		if block == want {
+			return
+		}
+	}
+	t.Fatal("docs/operations.md shows no conf block equal to docs/cluster/n1.conf")
+}
+
+// confBlocks are the conf blocks of docs/operations.md.
+func confBlocks(t *testing.T) []string {
+	var blocks []string
+	rest := read(t, "../../docs/operations.md")
+	for {
+		var block string
+		var ok, ok2 bool
+		_, rest, ok = strings.Cut(rest, "```conf\n")
+		block, rest, ok2 = strings.Cut(rest, "```")
+		if !ok || !ok2 {
+			return blocks
+		}
+		blocks = append(blocks, block)
 	}
 }
 
