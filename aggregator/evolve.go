@@ -28,14 +28,14 @@ func (s *State) Evolve(d events.Decision) error {
 		if d.Record == nil {
 			return invalid(d, "no record")
 		}
-		s.accepted[keyOf(d.Car)] = printOf(d.Record.Size, d.Record.MD5)
+		s.accepted.Put(keyOf(d.Car), uint64(printOf(d.Record.Size, d.Record.MD5)))
 		s.queued[d.Car] = queuedCar{size: d.Record.Size, claim: d.Piece}
 	case events.DecCarAdded:
 		return s.evolveAdded(d)
 	case events.DecCarRejected:
 		if _, ok := s.queued[d.Car]; ok {
 			delete(s.queued, d.Car)
-			delete(s.accepted, keyOf(d.Car))
+			s.accepted.Delete(keyOf(d.Car))
 		}
 	case events.DecInputIgnored:
 	case events.DecAggClock:
@@ -98,7 +98,7 @@ func (s *State) evolveAdded(d events.Decision) error {
 	size := c.Payload
 	delete(s.queued, d.Car)
 	if d.Record != nil { // a queued CAR's print was kept when it was queued
-		s.accepted[keyOf(d.Car)] = printOf(d.Record.Size, d.Record.MD5)
+		s.accepted.Put(keyOf(d.Car), uint64(printOf(d.Record.Size, d.Record.MD5)))
 	}
 	s.join(a, member{root: c.Root, padded: c.Padded, size: size})
 	return nil
@@ -181,7 +181,7 @@ type Counts struct {
 
 // Counts returns the state's sizes.
 func (s *State) Counts() Counts {
-	c := Counts{Accepted: len(s.accepted), Queued: len(s.queued), Closed: len(s.closed)}
+	c := Counts{Accepted: s.accepted.Len(), Queued: len(s.queued), Closed: len(s.closed)}
 	if s.open != nil {
 		c.Ingesting, c.IngestingCount = s.open.id, len(s.open.members)
 	}

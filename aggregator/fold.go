@@ -124,7 +124,7 @@ type State struct {
 	now      time.Time // the clock: the last tick's time (Batch.Now)
 	nextID   uint64
 
-	accepted map[carKey]copyPrint  // every CAR accepted and not rejected since
+	accepted Accepted              // every CAR accepted and not rejected since (carKey → copyPrint)
 	queued   map[string]queuedCar  // CARs waiting for a piece
 	open     *aggregate            // the INGESTING aggregate, if any
 	closed   map[uint64]*aggregate // every closed aggregate
@@ -140,16 +140,7 @@ type State struct {
 }
 
 // New returns the empty state of a log under cfg.
-func New(cfg events.Settings) *State {
-	return &State{
-		cfg:      cfg,
-		nextID:   1,
-		accepted: map[carKey]copyPrint{},
-		queued:   map[string]queuedCar{},
-		closed:   map[uint64]*aggregate{},
-		byRoot:   map[[32]byte]uint64{},
-	}
-}
+func New(cfg events.Settings) *State { return NewWith(cfg, MapAccepted{}) }
 
 // LastIn is the sequence of the last input applied.
 func (s *State) LastIn() uint64 { return s.lastIn }
@@ -273,7 +264,7 @@ func (s *State) undecodable(b *events.Batch, data []byte, err error) {
 	if bad != nil {
 		car = "" // not a CAR's name: the rejection names none (it is found by its input)
 	}
-	if _, known := s.accepted[keyOf(car)]; peek.Type == events.TypeCarReplicated && !known {
+	if _, known := s.accepted.Get(keyOf(car)); peek.Type == events.TypeCarReplicated && !known {
 		s.emit(b, events.Decision{Type: events.DecCarRejected, Car: car, Reason: err.Error()})
 		return
 	}
@@ -286,7 +277,7 @@ func (s *State) onReplicated(b *events.Batch, e *events.CarReplicated) {
 	if chk.Car != "" {
 		car = chk.Car
 	}
-	fp, known := s.accepted[keyOf(car)]
+	fp, known := s.accepted.Get(keyOf(car))
 	if invalid != nil {
 		if known {
 			// A bad copy of an accepted CAR's event must not undo it.
@@ -297,7 +288,7 @@ func (s *State) onReplicated(b *events.Batch, e *events.CarReplicated) {
 		return
 	}
 	if known {
-		if fp != printOf(e.Size, e.MD5) {
+		if copyPrint(fp) != printOf(e.Size, e.MD5) {
 			s.ignore(b, car, events.ReasonConflict)
 			return
 		}
@@ -357,7 +348,7 @@ func (s *State) onInvalid(b *events.Batch, e *events.CarInvalid) {
 }
 
 func (s *State) notQueued(car string) string {
-	if _, ok := s.accepted[keyOf(car)]; ok {
+	if _, ok := s.accepted.Get(keyOf(car)); ok {
 		return "CAR already has its piece"
 	}
 	return "unknown CAR"
