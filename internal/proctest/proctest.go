@@ -185,6 +185,9 @@ func (p *Proc) Err() error {
 	}
 }
 
+// Pid is the process id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
 // Exited is closed when the process has exited.
 func (p *Proc) Exited() <-chan struct{} { return p.exited }
 
@@ -357,4 +360,32 @@ func EnvStr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// Main is a tier's TestMain: it builds the tier's binaries into a temp
+// dir (build is given the dir), runs the tests and removes the dir,
+// returning the exit code.
+func Main(m *testing.M, tier string, build func(dir string) error) int {
+	dir, err := os.MkdirTemp("", "ferry-"+tier+"-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if err := build(dir); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", tier, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// Context ends a minute before the test's deadline, so a stuck run fails
+// with its diagnostics rather than a panic.
+func Context(t *testing.T) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	if d, ok := t.Deadline(); ok {
+		ctx, cancel = context.WithDeadline(context.Background(), d.Add(-time.Minute))
+	}
+	t.Cleanup(cancel)
+	return ctx
 }

@@ -4,13 +4,17 @@
 // three nats-server processes started from the configuration files of
 // docs/cluster (addresses and store dirs rewritten to loopback), the
 // accounts and users of docs/operations.md#nats, two ferry serve
-// --replicas 3, a deal engine simulator, and CARs published throughout.
-// While they flow it SIGKILLs, one scenario after the other, the server
-// leading FERRY_IN, the server leading FERRY_AGG (restarted 10 s later,
-// then every replica must be current again), the leading ferry, and a
-// server that leads neither log; after each it requires every CAR
-// DEAL_PROCESSED, ferry audit through every ferry, and every ferry's
-// read models to answer alike for every CAR.
+// --replicas 3 behind a front (the load balancer an operator puts before
+// them), a deal engine simulator, and CARs published throughout. While
+// they flow it SIGKILLs, one scenario after the other, the server leading
+// FERRY_IN, the server leading FERRY_AGG (restarted 10 s later, then every
+// replica must be current again), the leading ferry, and a server that
+// leads neither log, and takes the server leading FERRY_AGG out in lame
+// duck mode and back, as a rolling upgrade does. After each it requires
+// every CAR DEAL_PROCESSED, the servers' copies of the logs alike, ferry
+// audit's ok through every ferry, every ferry's read models to answer
+// alike for every CAR, /healthz 200 throughout from every ferry not
+// killed, and no server log saying a copy stopped applying the log.
 //
 //	make cluster-test                      # CI size: 320 CARs
 //	CLUSTER_N=3000 make cluster-test       # the issue's size
@@ -61,9 +65,10 @@ type round struct {
 
 func TestCluster(t *testing.T) {
 	p := loadParams(t)
-	ctx := testContext(t)
+	ctx := proctest.Context(t)
 	began := time.Now()
 	r := newRig(t, p)
+	t.Cleanup(func() { r.checkServerLogs(t) })
 	t.Logf("cluster up in %s: servers %s, ferries %s", time.Since(began).Round(time.Millisecond), r.urls(), r.ferryAddrs())
 
 	scenarios := []scenario{
@@ -71,6 +76,7 @@ func TestCluster(t *testing.T) {
 		{"the server leading FERRY_AGG is SIGKILLed and restarted 10 s later", killStreamLeader(jetlog.StreamAgg, 10*time.Second)},
 		{"the leading ferry is SIGKILLed and restarted", killLeadingFerry},
 		{"a server that leads neither log is SIGKILLed", killOtherServer},
+		{"the server leading FERRY_AGG leaves in lame duck mode and comes back, as in a rolling upgrade", lameDuck},
 	}
 	per := max(1, p.N/len(scenarios))
 	for k, sc := range scenarios {
@@ -90,24 +96,12 @@ func TestCluster(t *testing.T) {
 		}
 	}
 	r.t = t
-	r.checkServerLogs()
 	for _, f := range r.ferry {
 		if err := f.proc.Stop(30 * time.Second); err != nil {
 			t.Errorf("%s did not stop cleanly on SIGTERM: %v\n%s", f.name, err, proctest.Tail(f.proc.Log, 30))
 		}
 	}
 	t.Logf("done in %s", time.Since(began).Round(time.Millisecond))
-}
-
-// testContext ends a minute before the test's deadline, so a stuck run
-// fails with its diagnostics rather than a panic.
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	if d, ok := t.Deadline(); ok {
-		ctx, cancel = context.WithDeadline(context.Background(), d.Add(-time.Minute))
-	}
-	t.Cleanup(cancel)
-	return ctx
 }
 
 func (r *rig) ferryAddrs() string {
@@ -185,14 +179,7 @@ func killStreamLeader(stream string, down time.Duration) func(*rig, context.Cont
 			r.t.Logf("%s now leads %s", r.nodes[nl].name, stream)
 		}
 		carload.SleepCtx(ctx, time.Until(rd.killed.Add(down)))
-		r.startNode(i)
-		restarted := time.Now()
-		r.t.Logf("%s restarted %s after the kill", n.name, restarted.Sub(rd.killed).Round(time.Millisecond))
-		took := r.waitFor(ctx, r.p.Current, "every replica of "+stream+" current after "+n.name+"'s restart", func() error {
-			return r.allCurrent(ctx, stream)
-		})
-		r.t.Logf("observed: restart → every replica of %s current and every server healthy: %s (kill → current: %s)",
-			stream, took.Round(10*time.Millisecond), time.Since(rd.killed).Round(10*time.Millisecond))
+		r.restartCurrent(ctx, rd, i, stream)
 	}
 }
 
@@ -225,15 +212,10 @@ func killLeadingFerry(r *rig, ctx context.Context, rd *round) {
 // it again 5 s later.
 func killOtherServer(r *rig, ctx context.Context, rd *round) {
 	in, agg := r.streamLeader(ctx, jetlog.StreamIn), r.streamLeader(ctx, jetlog.StreamAgg)
-	i := -1
-	for k := range r.nodes {
-		if k != in && k != agg {
-			i = k
-		}
-	}
-	if i < 0 {
-		// One server leads both logs; either other one leads neither.
-		i = (in + 1) % len(r.nodes)
+	// Of three servers, at least one leads neither.
+	i := 0
+	for i == in || i == agg {
+		i++
 	}
 	n := r.nodes[i]
 	at := r.appending(ctx)
@@ -243,14 +225,49 @@ func killOtherServer(r *rig, ctx context.Context, rd *round) {
 		n.name, r.nodes[in].name, r.nodes[agg].name, at, rd.prod.Stored.Load(), len(rd.evs))
 	r.resumed(ctx, rd, at, n.name+" down")
 	carload.SleepCtx(ctx, time.Until(rd.killed.Add(5*time.Second)))
+	r.restartCurrent(ctx, rd, i, jetlog.StreamIn, jetlog.StreamAgg)
+}
+
+// restartCurrent starts server i again and waits until every server is
+// healthy and every replica of streams current.
+func (r *rig) restartCurrent(ctx context.Context, rd *round, i int, streams ...string) {
+	n := r.nodes[i]
 	r.startNode(i)
+	r.t.Logf("%s restarted %s after the kill", n.name, time.Since(rd.killed).Round(time.Millisecond))
 	took := r.waitFor(ctx, r.p.Current, "every replica current after "+n.name+"'s restart", func() error {
-		if err := r.allCurrent(ctx, jetlog.StreamIn); err != nil {
-			return err
+		for _, s := range streams {
+			if err := r.allCurrent(ctx, s); err != nil {
+				return err
+			}
 		}
-		return r.allCurrent(ctx, jetlog.StreamAgg)
+		return nil
 	})
-	r.t.Logf("observed: restart → every replica current: %s", took.Round(10*time.Millisecond))
+	r.t.Logf("observed: restart → every replica of %s current and every server healthy: %s (kill → current: %s)",
+		strings.Join(streams, ", "), took.Round(10*time.Millisecond), time.Since(rd.killed).Round(10*time.Millisecond))
+}
+
+// lameDuck takes the server leading FERRY_AGG out as docs/operations.md
+// says for a rolling upgrade of nats-server (nats-server --signal ldm:
+// it hands its leaderships to the others, closes its clients and exits),
+// starts it again, and waits until every replica is current.
+func lameDuck(r *rig, ctx context.Context, rd *round) {
+	i := r.streamLeader(ctx, jetlog.StreamAgg)
+	n := r.nodes[i]
+	agg := r.appending(ctx)
+	out, err := proctest.Run(ctx, 30*time.Second, bins.natsServer, "--signal", fmt.Sprintf("ldm=%d", n.proc.Pid()))
+	if err != nil {
+		r.t.Fatalf("nats-server --signal ldm: %v: %s", err, out)
+	}
+	rd.killed = time.Now()
+	r.t.Logf("%s, leader of FERRY_AGG, in lame duck mode (aggregate log at %d, %d/%d CARs stored)", n.name, agg, rd.prod.Stored.Load(), len(rd.evs))
+	r.resumed(ctx, rd, agg, n.name+" in lame duck mode")
+	select {
+	case <-n.proc.Exited():
+		r.t.Logf("%s exited %s after the signal", n.name, time.Since(rd.killed).Round(10*time.Millisecond))
+	case <-time.After(2 * time.Minute):
+		r.t.Fatalf("%s still runs 2 minutes after entering lame duck mode", n.name)
+	}
+	r.restartCurrent(ctx, rd, i, jetlog.StreamIn, jetlog.StreamAgg)
 }
 
 // finish waits for the round's producer, then for every CAR published so
@@ -388,16 +405,16 @@ func (r *rig) checkHealth(rd *round) {
 
 // checkServerLogs fails the test for the replica faults of issue 19 in
 // any server's log: a copy that stopped applying the log.
-func (r *rig) checkServerLogs() {
+func (r *rig) checkServerLogs(t *testing.T) {
 	for _, n := range r.nodes {
 		data, err := os.ReadFile(n.proc.Log)
 		if err != nil {
-			r.t.Fatal(err)
+			t.Fatal(err)
 		}
 		for _, line := range strings.Split(string(data), "\n") {
 			if strings.Contains(line, "Error applying stream entries") || strings.Contains(line, "last msgid mismatch") ||
 				strings.Contains(line, "stream write error") {
-				r.t.Errorf("%s (%s): %s", n.name, filepath.Base(n.proc.Log), line)
+				t.Errorf("%s (%s): %s", n.name, filepath.Base(n.proc.Log), line)
 			}
 		}
 	}

@@ -37,13 +37,7 @@ var bins struct {
 }
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ferry-cluster-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := func() int {
-		defer os.RemoveAll(dir)
+	os.Exit(proctest.Main(m, "cluster", func(dir string) error {
 		bins.ferry = filepath.Join(dir, "ferry")
 		bins.natsServer = filepath.Join(dir, "nats-server")
 		var flags []string
@@ -51,16 +45,10 @@ func TestMain(m *testing.M) {
 			flags = append(flags, "-race")
 		}
 		if err := proctest.Build(bins.ferry, "./cmd/ferry", flags...); err != nil {
-			fmt.Fprintln(os.Stderr, "cluster:", err)
-			return 1
+			return err
 		}
-		if err := proctest.Build(bins.natsServer, "github.com/nats-io/nats-server/v2"); err != nil {
-			fmt.Fprintln(os.Stderr, "cluster:", err)
-			return 1
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
+		return proctest.Build(bins.natsServer, "github.com/nats-io/nats-server/v2")
+	}))
 }
 
 // params are the knobs of a run, from the environment.

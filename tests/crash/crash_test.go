@@ -155,23 +155,12 @@ func (r *rig) between(lo, hi time.Duration) time.Duration {
 	return lo + time.Duration(r.rng.Int64N(int64(hi-lo)+1))
 }
 
-// testContext ends a minute before the test's deadline, so a stuck run
-// fails with its diagnostics rather than a panic.
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	if d, ok := t.Deadline(); ok {
-		ctx, cancel = context.WithDeadline(context.Background(), d.Add(-time.Minute))
-	}
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // TestServeKilled publishes N events while ferry serve (with its embedded
 // NATS server) is killed with SIGKILL at random moments and restarted on
 // the same data dir and ports.
 func TestServeKilled(t *testing.T) {
 	p := loadParams(t)
-	ctx := testContext(t)
+	ctx := proctest.Context(t)
 	began := time.Now()
 	r := newRig(t, p, true)
 	r.startServe()
@@ -245,7 +234,7 @@ func TestServeKilled(t *testing.T) {
 // kills the NATS server underneath it with SIGKILL while events flow.
 func TestNATSKilled(t *testing.T) {
 	p := loadParams(t)
-	ctx := testContext(t)
+	ctx := proctest.Context(t)
 	began := time.Now()
 	r := newRig(t, p, false)
 	r.startNATS()

@@ -4,7 +4,6 @@ package crash
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,13 +21,7 @@ var bins struct {
 }
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ferry-crash-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := func() int {
-		defer os.RemoveAll(dir)
+	os.Exit(proctest.Main(m, "crash", func(dir string) error {
 		bins.ferry = filepath.Join(dir, "ferry")
 		bins.natsd = filepath.Join(dir, "natsd")
 		flags := []string{"-tags", "crash"}
@@ -37,13 +30,11 @@ func TestMain(m *testing.M) {
 		}
 		for _, b := range []struct{ out, pkg string }{{bins.ferry, "./cmd/ferry"}, {bins.natsd, "./tests/crash/natsd"}} {
 			if err := proctest.Build(b.out, b.pkg, flags...); err != nil {
-				fmt.Fprintln(os.Stderr, "crash:", err)
-				return 1
+				return err
 			}
 		}
-		return m.Run()
-	}()
-	os.Exit(code)
+		return nil
+	}))
 }
 
 // params are the knobs of a run, from the environment.
