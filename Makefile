@@ -34,9 +34,10 @@ s3-test:
 
 # Three nats-server processes from docs/cluster's config files and two
 # ferry serve --replicas 3: SIGKILLs stream leaders, the leading ferry and
-# a whole server during ingest, then audits through every ferry and
-# compares their answers (tests/cluster; CLUSTER_N=3000 for the issue's
-# size, see its package doc). About two minutes on 2 cores.
+# a whole server during ingest and takes a server out in lame duck mode,
+# then audits through every ferry and compares their answers
+# (tests/cluster; CLUSTER_N=3000 for the issue's size, see its package
+# doc). About two minutes on 2 cores.
 cluster-test:
 	$(GO) test -tags cluster -count=1 -timeout 15m ./tests/cluster/ -v
 

@@ -98,3 +98,23 @@ func TestMetricsShowTheProjectionLagFallingToZero(t *testing.T) {
 		t.Fatalf("health: %v", err)
 	}
 }
+
+func TestBehindAsksTheLeaderForTheLogsEnd(t *testing.T) {
+	nt := testutil.StartNATS(t)
+	ctx := context.Background()
+	for range 3 {
+		if _, err := nt.JS.Publish(ctx, jetlog.DefaultSubjects.Decisions(), []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var applied atomic.Uint64
+	applied.Store(2)
+	w := newLagWatch(nt.JS, applied.Load, time.Minute)
+	if behind, err := w.behind(ctx); err != nil || !behind {
+		t.Fatalf("applied 2 of 3: behind %v, %v", behind, err)
+	}
+	applied.Store(3)
+	if behind, err := w.behind(ctx); err != nil || behind {
+		t.Fatalf("applied 3 of 3: behind %v, %v", behind, err)
+	}
+}

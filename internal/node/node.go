@@ -224,7 +224,8 @@ func (n *Node) start(ctx context.Context) error {
 	})
 	n.API = &api.API{Store: store, Pins: n.Pins, Pub: n.Pub, DealSize: n.cfg.Fold.DealSize,
 		WriteToken: n.cfg.WriteToken, ReportToken: n.cfg.ReportToken, ReadToken: n.cfg.ReadToken, Log: n.log,
-		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health, Limits: n.cfg.HTTPLimits}
+		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health, Behind: n.lag.behind,
+		Limits: n.cfg.HTTPLimits}
 	if err := n.listen(); err != nil {
 		return err
 	}

@@ -298,7 +298,7 @@ func (r *rig) finish(ctx context.Context, rd *round, total int) {
 	})
 	last, _ := r.aggs.last()
 	t.Logf("every server healthy, with the same copies of FERRY_IN, FERRY_AGG and FERRY_RECEIPTS (aggregate log at %d), %s after convergence", last, took.Round(10*time.Millisecond))
-	r.waitFor(ctx, time.Minute, "every ferry's read models at the aggregate log's end, and a receipt for every CAR", func() error {
+	r.waitFor(ctx, time.Minute, "every ferry's read models at the aggregate log's end, and a receipt for every CAR, mirrored to producers", func() error {
 		info, err := r.streamInfo(ctx, jetlog.StreamAgg)
 		if err != nil {
 			return err
@@ -315,6 +315,16 @@ func (r *rig) finish(ctx context.Context, rd *round, total int) {
 		}
 		if rec.State.Msgs < uint64(total) {
 			return fmt.Errorf("%d receipts for %d CARs", rec.State.Msgs, total)
+		}
+		// Producers read receipts from the PUBLISH account's mirror.
+		mctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		mirror, err := r.receipts.Stream(mctx, jetlog.StreamReceipts)
+		if err != nil {
+			return fmt.Errorf("the publish user's %s: %w", jetlog.StreamReceipts, err)
+		}
+		if got := mirror.CachedInfo().State; got.LastSeq != rec.State.LastSeq || got.Msgs != rec.State.Msgs {
+			return fmt.Errorf("the publish account's receipts mirror holds %d messages to %d, ferry's %d to %d", got.Msgs, got.LastSeq, rec.State.Msgs, rec.State.LastSeq)
 		}
 		return nil
 	})
@@ -353,7 +363,7 @@ func (r *rig) converge(ctx context.Context, total int) {
 	t := r.t
 	start := time.Now()
 	deadline := start.Add(r.p.Converge)
-	lastIngesting, since := uint64(0), time.Now()
+	lastIngesting, since, lastLog := uint64(0), time.Now(), time.Now()
 	var tl carload.Tally
 	var err error
 	for {
@@ -376,7 +386,17 @@ func (r *rig) converge(ctx context.Context, total int) {
 				since = time.Now()
 			}
 		}
+		if time.Since(lastLog) > 15*time.Second {
+			lastLog = time.Now()
+			queued, _ := proctest.Metric(r.front.addr, "ferry_cars_queued")
+			t.Logf("converging %s: %s; queued %v; CAR fetches %d; list err %v", time.Since(start).Round(time.Second),
+				tl, queued, r.cars.Fetches.Load(), err)
+		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
+			// Which CARs, in which state, on each ferry.
+			for _, f := range r.ferry {
+				carload.CheckCars(t, context.Background(), f.http, r.cars.Events[:total])
+			}
 			t.Fatalf("not every CAR DEAL_PROCESSED within %s: %s (%v)", r.p.Converge, tl, err)
 		}
 		time.Sleep(300 * time.Millisecond)

@@ -107,19 +107,21 @@ type ferryProc struct {
 // rig is the whole cluster: three NATS servers, ferries, a deal engine
 // simulator, the front the producers and the deal engine use, the CARs.
 type rig struct {
-	t      *testing.T
-	p      params
-	ps     *proctest.Procs
-	dir    string
-	creds  *natsembed.Credentials
-	nodes  []*natsNode
-	ferry  []*ferryProc
-	cars   *carload.Corpus
-	sim    string
-	front  *front
-	admin  jetstream.JetStream
-	health *healthLog
-	aggs   *seqWatch
+	t     *testing.T
+	p     params
+	ps    *proctest.Procs
+	dir   string
+	creds *natsembed.Credentials
+	nodes []*natsNode
+	ferry []*ferryProc
+	cars  *carload.Corpus
+	sim   string
+	front *front
+	admin jetstream.JetStream
+	// receipts is the publish user's, in the PUBLISH account.
+	receipts jetstream.JetStream
+	health   *healthLog
+	aggs     *seqWatch
 }
 
 func newRig(t *testing.T, p params) *rig {
@@ -134,6 +136,7 @@ func newRig(t *testing.T, p params) *rig {
 		r.startNode(i)
 	}
 	r.admin = r.connect("cluster test admin", natsembed.RoleAdmin)
+	r.receipts = r.connect("cluster test producer", natsembed.RolePublish)
 	r.waitJetStream()
 	r.cars = carload.New(t, p.N, p.Seed, "cluster")
 	r.sim = fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t))
