@@ -3,6 +3,7 @@ package cluster
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -101,6 +102,7 @@ func TestTheDocumentedServerConfigsLoad(t *testing.T) {
 		for _, a := range opts.Accounts {
 			accounts = append(accounts, a.Name)
 		}
+		slices.Sort(accounts)
 		if strings.Join(accounts, ",") != "FERRY,PUBLISH" {
 			t.Fatalf("%s: accounts %v, want FERRY and PUBLISH", path, accounts)
 		}
