@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build test vet fmt-check run bench bench-smoke clean crash-test fuzz e2e
+.PHONY: build test vet fmt-check run bench bench-smoke clean crash-test cluster-test fuzz e2e
 
 build:
 	$(GO) build -o bin/ferry ./cmd/ferry
@@ -11,6 +11,7 @@ build:
 test: fmt-check vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	$(GO) test -tags crash -count=1 -timeout 20m ./tests/crash/
+	$(MAKE) cluster-test
 	$(MAKE) s3-test
 	$(MAKE) bench-smoke
 	$(MAKE) e2e
@@ -30,6 +31,15 @@ e2e:
 # once and cached by scripts/s3server.sh; the first build takes minutes).
 s3-test:
 	FERRY_S3_SERVER="$$(./scripts/s3server.sh)" $(GO) test -tags s3 -race -count=1 -timeout 10m -run TestS3 ./carstore/
+
+# Three nats-server processes from docs/cluster's config files and two
+# ferry serve --replicas 3: SIGKILLs stream leaders, the leading ferry and
+# a whole server during ingest and takes a server out in lame duck mode,
+# then audits through every ferry and compares their answers
+# (tests/cluster; CLUSTER_N=3000 for the issue's size, see its package
+# doc). About two minutes on 2 cores.
+cluster-test:
+	$(GO) test -tags cluster -count=1 -timeout 15m ./tests/cluster/ -v
 
 # Every benchmark line at CI's size (about a minute), so make bench keeps
 # working: a line that fails fails the target. Installs nothing (without

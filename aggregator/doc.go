@@ -8,7 +8,9 @@
 // and evolves the state by exactly those decisions (State.Evolve). Restart
 // rebuilds the state by evolving every stored events.Batch in order, so
 // whatever Apply knows it must have put into a decision or the batch's
-// header (its input's sequence and the clock).
+// header (its input's sequence and the clock); a snapshot of the state
+// (State.MarshalSnapshot, kept by Snapshots) lets it start from a later
+// batch instead of the first.
 //
 // # Rules
 //
@@ -34,4 +36,9 @@
 //     input order, one per line; a batch is never split, and one that makes
 //     deals is a message of its own. Grouping is timing, not a decision:
 //     the byte-for-byte rule above holds for the batches.
+//   - A snapshot is a pure function of the log up to its message: it is
+//     taken at the batch whose input crosses a multiple of SnapshotEvery
+//     (SnapshotDue reads nothing else), that batch ends its message, and
+//     the state it encodes is the state a replay up to it gives, in one
+//     canonical encoding. Snapshots change no decision.
 package aggregator

@@ -41,6 +41,12 @@ type RunnerConfig struct {
 	// OnBatch, if set, is called after each batch is decided and its
 	// append sent (metrics); the append may still fail.
 	OnBatch func(events.Batch, time.Duration)
+	// Snapshots, if set, is where a new leader loads its state from and
+	// where the leader stores a snapshot every SnapshotEvery inputs
+	// (0: DefaultSnapshotEvery); a standby prefetches from it. Without it
+	// the runner rebuilds from sequence 1.
+	Snapshots     Snapshots
+	SnapshotEvery uint64
 }
 
 // Runner is the single writer around the fold: it holds the leadership
@@ -52,6 +58,13 @@ type RunnerConfig struct {
 type Runner struct {
 	js  jetstream.JetStream
 	cfg RunnerConfig
+
+	// snap takes and persists snapshots while leading (nil without
+	// Snapshots); leadOnce sets it, the fold goroutine uses it.
+	snap *snapshotter
+	// cache is held by leadOnce and by a standby's prefetch: the snapshot
+	// cache is never pruned under a leader's dedupe index.
+	cache sync.Mutex
 
 	mu     sync.Mutex
 	counts Counts
@@ -97,6 +110,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer r.prefetchWhileStandby(ctx)()
 	for ctx.Err() == nil {
 		err := l.acquire(ctx, func(holder string) {
 			r.cfg.Log.Info("aggregator standby: another aggregator leads", "leader", holder)
@@ -131,6 +145,11 @@ func (r *Runner) setLead(v bool) {
 func (r *Runner) leadOnce(ctx context.Context, l *lease) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
+	var st *State
+	// The state's dedupe files are closed, and the snapshot cache given
+	// up, once the snapshot persister, which writes them, has ended.
+	defer r.cache.Unlock()
+	defer func() { closeAccepted(st) }()
 	// The helpers end before leadOnce returns, so the lease is never
 	// renewed after it was released.
 	defer wg.Wait()
@@ -140,9 +159,16 @@ func (r *Runner) leadOnce(ctx context.Context, l *lease) error {
 			cancel(err)
 		}
 	})
-	st, aggSeq, err := Rebuild(ctx, r.js, r.cfg.Fold)
+	// A leader has the snapshot cache to itself; a standby's prefetch
+	// still running finishes first (the lease is kept meanwhile), and
+	// what it fetched the rebuild need not.
+	r.cache.Lock()
+	st, aggSeq, err := Rebuild(ctx, r.js, r.cfg.Fold, r.cfg.Snapshots)
 	if err != nil {
 		return err
+	}
+	if r.snap = newSnapshotter(r.cfg.Snapshots, r.cfg.SnapshotEvery, st.LastIn(), r.cfg.Log); r.snap != nil {
+		wg.Go(func() { r.snap.run(ctx) })
 	}
 	if err := inputsReach(ctx, r.js, st.LastIn()); err != nil {
 		return err
@@ -160,12 +186,16 @@ func (r *Runner) leadOnce(ctx context.Context, l *lease) error {
 	return err
 }
 
-// Rebuild evolves a fresh state through the whole aggregate log and returns
-// it with the log's last sequence.
-func Rebuild(ctx context.Context, js jetstream.JetStream, cfg events.Settings) (*State, uint64, error) {
-	st := New(cfg)
-	var last uint64
-	err := jetlog.Tail(ctx, js, jetlog.StreamAgg, 1, false, func(e jetlog.Entry) error {
+// Rebuild returns the state as of the aggregate log's last message, and
+// that message's sequence: it loads the latest usable snapshot from snaps
+// and evolves it through the batches after it, or, when there is none (or
+// snaps is nil), evolves a fresh state through the whole log.
+func Rebuild(ctx context.Context, js jetstream.JetStream, cfg events.Settings, snaps Snapshots) (*State, uint64, error) {
+	st, last, err := startingState(ctx, js, cfg, snaps)
+	if err != nil {
+		return nil, 0, fmt.Errorf("rebuild: %w", err)
+	}
+	err = jetlog.Tail(ctx, js, jetlog.StreamAgg, last+1, false, func(e jetlog.Entry) error {
 		if err := events.EachBatch(e.Data, func(b *events.Batch) error { return st.Replay(*b) }); err != nil {
 			return fmt.Errorf("aggregate log %d: %w", e.Seq, err)
 		}
@@ -173,6 +203,7 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, cfg events.Settings) (
 		return nil
 	})
 	if err != nil {
+		closeAccepted(st)
 		return nil, 0, fmt.Errorf("rebuild: %w", err)
 	}
 	return st, last, nil
@@ -351,7 +382,15 @@ func (r *Runner) apply(ctx context.Context, l *lease, st *State, aggSeq uint64) 
 			}
 		}
 		g.add(b.In, scratch, deals)
-		if deals {
+		// A snapshot position ends its message: the state is now that of
+		// the log up to it.
+		due := r.snap.due(b.In)
+		if due {
+			if err := r.snap.take(st, aggSeq+1, g.msg); err != nil {
+				return err
+			}
+		}
+		if deals || due {
 			if err := flush(); err != nil {
 				return err
 			}
@@ -431,7 +470,11 @@ func (r *Runner) refuseBatch(ctx context.Context, l *lease, st *State, in uint64
 	return fmt.Errorf("%w: %w", ErrDeposed, errRefused)
 }
 
+// publishStatus is called whenever the log is known to hold this
+// runner's messages up to aggSeq: after a rebuild and after each
+// acknowledged append, when a snapshot of the message may be persisted.
 func (r *Runner) publishStatus(st *State, aggSeq uint64) {
+	r.snap.stored(aggSeq)
 	r.mu.Lock()
 	r.counts = st.Counts()
 	r.aggSeq = aggSeq

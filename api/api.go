@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -58,6 +59,14 @@ type API struct {
 	Metrics   http.Handler
 	// Health reports why ferry is unhealthy, or nil.
 	Health func() error
+	// Behind reports whether the read models have yet to apply the
+	// aggregate log up to its last sequence, as its stream leader holds
+	// it (nil: never behind). A deal report for an aggregate they do not
+	// know is then answered 503, to be retried, instead of 404: with
+	// several ferries behind a load balancer the report of an offer one
+	// made may reach another whose read models have not applied the
+	// offer's aggregate yet.
+	Behind func(ctx context.Context) (bool, error)
 	Log    *slog.Logger
 	// Limits bound how slowly a write's body may arrive.
 	Limits Limits
@@ -352,6 +361,10 @@ func (a *API) postReport(w http.ResponseWriter, r *http.Request) {
 	}
 	agg, err := a.Store.Aggregate(rep.Aggregate, 0, 0)
 	if errors.Is(err, projections.ErrNotFound) || errors.Is(err, projections.ErrBadRef) || (err == nil && agg.State == aggregator.Ingesting) {
+		if behind, why := a.behind(r.Context()); behind {
+			writeErr(w, http.StatusServiceUnavailable, fmt.Sprintf("aggregate %q is not in the read models, which %s: retry", rep.Aggregate, why))
+			return
+		}
 		writeErr(w, http.StatusNotFound, fmt.Sprintf("unknown aggregate %q: no closed aggregate has this id or piece CID", rep.Aggregate))
 		return
 	}
@@ -377,6 +390,21 @@ func (a *API) postReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "seq": pub.Seq, "duplicate": pub.Duplicate})
+}
+
+// behind reports whether the read models may not know an aggregate yet,
+// and why: they are behind the aggregate log, or the log's end cannot be
+// asked for (its stream has no leader), when no answer is safer than a
+// final one.
+func (a *API) behind(ctx context.Context) (bool, string) {
+	if a.Behind == nil {
+		return false, ""
+	}
+	behind, err := a.Behind(ctx)
+	if err != nil {
+		return true, "cannot be compared with the aggregate log now (" + err.Error() + ")"
+	}
+	return behind, "are behind the aggregate log"
 }
 
 // refused says why the fold will refuse a report that is not a mere

@@ -7,11 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -377,18 +375,4 @@ func writeHeapProfile(tb testing.TB) {
 	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
 		tb.Fatal(err)
 	}
-}
-
-// dirSize is the bytes of the files under path (a file or a directory).
-func dirSize(path string) uint64 {
-	var total uint64
-	filepath.WalkDir(path, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			if info, err := d.Info(); err == nil {
-				total += uint64(info.Size())
-			}
-		}
-		return nil
-	})
-	return total
 }

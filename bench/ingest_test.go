@@ -102,8 +102,8 @@ func ingestFerry(b *testing.B, f *fleet, n int) {
 	b.ReportMetric(float64(st.Counts.Closed), "aggregates")
 	b.ReportMetric(float64(n)/float64(msgs), "batches/msg")
 	b.ReportMetric(cpu.Seconds()*1e6/float64(n), "cpu-µs/event")
-	b.ReportMetric(MiB(dirSize(node.ReadModelPath(data))), "MiB-viewsdb")
-	b.ReportMetric(MiB(dirSize(nt.Dir)), "MiB-jetstream")
+	b.ReportMetric(MiB(DirSize(node.ReadModelPath(data))), "MiB-viewsdb")
+	b.ReportMetric(MiB(DirSize(nt.Dir)), "MiB-jetstream")
 	b.StartTimer()
 }
 

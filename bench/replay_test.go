@@ -27,7 +27,8 @@ import (
 //
 // Metrics: s (the wall time of one replay or read, the figure), cars/s,
 // cars, msgs (the aggregate log's messages), cpu-s (this process, server
-// included), MiB-viewsdb (the read models' file), MiB-hwm.
+// included), MiB-viewsdb (the read models' file), MiB-jetstream (the
+// server's store, both logs), MiB-hwm.
 var flagReplayCPU = flag.String("ferry.replay-cpuprofile", "", "write the CPU profile of the ferry replays alone (not the log's set-up) to `file`")
 
 func BenchmarkReplay(b *testing.B) {
@@ -59,7 +60,8 @@ func BenchmarkReplay(b *testing.B) {
 			verifyStore(b, store, f, n)
 			store.Close()
 			reportReplay(b, n, last, took, cpu)
-			b.ReportMetric(MiB(dirSize(path)), "MiB-viewsdb")
+			b.ReportMetric(MiB(DirSize(path)), "MiB-viewsdb")
+			b.ReportMetric(MiB(DirSize(nt.Dir)), "MiB-jetstream")
 			b.StartTimer()
 		}
 		reportMem(b, "")

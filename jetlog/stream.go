@@ -46,6 +46,9 @@ const (
 	PackConsumer = "pack-workers"
 	// BucketLeader holds the aggregator's leadership lease.
 	BucketLeader = "FERRY_LEADER"
+	// BucketSnap is the object store of the aggregator's state snapshots
+	// and the runs of its dedupe index (package aggregator/snapshots).
+	BucketSnap = "FERRY_SNAP"
 	// DefaultPrefix is the default subject prefix.
 	DefaultPrefix = "ferry."
 )
@@ -217,6 +220,13 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	})
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketLeader, err)
+	}
+	_, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket: BucketSnap, Replicas: o.Replicas, Storage: jetstream.FileStorage,
+		Description: "ferry aggregator state snapshots and dedupe index runs",
+	})
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", BucketSnap, err)
 	}
 	return nil
 }

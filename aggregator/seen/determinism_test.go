@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -38,6 +39,37 @@ func genOps(seed uint64, n, space int, cp float64) []op {
 	return append(ops, op{kind: 'c'})
 }
 
+// do applies a put or delete to ix and says whether o is a checkpoint.
+func do(ix *seen.Index, o op) (checkpoint bool) {
+	switch o.kind {
+	case 'p':
+		ix.Put(key(o.key), o.print)
+	case 'd':
+		ix.Delete(key(o.key))
+	}
+	return o.kind == 'c'
+}
+
+// persister persists, in another goroutine as the runner's persister
+// does, the checkpoints sent on the channel it returns; once that is
+// closed, the last manifest comes out of the other.
+func persister(t *testing.T, store seen.RunStore) (chan<- *seen.Frozen, <-chan seen.Manifest) {
+	frozen := make(chan *seen.Frozen, 1<<16)
+	done := make(chan seen.Manifest, 1)
+	go func() {
+		var last seen.Manifest
+		for f := range frozen {
+			m, err := f.Persist(context.Background(), store)
+			if err != nil {
+				t.Error(err)
+			}
+			last = m
+		}
+		done <- last
+	}()
+	return frozen, done
+}
+
 // feed runs ops on a new index; each checkpoint is persisted at once, or
 // all at the end when late; it returns the index and every manifest.
 func feed(t *testing.T, ops []op, store seen.RunStore, late bool) (*seen.Index, []seen.Manifest) {
@@ -58,12 +90,7 @@ func feed(t *testing.T, ops []op, store seen.RunStore, late bool) (*seen.Index, 
 		fs = nil
 	}
 	for _, o := range ops {
-		switch o.kind {
-		case 'p':
-			ix.Put(key(o.key), o.print)
-		case 'd':
-			ix.Delete(key(o.key))
-		case 'c':
+		if do(ix, o) {
 			fs = append(fs, ix.Checkpoint())
 			if !late {
 				persist()
@@ -207,21 +234,26 @@ func TestACorruptCachedRunIsFetchedAgainAndACorruptStoredRunRefused(t *testing.T
 	m := ms[len(ms)-1]
 	want := model(ops)
 
-	cache := t.TempDir()
-	if err := seen.Prefetch(ctx, m, store, cache); err != nil {
+	// A cache an earlier process left, with one run corrupt.
+	warm := t.TempDir()
+	if err := seen.Prefetch(ctx, m, store, warm); err != nil {
 		t.Fatal(err)
 	}
-	runs := dirFiles(t, cache)
+	runs := dirFiles(t, warm)
 	if len(runs) == 0 {
 		t.Fatal("Prefetch cached no run")
 	}
+	cache := t.TempDir()
+	corrupt := false
 	for name, data := range runs {
-		bad := bytes.Clone(data)
-		bad[len(bad)/3] ^= 0x40
-		if err := os.WriteFile(filepath.Join(cache, name), bad, 0o644); err != nil {
+		if !corrupt {
+			data = bytes.Clone(data)
+			data[len(data)/3] ^= 0x40
+			corrupt = true
+		}
+		if err := os.WriteFile(filepath.Join(cache, name), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		break
 	}
 	ix, err := seen.Open(ctx, m, store, cache)
 	if err != nil {
@@ -261,19 +293,7 @@ func TestPersistRunsBesideTheFold(t *testing.T) {
 	store := seen.DirStore(t.TempDir())
 	ix := seen.New(t.TempDir())
 	defer ix.Close()
-	frozen := make(chan *seen.Frozen, len(ops))
-	done := make(chan seen.Manifest)
-	go func() {
-		var last seen.Manifest
-		for f := range frozen {
-			m, err := f.Persist(ctx, store)
-			if err != nil {
-				t.Error(err)
-			}
-			last = m
-		}
-		done <- last
-	}()
+	frozen, done := persister(t, store)
 	live := map[[16]byte]uint64{}
 	for i, o := range ops {
 		k := key(o.key)
@@ -332,4 +352,82 @@ func FuzzIndex(f *testing.F) {
 		defer opened.Close()
 		check(t, opened, model(ops), 32, "opened")
 	})
+}
+
+// noStore is a RunStore that holds nothing.
+type noStore struct{}
+
+func (noStore) Put(context.Context, string, io.Reader) error { return errors.New("no store") }
+func (noStore) Get(context.Context, string) (io.ReadCloser, error) {
+	return nil, errors.New("no store")
+}
+func (noStore) Has(context.Context, string) (bool, error) { return false, nil }
+
+// After a standby's Prefetch, the Open of its takeover reads no store.
+func TestAfterPrefetchOpenNeedsNoStore(t *testing.T) {
+	ctx := context.Background()
+	ops := genOps(6, 3000, 2000, 0.003)
+	store := seen.DirStore(t.TempDir())
+	_, ms := feed(t, ops, store, false)
+	cache := t.TempDir()
+	if err := seen.Prefetch(ctx, ms[len(ms)-1], store, cache); err != nil {
+		t.Fatal(err)
+	}
+	ix, err := seen.Open(ctx, ms[len(ms)-1], noStore{}, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	check(t, ix, model(ops), 2000, "opened from the prefetched cache")
+	if _, err := seen.Open(ctx, ms[len(ms)-1], noStore{}, t.TempDir()); err == nil {
+		t.Fatal("an Open with an empty cache and no store succeeded")
+	}
+}
+
+// A leader that opens the index of a checkpoint's manifest (a snapshot's)
+// and folds on writes the manifests of the leader that folded throughout:
+// what a snapshot holds decides everything after it.
+func TestAnIndexOpenedAtACheckpointGoesOnLikeTheLiveOne(t *testing.T) {
+	ctx := context.Background()
+	ops := genOps(21, 8000, 2500, 0.004)
+	store := seen.DirStore(t.TempDir())
+	live, ms := feed(t, ops, store, true)
+	defer live.Close()
+	cut, seenCkpts := len(ops)/3, 0
+	for _, o := range ops[:cut] {
+		if o.kind == 'c' {
+			seenCkpts++
+		}
+	}
+	for ops[cut-1].kind != 'c' { // end the prefix at a checkpoint
+		cut++
+		if ops[cut-1].kind == 'c' {
+			seenCkpts++
+		}
+	}
+	opened, err := seen.Open(ctx, ms[seenCkpts-1], store, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opened.Close()
+	var got []seen.Manifest
+	for _, o := range ops[cut:] {
+		if do(opened, o) {
+			m, err := opened.Checkpoint().Persist(ctx, store)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, m)
+		}
+	}
+	want := ms[seenCkpts:]
+	if len(got) != len(want) || len(got) == 0 {
+		t.Fatalf("%d checkpoints after opening, %d in the live run", len(got), len(want))
+	}
+	for i := range got {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("checkpoint %d after opening: manifest\n%s\nthe live index wrote\n%s", i, got[i], want[i])
+		}
+	}
+	check(t, opened, model(ops), 2500, "opened and folded on")
 }

@@ -32,4 +32,6 @@
 //     persists checkpoints in the order they were taken.
 //   - A run read from a RunStore or found in the cache is verified against
 //     its name before it is used; a cached run that fails is fetched again.
+//     A run this process wrote or verified, unchanged in size and
+//     modification time since, is not hashed again (Prefetch, then Open).
 package seen

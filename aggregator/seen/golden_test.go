@@ -34,20 +34,7 @@ func TestTheGoldenLogFoldsAlikeWithTheIndex(t *testing.T) {
 	store := seen.DirStore(t.TempDir())
 	ix := seen.New(t.TempDir())
 	st := aggregator.NewWith(cfg, ix)
-	frozen := make(chan *seen.Frozen, 1000)
-	manifests := make(chan seen.Manifest, 1)
-	go func() {
-		var last seen.Manifest
-		for f := range frozen {
-			m, err := f.Persist(ctx, store)
-			if err != nil {
-				t.Error(err)
-				break
-			}
-			last = m
-		}
-		manifests <- last
-	}()
+	frozen, manifests := persister(t, store)
 	var got []byte
 	for i, in := range readInputs(t) {
 		b := st.ApplyInput(in)

@@ -10,13 +10,30 @@ import (
 	"sync"
 )
 
-// memEntry is a key's last op since a checkpoint. below says whether an
-// older layer (a frozen memtable or a run) holds the key, so a Delete of
-// a key that only this memtable holds leaves no tombstone.
-type memEntry struct {
-	print uint64
-	del   bool
-	below bool
+// memtable is the ops since a checkpoint: the keys put, with their
+// prints, and the keys deleted that an older layer (a frozen memtable or
+// a run) holds, which become tombstones. A key deleted that no older
+// layer holds just leaves puts. Two plain maps keep it as small per key
+// as the in-heap map the index replaces.
+type memtable struct {
+	puts  map[[16]byte]uint64
+	tombs map[[16]byte]struct{}
+}
+
+func newMemtable() memtable {
+	return memtable{puts: map[[16]byte]uint64{}, tombs: map[[16]byte]struct{}{}}
+}
+
+// get says what the memtable knows of k: present with a print, deleted,
+// or nothing (known false).
+func (m *memtable) get(k *[16]byte) (print uint64, present, known bool) {
+	if p, ok := m.puts[*k]; ok {
+		return p, true, true
+	}
+	if _, ok := m.tombs[*k]; ok {
+		return 0, false, true
+	}
+	return 0, false, false
 }
 
 // Index is an exact, deterministic, disk-backed dedupe set (an
@@ -24,9 +41,19 @@ type memEntry struct {
 // from one goroutine; Persist (and Close) from others.
 type Index struct {
 	dir string
-	mem map[[16]byte]memEntry // the fold's goroutine only
-	n   int                   // the fold's goroutine only
-	buf []byte                // block scratch for the fold's lookups
+	mem memtable // the fold's goroutine only
+	n   int      // the fold's goroutine only
+	buf []byte   // block scratch for the fold's lookups
+	// last is the last answer from below the memtable (the fold's
+	// goroutine only). What lies below changes only at a checkpoint
+	// (Persist moves ops between layers without changing any answer), so
+	// the Put that follows the fold's Get of a new CAR reuses it.
+	last struct {
+		key     [16]byte
+		print   uint64
+		present bool
+		valid   bool
+	}
 
 	persist sync.Mutex // one Persist at a time
 
@@ -37,26 +64,35 @@ type Index struct {
 
 // New returns the empty index; run files live in cacheDir.
 func New(cacheDir string) *Index {
-	return &Index{dir: cacheDir, mem: map[[16]byte]memEntry{}, buf: make([]byte, blockEntries*entrySize)}
+	return &Index{dir: cacheDir, mem: newMemtable(), buf: make([]byte, blockEntries*entrySize)}
 }
 
 // Get returns k's print and whether k is present. A run that cannot be
 // read panics: the fold cannot decide without the answer, and guessing
 // would change decisions.
 func (ix *Index) Get(k [16]byte) (uint64, bool) {
-	if e, ok := ix.mem[k]; ok {
-		return e.print, !e.del
+	if p, present, known := ix.mem.get(&k); known {
+		return p, present
 	}
 	return ix.lower(&k)
 }
 
 // lower looks k up below the memtable.
 func (ix *Index) lower(k *[16]byte) (uint64, bool) {
+	if ix.last.valid && ix.last.key == *k {
+		return ix.last.print, ix.last.present
+	}
+	p, ok := ix.below(k)
+	ix.last.key, ix.last.print, ix.last.present, ix.last.valid = *k, p, ok, true
+	return p, ok
+}
+
+func (ix *Index) below(k *[16]byte) (uint64, bool) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	for i := len(ix.frozen) - 1; i >= 0; i-- {
-		if e, ok := ix.frozen[i].mem[*k]; ok {
-			return e.print, !e.del
+		if p, present, known := ix.frozen[i].mem.get(k); known {
+			return p, present
 		}
 	}
 	for i := len(ix.runs) - 1; i >= 0; i-- {
@@ -73,35 +109,31 @@ func (ix *Index) lower(k *[16]byte) (uint64, bool) {
 
 // Put inserts or overwrites k.
 func (ix *Index) Put(k [16]byte, print uint64) {
-	e, inMem := ix.mem[k]
-	present := inMem && !e.del
-	if !inMem {
-		_, e.below = ix.lower(&k)
-		present = e.below
+	_, present, known := ix.mem.get(&k)
+	if !known {
+		_, present = ix.lower(&k)
 	}
 	if !present {
 		ix.n++
 	}
-	ix.mem[k] = memEntry{print: print, below: e.below}
+	delete(ix.mem.tombs, k)
+	ix.mem.puts[k] = print
 }
 
 // Delete removes k; it is a no-op when k is absent.
 func (ix *Index) Delete(k [16]byte) {
-	e, inMem := ix.mem[k]
-	if !inMem {
-		if _, ok := ix.lower(&k); !ok {
-			return
-		}
-		e = memEntry{below: true}
-	} else if e.del {
+	_, present, known := ix.mem.get(&k)
+	if !known {
+		_, present = ix.lower(&k)
+	}
+	if !present {
 		return
 	}
 	ix.n--
-	if !e.below {
-		delete(ix.mem, k)
-		return
+	delete(ix.mem.puts, k)
+	if _, below := ix.lower(&k); below {
+		ix.mem.tombs[k] = struct{}{}
 	}
-	ix.mem[k] = memEntry{del: true, below: true}
 }
 
 // Len is the exact number of keys present.
@@ -110,7 +142,7 @@ func (ix *Index) Len() int { return ix.n }
 // Frozen is the ops of one checkpoint, waiting to be persisted.
 type Frozen struct {
 	ix       *Index
-	mem      map[[16]byte]memEntry
+	mem      memtable
 	count    int
 	manifest Manifest // set once persisted
 }
@@ -120,7 +152,8 @@ type Frozen struct {
 // runs. It costs O(1).
 func (ix *Index) Checkpoint() *Frozen {
 	f := &Frozen{ix: ix, mem: ix.mem, count: ix.n}
-	ix.mem = map[[16]byte]memEntry{}
+	ix.mem = newMemtable()
+	ix.last.valid = false // the memtable's ops are below now
 	ix.mu.Lock()
 	ix.frozen = append(ix.frozen, f)
 	ix.mu.Unlock()
@@ -133,7 +166,8 @@ var ErrOrder = errors.New("seen: checkpoints must be persisted in the order they
 
 // Persist writes the checkpoint's ops as runs in the index's cache
 // directory (merging per the layout rule), puts every run store lacks
-// and returns the manifest; then the index serves these ops from the
+// (none when store is nil: the runs stay in the cache) and returns the
+// manifest; then the index serves these ops from the
 // runs. It is idempotent and may be retried after an error; an earlier
 // checkpoint not yet persisted gives ErrOrder.
 func (f *Frozen) Persist(ctx context.Context, store RunStore) (Manifest, error) {
@@ -150,7 +184,7 @@ func (f *Frozen) Persist(ctx context.Context, store RunStore) (Manifest, error) 
 	if !first {
 		return nil, ErrOrder
 	}
-	runs, err := ix.layout(old, f.entries())
+	runs, err := ix.layout(ctx, old, f.entries())
 	if err != nil {
 		return nil, err
 	}
@@ -164,15 +198,18 @@ func (f *Frozen) Persist(ctx context.Context, store RunStore) (Manifest, error) 
 	ix.runs = runs
 	ix.mu.Unlock()
 	dropOld(old, runs)
-	f.manifest, f.mem = m, nil
+	f.manifest, f.mem = m, memtable{}
 	return m, nil
 }
 
 // entries returns the frozen ops as run entries, keys ascending.
 func (f *Frozen) entries() []entry {
-	es := make([]entry, 0, len(f.mem))
-	for k, e := range f.mem {
-		es = append(es, entry{key: k, print: e.print, tomb: e.del})
+	es := make([]entry, 0, len(f.mem.puts)+len(f.mem.tombs))
+	for k, p := range f.mem.puts {
+		es = append(es, entry{key: k, print: p})
+	}
+	for k := range f.mem.tombs {
+		es = append(es, entry{key: k, tomb: true})
 	}
 	slices.SortFunc(es, func(a, b entry) int { return bytes.Compare(a.key[:], b.key[:]) })
 	return es
@@ -183,9 +220,12 @@ func (f *Frozen) entries() []entry {
 // before it, the two are merged (newer entries win); a merge that makes
 // the oldest run drops tombstones. It decides from entry counts alone,
 // which are a pure function of the ops and checkpoints.
-func (ix *Index) layout(old []*run, es []entry) ([]*run, error) {
+func (ix *Index) layout(ctx context.Context, old []*run, es []entry) ([]*run, error) {
 	if len(es) == 0 {
 		return old, nil
+	}
+	if err := os.MkdirAll(ix.dir, 0o755); err != nil {
+		return nil, err
 	}
 	w, err := newRunWriter(ix.dir, uint64(len(es)))
 	if err != nil {
@@ -202,17 +242,12 @@ func (ix *Index) layout(old []*run, es []entry) ([]*run, error) {
 	}
 	runs := append(slices.Clip(old), r)
 	for n := len(runs); n >= 2 && runs[n-1].count >= runs[n-2].count; n = len(runs) {
-		m, err := merge(ix.dir, runs[n-2], runs[n-1], n == 2)
+		m, err := merge(ctx, ix.dir, runs[n-2], runs[n-1], n == 2)
 		if err != nil {
 			closeNew(runs, old)
 			return nil, err
 		}
-		for _, x := range runs[n-2:] {
-			if !slices.Contains(old, x) {
-				x.close()
-				os.Remove(x.path)
-			}
-		}
+		closeNew(runs[n-2:], append(slices.Clip(old), m))
 		runs = append(runs[:n-2], m)
 	}
 	return runs, nil
@@ -220,7 +255,7 @@ func (ix *Index) layout(old []*run, es []entry) ([]*run, error) {
 
 // merge writes the union of older and newer, newer winning a key both
 // hold; oldest drops tombstones (nothing older is left for them to hide).
-func merge(dir string, older, newer *run, oldest bool) (*run, error) {
+func merge(ctx context.Context, dir string, older, newer *run, oldest bool) (*run, error) {
 	w, err := newRunWriter(dir, older.count+newer.count)
 	if err != nil {
 		return nil, err
@@ -247,6 +282,9 @@ func merge(dir string, older, newer *run, oldest bool) (*run, error) {
 		if err := w.add(&e); err != nil {
 			return nil, w.abort(err)
 		}
+		if w.count%(1<<20) == 0 && ctx.Err() != nil {
+			return nil, w.abort(ctx.Err())
+		}
 	}
 	if err := errors.Join(a.err, b.err); err != nil {
 		return nil, w.abort(fmt.Errorf("seen: merge: %w", err))
@@ -265,28 +303,23 @@ func cmpScan(okA, okB bool, a, b *entry) int {
 	return bytes.Compare(a.key[:], b.key[:])
 }
 
-// closeNew closes and removes the runs in runs that old does not hold.
-func closeNew(runs, old []*run) {
+// closeNew closes the runs in runs that keep does not hold and removes
+// their files, unless a run of keep has the same name (the same bytes).
+func closeNew(runs, keep []*run) {
 	for _, r := range runs {
-		if !slices.Contains(old, r) {
-			r.close()
-			os.Remove(r.path)
+		if slices.Contains(keep, r) {
+			continue
+		}
+		r.close()
+		if !slices.ContainsFunc(keep, func(x *run) bool { return x.name == r.name }) {
+			removeRun(r.path)
 		}
 	}
 }
 
 // dropOld closes the runs of old that runs no longer holds and removes
 // their files from the cache (the store keeps them for older manifests).
-func dropOld(old, runs []*run) {
-	for _, r := range old {
-		if !slices.Contains(runs, r) {
-			r.close()
-			if !slices.ContainsFunc(runs, func(x *run) bool { return x.name == r.name }) {
-				os.Remove(r.path)
-			}
-		}
-	}
-}
+func dropOld(old, runs []*run) { closeNew(old, runs) }
 
 // Close closes the index's run files. The index is not usable after.
 func (ix *Index) Close() error {

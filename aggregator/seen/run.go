@@ -159,10 +159,7 @@ func readFooter(f *os.File, name string) (*run, error) {
 	if crc32.Checksum(buf, castagnoli) != binary.BigEndian.Uint32(t[24:]) {
 		return nil, fmt.Errorf("%w: run %s: footer checksum", ErrCorrupt, name)
 	}
-	r.filter = make(filter, fblocks*filterBlockWords)
-	for i := range r.filter {
-		r.filter[i] = binary.BigEndian.Uint64(buf[i*8:])
-	}
+	r.filter = filter(buf[:fblocks*filterBlockBytes])
 	r.fence = buf[fblocks*filterBlockBytes:]
 	return r, nil
 }
@@ -198,7 +195,7 @@ func (w *runWriter) add(e *entry) error {
 	if w.count > 0 && bytes.Compare(e.key[:], w.last[:]) <= 0 {
 		return fmt.Errorf("seen: run keys out of order")
 	}
-	if uint64(len(w.filter)/filterBlockWords) < filterBlocks(w.count+1) {
+	if w.filter.blocks() < filterBlocks(w.count+1) {
 		return fmt.Errorf("seen: run holds more entries than announced")
 	}
 	if w.count%blockEntries == 0 {
@@ -217,22 +214,17 @@ func (w *runWriter) add(e *entry) error {
 
 // finish completes the run and returns it open.
 func (w *runWriter) finish() (*run, error) {
-	footer := make([]byte, 0, len(w.filter)*8+len(w.fence))
-	for _, x := range w.filter {
-		footer = binary.BigEndian.AppendUint64(footer, x)
-	}
-	footer = append(footer, w.fence...)
+	crc := crc32.Update(crc32.Checksum(w.filter, castagnoli), castagnoli, w.fence)
 	t := make([]byte, 0, trailerSize)
 	t = binary.BigEndian.AppendUint64(t, w.count)
 	t = binary.BigEndian.AppendUint64(t, w.tombs)
-	t = binary.BigEndian.AppendUint64(t, uint64(len(w.filter)/filterBlockWords))
-	t = binary.BigEndian.AppendUint32(t, crc32.Checksum(footer, castagnoli))
+	t = binary.BigEndian.AppendUint64(t, w.filter.blocks())
+	t = binary.BigEndian.AppendUint32(t, crc)
 	t = append(t, runMagic...)
-	if _, err := w.w.Write(footer); err != nil {
-		return nil, w.abort(err)
-	}
-	if _, err := w.w.Write(t); err != nil {
-		return nil, w.abort(err)
+	for _, b := range [][]byte{w.filter, w.fence, t} {
+		if _, err := w.w.Write(b); err != nil {
+			return nil, w.abort(err)
+		}
 	}
 	if err := w.w.Flush(); err != nil {
 		return nil, w.abort(err)
@@ -245,6 +237,7 @@ func (w *runWriter) finish() (*run, error) {
 	if err := os.Rename(w.tmp.Name(), path); err != nil {
 		return nil, w.abort(err)
 	}
+	markChecked(path)
 	// The file stays open for reading; the rename does not change it.
 	return &run{name: name, path: path, f: w.tmp, count: w.count, tombs: w.tombs, filter: w.filter, fence: w.fence}, nil
 }

@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
+	"time"
 
 	"github.com/ferry-dev/ferry/internal/ctxio"
 )
@@ -68,8 +70,12 @@ func (d DirStore) Has(ctx context.Context, name string) (bool, error) {
 	return err == nil, err
 }
 
-// putRuns puts into store every run it lacks, from the cache.
+// putRuns puts into store every run it lacks, from the cache; a nil
+// store takes none.
 func putRuns(ctx context.Context, store RunStore, runs []*run) error {
+	if store == nil {
+		return nil
+	}
 	for _, r := range runs {
 		has, err := store.Has(ctx, r.name)
 		if err != nil {
@@ -89,7 +95,11 @@ func putRuns(ctx context.Context, store RunStore, runs []*run) error {
 // fetching it from store when it is missing or not what it should be.
 func cached(ctx context.Context, store RunStore, dir, name string) (string, error) {
 	path := filepath.Join(dir, name)
+	if checked(path) {
+		return path, nil
+	}
 	if err := verifyFile(path, name); err == nil {
+		markChecked(path)
 		return path, nil
 	} else if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, ErrCorrupt) {
 		return "", err
@@ -118,7 +128,56 @@ func cached(ctx context.Context, store RunStore, dir, name string) (string, erro
 	if got := hex.EncodeToString(h.Sum(nil)); got != name {
 		return "", fmt.Errorf("%w: the store's run %s has sha256 %s", ErrCorrupt, name, got)
 	}
-	return path, os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return "", err
+	}
+	markChecked(path)
+	return path, nil
+}
+
+// checkedRuns are the cache files this process wrote or verified, with
+// their size and modification time then: a standby's Prefetch hashes a
+// run once, and the Open of its takeover does not hash it again. A file
+// changed since (another size or time) is verified again.
+var checkedRuns sync.Map // path → fileStamp
+
+type fileStamp struct {
+	size int64
+	mod  time.Time
+}
+
+func stampOf(path string) (fileStamp, bool) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}, false
+	}
+	return fileStamp{info.Size(), info.ModTime()}, true
+}
+
+func markChecked(path string) {
+	if st, ok := stampOf(path); ok {
+		checkedRuns.Store(absPath(path), st)
+	}
+}
+
+func checked(path string) bool {
+	was, ok := checkedRuns.Load(absPath(path))
+	now, exists := stampOf(path)
+	return ok && exists && was.(fileStamp) == now
+}
+
+// removeRun removes a run file from the cache, and from checkedRuns.
+func removeRun(path string) {
+	os.Remove(path)
+	checkedRuns.Delete(absPath(path))
+}
+
+// absPath names a file alike however its directory was given.
+func absPath(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
 }
 
 // verifyFile checks that the file at path hashes to name.

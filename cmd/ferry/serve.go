@@ -45,6 +45,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	maxWait := fs.Duration("max-wait", 4*time.Hour, "how long the oldest CAR may wait once the aggregate has min-payload")
 	dealClock := dealClockFlags(fs, "")
 	tick := fs.Duration("tick", 10*time.Second, "how often time enters the input log")
+	snapEvery := fs.Uint64("snapshot-every", aggregator.DefaultSnapshotEvery, "inputs between two snapshots of the aggregator's state (a new leader loads the latest and folds only what follows)")
 	syncInterval := fs.Duration("sync-interval", 0, "JetStream fsync interval of the embedded server (0: server default, 2m)")
 	syncAlways := fs.Bool("sync-always", false, "fsync every JetStream write (slowest, safest)")
 	minFree := size(node.DefaultMinFree)
@@ -85,6 +86,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	if !piece.ValidPadded(uint64(deal)) || deal < 4<<10 {
 		return fmt.Errorf("%w: --deal-size %s is not a power of two ≥ 4KiB", errUsage, deal.String())
+	}
+	if *snapEvery == 0 {
+		return fmt.Errorf("%w: --snapshot-every must be at least 1", errUsage)
 	}
 	if pieces.Workers == 0 {
 		pieces.Workers = -1 // 0 means none here; the node reads 0 as "one per core"
@@ -135,7 +139,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		Pieces:    pieces, Fetch: fetches, CarStore: *carStore, CarStoreURL: *carStoreURL, PublicURL: *publicURL,
 		SyncInterval: *syncInterval, SyncAlways: *syncAlways, MinFree: uint64(minFree), MaxProjectionLag: *maxLag, Tick: *tick,
 		WriteToken: *writeToken, ReportToken: *reportToken, ReadToken: *readToken, NATSOptions: natsOpts,
-		Deals: deals, Log: log, HTTPLimits: api.Limits{BodyMinRate: int(bodyRate), BodyGrace: *bodyGrace},
+		Deals: deals, Log: log, HTTPLimits: api.Limits{BodyMinRate: int(bodyRate), BodyGrace: *bodyGrace}, SnapshotEvery: *snapEvery,
 	})
 	if err != nil {
 		return err

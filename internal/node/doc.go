@@ -59,8 +59,10 @@
 //
 //   - A part that returns an error is restarted after a backoff: 1 s,
 //     doubling to 30 s, and 1 s again after a run of more than a minute.
-//     While it is down its error fails /healthz; Err keeps the first error
-//     since start. The other parts keep running.
+//     While it is down its error fails /healthz once the part has been
+//     failing for longer than healthGrace (health.go: a stream electing a
+//     leader stops parts on every ferry at once, and heals by itself); Err
+//     keeps the first error since start. The other parts keep running.
 //   - When the disk has room again (Node.retry), every part waiting out a
 //     backoff starts again at once with its backoff reset.
 //   - The aggregator and the projector are restarted at once, with no

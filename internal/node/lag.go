@@ -77,6 +77,19 @@ func (w *lagWatch) poll(ctx context.Context) error {
 	return nil
 }
 
+// behind reports whether the read models have yet to apply the log up
+// to its last sequence, asking the stream's leader now (for
+// api.API.Behind).
+func (w *lagWatch) behind(ctx context.Context) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	last, err := jetlog.LastSeq(ctx, w.js, jetlog.StreamAgg, "")
+	if err != nil {
+		return false, err
+	}
+	return w.applied() < last, nil
+}
+
 // lag is how many aggregate log messages the read models are behind its
 // last sequence at the latest poll, and for how long they have been.
 func (w *lagWatch) lag() (uint64, time.Duration) {

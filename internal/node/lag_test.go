@@ -13,14 +13,20 @@ import (
 	"github.com/ferry-dev/ferry/jetlog"
 )
 
-func TestProjectionLagIsCountedFromTheLeadersLastSequenceAndFailsHealthPastItsBound(t *testing.T) {
+// aggLog is a server whose aggregate log holds n messages.
+func aggLog(t *testing.T, n int) *testutil.NATS {
 	nt := testutil.StartNATS(t)
-	ctx := context.Background()
-	for range 3 {
-		if _, err := nt.JS.Publish(ctx, jetlog.DefaultSubjects.Decisions(), []byte("{}")); err != nil {
+	for range n {
+		if _, err := nt.JS.Publish(context.Background(), jetlog.DefaultSubjects.Decisions(), []byte("{}")); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return nt
+}
+
+func TestProjectionLagIsCountedFromTheLeadersLastSequenceAndFailsHealthPastItsBound(t *testing.T) {
+	nt := aggLog(t, 3)
+	ctx := context.Background()
 	var applied atomic.Uint64
 	applied.Store(1)
 	w := newLagWatch(nt.JS, applied.Load, time.Minute)
@@ -96,5 +102,20 @@ func TestMetricsShowTheProjectionLagFallingToZero(t *testing.T) {
 	})
 	if err := n.health(); err != nil {
 		t.Fatalf("health: %v", err)
+	}
+}
+
+func TestBehindAsksTheLeaderForTheLogsEnd(t *testing.T) {
+	nt := aggLog(t, 3)
+	ctx := context.Background()
+	var applied atomic.Uint64
+	applied.Store(2)
+	w := newLagWatch(nt.JS, applied.Load, time.Minute)
+	if behind, err := w.behind(ctx); err != nil || !behind {
+		t.Fatalf("applied 2 of 3: behind %v, %v", behind, err)
+	}
+	applied.Store(3)
+	if behind, err := w.behind(ctx); err != nil || behind {
+		t.Fatalf("applied 3 of 3: behind %v, %v", behind, err)
 	}
 }

@@ -274,10 +274,20 @@ func clusterConfig(t *testing.T, dir string, keys map[string]string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, ok := strings.Cut(string(doc), "```conf\n")
-	conf, _, ok2 := strings.Cut(rest, "```")
-	if !ok || !ok2 {
-		t.Fatal("docs/operations.md has no conf block")
+	// The block of Security › NATS: the one with ferry's accounts and no
+	// cluster (the 3-node setup's blocks come from docs/cluster).
+	var conf string
+	for rest := string(doc); conf == ""; {
+		var block string
+		var ok, ok2 bool
+		_, rest, ok = strings.Cut(rest, "```conf\n")
+		block, rest, ok2 = strings.Cut(rest, "```")
+		if !ok || !ok2 {
+			t.Fatal("docs/operations.md has no conf block with ferry's accounts")
+		}
+		if strings.Contains(block, "accounts {") && !strings.Contains(block, "cluster {") {
+			conf = block
+		}
 	}
 	return strings.NewReplacer("/var/lib/nats", dir,
 		"UFERRY_PUBLIC_KEY", keys[natsembed.RoleFerry], "UADMIN_PUBLIC_KEY", keys[natsembed.RoleAdmin],

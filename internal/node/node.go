@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/aggregator/snapshots"
 	"github.com/ferry-dev/ferry/api"
 	"github.com/ferry-dev/ferry/carstore"
 	"github.com/ferry-dev/ferry/events"
@@ -99,6 +100,11 @@ type Config struct {
 	// (default http://<HTTP>, loopback for an unspecified address).
 	PublicURL string
 	Log       *slog.Logger
+
+	// SnapshotEvery is the number of inputs between two snapshots of the
+	// aggregator's state (0: aggregator.DefaultSnapshotEvery); their
+	// dedupe runs are cached in SnapshotCachePath(Data).
+	SnapshotEvery uint64
 }
 
 // Node is a running ferry.
@@ -145,9 +151,12 @@ type Node struct {
 	wg     sync.WaitGroup
 	errMu  sync.Mutex
 	err    error
-	errs   map[string]error
-	ctx    context.Context
-	done   <-chan struct{}
+	errs   map[string]partErr // the parts down now
+	// disconnected is when the NATS connection was lost (UnixNano; 0
+	// while connected), for /healthz (health.go).
+	disconnected atomic.Int64
+	ctx          context.Context
+	done         <-chan struct{}
 }
 
 // Start brings a node up. It returns once the HTTP API listens; the
@@ -160,7 +169,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.Subjects = jetlog.DefaultSubjects
 	}
 	n := &Node{cfg: cfg, log: cfg.Log, Registry: prometheus.NewRegistry(), work: make(chan *events.CarReplicated, 4096),
-		errs: map[string]error{}, ctx: context.Background(), done: make(chan struct{})}
+		errs: map[string]partErr{}, ctx: context.Background(), done: make(chan struct{})}
 	if err := n.start(ctx); err != nil {
 		n.Close()
 		return nil, err
@@ -212,16 +221,22 @@ func (n *Node) start(ctx context.Context) error {
 	n.Pub.Gate = n.disk.gate
 	n.Projector = projections.NewProjector(n.JS, store, n.log)
 	n.lag = newLagWatch(n.JS, n.Projector.Seq, n.cfg.MaxProjectionLag)
+	snaps, err := snapshots.Open(ctx, n.JS, SnapshotCachePath(n.cfg.Data), n.log)
+	if err != nil {
+		return err
+	}
 	n.Runner = aggregator.NewRunner(n.JS, aggregator.RunnerConfig{
 		Fold: n.cfg.Fold, Subjects: n.cfg.Subjects, Holder: holderName(), Tick: n.cfg.Tick, Log: n.log,
-		OnBatch: newMetrics(n.Registry, n).observeBatch,
+		OnBatch:   newMetrics(n.Registry, n).observeBatch,
+		Snapshots: snaps, SnapshotEvery: n.cfg.SnapshotEvery,
 	})
 	n.PinProjector = projections.NewPinProjector(n.JS, n.cfg.Subjects, n.Pins, projections.PinHooks{
 		Wanted: n.wantFetch, Unwanted: n.unwantFetch,
 	})
 	n.API = &api.API{Store: store, Pins: n.Pins, Pub: n.Pub, DealSize: n.cfg.Fold.DealSize,
 		WriteToken: n.cfg.WriteToken, ReportToken: n.cfg.ReportToken, ReadToken: n.cfg.ReadToken, Log: n.log,
-		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health, Limits: n.cfg.HTTPLimits}
+		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health, Behind: n.lag.behind,
+		Limits: n.cfg.HTTPLimits}
 	if err := n.listen(); err != nil {
 		return err
 	}
@@ -235,6 +250,10 @@ func (n *Node) start(ctx context.Context) error {
 
 // Settings is what the node folds under: the log's, or those of a new log.
 func (n *Node) Settings() events.Settings { return n.cfg.Fold }
+
+// SnapshotCachePath is where a data dir caches the dedupe runs of the
+// aggregator's snapshots (and of the state it folds while leading).
+func SnapshotCachePath(data string) string { return filepath.Join(data, "seen") }
 
 // ReadModelPath is where a data dir keeps its read models.
 func ReadModelPath(data string) string { return filepath.Join(data, "views.db") }
@@ -270,7 +289,7 @@ func (n *Node) connect() error {
 			opts = append(opts, signIn)
 		}
 	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := nats.Connect(url, append(opts, n.watchConnection()...)...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", url, err)
 	}
@@ -369,12 +388,14 @@ func (n *Node) Run(ctx context.Context) {
 // goRun runs a part until the node stops. A part that fails is restarted
 // after a backoff (1 s doubling to 30 s, reset after a minute of running,
 // cut short and reset when the disk has room again: retryNow); while it is
-// down its error makes /healthz fail.
+// down its error makes /healthz fail once the part has been failing for
+// longer than healthGrace (health.go).
 func (n *Node) goRun(name string, fn func() error) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
 		wait := time.Second
+		var since time.Time // the first failure of the part's current run of failures
 		for {
 			start := time.Now()
 			err := fn()
@@ -384,7 +405,11 @@ func (n *Node) goRun(name string, fn func() error) {
 			if err == nil {
 				return // the part is done
 			}
-			n.setErr(name, err)
+			// A run longer than the grace ends a run of failures.
+			if since.IsZero() || time.Since(start) > healthGrace {
+				since = time.Now()
+			}
+			n.setErr(name, err, since)
 			n.log.Error("part stopped; restarting", "part", name, "err", err, "in", wait)
 			if time.Since(start) > time.Minute {
 				wait = time.Second
@@ -397,7 +422,7 @@ func (n *Node) goRun(name string, fn func() error) {
 			case <-n.retry.wait():
 				wait = time.Second
 			}
-			n.setErr(name, nil)
+			n.setErr(name, nil, time.Time{})
 		}
 	}()
 }
@@ -455,14 +480,14 @@ func (s *signal) fire() {
 	}
 }
 
-func (n *Node) setErr(part string, err error) {
+func (n *Node) setErr(part string, err error, since time.Time) {
 	n.errMu.Lock()
 	defer n.errMu.Unlock()
 	if err == nil {
 		delete(n.errs, part)
 		return
 	}
-	n.errs[part] = err
+	n.errs[part] = partErr{err: err, since: since}
 	if n.err == nil {
 		n.err = fmt.Errorf("%s: %w", part, err)
 	}
@@ -478,26 +503,7 @@ func (n *Node) Err() error {
 
 // failing is an error naming the parts that are down now, or nil.
 func (n *Node) failing() error {
-	n.errMu.Lock()
-	defer n.errMu.Unlock()
-	var errs []error
-	for part, err := range n.errs {
-		errs = append(errs, fmt.Errorf("%s: %w", part, err))
-	}
-	return errors.Join(errs...)
-}
-
-func (n *Node) health() error {
-	if err := n.disk.Err(); err != nil {
-		return err
-	}
-	if err := n.failing(); err != nil {
-		return err
-	}
-	if !n.Conn.IsConnected() {
-		return errors.New("not connected to NATS")
-	}
-	return n.lag.Err()
+	return n.failingFor(0, time.Now())
 }
 
 // HTTPAddr is the address the API listens on.

@@ -10,7 +10,9 @@
 package proctest
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -182,6 +185,9 @@ func (p *Proc) Err() error {
 	}
 }
 
+// Pid is the process id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
 // Exited is closed when the process has exited.
 func (p *Proc) Exited() <-chan struct{} { return p.exited }
 
@@ -288,4 +294,98 @@ func WaitHealthy(t testing.TB, p *Proc, addr string, timeout time.Duration) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Metric reads one unlabelled gauge of ferry's GET /metrics at addr.
+func Metric(addr, name string) (float64, bool) {
+	resp, err := httpc.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
+}
+
+// Leading waits up to timeout for the aggregator of the ferry at addr to
+// lead (its ferry_aggregator_leader gauge is 1).
+func Leading(ctx context.Context, addr string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if v, ok := Metric(addr, "ferry_aggregator_leader"); ok && v == 1 {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
+}
+
+// Run runs bin to completion, with at most timeout, and returns its
+// combined output.
+func Run(ctx context.Context, timeout time.Duration, bin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = CleanEnv()
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// EnvInt is the environment variable name as a number ≥ 0, or def.
+func EnvInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v >= 0 {
+		return v
+	}
+	return def
+}
+
+// EnvDur is the environment variable name as a positive duration, or def.
+func EnvDur(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// EnvStr is the environment variable name, or def when it is empty.
+func EnvStr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// Main is a tier's TestMain: it builds the tier's binaries into a temp
+// dir (build is given the dir), runs the tests and removes the dir,
+// returning the exit code.
+func Main(m *testing.M, tier string, build func(dir string) error) int {
+	dir, err := os.MkdirTemp("", "ferry-"+tier+"-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if err := build(dir); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", tier, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// Context ends a minute before the test's deadline, so a stuck run fails
+// with its diagnostics rather than a panic.
+func Context(t *testing.T) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	if d, ok := t.Deadline(); ok {
+		ctx, cancel = context.WithDeadline(context.Background(), d.Add(-time.Minute))
+	}
+	t.Cleanup(cancel)
+	return ctx
 }

@@ -18,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -27,6 +28,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/internal/carload"
 	"github.com/ferry-dev/ferry/internal/proctest"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go"
@@ -41,7 +43,7 @@ type rig struct {
 	t        *testing.T
 	p        params
 	ps       *proctest.Procs
-	cars     *corpus
+	cars     *carload.Corpus
 	rng      *rand.Rand
 	dir      string
 	httpAddr string
@@ -60,7 +62,7 @@ func newRig(t *testing.T, p params, embedded bool) *rig {
 	r.natsPort = proctest.FreePort(t)
 	r.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", r.natsPort)
 	r.simAddr = fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t))
-	r.cars = newCorpus(t, p.N, p.Seed)
+	r.cars = carload.New(t, p.N, p.Seed, "crash")
 	if err := os.MkdirAll(filepath.Join(r.dir, "sim"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +107,7 @@ func (r *rig) spawnServe() {
 		"--piece-workers", strconv.Itoa(r.p.Workers),
 		// The corpus is served on loopback, which the fetch policy refuses
 		// unless told.
-		"--fetch-allow", r.cars.addr}
+		"--fetch-allow", r.cars.Addr}
 	if r.embedded {
 		args = append(args, "--nats-listen", fmt.Sprintf("127.0.0.1:%d", r.natsPort))
 	} else {
@@ -153,31 +155,20 @@ func (r *rig) between(lo, hi time.Duration) time.Duration {
 	return lo + time.Duration(r.rng.Int64N(int64(hi-lo)+1))
 }
 
-// testContext ends a minute before the test's deadline, so a stuck run
-// fails with its diagnostics rather than a panic.
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	if d, ok := t.Deadline(); ok {
-		ctx, cancel = context.WithDeadline(context.Background(), d.Add(-time.Minute))
-	}
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // TestServeKilled publishes N events while ferry serve (with its embedded
 // NATS server) is killed with SIGKILL at random moments and restarted on
 // the same data dir and ports.
 func TestServeKilled(t *testing.T) {
 	p := loadParams(t)
-	ctx := testContext(t)
+	ctx := proctest.Context(t)
 	began := time.Now()
 	r := newRig(t, p, true)
 	r.startServe()
-	prod := &producer{evs: r.cars.evs, natsURL: r.natsURL, opts: r.signIn("publish"), api: r.httpAddr, duration: p.Publish, logf: t.Logf}
+	prod := &carload.Producer{Events: r.cars.Events, NATSURL: r.natsURL, Opts: r.signIn("publish"), API: r.httpAddr, Duration: p.Publish, Logf: t.Logf}
 	prodDone := make(chan error, 1)
 	var published atomic.Bool
 	go func() {
-		err := prod.run(ctx)
+		err := prod.Run(ctx)
 		published.Store(true)
 		prodDone <- err
 	}()
@@ -185,7 +176,7 @@ func TestServeKilled(t *testing.T) {
 	// Kill at least p.Kills times, and for as long as events flow.
 	killsStart, kills := time.Now(), 0
 	for round := 0; kills < p.Kills || !published.Load(); round++ {
-		stored := func() string { return fmt.Sprintf("%d/%d events stored", prod.stored.Load(), p.N) }
+		stored := func() string { return fmt.Sprintf("%d/%d events stored", prod.Stored.Load(), p.N) }
 		// The first rounds take each kind of moment once; then at random.
 		u := r.rng.Float64()
 		if round < 3 {
@@ -199,7 +190,7 @@ func TestServeKilled(t *testing.T) {
 			kills++
 			r.spawnServe()
 			delay := r.between(0, 700*time.Millisecond)
-			sleepCtx(ctx, delay)
+			carload.SleepCtx(ctx, delay)
 			r.killServe()
 			kills++
 			t.Logf("kills %d-%d/%d: ferry serve SIGKILLed, restarted and SIGKILLed again %s into its start-up (%s)",
@@ -208,7 +199,7 @@ func TestServeKilled(t *testing.T) {
 			// Soon after /healthz, most likely a standby waiting out the
 			// dead process's lease.
 			delay := r.between(0, 3*time.Second)
-			sleepCtx(ctx, delay)
+			carload.SleepCtx(ctx, delay)
 			_, seq := proctest.Healthy(r.httpAddr)
 			r.killServe()
 			kills++
@@ -217,9 +208,9 @@ func TestServeKilled(t *testing.T) {
 		default:
 			// A leading aggregator: folding, appending, offering,
 			// computing pieces, publishing receipts.
-			led := leading(ctx, r.httpAddr, 30*time.Second)
+			led := proctest.Leading(ctx, r.httpAddr, 30*time.Second)
 			delay := r.between(100*time.Millisecond, 4*time.Second)
-			sleepCtx(ctx, delay)
+			carload.SleepCtx(ctx, delay)
 			_, seq := proctest.Healthy(r.httpAddr)
 			r.killServe()
 			kills++
@@ -230,7 +221,7 @@ func TestServeKilled(t *testing.T) {
 			t.Fatalf("out of time after %d kills", kills)
 		}
 		if r.rng.Float64() < 0.3 {
-			sleepCtx(ctx, r.between(0, time.Second))
+			carload.SleepCtx(ctx, r.between(0, time.Second))
 		}
 		r.startServe()
 	}
@@ -243,30 +234,30 @@ func TestServeKilled(t *testing.T) {
 // kills the NATS server underneath it with SIGKILL while events flow.
 func TestNATSKilled(t *testing.T) {
 	p := loadParams(t)
-	ctx := testContext(t)
+	ctx := proctest.Context(t)
 	began := time.Now()
 	r := newRig(t, p, false)
 	r.startNATS()
 	r.startServe()
-	prod := &producer{evs: r.cars.evs, natsURL: r.natsURL, opts: r.signIn("publish"), api: r.httpAddr, duration: p.Publish, logf: t.Logf}
+	prod := &carload.Producer{Events: r.cars.Events, NATSURL: r.natsURL, Opts: r.signIn("publish"), API: r.httpAddr, Duration: p.Publish, Logf: t.Logf}
 	prodDone := make(chan error, 1)
-	go func() { prodDone <- prod.run(ctx) }()
+	go func() { prodDone <- prod.Run(ctx) }()
 
 	killsStart := time.Now()
 	for k := 1; k <= p.NATSKills; k++ {
 		if r.rng.Float64() < 0.6 {
-			leading(ctx, r.httpAddr, 45*time.Second)
+			proctest.Leading(ctx, r.httpAddr, 45*time.Second)
 		}
 		delay := r.between(500*time.Millisecond, 6*time.Second)
-		sleepCtx(ctx, delay)
+		carload.SleepCtx(ctx, delay)
 		if ctx.Err() != nil {
 			t.Fatalf("out of time after %d NATS kills", k-1)
 		}
 		r.natsd.Kill()
 		down := r.between(0, 2*time.Second)
 		t.Logf("NATS kill %d/%d: natsd SIGKILLed, down for %s (%d/%d events stored)",
-			k, p.NATSKills, down.Round(time.Millisecond), prod.stored.Load(), p.N)
-		sleepCtx(ctx, down)
+			k, p.NATSKills, down.Round(time.Millisecond), prod.Stored.Load(), p.N)
+		carload.SleepCtx(ctx, down)
 		r.startNATS()
 		if !r.serve.Running() {
 			t.Fatalf("ferry serve exited when NATS went away: %v\n%s", r.serve.Err(), proctest.Tail(r.serve.Log, 40))
@@ -277,7 +268,7 @@ func TestNATSKilled(t *testing.T) {
 	r.finish(ctx, began)
 }
 
-func waitProducer(t *testing.T, ctx context.Context, done <-chan error, prod *producer) {
+func waitProducer(t *testing.T, ctx context.Context, done <-chan error, prod *carload.Producer) {
 	t.Helper()
 	select {
 	case err := <-done:
@@ -285,7 +276,7 @@ func waitProducer(t *testing.T, ctx context.Context, done <-chan error, prod *pr
 			t.Fatalf("producer: %v", err)
 		}
 	case <-ctx.Done():
-		t.Fatalf("producer did not finish: %d/%d stored", prod.stored.Load(), len(prod.evs))
+		t.Fatalf("producer did not finish: %d/%d stored", prod.Stored.Load(), len(prod.Events))
 	}
 }
 
@@ -300,7 +291,7 @@ func (r *rig) finish(ctx context.Context, began time.Time) {
 
 	// A producer that lost track re-publishes: duplicates, never new CARs.
 	lines := filepath.Join(r.dir, "republish.jsonl")
-	r.cars.writeLines(t, lines, 500)
+	r.cars.WriteLines(t, lines, 500)
 	out, err := runFerry(ctx, 2*time.Minute, "publish", "--server", r.httpAddr, "--file", lines)
 	t.Logf("ferry publish --file (re-publish of %d events): %s", min(500, p.N), strings.TrimSpace(out))
 	if err != nil {
@@ -309,32 +300,32 @@ func (r *rig) finish(ctx context.Context, began time.Time) {
 
 	convergeStart := time.Now()
 	deadline := convergeStart.Add(p.Converge)
-	var tl tally
+	var tl carload.Tally
 	lastLog, lastIngesting, ingestingSince := time.Time{}, uint64(0), time.Now()
 	for {
-		tl, err = listTally(ctx, r.httpAddr)
+		tl, err = carload.ListTally(ctx, r.httpAddr)
 		if err == nil {
-			done := tl.cars[aggregator.DealProcessed]
+			done := tl.Cars[aggregator.DealProcessed]
 			if done > p.N {
 				t.Fatalf("%d CARs in DEAL_PROCESSED aggregates, only %d were published: %s", done, p.N, tl)
 			}
 			if done == p.N {
 				break
 			}
-			if tl.ingesting != lastIngesting {
-				lastIngesting, ingestingSince = tl.ingesting, time.Now()
-			} else if tl.ingesting != 0 && time.Since(ingestingSince) > 10*time.Second {
-				out, err := runFerry(ctx, 30*time.Second, "aggregates", "--server", r.httpAddr, "close", strconv.FormatUint(tl.ingesting, 10))
-				t.Logf("aggregate %d INGESTING for %s: ferry aggregates close: %s %v", tl.ingesting,
+			if tl.Ingesting != lastIngesting {
+				lastIngesting, ingestingSince = tl.Ingesting, time.Now()
+			} else if tl.Ingesting != 0 && time.Since(ingestingSince) > 10*time.Second {
+				out, err := runFerry(ctx, 30*time.Second, "aggregates", "--server", r.httpAddr, "close", strconv.FormatUint(tl.Ingesting, 10))
+				t.Logf("aggregate %d INGESTING for %s: ferry aggregates close: %s %v", tl.Ingesting,
 					time.Since(ingestingSince).Round(time.Second), strings.TrimSpace(out), err)
 				ingestingSince = time.Now()
 			}
 		}
 		if time.Since(lastLog) > 15*time.Second {
 			lastLog = time.Now()
-			queued, _ := metric(r.httpAddr, "ferry_cars_queued")
+			queued, _ := proctest.Metric(r.httpAddr, "ferry_cars_queued")
 			t.Logf("converging %s: %s; queued %v; CAR fetches %d; list err %v", time.Since(convergeStart).Round(time.Second),
-				tl, queued, r.cars.fetches.Load(), err)
+				tl, queued, r.cars.Fetches.Load(), err)
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			r.diagnose()
@@ -346,7 +337,7 @@ func (r *rig) finish(ctx context.Context, began time.Time) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	t.Logf("all %d CARs DEAL_PROCESSED %s after the crashes ended (%s): %s", p.N,
-		time.Since(convergeStart).Round(time.Millisecond), "CAR fetches "+strconv.FormatInt(r.cars.fetches.Load(), 10), tl)
+		time.Since(convergeStart).Round(time.Millisecond), "CAR fetches "+strconv.FormatInt(r.cars.Fetches.Load(), 10), tl)
 
 	// Receipts and read models trail the aggregate log by moments.
 	js := connect(t, r.natsURL, r.signIn("admin")...)
@@ -374,7 +365,7 @@ func (r *rig) finish(ctx context.Context, began time.Time) {
 	}
 
 	checkStart := time.Now()
-	checkCars(t, ctx, r.httpAddr, r.cars.evs)
+	carload.CheckCars(t, ctx, r.httpAddr, r.cars.Events)
 	t.Logf("checked %d CARs over the API in %s", p.N, time.Since(checkStart).Round(time.Millisecond))
 
 	if err := r.serve.Stop(30 * time.Second); err != nil {
@@ -387,7 +378,7 @@ func (r *rig) finish(ctx context.Context, began time.Time) {
 func (r *rig) diagnose() {
 	t := r.t
 	for _, m := range []string{"ferry_cars_queued", "ferry_ingesting_cars", "ferry_aggregator_leader", "ferry_projection_seq", "ferry_aggregate_log_seq"} {
-		v, ok := metric(r.httpAddr, m)
+		v, ok := proctest.Metric(r.httpAddr, m)
 		t.Logf("metric %s = %v (%v)", m, v, ok)
 	}
 	ok, seq := proctest.Healthy(r.httpAddr)
@@ -408,7 +399,7 @@ func (r *rig) diagnose() {
 		}
 	}
 	t.Logf("ferry serve ERROR lines (%d, last 20):\n%s", len(errs), strings.Join(errs[max(0, len(errs)-20):], "\n"))
-	if resp, err := httpc.Get("http://" + r.simAddr + "/offers"); err == nil {
+	if resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + r.simAddr + "/offers"); err == nil {
 		var b strings.Builder
 		buf := make([]byte, 64<<10)
 		n, _ := resp.Body.Read(buf)
