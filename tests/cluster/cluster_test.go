@@ -19,7 +19,7 @@
 //	make cluster-test                      # CI size: 320 CARs
 //	CLUSTER_N=3000 make cluster-test       # the size
 //
-// Knobs (environment): CLUSTER_N, CLUSTER_FERRIES, CLUSTER_SEED,
+// Knobs (environment): CLUSTER_N, CLUSTER_FERRIES, CLUSTER_ROUNDS, CLUSTER_SEED,
 // CLUSTER_PUBLISH, CLUSTER_CONVERGE, CLUSTER_CURRENT, CLUSTER_LOGDIR (keep
 // the processes' logs), CLUSTER_RACE=1 (build ferry with the race
 // detector). The times it logs (kill → appends again, kill → replicas
@@ -77,6 +77,12 @@ func TestCluster(t *testing.T) {
 		{"the leading ferry is SIGKILLed and restarted", killLeadingFerry},
 		{"a server that leads neither log is SIGKILLed", killOtherServer},
 		{"the server leading FERRY_AGG leaves in lame duck mode and comes back, as in a rolling upgrade", lameDuck},
+	}
+	// CLUSTER_ROUNDS repeats the scenarios, for the failover figures of
+	// docs/benchmarks.md (median and worst over several kills of each).
+	base := scenarios
+	for range p.Rounds - 1 {
+		scenarios = append(scenarios, base...)
 	}
 	per := max(1, p.N/len(scenarios))
 	for k, sc := range scenarios {
@@ -151,7 +157,7 @@ func (r *rig) appending(ctx context.Context) uint64 {
 }
 
 // resumed logs how long after the kill the aggregate log grew past agg.
-func (r *rig) resumed(ctx context.Context, rd *round, agg uint64, what string) {
+func (r *rig) resumed(ctx context.Context, rd *round, agg uint64, what string) time.Time {
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	at, ok := r.aggs.beyond(wctx, agg)
@@ -159,6 +165,28 @@ func (r *rig) resumed(ctx context.Context, rd *round, agg uint64, what string) {
 		r.t.Fatalf("no append to the aggregate log within a minute of %s (it stood at %d)", what, agg)
 	}
 	r.t.Logf("observed: kill → appends again (aggregate log past %d): %s (%s)", agg, at.Sub(rd.killed).Round(10*time.Millisecond), what)
+	return at
+}
+
+// elected watches stream from the moment its leader old was killed and
+// sends when another server reports itself its leader: the cluster's
+// own election time, which the stream's failover is measured against.
+func (r *rig) elected(ctx context.Context, stream, old string) <-chan time.Time {
+	ch := make(chan time.Time, 1)
+	go func() {
+		defer close(ch)
+		for ctx.Err() == nil {
+			ictx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+			info, err := r.streamInfo(ictx, stream)
+			cancel()
+			if err == nil && info.Cluster != nil && info.Cluster.Leader != "" && info.Cluster.Leader != old {
+				ch <- time.Now()
+				return
+			}
+			carload.SleepCtx(ctx, 50*time.Millisecond)
+		}
+	}()
+	return ch
 }
 
 // killStreamLeader SIGKILLs the server leading stream while appends are
@@ -172,7 +200,11 @@ func killStreamLeader(stream string, down time.Duration) func(*rig, context.Cont
 		n.proc.Kill()
 		rd.killed = time.Now()
 		r.t.Logf("%s, leader of %s, SIGKILLed (aggregate log at %d, %d/%d CARs stored)", n.name, stream, agg, rd.prod.Stored.Load(), len(rd.evs))
-		r.resumed(ctx, rd, agg, n.name+" down")
+		election := r.elected(ctx, stream, n.name)
+		at := r.resumed(ctx, rd, agg, n.name+" down")
+		if e, ok := <-election; ok {
+			r.t.Logf("observed: kill → %s elected a leader: %s; appends again %s after the election", stream, e.Sub(rd.killed).Round(10*time.Millisecond), at.Sub(e).Round(10*time.Millisecond))
+		}
 		if nl := r.streamLeader(ctx, stream); nl == i {
 			r.t.Fatalf("%s leads %s again while it is down", n.name, stream)
 		} else {

@@ -59,6 +59,7 @@ type params struct {
 	Publish  time.Duration // CLUSTER_PUBLISH: how long each scenario's CARs are published over
 	Converge time.Duration // CLUSTER_CONVERGE: bound on every CAR reaching DEAL_PROCESSED after a scenario
 	Current  time.Duration // CLUSTER_CURRENT: bound on every replica being current after a restart
+	Rounds   int           // CLUSTER_ROUNDS: how many times the scenarios run
 }
 
 func loadParams(t *testing.T) params {
@@ -68,13 +69,14 @@ func loadParams(t *testing.T) params {
 		Publish:  proctest.EnvDur("CLUSTER_PUBLISH", 12*time.Second),
 		Converge: proctest.EnvDur("CLUSTER_CONVERGE", 2*time.Minute),
 		Current:  proctest.EnvDur("CLUSTER_CURRENT", 30*time.Second),
+		Rounds:   max(1, proctest.EnvInt("CLUSTER_ROUNDS", 1)),
 	}
 	p.Seed = uint64(time.Now().UnixNano())
 	if s, err := strconv.ParseUint(os.Getenv("CLUSTER_SEED"), 10, 64); err == nil {
 		p.Seed = s
 	}
-	t.Logf("params: N=%d ferries=%d seed=%d (CLUSTER_SEED) publish=%s per scenario, converge=%s, current=%s",
-		p.N, p.Ferries, p.Seed, p.Publish, p.Converge, p.Current)
+	t.Logf("params: N=%d ferries=%d rounds=%d seed=%d (CLUSTER_SEED) publish=%s per scenario, converge=%s, current=%s",
+		p.N, p.Ferries, p.Rounds, p.Seed, p.Publish, p.Converge, p.Current)
 	return p
 }
 
