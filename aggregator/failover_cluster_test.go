@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/internal/natscluster"
+	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -245,7 +246,7 @@ func (rig *failoverRig) killStreamLeader(stream string) (elect, resume time.Dura
 	})
 	rig.poll(60*time.Second, "an input after the election folded and appended", func() bool {
 		resume = time.Since(stopped)
-		return lastFolded(rig.ctx, rig.js) > in
+		return lastFolded(rig.ctx, rig.js, 100*time.Millisecond) > in
 	})
 	rig.tb.Logf("server %d leading %s stopped, the leading runner connected to %s: elected %v, resumed %v after",
 		i, stream, on, elect.Round(time.Millisecond), resume.Round(time.Millisecond))
@@ -306,7 +307,11 @@ func (rig *failoverRig) poll(timeout time.Duration, what string, cond func() boo
 // folded every input.
 func (rig *failoverRig) check() {
 	rig.feed.stop(rig.tb)
-	rig.poll(30*time.Second, "a runner leading", func() bool { return rig.leader() != nil })
-	waitFolded(rig.tb, rig.ctx, rig.js, rig.leader())
+	// Whichever runner leads: on a loaded machine the lease may change
+	// hands between here and the last input's fold.
+	last := lastSeq(rig.tb, rig.js, jetlog.StreamIn)
+	testutil.Eventually(rig.tb, 60*time.Second, fmt.Sprintf("input %d folded and appended", last), func() bool {
+		return rig.leader() != nil && lastFolded(rig.ctx, rig.js, time.Second) == last
+	})
 	checkAggregateLog(rig.tb, rig.ctx, rig.js, testConfig())
 }

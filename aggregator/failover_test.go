@@ -301,14 +301,15 @@ func waitFolded(t testing.TB, ctx context.Context, js jetstream.JetStream, r *Ru
 	t.Helper()
 	last := lastSeq(t, js, jetlog.StreamIn)
 	testutil.Eventually(t, 60*time.Second, fmt.Sprintf("input %d folded and appended", last), func() bool {
-		return r.Status().Leader && lastFolded(ctx, js) == last
+		return r.Status().Leader && lastFolded(ctx, js, time.Second) == last
 	})
 }
 
 // lastFolded is the input whose batch ends the aggregate log (its message
-// id names it), 0 if the leader does not answer at once.
-func lastFolded(ctx context.Context, js jetstream.JetStream) uint64 {
-	ctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+// id names it), 0 if the leader does not answer within wait (a
+// measurement polls with a short one).
+func lastFolded(ctx context.Context, js jetstream.JetStream, wait time.Duration) uint64 {
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	seq, err := jetlog.LastSeq(ctx, js, jetlog.StreamAgg, "")
 	if err != nil || seq == 0 {

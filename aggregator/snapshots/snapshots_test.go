@@ -524,7 +524,13 @@ func TestTheSnapshotBucketIsReplicated(t *testing.T) {
 	c.Stop(leader)
 	testutil.Eventually(t, 30*time.Second, "a rebuild from the snapshot without the bucket's leader", func() bool {
 		var logs logBuffer
-		st, _, err := aggregator.Rebuild(ctx, js, testConfig(), openStore(t, js, &logs))
+		// Right after the stop the bucket's stream may not answer yet:
+		// opening it is part of what is waited for.
+		store, err := snapshots.Open(ctx, js, t.TempDir(), slog.New(slog.NewTextHandler(&logs, nil)))
+		if err != nil {
+			return false
+		}
+		st, _, err := aggregator.Rebuild(ctx, js, testConfig(), store)
 		if err != nil {
 			return false
 		}
