@@ -324,6 +324,7 @@ func (r *Runner) apply(ctx context.Context, l *lease, st *State, aggSeq uint64) 
 	// stored is where an append is known stored: the one place.
 	stored := func() {
 		pending = nil
+		r.snap.stored(aggSeq)
 		r.publishStatus(st, aggSeq)
 	}
 	// settle waits for the append in flight, if any.
@@ -472,9 +473,8 @@ func (r *Runner) refuseBatch(ctx context.Context, l *lease, st *State, in uint64
 
 // publishStatus is called whenever the log is known to hold this
 // runner's messages up to aggSeq: after a rebuild and after each
-// acknowledged append, when a snapshot of the message may be persisted.
+// acknowledged append.
 func (r *Runner) publishStatus(st *State, aggSeq uint64) {
-	r.snap.stored(aggSeq)
 	r.mu.Lock()
 	r.counts = st.Counts()
 	r.aggSeq = aggSeq
