@@ -117,8 +117,9 @@ func TestSlowBodiesAreCutAndStarveNeitherReportsNorOtherWrites(t *testing.T) {
 	cfg := testConfig(t.TempDir(), nt.URL())
 	cfg.WriteToken, cfg.ReportToken = "w", reportToken
 	// The grace is long enough that the slow bodies fill every slot before
-	// the first is cut, even on a loaded machine under the race detector.
-	const grace = 10 * time.Second
+	// the first is cut, even on a loaded machine under the race detector
+	// beside the cluster tests.
+	const grace = 20 * time.Second
 	cfg.HTTPLimits = api.Limits{BodyMinRate: 64, BodyGrace: grace}
 	n := startNode(t, cfg)
 	agg := readyAggregate(t, n, nt, "w", 2)
