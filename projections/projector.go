@@ -120,7 +120,7 @@ func (p *Projector) Run(ctx context.Context, follow bool) (err error) {
 		readErr <- jetlog.Tail(ctx, p.js, jetlog.StreamAgg, p.Seq()+1, follow, func(e jetlog.Entry) error {
 			var msg []LoggedBatch
 			err := events.EachBatch(e.Data, func(b *events.Batch) error {
-				msg = append(msg, LoggedBatch{Seq: e.Seq, Batch: *b})
+				msg = append(msg, LoggedBatch{Seq: e.Seq, Batch: *b, At: e.Time})
 				msg[len(msg)-1].Prepare()
 				return nil
 			})

@@ -40,7 +40,7 @@ var (
 	kTree     = []byte("tree")       // the aggregate's frc58 tree (frc58.Stored)
 	bByPiece  = []byte("byPiece")    // aggregate piece CID (v1 and v2) → id
 	bRejects  = []byte("rejects")    // input seq → rejection without a CAR
-	bQueued   = []byte("queued")     // car number of CARs waiting for their piece
+	bQueued   = []byte("queued")     // car number of CARs waiting for their piece → acceptance time (stats.go)
 	kAggSeq   = []byte("aggSeq")
 	kLastIn   = []byte("lastIn") // the input of the last batch applied
 	kNextCar  = []byte("nextCar")
@@ -48,13 +48,13 @@ var (
 	kBulk     = []byte("bulk")     // set while a rebuild runs
 	kIndexed  = []byte("indexed")  // CARs up to this number are in cidRuns
 	kSettings = []byte("settings") // the log's settings (log.settings), JSON
-	buckets   = [][]byte{bMeta, bCidRuns, bCars, bAggs, bMembers, bClosed, bByPiece, bRejects, bQueued}
+	buckets   = [][]byte{bMeta, bCidRuns, bCars, bAggs, bMembers, bClosed, bByPiece, bRejects, bQueued, bSince, bMoved}
 )
 
 // schemaVersion names the layout of the buckets. A file of another version
 // is emptied on Open and rebuilt from the aggregate log by the projector:
 // the read models are disposable.
-const schemaVersion = "6" // 6: the CID index in sorted runs
+const schemaVersion = "7" // 7: per-state counts and waiting times (stats.go)
 
 // Store is the bbolt file of the read models.
 //
@@ -70,6 +70,7 @@ type Store struct {
 	cache    aggCache
 	index    *cidIndex
 	bulk     bool
+	stats    statsMem
 }
 
 // Open opens or creates the read models at path for deals of dealSize. A
@@ -94,6 +95,13 @@ func Open(path string, dealSize uint64) (*Store, error) {
 	var cfg *events.Settings
 	if err == nil {
 		cfg, err = st.Settings()
+	}
+	if err == nil {
+		err = db.View(func(tx *bolt.Tx) error {
+			stats, err := loadStats(tx)
+			st.stats.set(stats)
+			return err
+		})
 	}
 	if err != nil {
 		db.Close()
@@ -135,6 +143,7 @@ func (s *Store) Reset() error {
 		return err
 	}
 	s.index.reset()
+	s.stats.set(Stats{}.clone())
 	return nil
 }
 
@@ -214,6 +223,9 @@ type LoggedBatch struct {
 	// one message share it.
 	Seq   uint64
 	Batch events.Batch
+	// At is when the aggregate log stored the message: the times the
+	// read models keep for the metrics (stats.go).
+	At time.Time
 	// end marks the message's last batch (the projector's reader sets it).
 	end bool
 	// pieces holds the parsed piece of each car.added decision, by index,
@@ -247,9 +259,10 @@ func (e *LoggedBatch) Prepare() {
 func (s *Store) Apply(batches []LoggedBatch) error {
 	ix := &indexTx{x: s.index}
 	dealSize := s.dealSize
+	var committed Stats
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bMeta)
-		w := &writer{tx: tx, dealSize: s.dealSize, next: decodeUint64(meta.Get(kNextCar)), index: ix}
+		w := &writer{tx: tx, dealSize: s.dealSize, next: decodeUint64(meta.Get(kNextCar)), index: ix, stats: s.stats.get()}
 		defer func() { dealSize = w.dealSize }()
 		// Keys that only ever append: fill the pages instead of splitting
 		// them in half (bbolt's default suits random inserts).
@@ -262,6 +275,7 @@ func (s *Store) Apply(batches []LoggedBatch) error {
 				continue
 			}
 			lastIn = e.Batch.In
+			w.at = e.At
 			for i, d := range e.Batch.Decisions {
 				var prepared piece.Commitment
 				if i < len(e.pieces) {
@@ -285,11 +299,20 @@ func (s *Store) Apply(batches []LoggedBatch) error {
 		if err := meta.Put(kLastIn, encodeUint64(lastIn)); err != nil {
 			return err
 		}
+		stats, err := json.Marshal(w.stats)
+		if err != nil {
+			return err
+		}
+		if err := meta.Put(kStats, stats); err != nil {
+			return err
+		}
+		committed = w.stats
 		return meta.Put(kAggSeq, encodeUint64(last))
 	})
 	if err != nil {
 		return err
 	}
+	s.stats.set(committed)
 	ix.committed()
 	s.dealSize = dealSize
 	return nil
@@ -329,6 +352,8 @@ type writer struct {
 	aggs     map[uint64]*wire.AggregateView // changed, written by flush
 	next     uint64                         // the last car number given
 	index    *indexTx
+	stats    Stats     // the counts as of the decision applied (stats.go)
+	at       time.Time // when the aggregate log stored the batch applied
 }
 
 // apply applies one decision; prepared is its piece when LoggedBatch.Prepare
@@ -336,15 +361,17 @@ type writer struct {
 func (w *writer) apply(in uint64, d events.Decision, prepared piece.Commitment) error {
 	switch d.Type {
 	case events.DecCarQueued:
-		r, err := w.accept(d)
+		r, was, err := w.accept(d)
 		if err != nil {
 			return err
 		}
+		w.leaveCar(was)
+		w.enterCar(aggregator.Queued)
 		r.view.State = aggregator.Queued
 		if err := w.put(r); err != nil {
 			return err
 		}
-		return w.tx.Bucket(bQueued).Put(encodeUint64(r.num), nil)
+		return w.tx.Bucket(bQueued).Put(encodeUint64(r.num), encodeTime(w.at))
 	case events.DecCarAdded:
 		return w.added(d, prepared)
 	case events.DecCarRejected:
@@ -471,43 +498,51 @@ func (w *writer) updateAgg(id uint64, fn func(*wire.AggregateView)) error {
 	if err != nil {
 		return err
 	}
+	was := a.State
 	fn(a)
+	if err := w.aggMoved(a, was); err != nil {
+		return err
+	}
 	return w.putAgg(a)
 }
 
 // accept returns the CAR of a first acceptance (or a re-acceptance after a
-// rejection) with the producer's record, not yet stored.
-func (w *writer) accept(d events.Decision) (*carRecord, error) {
+// rejection) with the producer's record, not yet stored, and the state the
+// CAR was in ("" for a new one).
+func (w *writer) accept(d events.Decision) (*carRecord, string, error) {
 	// The record is written anew; a re-accepted CAR keeps its number.
 	r := &carRecord{view: wire.CarView{Car: d.Car}}
+	was := ""
 	if num, ok := w.index.get(w.tx, keyOf(d.Car)); ok {
 		old, err := byNumber(w.tx, num)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		if old.view.Car != d.Car {
-			return nil, fmt.Errorf("%w: CARs %s and %s", errKeyClash, d.Car, old.view.Car)
+			return nil, "", fmt.Errorf("%w: CARs %s and %s", errKeyClash, d.Car, old.view.Car)
 		}
-		r.num = num
+		r.num, was = num, old.view.State
 	}
 	if rec := d.Record; rec != nil {
 		c := &r.view
 		c.Size, c.MD5, c.URLs, c.ReplicatedAt, c.Source = rec.Size, rec.MD5, rec.URLs, rec.ReplicatedAt, rec.Source
 	}
-	return r, nil
+	return r, was, nil
 }
 
 func (w *writer) added(d events.Decision, p piece.Commitment) error {
 	var r *carRecord
+	var was string
 	var err error
 	if d.Record != nil {
-		r, err = w.accept(d)
-	} else {
-		r, err = w.lookup(d.Car)
+		r, was, err = w.accept(d)
+	} else if r, err = w.lookup(d.Car); err == nil {
+		was = r.view.State
 	}
 	if err != nil {
 		return err
 	}
+	w.leaveCar(was)
 	// Only a numbered CAR can be queued: skip the seek for a new one.
 	if r.num != 0 {
 		if err := w.tx.Bucket(bQueued).Delete(encodeUint64(r.num)); err != nil {
@@ -528,11 +563,13 @@ func (w *writer) added(d events.Decision, p piece.Commitment) error {
 func (w *writer) join(id uint64, r *carRecord, padded uint64, root [32]byte) error {
 	a, err := w.agg(id)
 	if errors.Is(err, ErrNotFound) {
-		a, err = &wire.AggregateView{ID: id, State: aggregator.Ingesting, DealSize: w.dealSize}, nil
+		a = &wire.AggregateView{ID: id, State: aggregator.Ingesting, DealSize: w.dealSize}
+		err = w.newAgg(a)
 	}
 	if err != nil {
 		return err
 	}
+	w.enterCar(carStateOf(a.State))
 	r.view.Aggregate, r.member = id, a.Count
 	if err := w.put(r); err != nil { // gives a new CAR its number
 		return err
@@ -550,6 +587,7 @@ func (w *writer) rejected(in uint64, d events.Decision) error {
 		r, err := w.lookup(d.Car)
 		switch {
 		case errors.Is(err, ErrNotFound):
+			w.enterCar(aggregator.Rejected)
 			return w.put(&carRecord{view: wire.CarView{Car: d.Car, State: aggregator.Rejected, Reason: d.Reason}})
 		case err != nil:
 			return err
@@ -557,6 +595,8 @@ func (w *writer) rejected(in uint64, d events.Decision) error {
 			if err := w.tx.Bucket(bQueued).Delete(encodeUint64(r.num)); err != nil {
 				return err
 			}
+			w.leaveCar(r.view.State)
+			w.enterCar(aggregator.Rejected)
 			// Keep what the producer said; it helps to see why.
 			r.view.State, r.view.Reason = aggregator.Rejected, d.Reason
 			return w.put(r)
@@ -634,7 +674,11 @@ func (w *writer) ready(d events.Decision) error {
 	if err := closed.Put(kTree, built.AppendBinary(nil)); err != nil {
 		return err
 	}
+	was := a.State
 	a.State, a.Piece, a.PieceV1, a.PieceSize, a.Closed = aggregator.Ready, d.Piece, d.PieceV1, d.PieceSize, d.Closed
+	if err := w.aggMoved(a, was); err != nil {
+		return err
+	}
 	byPiece := w.tx.Bucket(bByPiece)
 	if err := byPiece.Put([]byte(d.Piece), encodeUint64(a.ID)); err != nil {
 		return err
@@ -731,6 +775,9 @@ func (w *writer) requeued(d events.Decision) error {
 		return len(run) < d.Count
 	})
 	if err != nil {
+		return err
+	}
+	if err := w.moveOut(from, len(run)); err != nil {
 		return err
 	}
 	for _, m := range run {
