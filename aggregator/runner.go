@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,6 +42,10 @@ type RunnerConfig struct {
 	// OnBatch, if set, is called after each batch is decided and its
 	// append sent (metrics); the append may still fail.
 	OnBatch func(events.Batch, time.Duration)
+	// OnInput, if set, is called with every input the leader applies,
+	// decisions or none: the input's type (from its subject), when the
+	// input log stored it, and its batch (metrics).
+	OnInput func(typ string, stored time.Time, b events.Batch)
 	// Snapshots, if set, is where a new leader loads its state from and
 	// where the leader stores a snapshot every SnapshotEvery inputs
 	// (0: DefaultSnapshotEvery); a standby prefetches from it. Without it
@@ -357,6 +362,9 @@ func (r *Runner) apply(ctx context.Context, l *lease, st *State, aggSeq uint64) 
 	take := func(e jetlog.Entry) error {
 		start := time.Now()
 		b := st.ApplyInput(Input{Seq: e.Seq, Data: e.Data, Stored: e.Time})
+		if r.cfg.OnInput != nil {
+			r.cfg.OnInput(r.inputType(e), e.Time, b)
+		}
 		if len(b.Decisions) == 0 {
 			return nil
 		}
@@ -500,4 +508,16 @@ func (r *Runner) tick(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// inputType is an input's type as its subject names it (<prefix>in.<type>).
+func (r *Runner) inputType(e jetlog.Entry) string {
+	if e.Msg == nil {
+		return "unknown"
+	}
+	typ, ok := strings.CutPrefix(e.Msg.Subject(), r.cfg.Subjects.Input(""))
+	if !ok || typ == "" {
+		return "unknown"
+	}
+	return typ
 }

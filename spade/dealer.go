@@ -38,6 +38,9 @@ type Dealer struct {
 	// Workers is how many offers are made at once; zero (or less) means 2.
 	Workers int
 	Log     *slog.Logger
+	// OnOffer, if set, hears the outcome (Outcome) of each offer made,
+	// after the Offerer's retries (metrics).
+	OnOffer func(outcome string)
 
 	once    sync.Once
 	queue   chan uint64
@@ -136,6 +139,9 @@ func (d *Dealer) offer(ctx context.Context, id uint64) {
 	err = d.Offerer.Offer(ctx, offer)
 	if ctx.Err() != nil {
 		return
+	}
+	if d.OnOffer != nil {
+		d.OnOffer(Outcome(err))
 	}
 	var ev events.Event = &events.DealOffered{Aggregate: id, Piece: offer.Piece, Engine: d.Offerer.URL, Offer: offer.Nth}
 	if err != nil {

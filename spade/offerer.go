@@ -3,6 +3,7 @@ package spade
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -40,6 +41,9 @@ type Offerer struct {
 	Logger *slog.Logger
 	// Now is the clock for OfferDir file names; nil means time.Now.
 	Now func() time.Time
+	// OnAttempt, if set, hears each request to the engine: its outcome
+	// (Outcome of its error) and how long the round trip took (metrics).
+	OnAttempt func(outcome string, took time.Duration)
 }
 
 var defaultOfferClient = &http.Client{Timeout: time.Minute}
@@ -73,7 +77,12 @@ func (o *Offerer) Offer(ctx context.Context, offer *Offer) error {
 		log.Warn("offer failed, will retry", "attempt", n, "err", err, "wait", wait)
 	}
 	err = retry(ctx, o.Backoff, o.attempts(), onRetry, func() error {
-		return postJSON(ctx, o.client(), o.URL, o.Token, body)
+		start := time.Now()
+		err := postJSON(ctx, o.client(), o.URL, o.Token, body)
+		if o.OnAttempt != nil && ctx.Err() == nil {
+			o.OnAttempt(Outcome(err), time.Since(start))
+		}
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("offer aggregate %d: %w", offer.Aggregate, err)
@@ -128,4 +137,25 @@ func writeAtomic(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// The outcomes of an offer (Outcome).
+const (
+	OutcomeAccepted = "accepted"  // the engine took it (2xx)
+	OutcomeRefused  = "refused"   // the engine refused it (a 4xx other than 408 and 429)
+	OutcomeBadOffer = "bad_offer" // ferry did not send it: it failed Validate
+	OutcomeFailed   = "failed"    // no answer, 5xx, 408 or 429
+)
+
+// Outcome names what an offer's (or one attempt's) error says.
+func Outcome(err error) string {
+	switch {
+	case err == nil:
+		return OutcomeAccepted
+	case errors.Is(err, ErrBadOffer):
+		return OutcomeBadOffer
+	case errors.Is(err, ErrRefused):
+		return OutcomeRefused
+	}
+	return OutcomeFailed
 }

@@ -35,8 +35,10 @@ func (n *Node) setupDeals() {
 	d := n.cfg.Deals
 	if d.Engine != "" {
 		n.Dealer = &spade.Dealer{
-			Offerer: &spade.Offerer{URL: d.Engine, Token: d.EngineToken, OfferDir: d.OfferDir, Logger: n.log},
-			Store:   n.Store, ReportURL: n.reportURL(), Publish: n.publish, Active: active, RetryAfter: d.RetryAfter, Log: n.log,
+			Offerer: &spade.Offerer{URL: d.Engine, Token: d.EngineToken, OfferDir: d.OfferDir, Logger: n.log,
+				OnAttempt: n.metrics.observeEngine},
+			Store: n.Store, ReportURL: n.reportURL(), Publish: n.publish, Active: active, RetryAfter: d.RetryAfter, Log: n.log,
+			OnOffer: n.metrics.observeOffer,
 		}
 	}
 	if d.Oracle != "" {

@@ -137,6 +137,8 @@ type Node struct {
 	embedCfg natsembed.Config // the embedded server's, for reopening JetStream
 	disk     *diskWatch
 	lag      *lagWatch
+	metrics  *metrics
+	streams  *streamCache // the streams' figures for /metrics (queues.go)
 
 	// retry fires when a cause every part shares has passed (the disk has
 	// room again): parts waiting out a backoff start again at once.
@@ -225,9 +227,11 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	n.streams = newStreamCache(n.JS)
+	n.metrics = newMetrics(n.Registry, n)
 	n.Runner = aggregator.NewRunner(n.JS, aggregator.RunnerConfig{
 		Fold: n.cfg.Fold, Subjects: n.cfg.Subjects, Holder: holderName(), Tick: n.cfg.Tick, Log: n.log,
-		OnBatch:   newMetrics(n.Registry, n).observeBatch,
+		OnBatch: n.metrics.observeBatch, OnInput: n.metrics.observeInput,
 		Snapshots: snaps, SnapshotEvery: n.cfg.SnapshotEvery,
 	})
 	n.PinProjector = projections.NewPinProjector(n.JS, n.cfg.Subjects, n.Pins, projections.PinHooks{
@@ -346,7 +350,7 @@ func (n *Node) listen() error {
 	// Headers must come within 10 s and an idle keep-alive connection is
 	// closed after 2 min; bodies have their own deadlines, by route
 	// (api.Limits).
-	n.httpSrv = &http.Server{Handler: n.handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	n.httpSrv = &http.Server{Handler: n.metrics.instrument(n.handler()), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	return nil
 }
 
