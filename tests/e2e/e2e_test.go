@@ -13,6 +13,10 @@
 // kubo's own file and directory CIDs; a pack killed with SIGKILL and run
 // again; a pack whose CARs go to deals through a running ferry serve.
 //
+// The README's walk-through ("Five minutes with ferry") runs as written,
+// its ```sh blocks in one bash, in a network namespace of its own for the
+// fixed ports it names (readme_test.go).
+//
 //	make e2e    # builds kubo v0.32.1 once (scripts/kubo.sh), then this
 //
 // FERRY_KUBO names the ipfs binary and FERRY_S3_SERVER SeaweedFS's, for
