@@ -348,9 +348,9 @@ func checkCAR(t *testing.T, ps *proctest.Procs, src *kubo, v carView, root strin
 // leaves than kubo's 174 links a node) and a single-block file.
 type content struct{ tree, multi, small string }
 
-func addContent(t *testing.T, k *kubo) content {
-	dir := filepath.Join(t.TempDir(), "tree")
-	files := map[string]int{"a/b/big.bin": 3<<20 + 123, "a/notes.txt": 2000, "c/d/e/deep.bin": 70000, "top.bin": 1}
+// writeRandomTree writes files of random bytes, path → size, under dir.
+func writeRandomTree(t *testing.T, dir string, files map[string]int) {
+	t.Helper()
 	for name, n := range files {
 		p := filepath.Join(dir, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -362,6 +362,11 @@ func addContent(t *testing.T, k *kubo) content {
 			t.Fatal(err)
 		}
 	}
+}
+
+func addContent(t *testing.T, k *kubo) content {
+	dir := filepath.Join(t.TempDir(), "tree")
+	writeRandomTree(t, dir, map[string]int{"a/b/big.bin": 3<<20 + 123, "a/notes.txt": 2000, "c/d/e/deep.bin": 70000, "top.bin": 1})
 	multi := filepath.Join(t.TempDir(), "multi.bin")
 	b := make([]byte, 1<<20)
 	rand.Read(b)

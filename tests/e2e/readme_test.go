@@ -5,7 +5,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -306,18 +305,7 @@ type photosTree struct{ root string }
 // makePhotos writes a small tree with the file the README's jq looks for.
 func makePhotos(t *testing.T, dir string) photosTree {
 	t.Helper()
-	files := map[string]int{"2024/beach.jpg": 1 << 20, "2024/dunes.jpg": 700 << 10, "2025/snow.jpg": 1500 << 10, "notes.txt": 300}
-	for name, size := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		b := make([]byte, size)
-		rand.Read(b)
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeRandomTree(t, dir, map[string]int{"2024/beach.jpg": 1 << 20, "2024/dunes.jpg": 700 << 10, "2025/snow.jpg": 1500 << 10, "notes.txt": 300})
 	k := &kubo{t: t, path: filepath.Join(t.TempDir(), "hash")}
 	k.run("init", "--profile", "test")
 	return photosTree{root: k.run("add", "-r", "-Q", "--cid-version=1", "--only-hash", dir)}
@@ -381,12 +369,7 @@ done`
 	}()
 	t.Cleanup(func() {
 		wr.Close()
-		for pid := range sh.pids {
-			// Each job is its own process group under set -m.
-			var n int
-			fmt.Sscan(pid, &n)
-			syscall.Kill(-n, syscall.SIGTERM)
-		}
+		sh.signalJobs(syscall.SIGTERM)
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
 		select {
@@ -395,13 +378,20 @@ done`
 			cmd.Process.Kill()
 		}
 		time.Sleep(2 * time.Second)
-		for pid := range sh.pids {
-			var n int
-			fmt.Sscan(pid, &n)
-			syscall.Kill(-n, syscall.SIGKILL)
-		}
+		sh.signalJobs(syscall.SIGKILL)
 	})
 	return sh
+}
+
+// signalJobs signals every job's process group (each job is its own
+// under set -m).
+func (sh *walkShell) signalJobs(sig syscall.Signal) {
+	for pid := range sh.pids {
+		var n int
+		if _, err := fmt.Sscan(pid, &n); err == nil && n > 0 {
+			syscall.Kill(-n, sig)
+		}
+	}
 }
 
 // run runs one chunk and returns its output; a failed command fails the
