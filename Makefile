@@ -20,7 +20,8 @@ test: fmt-check vet
 # API and kubo's ipfs pin remote, fetched through kubo's gateway and RPC,
 # round-tripped through ipfs dag import, one stored in an S3 bucket; a
 # tree packed by ferry pack, imported and read back through kubo, a pack
-# killed and resumed, and a pack published to deals.
+# killed and resumed, a pack published to deals, and the README's
+# walk-through run as written (about two minutes).
 # scripts/kubo.sh builds kubo v0.32.1 once into ~/.cache/ferry, and
 # scripts/s3server.sh SeaweedFS (minutes each on a fresh machine).
 e2e:

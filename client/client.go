@@ -1,13 +1,3 @@
-// Package client is the Go client of ferry for the three jobs of a storage
-// service: publish car.replicated events, read state (over HTTP, or by
-// replaying the aggregate log), and follow deal receipts.
-//
-// # Rules
-//
-//   - Publishing is idempotent by CAR CID: a retried publish is not a
-//     second CAR.
-//   - Reads over HTTP see the read models, which trail the aggregate log by
-//     moments; Replay reads the log itself.
 package client
 
 import (

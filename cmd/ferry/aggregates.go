@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -11,7 +12,7 @@ import (
 )
 
 func runAggregates(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("aggregates", "aggregates [flags] [ID | close ID | reoffer ID | fail ID]", stderr)
+	fs := newFlags("aggregates", "aggregates [flags] [ID | close [ID] | reoffer ID | fail ID]", stderr)
 	server := fs.String("server", defaultHTTP, "ferry's HTTP `address`")
 	token := fs.String("write-token", "", "bearer token for close, reoffer and fail")
 	state := fs.String("state", "", "only aggregates in this state")
@@ -28,28 +29,41 @@ func runAggregates(ctx context.Context, args []string, _ io.Reader, stdout, stde
 		"reoffer": func(id uint64) error { return c.ReofferAggregate(ctx, id) },
 		"fail":    func(id uint64) error { return c.FailAggregate(ctx, id, *reason) },
 	}
-	switch {
-	case fs.NArg() == 2 && orders[fs.Arg(0)] != nil:
-		id, err := strconv.ParseUint(fs.Arg(1), 10, 64)
+	args = fs.Args()
+	if len(args) == 1 && args[0] == "close" {
+		// Without an id, close is "close what is filling now": a reader
+		// need not look up the INGESTING aggregate's id first.
+		page, err := c.Aggregates(ctx, "INGESTING", 0, 1)
 		if err != nil {
-			return fmt.Errorf("%w: aggregate id %q", errUsage, fs.Arg(1))
-		}
-		if err := orders[fs.Arg(0)](id); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s of aggregate %d requested\n", fs.Arg(0), id)
+		if len(page.Aggregates) == 0 {
+			return errors.New("no aggregate is INGESTING")
+		}
+		args = append(args, strconv.FormatUint(page.Aggregates[0].ID, 10))
+	}
+	switch {
+	case len(args) == 2 && orders[args[0]] != nil:
+		id, err := strconv.ParseUint(args[1], 10, 64)
+		if err != nil {
+			return fmt.Errorf("%w: aggregate id %q", errUsage, args[1])
+		}
+		if err := orders[args[0]](id); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s of aggregate %d requested\n", args[0], id)
 		return nil
-	case fs.NArg() == 1:
-		v, err := c.Aggregate(ctx, fs.Arg(0), *after, *limit)
+	case len(args) == 1:
+		v, err := c.Aggregate(ctx, args[0], *after, *limit)
 		if err != nil {
 			return err
 		}
 		return printJSON(stdout, v)
-	case fs.NArg() == 0:
+	case len(args) == 0:
 		return listAggregates(ctx, c, *state, *after, *limit, stdout)
 	}
 	fs.Usage()
-	return fmt.Errorf("%w: aggregates [ID | close ID | reoffer ID | fail ID]", errUsage)
+	return fmt.Errorf("%w: aggregates [ID | close [ID] | reoffer ID | fail ID]", errUsage)
 }
 
 func listAggregates(ctx context.Context, c *client.HTTP, state string, after, limit int, stdout io.Writer) error {

@@ -54,7 +54,7 @@ var commands = []command{
 	{"status", "CID", "where a CAR is: state, aggregate, inclusion proof, deals", runStatus},
 	{"pin", "CID", "pin a CID: ferry fetches its DAG into a CAR and deals it (--name, --origin)", runPin},
 	{"pins", "", "list pins as JSON lines (--status, --cid)", runPins},
-	{"aggregates", "", "list aggregates; 'aggregates ID' shows one; 'aggregates close|reoffer|fail ID' orders one", runAggregates},
+	{"aggregates", "", "list aggregates; 'aggregates ID' shows one; 'aggregates close|reoffer|fail ID' orders one; 'aggregates close' closes the INGESTING one", runAggregates},
 	{"replay", "", "rebuild the read models from the logs, replacing them only once whole", runReplay},
 	{"receipts", "", "print deal receipts as JSON lines (--follow to keep going)", runReceipts},
 	{"commp", "", "piece CID, sizes, md5 and roots of a CAR file, URL or stdin", runCommp},

@@ -13,6 +13,10 @@
 // kubo's own file and directory CIDs; a pack killed with SIGKILL and run
 // again; a pack whose CARs go to deals through a running ferry serve.
 //
+// The README's walk-through ("Five minutes with ferry") runs as written,
+// its ```sh blocks in one bash, in a network namespace of its own for the
+// fixed ports it names (readme_test.go).
+//
 //	make e2e    # builds kubo v0.32.1 once (scripts/kubo.sh), then this
 //
 // FERRY_KUBO names the ipfs binary and FERRY_S3_SERVER SeaweedFS's, for
@@ -344,9 +348,9 @@ func checkCAR(t *testing.T, ps *proctest.Procs, src *kubo, v carView, root strin
 // leaves than kubo's 174 links a node) and a single-block file.
 type content struct{ tree, multi, small string }
 
-func addContent(t *testing.T, k *kubo) content {
-	dir := filepath.Join(t.TempDir(), "tree")
-	files := map[string]int{"a/b/big.bin": 3<<20 + 123, "a/notes.txt": 2000, "c/d/e/deep.bin": 70000, "top.bin": 1}
+// writeRandomTree writes files of random bytes, path → size, under dir.
+func writeRandomTree(t *testing.T, dir string, files map[string]int) {
+	t.Helper()
 	for name, n := range files {
 		p := filepath.Join(dir, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -358,6 +362,11 @@ func addContent(t *testing.T, k *kubo) content {
 			t.Fatal(err)
 		}
 	}
+}
+
+func addContent(t *testing.T, k *kubo) content {
+	dir := filepath.Join(t.TempDir(), "tree")
+	writeRandomTree(t, dir, map[string]int{"a/b/big.bin": 3<<20 + 123, "a/notes.txt": 2000, "c/d/e/deep.bin": 70000, "top.bin": 1})
 	multi := filepath.Join(t.TempDir(), "multi.bin")
 	b := make([]byte, 1<<20)
 	rand.Read(b)
