@@ -39,7 +39,7 @@ var (
 	kLayout   = []byte("layout")     // position → arrival, arrival → position (u32 each)
 	kTree     = []byte("tree")       // the aggregate's frc58 tree (frc58.Stored)
 	bByPiece  = []byte("byPiece")    // aggregate piece CID (v1 and v2) → id
-	bRejects  = []byte("rejects")    // input seq → rejection without a CAR
+	bRejects  = []byte("rejects")    // input seq → rejection: CAR CID (if any) and reason
 	bQueued   = []byte("queued")     // car number of CARs waiting for their piece
 	kAggSeq   = []byte("aggSeq")
 	kLastIn   = []byte("lastIn") // the input of the last batch applied
@@ -261,7 +261,7 @@ func (s *Store) Apply(batches []LoggedBatch) error {
 			if e.Seq <= applied {
 				continue
 			}
-			lastIn = e.Batch.In
+			lastIn, w.now = e.Batch.In, e.Batch.Now
 			for i, d := range e.Batch.Decisions {
 				var prepared piece.Commitment
 				if i < len(e.pieces) {
@@ -329,6 +329,7 @@ type writer struct {
 	aggs     map[uint64]*wire.AggregateView // changed, written by flush
 	next     uint64                         // the last car number given
 	index    *indexTx
+	now      time.Time // the fold's clock after the batch being applied
 }
 
 // apply applies one decision; prepared is its piece when LoggedBatch.Prepare
@@ -349,8 +350,16 @@ func (w *writer) apply(in uint64, d events.Decision, prepared piece.Commitment) 
 		return w.added(d, prepared)
 	case events.DecCarRejected:
 		return w.rejected(in, d)
-	case events.DecInputIgnored, events.DecAggClock:
+	case events.DecInputIgnored:
 		return nil
+	case events.DecAggClock:
+		// The max-wait clock of an aggregate opened before the first tick
+		// starts now (see join).
+		err := w.updateAgg(d.Aggregate, func(a *wire.AggregateView) { a.WaitSince = d.At })
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		return err
 	case events.DecLogSettings:
 		// The log's deal size decides the read models' layouts, whatever
 		// the store was opened with.
@@ -528,7 +537,9 @@ func (w *writer) added(d events.Decision, p piece.Commitment) error {
 func (w *writer) join(id uint64, r *carRecord, padded uint64, root [32]byte) error {
 	a, err := w.agg(id)
 	if errors.Is(err, ErrNotFound) {
-		a, err = &wire.AggregateView{ID: id, State: aggregator.Ingesting, DealSize: w.dealSize}, nil
+		// The fold starts a new aggregate's max-wait clock at its own
+		// clock, or at the next tick when it has none yet (DecAggClock).
+		a, err = &wire.AggregateView{ID: id, State: aggregator.Ingesting, DealSize: w.dealSize, WaitSince: w.now}, nil
 	}
 	if err != nil {
 		return err
@@ -545,27 +556,32 @@ func (w *writer) join(id uint64, r *carRecord, padded uint64, root [32]byte) err
 	return w.putAgg(a)
 }
 
+// rejected records a rejection by input sequence (Rejections reads the
+// last ones), and on the CAR unless the CAR is accepted already: a
+// rejection of an input whose CAR is accepted leaves the CAR alone.
 func (w *writer) rejected(in uint64, d events.Decision) error {
-	if d.Car != "" {
-		r, err := w.lookup(d.Car)
-		switch {
-		case errors.Is(err, ErrNotFound):
-			return w.put(&carRecord{view: wire.CarView{Car: d.Car, State: aggregator.Rejected, Reason: d.Reason}})
-		case err != nil:
-			return err
-		case r.view.State == aggregator.Queued || r.view.State == aggregator.Rejected:
-			if err := w.tx.Bucket(bQueued).Delete(encodeUint64(r.num)); err != nil {
-				return err
-			}
-			// Keep what the producer said; it helps to see why.
-			r.view.State, r.view.Reason = aggregator.Rejected, d.Reason
-			return w.put(r)
-		}
+	data, _ := json.Marshal(Rejection{Input: in, Car: d.Car, Reason: d.Reason})
+	if err := w.tx.Bucket(bRejects).Put(encodeUint64(in), data); err != nil {
+		return err
 	}
-	// A rejection of an input whose CAR is accepted (or that names none)
-	// leaves the CAR alone; it is kept by input sequence for the record.
-	data, _ := json.Marshal(map[string]string{"car": d.Car, "reason": d.Reason})
-	return w.tx.Bucket(bRejects).Put(encodeUint64(in), data)
+	if d.Car == "" {
+		return nil
+	}
+	r, err := w.lookup(d.Car)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return w.put(&carRecord{view: wire.CarView{Car: d.Car, State: aggregator.Rejected, Reason: d.Reason}})
+	case err != nil:
+		return err
+	case r.view.State == aggregator.Queued || r.view.State == aggregator.Rejected:
+		if err := w.tx.Bucket(bQueued).Delete(encodeUint64(r.num)); err != nil {
+			return err
+		}
+		// Keep what the producer said; it helps to see why.
+		r.view.State, r.view.Reason = aggregator.Rejected, d.Reason
+		return w.put(r)
+	}
+	return nil
 }
 
 // member is one entry of the members bucket.
