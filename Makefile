@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build test vet fmt-check run bench bench-smoke clean crash-test cluster-test fuzz e2e
+.PHONY: build test vet fmt-check run bench bench-smoke clean crash-test cluster-test fuzz e2e browser-test dashboard-screenshot
 
 build:
 	$(GO) build -o bin/ferry ./cmd/ferry
@@ -14,6 +14,7 @@ test: fmt-check vet
 	$(MAKE) cluster-test
 	$(MAKE) s3-test
 	$(MAKE) bench-smoke
+	$(MAKE) browser-test
 	$(MAKE) e2e
 
 # ferry against a real kubo (tests/e2e): pins through the Pinning Service
@@ -27,6 +28,20 @@ test: fmt-check vet
 e2e:
 	@kubo=$$(./scripts/kubo.sh) && s3=$$(./scripts/s3server.sh) && \
 	FERRY_KUBO="$$kubo" FERRY_S3_SERVER="$$s3" $(GO) test -tags e2e -count=1 -timeout 20m ./tests/e2e/ -v
+
+# The dashboard in Debian's headless chromium, driven by chromedp
+# (internal/node, build tag browser): a ferry with deals, a filling
+# aggregate and a rejection, the overview checked against the API, a
+# search followed to a CAR's page. scripts/chromium.sh installs chromium
+# with apt-get when it is missing. Screenshots go to $FERRY_ARTIFACTS
+# (default: a temporary directory, logged).
+browser-test:
+	FERRY_CHROMIUM="$$(./scripts/chromium.sh)" $(GO) test -tags browser -race -count=1 -timeout 10m -run TestDashboard ./internal/node/ -v
+
+# docs/dashboard.png, taken by the browser test.
+dashboard-screenshot:
+	FERRY_CHROMIUM="$$(./scripts/chromium.sh)" FERRY_DOCS_SCREENSHOT="$(CURDIR)/docs/dashboard.png" \
+		$(GO) test -tags browser -count=1 -timeout 10m -run TestDashboardInBrowser ./internal/node/
 
 # The S3 CAR store against a real S3-compatible server (SeaweedFS, built
 # once and cached by scripts/s3server.sh; the first build takes minutes).

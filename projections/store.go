@@ -39,7 +39,7 @@ var (
 	kLayout   = []byte("layout")     // position → arrival, arrival → position (u32 each)
 	kTree     = []byte("tree")       // the aggregate's frc58 tree (frc58.Stored)
 	bByPiece  = []byte("byPiece")    // aggregate piece CID (v1 and v2) → id
-	bRejects  = []byte("rejects")    // input seq → rejection without a CAR
+	bRejects  = []byte("rejects")    // input seq → rejection: CAR CID (if any) and reason
 	bQueued   = []byte("queued")     // car number of CARs waiting for their piece → acceptance time (stats.go)
 	kAggSeq   = []byte("aggSeq")
 	kLastIn   = []byte("lastIn") // the input of the last batch applied
@@ -274,8 +274,7 @@ func (s *Store) Apply(batches []LoggedBatch) error {
 			if e.Seq <= applied {
 				continue
 			}
-			lastIn = e.Batch.In
-			w.at = e.At
+			lastIn, w.now, w.at = e.Batch.In, e.Batch.Now, e.At
 			for i, d := range e.Batch.Decisions {
 				var prepared piece.Commitment
 				if i < len(e.pieces) {
@@ -354,6 +353,7 @@ type writer struct {
 	index    *indexTx
 	stats    Stats     // the counts as of the decision applied (stats.go)
 	at       time.Time // when the aggregate log stored the batch applied
+	now      time.Time // the fold's clock after the batch being applied
 }
 
 // apply applies one decision; prepared is its piece when LoggedBatch.Prepare
@@ -376,8 +376,16 @@ func (w *writer) apply(in uint64, d events.Decision, prepared piece.Commitment) 
 		return w.added(d, prepared)
 	case events.DecCarRejected:
 		return w.rejected(in, d)
-	case events.DecInputIgnored, events.DecAggClock:
+	case events.DecInputIgnored:
 		return nil
+	case events.DecAggClock:
+		// The max-wait clock of an aggregate opened before the first tick
+		// starts now (see join).
+		err := w.updateAgg(d.Aggregate, func(a *wire.AggregateView) { a.WaitSince = d.At })
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		return err
 	case events.DecLogSettings:
 		// The log's deal size decides the read models' layouts, whatever
 		// the store was opened with.
@@ -563,7 +571,9 @@ func (w *writer) added(d events.Decision, p piece.Commitment) error {
 func (w *writer) join(id uint64, r *carRecord, padded uint64, root [32]byte) error {
 	a, err := w.agg(id)
 	if errors.Is(err, ErrNotFound) {
-		a = &wire.AggregateView{ID: id, State: aggregator.Ingesting, DealSize: w.dealSize}
+		// The fold starts a new aggregate's max-wait clock at its own
+		// clock, or at the next tick when it has none yet (DecAggClock).
+		a = &wire.AggregateView{ID: id, State: aggregator.Ingesting, DealSize: w.dealSize, WaitSince: w.now}
 		err = w.newAgg(a)
 	}
 	if err != nil {
@@ -582,30 +592,35 @@ func (w *writer) join(id uint64, r *carRecord, padded uint64, root [32]byte) err
 	return w.putAgg(a)
 }
 
+// rejected records a rejection by input sequence (Rejections reads the
+// last ones), and on the CAR unless the CAR is accepted already: a
+// rejection of an input whose CAR is accepted leaves the CAR alone.
 func (w *writer) rejected(in uint64, d events.Decision) error {
-	if d.Car != "" {
-		r, err := w.lookup(d.Car)
-		switch {
-		case errors.Is(err, ErrNotFound):
-			w.enterCar(aggregator.Rejected)
-			return w.put(&carRecord{view: wire.CarView{Car: d.Car, State: aggregator.Rejected, Reason: d.Reason}})
-		case err != nil:
-			return err
-		case r.view.State == aggregator.Queued || r.view.State == aggregator.Rejected:
-			if err := w.tx.Bucket(bQueued).Delete(encodeUint64(r.num)); err != nil {
-				return err
-			}
-			w.leaveCar(r.view.State)
-			w.enterCar(aggregator.Rejected)
-			// Keep what the producer said; it helps to see why.
-			r.view.State, r.view.Reason = aggregator.Rejected, d.Reason
-			return w.put(r)
-		}
+	data, _ := json.Marshal(Rejection{Input: in, Car: d.Car, Reason: d.Reason})
+	if err := w.tx.Bucket(bRejects).Put(encodeUint64(in), data); err != nil {
+		return err
 	}
-	// A rejection of an input whose CAR is accepted (or that names none)
-	// leaves the CAR alone; it is kept by input sequence for the record.
-	data, _ := json.Marshal(map[string]string{"car": d.Car, "reason": d.Reason})
-	return w.tx.Bucket(bRejects).Put(encodeUint64(in), data)
+	if d.Car == "" {
+		return nil
+	}
+	r, err := w.lookup(d.Car)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		w.enterCar(aggregator.Rejected)
+		return w.put(&carRecord{view: wire.CarView{Car: d.Car, State: aggregator.Rejected, Reason: d.Reason}})
+	case err != nil:
+		return err
+	case r.view.State == aggregator.Queued || r.view.State == aggregator.Rejected:
+		if err := w.tx.Bucket(bQueued).Delete(encodeUint64(r.num)); err != nil {
+			return err
+		}
+		w.leaveCar(r.view.State)
+		w.enterCar(aggregator.Rejected)
+		// Keep what the producer said; it helps to see why.
+		r.view.State, r.view.Reason = aggregator.Rejected, d.Reason
+		return w.put(r)
+	}
+	return nil
 }
 
 // member is one entry of the members bucket.

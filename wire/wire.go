@@ -46,16 +46,21 @@ type ProofPath struct {
 
 // AggregateView is what GET /v1/aggregates/{id} answers.
 type AggregateView struct {
-	ID         uint64 `json:"id"`
-	State      string `json:"state"`
-	Piece      string `json:"piece,omitempty"`
-	PieceV1    string `json:"pieceV1,omitempty"`
-	PieceSize  uint64 `json:"pieceSize,omitempty"`
-	DealSize   uint64 `json:"dealSize"`
-	Payload    uint64 `json:"payload"`
-	Count      int    `json:"count"`
-	Closed     string `json:"closed,omitempty"`
-	OfferError string `json:"offerError,omitempty"`
+	ID        uint64 `json:"id"`
+	State     string `json:"state"`
+	Piece     string `json:"piece,omitempty"`
+	PieceV1   string `json:"pieceV1,omitempty"`
+	PieceSize uint64 `json:"pieceSize,omitempty"`
+	DealSize  uint64 `json:"dealSize"`
+	Payload   uint64 `json:"payload"`
+	Count     int    `json:"count"`
+	Closed    string `json:"closed,omitempty"`
+	// WaitSince is when the aggregate's max-wait clock started, in the
+	// fold's tick time: the clock when it opened (or the first tick, if it
+	// opened before any). It closes once it holds the minimum payload and
+	// MaxWait has passed since.
+	WaitSince  time.Time `json:"waitSince,omitzero"`
+	OfferError string    `json:"offerError,omitempty"`
 	// Offers counts the offers the deal engine accepted.
 	Offers int `json:"offers,omitempty"`
 	// FailedOffers counts the failed or unanswered offers of its CARs

@@ -48,7 +48,9 @@
 //   - projection-lag: follows how far the read models are behind the
 //     aggregate log's last sequence as its stream leader holds it, for
 //     /metrics and /healthz (lag.go).
-//   - http: the API server.
+//   - dashboard-rate: samples the read models' CAR count every 5 s for
+//     the dashboard's ingest rate (package dashboard, dashboard.go).
+//   - http: the API server and the dashboard.
 //
 // Parts share nothing but the read models (written by the projector alone,
 // read by the others), the hand-offs above, the aggregator's leader status

@@ -17,6 +17,7 @@ import (
 	"github.com/ferry-dev/ferry/aggregator/snapshots"
 	"github.com/ferry-dev/ferry/api"
 	"github.com/ferry-dev/ferry/carstore"
+	"github.com/ferry-dev/ferry/dashboard"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/jetlog"
@@ -126,8 +127,10 @@ type Node struct {
 	Runner       *aggregator.Runner
 	Pub          *jetlog.Publisher
 	API          *api.API
-	Dealer       *spade.Dealer
-	Receipter    *receipts.Publisher
+	// Dashboard is the page at GET / (package dashboard).
+	Dashboard *dashboard.Dashboard
+	Dealer    *spade.Dealer
+	Receipter *receipts.Publisher
 	// Cars is the CAR store.
 	Cars     carstore.Store
 	Oracle   *spade.OraclePoller
@@ -241,6 +244,7 @@ func (n *Node) start(ctx context.Context) error {
 		WriteToken: n.cfg.WriteToken, ReportToken: n.cfg.ReportToken, ReadToken: n.cfg.ReadToken, Log: n.log,
 		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health, Behind: n.lag.behind,
 		Limits: n.cfg.HTTPLimits}
+	n.Dashboard = n.newDashboard()
 	if err := n.listen(); err != nil {
 		return err
 	}
@@ -354,10 +358,11 @@ func (n *Node) listen() error {
 	return nil
 }
 
-// handler is the API, plus the CAR store's directory.
+// handler is the API, plus the dashboard and the CAR store's directory.
 func (n *Node) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", n.API.Handler())
+	n.Dashboard.Register(mux) // GET / exactly, and /ui/
 	if !n.carsInBucket() {
 		mux.Handle("GET /cars/", http.StripPrefix("/cars", api.CarServer(n.carDir())))
 	}
@@ -375,6 +380,7 @@ func (n *Node) Run(ctx context.Context) {
 	})
 	n.goRun("memory", func() error { return n.releaseMemory(ctx) })
 	n.goRun("projection-lag", func() error { return n.lag.run(ctx) })
+	n.goRun("dashboard-rate", func() error { return n.Dashboard.Sample(ctx) })
 	n.runDeals(ctx)
 	n.runPieces(ctx)
 	n.runFetches(ctx)
