@@ -248,9 +248,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	// A queue whose streams do not exist yet holds nothing; one whose
 	// streams could not be read is left out rather than shown empty.
 	for _, q := range Queues {
-		if work, dead := byName[q.Work], byName[q.Dead]; work.Err == "" && dead.Err == "" {
-			gauge(descQueueDepth, float64(work.Messages), q.Name)
-			gauge(descQueueDead, float64(dead.Messages), q.Name)
+		if work, dead := byName[q.Stream], byName[q.DeadStream]; work.Err == "" && dead.Err == "" {
+			gauge(descQueueDepth, float64(work.Messages), q.Label)
+			gauge(descQueueDead, float64(dead.Messages), q.Label)
 		}
 	}
 	if in, ok := byName[jetlog.StreamIn]; ok && in.Err == "" {

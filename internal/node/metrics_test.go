@@ -303,13 +303,13 @@ func TestInputAndStreamMetricsAgreeWithTheLog(t *testing.T) {
 			}
 		}
 		for _, q := range Queues {
-			for name, family := range map[string]string{q.Work: "ferry_work_queue_depth", q.Dead: "ferry_work_queue_dead_letters"} {
+			for name, family := range map[string]string{q.Stream: "ferry_work_queue_depth", q.DeadStream: "ferry_work_queue_dead_letters"} {
 				var want uint64
 				if st, err := s.js.Stream(ctx, name); err == nil {
 					want = st.CachedInfo().State.Msgs
 				}
-				if got, ok := value(fams, family, "queue", q.Name); !ok || got != float64(want) {
-					*last = fmt.Sprintf("%s{queue=%q} %v, stream %s holds %d", family, q.Name, got, name, want)
+				if got, ok := value(fams, family, "queue", q.Label); !ok || got != float64(want) {
+					*last = fmt.Sprintf("%s{queue=%q} %v, stream %s holds %d", family, q.Label, got, name, want)
 					return false
 				}
 			}

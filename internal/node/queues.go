@@ -6,7 +6,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferry-dev/ferry/fetchworker"
 	"github.com/ferry-dev/ferry/jetlog"
+	"github.com/ferry-dev/ferry/packworker"
+	"github.com/ferry-dev/ferry/pieceworker"
+	"github.com/ferry-dev/ferry/workqueue"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -21,17 +25,24 @@ type StreamStat struct {
 	Err string
 }
 
-// Queue is a JetStream work queue: the stream its items wait in and the
-// stream its dead letters go to.
+// Queue is one of ferry's work queues under the name /metrics labels it
+// with (piece, fetch, pack).
 type Queue struct {
-	Name, Work, Dead string
+	Label string
+	workqueue.Queue
 }
 
-// Queues are the work queues ferry's workers take items from.
-var Queues = []Queue{
-	{Name: "piece", Work: jetlog.StreamWork, Dead: jetlog.StreamDLQ},
-	{Name: "fetch", Work: jetlog.StreamFetch, Dead: jetlog.StreamFetchDLQ},
-	{Name: "pack", Work: jetlog.StreamPack, Dead: jetlog.StreamPackDLQ},
+// Queues are the work queues ferry's workers take items from, the one list
+// /metrics and the dashboard read. Their streams are the same under every
+// subject prefix.
+var Queues = workQueues(jetlog.DefaultSubjects)
+
+func workQueues(sub jetlog.Subjects) []Queue {
+	return []Queue{
+		{Label: "piece", Queue: pieceworker.Queue(sub)},
+		{Label: "fetch", Queue: fetchworker.Queue(sub)},
+		{Label: "pack", Queue: packworker.Queue(sub)},
+	}
 }
 
 // Streams are the streams StreamStats reads: the logs, then each queue's
