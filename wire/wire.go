@@ -27,6 +27,43 @@ type CarView struct {
 	Inclusion      *InclusionView `json:"inclusion,omitempty"`
 	Deals          []events.Deal  `json:"deals,omitempty"`
 	Reason         string         `json:"reason,omitempty"`
+	// Work is what the piece workers last said of a QUEUED CAR whose
+	// piece work failed: absent while no attempt has failed.
+	Work *WorkAttempt `json:"work,omitempty"`
+}
+
+// WorkAttempt is the record a work queue keeps of an item whose last
+// attempt failed, written by the worker on any machine and read by the
+// status API: the piece work of a QUEUED CAR (CarView.Work), and in
+// JetStream's FERRY_WORK_ATTEMPTS bucket the fetch and pack work too.
+type WorkAttempt struct {
+	// Attempt is the delivery that failed (1 for the first); the item
+	// is dead-lettered when attempt MaxAttempts fails.
+	Attempt     int `json:"attempt"`
+	MaxAttempts int `json:"maxAttempts"`
+	// LastError is the failure as a reason: what was refused or wrong,
+	// never more of what a source answered (as a rejection's reason).
+	LastError string    `json:"lastError"`
+	At        time.Time `json:"at"`
+	// NextRetryAt is when the item is tried again, absent once dead.
+	NextRetryAt time.Time `json:"nextRetryAt,omitzero"`
+	// Dead says the item ran out of attempts: it is on the dead-letter
+	// stream until it is replayed.
+	Dead bool `json:"dead,omitempty"`
+	// Worker names the process that made the attempt (host:pid).
+	Worker string `json:"worker,omitempty"`
+}
+
+// CarStatus answers one CID of a batch status call (GET /v1/cars?cid=…,
+// POST /v1/cars/status), in the order asked.
+type CarStatus struct {
+	// CID is the CID as asked.
+	CID string `json:"cid"`
+	// Status is what GET /v1/cars/{cid} would answer: 200 with View, 404
+	// for a CAR ferry does not know, 400 for text that is not a CID.
+	Status int      `json:"status"`
+	Error  string   `json:"error,omitempty"`
+	View   *CarView `json:"view,omitempty"`
 }
 
 // InclusionView is an FRC-0058 inclusion proof in JSON: the subtree proof of

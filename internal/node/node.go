@@ -237,6 +237,9 @@ func (n *Node) start(ctx context.Context) error {
 		WriteToken: n.cfg.WriteToken, ReportToken: n.cfg.ReportToken, ReadToken: n.cfg.ReadToken, Log: n.log,
 		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health, Behind: n.lag.behind,
 		Limits: n.cfg.HTTPLimits}
+	if n.API.PieceWork, err = n.pieceWork(ctx); err != nil {
+		return err
+	}
 	if err := n.listen(); err != nil {
 		return err
 	}
