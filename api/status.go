@@ -16,14 +16,12 @@ import (
 	"github.com/ferry-dev/ferry/wire"
 )
 
-// Limits of the batch status call.
-const (
-	// MaxStatusCIDs bounds the CIDs of one batch status call.
-	MaxStatusCIDs = 1000
-	// MaxStatusBody bounds a POST /v1/cars/status body: MaxStatusCIDs
-	// CIDs of the longest text an input may name, quoted, with room.
-	MaxStatusBody = 512 << 10
-)
+// MaxStatusCIDs bounds the CIDs of one batch status call.
+const MaxStatusCIDs = wire.MaxStatusCIDs
+
+// MaxStatusBody bounds a POST /v1/cars/status body: MaxStatusCIDs CIDs of
+// the longest text an input may name, quoted, with room.
+const MaxStatusBody = 512 << 10
 
 // appendCar appends GET /v1/cars/{cid}'s answer for car, a canonical CID.
 // A QUEUED CAR gets its piece work's last failed attempt (PieceWork),

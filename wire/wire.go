@@ -54,6 +54,10 @@ type WorkAttempt struct {
 	Worker string `json:"worker,omitempty"`
 }
 
+// MaxStatusCIDs bounds the CIDs of one batch status call; more are
+// answered 400.
+const MaxStatusCIDs = 1000
+
 // CarStatus answers one CID of a batch status call (GET /v1/cars?cid=…,
 // POST /v1/cars/status), in the order asked.
 type CarStatus struct {

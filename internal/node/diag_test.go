@@ -1,10 +1,17 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,6 +22,7 @@ import (
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/internal/urlpolicy"
 	"github.com/ferry-dev/ferry/jetlog"
+	"github.com/ferry-dev/ferry/wire"
 )
 
 // flakySource serves CARs by path, answering 500 to the first fail
@@ -152,4 +160,127 @@ func TestPieceWorkRecordIsRemovedOnSuccess(t *testing.T) {
 		}
 		return n == 0
 	})
+}
+
+// The batch status calls answer each CID as GET /v1/cars/{cid} does, in
+// the order asked, unknown and malformed CIDs in their own entries;
+// they need the read token and bound what they take.
+func TestBatchStatusAnswersEachCIDAsTheSingleCall(t *testing.T) {
+	nt := testutil.StartNATS(t)
+	cfg := testConfig(t.TempDir(), nt.URL())
+	cfg.Pieces.Workers = -1
+	cfg.ReadToken = "reader"
+	n := startNode(t, cfg)
+	ctx := context.Background()
+	pub := jetlog.NewPublisher(nt.JS, jetlog.DefaultSubjects)
+	var asked []string
+	for i := range 5 {
+		ev := testutil.Replicated(7000+i, 4000, i != 2) // CAR 2 waits for its piece
+		if _, err := pub.Publish(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+		asked = append(asked, ev.Car)
+	}
+	unknown := testutil.CarCID(999999).String()
+	asked = append(asked, unknown, "not-a-cid", asked[0])
+	api := client.NewHTTP(n.HTTPAddr())
+	api.Token = cfg.ReadToken
+	testutil.Eventually(t, 30*time.Second, "the CARs to be known", func() bool {
+		v, err := api.Car(ctx, asked[4])
+		return err == nil && v.State != ""
+	})
+
+	got, err := api.Cars(ctx, asked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(asked) {
+		t.Fatalf("%d answers for %d CIDs", len(got), len(asked))
+	}
+	for i, a := range got {
+		if a.CID != asked[i] {
+			t.Fatalf("answer %d is of %s, asked %s", i, a.CID, asked[i])
+		}
+		single, err := api.Car(ctx, asked[i])
+		var apiErr *client.APIError
+		switch {
+		case err == nil:
+			if a.Status != http.StatusOK || !reflect.DeepEqual(a.View, single) {
+				t.Errorf("%s: batch %+v, single %+v", asked[i], a, single)
+			}
+		case errors.As(err, &apiErr):
+			if a.Status != apiErr.Status || a.View != nil || a.Error == "" {
+				t.Errorf("%s: batch %+v, single answered %d %s", asked[i], a, apiErr.Status, apiErr.Message)
+			}
+		default:
+			t.Fatal(err)
+		}
+	}
+	if got[2].View.State != aggregator.Queued || got[5].Status != http.StatusNotFound || got[6].Status != http.StatusBadRequest {
+		t.Fatalf("QUEUED, unknown and malformed answered %+v, %+v, %+v", got[2], got[5], got[6])
+	}
+
+	// GET with the CIDs in the query answers the same.
+	q := url.Values{"cid": asked}
+	var viaGet struct {
+		Cars []wire.CarStatus `json:"cars"`
+	}
+	if code := getJSON(t, "http://"+n.HTTPAddr()+"/v1/cars?"+q.Encode(), cfg.ReadToken, &viaGet); code != http.StatusOK || !reflect.DeepEqual(viaGet.Cars, got) {
+		t.Fatalf("GET answered %d %+v, POST %+v", code, viaGet.Cars, got)
+	}
+	if code := getJSON(t, "http://"+n.HTTPAddr()+"/v1/cars?"+q.Encode(), "", nil); code != http.StatusUnauthorized {
+		t.Fatalf("GET without the read token answered %d", code)
+	}
+
+	// Over the limit: refused as a whole, saying the limit.
+	many := make([]string, wire.MaxStatusCIDs+1)
+	for i := range many {
+		many[i] = asked[0]
+	}
+	body, _ := json.Marshal(map[string][]string{"cids": many})
+	code, msg := postRaw(t, "http://"+n.HTTPAddr()+"/v1/cars/status", cfg.ReadToken, body)
+	if code != http.StatusBadRequest || !strings.Contains(msg, fmt.Sprintf("send 1 to %d CIDs, not %d", wire.MaxStatusCIDs, len(many))) {
+		t.Fatalf("%d CIDs answered %d %s", len(many), code, msg)
+	}
+	big := append([]byte(`{"cids":["`), bytes.Repeat([]byte("b"), 600<<10)...)
+	if code, msg := postRaw(t, "http://"+n.HTTPAddr()+"/v1/cars/status", cfg.ReadToken, append(big, `"]}`...)); code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a body of 600 KiB answered %d %s", code, msg)
+	}
+	// The client splits a longer list into calls the server takes.
+	all, err := api.Cars(ctx, many)
+	if err != nil || len(all) != len(many) || all[len(many)-1].View.Car != asked[0] {
+		t.Fatalf("client.Cars of %d CIDs: %d answers, %v", len(many), len(all), err)
+	}
+}
+
+func getJSON(t *testing.T, u, token string, out any) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if out != nil && resp.StatusCode == http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return resp.StatusCode
+}
+
+func postRaw(t *testing.T, u, token string, body []byte) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, u, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(data)
 }
