@@ -105,6 +105,25 @@ type AggregateView struct {
 	// RequeueAt is when the CARs of a failed deal go back to be
 	// aggregated again, after the backoff.
 	RequeueAt time.Time `json:"requeueAt,omitzero"`
+	// LastOfferAt is when the deal engine last took an offer of it, by
+	// the fold's clock (its last tick).
+	LastOfferAt time.Time `json:"lastOfferAt,omitzero"`
+	// ReportDueAt is, while DEAL_PENDING, when the fold offers it again
+	// if no deal is reported (LastOfferAt + the log's dealTimeout), or
+	// gives up on it when that was its last offer (maxOffers).
+	ReportDueAt time.Time `json:"reportDueAt,omitzero"`
+	// OfferFailures counts the offers the engine refused or did not
+	// answer, each after the offerer's own retries; OfferError is the
+	// last one's error, OfferFailedAt its time by the fold's clock and
+	// EngineStatus the engine's HTTP status in it (absent: no answer).
+	// The three are cleared when an offer is taken.
+	OfferFailures int       `json:"offerFailures,omitempty"`
+	OfferFailedAt time.Time `json:"offerFailedAt,omitzero"`
+	EngineStatus  int       `json:"engineStatus,omitempty"`
+	// ReofferAt is, while READY after a failed offer, when the dealer
+	// offers it again (serve's --offer-retry); absent after a refusal,
+	// which waits for an operator's reoffer.
+	ReofferAt time.Time `json:"reofferAt,omitzero"`
 	// Reason is why the deal failed, or why it is being offered again.
 	Reason string `json:"reason,omitempty"`
 	// ReportRefused is the last deal report for this aggregate that ferry

@@ -284,3 +284,93 @@ func postRaw(t *testing.T, u, token string, body []byte) (int, string) {
 	data, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(data)
 }
+
+// recordingEngine is a deal engine that refuses offers with 409 and a
+// reason until accept is set, then takes them (and never reports), and
+// counts the offers it took.
+type recordingEngine struct {
+	srv    *httptest.Server
+	accept atomic.Bool
+	taken  atomic.Int64
+}
+
+const engineRefusal = "pieces of this size are not wanted here"
+
+func newRecordingEngine(t *testing.T) *recordingEngine {
+	e := &recordingEngine{}
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !e.accept.Load() {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusConflict)
+			json.NewEncoder(w).Encode(map[string]string{"error": engineRefusal})
+			return
+		}
+		e.taken.Add(1)
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+// An aggregate shows what became of its offers: the engine's refusal
+// (status and reason) and when, then once offered the time of the offer
+// and when the deal clock offers it again, which it then does.
+func TestAnAggregateShowsItsOffersAndWhenItIsOfferedAgain(t *testing.T) {
+	engine := newRecordingEngine(t)
+	n, nt, dir := dealClockNode(t, engine.srv.URL+"/offers")
+	api := client.NewHTTP(n.HTTPAddr())
+	ctx := context.Background()
+	publishCars(t, n, nt, makeCars(t, dir, 0, 2))
+
+	var refused *wire.AggregateView
+	testutil.Eventually(t, 30*time.Second, "the refused offer to show", func() bool {
+		for _, a := range aggsIn(t, api, aggregator.Ready) {
+			if a.OfferFailures > 0 {
+				refused = &a
+				return true
+			}
+		}
+		return false
+	})
+	if refused.EngineStatus != http.StatusConflict || !strings.Contains(refused.OfferError, engineRefusal) ||
+		refused.OfferFailedAt.IsZero() || !refused.ReofferAt.IsZero() || refused.Offers != 0 {
+		t.Fatalf("refused aggregate %+v: want the engine's 409 and reason, no re-offer (a refusal waits for the operator)", refused)
+	}
+
+	engine.accept.Store(true)
+	before := time.Now()
+	if err := api.ReofferAggregate(ctx, refused.ID); err != nil {
+		t.Fatal(err)
+	}
+	var pending *wire.AggregateView
+	testutil.Eventually(t, 30*time.Second, "the offer to be taken", func() bool {
+		a, err := api.Aggregate(ctx, fmt.Sprint(refused.ID), -1, 0)
+		pending = a
+		return err == nil && a.State == aggregator.DealPending
+	})
+	timeout := n.cfg.Fold.DealTimeout
+	if pending.Offers != 1 || pending.OfferError != "" || pending.EngineStatus != 0 || pending.OfferFailures != 1 {
+		t.Fatalf("pending aggregate %+v: want one offer taken, the one failure counted and its error cleared", pending)
+	}
+	// The fold's clock is its last tick (every 20 ms), not the wall's.
+	if pending.LastOfferAt.Before(before.Add(-time.Second)) || pending.LastOfferAt.After(time.Now()) {
+		t.Fatalf("lastOfferAt %s, the reoffer was asked at %s", pending.LastOfferAt, before)
+	}
+	if got := pending.ReportDueAt.Sub(pending.LastOfferAt); got != timeout {
+		t.Fatalf("report due %s after the offer, want the deal timeout %s", got, timeout)
+	}
+
+	// No report comes: the deal clock offers it again once due.
+	firstDue := pending.ReportDueAt
+	testutil.Eventually(t, 30*time.Second, "the second offer", func() bool {
+		a, err := api.Aggregate(ctx, fmt.Sprint(refused.ID), -1, 0)
+		pending = a
+		return err == nil && a.Offers == 2 && a.State == aggregator.DealPending
+	})
+	if pending.LastOfferAt.Before(firstDue) || !pending.ReportDueAt.Equal(pending.LastOfferAt.Add(timeout)) {
+		t.Fatalf("after the second offer %+v", pending)
+	}
+	if engine.taken.Load() < 2 {
+		t.Fatalf("the engine took %d offers, the aggregate says 2", engine.taken.Load())
+	}
+}
