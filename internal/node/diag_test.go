@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -57,26 +56,31 @@ func (f *flakySource) allow() *urlpolicy.Policy {
 	return urlpolicy.Default.With(urlpolicy.AddrPortRule(netip.MustParseAddrPort(strings.TrimPrefix(f.srv.URL, "http://"))))
 }
 
+// pieceWorkNode starts ferry with one piece worker that may reach src,
+// tries an item attempts times backoff apart, and publishes car at src
+// without its piece.
+func pieceWorkNode(t *testing.T, src *flakySource, car testutil.CAR, attempts int, backoff time.Duration) (*testutil.NATS, *client.HTTP, Config) {
+	nt := testutil.StartNATS(t)
+	cfg := testConfig(t.TempDir(), nt.URL())
+	cfg.Pieces.Workers, cfg.Pieces.MaxDeliver, cfg.Pieces.Backoff = 1, attempts, []time.Duration{backoff}
+	cfg.Pieces.Fetch.Policy = src.allow()
+	n := startNode(t, cfg)
+	pub := jetlog.NewPublisher(nt.JS, jetlog.DefaultSubjects)
+	if _, err := pub.Publish(context.Background(), car.Event(src.srv.URL, false)); err != nil {
+		t.Fatal(err)
+	}
+	return nt, client.NewHTTP(n.HTTPAddr()), cfg
+}
+
 // A CAR whose piece fetch keeps failing is QUEUED with the piece work's
 // last error, its attempt, the queue's limit and the next retry, read
 // from what the worker recorded in NATS, not from serve's log.
 func TestQueuedCarShowsItsPieceWorkFailure(t *testing.T) {
-	nt := testutil.StartNATS(t)
 	car := testutil.MakeCAR(t, 4242, 9000)
 	src := newFlakySource(t, -1, car)
-	cfg := testConfig(t.TempDir(), nt.URL())
-	cfg.Pieces.Workers = 1
-	cfg.Pieces.MaxDeliver = 3
 	backoff := 3 * time.Second
-	cfg.Pieces.Backoff = []time.Duration{backoff}
-	cfg.Pieces.Fetch.Policy = src.allow()
-	n := startNode(t, cfg)
-	api := client.NewHTTP(n.HTTPAddr())
+	_, api, cfg := pieceWorkNode(t, src, car, 3, backoff)
 	ctx := context.Background()
-	pub := jetlog.NewPublisher(nt.JS, jetlog.DefaultSubjects)
-	if _, err := pub.Publish(ctx, car.Event(src.srv.URL, false)); err != nil {
-		t.Fatal(err)
-	}
 
 	testutil.Eventually(t, 30*time.Second, "the QUEUED CAR to show its failed attempt", func() bool {
 		v, err := api.Car(ctx, car.CID.String())
@@ -123,20 +127,10 @@ func TestQueuedCarShowsItsPieceWorkFailure(t *testing.T) {
 // Once the piece work succeeds its record is gone: a CAR that recovered
 // does not carry an old error.
 func TestPieceWorkRecordIsRemovedOnSuccess(t *testing.T) {
-	nt := testutil.StartNATS(t)
 	car := testutil.MakeCAR(t, 4343, 9000)
 	src := newFlakySource(t, 1, car)
-	cfg := testConfig(t.TempDir(), nt.URL())
-	cfg.Pieces.Workers = 1
-	cfg.Pieces.Backoff = []time.Duration{2 * time.Second}
-	cfg.Pieces.Fetch.Policy = src.allow()
-	n := startNode(t, cfg)
-	api := client.NewHTTP(n.HTTPAddr())
+	nt, api, _ := pieceWorkNode(t, src, car, 5, 2*time.Second)
 	ctx := context.Background()
-	pub := jetlog.NewPublisher(nt.JS, jetlog.DefaultSubjects)
-	if _, err := pub.Publish(ctx, car.Event(src.srv.URL, false)); err != nil {
-		t.Fatal(err)
-	}
 	testutil.Eventually(t, 30*time.Second, "the failed first attempt to show", func() bool {
 		v, err := api.Car(ctx, car.CID.String())
 		return err == nil && v.Work != nil && v.Work.Attempt == 1
@@ -225,10 +219,10 @@ func TestBatchStatusAnswersEachCIDAsTheSingleCall(t *testing.T) {
 	var viaGet struct {
 		Cars []wire.CarStatus `json:"cars"`
 	}
-	if code := getJSON(t, "http://"+n.HTTPAddr()+"/v1/cars?"+q.Encode(), cfg.ReadToken, &viaGet); code != http.StatusOK || !reflect.DeepEqual(viaGet.Cars, got) {
+	if code, _ := psa(t, n, http.MethodGet, "/v1/cars?"+q.Encode(), cfg.ReadToken, nil, &viaGet); code != http.StatusOK || !reflect.DeepEqual(viaGet.Cars, got) {
 		t.Fatalf("GET answered %d %+v, POST %+v", code, viaGet.Cars, got)
 	}
-	if code := getJSON(t, "http://"+n.HTTPAddr()+"/v1/cars?"+q.Encode(), "", nil); code != http.StatusUnauthorized {
+	if code, _ := psa(t, n, http.MethodGet, "/v1/cars?"+q.Encode(), "", nil, nil); code != http.StatusUnauthorized {
 		t.Fatalf("GET without the read token answered %d", code)
 	}
 
@@ -238,12 +232,12 @@ func TestBatchStatusAnswersEachCIDAsTheSingleCall(t *testing.T) {
 		many[i] = asked[0]
 	}
 	body, _ := json.Marshal(map[string][]string{"cids": many})
-	code, msg := postRaw(t, "http://"+n.HTTPAddr()+"/v1/cars/status", cfg.ReadToken, body)
+	code, msg := post(t, n, "/v1/cars/status", cfg.ReadToken, string(body))
 	if code != http.StatusBadRequest || !strings.Contains(msg, fmt.Sprintf("send 1 to %d CIDs, not %d", wire.MaxStatusCIDs, len(many))) {
 		t.Fatalf("%d CIDs answered %d %s", len(many), code, msg)
 	}
 	big := append([]byte(`{"cids":["`), bytes.Repeat([]byte("b"), 600<<10)...)
-	if code, msg := postRaw(t, "http://"+n.HTTPAddr()+"/v1/cars/status", cfg.ReadToken, append(big, `"]}`...)); code != http.StatusRequestEntityTooLarge {
+	if code, msg := post(t, n, "/v1/cars/status", cfg.ReadToken, string(big)+`"]}`); code != http.StatusRequestEntityTooLarge {
 		t.Fatalf("a body of 600 KiB answered %d %s", code, msg)
 	}
 	// The client splits a longer list into calls the server takes.
@@ -251,38 +245,6 @@ func TestBatchStatusAnswersEachCIDAsTheSingleCall(t *testing.T) {
 	if err != nil || len(all) != len(many) || all[len(many)-1].View.Car != asked[0] {
 		t.Fatalf("client.Cars of %d CIDs: %d answers, %v", len(many), len(all), err)
 	}
-}
-
-func getJSON(t *testing.T, u, token string, out any) int {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, u, nil)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if out != nil && resp.StatusCode == http.StatusOK {
-		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return resp.StatusCode
-}
-
-func postRaw(t *testing.T, u, token string, body []byte) (int, string) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, u, bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(data)
 }
 
 // recordingEngine is a deal engine that refuses offers with 409 and a
