@@ -465,7 +465,7 @@ func (s *State) onOfferFailed(b *events.Batch, e *events.OfferFailed) {
 		s.ignore(b, "", "deal.offer_failed: "+reason)
 		return
 	}
-	s.emit(b, events.Decision{Type: events.DecAggOfferFailed, Aggregate: a.id, Reason: e.Reason})
+	s.emit(b, events.Decision{Type: events.DecAggOfferFailed, Aggregate: a.id, Reason: e.Reason, HTTPStatus: e.Status, At: e.RetryAt})
 }
 
 // closedIn finds a closed aggregate that is in one of states.

@@ -67,7 +67,10 @@ type API struct {
 	// made may reach another whose read models have not applied the
 	// offer's aggregate yet.
 	Behind func(ctx context.Context) (bool, error)
-	Log    *slog.Logger
+	// PieceWork returns the last failed attempt of a QUEUED CAR's piece
+	// work, nil when none is on record (nil func: never asked).
+	PieceWork func(ctx context.Context, car string) (*wire.WorkAttempt, error)
+	Log       *slog.Logger
 	// Limits bound how slowly a write's body may arrive.
 	Limits Limits
 
@@ -82,6 +85,8 @@ func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/cars", a.auth(a.WriteToken, true, a.limit(a.writes, "writes", a.postCars)))
 	mux.HandleFunc("GET /v1/cars/{cid}", a.auth(a.ReadToken, true, a.getCar))
+	mux.HandleFunc("GET /v1/cars", a.auth(a.ReadToken, true, a.getCars))
+	mux.HandleFunc("POST /v1/cars/status", a.auth(a.ReadToken, true, a.postCarsStatus))
 	mux.HandleFunc("GET /v1/aggregates", a.auth(a.ReadToken, true, a.listAggregates))
 	mux.HandleFunc("GET /v1/aggregates/{id}", a.auth(a.ReadToken, true, a.getAggregate))
 	mux.HandleFunc("GET /v1/aggregates/{id}/manifest", a.auth(a.ReadToken, true, a.getManifest))
@@ -179,7 +184,7 @@ func (a *API) getCar(w http.ResponseWriter, r *http.Request) {
 	}
 	buf := answers.Get().(*[]byte)
 	defer answers.Put(buf)
-	data, err := a.Store.AppendCarJSON((*buf)[:0], car)
+	data, err := a.appendCar(r.Context(), (*buf)[:0], car)
 	if err != nil {
 		storeErr(w, err)
 		return

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -110,6 +111,24 @@ func (c *HTTP) Car(ctx context.Context, car string) (*wire.CarView, error) {
 		return nil, err
 	}
 	return &v, nil
+}
+
+// Cars returns the status of many CARs, one wire.CarStatus per CID in
+// the order given, from POST /v1/cars/status in calls of up to
+// wire.MaxStatusCIDs CIDs. A CID ferry does not know (Status 404) or that
+// is not a CID (400) is answered in its entry, not as an error.
+func (c *HTTP) Cars(ctx context.Context, cids []string) ([]wire.CarStatus, error) {
+	out := make([]wire.CarStatus, 0, len(cids))
+	for chunk := range slices.Chunk(cids, wire.MaxStatusCIDs) {
+		var page struct {
+			Cars []wire.CarStatus `json:"cars"`
+		}
+		if err := c.do(ctx, http.MethodPost, "/v1/cars/status", map[string][]string{"cids": chunk}, &page); err != nil {
+			return nil, err
+		}
+		out = append(out, page.Cars...)
+	}
+	return out, nil
 }
 
 // Aggregate returns an aggregate by id or piece CID, with up to limit

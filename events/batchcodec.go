@@ -159,6 +159,8 @@ func (d *batchScanner) decision(x *Decision) bool {
 			bit, ok = 1<<13, d.Str(&x.Reason)
 		case "at":
 			bit, ok = 1<<14, d.Time(&x.At)
+		case "httpStatus":
+			bit, ok = 1<<15, d.Int(&x.HTTPStatus)
 			// "deals" and unknown keys: not in the form.
 		}
 		return bit, ok
@@ -333,6 +335,7 @@ func appendDecision(dst []byte, d *Decision) ([]byte, error) {
 			return nil, err
 		}
 	}
+	dst = appendIntField(dst, `,"httpStatus":`, d.HTTPStatus)
 	return append(dst, '}'), nil
 }
 

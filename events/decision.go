@@ -85,8 +85,13 @@ type Decision struct {
 	Reason  string `json:"reason,omitempty"`
 	// At is when an aggregate's wait started (aggregate.clock), or when a
 	// failed aggregate's CARs go back to be aggregated again
-	// (aggregate.failed; absent when they go at once or never).
+	// (aggregate.failed; absent when they go at once or never), or when
+	// the dealer offers an aggregate again after a failed offer
+	// (aggregate.offer_failed; absent when it does not).
 	At time.Time `json:"at,omitzero"`
+	// HTTPStatus is the deal engine's HTTP status in an
+	// aggregate.offer_failed, absent when it did not answer.
+	HTTPStatus int `json:"httpStatus,omitempty"`
 	// Settings is the settings of a log.settings decision.
 	Settings *Settings `json:"settings,omitempty"`
 }

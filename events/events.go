@@ -127,6 +127,12 @@ type OfferFailed struct {
 	Header
 	Aggregate uint64 `json:"aggregate"`
 	Reason    string `json:"reason"`
+	// Status is the HTTP status of the engine's last answer, absent when
+	// it did not answer (a network error, a timeout).
+	Status int `json:"status,omitempty"`
+	// RetryAt is when the dealer offers the aggregate again, absent when
+	// it does not (the engine refused the offer).
+	RetryAt time.Time `json:"retryAt,omitzero"`
 }
 
 // Deal is one storage deal made for an aggregate.

@@ -101,7 +101,7 @@ func Queue(sub jetlog.Subjects) workqueue.Queue {
 	}
 	return workqueue.Queue{
 		Name: "fetch work", Stream: jetlog.StreamFetch, Subject: sub.FetchWork(""), Consumer: jetlog.FetchConsumer,
-		DeadStream: jetlog.StreamFetchDLQ, DeadSubject: sub.FetchDeadLetter(""),
+		DeadStream: jetlog.StreamFetchDLQ, DeadSubject: sub.FetchDeadLetter(""), Attempts: "fetch",
 	}
 }
 

@@ -49,6 +49,11 @@ const (
 	// BucketSnap is the object store of the aggregator's state snapshots
 	// and the runs of its dedupe index (package aggregator/snapshots).
 	BucketSnap = "FERRY_SNAP"
+	// BucketAttempts holds the last failed attempt of each waiting work
+	// item of every work queue (package workqueue), keyed
+	// <queue>.<item key>, so that a status read anywhere can say why an
+	// item waits.
+	BucketAttempts = "FERRY_WORK_ATTEMPTS"
 	// DefaultPrefix is the default subject prefix.
 	DefaultPrefix = "ferry."
 )
@@ -221,6 +226,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", BucketLeader, err)
 	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, attemptsConfig(o.Replicas)); err != nil {
+		return fmt.Errorf("bucket %s: %w", BucketAttempts, err)
+	}
 	_, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket: BucketSnap, Replicas: o.Replicas, Storage: jetstream.FileStorage,
 		Description: "ferry aggregator state snapshots and dedupe index runs",
@@ -229,6 +237,19 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		return fmt.Errorf("bucket %s: %w", BucketSnap, err)
 	}
 	return nil
+}
+
+// attemptsTTL bounds how long an attempt record outlives its last write:
+// a live item's record is rewritten at each failure (backoffs are minutes),
+// and the record of a dead item (or a delete marker) need not stay for
+// good, the dead-letter stream keeps the item.
+const attemptsTTL = 7 * 24 * time.Hour
+
+func attemptsConfig(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket: BucketAttempts, TTL: attemptsTTL, Replicas: replicas, Storage: jetstream.FileStorage,
+		Description: "ferry work queues: the last failed attempt of each waiting item",
+	}
 }
 
 // packStreams are the pack workers' streams: the work queue and its dead
@@ -252,6 +273,7 @@ func packStreams(o StreamOptions) []jetstream.StreamConfig {
 // run against a NATS server ferry serve has not set up: with the replicas
 // of FERRY_IN when it exists (ferry serve's --replicas), else 1. Streams
 // that exist are left as they are: EnsureStreams keeps them up to date.
+// The bucket of attempt records (BucketAttempts) is created the same way.
 func EnsurePackStreams(ctx context.Context, js jetstream.JetStream, sub Subjects) error {
 	o := StreamOptions{Subjects: sub, Replicas: 1, Duplicates: DefaultDuplicates}
 	if st, err := js.Stream(ctx, StreamIn); err == nil {
@@ -269,6 +291,12 @@ func EnsurePackStreams(ctx context.Context, js jetstream.JetStream, sub Subjects
 		}
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+	}
+	if _, err := js.KeyValue(ctx, BucketAttempts); errors.Is(err, jetstream.ErrBucketNotFound) {
+		_, err = js.CreateKeyValue(ctx, attemptsConfig(o.Replicas))
+		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return fmt.Errorf("bucket %s: %w", BucketAttempts, err)
 		}
 	}
 	return nil

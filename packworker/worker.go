@@ -66,7 +66,7 @@ func Queue(sub jetlog.Subjects) workqueue.Queue {
 	sub = subjects(sub)
 	return workqueue.Queue{
 		Name: "pack work", Stream: jetlog.StreamPack, Subject: sub.PackWork(""), Consumer: jetlog.PackConsumer,
-		DeadStream: jetlog.StreamPackDLQ, DeadSubject: sub.PackDeadLetter(""),
+		DeadStream: jetlog.StreamPackDLQ, DeadSubject: sub.PackDeadLetter(""), Attempts: "pack",
 	}
 }
 

@@ -70,7 +70,7 @@ func Queue(sub jetlog.Subjects) workqueue.Queue {
 	}
 	return workqueue.Queue{
 		Name: "piece work", Stream: jetlog.StreamWork, Subject: sub.Work(""), Consumer: jetlog.WorkConsumer,
-		DeadStream: jetlog.StreamDLQ, DeadSubject: sub.DeadLetter(""),
+		DeadStream: jetlog.StreamDLQ, DeadSubject: sub.DeadLetter(""), Attempts: "piece",
 	}
 }
 

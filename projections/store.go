@@ -54,7 +54,7 @@ var (
 // schemaVersion names the layout of the buckets. A file of another version
 // is emptied on Open and rebuilt from the aggregate log by the projector:
 // the read models are disposable.
-const schemaVersion = "7" // 7: per-state counts and waiting times (stats.go)
+const schemaVersion = "7" // 7: per-state counts and waiting times (stats.go), every rejection, offer diagnostics
 
 // Store is the bbolt file of the read models.
 //
@@ -398,26 +398,28 @@ func (w *writer) apply(in uint64, d events.Decision, prepared piece.Commitment) 
 	case events.DecAggReady:
 		return w.ready(d)
 	case events.DecAggOffered:
-		return w.updateAgg(d.Aggregate, func(a *wire.AggregateView) {
-			a.State, a.OfferError = aggregator.DealPending, ""
-			a.Offers++
-		})
+		return w.offered(d)
 	case events.DecAggRetry:
 		return w.updateAgg(d.Aggregate, func(a *wire.AggregateView) {
 			a.State, a.Reason, a.FailedOffers, a.RequeueAt = aggregator.Ready, d.Reason, d.Count, time.Time{}
+			a.ReportDueAt, a.ReofferAt = time.Time{}, time.Time{}
 		})
 	case events.DecAggOfferFailed:
-		return w.updateAgg(d.Aggregate, func(a *wire.AggregateView) { a.OfferError = d.Reason })
+		return w.updateAgg(d.Aggregate, func(a *wire.AggregateView) {
+			a.OfferError, a.EngineStatus, a.OfferFailedAt, a.ReofferAt = d.Reason, d.HTTPStatus, w.now, d.At
+			a.OfferFailures++
+		})
 	case events.DecAggDeals:
 		return w.updateAgg(d.Aggregate, func(a *wire.AggregateView) {
 			// A retry's note, or a give-up the late deal proved wrong, is
 			// history now.
-			a.State, a.Reason, a.RequeueAt = aggregator.DealProcessed, "", time.Time{}
+			a.State, a.Reason, a.RequeueAt, a.ReportDueAt = aggregator.DealProcessed, "", time.Time{}, time.Time{}
 			a.Deals = append(a.Deals, d.Deals...)
 		})
 	case events.DecAggFailed:
 		return w.updateAgg(d.Aggregate, func(a *wire.AggregateView) {
 			a.State, a.Reason, a.FailedOffers, a.RequeueAt = aggregator.DealFailed, d.Reason, d.Count, d.At
+			a.ReportDueAt, a.ReofferAt = time.Time{}, time.Time{}
 		})
 	case events.DecCarsRequeued:
 		if err := w.updateAgg(d.From, func(a *wire.AggregateView) { a.RequeueAt = time.Time{} }); err != nil {
@@ -426,6 +428,38 @@ func (w *writer) apply(in uint64, d events.Decision, prepared piece.Commitment) 
 		return w.requeued(d)
 	}
 	return fmt.Errorf("unknown decision type %q", d.Type)
+}
+
+// offered applies aggregate.offered: DEAL_PENDING from the fold's clock
+// now, its report due when the log's deal timeout says the fold stops
+// waiting for it.
+func (w *writer) offered(d events.Decision) error {
+	timeout, err := w.dealTimeout()
+	if err != nil {
+		return err
+	}
+	return w.updateAgg(d.Aggregate, func(a *wire.AggregateView) {
+		a.State = aggregator.DealPending
+		a.Offers++
+		a.LastOfferAt, a.ReportDueAt, a.ReofferAt = w.now, time.Time{}, time.Time{}
+		a.OfferError, a.EngineStatus, a.OfferFailedAt = "", 0, time.Time{}
+		if timeout > 0 && !w.now.IsZero() {
+			a.ReportDueAt = w.now.Add(timeout)
+		}
+	})
+}
+
+// dealTimeout is the log's deal timeout, 0 when it has none.
+func (w *writer) dealTimeout() (time.Duration, error) {
+	v := w.tx.Bucket(bMeta).Get(kSettings)
+	if v == nil {
+		return 0, nil
+	}
+	var s events.Settings
+	if err := json.Unmarshal(v, &s); err != nil {
+		return 0, fmt.Errorf("log settings: %w", err)
+	}
+	return s.DealTimeout, nil
 }
 
 // lookup reads a CAR by CID.

@@ -145,11 +145,13 @@ func (d *Dealer) offer(ctx context.Context, id uint64) {
 	}
 	var ev events.Event = &events.DealOffered{Aggregate: id, Piece: offer.Piece, Engine: d.Offerer.URL, Offer: offer.Nth}
 	if err != nil {
-		ev = &events.OfferFailed{Aggregate: id, Reason: err.Error()}
+		failed := &events.OfferFailed{Aggregate: id, Reason: err.Error(), Status: engineStatus(err)}
 		log.Warn("offer failed", "err", err)
 		if !errors.Is(err, ErrRefused) && !errors.Is(err, ErrBadOffer) {
+			failed.RetryAt = time.Now().UTC().Add(d.retryWait())
 			d.retryLater(ctx, id)
 		}
+		ev = failed
 	} else {
 		log.Info("offered", "piece", offer.Piece, "pieces", len(offer.Pieces))
 	}
@@ -159,12 +161,27 @@ func (d *Dealer) offer(ctx context.Context, id uint64) {
 	}
 }
 
-func (d *Dealer) retryLater(ctx context.Context, id uint64) {
-	wait := d.RetryAfter
-	if wait <= 0 {
-		wait = 10 * time.Minute
+// engineStatus is the HTTP status of the engine's answer in an offer's
+// error, 0 when it did not answer.
+func engineStatus(err error) int {
+	if re, ok := errors.AsType[*RefusedError](err); ok {
+		return re.Status
 	}
-	time.AfterFunc(wait, func() {
+	if se, ok := errors.AsType[*StatusError](err); ok {
+		return se.Status
+	}
+	return 0
+}
+
+func (d *Dealer) retryWait() time.Duration {
+	if d.RetryAfter <= 0 {
+		return 10 * time.Minute
+	}
+	return d.RetryAfter
+}
+
+func (d *Dealer) retryLater(ctx context.Context, id uint64) {
+	time.AfterFunc(d.retryWait(), func() {
 		if ctx.Err() == nil {
 			d.Enqueue(id)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -112,6 +113,60 @@ func TestDealerWorkersZeroMeansTwoOtherValuesAsGiven(t *testing.T) {
 			}
 			if _, most := engine.counts(); most != tt.want {
 				t.Fatalf("Workers %d: %d offers held at once, want %d", tt.workers, most, tt.want)
+			}
+		})
+	}
+}
+
+// TestAFailedOfferRecordsTheEnginesAnswerAndTheRetry: deal.offer_failed
+// carries the engine's HTTP status and, when the dealer will offer again
+// (a transient failure), when; a refusal is not offered again.
+func TestAFailedOfferRecordsTheEnginesAnswerAndTheRetry(t *testing.T) {
+	tests := []struct {
+		name    string
+		status  int
+		retried bool
+	}{
+		{"a 503 is offered again after RetryAfter", http.StatusServiceUnavailable, true},
+		{"a 409 refusal is not offered again", http.StatusConflict, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, SimConfig{})
+			rm := f.newReadModels(t)
+			rm.aggregate(1, f.cars[:1], true)
+			engine := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				writeError(w, tt.status, "engine says no")
+			}))
+			t.Cleanup(engine.Close)
+			published := make(chan events.Event, 16)
+			retry := time.Hour // long: the test sees one outcome
+			d := &Dealer{
+				Offerer: &Offerer{URL: engine.URL, Backoff: fastBackoff, MaxAttempts: 2}, Store: rm.read(),
+				ReportURL: f.rptSrv.URL + "/v1/deals/report", RetryAfter: retry,
+				Publish: func(_ context.Context, ev events.Event) error { published <- ev; return nil },
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			stopped := make(chan struct{})
+			go func() { d.Run(ctx); close(stopped) }()
+			t.Cleanup(func() { cancel(); <-stopped })
+			before := time.Now()
+			d.Enqueue(1)
+			var failed *events.OfferFailed
+			select {
+			case ev := <-published:
+				failed, _ = ev.(*events.OfferFailed)
+			case <-time.After(20 * time.Second):
+				t.Fatal("no outcome within 20s")
+			}
+			if failed == nil || failed.Status != tt.status || !strings.Contains(failed.Reason, "engine says no") {
+				t.Fatalf("outcome %+v, want deal.offer_failed with the engine's %d and reason", failed, tt.status)
+			}
+			if got := !failed.RetryAt.IsZero(); got != tt.retried {
+				t.Fatalf("retryAt %s: retried %v, want %v", failed.RetryAt, got, tt.retried)
+			}
+			if tt.retried && (failed.RetryAt.Before(before.Add(retry)) || failed.RetryAt.After(time.Now().Add(retry))) {
+				t.Fatalf("retryAt %s, want RetryAfter (%s) after the failure", failed.RetryAt, retry)
 			}
 		})
 	}

@@ -27,6 +27,47 @@ type CarView struct {
 	Inclusion      *InclusionView `json:"inclusion,omitempty"`
 	Deals          []events.Deal  `json:"deals,omitempty"`
 	Reason         string         `json:"reason,omitempty"`
+	// Work is what the piece workers last said of a QUEUED CAR whose
+	// piece work failed: absent while no attempt has failed.
+	Work *WorkAttempt `json:"work,omitempty"`
+}
+
+// WorkAttempt is the record a work queue keeps of an item whose last
+// attempt failed, written by the worker on any machine and read by the
+// status API: the piece work of a QUEUED CAR (CarView.Work), and in
+// JetStream's FERRY_WORK_ATTEMPTS bucket the fetch and pack work too.
+type WorkAttempt struct {
+	// Attempt is the delivery that failed (1 for the first); the item
+	// is dead-lettered when attempt MaxAttempts fails.
+	Attempt     int `json:"attempt"`
+	MaxAttempts int `json:"maxAttempts"`
+	// LastError is the failure as a reason: what was refused or wrong,
+	// never more of what a source answered (as a rejection's reason).
+	LastError string    `json:"lastError"`
+	At        time.Time `json:"at"`
+	// NextRetryAt is when the item is tried again, absent once dead.
+	NextRetryAt time.Time `json:"nextRetryAt,omitzero"`
+	// Dead says the item ran out of attempts: it is on the dead-letter
+	// stream until it is replayed.
+	Dead bool `json:"dead,omitempty"`
+	// Worker names the process that made the attempt (host:pid).
+	Worker string `json:"worker,omitempty"`
+}
+
+// MaxStatusCIDs bounds the CIDs of one batch status call; more are
+// answered 400.
+const MaxStatusCIDs = 1000
+
+// CarStatus answers one CID of a batch status call (GET /v1/cars?cid=…,
+// POST /v1/cars/status), in the order asked.
+type CarStatus struct {
+	// CID is the CID as asked.
+	CID string `json:"cid"`
+	// Status is what GET /v1/cars/{cid} would answer: 200 with View, 404
+	// for a CAR ferry does not know, 400 for text that is not a CID.
+	Status int      `json:"status"`
+	Error  string   `json:"error,omitempty"`
+	View   *CarView `json:"view,omitempty"`
 }
 
 // InclusionView is an FRC-0058 inclusion proof in JSON: the subtree proof of
@@ -69,6 +110,25 @@ type AggregateView struct {
 	// RequeueAt is when the CARs of a failed deal go back to be
 	// aggregated again, after the backoff.
 	RequeueAt time.Time `json:"requeueAt,omitzero"`
+	// LastOfferAt is when the deal engine last took an offer of it, by
+	// the fold's clock (its last tick).
+	LastOfferAt time.Time `json:"lastOfferAt,omitzero"`
+	// ReportDueAt is, while DEAL_PENDING, when the fold offers it again
+	// if no deal is reported (LastOfferAt + the log's dealTimeout), or
+	// gives up on it when that was its last offer (maxOffers).
+	ReportDueAt time.Time `json:"reportDueAt,omitzero"`
+	// OfferFailures counts the offers the engine refused or did not
+	// answer, each after the offerer's own retries; OfferError is the
+	// last one's error, OfferFailedAt its time by the fold's clock and
+	// EngineStatus the engine's HTTP status in it (absent: no answer).
+	// The three are cleared when an offer is taken.
+	OfferFailures int       `json:"offerFailures,omitempty"`
+	OfferFailedAt time.Time `json:"offerFailedAt,omitzero"`
+	EngineStatus  int       `json:"engineStatus,omitempty"`
+	// ReofferAt is, while READY after a failed offer, when the dealer
+	// offers it again (serve's --offer-retry); absent after a refusal,
+	// which waits for an operator's reoffer.
+	ReofferAt time.Time `json:"reofferAt,omitzero"`
 	// Reason is why the deal failed, or why it is being offered again.
 	Reason string `json:"reason,omitempty"`
 	// ReportRefused is the last deal report for this aggregate that ferry

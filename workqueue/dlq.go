@@ -2,6 +2,7 @@ package workqueue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -43,12 +44,21 @@ func DeadLetters(ctx context.Context, js jetstream.JetStream, q Queue, key strin
 
 // Replay hands each letter to resubmit, which puts its work back where it
 // starts (for many queues: Enqueue of the letter's key and data), then
-// deletes the letter. A letter whose resubmit fails stays, and Replay
-// stops there.
+// deletes the letter and its key's attempt record. A letter whose
+// resubmit fails stays, and Replay stops there.
 func Replay(ctx context.Context, js jetstream.JetStream, q Queue, letters []DeadLetter, resubmit func(context.Context, DeadLetter) error) error {
 	st, err := js.Stream(ctx, q.DeadStream)
 	if err != nil {
 		return err
+	}
+	var attempts *Attempts
+	if q.Attempts != "" {
+		// A NATS server set up before the bucket existed has no records.
+		if attempts, err = OpenAttempts(ctx, js, q); errors.Is(err, jetstream.ErrBucketNotFound) {
+			attempts = nil
+		} else if err != nil {
+			return err
+		}
 	}
 	for _, l := range letters {
 		if err := resubmit(ctx, l); err != nil {
@@ -56,6 +66,12 @@ func Replay(ctx context.Context, js jetstream.JetStream, q Queue, letters []Dead
 		}
 		if err := st.DeleteMsg(ctx, l.Seq); err != nil {
 			return fmt.Errorf("delete dead letter %d: %w", l.Seq, err)
+		}
+		if attempts != nil {
+			// The dead record would show on the item replayed.
+			if err := attempts.forget(ctx, l.Key); err != nil {
+				return fmt.Errorf("attempt record of %s: %w", l.Key, err)
+			}
 		}
 	}
 	return nil

@@ -26,6 +26,10 @@
 //     therefore be safe to run twice for one item.
 //   - A worker stopped mid-item (its context ends) neither acknowledges
 //     nor retries it: the item goes to another worker after the ack wait.
+//   - Each failed attempt is recorded (attempt, reason, next retry, dead,
+//     worker) in the jetlog.BucketAttempts bucket under the item's key,
+//     and the record is removed when the item is done, dropped or
+//     replayed: any process can say why an item waits (Attempts.Last).
 //   - Dead letters are listed by DeadLetters and leave the stream only
 //     through Replay (after the caller resubmitted them) or Purge.
 package workqueue
@@ -61,6 +65,9 @@ type Queue struct {
 	// DeadSubject+key.
 	DeadStream  string
 	DeadSubject string
+	// Attempts names the queue in the keys of its attempt records
+	// ("piece"); empty keeps none.
+	Attempts string
 }
 
 // Item is the subject of the item of key.
@@ -195,6 +202,10 @@ type Workers struct {
 	q   Queue
 	cfg Config
 	fn  Handler
+	// attempts records failed attempts (nil: not recorded); worker names
+	// this process in them.
+	attempts *Attempts
+	worker   string
 }
 
 // New returns workers on q that do each item with fn.
@@ -223,6 +234,12 @@ func (w *Workers) Run(ctx context.Context) error {
 	cons, err := w.EnsureConsumer(ctx)
 	if err != nil {
 		return err
+	}
+	if w.q.Attempts != "" {
+		w.worker = workerName()
+		if w.attempts, err = OpenAttempts(ctx, w.js, w.q); err != nil {
+			w.cfg.Log.Warn(w.q.Name+": failed attempts will not be recorded", "err", err)
+		}
 	}
 	var wg sync.WaitGroup
 	for range w.cfg.Workers {
@@ -277,25 +294,34 @@ func (w *Workers) work(ctx context.Context, msg jetstream.Msg) {
 	var drop *dropError
 	switch {
 	case err == nil:
+		w.recordDone(ctx, job, log)
 		if err := msg.DoubleAck(ctx); err != nil {
 			log.Warn(w.q.Name+" ack failed", "err", err)
 		}
 	case errors.As(err, &drop):
 		log.Error(w.q.Name+" item dropped", "seq", job.Seq, "reason", drop.reason, "err", drop.err)
+		w.recordDone(ctx, job, log)
 		_ = msg.TermWithReason(drop.reason)
 	case errors.As(err, &retry):
 		log.Error(w.q.Name+" not finished; item will be redelivered", "err", err)
-		_ = msg.NakWithDelay(w.cfg.Backoff[0])
+		w.retry(ctx, msg, job, err, w.cfg.Backoff[0], log)
 	case errors.As(err, &wait):
 		log.Info(w.q.Name+" waits; will retry", "err", err, "in", wait.after)
-		_ = msg.NakWithDelay(wait.after)
+		w.retry(ctx, msg, job, err, wait.after, log)
 	case job.Attempt >= w.cfg.MaxDeliver:
 		w.dead(ctx, msg, job, err, log)
 	default:
 		delay := w.cfg.Backoff[min(job.Attempt-1, len(w.cfg.Backoff)-1)]
 		log.Warn(w.q.Name+" failed; will retry", "err", err, "in", delay)
-		_ = msg.NakWithDelay(delay)
+		w.retry(ctx, msg, job, err, delay, log)
 	}
+}
+
+// retry records a failed attempt and hands the item back to be delivered
+// again after delay.
+func (w *Workers) retry(ctx context.Context, msg jetstream.Msg, job Job, cause error, delay time.Duration, log *slog.Logger) {
+	w.recordFailure(ctx, job, cause, delay, log)
+	_ = msg.NakWithDelay(delay)
 }
 
 // run calls the handler, heartbeating while it runs.
@@ -328,9 +354,10 @@ func (w *Workers) dead(ctx context.Context, msg jetstream.Msg, job Job, cause er
 	dl.Header.Set(HeaderFailedAt, time.Now().UTC().Format(time.RFC3339))
 	if _, err := w.js.PublishMsg(ctx, dl); err != nil {
 		log.Error("dead letter not stored; item will be redelivered", "err", err)
-		_ = msg.NakWithDelay(w.cfg.Backoff[0])
+		w.retry(ctx, msg, job, cause, w.cfg.Backoff[0], log)
 		return
 	}
+	w.recordFailure(ctx, job, cause, -1, log)
 	if w.cfg.Dead != nil {
 		if err := w.cfg.Dead(ctx, job, reason); err != nil {
 			log.Error(w.q.Name+" dead, not finished; item will be redelivered", "err", err)

@@ -320,3 +320,67 @@ func TestHandlerOutcomes(t *testing.T) {
 		t.Fatalf("%d items waiting after purge", n)
 	}
 }
+
+// TestFailedAttemptsAreRecordedUntilTheItemIsDone follows the attempt
+// records of two items: one that fails once and then succeeds (its record
+// says the first failure, then is removed), one that runs out of attempts
+// (its record says dead until the letter is replayed).
+func TestFailedAttemptsAreRecordedUntilTheItemIsDone(t *testing.T) {
+	js := startQueue(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	q := testQueue
+	q.Attempts = "test"
+	backoff := 2 * time.Second
+	cfg := workqueue.Config{MaxDeliver: 3, Backoff: []time.Duration{backoff, 100 * time.Millisecond}}
+	var got attempts
+	w := workqueue.New(js, q, cfg, func(ctx context.Context, job workqueue.Job) error {
+		got.add(job)
+		if job.Key == "flaky" && job.Attempt > 1 {
+			return nil
+		}
+		return fmt.Errorf("boom %d", job.Attempt)
+	})
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for _, key := range []string{"flaky", "dead"} {
+		if err := workqueue.Enqueue(ctx, js, q, key, []byte(key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec, err := workqueue.OpenAttempts(ctx, js, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the first failure to be recorded", func() bool {
+		a, err := rec.Last(ctx, "flaky")
+		return err == nil && a.Attempt == 1
+	})
+	a, _ := rec.Last(ctx, "flaky")
+	if a.LastError != "boom 1" || a.MaxAttempts != cfg.MaxDeliver || a.NextRetryAt.Sub(a.At) != backoff || a.Dead || a.Worker == "" {
+		t.Fatalf("record after the first failure: %+v", a)
+	}
+	testutil.Eventually(t, 20*time.Second, "the done item's record to be removed", func() bool {
+		_, err := rec.Last(ctx, "flaky")
+		return errors.Is(err, workqueue.ErrNoAttempt) && len(got.of("flaky")) == 2
+	})
+	testutil.Eventually(t, 20*time.Second, "the dead item's record", func() bool {
+		a, err := rec.Last(ctx, "dead")
+		return err == nil && a.Dead
+	})
+	a, _ = rec.Last(ctx, "dead")
+	if a.Attempt != cfg.MaxDeliver || a.LastError != fmt.Sprintf("boom %d", cfg.MaxDeliver) || !a.NextRetryAt.IsZero() {
+		t.Fatalf("record of the dead item: %+v", a)
+	}
+	letters, err := workqueue.DeadLetters(ctx, js, q, "dead")
+	if err != nil || len(letters) != 1 {
+		t.Fatalf("dead letters %+v %v", letters, err)
+	}
+	if err := workqueue.Purge(ctx, js, q, letters); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rec.Last(ctx, "dead"); !errors.Is(err, workqueue.ErrNoAttempt) {
+		t.Fatalf("record after the letter left: %v", err)
+	}
+}

@@ -698,7 +698,7 @@ func TestPublishDirAndCommandsErrors(t *testing.T) {
 			{},
 			{"sail"},
 			{"status"},
-			{"status", "a", "b"},
+			{"status", "--file", "-", "a"},
 			{"aggregates", "--server", s.http, "close", "x"},
 			{"aggregates", "--server", s.http, "a", "b", "c"},
 			{"publish", "--server", s.http},

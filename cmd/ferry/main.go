@@ -51,7 +51,7 @@ type command struct {
 var commands = []command{
 	{"serve", "", "run ferry: embedded NATS (or --nats URL), aggregator, read models, HTTP API", runServe},
 	{"publish", "", "send car.replicated events and count ferry's answers (flags, --dir, JSON lines)", runPublish},
-	{"status", "CID", "where a CAR is: state, aggregate, inclusion proof, deals", runStatus},
+	{"status", "CID... | --file F", "where CARs are: state, aggregate, inclusion proof, deals, failed piece work", runStatus},
 	{"pin", "CID", "pin a CID: ferry fetches its DAG into a CAR and deals it (--name, --origin)", runPin},
 	{"pins", "", "list pins as JSON lines (--status, --cid)", runPins},
 	{"aggregates", "", "list aggregates; 'aggregates ID' shows one; 'aggregates close|reoffer|fail ID' orders one; 'aggregates close' closes the INGESTING one", runAggregates},

@@ -245,6 +245,9 @@ func (n *Node) start(ctx context.Context) error {
 		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health, Behind: n.lag.behind,
 		Limits: n.cfg.HTTPLimits}
 	n.Dashboard = n.newDashboard()
+	if n.API.PieceWork, err = n.pieceWork(ctx); err != nil {
+		return err
+	}
 	if err := n.listen(); err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"runtime"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/pieceworker"
 	"github.com/ferry-dev/ferry/wire"
+	"github.com/ferry-dev/ferry/workqueue"
 )
 
 // workItem is the piece work of a queued CAR: its car.replicated as the
@@ -62,6 +64,22 @@ func (n *Node) runPieces(ctx context.Context) {
 	cfg.Fetch.Policy = n.fetchPolicy()
 	pool := pieceworker.New(n.JS, cfg)
 	n.goRun("piece-workers", func() error { return pool.Run(ctx) })
+}
+
+// pieceWork is the status API's reader of the piece workers' attempt
+// records, wherever the workers run.
+func (n *Node) pieceWork(ctx context.Context) (func(context.Context, string) (*wire.WorkAttempt, error), error) {
+	attempts, err := workqueue.OpenAttempts(ctx, n.JS, pieceworker.Queue(n.cfg.Subjects))
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, car string) (*wire.WorkAttempt, error) {
+		w, err := attempts.Last(ctx, car)
+		if errors.Is(err, workqueue.ErrNoAttempt) {
+			return nil, nil
+		}
+		return w, err
+	}, nil
 }
 
 // fetchPolicy is the configured fetch policy, which also allows this
