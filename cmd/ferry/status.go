@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/ferry-dev/ferry/client"
 )
 
 func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("status", "status [flags] CID", stderr)
-	server := fs.String("server", defaultHTTP, "ferry's HTTP `address`")
+	api := serverFlags(fs, defaultHTTP, "")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -19,7 +18,7 @@ func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		fs.Usage()
 		return fmt.Errorf("%w: status takes one CAR CID", errUsage)
 	}
-	v, err := client.NewHTTP(*server).Car(ctx, fs.Arg(0))
+	v, err := api.client().Car(ctx, fs.Arg(0))
 	if err != nil {
 		return err
 	}
