@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-
 )
 
 func runStatus(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
