@@ -84,7 +84,7 @@ func TestVersionNamesTheRevisionItWasBuiltFrom(t *testing.T) {
 	// In process: the test binary's build info, fields present.
 	for _, args := range [][]string{{"version"}, {"--version"}} {
 		out := mustRun(t, args...)
-		for _, field := range []string{"module:   github.com/ferry-dev/ferry", "revision: ", "modified: ", "built:    ", "go:       " + runtime.Version()} {
+		for _, field := range []string{"module:   github.com/ferry-dev/ferry", "revision: ", "modified: ", "time:     ", "go:       " + runtime.Version()} {
 			if !strings.Contains(out, field) {
 				t.Errorf("ferry %s: no %q in\n%s", args[0], field, out)
 			}
@@ -112,8 +112,8 @@ func TestVersionNamesTheRevisionItWasBuiltFrom(t *testing.T) {
 		if m == nil || m[1] != strings.TrimSpace(string(head)) {
 			t.Errorf("ferry %s built at %s says\n%s", arg, head, out)
 		}
-		if !regexp.MustCompile(`(?m)^  built:    \d{4}-\d\d-\d\dT`).MatchString(out) || !regexp.MustCompile(`(?m)^  modified: (true|false)$`).MatchString(out) {
-			t.Errorf("ferry %s: no build time or modified flag:\n%s", arg, out)
+		if !regexp.MustCompile(`(?m)^  time:     \d{4}-\d\d-\d\dT`).MatchString(out) || !regexp.MustCompile(`(?m)^  modified: (true|false)$`).MatchString(out) {
+			t.Errorf("ferry %s: no commit time or modified flag:\n%s", arg, out)
 		}
 	}
 }
@@ -201,6 +201,7 @@ func TestEveryCommandExitsTheSameWay(t *testing.T) {
 		{[]string{"status", "-h"}, 0},
 		{[]string{"serve", "--help"}, 0},
 		{[]string{"status", "--bogus"}, 2},
+		{[]string{"pack", "dir", "--bogus"}, 2},
 		{[]string{"sail"}, 2},
 		{[]string{}, 2},
 		{[]string{"status", "--server", "127.0.0.1:1", "bafy"}, 1},
@@ -469,7 +470,7 @@ func TestCtrlCStopsLongCommandsWithinASecond(t *testing.T) {
 	ferryBinary(t)
 	s := serve(t, t.TempDir(), "--tick", "1h", "--piece-workers", "-1")
 	t.Run("serve", func(t *testing.T) {
-		sigint(t, regexp.MustCompile(`ferry serving`), regexp.MustCompile(`ferry serve stopped after \S+; its logs and read models are in `), nil,
+		sigint(t, regexp.MustCompile(`ferry serving`), regexp.MustCompile(`serve: its logs and read models are in .*\nserve: stopped after \d`), nil,
 			"serve", "--data", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--deal-size", "8MiB")
 	})
 	t.Run("receipts --follow", func(t *testing.T) {
@@ -477,8 +478,18 @@ func TestCtrlCStopsLongCommandsWithinASecond(t *testing.T) {
 			"receipts", "--follow", "--nats", s.nats, "--data", s.data)
 	})
 	t.Run("spade-sim", func(t *testing.T) {
-		sigint(t, regexp.MustCompile(`spade-sim listening`), regexp.MustCompile(`spade-sim stopped after `), nil,
+		sigint(t, regexp.MustCompile(`spade-sim listening`), regexp.MustCompile(`spade-sim: stopped after \d`), nil,
 			"spade-sim", "--listen", "127.0.0.1:0")
+	})
+	for _, w := range []string{"piece-worker", "pack-worker"} {
+		t.Run(w, func(t *testing.T) {
+			sigint(t, regexp.MustCompile(w+`: \d+ (workers|jobs)`), regexp.MustCompile(w+`: stopped after \d`), nil,
+				w, "--nats", s.nats, "--data", s.data)
+		})
+	}
+	t.Run("fetch-worker", func(t *testing.T) {
+		sigint(t, regexp.MustCompile(`fetch-worker: \d+ workers`), regexp.MustCompile(`fetch-worker: stopped after \d`), nil,
+			"fetch-worker", "--nats", s.nats, "--data", s.data, "--car-store", t.TempDir(), "--public-url", "http://127.0.0.1:1/cars")
 	})
 	t.Run("publish of many", func(t *testing.T) {
 		// An *os.File, so that the child reads the pipe itself and Wait
@@ -496,7 +507,7 @@ func TestCtrlCStopsLongCommandsWithinASecond(t *testing.T) {
 				}
 			}
 		}()
-		sigint(t, nil, regexp.MustCompile(`(?m)^published \d+ events in \S+ \(\d+/s\): accepted [1-9]`), r,
+		sigint(t, nil, regexp.MustCompile(`(?m)^published \d+ events in \S+ \(\d+/s\): accepted \d+, .*not acknowledged \d+$`), r,
 			"publish", "--server", s.http, "-")
 	})
 }

@@ -118,5 +118,5 @@ func runFetchWorker(ctx context.Context, args []string, _ io.Reader, stdout, std
 		fmt.Fprintf(stdout, "fetch-worker: CAR store at http://%s/cars/\n", ln.Addr())
 	}
 	fmt.Fprintf(stdout, "fetch-worker: %d workers on %s, CARs in %s\n", cfg.Workers, *natsURL, *dir)
-	return node.FetchPool(js, jetlog.Subjects{Prefix: *prefix}, cfg, log).Run(ctx)
+	return untilStopped(ctx, stdout, "fetch-worker", node.FetchPool(js, jetlog.Subjects{Prefix: *prefix}, cfg, log).Run)
 }

@@ -65,6 +65,11 @@ func parse(fs *flag.FlagSet, args []string) error {
 	if err != nil {
 		return err
 	}
+	return parseArgs(fs, args)
+}
+
+// parseArgs is fs.Parse with a bad flag made a usage error.
+func parseArgs(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -138,7 +143,7 @@ func parseMixed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var ops []string
 	for fs.NArg() > 0 {
 		ops = append(ops, fs.Arg(0))
-		if err := fs.Parse(fs.Args()[1:]); err != nil {
+		if err := parseArgs(fs, fs.Args()[1:]); err != nil {
 			return nil, err
 		}
 	}

@@ -107,7 +107,7 @@ var commands = []command{
 	{"pack-worker", "", "build the CARs of ferry pack --nats, on any machine", runPackWorker},
 	{"dlq", "", "list, replay or purge piece, fetch and pack work that ran out of attempts", runDLQ},
 	{"audit", "", "prove from the logs that nothing was lost or doubled", runAudit},
-	{"version", "", "ferry's version, VCS revision and build time, and the Go that built it (also --version)", runVersion},
+	{"version", "", "ferry's version, VCS revision and its time, and the Go that built it (also --version)", runVersion},
 }
 
 // Run dispatches a subcommand; every command writes to the writers given.
@@ -157,7 +157,8 @@ Conventions:
                            (default `+defaultHTTP+`), for every client command
   --token, FERRY_TOKEN     bearer token sent with reads and writes (serve's
                            --read-token or --write-token)
-  --nats, NATS_URL         NATS server of commands that talk to NATS
+  --nats, NATS_URL         NATS server of the commands that always talk to
+                           NATS (receipts, audit, dlq, the workers)
   --log-format json|text   log lines of serve, the workers and spade-sim
   --progress auto|always|never
                            progress lines on stderr of publish --dir, replay,
@@ -170,8 +171,10 @@ after printing what was done.
 }
 
 // runVersion prints what runtime/debug.ReadBuildInfo knows of this
-// binary: the module version, the VCS revision, time and modified flag
-// that `go build` stamps in a checkout, and the Go version.
+// binary: the module version; the VCS revision, its commit time and the
+// modified flag that `go build` stamps in a checkout; the Go version.
+// There is no build time in it: the commit time is what a build from a
+// clean tree can be told by.
 func runVersion(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("version", "version", stderr)
 	if err := parse(fs, args); err != nil {
@@ -196,6 +199,6 @@ func versionText(info *debug.BuildInfo) string {
 			setting[s.Key] = s.Value
 		}
 	}
-	return fmt.Sprintf("ferry %s\n  module:   %s\n  revision: %s\n  modified: %s\n  built:    %s\n  go:       %s\n",
+	return fmt.Sprintf("ferry %s\n  module:   %s\n  revision: %s\n  modified: %s\n  time:     %s\n  go:       %s\n",
 		info.Main.Version, info.Main.Path, setting["vcs.revision"], setting["vcs.modified"], setting["vcs.time"], info.GoVersion)
 }

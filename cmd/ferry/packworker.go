@@ -51,8 +51,9 @@ func runPackWorker(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	}
 	defer nc.Close()
 	fmt.Fprintf(stdout, "pack-worker: %d jobs at once on %s\n", *jobs, *natsURL)
-	return packworker.New(js, packworker.Config{
+	pool := packworker.New(js, packworker.Config{
 		Subjects: jetlog.Subjects{Prefix: *prefix}, Workers: *jobs, SourceMap: sm, MaxDeliver: *attempts,
 		Log: log,
-	}).Run(ctx)
+	})
+	return untilStopped(ctx, stdout, "pack-worker", pool.Run)
 }

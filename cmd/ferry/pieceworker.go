@@ -62,5 +62,5 @@ func runPieceWorker(ctx context.Context, args []string, _ io.Reader, stdout, std
 	}
 	defer nc.Close()
 	fmt.Fprintf(stdout, "piece-worker: %d workers on %s\n", cfg.Workers, *natsURL)
-	return pieceworker.New(js, cfg).Run(ctx)
+	return untilStopped(ctx, stdout, "piece-worker", pieceworker.New(js, cfg).Run)
 }

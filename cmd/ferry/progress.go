@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"sync"
@@ -53,4 +54,16 @@ func perSecond(n int64, elapsed time.Duration) string {
 		return "0/s"
 	}
 	return fmt.Sprintf("%.0f/s", float64(n)/elapsed.Seconds())
+}
+
+// untilStopped runs a command that works until it is stopped, and then
+// says so with how long it ran: the summary of a server or a worker,
+// whose work is in its log lines.
+func untilStopped(ctx context.Context, stdout io.Writer, name string, run func(context.Context) error) error {
+	started := time.Now()
+	err := run(ctx)
+	if ctx.Err() != nil {
+		fmt.Fprintf(stdout, "%s: stopped after %s\n", name, time.Since(started).Round(time.Millisecond))
+	}
+	return err
 }

@@ -63,8 +63,8 @@ sent are awaited briefly, and an event whose answer did not arrive is
 counted "not acknowledged" (it may or may not be stored).
 
 Exit status: 0 every event accepted or duplicate; 3 every event answered
-and some rejected or in conflict; 1 interrupted, events not acknowledged,
-or an error (unreachable server, wrong token); 2 usage.`
+and some rejected or in conflict; 1 events not acknowledged, or an error
+(unreachable server, wrong token); 2 usage; 130 interrupted (Ctrl-C).`
 
 func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("publish", publishUsage, stderr)

@@ -169,14 +169,15 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		}
 		fmt.Fprintf(stdout, "  debug: http://%s/debug/pprof/\n", addr)
 	}
-	started := time.Now()
-	<-ctx.Done()
-	log.Info("shutting down")
-	if err := n.Close(); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "ferry serve stopped after %s; its logs and read models are in %s\n", time.Since(started).Round(time.Millisecond), *data)
-	return nil
+	return untilStopped(ctx, stdout, "serve", func(ctx context.Context) error {
+		<-ctx.Done()
+		log.Info("shutting down")
+		if err := n.Close(); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "serve: its logs and read models are in %s\n", *data)
+		return nil
+	})
 }
 
 // foldFlags maps the flags of the fold's settings to the settings' JSON

@@ -53,10 +53,10 @@ func runSpadeSim(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	started := time.Now()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	fmt.Fprintf(stdout, "spade-sim stopped after %s\n", time.Since(started).Round(time.Millisecond))
-	return nil
+	return untilStopped(ctx, stdout, "spade-sim", func(context.Context) error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
 }
