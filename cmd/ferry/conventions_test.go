@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -23,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-dev/ferry/internal/proctest"
 	"github.com/ferry-dev/ferry/internal/testutil"
 )
 
@@ -47,10 +47,7 @@ func ferryBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "ferry")
-		out, err := exec.Command("go", "build", "-buildvcs=true", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		binErr = proctest.Build(binPath, "./cmd/ferry", "-buildvcs=true")
 	})
 	if binErr != nil {
 		t.Fatal(binErr)
@@ -70,6 +67,7 @@ func TestMain(m *testing.M) {
 func exitStatus(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	cmd := exec.Command(ferryBinary(t), args...)
+	cmd.Env = proctest.CleanEnv()
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -413,6 +411,7 @@ func TestProgressLines(t *testing.T) {
 func sigint(t *testing.T, ready, summary *regexp.Regexp, stdin *os.File, args ...string) {
 	t.Helper()
 	cmd := exec.Command(ferryBinary(t), args...)
+	cmd.Env = proctest.CleanEnv()
 	if stdin != nil {
 		cmd.Stdin = stdin
 	}
