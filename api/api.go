@@ -54,7 +54,7 @@ type API struct {
 	// ReportToken guards POST /v1/deals/report; empty refuses every report.
 	ReportToken string
 	// ReadToken, when set, guards the GET routes (not /healthz and
-	// /metrics, which monitoring reads).
+	// /metrics, which monitoring reads); the write token opens them too.
 	ReadToken string
 	Metrics   http.Handler
 	// Health reports why ferry is unhealthy, or nil.
@@ -126,7 +126,7 @@ func (a *API) authOr(token string, openIfUnset bool, h http.HandlerFunc, refused
 			return
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+		if !ok || !a.admits(token, got) {
 			const why = "missing or wrong bearer token"
 			if refused != nil {
 				refused(r, "401 "+why)
@@ -137,6 +137,17 @@ func (a *API) authOr(token string, openIfUnset bool, h http.HandlerFunc, refused
 		}
 		h(w, r)
 	}
+}
+
+// admits says whether got is the route's token, or the write token on a
+// read route: whoever may write may read, so one client token (ferry's
+// --token) does both.
+func (a *API) admits(token, got string) bool {
+	ok := subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
+	if token == a.ReadToken && a.WriteToken != "" {
+		ok = subtle.ConstantTimeCompare([]byte(got), []byte(a.WriteToken)) == 1 || ok
+	}
+	return ok
 }
 
 // writeJSON answers with compact JSON in one write with its length:

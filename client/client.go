@@ -26,7 +26,11 @@ type APIError struct {
 	Message string
 }
 
-func (e *APIError) Error() string { return fmt.Sprintf("ferry: %d: %s", e.Status, e.Message) }
+// Error is the status and ferry's reason, with no prefix: a program prints
+// it after its own ("ferry: 409 Conflict: …").
+func (e *APIError) Error() string {
+	return fmt.Sprintf("%d %s: %s", e.Status, http.StatusText(e.Status), e.Message)
+}
 
 // Unwrap makes a 404 match ErrNotFound.
 func (e *APIError) Unwrap() error {

@@ -53,6 +53,9 @@ type Dashboard struct {
 	Settings func() events.Settings
 	// ReadToken, when set, guards every page (see the package doc).
 	ReadToken string
+	// WriteToken, the API's write token, opens the pages too: whoever may
+	// write may read.
+	WriteToken string
 	Log       *slog.Logger
 
 	rate rate
@@ -74,11 +77,11 @@ func (d *Dashboard) Register(mux *http.ServeMux) {
 	mux.Handle("GET /ui/static/", d.auth(http.StripPrefix("/ui/", http.FileServerFS(staticFiles)).ServeHTTP))
 }
 
-// auth admits a request that carries ReadToken as a bearer token or as
+// auth admits a request that carries ReadToken (or WriteToken) as a bearer token or as
 // Basic auth's password, and asks a browser for it otherwise.
 func (d *Dashboard) auth(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if d.ReadToken == "" || authorized(r, d.ReadToken) {
+		if d.ReadToken == "" || authorized(r, d.ReadToken) || d.WriteToken != "" && authorized(r, d.WriteToken) {
 			h(w, r)
 			return
 		}

@@ -13,8 +13,7 @@ import (
 
 func runAggregates(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("aggregates", "aggregates [flags] [ID | close [ID] | reoffer ID | fail ID]", stderr)
-	server := fs.String("server", defaultHTTP, "ferry's HTTP `address`")
-	token := fs.String("write-token", "", "bearer token for close, reoffer and fail")
+	api := serverFlags(fs, defaultHTTP, "")
 	state := fs.String("state", "", "only aggregates in this state")
 	limit := fs.Int("limit", 100, "aggregates (or pieces of one) to show")
 	after := fs.Int("after", -1, "list after this id (or, for one aggregate, this piece position)")
@@ -22,8 +21,7 @@ func runAggregates(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	c := client.NewHTTP(*server)
-	c.Token = *token
+	c := api.client()
 	orders := map[string]func(uint64) error{
 		"close":   func(id uint64) error { return c.CloseAggregate(ctx, id) },
 		"reoffer": func(id uint64) error { return c.ReofferAggregate(ctx, id) },

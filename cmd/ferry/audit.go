@@ -11,7 +11,6 @@ import (
 	"github.com/ferry-dev/ferry/events"
 
 	"github.com/ferry-dev/ferry/aggregator"
-	"github.com/ferry-dev/ferry/client"
 	"github.com/ferry-dev/ferry/internal/audit"
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/wire"
@@ -24,7 +23,7 @@ var errViolations = errors.New("invariants violated")
 func runAudit(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("audit", "audit [flags]", stderr)
 	natsURL := fs.String("nats", defaultNATS, "NATS `URL` of ferry's streams")
-	server := fs.String("server", "", "ferry's HTTP `address`, to check the read models against the logs (empty: skip)")
+	server := serverFlags(fs, "", ", to check the read models against the logs (empty: skip)")
 	deal := size(defaultDeal)
 	// The log's recorded settings decide; these flags are for a log made
 	// before settings were recorded, and one given that disagrees with
@@ -36,7 +35,12 @@ func runAudit(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	verify := fs.Bool("verify-pieces", false, "--verify-pieces (default: the log's)")
 	dealClock := dealClockFlags(fs, "%s (default: the log's)")
 	auth := natsAuthFlags(fs, natsembed.RoleAdmin)
+	progress := progressFlags(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	show, err := progress(stderr)
+	if err != nil {
 		return err
 	}
 	if minPayload == 0 {
@@ -63,13 +67,22 @@ func runAudit(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		}
 	}()
 	var views audit.Views
-	if *server != "" {
-		api := client.NewHTTP(*server)
+	if server.server != "" {
+		api := server.client()
 		views = func(ctx context.Context, car string) (*wire.CarView, error) { return api.Car(ctx, car) }
 	}
 	cfg := dealClock(events.Settings{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify})
-	rep, err := audit.Run(ctx, js, cfg, givenSettings(fs), views)
+	var read atomic.Int64
+	stop := startProgressLines(stderr, show, func(elapsed time.Duration) string {
+		n := read.Load()
+		return fmt.Sprintf("audit: %d log entries read, %s, %s", n, perSecond(n, elapsed), elapsed.Round(time.Second))
+	})
+	rep, err := audit.RunCounting(ctx, js, cfg, givenSettings(fs), views, &read)
+	stop()
 	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintf(stdout, "audit stopped after reading %d log entries: nothing proven\n", read.Load())
+		}
 		return err
 	}
 	rep.Print(stdout)

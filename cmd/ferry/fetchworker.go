@@ -61,14 +61,18 @@ func runFetchWorker(ctx context.Context, args []string, _ io.Reader, stdout, std
 	public := fs.String("public-url", "", "`URL` base at which deal engines reach this store's CARs (required): <URL>/cars/<car>.car for a directory, the bucket's public URL for s3://")
 	httpAddr := fs.String("http", "", "serve the CAR store at /cars/ on this `address` (empty: another server serves it)")
 	auth := natsAuthFlags(fs, natsembed.RoleFerry)
+	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := logger(stderr, slog.LevelInfo)
+	if err != nil {
 		return err
 	}
 	if *dir == "" || *public == "" {
 		fs.Usage()
 		return fmt.Errorf("%w: fetch-worker needs --car-store and --public-url", errUsage)
 	}
-	var err error
 	if cfg.Fetch.Policy, err = policy.policy(); err != nil {
 		return err
 	}
@@ -87,7 +91,6 @@ func runFetchWorker(ctx context.Context, args []string, _ io.Reader, stdout, std
 		return err
 	}
 	cfg.Fetch.Store = store
-	log := slog.New(slog.NewTextHandler(stderr, nil))
 	if n, err := store.(interface {
 		Sweep(time.Duration) (int, error)
 	}).Sweep(time.Hour); err == nil && n > 0 {
@@ -115,5 +118,5 @@ func runFetchWorker(ctx context.Context, args []string, _ io.Reader, stdout, std
 		fmt.Fprintf(stdout, "fetch-worker: CAR store at http://%s/cars/\n", ln.Addr())
 	}
 	fmt.Fprintf(stdout, "fetch-worker: %d workers on %s, CARs in %s\n", cfg.Workers, *natsURL, *dir)
-	return node.FetchPool(js, jetlog.Subjects{Prefix: *prefix}, cfg, log).Run(ctx)
+	return untilStopped(ctx, stdout, "fetch-worker", node.FetchPool(js, jetlog.Subjects{Prefix: *prefix}, cfg, log).Run)
 }

@@ -9,27 +9,69 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"sync/atomic"
 	"syscall"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	// The first SIGINT or SIGTERM cancels ctx: every command stops within
+	// a second, says what it did, and the exit status tells the caller it
+	// was stopped (128 + the signal, as a shell reports it). A second
+	// signal gets Go's default: the process dies at once.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	var got atomic.Value
+	go func() {
+		s := <-sigs
+		got.Store(s)
+		signal.Reset(os.Interrupt, syscall.SIGTERM)
+		cancel()
+	}()
 	err := Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	sig, _ := got.Load().(os.Signal)
+	os.Exit(report(err, sig, os.Stderr))
+}
+
+// Exit statuses, the same for every command (`ferry help` lists them).
+const (
+	exitOK       = 0
+	exitFailure  = 1
+	exitUsage    = 2
+	exitRejected = 3 // publish: every event answered, some rejected or in conflict
+)
+
+// report prints err once, prefixed "ferry: ", and returns the exit status:
+// 0 for success and for -h, 2 for a usage error (the flag package has
+// printed the usage), 3 for publish's rejections, 128+n after signal n
+// stopped the command, 1 for any other failure.
+func report(err error, sig os.Signal, stderr io.Writer) int {
+	code := exitFailure
 	switch {
-	case err == nil:
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(2)
+	case err == nil || errors.Is(err, flag.ErrHelp):
+		code = exitOK
 	case errors.Is(err, errUsage):
-		fmt.Fprintln(os.Stderr, "ferry:", err)
-		os.Exit(2)
+		code = exitUsage
 	case errors.Is(err, errRejected):
-		fmt.Fprintln(os.Stderr, "ferry:", err)
-		os.Exit(3)
-	default:
-		fmt.Fprintln(os.Stderr, "ferry:", err)
-		os.Exit(1)
+		code = exitRejected
 	}
+	if sig != nil {
+		code = 128 + signalNumber(sig)
+	}
+	// A bare context.Canceled only says the signal came; the command has
+	// printed what it did.
+	if code != exitOK && err != nil && err != context.Canceled {
+		fmt.Fprintln(stderr, "ferry:", err)
+	}
+	return code
+}
+
+func signalNumber(s os.Signal) int {
+	if n, ok := s.(syscall.Signal); ok {
+		return int(n)
+	}
+	return int(syscall.SIGINT)
 }
 
 var errUsage = errors.New("usage")
@@ -65,6 +107,7 @@ var commands = []command{
 	{"pack-worker", "", "build the CARs of ferry pack --nats, on any machine", runPackWorker},
 	{"dlq", "", "list, replay or purge piece, fetch and pack work that ran out of attempts", runDLQ},
 	{"audit", "", "prove from the logs that nothing was lost or doubled", runAudit},
+	{"version", "", "ferry's version, VCS revision and its time, and the Go that built it (also --version)", runVersion},
 }
 
 // Run dispatches a subcommand; every command writes to the writers given.
@@ -78,6 +121,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "help", "-h", "--help":
 		usage(stdout)
 		return nil
+	case "--version":
+		return runVersion(ctx, rest, stdin, stdout, stderr)
 	}
 	for _, c := range commands {
 		if c.name == name {
@@ -103,7 +148,57 @@ Commands:
 		fmt.Fprintf(w, "  %-12s %s\n", label, c.summary)
 	}
 	fmt.Fprint(w, `
+ferry help (or -h, --help) prints this; ferry --version is ferry version.
 Every command takes -h. Flags can also be set as FERRY_<FLAG> environment
-variables (FERRY_DEAL_SIZE=8MiB).
+variables (FERRY_DEAL_SIZE=8MiB); the command line wins.
+
+Conventions:
+  --server, FERRY_SERVER   where ferry serve's HTTP API is, host:port or URL
+                           (default `+defaultHTTP+`), for every client command
+  --token, FERRY_TOKEN     bearer token sent with reads and writes (serve's
+                           --read-token or --write-token)
+  --nats, NATS_URL         NATS server of the commands that always talk to
+                           NATS (receipts, audit, dlq, the workers)
+  --log-format json|text   log lines of serve, the workers and spade-sim
+  --progress auto|always|never
+                           progress lines on stderr of publish --dir, replay,
+                           audit and pack (auto: when stderr is a terminal)
+
+Exit status: 0 done (and -h); 1 failed; 2 usage error; 3 publish: some
+events rejected or in conflict; 130 stopped by Ctrl-C (143 by SIGTERM),
+after printing what was done.
 `)
+}
+
+// runVersion prints what runtime/debug.ReadBuildInfo knows of this
+// binary: the module version; the VCS revision, its commit time and the
+// modified flag that `go build` stamps in a checkout; the Go version.
+// There is no build time in it: the commit time is what a build from a
+// clean tree can be told by.
+func runVersion(_ context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("version", "version", stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return fmt.Errorf("%w: version takes no arguments", errUsage)
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return errors.New("no build information in this binary")
+	}
+	fmt.Fprint(stdout, versionText(info))
+	return nil
+}
+
+func versionText(info *debug.BuildInfo) string {
+	setting := map[string]string{"vcs.revision": "unknown", "vcs.time": "unknown", "vcs.modified": "unknown"}
+	for _, s := range info.Settings {
+		if _, ok := setting[s.Key]; ok {
+			setting[s.Key] = s.Value
+		}
+	}
+	return fmt.Sprintf("ferry %s\n  module:   %s\n  revision: %s\n  modified: %s\n  time:     %s\n  go:       %s\n",
+		info.Main.Version, info.Main.Path, setting["vcs.revision"], setting["vcs.modified"], setting["vcs.time"], info.GoVersion)
 }

@@ -135,3 +135,18 @@ func (a *natsAuth) connectError(url string, err error) error {
 	}
 	return fmt.Errorf("%w (no credentials given and none at %s: pass ferry serve's --data, or --nats-nkey)", err, a.seedPath())
 }
+
+// natsURLFromEnv sets --nats from NATS_URL, the stock nats CLI's variable,
+// on the commands that always talk to NATS (their --nats has a default);
+// FERRY_NATS and the command line still win. Where --nats is a choice
+// (serve, replay, publish, pack: empty means the embedded server or HTTP)
+// NATS_URL is not read, so a shell set up for the nats CLI does not move
+// them onto another server.
+func natsURLFromEnv(fs *flag.FlagSet) error {
+	f := fs.Lookup("nats")
+	v, ok := os.LookupEnv("NATS_URL")
+	if f == nil || f.DefValue == "" || !ok {
+		return nil
+	}
+	return fs.Set("nats", v)
+}

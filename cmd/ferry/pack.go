@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ferry-dev/ferry/client"
@@ -55,15 +54,23 @@ func runPack(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	publish := fs.Bool("publish", false, "publish each finished CAR as car.replicated")
 	urlBase := fs.String("url-base", "", "a CAR's URL is `URL`/<car cid>.car")
 	urlTemplate := fs.String("url-template", "", "a CAR's URL is this `template` with {car} replaced by its CAR CID")
-	server := fs.String("server", "", "with --publish: ferry's HTTP `address`")
-	token := fs.String("write-token", "", "with --server: bearer token for POST /v1/cars")
+	api := serverFlags(fs, "", " (with --publish; empty: publish with --nats)")
 	natsURL := fs.String("nats", "", "send the CAR jobs to ferry pack-workers through this NATS `URL` (and publish there with --publish)")
 	prefix := fs.String("prefix", jetlog.DefaultPrefix, "with --nats: subject prefix")
-	progress := fs.String("progress", "auto", "progress line on stderr: auto (on a terminal), always, never")
+	progress := progressFlags(fs)
 	// A job names paths a worker reads and writes: only ferry's own role
 	// may queue one.
 	auth := natsAuthFlags(fs, natsembed.RoleFerry)
+	logger := logFlags(fs)
 	ops, err := parseMixed(fs, args)
+	if err != nil {
+		return err
+	}
+	log, err := logger(stderr, slog.LevelInfo)
+	if err != nil {
+		return err
+	}
+	show, err := progress(stderr)
 	if err != nil {
 		return err
 	}
@@ -90,7 +97,7 @@ func runPack(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if *publish && url == nil {
 		return fmt.Errorf("%w: --publish needs --url-base or --url-template: where ferry and the deal engine fetch each CAR", errUsage)
 	}
-	if !*publish && *server != "" {
+	if !*publish && api.server != "" {
 		return fmt.Errorf("%w: --server says where --publish sends; add --publish", errUsage)
 	}
 	var js jetstream.JetStream
@@ -101,20 +108,16 @@ func runPack(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		}
 		defer nc.Close()
 		opts.Builder = &packworker.Coordinator{JS: js, Subjects: jetlog.Subjects{Prefix: *prefix}, Progress: prog,
-			Log: slog.New(slog.NewTextHandler(stderr, nil))}
+			Log: log}
 	}
 	if *publish {
-		send, err := packOutlet(*server, *token, js, *prefix)
+		send, err := packOutlet(api.server, api.token, js, *prefix)
 		if err != nil {
 			return err
 		}
 		opts.Publish = func(ctx context.Context, r *pack.Result, u string) error {
 			return send(ctx, &events.CarReplicated{Car: r.Car, Size: r.Size, MD5: r.MD5, URLs: []string{u}, Piece: r.Piece, PieceSize: r.PieceSize})
 		}
-	}
-	show := *progress == "always" || (*progress == "auto" && isTerminal(stderr))
-	if *progress != "auto" && *progress != "always" && *progress != "never" {
-		return fmt.Errorf("%w: --progress %q: want auto, always or never", errUsage, *progress)
 	}
 	defer limitPackHeap()()
 	stop := startPackProgress(stderr, show, prog)
@@ -198,40 +201,20 @@ func packOutlet(server, token string, js jetstream.JetStream, prefix string) (fu
 	return nil, fmt.Errorf("%w: --publish needs --server or --nats", errUsage)
 }
 
-// packProgressEvery is how often the progress line is redrawn.
-var packProgressEvery = time.Second
-
-// startPackProgress redraws "pack: 1,234/5,678 files, 1.2 GiB of 4.0 GiB,
-// 3/10 CARs, 120 MiB/s, ETA 25s" on stderr every packProgressEvery when show is set.
+// startPackProgress draws "pack: 1,234/5,678 files, 1.2 GiB of 4.0 GiB,
+// 3/10 CARs, 120 MiB/s, ETA 25s, 12s" on stderr when show is set.
 func startPackProgress(stderr io.Writer, show bool, prog *pack.Progress) func() {
-	if !show {
-		return func() {}
-	}
-	quit := make(chan struct{})
-	var wg sync.WaitGroup
-	start := time.Now()
-	wg.Go(func() {
-		t := time.NewTicker(packProgressEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-quit:
-				fmt.Fprint(stderr, "\r\x1b[K")
-				return
-			case <-t.C:
-				n, total := prog.Bytes.Load(), prog.TotalBytes.Load()
-				rate := float64(n) / time.Since(start).Seconds()
-				line := fmt.Sprintf("pack: %d/%d files, %s of %s, %d/%d CARs, %s/s",
-					prog.Files.Load(), prog.TotalFiles.Load(), humanMiB(float64(n)), humanMiB(float64(total)),
-					prog.Cars.Load(), prog.TotalCars.Load(), humanMiB(rate))
-				if rate > 0 && total > n {
-					line += fmt.Sprintf(", ETA %s", time.Duration(float64(total-n)/rate*float64(time.Second)).Round(time.Second))
-				}
-				fmt.Fprintf(stderr, "\r%s\x1b[K", line)
-			}
+	return startProgressLines(stderr, show, func(elapsed time.Duration) string {
+		n, total := prog.Bytes.Load(), prog.TotalBytes.Load()
+		rate := float64(n) / elapsed.Seconds()
+		line := fmt.Sprintf("pack: %d/%d files, %s of %s, %d/%d CARs, %s/s",
+			prog.Files.Load(), prog.TotalFiles.Load(), humanMiB(float64(n)), humanMiB(float64(total)),
+			prog.Cars.Load(), prog.TotalCars.Load(), humanMiB(rate))
+		if rate > 0 && total > n {
+			line += fmt.Sprintf(", ETA %s", time.Duration(float64(total-n)/rate*float64(time.Second)).Round(time.Second))
 		}
+		return line + ", " + elapsed.Round(time.Second).String()
 	})
-	return func() { close(quit); wg.Wait() }
 }
 
 func printPackSummary(w io.Writer, s *pack.Summary, took time.Duration) {

@@ -98,8 +98,8 @@ func TestPackDrawsItsProgress(t *testing.T) {
 		files[fmt.Sprintf("f%02d.bin", i)] = ipfstest.Bytes(uint64(i), 1<<20)
 	}
 	writeFiles(t, src, files)
-	defer func(d time.Duration) { packProgressEvery = d }(packProgressEvery)
-	packProgressEvery = time.Millisecond
+	defer func(d time.Duration) { progressEvery = d }(progressEvery)
+	progressEvery = time.Millisecond
 	_, stderr, err := run(t, "pack", src, "--out", t.TempDir(), "--car-size", "4MiB", "--shard-size", "1MiB", "--jobs", "1", "--progress", "always")
 	if err != nil {
 		t.Fatal(err)

@@ -29,7 +29,12 @@ func runPackWorker(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	fs.Var(&specs, "source-map", "`FROM=TO`: a job's path under the directory FROM is read and written under TO here (repeatable; the longest FROM that matches wins)")
 	attempts := fs.Int("pack-attempts", 5, "attempts of a CAR job before it is dead-lettered and its pack fails")
 	auth := natsAuthFlags(fs, natsembed.RoleFerry)
+	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := logger(stderr, slog.LevelInfo)
+	if err != nil {
 		return err
 	}
 	if fs.NArg() != 0 || *jobs < 1 || *attempts < 1 {
@@ -46,8 +51,9 @@ func runPackWorker(ctx context.Context, args []string, _ io.Reader, stdout, stde
 	}
 	defer nc.Close()
 	fmt.Fprintf(stdout, "pack-worker: %d jobs at once on %s\n", *jobs, *natsURL)
-	return packworker.New(js, packworker.Config{
+	pool := packworker.New(js, packworker.Config{
 		Subjects: jetlog.Subjects{Prefix: *prefix}, Workers: *jobs, SourceMap: sm, MaxDeliver: *attempts,
-		Log: slog.New(slog.NewTextHandler(stderr, nil)),
-	}).Run(ctx)
+		Log: log,
+	})
+	return untilStopped(ctx, stdout, "pack-worker", pool.Run)
 }

@@ -40,10 +40,14 @@ func runPieceWorker(ctx context.Context, args []string, _ io.Reader, stdout, std
 	policy := workerFlags(fs, &cfg)
 	fs.IntVar(&cfg.Workers, "workers", runtime.NumCPU(), "CARs worked on at once")
 	auth := natsAuthFlags(fs, natsembed.RoleFerry)
+	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	var err error
+	log, err := logger(stderr, slog.LevelInfo)
+	if err != nil {
+		return err
+	}
 	if cfg.Fetch.Policy, err = policy.policy(); err != nil {
 		return err
 	}
@@ -51,12 +55,12 @@ func runPieceWorker(ctx context.Context, args []string, _ io.Reader, stdout, std
 		cfg.MaxSize = piece.Unpadded(frc58.MaxPiece(uint64(deal)))
 	}
 	cfg.Subjects = jetlog.Subjects{Prefix: *prefix}
-	cfg.Log = slog.New(slog.NewTextHandler(stderr, nil))
+	cfg.Log = log
 	nc, js, err := auth.connect(*natsURL, "ferry piece-worker", nats.MaxReconnects(-1))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	fmt.Fprintf(stdout, "piece-worker: %d workers on %s\n", cfg.Workers, *natsURL)
-	return pieceworker.New(js, cfg).Run(ctx)
+	return untilStopped(ctx, stdout, "piece-worker", pieceworker.New(js, cfg).Run)
 }

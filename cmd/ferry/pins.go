@@ -60,8 +60,7 @@ func psaCall(ctx context.Context, server, token, method, path string, body any) 
 
 func runPin(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("pin", "pin [flags] CID", stderr)
-	server := fs.String("server", defaultHTTP, "ferry's HTTP `address`")
-	token := fs.String("write-token", "", "ferry serve's --write-token (the Pinning Service API's access token)")
+	api := serverFlags(fs, defaultHTTP, "")
 	name := fs.String("name", "", "the pin's name")
 	var origins strList
 	fs.Var(&origins, "origin", "an http(s) Trustless Gateway or a multiaddr that has the DAG (repeatable)")
@@ -77,7 +76,7 @@ func runPin(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 		list = append(list, strings.Split(o, ",")...)
 	}
 	pin := map[string]any{"cid": fs.Arg(0), "name": *name, "origins": list}
-	data, err := psaCall(ctx, *server, *token, http.MethodPost, "/psa/pins", pin)
+	data, err := psaCall(ctx, api.server, api.token, http.MethodPost, "/psa/pins", pin)
 	if err != nil {
 		return err
 	}
@@ -86,8 +85,7 @@ func runPin(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.W
 
 func runPins(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("pins", "pins [flags]", stderr)
-	server := fs.String("server", defaultHTTP, "ferry's HTTP `address`")
-	token := fs.String("write-token", "", "ferry serve's --write-token (the Pinning Service API's access token)")
+	api := serverFlags(fs, defaultHTTP, "")
 	status := fs.String("status", "queued,pinning,pinned,failed", "statuses to list, comma-separated")
 	cid := fs.String("cid", "", "only the pins of these CIDs (comma-separated, at most 10)")
 	limit := fs.Int("limit", 1000, "at most this many pins, newest first (1 to 1000)")
@@ -102,7 +100,7 @@ func runPins(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.
 	if *cid != "" {
 		q.Set("cid", *cid)
 	}
-	data, err := psaCall(ctx, *server, *token, http.MethodGet, "/psa/pins?"+q.Encode(), nil)
+	data, err := psaCall(ctx, api.server, api.token, http.MethodGet, "/psa/pins?"+q.Encode(), nil)
 	if err != nil {
 		return err
 	}

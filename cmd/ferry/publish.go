@@ -63,13 +63,12 @@ sent are awaited briefly, and an event whose answer did not arrive is
 counted "not acknowledged" (it may or may not be stored).
 
 Exit status: 0 every event accepted or duplicate; 3 every event answered
-and some rejected or in conflict; 1 interrupted, events not acknowledged,
-or an error (unreachable server, wrong token); 2 usage.`
+and some rejected or in conflict; 1 events not acknowledged, or an error
+(unreachable server, wrong token); 2 usage; 130 interrupted (Ctrl-C).`
 
 func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("publish", publishUsage, stderr)
-	server := fs.String("server", defaultHTTP, "ferry's HTTP `address`")
-	token := fs.String("write-token", "", "bearer token for POST /v1/cars (ferry serve --write-token)")
+	api := serverFlags(fs, defaultHTTP, "")
 	natsURL := fs.String("nats", "", "publish straight to the input stream at this NATS `URL` instead of over HTTP (no validation by ferry before it is stored)")
 	prefix := fs.String("prefix", jetlog.DefaultPrefix, "with --nats: subject prefix")
 	file := fs.String("file", "", "read JSON lines from `path` ('-' for stdin)")
@@ -88,7 +87,12 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	urlBase := fs.String("url-base", "http://"+defaultHTTP+"/cars", "with --dir: the URL the directory is served under")
 	noPiece := fs.Bool("no-piece", false, "with --dir: leave the piece CID to ferry's piece workers")
 	auth := natsAuthFlags(fs, natsembed.RolePublish)
+	progress := progressFlags(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	show, err := progress(stderr)
+	if err != nil {
 		return err
 	}
 	if fs.NArg() == 1 && fs.Arg(0) == "-" {
@@ -115,13 +119,12 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		defer closeNATS()
 		out = o
 	} else {
-		out = newHTTPOutlet(*server, *token, *inFlight, t)
+		out = newHTTPOutlet(api.server, api.token, *inFlight, t)
 	}
 	p := &publisher{out: out, t: t}
-	var err error
 	switch {
 	case *dir != "":
-		err = p.dir(ctx, *dir, *urlBase, !*noPiece)
+		err = p.dir(ctx, *dir, *urlBase, !*noPiece, show)
 	case *file == "":
 		ev.URLs = urls
 		if *source != "" {
@@ -166,9 +169,15 @@ type publisher struct {
 	t   *tally
 }
 
-func (p *publisher) dir(ctx context.Context, dir, urlBase string, withPiece bool) error {
-	evs, names, err := dirEvents(ctx, dir, urlBase, withPiece)
+func (p *publisher) dir(ctx context.Context, dir, urlBase string, withPiece, show bool) error {
+	var prog dirProgress
+	stop := startProgressLines(p.t.stderr, show, prog.line)
+	evs, names, err := dirEvents(ctx, dir, urlBase, withPiece, &prog)
+	stop()
 	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintf(p.t.stderr, "publish: stopped after hashing %d of %d CAR files; nothing sent\n", prog.files.Load(), prog.total.Load())
+		}
 		return err
 	}
 	for i, ev := range evs {

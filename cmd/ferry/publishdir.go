@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/ferry-dev/ferry/carcheck"
 	"github.com/ferry-dev/ferry/events"
@@ -27,12 +29,13 @@ const codecCAR = 0x0202
 // ferry's piece workers compute it. Every file is read before anything is
 // sent, so a broken CAR stops the run with nothing sent; an interrupt
 // stops it within a read.
-func dirEvents(ctx context.Context, dir, urlBase string, withPiece bool) ([]*events.CarReplicated, []string, error) {
+func dirEvents(ctx context.Context, dir, urlBase string, withPiece bool, prog *dirProgress) ([]*events.CarReplicated, []string, error) {
 	names, err := filepath.Glob(filepath.Join(dir, "*.car"))
 	if err != nil {
 		return nil, nil, err
 	}
 	sort.Strings(names)
+	prog.total.Store(int64(len(names)))
 	out := make([]*events.CarReplicated, 0, len(names))
 	for i, name := range names {
 		ev, err := fileEvent(ctx, name, strings.TrimRight(urlBase, "/"), withPiece)
@@ -41,8 +44,21 @@ func dirEvents(ctx context.Context, dir, urlBase string, withPiece bool) ([]*eve
 		}
 		out = append(out, ev)
 		names[i] = filepath.Base(name)
+		prog.files.Add(1)
+		prog.bytes.Add(int64(ev.Size))
 	}
 	return out, names, nil
+}
+
+// dirProgress counts the files dirEvents has read, for progress lines
+// and for the summary of an interrupted run.
+type dirProgress struct {
+	files, total, bytes atomic.Int64
+}
+
+func (p *dirProgress) line(elapsed time.Duration) string {
+	return fmt.Sprintf("publish: hashed %d/%d CAR files, %s, %s, %s", p.files.Load(), p.total.Load(),
+		humanMiB(float64(p.bytes.Load())), perSecond(p.files.Load(), elapsed), elapsed.Round(time.Second))
 }
 
 func fileEvent(ctx context.Context, name, urlBase string, withPiece bool) (*events.CarReplicated, error) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 
 	"github.com/ferry-dev/ferry/client"
@@ -32,7 +33,13 @@ func runReceipts(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	from.Once = !*follow
 	from.Subjects = jetlog.Subjects{Prefix: *prefix}
 	enc := json.NewEncoder(stdout)
-	return client.SubscribeReceipts(ctx, js, from, func(_ uint64, r wire.Receipt) error {
+	printed := 0
+	err = client.SubscribeReceipts(ctx, js, from, func(_ uint64, r wire.Receipt) error {
+		printed++
 		return enc.Encode(r)
 	})
+	if ctx.Err() != nil {
+		fmt.Fprintf(stderr, "receipts: stopped after printing %d receipts\n", printed)
+	}
+	return err
 }

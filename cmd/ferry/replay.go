@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferry-dev/ferry/events"
@@ -28,7 +29,12 @@ func runReplay(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	fs.Var(&deal, "deal-size", "refuse to replay unless the log's deal size is this (default: the log's, as recorded)")
 	prefix := fs.String("prefix", jetlog.DefaultPrefix, "subject prefix (ferry serve's --prefix)")
 	auth := natsAuthFlags(fs, natsembed.RoleFerry)
+	progress := progressFlags(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	show, err := progress(stderr)
+	if err != nil {
 		return err
 	}
 	if st, err := os.Stat(*data); err != nil || !st.IsDir() {
@@ -59,7 +65,17 @@ func runReplay(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		return err
 	}
 	defer nc.Close()
-	if err := Replay(ctx, js, node.ReadModelPath(*data), uint64(deal), stdout); err != nil {
+	var applied atomic.Int64
+	stop := startProgressLines(stderr, show, func(elapsed time.Duration) string {
+		n := applied.Load()
+		return fmt.Sprintf("replay: %d batches, %s, %s", n, perSecond(n, elapsed), elapsed.Round(time.Second))
+	})
+	err = Replay(ctx, js, node.ReadModelPath(*data), uint64(deal), &applied, stdout)
+	stop()
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintf(stdout, "replay stopped after %d batches; the read models are as they were\n", applied.Load())
+		}
 		return err
 	}
 	return ReplayPins(ctx, js, jetlog.Subjects{Prefix: *prefix}, node.PinsPath(*data), stdout)
@@ -96,11 +112,11 @@ func ReplayPins(ctx context.Context, js jetstream.JetStream, sub jetlog.Subjects
 }
 
 // Replay rebuilds the read models at path from the aggregate log,
-// reporting progress and a final count. The log's recorded settings
+// counting the batches applied in applied and reporting a final count. The log's recorded settings
 // decide the rebuild (dealSize, when not 0, must agree with them). The new
 // read models are built beside the old ones and replace them only once
 // they are whole: a replay that fails leaves the old file as it was.
-func Replay(ctx context.Context, js jetstream.JetStream, path string, dealSize uint64, stdout io.Writer) error {
+func Replay(ctx context.Context, js jetstream.JetStream, path string, dealSize uint64, applied *atomic.Int64, stdout io.Writer) error {
 	start := time.Now()
 	settings, err := aggregator.LogSettings(ctx, js)
 	if err != nil {
@@ -133,15 +149,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, path string, dealSize u
 		}
 	}()
 	p := projections.NewProjector(js, store, nil)
-	var applied int
-	last := time.Now()
-	p.OnApplied = func(entries []projections.LoggedBatch) {
-		applied += len(entries)
-		if time.Since(last) > time.Second {
-			last = time.Now()
-			fmt.Fprintf(stdout, "replayed %d batches…\n", applied)
-		}
-	}
+	p.OnApplied = func(entries []projections.LoggedBatch) { applied.Add(int64(len(entries))) }
 	if err := p.Run(ctx, false); err != nil {
 		return err
 	}
@@ -160,7 +168,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, path string, dealSize u
 		return fmt.Errorf("replace read models: %w", err)
 	}
 	fmt.Fprintf(stdout, "replayed %d batches (aggregate log through sequence %d) in %s\n",
-		applied, through, time.Since(start).Round(time.Millisecond))
+		applied.Load(), through, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

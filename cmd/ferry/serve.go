@@ -81,6 +81,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	auth := natsAuthFlags(fs, "")
 	debugAddr := fs.String("debug-addr", "", "serve Go's profiles (/debug/pprof/) at this loopback `address` (empty: off)")
 	verbose := fs.Bool("v", false, "debug logging")
+	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -128,7 +129,10 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if *verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log, err := logger(stderr, level)
+	if err != nil {
+		return err
+	}
 	n, err := node.Start(ctx, node.Config{
 		Data: *data, HTTP: *httpAddr, NATSListen: *natsListen, NATS: *natsURL, Replicas: *replicas, Duplicates: *dedup,
 		NATSNoAuth: *natsNoAuth, PublishAccount: *publishAccount,
@@ -165,9 +169,15 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		}
 		fmt.Fprintf(stdout, "  debug: http://%s/debug/pprof/\n", addr)
 	}
-	<-ctx.Done()
-	log.Info("shutting down")
-	return n.Close()
+	return untilStopped(ctx, stdout, "serve", func(ctx context.Context) error {
+		<-ctx.Done()
+		log.Info("shutting down")
+		if err := n.Close(); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "serve: its logs and read models are in %s\n", *data)
+		return nil
+	})
 }
 
 // foldFlags maps the flags of the fold's settings to the settings' JSON

@@ -26,11 +26,16 @@ func runSpadeSim(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	maxAssemble := size(1 << 30)
 	fs.Var(&maxAssemble, "max-assemble", "largest deal whose bytes are assembled and hashed to check the offer")
 	fs.StringVar(&cfg.TempDir, "tmp", "", "directory for downloads (default: system temp)")
+	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	log, err := logger(stderr, slog.LevelInfo)
+	if err != nil {
+		return err
+	}
 	cfg.MaxAssemble = uint64(maxAssemble)
-	cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil))
+	cfg.Logger = log
 	sim, err := spade.NewSimulator(cfg)
 	if err != nil {
 		return err
@@ -48,8 +53,10 @@ func runSpadeSim(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return untilStopped(ctx, stdout, "spade-sim", func(context.Context) error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
 }

@@ -14,7 +14,7 @@ import (
 
 func runStatus(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("status", "status [flags] CID [CID...] | status [flags] --file F", stderr)
-	server := fs.String("server", defaultHTTP, "ferry's HTTP `address`")
+	flags := serverFlags(fs, defaultHTTP, "")
 	file := fs.String("file", "", "read CIDs from `F`, one a line (- for stdin); blank lines and # comments are skipped")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -23,7 +23,7 @@ func runStatus(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		fs.Usage()
 		return fmt.Errorf("%w: status takes CAR CIDs or --file, one of the two", errUsage)
 	}
-	api := client.NewHTTP(*server)
+	api := flags.client()
 	if fs.NArg() == 1 {
 		v, err := api.Car(ctx, fs.Arg(0))
 		if err != nil {

@@ -27,6 +27,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/ferry-dev/ferry/events"
 
@@ -50,6 +51,8 @@ type Violation struct {
 type Report struct {
 	Inputs, Batches, Cars, Aggregates, Receipts, ViewsChecked int
 	Violations                                                []Violation
+
+	read *atomic.Int64 // log entries read so far, for progress lines; nil: not counted
 }
 
 // OK reports whether every invariant holds.
@@ -68,6 +71,12 @@ type Views func(ctx context.Context, car string) (*wire.CarView, error)
 // that disagrees with the log's is aggregator.ErrSettings, since an audit
 // under other settings would report violations that are not there.
 func Run(ctx context.Context, js jetstream.JetStream, cfg events.Settings, given map[string]bool, views Views) (*Report, error) {
+	return RunCounting(ctx, js, cfg, given, views, nil)
+}
+
+// RunCounting is Run that adds every log entry it reads to read, which
+// another goroutine may load to show progress.
+func RunCounting(ctx context.Context, js jetstream.JetStream, cfg events.Settings, given map[string]bool, views Views, read *atomic.Int64) (*Report, error) {
 	logged, err := aggregator.LogSettings(ctx, js)
 	if err != nil {
 		return nil, err
@@ -75,7 +84,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg events.Settings, given
 	if cfg, err = aggregator.Reconcile(logged, cfg, given); err != nil {
 		return nil, err
 	}
-	r := &Report{}
+	r := &Report{read: read}
 	model := aggregator.NewInvariantModel()
 	var (
 		sums   []stored
@@ -213,6 +222,9 @@ func readLog(ctx context.Context, js jetstream.JetStream, stream string, until u
 	var c coverage
 	err = tail(ctx, js, stream, 1, false, func(e jetlog.Entry) error {
 		c.see(e.Seq)
+		if r.read != nil {
+			r.read.Add(1)
+		}
 		return fn(e)
 	})
 	// A read that stopped short of the stream's end (jetlog.ErrBehind)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ferry-dev/ferry/jetlog"
@@ -46,6 +47,8 @@ func Start(c Config) (*server.Server, error) {
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
+	} else if err := portFree(c.Listen); err != nil {
+		return nil, err
 	}
 	opts := &server.Options{
 		ServerName:   "ferry",
@@ -117,4 +120,18 @@ func Reopen(s *server.Server, c Config) error {
 		return fmt.Errorf("start JetStream: %w", err)
 	}
 	return nil
+}
+
+// portFree says so when listen's port is taken: the server itself only
+// logs its failure to listen (logging is off) and never becomes ready, so
+// without this check a busy port would read as "not ready".
+func portFree(listen string) error {
+	ln, err := net.Listen("tcp", listen)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("nats listen %s: address already in use (another ferry serve or NATS server?)", listen)
+	}
+	if err != nil {
+		return fmt.Errorf("nats listen %s: %w", listen, err)
+	}
+	return ln.Close()
 }

@@ -69,6 +69,11 @@ func TestTokensGuardWritesReportsAndOptionallyReads(t *testing.T) {
 		{"a report with the write token is refused", "POST", "/v1/deals/report", "w", 401},
 		{"a read without the read token is refused", "GET", "/v1/cars/" + car, "", 401},
 		{"a read with the read token is answered", "GET", "/v1/cars/" + car, "g", 404},
+		{"a read with the write token is answered", "GET", "/v1/cars/" + car, "w", 404},
+		{"a read with the report token is refused", "GET", "/v1/cars/" + car, "r", 401},
+		{"a write with the read token is refused", "POST", "/v1/cars", "g", 401},
+		{"the dashboard with the write token is answered", "GET", "/", "w", 200},
+		{"the dashboard without a token is refused", "GET", "/", "", 401},
 		{"health needs no token", "GET", "/healthz", "", 200},
 	}
 	for _, tc := range cases {

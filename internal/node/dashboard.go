@@ -16,6 +16,6 @@ func (n *Node) newDashboard() *dashboard.Dashboard {
 		Store: n.Store, Pins: n.Pins, JS: n.JS,
 		Queues:    queues,
 		Settings:  n.Settings,
-		ReadToken: n.cfg.ReadToken, Log: n.log,
+		ReadToken: n.cfg.ReadToken, WriteToken: n.cfg.WriteToken, Log: n.log,
 	}
 }
