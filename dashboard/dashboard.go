@@ -20,6 +20,7 @@
 package dashboard
 
 import (
+	"context"
 	"crypto/subtle"
 	"embed"
 	"html/template"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/projections"
+	"github.com/ferry-dev/ferry/wire"
 	"github.com/ferry-dev/ferry/workqueue"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -53,10 +55,13 @@ type Dashboard struct {
 	Settings func() events.Settings
 	// ReadToken, when set, guards every page (see the package doc).
 	ReadToken string
+	// PieceWork returns a QUEUED CAR's last failed piece attempt, or nil
+	// (api.API.PieceWork); nil leaves it out of the pages.
+	PieceWork func(ctx context.Context, car string) (*wire.WorkAttempt, error)
 	// WriteToken, the API's write token, opens the pages too: whoever may
 	// write may read.
 	WriteToken string
-	Log       *slog.Logger
+	Log        *slog.Logger
 
 	rate rate
 	tmpl *template.Template

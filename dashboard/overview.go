@@ -84,6 +84,9 @@ func (d *Dashboard) gather(ctx context.Context, now time.Time) (*overviewPage, e
 	if p.Queued, p.QueuedN, err = d.Store.OldestQueued(oldestQueued, queuedCountCap); err != nil {
 		return nil, err
 	}
+	for i := range p.Queued {
+		d.addWork(ctx, &p.Queued[i])
+	}
 	if p.Rejections, err = d.Store.Rejections(lastRejections); err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/projections"
 	"github.com/ferry-dev/ferry/spade"
@@ -93,12 +95,25 @@ func (d *Dashboard) car(w http.ResponseWriter, r *http.Request) {
 		d.fail(w, err, cid)
 		return
 	}
+	d.addWork(r.Context(), c)
 	fs, err := fields(c, "deals", "inclusion")
 	if err != nil {
 		d.fail(w, err, cid)
 		return
 	}
 	d.render(w, http.StatusOK, "car.html", carPage{Car: c, Fields: fs})
+}
+
+// addWork adds a QUEUED CAR's last failed piece attempt, as the API's
+// status does: why a CAR waits is otherwise only in a worker's log. A
+// record that cannot be read leaves the page without it.
+func (d *Dashboard) addWork(ctx context.Context, c *wire.CarView) {
+	if d.PieceWork == nil || c.State != aggregator.Queued {
+		return
+	}
+	if work, err := d.PieceWork(ctx, c.Car); err == nil {
+		c.Work = work
+	}
 }
 
 type aggregatePage struct {

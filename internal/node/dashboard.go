@@ -16,6 +16,7 @@ func (n *Node) newDashboard() *dashboard.Dashboard {
 		Store: n.Store, Pins: n.Pins, JS: n.JS,
 		Queues:    queues,
 		Settings:  n.Settings,
+		PieceWork: n.API.PieceWork,
 		ReadToken: n.cfg.ReadToken, WriteToken: n.cfg.WriteToken, Log: n.log,
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -108,6 +109,19 @@ func TestQueuedCarShowsItsPieceWorkFailure(t *testing.T) {
 	}
 	if w.Dead || w.Worker == "" {
 		t.Errorf("dead %v, worker %q: want a live item and the worker's name", w.Dead, w.Worker)
+	}
+	// The dashboard says the same: on the CAR's page and in the overview's
+	// oldest waiting CARs.
+	for _, page := range []string{"/ui/cars/" + car.CID.String(), "/"} {
+		resp, err := http.Get(api.Base + page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "HTTP 500") {
+			t.Errorf("GET %s: %d, and the page does not show the piece work's error (HTTP 500):\n%s", page, resp.StatusCode, body)
+		}
 	}
 
 	// The last attempt fails: the CAR is rejected with the same reason.

@@ -244,10 +244,10 @@ func (n *Node) start(ctx context.Context) error {
 		WriteToken: n.cfg.WriteToken, ReportToken: n.cfg.ReportToken, ReadToken: n.cfg.ReadToken, Log: n.log,
 		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health, Behind: n.lag.behind,
 		Limits: n.cfg.HTTPLimits}
-	n.Dashboard = n.newDashboard()
 	if n.API.PieceWork, err = n.pieceWork(ctx); err != nil {
 		return err
 	}
+	n.Dashboard = n.newDashboard()
 	if err := n.listen(); err != nil {
 		return err
 	}
