@@ -490,6 +490,20 @@ func TestCtrlCStopsLongCommandsWithinASecond(t *testing.T) {
 		sigint(t, regexp.MustCompile(`fetch-worker: \d+ workers`), regexp.MustCompile(`fetch-worker: stopped after \d`), nil,
 			"fetch-worker", "--nats", s.nats, "--data", s.data, "--car-store", t.TempDir(), "--public-url", "http://127.0.0.1:1/cars")
 	})
+	t.Run("pack", func(t *testing.T) {
+		// A sparse file big enough to take seconds to hash and commP.
+		dir := t.TempDir()
+		f, err := os.Create(filepath.Join(dir, "big"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(2 << 30); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		sigint(t, regexp.MustCompile(`pack: \d+/\d+ files`), regexp.MustCompile(`pack stopped after 0 of \d+ CARs \(.* read\) in .*; run the same command again`), nil,
+			"pack", dir, "--out", t.TempDir(), "--progress", "always")
+	})
 	t.Run("publish of many", func(t *testing.T) {
 		// An *os.File, so that the child reads the pipe itself and Wait
 		// does not wait on a copy.

@@ -124,6 +124,13 @@ func runPack(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	start := time.Now()
 	sum, err := pack.Run(ctx, opts)
 	stop()
+	if err != nil && ctx.Err() != nil {
+		// What is built stays: the records let the same command go on.
+		fmt.Fprintf(stdout, "pack stopped after %d of %d CARs (%s of %s read) in %s; run the same command again to go on where it stopped\n",
+			prog.Cars.Load(), prog.TotalCars.Load(), humanMiB(float64(prog.Bytes.Load())), humanMiB(float64(prog.TotalBytes.Load())),
+			time.Since(start).Round(time.Millisecond))
+		return context.Canceled
+	}
 	if err != nil {
 		return err
 	}

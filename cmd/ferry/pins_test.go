@@ -52,6 +52,12 @@ func TestPinAndPinsCommands(t *testing.T) {
 	if pinned.Status != "pinned" || pinned.Info["car"] == "" {
 		t.Fatalf("ferry pins: %+v", pinned)
 	}
+	// The pin is pinned once the input log has its car.replicated; the
+	// CAR's status is the aggregate log's, which follows a moment later.
+	testutil.Eventually(t, 30*time.Second, "ferry status to know the pinned CAR", func() bool {
+		_, _, err := run(t, "status", "--server", s.http, pinned.Info["car"])
+		return err == nil
+	})
 	v, _ := status(t, s.http, pinned.Info["car"])
 	if v.Car != pinned.Info["car"] || v.Piece != pinned.Info["piece"] {
 		t.Fatalf("ferry status %s: %+v, the pin says piece %s", pinned.Info["car"], v, pinned.Info["piece"])
