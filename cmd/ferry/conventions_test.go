@@ -410,6 +410,14 @@ func TestProgressLines(t *testing.T) {
 // matching summary on stdout or stderr. A nil ready waits a second.
 func sigint(t *testing.T, ready, summary *regexp.Regexp, stdin *os.File, args ...string) {
 	t.Helper()
+	stopWith(t, syscall.SIGINT, 130, ready, summary, stdin, args...)
+}
+
+// stopWith starts ferry with args, waits for ready on its output, sends
+// sig and wants it to exit within a second with status code, having
+// printed summary.
+func stopWith(t *testing.T, sig syscall.Signal, code int, ready, summary *regexp.Regexp, stdin *os.File, args ...string) {
+	t.Helper()
 	cmd := exec.Command(ferryBinary(t), args...)
 	cmd.Env = proctest.CleanEnv()
 	if stdin != nil {
@@ -443,7 +451,7 @@ func sigint(t *testing.T, ready, summary *regexp.Regexp, stdin *os.File, args ..
 		t.Fatalf("ferry %s ended before SIGINT: %v\n%s%s", args[0], cmd.ProcessState, out, errOut)
 	default:
 	}
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+	if err := cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	sent := time.Now()
@@ -453,12 +461,12 @@ func sigint(t *testing.T, ready, summary *regexp.Regexp, stdin *os.File, args ..
 		t.Fatalf("ferry %s still running 10 s after SIGINT\n%s%s", args[0], out, errOut)
 	}
 	took := time.Since(sent)
-	t.Logf("ferry %s exited %v after SIGINT", args[0], took)
+	t.Logf("ferry %s exited %v after %v", args[0], took, sig)
 	if took > time.Second {
-		t.Errorf("ferry %s took %v to stop after SIGINT, want under 1 s", args[0], took)
+		t.Errorf("ferry %s took %v to stop after %v, want under 1 s", args[0], took, sig)
 	}
-	if code := cmd.ProcessState.ExitCode(); code != 130 {
-		t.Errorf("ferry %s exited %d after SIGINT, want 130\n%s%s", args[0], code, out, errOut)
+	if got := cmd.ProcessState.ExitCode(); got != code {
+		t.Errorf("ferry %s exited %d after %v, want %d\n%s%s", args[0], got, sig, code, out, errOut)
 	}
 	if !summary.MatchString(out.String() + errOut.String()) {
 		t.Errorf("ferry %s printed no summary matching %s:\nstdout %q\nstderr %q", args[0], summary, out, errOut)
@@ -470,6 +478,11 @@ func TestCtrlCStopsLongCommandsWithinASecond(t *testing.T) {
 	s := serve(t, t.TempDir(), "--tick", "1h", "--piece-workers", "-1")
 	t.Run("serve", func(t *testing.T) {
 		sigint(t, regexp.MustCompile(`ferry serving`), regexp.MustCompile(`serve: its logs and read models are in .*\nserve: stopped after \d`), nil,
+			"serve", "--data", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--deal-size", "8MiB")
+	})
+	t.Run("serve by SIGTERM", func(t *testing.T) {
+		// A service manager's stop: a clean stop is a success.
+		stopWith(t, syscall.SIGTERM, 0, regexp.MustCompile(`ferry serving`), regexp.MustCompile(`serve: stopped after \d`), nil,
 			"serve", "--data", t.TempDir(), "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--deal-size", "8MiB")
 	})
 	t.Run("receipts --follow", func(t *testing.T) {

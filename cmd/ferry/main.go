@@ -16,9 +16,12 @@ import (
 
 func main() {
 	// The first SIGINT or SIGTERM cancels ctx: every command stops within
-	// a second, says what it did, and the exit status tells the caller it
-	// was stopped (128 + the signal, as a shell reports it). A second
-	// signal gets Go's default: the process dies at once.
+	// a second and says what it did. After Ctrl-C the exit status tells
+	// the shell it was interrupted (130). SIGTERM is how a service manager
+	// stops a server: one that stopped cleanly exits 0 (systemd and
+	// Kubernetes count 143 as a failure), and a command it cut short
+	// exits 1. A second signal gets Go's default: the process dies at
+	// once.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -44,8 +47,9 @@ const (
 
 // report prints err once, prefixed "ferry: ", and returns the exit status:
 // 0 for success and for -h, 2 for a usage error (the flag package has
-// printed the usage), 3 for publish's rejections, 128+n after signal n
-// stopped the command, 1 for any other failure.
+// printed the usage), 3 for publish's rejections, 130 after Ctrl-C
+// stopped the command, 1 for any other failure (a command SIGTERM cut
+// short included).
 func report(err error, sig os.Signal, stderr io.Writer) int {
 	code := exitFailure
 	switch {
@@ -56,8 +60,8 @@ func report(err error, sig os.Signal, stderr io.Writer) int {
 	case errors.Is(err, errRejected):
 		code = exitRejected
 	}
-	if sig != nil {
-		code = 128 + signalNumber(sig)
+	if sig == os.Interrupt {
+		code = 128 + int(syscall.SIGINT)
 	}
 	// A bare context.Canceled only says the signal came; the command has
 	// printed what it did.
@@ -65,13 +69,6 @@ func report(err error, sig os.Signal, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ferry:", err)
 	}
 	return code
-}
-
-func signalNumber(s os.Signal) int {
-	if n, ok := s.(syscall.Signal); ok {
-		return int(n)
-	}
-	return int(syscall.SIGINT)
 }
 
 var errUsage = errors.New("usage")
@@ -165,8 +162,9 @@ Conventions:
                            audit and pack (auto: when stderr is a terminal)
 
 Exit status: 0 done (and -h); 1 failed; 2 usage error; 3 publish: some
-events rejected or in conflict; 130 stopped by Ctrl-C (143 by SIGTERM),
-after printing what was done.
+events rejected or in conflict; 130 stopped by Ctrl-C, after printing
+what was done. On SIGTERM serve, spade-sim and the workers stop cleanly
+and exit 0; other commands it cuts short exit 1.
 `)
 }
 
