@@ -45,21 +45,11 @@ func runReplay(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	if err := lockFree(node.ReadModelPath(*data), defaultDeal, stdout); err != nil {
 		return err
 	}
-	url := *natsURL
-	if url == "" {
-		// The data dir's users, as ferry serve runs it: nobody else on this
-		// machine can write while replay reads.
-		creds, err := natsembed.LoadCredentials(node.CredentialsDir(*data))
-		if err != nil {
-			return err
-		}
-		s, err := natsembed.Start(natsembed.Config{Dir: filepath.Join(*data, "jetstream"), Listen: "127.0.0.1:0", Auth: creds})
-		if err != nil {
-			return err
-		}
-		defer s.Shutdown()
-		url = s.ClientURL()
+	url, shutdown, err := dataNATS(*natsURL, *data)
+	if err != nil {
+		return err
 	}
+	defer shutdown()
 	nc, js, err := auth.connect(url, "ferry replay")
 	if err != nil {
 		return err
@@ -79,6 +69,26 @@ func runReplay(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		return err
 	}
 	return ReplayPins(ctx, js, jetlog.Subjects{Prefix: *prefix}, node.PinsPath(*data), stdout)
+}
+
+// dataNATS is natsURL, or when it is "" the URL of an embedded NATS
+// server started on the data dir's store (ferry serve must not be
+// running), which shutdown stops.
+func dataNATS(natsURL, data string) (url string, shutdown func(), err error) {
+	if natsURL != "" {
+		return natsURL, func() {}, nil
+	}
+	// The data dir's users, as ferry serve runs it: nobody else on this
+	// machine can write while the command reads.
+	creds, err := natsembed.LoadCredentials(node.CredentialsDir(data))
+	if err != nil {
+		return "", nil, err
+	}
+	s, err := natsembed.Start(natsembed.Config{Dir: filepath.Join(data, "jetstream"), Listen: "127.0.0.1:0", Auth: creds})
+	if err != nil {
+		return "", nil, err
+	}
+	return s.ClientURL(), s.Shutdown, nil
 }
 
 // ReplayPins rebuilds the pins read model at path from the pin events of
