@@ -13,9 +13,11 @@ import (
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/natsembed"
+	"github.com/ferry-dev/ferry/internal/node"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/piece"
 	"github.com/ferry-dev/ferry/whatif"
+	bolt "go.etcd.io/bbolt"
 )
 
 func runWhatif(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -36,16 +38,21 @@ func runWhatif(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	if err != nil {
 		return err
 	}
-	url, shutdown, err := dataNATS(*natsURL, *data)
+	if *natsURL == "" {
+		// The embedded server must not start on a store ferry serve runs:
+		// its read models' lock says whether it does.
+		if st, err := os.Stat(*data); err != nil || !st.IsDir() {
+			return fmt.Errorf("no ferry data dir at %s", *data)
+		}
+		if err := notServed(*data); err != nil {
+			return err
+		}
+	}
+	js, done, err := dialData(auth, *natsURL, *data, "ferry whatif")
 	if err != nil {
 		return err
 	}
-	defer shutdown()
-	nc, js, err := auth.connect(url, "ferry whatif")
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
+	defer done()
 	recorded, err := aggregator.LogSettings(ctx, js)
 	if err != nil {
 		return err
@@ -82,6 +89,23 @@ func runWhatif(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		return rep.WriteJSON(stdout)
 	}
 	return rep.WriteText(stdout)
+}
+
+// notServed fails when ferry serve holds the data dir: its read models'
+// lock is taken, which a shared, read-only lock finds without writing.
+func notServed(data string) error {
+	path := node.ReadModelPath(data)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return fmt.Errorf("%s is in use (is ferry serve running on this data dir?): give --nats to read its log", path)
+	}
+	if err == nil {
+		db.Close()
+	}
+	return nil
 }
 
 func writeHTML(path string, rep *whatif.Report) error {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/events"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/whatif"
 )
@@ -92,6 +94,38 @@ func TestWhatifReportsTheRecordedAndAnotherPolicy(t *testing.T) {
 	for _, bad := range []string{"deal=3MiB", "speed=1", "min=9MiB", "maxwait"} {
 		if _, _, err := run(t, "whatif", "--nats", s.nats, "--data", data, "--policy", bad); err == nil || !strings.Contains(err.Error(), "--policy") {
 			t.Errorf("--policy %s: err %v, want a usage error naming it", bad, err)
+		}
+	}
+
+	// Without --nats it starts its own server on the data dir, which it
+	// refuses while serve runs there; once serve stops (and its ticks
+	// with it) two runs give the same report, byte for byte.
+	if _, _, err := run(t, "whatif", "--data", data); err == nil || !strings.Contains(err.Error(), "ferry serve running") {
+		t.Errorf("whatif on a served data dir: %v, want a refusal", err)
+	}
+	if err := s.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"whatif", "--data", data, "--policy", "deal=1MiB,maxwait=1h", "--json"}
+	if first, again := mustRun(t, args...), mustRun(t, args...); again != first || !strings.Contains(first, `"recorded"`) {
+		t.Errorf("whatif over the same log gave another report:\n%s\nthen\n%s", first, again)
+	}
+}
+
+func TestPolicySpecsKeepTheRecordedSettingsTheyLeaveOut(t *testing.T) {
+	rec := events.Settings{DealSize: 32 << 30, MinPayload: 20 << 30, MaxWait: 4 * time.Hour, VerifyPieces: true}
+	tests := []struct {
+		spec string
+		want events.Settings
+	}{
+		{"maxwait=1h", events.Settings{DealSize: 32 << 30, MinPayload: 20 << 30, MaxWait: time.Hour, VerifyPieces: true}},
+		{"deal=8GiB", events.Settings{DealSize: 8 << 30, MinPayload: aggregator.DefaultMinPayload(8 << 30), MaxWait: 4 * time.Hour, VerifyPieces: true}},
+		{"deal=8GiB, min=1GiB,maxwait=30m", events.Settings{DealSize: 8 << 30, MinPayload: 1 << 30, MaxWait: 30 * time.Minute, VerifyPieces: true}},
+	}
+	for _, tt := range tests {
+		p, err := parsePolicy(tt.spec, rec)
+		if err != nil || p.Fold != tt.want || p.Name != tt.spec {
+			t.Errorf("%q: %+v, %v; want %+v", tt.spec, p, err, tt.want)
 		}
 	}
 }
