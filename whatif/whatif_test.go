@@ -340,4 +340,5 @@ func benchFold(b *testing.B, policies []whatif.Policy) {
 	b.ReportMetric(float64(after.HeapAlloc-min(before.HeapAlloc, after.HeapAlloc))/(1<<20), "MiB-held")
 	runtime.KeepAlive(f)
 	runtime.KeepAlive(rep)
+	runtime.KeepAlive(ins) // held before too: not part of the difference
 }
