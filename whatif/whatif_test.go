@@ -29,7 +29,8 @@ func carSize(i int) uint64 { return 1<<10 + uint64(i*7919)%(199<<10+1) }
 
 // workload is n CARs as a storage service and the piece workers would
 // send them: every fifth CAR without its piece, which a car.piece brings
-// three inputs later; a tick every fourth input, 30 s apart.
+// about fifteen CARs (two minutes) later; a tick every fourth CAR, 30 s
+// apart.
 func workload(n int) []events.Event {
 	var evs []events.Event
 	var late []int // CARs whose car.piece is due
@@ -40,7 +41,7 @@ func workload(n int) []events.Event {
 		if !withPiece {
 			late = append(late, i)
 		}
-		if len(late) > 0 && i%5 == 3 {
+		if len(late) > 3 && i%5 == 3 {
 			j := late[0]
 			late = late[1:]
 			p := testutil.FakePiece(j, carSize(j))
@@ -192,9 +193,18 @@ func TestTheRecordedPolicyReproducesTheLiveFold(t *testing.T) {
 	if got, want := o.ToReady.CARs, len(liveWaits); got != want {
 		t.Fatalf("%d waits, live %d", got, want)
 	}
-	p50 := liveWaits[int(math.Ceil(0.5*float64(len(liveWaits))))-1]
-	if o.ToReady.P50 != p50.Seconds() || o.ToReady.Max != liveWaits[len(liveWaits)-1].Seconds() {
-		t.Errorf("to READY p50 %vs max %vs; the live log's clocks give %v and %v", o.ToReady.P50, o.ToReady.Max, p50, liveWaits[len(liveWaits)-1])
+	q := func(p float64) float64 { return liveWaits[int(math.Ceil(p*float64(len(liveWaits))))-1].Seconds() }
+	want := []float64{q(0.5), q(0.9), q(0.99), q(1)}
+	if got := []float64{o.ToReady.P50, o.ToReady.P90, o.ToReady.P99, o.ToReady.Max}; !slices.Equal(got, want) {
+		t.Errorf("to READY p50, p90, p99, max: %v s; the live log's clocks give %v s", got, want)
+	}
+	var hist [len(whatif.WaitBounds) + 1]int
+	for _, w := range liveWaits {
+		i, _ := slices.BinarySearch(whatif.WaitBounds[:], w)
+		hist[i]++
+	}
+	if o.ToReady.Histogram != hist {
+		t.Errorf("to READY histogram %v; the live log's waits give %v", o.ToReady.Histogram, hist)
 	}
 }
 
