@@ -95,6 +95,7 @@ var commands = []command{
 	{"pins", "", "list pins as JSON lines (--status, --cid)", runPins},
 	{"aggregates", "", "list aggregates; 'aggregates ID' shows one; 'aggregates close|reoffer|fail ID' orders one; 'aggregates close' closes the INGESTING one", runAggregates},
 	{"replay", "", "rebuild the read models from the logs, replacing them only once whole", runReplay},
+	{"whatif", "", "fold the input log in memory under other policies (--policy deal=,min=,maxwait=) and report what each would have done", runWhatif},
 	{"receipts", "", "print deal receipts as JSON lines (--follow to keep going)", runReceipts},
 	{"commp", "", "piece CID, sizes, md5 and roots of a CAR file, URL or stdin", runCommp},
 	{"pack", "DIR", "pack a directory tree into CARs ready for deals, with a manifest (--out, --publish)", runPack},
@@ -159,7 +160,8 @@ Conventions:
   --log-format json|text   log lines of serve, the workers and spade-sim
   --progress auto|always|never
                            progress lines on stderr of publish --dir, replay,
-                           audit and pack (auto: when stderr is a terminal)
+                           whatif, audit and pack (auto: when stderr is a
+                           terminal)
 
 Exit status: 0 done (and -h); 1 failed; 2 usage error; 3 publish: some
 events rejected or in conflict; 130 stopped by Ctrl-C, after printing

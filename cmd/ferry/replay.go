@@ -45,26 +45,11 @@ func runReplay(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	if err := lockFree(node.ReadModelPath(*data), defaultDeal, stdout); err != nil {
 		return err
 	}
-	url := *natsURL
-	if url == "" {
-		// The data dir's users, as ferry serve runs it: nobody else on this
-		// machine can write while replay reads.
-		creds, err := natsembed.LoadCredentials(node.CredentialsDir(*data))
-		if err != nil {
-			return err
-		}
-		s, err := natsembed.Start(natsembed.Config{Dir: filepath.Join(*data, "jetstream"), Listen: "127.0.0.1:0", Auth: creds})
-		if err != nil {
-			return err
-		}
-		defer s.Shutdown()
-		url = s.ClientURL()
-	}
-	nc, js, err := auth.connect(url, "ferry replay")
+	js, done, err := dialData(auth, *natsURL, *data, "ferry replay")
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
+	defer done()
 	var applied atomic.Int64
 	stop := startProgressLines(stderr, show, func(elapsed time.Duration) string {
 		n := applied.Load()
@@ -79,6 +64,32 @@ func runReplay(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 		return err
 	}
 	return ReplayPins(ctx, js, jetlog.Subjects{Prefix: *prefix}, node.PinsPath(*data), stdout)
+}
+
+// dialData connects to natsURL, or when it is "" to an embedded NATS
+// server it starts on the data dir's store (ferry serve must not be
+// running); done closes the connection and stops that server.
+func dialData(auth *natsAuth, natsURL, data, name string) (js jetstream.JetStream, done func(), err error) {
+	url, shutdown := natsURL, func() {}
+	if url == "" {
+		// The data dir's users, as ferry serve runs it: nobody else on this
+		// machine can write while the command reads.
+		creds, err := natsembed.LoadCredentials(node.CredentialsDir(data))
+		if err != nil {
+			return nil, nil, err
+		}
+		s, err := natsembed.Start(natsembed.Config{Dir: filepath.Join(data, "jetstream"), Listen: "127.0.0.1:0", Auth: creds})
+		if err != nil {
+			return nil, nil, err
+		}
+		url, shutdown = s.ClientURL(), s.Shutdown
+	}
+	nc, js, err := auth.connect(url, name)
+	if err != nil {
+		shutdown()
+		return nil, nil, err
+	}
+	return js, func() { nc.Close(); shutdown() }, nil
 }
 
 // ReplayPins rebuilds the pins read model at path from the pin events of
