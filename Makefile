@@ -32,11 +32,12 @@ e2e:
 # The dashboard in Debian's headless chromium, driven by chromedp
 # (internal/node, build tag browser): a ferry with deals, a filling
 # aggregate and a rejection, the overview checked against the API, a
-# search followed to a CAR's page. scripts/chromium.sh installs chromium
+# search followed to a CAR's page; and ferry whatif's HTML report (whatif),
+# its charts' bars measured against the JSON report. scripts/chromium.sh installs chromium
 # with apt-get when it is missing. Screenshots go to $FERRY_ARTIFACTS
 # (default: a temporary directory, logged).
 browser-test:
-	FERRY_CHROMIUM="$$(./scripts/chromium.sh)" $(GO) test -tags browser -race -count=1 -timeout 10m -run TestDashboard ./internal/node/ -v
+	FERRY_CHROMIUM="$$(./scripts/chromium.sh)" $(GO) test -tags browser -race -count=1 -timeout 10m -run 'TestDashboard|TestTheHTMLReport' ./internal/node/ ./whatif/ -v
 
 # docs/dashboard.png, taken by the browser test.
 dashboard-screenshot:
