@@ -19,7 +19,6 @@ type StreamStat struct {
 	Name     string
 	Messages uint64
 	Bytes    uint64
-	FirstSeq uint64
 	LastSeq  uint64
 	// Err is why the stream could not be read (empty when it was).
 	Err string
@@ -69,7 +68,7 @@ func StreamStats(ctx context.Context, js jetstream.JetStream) []StreamStat {
 			st.Err = err.Error()
 		default:
 			state := s.CachedInfo().State
-			st.Messages, st.Bytes, st.FirstSeq, st.LastSeq = state.Msgs, state.Bytes, state.FirstSeq, state.LastSeq
+			st.Messages, st.Bytes, st.LastSeq = state.Msgs, state.Bytes, state.LastSeq
 		}
 		out = append(out, st)
 	}
