@@ -43,8 +43,11 @@ func NewWith(cfg events.Settings, acc Accepted) *State {
 		cfg:      cfg,
 		nextID:   1,
 		accepted: acc,
-		queued:   map[string]queuedCar{},
-		closed:   map[uint64]*aggregate{},
+		queued:    map[string]queuedCar{},
+		ingesting: map[string]*aggregate{},
+		live:      map[uint64]*aggregate{},
+		ripe:      map[uint64]struct{}{},
+		closed:    map[uint64]*aggregate{},
 		byRoot:   map[[32]byte]uint64{},
 	}
 }

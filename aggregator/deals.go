@@ -98,29 +98,36 @@ func (s *State) onDealFailed(b *events.Batch, id uint64, reason string) {
 	}
 }
 
-// requeue aggregates the CARs of a failed aggregate again, in their
-// arrival order: as many as fit the INGESTING aggregate per run, closing
-// it full when the next does not fit.
+// requeue aggregates the CARs of a failed or released aggregate again, in
+// their arrival order: as many as fit the INGESTING aggregate per run,
+// closing it full when the next does not fit. A released group's CARs go
+// to the shared pool; a failed deal's go back to the group it was filled
+// for, while the fold groups CARs at all.
 func (s *State) requeue(b *events.Batch, id uint64) {
-	members := s.closed[id].members
+	from := s.closed[id]
+	group := from.group
+	if from.state == Released || s.cfg.GroupBy == "" {
+		group = ""
+	}
+	members := from.members
 	for first := 0; first < len(members); {
-		n := s.room(members[first:])
+		n := s.room(group, members[first:])
 		if n == 0 {
-			s.closeOpen(b, events.ClosedFull)
+			s.closeAgg(b, s.ingesting[group], events.ClosedFull)
 			continue
 		}
-		s.emit(b, events.Decision{Type: events.DecCarsRequeued, From: id, First: first, Count: n, Aggregate: s.target()})
+		s.emit(b, events.Decision{Type: events.DecCarsRequeued, From: id, First: first, Count: n, Aggregate: s.target(group), Group: group})
 		first += n
 	}
 }
 
-// room counts how many of ms, in order, fit the INGESTING aggregate (or a
-// new one).
-func (s *State) room(ms []member) int {
+// room counts how many of ms, in order, fit group's INGESTING aggregate
+// (or a new one).
+func (s *State) room(group string, ms []member) int {
 	var used uint64
 	count := 0
-	if s.open != nil {
-		used, count = s.open.used, len(s.open.members)
+	if a := s.ingesting[group]; a != nil {
+		used, count = a.used, len(a.members)
 	}
 	n := 0
 	for _, m := range ms {

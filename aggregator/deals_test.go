@@ -53,7 +53,7 @@ func (f *dealFolder) fill(first, n int) events.Decision {
 	for i := range n {
 		f.apply(testutil.Replicated(first+i, 6000, true))
 	}
-	return f.apply(&events.AggregateClose{Aggregate: f.st.target()}).Decisions[0]
+	return f.apply(&events.AggregateClose{Aggregate: f.st.target("")}).Decisions[0]
 }
 
 func TestAnUnansweredOfferIsOfferedAgainAfterTheDealTimeoutThenGivenUp(t *testing.T) {
@@ -175,7 +175,7 @@ func TestAFailingEngineGetsBoundedOffersWithBackoff(t *testing.T) {
 	if got := types(last); got != events.DecAggFailed || d.Reason != "gave up after 4 offers: simulated failure" || d.Count != 4 {
 		t.Fatalf("the last failure gave %s %+v", got, d)
 	}
-	if f.st.open != nil || len(f.st.closed[d.Aggregate].members) != 3 {
+	if len(f.st.live) != 0 || len(f.st.closed[d.Aggregate].members) != 3 {
 		t.Fatalf("the given-up aggregate should keep its 3 CARs")
 	}
 	checkReplays(t, f)

@@ -23,13 +23,17 @@ func (s *State) Evolve(d events.Decision) error {
 		if d.Settings == nil {
 			return invalid(d, "no settings")
 		}
+		if !s.recorded {
+			s.origin = *d.Settings
+		}
 		s.cfg, s.recorded = *d.Settings, true
+		s.ripen()
 	case events.DecCarQueued:
 		if d.Record == nil {
 			return invalid(d, "no record")
 		}
 		s.accepted.Put(keyOf(d.Car), uint64(printOf(d.Record.Size, d.Record.MD5)))
-		s.queued[d.Car] = queuedCar{size: d.Record.Size, claim: d.Piece}
+		s.queued[d.Car] = queuedCar{size: d.Record.Size, claim: d.Piece, group: d.Group}
 	case events.DecCarAdded:
 		return s.evolveAdded(d)
 	case events.DecCarRejected:
@@ -39,10 +43,13 @@ func (s *State) Evolve(d events.Decision) error {
 		}
 	case events.DecInputIgnored:
 	case events.DecAggClock:
-		if s.open == nil || s.open.id != d.Aggregate {
+		a := s.live[d.Aggregate]
+		if a == nil {
 			return invalid(d, "no such INGESTING aggregate")
 		}
-		s.open.since = d.At
+		a.since = d.At
+	case events.DecAggReleased:
+		return s.evolveReleased(d)
 	case events.DecAggReady:
 		return s.evolveReady(d)
 	case events.DecAggOffered:
@@ -67,23 +74,65 @@ func invalid(d events.Decision, why string) error {
 	return fmt.Errorf("%w: %s of aggregate %d car %q: %s", ErrInvalidDecision, d.Type, d.Aggregate, d.Car, why)
 }
 
-// ingest returns the INGESTING aggregate with id, opening it if id is next.
+// ingest returns the INGESTING aggregate of d's group with d's id, opening
+// it if the group has none and the id is next.
 func (s *State) ingest(d events.Decision) (*aggregate, error) {
+	a := s.ingesting[d.Group]
 	switch {
-	case s.open != nil && s.open.id == d.Aggregate:
-		return s.open, nil
-	case s.open == nil && d.Aggregate == s.nextID:
-		s.open = &aggregate{id: s.nextID, state: Ingesting, since: s.now}
+	case a != nil && a.id == d.Aggregate:
+		return a, nil
+	case a == nil && d.Aggregate == s.nextID:
+		a = &aggregate{id: s.nextID, group: d.Group, state: Ingesting, since: s.now}
 		s.nextID++
-		return s.open, nil
+		s.ingesting[a.group], s.live[a.id] = a, a
+		if a.group != "" {
+			s.groupQueue = append(s.groupQueue, a.id)
+		}
+		return a, nil
 	}
-	return nil, invalid(d, "not the INGESTING aggregate")
+	return nil, invalid(d, "not the INGESTING aggregate of its group")
 }
 
 func (s *State) join(a *aggregate, m member) {
 	a.members = append(a.members, m)
 	a.used += m.padded
 	a.payload += m.size
+	if a.payload >= s.cfg.MinPayload {
+		s.ripe[a.id] = struct{}{}
+	}
+}
+
+// finish takes an INGESTING aggregate out of the live set, into the
+// closed ones, in state.
+func (s *State) finish(a *aggregate, state string) {
+	a.state = state
+	s.closed[a.id] = a
+	delete(s.ingesting, a.group)
+	delete(s.live, a.id)
+	delete(s.ripe, a.id)
+}
+
+// ripen finds the INGESTING aggregates that hold MinPayload again, after
+// the settings or the whole state changed.
+func (s *State) ripen() {
+	clear(s.ripe)
+	for id, a := range s.live {
+		if a.payload >= s.cfg.MinPayload {
+			s.ripe[id] = struct{}{}
+		}
+	}
+}
+
+func (s *State) evolveReleased(d events.Decision) error {
+	a := s.live[d.Aggregate]
+	if a == nil || a.group == "" || a.group != d.Group {
+		return invalid(d, "not the INGESTING aggregate of a group")
+	}
+	if d.Count != len(a.members) {
+		return invalid(d, fmt.Sprintf("it holds %d CARs", len(a.members)))
+	}
+	s.finish(a, Released)
+	return nil
 }
 
 func (s *State) evolveAdded(d events.Decision) error {
@@ -105,18 +154,16 @@ func (s *State) evolveAdded(d events.Decision) error {
 }
 
 func (s *State) evolveReady(d events.Decision) error {
-	a := s.open
-	if a == nil || a.id != d.Aggregate {
-		return invalid(d, "not the INGESTING aggregate")
+	a := s.live[d.Aggregate]
+	if a == nil || a.group != d.Group {
+		return invalid(d, "not an INGESTING aggregate of its group")
 	}
 	c, err := piece.Parse(d.Piece, 0)
 	if err != nil {
 		return invalid(d, err.Error())
 	}
-	a.state = Ready
-	s.closed[a.id] = a
+	s.finish(a, Ready)
 	s.byRoot[c.Root] = a.id
-	s.open = nil
 	return nil
 }
 
@@ -150,7 +197,7 @@ func (s *State) evolveDeals(d events.Decision) error {
 }
 
 func (s *State) evolveRequeued(d events.Decision) error {
-	from, reason := s.closedIn(d.From, DealFailed)
+	from, reason := s.closedIn(d.From, DealFailed, Released)
 	if from == nil {
 		return invalid(d, reason)
 	}
@@ -175,15 +222,16 @@ func (s *State) evolveRequeued(d events.Decision) error {
 // Counts summarises the state for metrics and logs.
 type Counts struct {
 	Accepted, Queued, Closed int
-	Ingesting                uint64 // id of the INGESTING aggregate, 0 if none
-	IngestingCount           int
+	// Ingesting is the INGESTING aggregates (the pool's and the groups'),
+	// IngestingCount the CARs in them.
+	Ingesting, IngestingCount int
 }
 
 // Counts returns the state's sizes.
 func (s *State) Counts() Counts {
-	c := Counts{Accepted: s.accepted.Len(), Queued: len(s.queued), Closed: len(s.closed)}
-	if s.open != nil {
-		c.Ingesting, c.IngestingCount = s.open.id, len(s.open.members)
+	c := Counts{Accepted: s.accepted.Len(), Queued: len(s.queued), Closed: len(s.closed), Ingesting: len(s.live)}
+	for _, a := range s.live {
+		c.IngestingCount += len(a.members)
 	}
 	return c
 }

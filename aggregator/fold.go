@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +31,11 @@ const (
 	Aggregating = "AGGREGATING"
 	Rejected    = "REJECTED"
 )
+
+// Released is the end of a group's INGESTING aggregate that gave its CARs
+// to the shared pool (events.DecAggReleased): it holds no CARs and never
+// closes.
+const Released = "RELEASED"
 
 // DefaultMaxTickAhead is the tick bound ferry serve records by default:
 // ample for clocks that disagree by seconds, far below any wait it could
@@ -59,6 +65,7 @@ type member struct {
 // its deals are made: nothing the fold decides needs them after that.
 type aggregate struct {
 	id      uint64
+	group   string // its group's name; "" for the shared pool
 	state   string
 	members []member // arrival order
 	used    uint64   // padded bytes of the members
@@ -87,6 +94,7 @@ type dealKey struct {
 type queuedCar struct {
 	size  uint64
 	claim string
+	group string
 }
 
 // carKey is a fixed-size digest of a CAR CID: the dedup set holds every CAR
@@ -119,16 +127,31 @@ func printOf(size uint64, md5 string) copyPrint {
 // from a stored batch's header. Nothing else writes the state.
 type State struct {
 	cfg      events.Settings
-	recorded bool      // cfg is on the log (a log.settings decision)
+	origin   events.Settings // the log's first settings, which made it
+	recorded bool            // cfg is on the log (a log.settings decision)
 	lastIn   uint64    // the position: the last input applied (Batch.In)
 	now      time.Time // the clock: the last tick's time (Batch.Now)
 	nextID   uint64
 
-	accepted Accepted              // every CAR accepted and not rejected since (carKey → copyPrint)
-	queued   map[string]queuedCar  // CARs waiting for a piece
-	open     *aggregate            // the INGESTING aggregate, if any
-	closed   map[uint64]*aggregate // every closed aggregate
-	byRoot   map[[32]byte]uint64   // aggregate piece root → id
+	accepted Accepted             // every CAR accepted and not rejected since (carKey → copyPrint)
+	queued   map[string]queuedCar // CARs waiting for a piece
+
+	// The INGESTING aggregates: the shared pool's (group "") and one per
+	// group (Settings.GroupBy), by group and by id. Nothing iterates the
+	// maps: decisions about several take them in id order (groupQueue,
+	// ripeIDs).
+	ingesting map[string]*aggregate
+	live      map[uint64]*aggregate
+	// groupQueue is the groups' INGESTING aggregates in the order they
+	// opened, which is the order of their since: those past GroupMaxWait
+	// are a prefix. Closed ones are dropped from its front lazily.
+	groupQueue []uint64
+	// ripe are the INGESTING aggregates holding MinPayload: the only ones
+	// max wait may close.
+	ripe map[uint64]struct{}
+
+	closed map[uint64]*aggregate // every aggregate no longer INGESTING
+	byRoot map[[32]byte]uint64   // aggregate piece root → id
 
 	// pending are the DEAL_PENDING aggregates in the order they were
 	// offered, which is the order of their offeredAt: deal timeouts are
@@ -244,6 +267,8 @@ func (s *State) decide(b *events.Batch, ev events.Event, stored time.Time) {
 		s.onReoffer(b, e)
 	case *events.AggregateFail:
 		s.onFail(b, e)
+	case *events.SettingsChange:
+		s.onSettingsChange(b, e)
 	case *events.PinRequested, *events.PinCancelled, *events.PinFetching, *events.PinFetched, *events.PinFailed:
 		// A pin's life is the pins read model's; its CAR reaches the
 		// fold as the car.replicated its fetch worker publishes.
@@ -296,18 +321,19 @@ func (s *State) onReplicated(b *events.Batch, e *events.CarReplicated) {
 		return
 	}
 	rec := &events.Record{Size: e.Size, MD5: e.MD5, URLs: e.URLs, ReplicatedAt: e.ReplicatedAt, Source: e.Source}
+	group := events.GroupOf(e.Source, s.cfg.GroupBy)
 	if e.Piece == "" {
-		s.emit(b, events.Decision{Type: events.DecCarQueued, Car: car, Record: rec})
+		s.emit(b, events.Decision{Type: events.DecCarQueued, Car: car, Record: rec, Group: group})
 		return
 	}
 	c := chk.Piece
 	if s.cfg.VerifyPieces {
 		if v2, err := c.V2Text(); err == nil {
-			s.emit(b, events.Decision{Type: events.DecCarQueued, Car: car, Record: rec, Piece: v2})
+			s.emit(b, events.Decision{Type: events.DecCarQueued, Car: car, Record: rec, Piece: v2, Group: group})
 			return
 		}
 	}
-	s.add(b, car, rec, c)
+	s.add(b, car, rec, c, group)
 }
 
 func (s *State) onPiece(b *events.Batch, e *events.CarPiece) {
@@ -331,7 +357,7 @@ func (s *State) onPiece(b *events.Batch, e *events.CarPiece) {
 			return
 		}
 	}
-	s.add(b, car, nil, c)
+	s.add(b, car, nil, c, q.group)
 }
 
 func (s *State) onInvalid(b *events.Batch, e *events.CarInvalid) {
@@ -354,9 +380,10 @@ func (s *State) notQueued(car string) string {
 	return "unknown CAR"
 }
 
-// add places a CAR with its piece into the INGESTING aggregate, closing it
-// first when the piece does not fit.
-func (s *State) add(b *events.Batch, car string, rec *events.Record, c piece.Commitment) {
+// add places a CAR with its piece into its group's INGESTING aggregate,
+// closing it first when the piece does not fit. The group was decided when
+// the CAR was accepted, under the settings of that input.
+func (s *State) add(b *events.Batch, car string, rec *events.Record, c piece.Commitment, group string) {
 	v2, err := c.V2Text()
 	if err != nil || !piece.ValidPadded(c.Padded) || c.Padded > frc58.MaxPiece(s.cfg.DealSize) {
 		// Validate rules this out; a piece that still slips through is
@@ -364,17 +391,17 @@ func (s *State) add(b *events.Batch, car string, rec *events.Record, c piece.Com
 		s.emit(b, events.Decision{Type: events.DecCarRejected, Car: car, Reason: fmt.Sprintf("piece: %v (padded %d)", err, c.Padded)})
 		return
 	}
-	if s.open != nil && !frc58.Fits(s.cfg.DealSize, s.open.used+c.Padded, len(s.open.members)+1) {
-		s.closeOpen(b, events.ClosedFull)
+	if a := s.ingesting[group]; a != nil && !frc58.Fits(s.cfg.DealSize, a.used+c.Padded, len(a.members)+1) {
+		s.closeAgg(b, a, events.ClosedFull)
 	}
 	s.emit(b, events.Decision{Type: events.DecCarAdded, Car: car, Record: rec, Piece: v2,
-		PieceSize: c.Padded, Aggregate: s.target()})
+		PieceSize: c.Padded, Aggregate: s.target(group), Group: group})
 }
 
-// target is the id of the INGESTING aggregate, or of the next one.
-func (s *State) target() uint64 {
-	if s.open != nil {
-		return s.open.id
+// target is the id of group's INGESTING aggregate, or of the next one.
+func (s *State) target(group string) uint64 {
+	if a := s.ingesting[group]; a != nil {
+		return a.id
 	}
 	return s.nextID
 }
@@ -397,38 +424,119 @@ func (s *State) onTick(b *events.Batch, e *events.Tick, stored time.Time) {
 			t.Format(time.RFC3339Nano), t.Sub(stored), stored.UTC().Format(time.RFC3339Nano), s.cfg.MaxTickAhead))
 		return
 	}
+	first := s.now.IsZero()
 	s.now = t
-	s.waitClock(b)
+	if first {
+		s.startClocks(b)
+	} else {
+		s.waitClock(b)
+	}
 	s.dealClocks(b) // deals.go
 }
 
-// waitClock starts or ends the wait of the INGESTING aggregate.
+// startClocks starts the wait of the aggregates opened before the first
+// tick, in id order: until a tick, the fold has no time to give them.
+func (s *State) startClocks(b *events.Batch) {
+	for _, id := range s.liveIDs() {
+		if s.live[id].since.IsZero() {
+			s.emit(b, events.Decision{Type: events.DecAggClock, Aggregate: id, At: s.now})
+		}
+	}
+}
+
+// waitClock releases into the pool the groups' aggregates that did not
+// reach MinPayload within GroupMaxWait (in the order they opened), then
+// closes every INGESTING aggregate holding MinPayload whose oldest CAR has
+// waited MaxWait (in id order). Releases go first, so the CARs they give
+// the pool may reach a deal at this same tick.
 func (s *State) waitClock(b *events.Batch) {
-	a := s.open
-	if a == nil {
-		return
+	if s.cfg.GroupMaxWait > 0 {
+		var due []*aggregate
+		for len(s.groupQueue) > 0 && s.live[s.groupQueue[0]] == nil {
+			s.groupQueue = s.groupQueue[1:]
+		}
+		for _, id := range s.groupQueue {
+			a := s.live[id]
+			if a == nil {
+				continue
+			}
+			if s.now.Sub(a.since) < s.cfg.GroupMaxWait {
+				break
+			}
+			if a.payload < s.cfg.MinPayload {
+				due = append(due, a)
+			}
+		}
+		for _, a := range due {
+			s.release(b, a, events.ReleasedMaxWait)
+		}
 	}
-	if a.since.IsZero() {
-		s.emit(b, events.Decision{Type: events.DecAggClock, Aggregate: a.id, At: s.now})
-		return
+	var due []uint64
+	for id := range s.ripe {
+		if s.now.Sub(s.live[id].since) >= s.cfg.MaxWait {
+			due = append(due, id)
+		}
 	}
-	if a.payload >= s.cfg.MinPayload && s.now.Sub(a.since) >= s.cfg.MaxWait {
-		s.closeOpen(b, events.ClosedMaxWait)
+	slices.Sort(due)
+	for _, id := range due {
+		s.closeAgg(b, s.live[id], events.ClosedMaxWait)
 	}
+}
+
+// release gives the CARs of a group's INGESTING aggregate to the shared
+// pool, in arrival order.
+func (s *State) release(b *events.Batch, a *aggregate, why string) {
+	s.emit(b, events.Decision{Type: events.DecAggReleased, Aggregate: a.id, Group: a.group, Count: len(a.members), Closed: why})
+	s.requeue(b, a.id)
+}
+
+// liveIDs is the ids of the INGESTING aggregates, in order.
+func (s *State) liveIDs() []uint64 {
+	ids := make([]uint64, 0, len(s.live))
+	for id := range s.live {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 func (s *State) onClose(b *events.Batch, e *events.AggregateClose) {
-	if s.open == nil || s.open.id != e.Aggregate {
+	a := s.live[e.Aggregate]
+	if a == nil {
 		s.ignore(b, "", fmt.Sprintf("aggregate %d is not INGESTING", e.Aggregate))
 		return
 	}
-	s.closeOpen(b, events.ClosedForced)
+	s.closeAgg(b, a, events.ClosedForced)
 }
 
-// closeOpen fixes the layout of the INGESTING aggregate and computes its
+// onSettingsChange records the policy an operator orders, from this input
+// on. A change of GroupBy releases every group's INGESTING aggregate into
+// the pool, in id order: the groups they were filled for are no longer the
+// policy's.
+func (s *State) onSettingsChange(b *events.Batch, e *events.SettingsChange) {
+	cfg, err := e.Apply(s.cfg)
+	if err != nil {
+		s.ignore(b, "", err.Error())
+		return
+	}
+	if cfg == s.cfg {
+		s.ignore(b, "", "settings.change: the settings are already "+cfg.String())
+		return
+	}
+	regroup := cfg.GroupBy != s.cfg.GroupBy
+	s.emit(b, events.Decision{Type: events.DecLogSettings, Settings: &cfg})
+	if regroup {
+		for _, id := range s.liveIDs() {
+			if a := s.live[id]; a.group != "" {
+				s.release(b, a, events.ReleasedSettings)
+			}
+		}
+	}
+}
+
+// closeAgg fixes the layout of an INGESTING aggregate and computes its
 // piece commitment.
-func (s *State) closeOpen(b *events.Batch, why string) {
-	a := s.open
+func (s *State) closeAgg(b *events.Batch, a *aggregate, why string) {
 	agg, err := frc58.New(s.cfg.DealSize, layout(a.members))
 	if err != nil {
 		// add only admits pieces that fit, so this cannot happen.
@@ -436,7 +544,7 @@ func (s *State) closeOpen(b *events.Batch, why string) {
 	}
 	c := agg.Commitment()
 	s.emit(b, events.Decision{Type: events.DecAggReady, Aggregate: a.id, Piece: c.MustV2().String(), PieceV1: c.V1().String(),
-		PieceSize: c.Padded, Payload: a.payload, Count: len(a.members), Closed: why})
+		PieceSize: c.Padded, Payload: a.payload, Count: len(a.members), Closed: why, Group: a.group})
 }
 
 // layout orders members for the deal: largest piece first, arrival order

@@ -289,10 +289,10 @@ func goldenHistory(t *testing.T) []goldenInput {
 					Deals: []events.Deal{{Provider: "f01000", DealID: uint64(len(inputs))}}})
 			}
 		case r < 97: // an operator
-			a := uint64(1 + rng.IntN(int(st.target())))
+			a := uint64(1 + rng.IntN(int(st.target(""))))
 			switch rng.IntN(3) {
 			case 0:
-				event(&events.AggregateClose{Aggregate: st.target(), By: "operator"})
+				event(&events.AggregateClose{Aggregate: st.target(""), By: "operator"})
 			case 1:
 				event(&events.AggregateReoffer{Aggregate: a, By: fmt.Sprintf("operator at %d", len(inputs))})
 			default:

@@ -21,25 +21,28 @@ import (
 // snapshot can be compared byte for byte, and two leaders that fold the
 // same log write the same snapshot.
 //
-// Layout (version 1), integers as unsigned varints unless said:
+// Layout (version 2), integers as unsigned varints unless said:
 //
 //	"ferry-state" version
-//	settings (length-prefixed JSON of events.Settings) recorded(byte)
+//	settings: the log's first, then the current (each length-prefixed
+//	JSON of events.Settings) recorded(byte)
 //	lastIn now(time) nextID accepted(count of the dedupe set)
-//	queued: n, then per CAR in CID order: cid(string) size claim(string)
-//	open: 0, or 1 and an aggregate
+//	queued: n, then per CAR in CID order: cid(string) size claim(string) group(string)
+//	ingesting: n, then per aggregate in id order: an aggregate
 //	closed: n, then per aggregate in id order: an aggregate
 //	byRoot: n, then per root in byte order: root(32 bytes) id
 //	pending: n ids, in order; waiting: n ids, in order
 //
-// An aggregate is: id state(string) tries(signed) used payload since
-// offeredAt requeueAt, members (n, then root(32 bytes) padded size each,
-// in arrival order), deals (n, then provider(string) id each, in
-// (provider, id) order). A time is 0, or 1 and Unix seconds (signed) and
-// nanoseconds: the fold's times are all UTC, so nothing else is kept.
+// An aggregate is: id group(string) state(string) tries(signed) used
+// payload since offeredAt requeueAt, members (n, then root(32 bytes)
+// padded size each, in arrival order), deals (n, then provider(string) id
+// each, in (provider, id) order). A time is 0, or 1 and Unix seconds
+// (signed) and nanoseconds: the fold's times are all UTC, so nothing else
+// is kept. The group queue and the ripe set follow from the INGESTING
+// aggregates and the settings, and are rebuilt from them.
 const (
 	snapshotMagic   = "ferry-state"
-	snapshotVersion = 1
+	snapshotVersion = 2
 )
 
 // ErrSnapshot is returned by LoadSnapshot for bytes that are not a
@@ -54,11 +57,13 @@ var ErrSnapshot = errors.New("unusable state snapshot")
 func (s *State) MarshalSnapshot(dst []byte) []byte {
 	w := snapWriter{b: append(dst, snapshotMagic...)}
 	w.u(snapshotVersion)
-	cfg, err := json.Marshal(s.cfg)
-	if err != nil {
-		panic(fmt.Sprintf("aggregator: settings do not marshal: %v", err)) // plain numbers and bools
+	for _, c := range []events.Settings{s.origin, s.cfg} {
+		enc, err := json.Marshal(c)
+		if err != nil {
+			panic(fmt.Sprintf("aggregator: settings do not marshal: %v", err)) // plain numbers, strings and bools
+		}
+		w.bytes(enc)
 	}
-	w.bytes(cfg)
 	w.bool(s.recorded)
 	w.u(s.lastIn)
 	w.time(s.now)
@@ -72,10 +77,12 @@ func (s *State) MarshalSnapshot(dst []byte) []byte {
 		w.str(car)
 		w.u(q.size)
 		w.str(q.claim)
+		w.str(q.group)
 	}
-	w.bool(s.open != nil)
-	if s.open != nil {
-		w.aggregate(s.open)
+	live := s.liveIDs()
+	w.u(uint64(len(live)))
+	for _, id := range live {
+		w.aggregate(s.live[id])
 	}
 	ids := slices.Sorted(maps.Keys(s.closed))
 	w.u(uint64(len(ids)))
@@ -96,8 +103,9 @@ func (s *State) MarshalSnapshot(dst []byte) []byte {
 // LoadSnapshot returns the state data encodes (MarshalSnapshot), with acc
 // as its dedupe set: acc must hold exactly the CARs accepted as of the
 // snapshot (the seen index opened at the snapshot's manifest). The
-// snapshot must have been taken under cfg, and acc must hold as many CARs
-// as the state counted; otherwise it returns ErrSnapshot.
+// snapshot must be of a log made under cfg (its policy may have changed
+// since, by settings.change), and acc must hold as many CARs as the state
+// counted; otherwise it returns ErrSnapshot.
 func LoadSnapshot(data []byte, cfg events.Settings, acc Accepted) (*State, error) {
 	r := snapReader{b: data}
 	if !bytes.HasPrefix(data, []byte(snapshotMagic)) {
@@ -108,12 +116,16 @@ func LoadSnapshot(data []byte, cfg events.Settings, acc Accepted) (*State, error
 		return nil, fmt.Errorf("%w: version %d, this ferry reads %d", ErrSnapshot, v, snapshotVersion)
 	}
 	s := NewWith(cfg, acc)
-	var got events.Settings
-	if err := json.Unmarshal(r.bytes(), &got); r.err == nil && err != nil {
+	var origin events.Settings
+	if err := json.Unmarshal(r.bytes(), &origin); r.err == nil && err != nil {
 		return nil, fmt.Errorf("%w: settings: %v", ErrSnapshot, err)
 	}
-	if r.err == nil && got != cfg {
-		return nil, fmt.Errorf("%w: taken under settings %s, not %s", ErrSnapshot, got, cfg)
+	if r.err == nil && origin != cfg {
+		return nil, fmt.Errorf("%w: taken under settings %s, not %s", ErrSnapshot, origin, cfg)
+	}
+	s.origin = origin
+	if err := json.Unmarshal(r.bytes(), &s.cfg); r.err == nil && err != nil {
+		return nil, fmt.Errorf("%w: settings: %v", ErrSnapshot, err)
 	}
 	s.recorded = r.bool()
 	s.lastIn = r.u()
@@ -124,11 +136,20 @@ func LoadSnapshot(data []byte, cfg events.Settings, acc Accepted) (*State, error
 	}
 	for n := r.count(); n > 0; n-- {
 		car := r.str()
-		s.queued[car] = queuedCar{size: r.u(), claim: r.str()}
+		s.queued[car] = queuedCar{size: r.u(), claim: r.str(), group: r.str()}
 	}
-	if r.bool() {
-		s.open = r.aggregate()
+	for n := r.count(); n > 0; n-- {
+		a := r.aggregate()
+		if s.live[a.id] != nil || s.ingesting[a.group] != nil {
+			r.fail("an INGESTING aggregate")
+			break
+		}
+		s.ingesting[a.group], s.live[a.id] = a, a
+		if a.group != "" {
+			s.groupQueue = append(s.groupQueue, a.id) // in id order: the order they opened
+		}
 	}
+	s.ripen()
 	for n := r.count(); n > 0; n-- {
 		a := r.aggregate()
 		s.closed[a.id] = a
@@ -181,6 +202,7 @@ func (w *snapWriter) ids(ids []uint64) {
 
 func (w *snapWriter) aggregate(a *aggregate) {
 	w.u(a.id)
+	w.str(a.group)
 	w.str(a.state)
 	w.i(int64(a.tries))
 	w.u(a.used)
@@ -300,7 +322,7 @@ func (r *snapReader) ids() []uint64 {
 }
 
 func (r *snapReader) aggregate() *aggregate {
-	a := &aggregate{id: r.u(), state: r.str(), tries: int(r.i()), used: r.u(), payload: r.u()}
+	a := &aggregate{id: r.u(), group: r.str(), state: r.str(), tries: int(r.i()), used: r.u(), payload: r.u()}
 	a.since, a.offeredAt, a.requeueAt = r.time(), r.time(), r.time()
 	if n := r.count(); n > 0 {
 		a.members = make([]member, n)

@@ -153,6 +153,8 @@ func (d *batchScanner) decision(x *Decision) bool {
 			bit, ok = 1<<10, d.Uint64(&x.Payload)
 		case "closed":
 			bit, ok = 1<<11, d.known(&x.Closed)
+		case "group":
+			bit, ok = 1<<16, d.Str(&x.Group)
 		case "status":
 			bit, ok = 1<<12, d.known(&x.Status)
 		case "reason":
@@ -201,6 +203,10 @@ func (d *batchScanner) known(s *string) bool {
 		*s = DecAggFailed
 	case DecCarsRequeued:
 		*s = DecCarsRequeued
+	case DecAggReleased:
+		*s = DecAggReleased
+	case ReleasedMaxWait:
+		*s = ReleasedMaxWait
 	case ClosedFull:
 		*s = ClosedFull
 	case ClosedMaxWait:
@@ -321,6 +327,7 @@ func appendDecision(dst []byte, d *Decision) ([]byte, error) {
 	dst = appendIntField(dst, `,"count":`, d.Count)
 	dst = appendUintField(dst, `,"payload":`, d.Payload)
 	dst = appendStringField(dst, `,"closed":`, d.Closed)
+	dst = appendStringField(dst, `,"group":`, d.Group)
 	dst = appendStringField(dst, `,"status":`, d.Status)
 	if len(d.Deals) != 0 {
 		// Rare (one decision per deal report) and varied: encoding/json.

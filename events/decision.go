@@ -18,8 +18,12 @@ const (
 	DecAggDeals       = "aggregate.deals"  // new deals reported
 	DecAggFailed      = "aggregate.failed" // the deal failed (engine, operator or deal clock)
 	DecAggRetry       = "aggregate.retry"  // READY again, to be offered again now
-	DecCarsRequeued   = "cars.requeued"    // pieces of a failed aggregate re-aggregated
-	DecLogSettings    = "log.settings"     // the Settings the log is folded under
+	DecCarsRequeued   = "cars.requeued"    // pieces of a failed or released aggregate re-aggregated
+	DecLogSettings    = "log.settings"     // the Settings the log is folded under (from this input on)
+	// DecAggReleased: a group's INGESTING aggregate gave its CARs to the
+	// shared pool (the cars.requeued that follow place them); it holds
+	// none again.
+	DecAggReleased = "aggregate.released"
 )
 
 // Reasons of input.ignored that a producer's answer depends on.
@@ -36,6 +40,14 @@ const (
 	ClosedFull    = "full"
 	ClosedMaxWait = "max-wait"
 	ClosedForced  = "forced"
+)
+
+// Why a group's aggregate was released.
+const (
+	// ReleasedMaxWait: it had not reached MinPayload by GroupMaxWait.
+	ReleasedMaxWait = "group-max-wait"
+	// ReleasedSettings: a settings.change ended or changed GroupBy.
+	ReleasedSettings = "settings"
 )
 
 // Batch is the decisions one input caused. A batch is never split across
@@ -80,6 +92,11 @@ type Decision struct {
 	Count   int    `json:"count,omitempty"`
 	Payload uint64 `json:"payload,omitempty"`
 	Closed  string `json:"closed,omitempty"`
+	// Group is the group (Settings.GroupBy) of the CAR a car.queued or
+	// car.added accepts, or of the aggregate a car.added, cars.requeued,
+	// aggregate.ready or aggregate.released names; absent for the shared
+	// pool.
+	Group   string `json:"group,omitempty"`
 	Status  string `json:"status,omitempty"`
 	Deals   []Deal `json:"deals,omitempty"`
 	Reason  string `json:"reason,omitempty"`

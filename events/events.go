@@ -25,6 +25,7 @@ const (
 	TypeDealReport     = "deal.report"
 	TypeAggReoffer     = "aggregate.reoffer"
 	TypeAggFail        = "aggregate.fail"
+	TypeSettingsChange = "settings.change"
 )
 
 // Version is the only wire version so far.
@@ -109,6 +110,54 @@ type AggregateFail struct {
 	By        string `json:"by,omitempty"`
 }
 
+// SettingsChange is an operator's order to fold the inputs after it under
+// another aggregation policy. Fields left out keep their value; GroupBy
+// "none" ends grouping. The fold records the settings that result as a
+// log.settings decision, or ignores the order with the reason.
+type SettingsChange struct {
+	Header
+	MinPayload   *uint64        `json:"minPayload,omitempty"`
+	MaxWait      *time.Duration `json:"maxWait,omitempty"`
+	GroupBy      *string        `json:"groupBy,omitempty"`
+	GroupMaxWait *time.Duration `json:"groupMaxWait,omitempty"`
+	// By names who asked and when, for the record; it also tells one
+	// order from a repeat of another.
+	By string `json:"by,omitempty"`
+}
+
+// Apply returns cfg changed as e orders, or why it cannot be.
+func (e *SettingsChange) Apply(cfg Settings) (Settings, error) {
+	if e.MinPayload == nil && e.MaxWait == nil && e.GroupBy == nil && e.GroupMaxWait == nil {
+		return cfg, errors.New("settings.change: changes nothing (give minPayload, maxWait, groupBy or groupMaxWait)")
+	}
+	if e.MinPayload != nil {
+		if *e.MinPayload > cfg.DealSize {
+			return cfg, fmt.Errorf("settings.change: minPayload %d is more than a %d-byte deal holds", *e.MinPayload, cfg.DealSize)
+		}
+		cfg.MinPayload = *e.MinPayload
+	}
+	if e.MaxWait != nil {
+		if *e.MaxWait < 0 {
+			return cfg, fmt.Errorf("settings.change: maxWait %s is negative", *e.MaxWait)
+		}
+		cfg.MaxWait = *e.MaxWait
+	}
+	if e.GroupBy != nil {
+		g, err := ParseGroupBy(*e.GroupBy)
+		if err != nil {
+			return cfg, fmt.Errorf("settings.change: %w", err)
+		}
+		cfg.GroupBy = g
+	}
+	if e.GroupMaxWait != nil {
+		if *e.GroupMaxWait < 0 {
+			return cfg, fmt.Errorf("settings.change: groupMaxWait %s is negative", *e.GroupMaxWait)
+		}
+		cfg.GroupMaxWait = *e.GroupMaxWait
+	}
+	return cfg, nil
+}
+
 // DealOffered says the deal engine accepted the offer of an aggregate.
 type DealOffered struct {
 	Header
@@ -174,6 +223,7 @@ func (e *OfferFailed) Kind() string      { return TypeOfferFailed }
 func (e *DealReport) Kind() string       { return TypeDealReport }
 func (e *AggregateReoffer) Kind() string { return TypeAggReoffer }
 func (e *AggregateFail) Kind() string    { return TypeAggFail }
+func (e *SettingsChange) Kind() string   { return TypeSettingsChange }
 
 // MsgID of a car.replicated names the CAR and a digest of everything the
 // event says about it: a retried publish of the same event is one message,
@@ -226,6 +276,15 @@ func (e *AggregateReoffer) MsgID() string {
 }
 func (e *AggregateFail) MsgID() string {
 	return fmt.Sprintf("aggregate.fail/%d/%s", e.Aggregate, e.By)
+}
+func (e *SettingsChange) MsgID() string {
+	enc, _ := json.Marshal(struct {
+		MinPayload   *uint64        `json:"minPayload,omitempty"`
+		MaxWait      *time.Duration `json:"maxWait,omitempty"`
+		GroupBy      *string        `json:"groupBy,omitempty"`
+		GroupMaxWait *time.Duration `json:"groupMaxWait,omitempty"`
+	}{e.MinPayload, e.MaxWait, e.GroupBy, e.GroupMaxWait})
+	return contentID("settings.change", string(enc), e.By)
 }
 func (e *DealOffered) MsgID() string {
 	if e.Offer > 1 {
@@ -280,6 +339,8 @@ func New(typ string) Event {
 		return &DealReport{}
 	case TypeAggReoffer:
 		return &AggregateReoffer{}
+	case TypeSettingsChange:
+		return &SettingsChange{}
 	case TypeAggFail:
 		return &AggregateFail{}
 	case TypePinRequested:
@@ -386,6 +447,8 @@ func setHeader(ev Event) {
 	case *AggregateReoffer:
 		e.Header = h
 	case *AggregateFail:
+		e.Header = h
+	case *SettingsChange:
 		e.Header = h
 	case *PinRequested:
 		e.Header = h

@@ -7,10 +7,13 @@ import (
 	"time"
 )
 
-// Settings is fixed for a log: the same inputs under the same Config give the
-// same decisions. It is the log's settings: the fold records it in the
+// Settings decides the fold: the same inputs under the same Settings give
+// the same decisions. It is the log's settings: the fold records it in the
 // first batch it decides (a log.settings decision), and a state rebuilt
-// from the log takes it from there (see LogSettings).
+// from the log takes it from there (see LogSettings). The aggregation
+// policy (MinPayload, MaxWait, GroupBy, GroupMaxWait) may change from a
+// given input on, by a settings.change input that the fold records as
+// another log.settings decision; the rest (Fixed) is the log's for good.
 type Settings struct {
 	// DealSize is the padded deal size, a power of two.
 	DealSize uint64 `json:"dealSize"`
@@ -39,6 +42,23 @@ type Settings struct {
 	// are aggregated (and so offered) again, doubled by each earlier
 	// failure of theirs; zero requeues them at once.
 	OfferBackoff time.Duration `json:"offerBackoff,omitzero"`
+	// GroupBy is the path into a car.replicated's source whose value names
+	// the CAR's group ("source.space"); each group fills an INGESTING
+	// aggregate of its own. "" (the default) folds every CAR into one
+	// stream. See GroupOf.
+	GroupBy string `json:"groupBy,omitempty"`
+	// GroupMaxWait is how long a group's INGESTING aggregate may hold its
+	// CARs without reaching MinPayload: at a tick past it, they are
+	// released into the shared pool, in arrival order. Zero never
+	// releases them.
+	GroupMaxWait time.Duration `json:"groupMaxWait,omitzero"`
+}
+
+// Fixed is what of c no settings.change may change: a log's aggregates,
+// pieces and deal clocks were all decided under it.
+func (c Settings) Fixed() Settings {
+	c.MinPayload, c.MaxWait, c.GroupBy, c.GroupMaxWait = 0, 0, "", 0
+	return c
 }
 
 // String spells the settings by their JSON names.
