@@ -40,15 +40,15 @@ func (m MapAccepted) Len() int { return len(m) }
 // replayed to (a snapshot's). New(cfg) is NewWith(cfg, MapAccepted{}).
 func NewWith(cfg events.Settings, acc Accepted) *State {
 	return &State{
-		cfg:      cfg,
-		nextID:   1,
-		accepted: acc,
+		cfg:       cfg,
+		nextID:    1,
+		accepted:  acc,
 		queued:    map[string]queuedCar{},
 		ingesting: map[string]*aggregate{},
 		live:      map[uint64]*aggregate{},
 		ripe:      map[uint64]struct{}{},
 		closed:    map[uint64]*aggregate{},
-		byRoot:   map[[32]byte]uint64{},
+		byRoot:    map[[32]byte]uint64{},
 	}
 }
 

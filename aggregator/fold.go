@@ -129,8 +129,8 @@ type State struct {
 	cfg      events.Settings
 	origin   events.Settings // the log's first settings, which made it
 	recorded bool            // cfg is on the log (a log.settings decision)
-	lastIn   uint64    // the position: the last input applied (Batch.In)
-	now      time.Time // the clock: the last tick's time (Batch.Now)
+	lastIn   uint64          // the position: the last input applied (Batch.In)
+	now      time.Time       // the clock: the last tick's time (Batch.Now)
 	nextID   uint64
 
 	accepted Accepted             // every CAR accepted and not rejected since (carKey → copyPrint)

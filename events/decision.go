@@ -96,10 +96,10 @@ type Decision struct {
 	// car.added accepts, or of the aggregate a car.added, cars.requeued,
 	// aggregate.ready or aggregate.released names; absent for the shared
 	// pool.
-	Group   string `json:"group,omitempty"`
-	Status  string `json:"status,omitempty"`
-	Deals   []Deal `json:"deals,omitempty"`
-	Reason  string `json:"reason,omitempty"`
+	Group  string `json:"group,omitempty"`
+	Status string `json:"status,omitempty"`
+	Deals  []Deal `json:"deals,omitempty"`
+	Reason string `json:"reason,omitempty"`
 	// At is when an aggregate's wait started (aggregate.clock), or when a
 	// failed aggregate's CARs go back to be aggregated again
 	// (aggregate.failed; absent when they go at once or never), or when
