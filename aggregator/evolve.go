@@ -25,6 +25,16 @@ func (s *State) Evolve(d events.Decision) error {
 		}
 		if !s.recorded {
 			s.origin = *d.Settings
+		} else if d.Settings.GroupBy != s.cfg.GroupBy {
+			// A CAR's group was decided under the old path, which names no
+			// group any more: the CARs still waiting for a piece go to the
+			// pool, as the groups' aggregates do (onSettingsChange).
+			for car, q := range s.queued {
+				if q.group != "" {
+					q.group = ""
+					s.queued[car] = q
+				}
+			}
 		}
 		s.cfg, s.recorded = *d.Settings, true
 		s.ripen()

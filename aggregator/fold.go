@@ -527,7 +527,8 @@ func (s *State) onSettingsChange(b *events.Batch, e *events.SettingsChange) {
 	s.emit(b, events.Decision{Type: events.DecLogSettings, Settings: &cfg})
 	if regroup {
 		for _, id := range s.liveIDs() {
-			if a := s.live[id]; a.group != "" {
+			// A release may close the pool's aggregate full: it is gone.
+			if a := s.live[id]; a != nil && a.group != "" {
 				s.release(b, a, events.ReleasedSettings)
 			}
 		}

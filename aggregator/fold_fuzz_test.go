@@ -58,16 +58,20 @@ func FuzzFold(f *testing.F) {
 }
 
 // FuzzFoldOps is FuzzFold on well-formed inputs: every three bytes are one
-// operation — a CAR replicated with or without its piece, a computed or
-// wrong piece, an invalid CAR, time passing, a forced close, an offer, a
-// failed offer, deals, a failed deal, an operator's reoffer or fail — over
-// a few CARs and aggregates, so the fuzzer spends its time in the fold's
-// states rather than in JSON syntax. The same rules hold.
+// operation — a CAR replicated with or without its piece (from one of
+// three spaces, or none), a computed or wrong piece, an invalid CAR, time
+// passing, a forced close, an offer, a failed offer, deals, a failed deal,
+// an operator's reoffer or fail, a settings.change of the grouping — over
+// a few CARs and aggregates, folded grouped by space, so the fuzzer spends
+// its time in the fold's states rather than in JSON syntax. The same rules
+// hold.
 func FuzzFoldOps(f *testing.F) {
 	f.Add([]byte{0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0, 5, 0, 6, 0, 0, 10, 0, 1, 8, 0, 0, 4, 0, 255}, false)
 	f.Add([]byte{1, 1, 0, 1, 2, 0, 2, 1, 1, 2, 2, 0, 3, 1, 0, 5, 0, 0, 9, 0, 0, 4, 0, 100}, true)
 	f.Fuzz(func(t *testing.T, ops []byte, verify bool) {
-		checkFold(t, fuzzFoldConfig(verify), opInputs(ops), ops, 4)
+		cfg := fuzzFoldConfig(verify)
+		cfg.GroupBy, cfg.GroupMaxWait = "source.space", 90*time.Second
+		checkFold(t, cfg, opInputs(ops), ops, 4)
 	})
 }
 
@@ -83,7 +87,7 @@ func opInputs(ops []byte) [][]byte {
 	var inputs [][]byte
 	clock := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	for i := 0; i+2 < len(ops) && len(inputs) < maxFuzzInputs; i += 3 {
-		kind, a, b := ops[i]%11, int(ops[i+1]), ops[i+2]
+		kind, a, b := ops[i]%12, int(ops[i+1]), ops[i+2]
 		n := a % 12                        // the CAR
 		size := opSizes[n%len(opSizes)]    // each CAR has one size
 		id := uint64(a%6 + 1)              // the aggregate
@@ -94,6 +98,9 @@ func opInputs(ops []byte) [][]byte {
 			e := testutil.Replicated(n, size, kind == 0 && size <= 2032)
 			if b%5 == 4 {
 				e.Car = testutil.CarCID(n).Encode(opBase36) // another spelling
+			}
+			if space := b % 4; space > 0 {
+				e.Source = json.RawMessage(fmt.Sprintf(`{"space":"s%d","account":"a%d"}`, space, space%2))
 			}
 			ev = e
 		case 2:
@@ -128,6 +135,22 @@ func opInputs(ops []byte) [][]byte {
 			default:
 				ev = &events.DealReport{Aggregate: fmt.Sprint(id), Status: events.StatusFailed, Reason: "simulated failure"}
 			}
+		case 11:
+			ch := &events.SettingsChange{By: fmt.Sprint("fuzz ", i)}
+			switch b % 4 {
+			case 0:
+				ch.GroupBy = &[]string{"none", "source.space", "source.account"}[a%3]
+			case 1:
+				w := time.Duration(a) * time.Second
+				ch.GroupMaxWait = &w
+			case 2:
+				p := uint64(a) * 16
+				ch.MinPayload = &p
+			default:
+				w := time.Duration(a) * time.Second
+				ch.MaxWait = &w
+			}
+			ev = ch
 		}
 		inputs = append(inputs, testutil.MustEncode(ev))
 	}

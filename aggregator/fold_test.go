@@ -44,6 +44,9 @@ func (f *folder) raw(data string) events.Batch {
 	if len(b.Decisions) > 0 {
 		f.log = append(f.log, b)
 	}
+	if f.seq > 1 {
+		return b // a later log.settings is a settings.change's
+	}
 	return withoutSettings(b)
 }
 

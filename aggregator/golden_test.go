@@ -24,18 +24,41 @@ import (
 // history fold differently fails here; if the change is meant, the log
 // format or a rule changed, and docs/events.md must say how.
 //
-//	go test ./aggregator -run TestTheGoldenInputLogFoldsToTheGoldenAggregateLog -update-golden
+// testdata/golden-grouped is the same history with tenants: CARs from
+// five spaces (and none), folded grouped by space, with settings.change
+// orders among the operator's.
 //
-// rewrites both files from goldenHistory.
-var updateGolden = flag.Bool("update-golden", false, "rewrite testdata/golden from goldenHistory")
+//	go test ./aggregator -run 'TestTheGolden' -update-golden
+//
+// rewrites the files from goldenHistory.
+var updateGolden = flag.Bool("update-golden", false, "rewrite testdata/golden* from goldenHistory")
 
-const goldenDir = "testdata/golden"
+// golden is one committed history: where it lives, the settings it
+// starts under, and whether its CARs belong to tenants.
+type golden struct {
+	dir     string
+	cfg     events.Settings
+	grouped bool
+}
+
+var (
+	goldenPlain   = golden{"testdata/golden", goldenConfig(), false}
+	goldenGrouped = golden{"testdata/golden-grouped", groupedGoldenConfig(), true}
+)
 
 // goldenConfig is the fuzz tests' tiny deal with every rule of the deal
 // clock and the tick bound switched on.
 func goldenConfig() events.Settings {
 	cfg := fuzzFoldConfig(false)
 	cfg.MaxTickAhead = 5 * time.Minute
+	return cfg
+}
+
+func groupedGoldenConfig() events.Settings {
+	cfg := goldenConfig()
+	// A min payload most tenants' few CARs do not reach: their groups
+	// are released into the pool.
+	cfg.MinPayload, cfg.GroupBy, cfg.GroupMaxWait = 2500, "source.space", 2*time.Minute
 	return cfg
 }
 
@@ -47,15 +70,25 @@ type goldenInput struct {
 }
 
 func TestTheGoldenInputLogFoldsToTheGoldenAggregateLog(t *testing.T) {
+	checkGolden(t, goldenPlain, nil)
+}
+
+func TestTheGoldenGroupedInputLogFoldsToTheGoldenAggregateLog(t *testing.T) {
+	checkGolden(t, goldenGrouped, []string{events.DecAggReleased, "log.settings mid-log", "group " + events.DecAggReady, "group " + events.DecCarsRequeued})
+}
+
+// checkGolden folds g's inputs, compares the batches with g's, and checks
+// the log covers every kind of decision, and more.
+func checkGolden(t *testing.T, g golden, more []string) {
 	if *updateGolden {
-		writeGolden(t)
+		writeGolden(t, g)
 	}
-	inputs := readGoldenInputs(t)
-	want, err := os.ReadFile(filepath.Join(goldenDir, "batches.jsonl"))
+	inputs := readGoldenInputs(t, g.dir)
+	want, err := os.ReadFile(filepath.Join(g.dir, "batches.jsonl"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := foldGolden(t, inputs)
+	got := foldGolden(t, g.cfg, inputs)
 	if !bytes.Equal(got, want) {
 		g, w := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
 		for i := range min(len(g), len(w)) {
@@ -86,20 +119,26 @@ func TestTheGoldenInputLogFoldsToTheGoldenAggregateLog(t *testing.T) {
 		}
 		for _, d := range b.Decisions {
 			kinds[d.Type]++
+			if d.Group != "" {
+				kinds["group "+d.Type]++
+			}
+			if d.Type == events.DecLogSettings && batches > 1 {
+				kinds["log.settings mid-log"]++
+			}
 			if d.Type == events.DecInputIgnored {
 				kinds[d.Type+" "+strings.SplitN(d.Reason, ":", 2)[0]]++
 			}
 		}
 	}
-	if err := m.Check(goldenConfig().DealSize); err != nil {
+	if err := m.Check(g.cfg.DealSize); err != nil {
 		t.Fatal(err)
 	}
-	if settings == nil || *settings != goldenConfig() {
-		t.Fatalf("the golden log starts with settings %+v, want %+v", settings, goldenConfig())
+	if settings == nil || *settings != g.cfg {
+		t.Fatalf("the golden log starts with settings %+v, want %+v", settings, g.cfg)
 	}
-	for _, k := range []string{events.DecCarQueued, events.DecCarAdded, events.DecCarRejected, events.DecInputIgnored, events.DecAggClock, events.DecAggReady,
+	for _, k := range append(more, events.DecCarQueued, events.DecCarAdded, events.DecCarRejected, events.DecInputIgnored, events.DecAggClock, events.DecAggReady,
 		events.DecAggOffered, events.DecAggOfferFailed, events.DecAggDeals, events.DecAggFailed, events.DecAggRetry, events.DecCarsRequeued, events.DecLogSettings,
-		"input.ignored duplicate", "input.ignored conflict"} {
+		"input.ignored duplicate", "input.ignored conflict") {
 		if kinds[k] == 0 {
 			t.Errorf("the golden log has no %s", k)
 		}
@@ -109,8 +148,8 @@ func TestTheGoldenInputLogFoldsToTheGoldenAggregateLog(t *testing.T) {
 
 // foldGolden folds inputs as the runner does and encodes each non-empty
 // batch as the runner stores it, one per line.
-func foldGolden(t *testing.T, inputs []goldenInput) []byte {
-	st := New(goldenConfig())
+func foldGolden(t *testing.T, cfg events.Settings, inputs []goldenInput) []byte {
+	st := New(cfg)
 	var out []byte
 	for _, in := range inputs {
 		b := st.ApplyInput(Input{Seq: in.Seq, Data: []byte(in.Data), Stored: in.Stored})
@@ -126,8 +165,8 @@ func foldGolden(t *testing.T, inputs []goldenInput) []byte {
 	return out
 }
 
-func readGoldenInputs(t *testing.T) []goldenInput {
-	f, err := os.Open(filepath.Join(goldenDir, "inputs.jsonl"))
+func readGoldenInputs(t *testing.T, dir string) []goldenInput {
+	f, err := os.Open(filepath.Join(dir, "inputs.jsonl"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,8 +187,8 @@ func readGoldenInputs(t *testing.T) []goldenInput {
 	return inputs
 }
 
-func writeGolden(t *testing.T) {
-	inputs := goldenHistory(t)
+func writeGolden(t *testing.T, g golden) {
+	inputs := goldenHistory(t, g)
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -158,13 +197,13 @@ func writeGolden(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := os.MkdirAll(goldenDir, 0o755); err != nil {
+	if err := os.MkdirAll(g.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(goldenDir, "inputs.jsonl"), buf.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(g.dir, "inputs.jsonl"), buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(goldenDir, "batches.jsonl"), foldGolden(t, inputs), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(g.dir, "batches.jsonl"), foldGolden(t, g.cfg, inputs), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -176,9 +215,9 @@ func writeGolden(t *testing.T) {
 // clock), operators' orders, and a deal engine that answers what the fold
 // offers: deals, failures, failed offers and silence. The engine reads the
 // fold's decisions, as the live one reads the aggregate log.
-func goldenHistory(t *testing.T) []goldenInput {
+func goldenHistory(t *testing.T, g golden) []goldenInput {
 	rng := rand.New(rand.NewPCG(2026, 12))
-	st := New(goldenConfig())
+	st := New(g.cfg)
 	stored := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	var inputs []goldenInput
 	var ready, offered []uint64 // aggregates the engine has to answer
@@ -217,7 +256,13 @@ func goldenHistory(t *testing.T) []goldenInput {
 			}
 		case r < 45: // a fresh CAR, most with a piece
 			size := opSizes[next%len(opSizes)]
-			event(testutil.Replicated(next, size, rng.IntN(4) > 0 && size <= 2032))
+			e := testutil.Replicated(next, size, rng.IntN(4) > 0 && size <= 2032)
+			if space := 0; g.grouped {
+				if space = rng.IntN(6); space > 0 { // tenants of a few CARs each, and some of none
+					e.Source = json.RawMessage(fmt.Sprintf(`{"space":"space-%d","account":"acct-%d"}`, space, space%2))
+				}
+			}
+			event(e)
 			next++
 		case r < 50 && next > 0: // a retried publish
 			n := rng.IntN(next)
@@ -299,6 +344,21 @@ func goldenHistory(t *testing.T) []goldenInput {
 				event(&events.AggregateFail{Aggregate: a, Reason: "operator", By: fmt.Sprintf("operator at %d", len(inputs))})
 			}
 		default:
+			if g.grouped && rng.IntN(6) == 0 { // an operator changes the policy
+				ch := &events.SettingsChange{By: fmt.Sprintf("operator at %d", len(inputs))}
+				switch rng.IntN(3) {
+				case 0:
+					ch.GroupBy = &[]string{"none", "source.space", "source.account"}[rng.IntN(3)]
+				case 1:
+					w := time.Duration(1+rng.IntN(4)) * time.Minute
+					ch.GroupMaxWait = &w
+				default:
+					w := time.Duration(30+rng.IntN(90)) * time.Second
+					ch.MaxWait = &w
+				}
+				event(ch)
+				continue
+			}
 			stored = stored.Add(5 * time.Second) // quiet
 		}
 	}

@@ -12,15 +12,18 @@ import (
 
 // InvariantModel checks DESIGN.md's invariants on an aggregate log as it
 // reads it: every accepted CAR is in exactly one state, no CAR is in two
-// live aggregates, and every aggregate fits its deal. It is an
+// live aggregates, every aggregate fits its deal, a group has at most one
+// INGESTING aggregate and a released one gives all its CARs to the pool. It is an
 // independent, deliberately simple reading of the log that shares no code
 // with the fold's bookkeeping, so tests and audits can hold the fold to it.
 type InvariantModel struct {
 	car  map[string]string // CAR → "queued", "rejected" or "agg:<id>"
 	aggs map[uint64]*modelAgg
+	open map[string]uint64 // group → its INGESTING aggregate
 }
 
 type modelAgg struct {
+	group   string
 	state   string
 	members []string
 	padded  map[string]uint64
@@ -31,7 +34,7 @@ type modelAgg struct {
 
 // NewInvariantModel returns a model that has read nothing yet.
 func NewInvariantModel() *InvariantModel {
-	return &InvariantModel{car: map[string]string{}, aggs: map[uint64]*modelAgg{}}
+	return &InvariantModel{car: map[string]string{}, aggs: map[uint64]*modelAgg{}, open: map[string]uint64{}}
 }
 
 // Cars is the number of CARs the model knows.
@@ -62,7 +65,7 @@ func (m *InvariantModel) apply(d events.Decision) error {
 		if err != nil {
 			return err
 		}
-		return m.join(d.Aggregate, d.Car, c.Padded, d.Piece)
+		return m.join(d.Aggregate, d.Group, d.Car, c.Padded, d.Piece)
 	case events.DecCarRejected:
 		if st, ok := m.car[d.Car]; !ok || st == "queued" {
 			m.car[d.Car] = "rejected"
@@ -72,7 +75,11 @@ func (m *InvariantModel) apply(d events.Decision) error {
 		if !ok || a.state != Ingesting || len(a.members) != d.Count {
 			return fmt.Errorf("aggregate %d closed with %d CARs but the log put %d in it", d.Aggregate, d.Count, m.count(d.Aggregate))
 		}
+		if a.group != d.Group {
+			return fmt.Errorf("aggregate %d of group %q closed as group %q", d.Aggregate, a.group, d.Group)
+		}
 		a.state, a.pieceV1 = Ready, d.PieceV1
+		delete(m.open, a.group)
 	case events.DecAggOffered:
 		return m.move(d.Aggregate, DealPending, Ready)
 	case events.DecAggDeals:
@@ -94,16 +101,26 @@ func (m *InvariantModel) apply(d events.Decision) error {
 			}
 		}
 		return m.move(d.Aggregate, Ready, Ready, DealPending, DealFailed)
+	case events.DecAggReleased:
+		a := m.aggs[d.Aggregate]
+		if a == nil || a.state != Ingesting || a.group == "" || len(a.members) != d.Count {
+			return fmt.Errorf("aggregate %d released with %d CARs is not a group's INGESTING aggregate of as many", d.Aggregate, d.Count)
+		}
+		a.state = Released
+		delete(m.open, a.group)
 	case events.DecCarsRequeued:
 		from := m.aggs[d.From]
-		if from == nil || from.state != DealFailed || d.First+d.Count > len(from.members) {
-			return fmt.Errorf("requeue from aggregate %d run [%d,+%d) is not a failed aggregate's", d.From, d.First, d.Count)
+		if from == nil || (from.state != DealFailed && from.state != Released) || d.First+d.Count > len(from.members) {
+			return fmt.Errorf("requeue from aggregate %d run [%d,+%d) is not a failed or released aggregate's", d.From, d.First, d.Count)
+		}
+		if from.state == Released && d.Group != "" {
+			return fmt.Errorf("released aggregate %d requeued into group %q, not the pool", d.From, d.Group)
 		}
 		for _, car := range from.members[d.First : d.First+d.Count] {
 			if m.car[car] != fmt.Sprintf("agg:%d", d.From) {
 				return fmt.Errorf("CAR %s requeued from %d but is %s", car, d.From, m.car[car])
 			}
-			if err := m.join(d.Aggregate, car, from.padded[car], from.piece[car]); err != nil {
+			if err := m.join(d.Aggregate, d.Group, car, from.padded[car], from.piece[car]); err != nil {
 				return err
 			}
 		}
@@ -132,11 +149,18 @@ func (m *InvariantModel) count(id uint64) int {
 	return 0
 }
 
-func (m *InvariantModel) join(id uint64, car string, padded uint64, piece string) error {
+func (m *InvariantModel) join(id uint64, group, car string, padded uint64, piece string) error {
 	a := m.aggs[id]
 	if a == nil {
-		a = &modelAgg{state: Ingesting, padded: map[string]uint64{}, piece: map[string]string{}}
+		if other, ok := m.open[group]; ok {
+			return fmt.Errorf("aggregate %d opened for group %q, which has INGESTING aggregate %d", id, group, other)
+		}
+		m.open[group] = id
+		a = &modelAgg{group: group, state: Ingesting, padded: map[string]uint64{}, piece: map[string]string{}}
 		m.aggs[id] = a
+	}
+	if a.group != group {
+		return fmt.Errorf("CAR %s of group %q joined aggregate %d of group %q", car, group, id, a.group)
 	}
 	a.piece[car] = piece
 	if a.state != Ingesting {
@@ -180,6 +204,14 @@ func (m *InvariantModel) Check(dealSize uint64) error {
 		if !frc58.Fits(dealSize, used, len(a.members)) {
 			errs = append(errs, fmt.Errorf("aggregate %d: %d CARs of %d padded bytes exceed the deal", id, len(a.members), used))
 		}
+		if a.state == Released {
+			for _, car := range a.members {
+				if m.car[car] == fmt.Sprintf("agg:%d", id) {
+					errs = append(errs, fmt.Errorf("CAR %s stays in released aggregate %d", car, id))
+				}
+			}
+			continue
+		}
 		if a.state == DealFailed {
 			continue
 		}
@@ -199,6 +231,7 @@ func (m *InvariantModel) Check(dealSize uint64) error {
 // ModelAggregate is the model's view of one aggregate.
 type ModelAggregate struct {
 	ID    uint64
+	Group string
 	State string
 	// Cars in arrival order, with their piece CIDs.
 	Cars, Pieces []string
@@ -215,7 +248,7 @@ func (m *InvariantModel) Aggregates() []ModelAggregate {
 		if a == nil {
 			continue
 		}
-		ma := ModelAggregate{ID: id, State: a.state, Cars: a.members, PieceV1: a.pieceV1, Deals: a.deals}
+		ma := ModelAggregate{ID: id, Group: a.group, State: a.state, Cars: a.members, PieceV1: a.pieceV1, Deals: a.deals}
 		for _, c := range a.members {
 			ma.Pieces = append(ma.Pieces, a.piece[c])
 		}

@@ -123,10 +123,12 @@ func LoadSnapshot(data []byte, cfg events.Settings, acc Accepted) (*State, error
 	if r.err == nil && origin != cfg {
 		return nil, fmt.Errorf("%w: taken under settings %s, not %s", ErrSnapshot, origin, cfg)
 	}
-	s.origin = origin
-	if err := json.Unmarshal(r.bytes(), &s.cfg); r.err == nil && err != nil {
+	// Into a zero value: a field the JSON leaves out is zero, not cfg's.
+	var now events.Settings
+	if err := json.Unmarshal(r.bytes(), &now); r.err == nil && err != nil {
 		return nil, fmt.Errorf("%w: settings: %v", ErrSnapshot, err)
 	}
+	s.origin, s.cfg = origin, now
 	s.recorded = r.bool()
 	s.lastIn = r.u()
 	s.now = r.time()

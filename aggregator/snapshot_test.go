@@ -116,11 +116,13 @@ func checkSnapshots(t *testing.T, cfg events.Settings, inputs []Input, ahead, fu
 }
 
 func TestSnapshotsOfTheGoldenLogLoadTheStateARebuildMakes(t *testing.T) {
-	var inputs []Input
-	for _, in := range readGoldenInputs(t) {
-		inputs = append(inputs, Input{Seq: in.Seq, Data: []byte(in.Data), Stored: in.Stored})
+	for _, g := range []golden{goldenPlain, goldenGrouped} {
+		var inputs []Input
+		for _, in := range readGoldenInputs(t, g.dir) {
+			inputs = append(inputs, Input{Seq: in.Seq, Data: []byte(in.Data), Stored: in.Stored})
+		}
+		checkSnapshots(t, g.cfg, inputs, 8, 250)
 	}
-	checkSnapshots(t, goldenConfig(), inputs, 8, 250)
 }
 
 func TestSnapshotsOfRandomLogsLoadTheStateARebuildMakes(t *testing.T) {
@@ -162,7 +164,7 @@ func seqInputs(log [][]byte) []Input {
 func goldenSnapshot(t *testing.T) ([]byte, events.Settings, MapAccepted) {
 	cfg := goldenConfig()
 	st := New(cfg)
-	for _, in := range readGoldenInputs(t) {
+	for _, in := range readGoldenInputs(t, goldenPlain.dir) {
 		st.ApplyInput(Input{Seq: in.Seq, Data: []byte(in.Data), Stored: in.Stored})
 	}
 	return st.MarshalSnapshot(nil), cfg, maps.Clone(st.Accepted().(MapAccepted))
