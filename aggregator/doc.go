@@ -36,6 +36,20 @@
 //     input order, one per line; a batch is never split, and one that makes
 //     deals is a message of its own. Grouping is timing, not a decision:
 //     the byte-for-byte rule above holds for the batches.
+//   - Grouping (events.Settings.GroupBy) is decided per CAR when it is
+//     accepted: the value at that path of its source names its group
+//     (events.GroupOf; none: the shared pool). Each group and the pool
+//     have at most one INGESTING aggregate. A group's aggregate that has
+//     not reached MinPayload when its oldest CAR has waited GroupMaxWait
+//     is RELEASED at that tick: its CARs join the pool's aggregate in
+//     arrival order (cars.requeued runs, closing the pool full between
+//     them), groups in the order they opened. A failed deal's CARs go back
+//     to the group the aggregate was filled for.
+//   - A settings.change input changes the policy (MinPayload, MaxWait,
+//     GroupBy, GroupMaxWait) from that input on, recorded as a log.settings
+//     decision; a change of GroupBy releases every group's aggregate at
+//     once, and the CARs still waiting for a piece join the pool. The rest
+//     of the settings (events.Settings.Fixed) is the log's for good.
 //   - A snapshot is a pure function of the log up to its message: it is
 //     taken at the batch whose input crosses a multiple of SnapshotEvery
 //     (SnapshotDue reads nothing else), that batch ends its message, and
