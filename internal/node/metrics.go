@@ -125,18 +125,19 @@ const (
 
 func (m *metrics) observeInput(typ string, stored time.Time, b events.Batch) {
 	m.lastInput.Store(stored.UnixNano())
-	m.inputs.WithLabelValues(typ, inputOutcome(b)).Inc()
+	m.inputs.WithLabelValues(typ, inputOutcome(typ, b)).Inc()
 }
 
-func inputOutcome(b events.Batch) string {
+func inputOutcome(typ string, b events.Batch) string {
 	out := inputUnchanged
 	for _, d := range b.Decisions {
-		switch d.Type {
-		case events.DecCarRejected:
+		switch {
+		case d.Type == events.DecCarRejected:
 			return inputRejected
-		case events.DecInputIgnored:
+		case d.Type == events.DecInputIgnored:
 			out = inputIgnored
-		case events.DecLogSettings:
+		case d.Type == events.DecLogSettings && typ != events.TypeSettingsChange:
+			// The settings the first batch records, whatever its input.
 		default:
 			if out == inputUnchanged {
 				out = inputApplied
