@@ -352,8 +352,8 @@ var errFolded = errors.New("refolded every input the aggregate log has folded")
 // go-data-segment from the layout rule: largest first, arrival order
 // among equals.
 func checkAggregate(a aggregator.ModelAggregate, dealSize uint64, r *Report) {
-	if a.State == aggregator.Ingesting || a.State == aggregator.DealFailed {
-		return
+	if a.State == aggregator.Ingesting || a.State == aggregator.DealFailed || a.State == aggregator.Released {
+		return // no piece yet, or none any more
 	}
 	concerns := "aggregate " + strconv.FormatUint(a.ID, 10)
 	if a.State == aggregator.DealProcessed && a.Deals == 0 {
