@@ -32,19 +32,29 @@ type Strategy struct {
 	Name         string
 	GroupBy      string
 	GroupMaxWait time.Duration
+	// MinPayload, when not 0, replaces the default min payload.
+	MinPayload uint64
 }
 
 // Strategies are the policies of the example: the shared pool (ferry's
 // default), a group per account without and with a group max wait (the
-// first shows the objection, the second its answer), per space and per
-// upload.
+// first shows the objection, the second its answer) and as the design
+// put it, a deal once the account nears 31 GiB; per space and per upload.
 func Strategies() []Strategy {
 	return []Strategy{
 		{Name: "groupby=none"},
 		{Name: "groupby=source.account,groupmaxwait=0", GroupBy: "source.account"},
 		{Name: "groupby=source.account,groupmaxwait=24h", GroupBy: "source.account", GroupMaxWait: groupMaxWait},
+		{Name: "groupby=source.account,groupmaxwait=24h,min=31GiB", GroupBy: "source.account", GroupMaxWait: groupMaxWait, MinPayload: 31 << 30},
 		{Name: "groupby=source.space,groupmaxwait=24h", GroupBy: "source.space", GroupMaxWait: groupMaxWait},
 		{Name: "groupby=source.upload,groupmaxwait=24h", GroupBy: "source.upload", GroupMaxWait: groupMaxWait},
+	}
+}
+
+func (s Strategy) apply(cfg *events.Settings) {
+	cfg.GroupBy, cfg.GroupMaxWait = s.GroupBy, s.GroupMaxWait
+	if s.MinPayload != 0 {
+		cfg.MinPayload = s.MinPayload
 	}
 }
 
@@ -61,7 +71,7 @@ func Fold(w *Workload, strategies []Strategy) (*whatif.Report, error) {
 	var ps []whatif.Policy
 	for _, s := range strategies {
 		cfg := baseSettings()
-		cfg.GroupBy, cfg.GroupMaxWait = s.GroupBy, s.GroupMaxWait
+		s.apply(&cfg)
 		ps = append(ps, whatif.Policy{Name: s.Name, Fold: cfg})
 	}
 	f := whatif.New(ps, whatif.Options{})
@@ -155,7 +165,7 @@ func markdown(w *Workload, rep *whatif.Report) string {
 	}
 	cfg := baseSettings()
 	fmt.Fprintf(&b, "The workload (`go run ./bench/cmd/tenants -seed %d`): %s. Small tenants uploaded %s; big ones %s. "+
-		"Every policy has a %s deal, a min payload of %s and a max wait of %s.\n\n",
+		"Every policy has a %s deal, a min payload of %s (unless it says min=) and a max wait of %s.\n\n",
 		w.Config.Seed, w.Summary(), spread(small), spread(big), gib(cfg.DealSize), gib(cfg.MinPayload), span(cfg.MaxWait))
 	b.WriteString("| policy | deals | fill p50 | to READY p50 | p90 | p99 | max | CARs waiting at the end | waste |\n")
 	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
