@@ -2,7 +2,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build test vet fmt-check run bench bench-smoke clean crash-test cluster-test fuzz e2e browser-test dashboard-screenshot
+.PHONY: build test vet fmt-check run bench bench-smoke clean crash-test cluster-test fuzz e2e browser-test dashboard-screenshot policies-report
 
 build:
 	$(GO) build -o bin/ferry ./cmd/ferry
@@ -43,6 +43,14 @@ browser-test:
 dashboard-screenshot:
 	FERRY_CHROMIUM="$$(./scripts/chromium.sh)" FERRY_DOCS_SCREENSHOT="$(CURDIR)/docs/dashboard.png" \
 		$(GO) test -tags browser -count=1 -timeout 10m -run TestDashboardInBrowser ./internal/node/
+
+# docs/policies.md's example: bench/cmd/tenants' synthetic workload (2,000
+# small tenants, 4 big ones, four simulated weeks) folded by package
+# whatif under the grouping strategies; rewrites docs/policies-example.html
+# and the table of docs/policies.md, the same bytes every run (about a
+# minute; not part of make test).
+policies-report:
+	$(GO) run ./bench/cmd/tenants report -html docs/policies-example.html -md docs/policies.md
 
 # The S3 CAR store against a real S3-compatible server (SeaweedFS, built
 # once and cached by scripts/s3server.sh; the first build takes minutes).
