@@ -259,7 +259,8 @@ func (s *Store) Layout(id uint64) (*wire.AggregateView, []wire.CarView, []*frc58
 			return err
 		}
 		if a.State == aggregator.Ingesting || !ok {
-			return fmt.Errorf("aggregate %d is INGESTING: %w", id, ErrNotFound)
+			// INGESTING, or RELEASED: never laid out.
+			return fmt.Errorf("aggregate %d is %s, it has no layout: %w", id, a.State, ErrNotFound)
 		}
 		lay := c.lay
 		arrived := make([]member, 0, a.Count)
