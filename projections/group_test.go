@@ -159,21 +159,18 @@ func TestGroupsInTheReadModels(t *testing.T) {
 	defer s.Close()
 	base := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	walk := newGroupWalk()
+	f := &folder{st: st, base: base}
 	var (
-		seq, aggSeq uint64
-		cars        []string
-		log         []LoggedBatch
-		clock       = base
+		cars  []string
+		log   []LoggedBatch
+		clock = base
 	)
 	in := func(ev events.Event) {
 		t.Helper()
-		seq++
-		b := st.Apply(seq, testutil.MustEncode(ev))
-		if len(b.Decisions) == 0 {
+		e, ok := f.fold(ev)
+		if !ok {
 			return
 		}
-		aggSeq++
-		e := LoggedBatch{Seq: aggSeq, Batch: b, At: base.Add(time.Duration(seq) * time.Second)}
 		log = append(log, e)
 		walk.batch(e)
 		if err := s.Apply([]LoggedBatch{e}); err != nil {
@@ -279,4 +276,23 @@ func mustAggPiece(t *testing.T, s *Store, id uint64) string {
 		t.Fatal(err)
 	}
 	return a.Piece
+}
+
+// folder folds inputs through the real aggregator into aggregate-log
+// entries, one message per batch that decides anything, stored a second
+// apart after base.
+type folder struct {
+	st          *aggregator.State
+	base        time.Time
+	seq, aggSeq uint64
+}
+
+func (f *folder) fold(ev events.Event) (LoggedBatch, bool) {
+	f.seq++
+	b := f.st.Apply(f.seq, testutil.MustEncode(ev))
+	if len(b.Decisions) == 0 {
+		return LoggedBatch{}, false
+	}
+	f.aggSeq++
+	return LoggedBatch{Seq: f.aggSeq, Batch: b, At: f.base.Add(time.Duration(f.seq) * time.Second)}, true
 }
