@@ -90,6 +90,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/aggregates", a.auth(a.ReadToken, true, a.listAggregates))
 	mux.HandleFunc("GET /v1/aggregates/{id}", a.auth(a.ReadToken, true, a.getAggregate))
 	mux.HandleFunc("GET /v1/aggregates/{id}/manifest", a.auth(a.ReadToken, true, a.getManifest))
+	mux.HandleFunc("GET /v1/settings", a.auth(a.ReadToken, true, a.getSettings))
 	mux.HandleFunc("POST /v1/aggregates/{id}/close", a.auth(a.WriteToken, true, a.closeAggregate))
 	mux.HandleFunc("POST /v1/aggregates/{id}/reoffer", a.auth(a.WriteToken, true, a.reofferAggregate))
 	mux.HandleFunc("POST /v1/aggregates/{id}/fail", a.auth(a.WriteToken, true, a.failAggregate))
@@ -221,13 +222,20 @@ func intParam(r *http.Request, name string, def, max int) (int, error) {
 }
 
 var states = map[string]bool{aggregator.Ingesting: true, aggregator.Ready: true, aggregator.DealPending: true,
-	aggregator.DealProcessed: true, aggregator.DealFailed: true}
+	aggregator.DealProcessed: true, aggregator.DealFailed: true, aggregator.Released: true}
 
+// listAggregates is GET /v1/aggregates?state=&group=&after=&limit=: a
+// group= present but empty selects the shared pool's aggregates.
 func (a *API) listAggregates(w http.ResponseWriter, r *http.Request) {
-	state := strings.ToUpper(r.URL.Query().Get("state"))
-	if state != "" && !states[state] {
-		writeErr(w, http.StatusBadRequest, fmt.Sprintf("state: %q is not an aggregate state", state))
+	q := r.URL.Query()
+	f := projections.AggregateFilter{State: strings.ToUpper(q.Get("state"))}
+	if f.State != "" && !states[f.State] {
+		writeErr(w, http.StatusBadRequest, fmt.Sprintf("state: %q is not an aggregate state", f.State))
 		return
+	}
+	if q.Has("group") {
+		g := q.Get("group")
+		f.Group = &g
 	}
 	limit, err := intParam(r, "limit", 100, MaxPageLimit)
 	if err != nil {
@@ -239,7 +247,7 @@ func (a *API) listAggregates(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	list, err := a.Store.Aggregates(state, uint64(after), limit)
+	list, err := a.Store.AggregatesWhere(f, uint64(after), limit)
 	if err != nil {
 		storeErr(w, err)
 		return

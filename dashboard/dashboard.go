@@ -51,7 +51,9 @@ type Dashboard struct {
 	JS     jetstream.JetStream
 	Queues []workqueue.Queue
 	// Settings are the fold's settings (the log's), for the INGESTING
-	// aggregate's range and max-wait close.
+	// aggregates' range, max-wait close and group release, until the read
+	// models have applied the log's own (projections.Store.Settings),
+	// which then win: they follow a settings.change.
 	Settings func() events.Settings
 	// ReadToken, when set, guards every page (see the package doc).
 	ReadToken string

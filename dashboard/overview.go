@@ -23,13 +23,15 @@ const (
 )
 
 // states is the order the overview lists aggregate states in.
-var states = []string{aggregator.Ingesting, aggregator.Ready, aggregator.DealPending, aggregator.DealProcessed, aggregator.DealFailed}
+var states = []string{aggregator.Ingesting, aggregator.Ready, aggregator.DealPending, aggregator.DealProcessed, aggregator.DealFailed, aggregator.Released}
 
 // overviewPage is what the overview shows.
 type overviewPage struct {
-	Now       time.Time
-	Settings  events.Settings
-	Ingesting *ingesting
+	Now      time.Time
+	Settings events.Settings
+	// Ingesting is every aggregate filling: the shared pool's first, then
+	// the groups' by id.
+	Ingesting []*ingesting
 	// States counts aggregates by state, in the order of states.
 	States []stateCount
 	// Aggregates are the newest, newest first.
@@ -51,7 +53,7 @@ type stateCount struct {
 	N     int
 }
 
-// ingesting is the aggregate filling now.
+// ingesting is an aggregate filling now.
 type ingesting struct {
 	wire.AggregateView
 	MinPayload, DealSize uint64
@@ -59,7 +61,12 @@ type ingesting struct {
 	Age time.Duration
 	// Left is the time to the max-wait close once the minimum payload is
 	// in (negative: due at the next tick).
-	Left            time.Duration
+	Left time.Duration
+	// GroupMaxWait is the settings' for a group's aggregate (0: never
+	// released); GroupLeft the time until a tick releases it into the
+	// shared pool if it still holds less than the minimum payload.
+	GroupMaxWait    time.Duration
+	GroupLeft       time.Duration
 	HasMin, Started bool
 }
 
@@ -76,6 +83,13 @@ func (d *Dashboard) gather(ctx context.Context, now time.Time) (*overviewPage, e
 	p := &overviewPage{Now: now, QueuedCap: queuedCountCap, Cars: d.Store.CarCount(), AggSeq: d.Store.AggSeq()}
 	if d.Settings != nil {
 		p.Settings = d.Settings()
+	}
+	// The read models hold the settings the log is folded under now: a
+	// settings.change since this process started is in them.
+	if cfg, err := d.Store.Settings(); err != nil {
+		return nil, err
+	} else if cfg != nil {
+		p.Settings = *cfg
 	}
 	if err := d.aggregates(p); err != nil {
 		return nil, err
@@ -106,7 +120,7 @@ func (d *Dashboard) gather(ctx context.Context, now time.Time) (*overviewPage, e
 }
 
 // aggregates reads every aggregate's view (without pieces), a page at a
-// time: counts by state, the newest few and the INGESTING one.
+// time: counts by state, the newest few and the INGESTING ones.
 func (d *Dashboard) aggregates(p *overviewPage) error {
 	counts := map[string]int{}
 	var newest []wire.AggregateView
@@ -118,7 +132,7 @@ func (d *Dashboard) aggregates(p *overviewPage) error {
 		for _, a := range list {
 			counts[a.State]++
 			if a.State == aggregator.Ingesting {
-				p.Ingesting = d.filling(a, p.Settings, p.Now)
+				p.Ingesting = append(p.Ingesting, d.filling(a, p.Settings, p.Now))
 			}
 		}
 		newest = append(newest, list...)
@@ -131,6 +145,15 @@ func (d *Dashboard) aggregates(p *overviewPage) error {
 		after = list[len(list)-1].ID
 	}
 	slices.SortFunc(newest, func(a, b wire.AggregateView) int { return cmp.Compare(b.ID, a.ID) })
+	pooled := func(in *ingesting) int {
+		if in.Group == "" {
+			return 0
+		}
+		return 1
+	}
+	slices.SortFunc(p.Ingesting, func(a, b *ingesting) int {
+		return cmp.Or(cmp.Compare(pooled(a), pooled(b)), cmp.Compare(a.ID, b.ID))
+	})
 	p.Aggregates = newest
 	for _, st := range states {
 		p.States = append(p.States, stateCount{st, counts[st]})
@@ -145,6 +168,9 @@ func (d *Dashboard) filling(a wire.AggregateView, s events.Settings, now time.Ti
 		in.Started = true
 		in.Age = now.Sub(a.WaitSince)
 		in.Left = s.MaxWait - in.Age
+		if a.Group != "" && s.GroupMaxWait > 0 {
+			in.GroupMaxWait, in.GroupLeft = s.GroupMaxWait, s.GroupMaxWait-in.Age
+		}
 	}
 	return in
 }

@@ -43,6 +43,10 @@ func appendCarJSON(dst []byte, c *wire.CarView, proof *frc58.Proof) ([]byte, err
 			return nil, err
 		}
 	}
+	if c.Group != "" {
+		dst = append(dst, `,"group":`...)
+		dst = jsonw.String(dst, c.Group)
+	}
 	if c.Piece != "" {
 		dst = append(dst, `,"piece":`...)
 		dst = jsonw.String(dst, c.Piece)

@@ -24,7 +24,7 @@ func TestCarJSONIsMarshal(t *testing.T) {
 	pick := func() string { return strs[rng.IntN(len(strs))] }
 	for i := range 5000 {
 		c := wire.CarView{Car: pick(), State: pick(), MD5: pick(), ReplicatedAt: pick(), Piece: pick(),
-			AggregatePiece: pick(), Reason: pick()}
+			AggregatePiece: pick(), Reason: pick(), Group: pick()}
 		if rng.IntN(2) == 0 {
 			c.Size, c.PieceSize, c.Aggregate = rng.Uint64(), uint64(rng.IntN(3))<<rng.IntN(40), uint64(rng.IntN(3))
 		}

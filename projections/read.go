@@ -222,6 +222,25 @@ func page(tx *bolt.Tx, a *wire.AggregateView, after, limit int) error {
 // Aggregates lists aggregates with id > after, optionally only in state,
 // up to limit, without their pieces.
 func (s *Store) Aggregates(state string, after uint64, limit int) ([]wire.AggregateView, error) {
+	return s.AggregatesWhere(AggregateFilter{State: state}, after, limit)
+}
+
+// AggregateFilter selects aggregates.
+type AggregateFilter struct {
+	// State is the state they are in; "" for any.
+	State string
+	// Group is the group they are filled for, "" the shared pool's; nil
+	// for any.
+	Group *string
+}
+
+func (f AggregateFilter) match(a *wire.AggregateView) bool {
+	return (f.State == "" || a.State == f.State) && (f.Group == nil || a.Group == *f.Group)
+}
+
+// AggregatesWhere lists the aggregates f selects with id > after, up to
+// limit, without their pieces.
+func (s *Store) AggregatesWhere(f AggregateFilter, after uint64, limit int) ([]wire.AggregateView, error) {
 	var out []wire.AggregateView
 	err := s.db.View(func(tx *bolt.Tx) error {
 		cur := tx.Bucket(bAggs).Cursor()
@@ -230,7 +249,7 @@ func (s *Store) Aggregates(state string, after uint64, limit int) ([]wire.Aggreg
 			if err := json.Unmarshal(v, &a); err != nil {
 				return err
 			}
-			if state == "" || a.State == state {
+			if f.match(&a) {
 				out = append(out, a)
 			}
 		}
@@ -259,7 +278,8 @@ func (s *Store) Layout(id uint64) (*wire.AggregateView, []wire.CarView, []*frc58
 			return err
 		}
 		if a.State == aggregator.Ingesting || !ok {
-			return fmt.Errorf("aggregate %d is INGESTING: %w", id, ErrNotFound)
+			// INGESTING, or RELEASED: never laid out.
+			return fmt.Errorf("aggregate %d is %s, it has no layout: %w", id, a.State, ErrNotFound)
 		}
 		lay := c.lay
 		arrived := make([]member, 0, a.Count)

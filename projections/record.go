@@ -22,7 +22,7 @@ type carRecord struct {
 
 // recordVersion is the first byte of a record; a change of format bumps it
 // together with schemaVersion.
-const recordVersion = 1
+const recordVersion = 2 // 2: the group
 
 // Own states of a CAR, as stored.
 var (
@@ -46,7 +46,7 @@ func stateCode(s string) (byte, error) {
 func recordSize(r *carRecord) int {
 	c := &r.view
 	n := 2 + 4*binary.MaxVarintLen64 + 7*binary.MaxVarintLen32 +
-		len(c.Car) + len(c.MD5) + len(c.ReplicatedAt) + len(c.Source) + len(c.Piece) + len(c.Reason)
+		len(c.Car) + len(c.MD5) + len(c.ReplicatedAt) + len(c.Source) + len(c.Piece) + len(c.Reason) + len(c.Group)
 	for _, u := range c.URLs {
 		n += binary.MaxVarintLen32 + len(u)
 	}
@@ -74,6 +74,7 @@ func appendRecord(dst []byte, r *carRecord) ([]byte, error) {
 	dst = appendString(dst, string(c.Source))
 	dst = appendString(dst, c.Piece)
 	dst = appendString(dst, c.Reason)
+	dst = appendString(dst, c.Group)
 	return dst, nil
 }
 
@@ -113,6 +114,7 @@ func decodeRecord(num uint64, b []byte) (*carRecord, error) {
 	}
 	c.Piece = d.string()
 	c.Reason = d.string()
+	c.Group = d.string()
 	if d.err || d.off != len(d.raw) || int(st) >= len(stateCodes) || r.member < 0 {
 		return nil, fmt.Errorf("CAR record %d: %w", num, errRecord)
 	}

@@ -28,7 +28,7 @@ func TestRecordsReadBackAndFitTheirSize(t *testing.T) {
 	for range 2000 {
 		rec := &carRecord{num: 1 + r.Uint64N(1000), member: r.IntN(math.MaxInt32), view: wire.CarView{
 			Car: str(), State: stateCodes[r.IntN(len(stateCodes))], Size: big(), MD5: str(),
-			ReplicatedAt: str(), Piece: str(), PieceSize: big(), Aggregate: big(), Reason: str(),
+			ReplicatedAt: str(), Piece: str(), PieceSize: big(), Aggregate: big(), Reason: str(), Group: str(),
 		}}
 		for range r.IntN(4) {
 			rec.view.URLs = append(rec.view.URLs, str())
@@ -64,7 +64,7 @@ func TestRecordsCutShortAreRefused(t *testing.T) {
 	rec := &carRecord{num: 3, member: 1 << 20, view: wire.CarView{
 		Car: "bagbaiera-car", State: aggregator.Aggregating, Size: 1 << 40, MD5: "9e107d9d372bb6826bd81d3542a419d6",
 		URLs: []string{"https://a.example/x.car", "https://b.example/x.car"}, ReplicatedAt: "2026-11-23T00:00:00Z",
-		Source: json.RawMessage(`{"k":"v"}`), Piece: "bafkzcib-piece", PieceSize: 1 << 30, Aggregate: 1 << 33,
+		Source: json.RawMessage(`{"k":"v"}`), Piece: "bafkzcib-piece", PieceSize: 1 << 30, Aggregate: 1 << 33, Group: "space-a",
 	}}
 	data, err := appendRecord(nil, rec)
 	if err != nil {

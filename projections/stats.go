@@ -21,11 +21,11 @@ import (
 //   - each queued CAR's acceptance time, as the value of its key in
 //     bQueued;
 //   - when each INGESTING or DEAL_PENDING aggregate entered that state, in
-//     bSince (a handful of keys: one INGESTING aggregate and those waiting
-//     for a deal);
-//   - how many CARs moved out of each failed aggregate, in bMoved, so that
-//     an aggregate's live CARs (those whose state is the aggregate's) are
-//     its count less those.
+//     bSince (a handful of keys: the INGESTING aggregates, the pool's and
+//     one per group, and those waiting for a deal);
+//   - how many CARs moved out of each failed or released aggregate, in
+//     bMoved, so that an aggregate's live CARs (those whose state is the
+//     aggregate's) are its count less those.
 //
 // Times are when the aggregate log stored the batch (LoggedBatch.At): a
 // replay of the same log gives the same values.
@@ -108,7 +108,8 @@ type Ages struct {
 	// Queued is when the oldest QUEUED CAR (by first acceptance) was
 	// accepted.
 	Queued time.Time
-	// Ingesting is when the INGESTING aggregate took its first CAR.
+	// Ingesting is when the oldest INGESTING aggregate (of the pool's
+	// and the groups') took its first CAR.
 	Ingesting time.Time
 	// DealPending is when the aggregate that has been DEAL_PENDING longest
 	// was offered.

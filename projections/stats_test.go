@@ -27,25 +27,22 @@ func TestStatsAgreeWithTheRecords(t *testing.T) {
 	}
 	defer s.Close()
 	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	f := &folder{st: st, base: base}
 	var (
-		seq, aggSeq uint64
-		cars        []string
-		log         []LoggedBatch
-		queuedAt    = map[string]time.Time{}
-		openedAt    = map[uint64]time.Time{}
-		offeredAt   = map[uint64]time.Time{}
-		requeued    bool
+		cars      []string
+		log       []LoggedBatch
+		queuedAt  = map[string]time.Time{}
+		openedAt  = map[uint64]time.Time{}
+		offeredAt = map[uint64]time.Time{}
+		requeued  bool
 	)
 	in := func(ev events.Event) {
 		t.Helper()
-		seq++
-		b := st.Apply(seq, testutil.MustEncode(ev))
-		if len(b.Decisions) == 0 {
+		e, ok := f.fold(ev)
+		if !ok {
 			return
 		}
-		aggSeq++
-		e := LoggedBatch{Seq: aggSeq, Batch: b, At: base.Add(time.Duration(seq) * time.Second)}
-		for _, d := range b.Decisions {
+		for _, d := range e.Batch.Decisions {
 			switch d.Type {
 			case events.DecCarQueued:
 				queuedAt[d.Car] = e.At

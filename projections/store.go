@@ -47,14 +47,14 @@ var (
 	kSchema   = []byte("schema")
 	kBulk     = []byte("bulk")     // set while a rebuild runs
 	kIndexed  = []byte("indexed")  // CARs up to this number are in cidRuns
-	kSettings = []byte("settings") // the log's settings (log.settings), JSON
+	kSettings = []byte("settings") // the log's latest settings (log.settings), JSON
 	buckets   = [][]byte{bMeta, bCidRuns, bCars, bAggs, bMembers, bClosed, bByPiece, bRejects, bQueued, bSince, bMoved}
 )
 
 // schemaVersion names the layout of the buckets. A file of another version
 // is emptied on Open and rebuilt from the aggregate log by the projector:
 // the read models are disposable.
-const schemaVersion = "7" // 7: per-state counts and waiting times (stats.go), every rejection, offer diagnostics
+const schemaVersion = "8" // 8: groups (CAR records of version 2, aggregate views with their group), RELEASED aggregates
 
 // Store is the bbolt file of the read models.
 //
@@ -191,8 +191,9 @@ func (s *Store) AggSeq() uint64 { return s.meta(kAggSeq) }
 // up to it that caused a decision is in the read models.
 func (s *Store) LastIn() uint64 { return s.meta(kLastIn) }
 
-// Settings is the log's settings as the read models applied them, or nil
-// before the log.settings decision is applied.
+// Settings is the settings the log is folded under as of the last batch
+// applied: those of its latest log.settings decision (a settings.change
+// records a new one mid-log), or nil before the first is applied.
 func (s *Store) Settings() (*events.Settings, error) {
 	var cfg *events.Settings
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -387,8 +388,10 @@ func (w *writer) apply(in uint64, d events.Decision, prepared piece.Commitment) 
 		}
 		return err
 	case events.DecLogSettings:
-		// The log's deal size decides the read models' layouts, whatever
-		// the store was opened with.
+		// The latest one replaces the settings kept: a settings.change
+		// never changes the deal size (events.Settings.Fixed), and the
+		// log's deal size decides the read models' layouts, whatever the
+		// store was opened with.
 		data, err := json.Marshal(d.Settings)
 		if err != nil {
 			return err
@@ -397,6 +400,12 @@ func (w *writer) apply(in uint64, d events.Decision, prepared piece.Commitment) 
 		return w.tx.Bucket(bMeta).Put(kSettings, data)
 	case events.DecAggReady:
 		return w.ready(d)
+	case events.DecAggReleased:
+		// Its CARs leave it in the cars.requeued runs that follow in the
+		// same batch, as a failed aggregate's do.
+		return w.updateAgg(d.Aggregate, func(a *wire.AggregateView) {
+			a.State, a.Closed, a.ReleasedAt = aggregator.Released, d.Closed, w.now
+		})
 	case events.DecAggOffered:
 		return w.offered(d)
 	case events.DecAggRetry:
@@ -569,6 +578,7 @@ func (w *writer) accept(d events.Decision) (*carRecord, string, error) {
 		c := &r.view
 		c.Size, c.MD5, c.URLs, c.ReplicatedAt, c.Source = rec.Size, rec.MD5, rec.URLs, rec.ReplicatedAt, rec.Source
 	}
+	r.view.Group = d.Group // car.queued's and car.added's: the CAR's group
 	return r, was, nil
 }
 
@@ -598,16 +608,19 @@ func (w *writer) added(d events.Decision, p piece.Commitment) error {
 	}
 	r.view.State, r.view.Reason = aggregator.Aggregating, ""
 	r.view.Piece, r.view.PieceSize = d.Piece, d.PieceSize
-	return w.join(d.Aggregate, r, p.Padded, p.Root) // join stores the CAR
+	// On car.added the group is both the CAR's and its aggregate's.
+	r.view.Group = d.Group
+	return w.join(d.Aggregate, d.Group, r, p.Padded, p.Root) // join stores the CAR
 }
 
-// join appends a CAR to an INGESTING aggregate, creating the aggregate.
-func (w *writer) join(id uint64, r *carRecord, padded uint64, root [32]byte) error {
+// join appends a CAR to an INGESTING aggregate, creating the aggregate,
+// filled for group, when the decision opens it.
+func (w *writer) join(id uint64, group string, r *carRecord, padded uint64, root [32]byte) error {
 	a, err := w.agg(id)
 	if errors.Is(err, ErrNotFound) {
 		// The fold starts a new aggregate's max-wait clock at its own
 		// clock, or at the next tick when it has none yet (DecAggClock).
-		a = &wire.AggregateView{ID: id, State: aggregator.Ingesting, DealSize: w.dealSize, WaitSince: w.now}
+		a = &wire.AggregateView{ID: id, State: aggregator.Ingesting, Group: group, DealSize: w.dealSize, WaitSince: w.now}
 		err = w.newAgg(a)
 	}
 	if err != nil {
@@ -725,6 +738,7 @@ func (w *writer) ready(d events.Decision) error {
 	}
 	was := a.State
 	a.State, a.Piece, a.PieceV1, a.PieceSize, a.Closed = aggregator.Ready, d.Piece, d.PieceV1, d.PieceSize, d.Closed
+	a.Group = d.Group
 	if err := w.aggMoved(a, was); err != nil {
 		return err
 	}
@@ -809,7 +823,9 @@ func (l layout) position(i int) int {
 	return int(binary.BigEndian.Uint32(l[4*(l.len()+i):]))
 }
 
-// requeued moves a run of a failed aggregate's CARs into another aggregate.
+// requeued moves a run of a failed or released aggregate's CARs into
+// another aggregate, of the decision's group (the pool's for a released
+// one). The CARs keep their own group.
 func (w *writer) requeued(d events.Decision) error {
 	from, err := w.agg(d.From)
 	if err != nil {
@@ -835,7 +851,7 @@ func (w *writer) requeued(d events.Decision) error {
 			return err
 		}
 		r.view.State = aggregator.Aggregating
-		if err := w.join(d.Aggregate, r, m.padded, m.root); err != nil {
+		if err := w.join(d.Aggregate, d.Group, r, m.padded, m.root); err != nil {
 			return err
 		}
 	}

@@ -189,7 +189,8 @@ func (r *Publisher) publish(ctx context.Context, seq uint64, d events.Decision) 
 
 func (r *Publisher) message(seq uint64, i int, agg *wire.AggregateView, c *wire.CarView, proof *frc58.Proof, d events.Decision) (*nats.Msg, error) {
 	rc := wire.Receipt{Car: c.Car, Piece: c.Piece, PieceSize: c.PieceSize, Aggregate: agg.ID, AggregatePiece: agg.Piece,
-		DealSize: agg.DealSize, Position: i, Status: d.Status, Deals: d.Deals, Source: c.Source, AggregateLogSeq: seq}
+		DealSize: agg.DealSize, Position: i, Status: d.Status, Deals: d.Deals, Source: c.Source, AggregateLogSeq: seq,
+		Group: c.Group, AggregateGroup: agg.Group}
 	if c.Offset != nil {
 		rc.Offset = *c.Offset
 	}

@@ -34,15 +34,19 @@ func ManifestOf(o *Offer) Manifest {
 
 // ReadManifest builds the FRC-58 manifest of the aggregate ref names (its
 // decimal id or piece CID) from the read models, with the offer builder.
-// An INGESTING aggregate has no manifest yet: its layout is not fixed, and
-// the error wraps projections.ErrNotFound.
+// An INGESTING aggregate has no manifest yet: its layout is not fixed; a
+// RELEASED one never has one (its CARs went to the shared pool). The
+// error then wraps projections.ErrNotFound.
 func ReadManifest(s *projections.Store, ref string) (*Manifest, error) {
 	a, err := s.Aggregate(ref, 0, 0)
 	if err != nil {
 		return nil, err
 	}
-	if a.State == aggregator.Ingesting {
+	switch a.State {
+	case aggregator.Ingesting:
 		return nil, fmt.Errorf("aggregate %d is INGESTING, its layout is not fixed: %w", a.ID, projections.ErrNotFound)
+	case aggregator.Released:
+		return nil, fmt.Errorf("aggregate %d is RELEASED, its CARs went to the shared pool: %w", a.ID, projections.ErrNotFound)
 	}
 	agg, cars, _, err := s.Layout(a.ID)
 	if err != nil {

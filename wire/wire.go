@@ -17,9 +17,13 @@ type CarView struct {
 	URLs         []string        `json:"urls,omitempty"`
 	ReplicatedAt string          `json:"replicatedAt,omitempty"`
 	Source       json.RawMessage `json:"source,omitempty"`
-	Piece        string          `json:"piece,omitempty"`
-	PieceSize    uint64          `json:"pieceSize,omitempty"`
-	Aggregate    uint64          `json:"aggregate,omitempty"`
+	// Group is the CAR's group (the fold's groupBy value in its source),
+	// decided when it was accepted and kept when its group's aggregate
+	// released it into the shared pool; absent for a CAR of the pool.
+	Group     string `json:"group,omitempty"`
+	Piece     string `json:"piece,omitempty"`
+	PieceSize uint64 `json:"pieceSize,omitempty"`
+	Aggregate uint64 `json:"aggregate,omitempty"`
 	// AggregatePiece is the aggregate's piece CID v2 once it is closed.
 	AggregatePiece string         `json:"aggregatePiece,omitempty"`
 	Position       *int           `json:"position,omitempty"`
@@ -87,15 +91,23 @@ type ProofPath struct {
 
 // AggregateView is what GET /v1/aggregates/{id} answers.
 type AggregateView struct {
-	ID        uint64 `json:"id"`
-	State     string `json:"state"`
+	ID    uint64 `json:"id"`
+	State string `json:"state"`
+	// Group is the group the aggregate is filled for; absent for the
+	// shared pool's.
+	Group     string `json:"group,omitempty"`
 	Piece     string `json:"piece,omitempty"`
 	PieceV1   string `json:"pieceV1,omitempty"`
 	PieceSize uint64 `json:"pieceSize,omitempty"`
 	DealSize  uint64 `json:"dealSize"`
 	Payload   uint64 `json:"payload"`
 	Count     int    `json:"count"`
-	Closed    string `json:"closed,omitempty"`
+	// Closed is why it closed (full, max-wait, forced), or why a RELEASED
+	// one gave its CARs to the shared pool (group-max-wait, settings).
+	Closed string `json:"closed,omitempty"`
+	// ReleasedAt is when a group's aggregate was RELEASED, by the fold's
+	// clock: its CARs moved into the shared pool's aggregate then.
+	ReleasedAt time.Time `json:"releasedAt,omitzero"`
 	// WaitSince is when the aggregate's max-wait clock started, in the
 	// fold's tick time: the clock when it opened (or the first tick, if it
 	// opened before any). It closes once it holds the minimum payload and
@@ -197,6 +209,11 @@ type Receipt struct {
 	Status         string          `json:"status"`
 	Deals          []events.Deal   `json:"deals"`
 	Source         json.RawMessage `json:"source,omitempty"`
+	// Group is the CAR's group, AggregateGroup the aggregate's: they
+	// differ for a CAR its group released into the shared pool. Absent
+	// for the pool.
+	Group          string `json:"group,omitempty"`
+	AggregateGroup string `json:"aggregateGroup,omitempty"`
 	// AggregateLogSeq is the aggregate log message that made the deals.
 	AggregateLogSeq uint64 `json:"aggregateLogSeq"`
 }

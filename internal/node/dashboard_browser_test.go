@@ -86,7 +86,7 @@ func screenshot(t *testing.T, ctx context.Context, dir, name string) string {
 
 // shown is what the overview shows, read from the page.
 type shown struct {
-	Ingesting *struct{ ID, Payload, Count string }
+	Ingesting []struct{ ID, Group, Payload, Count string }
 	States    map[string]string
 	Rows      []struct{ ID, State, Payload, Count, Deals string }
 	Rejected  []string
@@ -94,7 +94,7 @@ type shown struct {
 }
 
 const readOverview = `({
-  Ingesting: (e => e && {ID: e.dataset.id, Payload: e.dataset.payload, Count: e.dataset.count})(document.getElementById("ingesting-agg")),
+  Ingesting: [...document.querySelectorAll(".ingesting-agg")].map(e => ({ID: e.dataset.id, Group: e.dataset.group, Payload: e.dataset.payload, Count: e.dataset.count})),
   States: Object.fromEntries([...document.querySelectorAll("td[data-state]")].map(td => [td.dataset.state, td.textContent.trim()])),
   Rows: [...document.querySelectorAll("#aggregates tr[data-aggregate]")].map(r => ({ID: r.dataset.aggregate, State: r.dataset.state, Payload: r.dataset.payload, Count: r.dataset.count, Deals: r.dataset.deals})),
   Rejected: [...document.querySelectorAll("#rejections tr[data-input]")].map(r => r.innerText),
@@ -135,7 +135,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		for _, a := range page.Aggregates {
 			want[a.State]++
 		}
-		for _, st := range []string{aggregator.Ingesting, aggregator.Ready, aggregator.DealPending, aggregator.DealProcessed, aggregator.DealFailed} {
+		for _, st := range []string{aggregator.Ingesting, aggregator.Ready, aggregator.DealPending, aggregator.DealProcessed, aggregator.DealFailed, aggregator.Released} {
 			if got.States[st] != strconv.Itoa(want[st]) {
 				t.Errorf("%s: page shows %q, API has %d", st, got.States[st], want[st])
 			}
@@ -167,8 +167,11 @@ func TestDashboardInBrowser(t *testing.T) {
 			t.Fatalf("API: %v %v", ing, err)
 		}
 		a := ing.Aggregates[0]
-		if got.Ingesting == nil || got.Ingesting.ID != strconv.FormatUint(a.ID, 10) || got.Ingesting.Payload != strconv.FormatUint(a.Payload, 10) || got.Ingesting.Count != strconv.Itoa(a.Count) {
-			t.Fatalf("page %+v, API id %d payload %d count %d", got.Ingesting, a.ID, a.Payload, a.Count)
+		if len(got.Ingesting) != 1 {
+			t.Fatalf("page shows %d aggregates filling, the API 1", len(got.Ingesting))
+		}
+		if g := got.Ingesting[0]; g.ID != strconv.FormatUint(a.ID, 10) || g.Group != a.Group || g.Payload != strconv.FormatUint(a.Payload, 10) || g.Count != strconv.Itoa(a.Count) {
+			t.Fatalf("page %+v, API id %d group %q payload %d count %d", g, a.ID, a.Group, a.Payload, a.Count)
 		}
 		if a.Count != len(s.filling) {
 			t.Fatalf("API counts %d CARs filling, the test published %d", a.Count, len(s.filling))

@@ -121,7 +121,7 @@ func TestDashboardAuthAndSearch(t *testing.T) {
 	t.Run("Basic auth with the token as password and a bearer token are both taken", func(t *testing.T) {
 		for _, set := range []func(*http.Request){basic("ops", dashToken), basic("", dashToken), bearer(dashToken)} {
 			resp, body := s.get(t, "/", set)
-			if resp.StatusCode != http.StatusOK || !strings.Contains(body, `id="ingesting-agg"`) {
+			if resp.StatusCode != http.StatusOK || !strings.Contains(body, `class="ingesting-agg"`) {
 				t.Fatalf("status %d, body %.200q", resp.StatusCode, body)
 			}
 		}

@@ -39,7 +39,7 @@ var (
 	carStates = []string{aggregator.Queued, aggregator.Aggregating, aggregator.Ready, aggregator.DealPending,
 		aggregator.DealProcessed, aggregator.DealFailed, aggregator.Rejected}
 	aggStates = []string{aggregator.Ingesting, aggregator.Ready, aggregator.DealPending,
-		aggregator.DealProcessed, aggregator.DealFailed}
+		aggregator.DealProcessed, aggregator.DealFailed, aggregator.Released}
 	offerOutcomes = []string{spade.OutcomeAccepted, spade.OutcomeRefused, spade.OutcomeBadOffer, spade.OutcomeFailed}
 )
 
@@ -99,7 +99,7 @@ func newMetrics(reg *prometheus.Registry, n *Node) *metrics {
 			}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ferry_cars_queued", Help: "CARs waiting for their piece."},
 			func() float64 { return float64(n.Runner.Status().Counts.Queued) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ferry_ingesting_cars", Help: "CARs in the INGESTING aggregate."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ferry_ingesting_cars", Help: "CARs in the INGESTING aggregates (the shared pool's and the groups')."},
 			func() float64 { return float64(n.Runner.Status().Counts.IngestingCount) }),
 	)
 	return m
@@ -191,7 +191,7 @@ var (
 	descOldestQueued = prometheus.NewDesc("ferry_oldest_queued_car_age_seconds",
 		"Time since the oldest QUEUED CAR was accepted (0 when none waits).", nil, nil)
 	descOldestIngesting = prometheus.NewDesc("ferry_oldest_ingesting_car_age_seconds",
-		"Time since the INGESTING aggregate took its first CAR (0 when there is none).", nil, nil)
+		"Time since the oldest INGESTING aggregate (the pool's or a group's) took its first CAR (0 when there is none).", nil, nil)
 	descOldestPending = prometheus.NewDesc("ferry_oldest_deal_pending_aggregate_age_seconds",
 		"Time since the aggregate DEAL_PENDING longest was offered (0 when none is).", nil, nil)
 	descStreamMsgs = prometheus.NewDesc("ferry_stream_messages", "Messages a stream holds.",
