@@ -328,6 +328,16 @@ func TestInputAndStreamMetricsAgreeWithTheLog(t *testing.T) {
 func TestHTTPMetricsCountRequestsByRoute(t *testing.T) {
 	s := startMetrics(t, 10*time.Millisecond)
 	const route = "GET /v1/cars/{cid}"
+	// The CARs are known once the read models applied them; the requests
+	// that wait for that are counted before the scrape the test starts from.
+	waitFor(t, "the read models to know the first three CARs", func() bool {
+		for _, car := range s.published[:3] {
+			if _, err := s.api.Car(context.Background(), car); err != nil {
+				return false
+			}
+		}
+		return true
+	})
 	before := scrape(t, s.n)
 	get := func(path string) {
 		resp, err := http.Get("http://" + s.n.HTTPAddr() + path)
