@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/ferry-dev/ferry/internal/audit"
 	"html"
 	"net/http"
 	"regexp"
@@ -257,6 +258,19 @@ func TestGroupsInTheAPIDashboardAndReceipts(t *testing.T) {
 		}
 		if r := rs[d.cars[0].CID.String()][0]; r.AggregateGroup != "" || r.Group != "a" {
 			t.Fatalf("receipt of a released CAR of group a: %+v", r)
+		}
+	})
+	t.Run("the grouped log audits clean: refolded byte for byte, every aggregate rebuilt with go-data-segment", func(t *testing.T) {
+		var rep *audit.Report
+		waitFor(t, "a clean audit", func() bool {
+			var err error
+			if rep, err = audit.Run(ctx, d.js, d.n.cfg.Fold, nil, storeViews(d.n)); err != nil {
+				t.Fatal(err)
+			}
+			return rep.OK()
+		})
+		if rep.Aggregates < 3 || rep.ViewsChecked < len(d.cars) {
+			t.Fatalf("the audit checked too little: %+v", rep)
 		}
 	})
 }
