@@ -71,6 +71,9 @@ type API struct {
 	// work, nil when none is on record (nil func: never asked).
 	PieceWork func(ctx context.Context, car string) (*wire.WorkAttempt, error)
 	Log       *slog.Logger
+	// Policy returns the settings the log is folded under now (nil:
+	// POST /v1/settings answers 503).
+	Policy func(ctx context.Context) (events.Settings, error)
 	// Limits bound how slowly a write's body may arrive.
 	Limits Limits
 
@@ -94,6 +97,7 @@ func (a *API) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/aggregates/{id}/close", a.auth(a.WriteToken, true, a.closeAggregate))
 	mux.HandleFunc("POST /v1/aggregates/{id}/reoffer", a.auth(a.WriteToken, true, a.reofferAggregate))
 	mux.HandleFunc("POST /v1/aggregates/{id}/fail", a.auth(a.WriteToken, true, a.failAggregate))
+	mux.HandleFunc("POST /v1/settings", a.auth(a.WriteToken, true, a.postSettings))
 	mux.HandleFunc("POST /v1/deals/report", a.authOr(a.ReportToken, false, a.limit(a.reports, "reports", a.postReport), a.noteRefused))
 	a.pinRoutes(mux)
 	mux.HandleFunc("GET /healthz", a.healthz)

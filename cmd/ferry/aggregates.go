@@ -6,19 +6,22 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/ferry-dev/ferry/client"
 )
 
 func runAggregates(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("aggregates", "aggregates [flags] [ID | close [ID] | reoffer ID | fail ID]", stderr)
+	fs := newFlags("aggregates", "aggregates [flags] [ID | close [ID | --group G] | reoffer ID | fail ID]", stderr)
 	api := serverFlags(fs, defaultHTTP, "")
 	state := fs.String("state", "", "only aggregates in this state")
 	limit := fs.Int("limit", 100, "aggregates (or pieces of one) to show")
 	after := fs.Int("after", -1, "list after this id (or, for one aggregate, this piece position)")
 	reason := fs.String("reason", "", "why, for fail (recorded with the failure)")
-	if err := parse(fs, args); err != nil {
+	group := fs.String("group", "", "close without an ID: close this group's INGESTING aggregate (default: the shared pool's)")
+	args, err := parseMixed(fs, args)
+	if err != nil {
 		return err
 	}
 	c := api.client()
@@ -27,18 +30,14 @@ func runAggregates(ctx context.Context, args []string, _ io.Reader, stdout, stde
 		"reoffer": func(id uint64) error { return c.ReofferAggregate(ctx, id) },
 		"fail":    func(id uint64) error { return c.FailAggregate(ctx, id, *reason) },
 	}
-	args = fs.Args()
 	if len(args) == 1 && args[0] == "close" {
 		// Without an id, close is "close what is filling now": a reader
 		// need not look up the INGESTING aggregate's id first.
-		page, err := c.Aggregates(ctx, "INGESTING", 0, 1)
+		id, err := filling(ctx, c, *group)
 		if err != nil {
 			return err
 		}
-		if len(page.Aggregates) == 0 {
-			return errors.New("no aggregate is INGESTING")
-		}
-		args = append(args, strconv.FormatUint(page.Aggregates[0].ID, 10))
+		args = append(args, strconv.FormatUint(id, 10))
 	}
 	switch {
 	case len(args) == 2 && orders[args[0]] != nil:
@@ -81,4 +80,32 @@ func listAggregates(ctx context.Context, c *client.HTTP, state string, after, li
 		fmt.Fprintf(stdout, "(more: --after %d)\n", page.Next)
 	}
 	return nil
+}
+
+// filling is the INGESTING aggregate of group ("": the shared pool's).
+// With a single INGESTING aggregate and no group asked for, that one,
+// whatever it fills for; with several and no pool's among them, an error
+// listing them, so that close never picks a group's aggregate unasked.
+func filling(ctx context.Context, c *client.HTTP, group string) (uint64, error) {
+	live, err := c.Ingesting(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if len(live) == 1 && group == "" {
+		return live[0].ID, nil
+	}
+	var ids []string
+	for _, a := range live {
+		if a.Group == group {
+			return a.ID, nil
+		}
+		ids = append(ids, fmt.Sprintf("%d (group %q)", a.ID, a.Group))
+	}
+	switch {
+	case len(live) == 0:
+		return 0, errors.New("no aggregate is INGESTING")
+	case group != "":
+		return 0, fmt.Errorf("no INGESTING aggregate of group %q; INGESTING: %s", group, strings.Join(ids, ", "))
+	}
+	return 0, fmt.Errorf("no INGESTING aggregate of the shared pool; name one: --group G or its ID, of %s", strings.Join(ids, ", "))
 }

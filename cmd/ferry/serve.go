@@ -23,9 +23,12 @@ import (
 
 // Defaults of the local setup every command agrees on.
 const (
-	defaultHTTP = "127.0.0.1:8080"
-	defaultNATS = "nats://127.0.0.1:4222"
-	defaultDeal = 32 << 30
+	// defaultGroupMaxWait gives a small group a day to fill its own
+	// aggregate before its CARs join the shared pool.
+	defaultGroupMaxWait = 24 * time.Hour
+	defaultHTTP         = "127.0.0.1:8080"
+	defaultNATS         = "nats://127.0.0.1:4222"
+	defaultDeal         = 32 << 30
 )
 
 func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -43,6 +46,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	minPayload := size(0)
 	fs.Var(&minPayload, "min-payload", "CAR bytes an aggregate needs before max-wait closes it (default: just over half the deal, Spade's lower bound)")
 	maxWait := fs.Duration("max-wait", 4*time.Hour, "how long the oldest CAR may wait once the aggregate has min-payload")
+	groupBy := fs.String("group-by", events.GroupNone, "fill an aggregate per group: a `path` into car.replicated's source (source.space, source.account), or none (one stream of CARs)")
+	groupMaxWait := fs.Duration("group-max-wait", defaultGroupMaxWait, "with --group-by: how long a group's aggregate may stay under min-payload before its CARs go to the shared pool (0: never)")
 	dealClock := dealClockFlags(fs, "")
 	tick := fs.Duration("tick", 10*time.Second, "how often time enters the input log")
 	snapEvery := fs.Uint64("snapshot-every", aggregator.DefaultSnapshotEvery, "inputs between two snapshots of the aggregator's state (a new leader loads the latest and folds only what follows)")
@@ -104,6 +109,16 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return fmt.Errorf("%w: --min-payload %s is more than a %s deal holds (%d bytes): max-wait would never close an aggregate",
 			errUsage, minPayload.String(), deal.String(), piece.Unpadded(uint64(deal)))
 	}
+	group, err := events.ParseGroupBy(*groupBy)
+	if err != nil {
+		return fmt.Errorf("%w: --%v", errUsage, err)
+	}
+	if *groupMaxWait < 0 {
+		return fmt.Errorf("%w: --group-max-wait %s is negative", errUsage, *groupMaxWait)
+	}
+	if group == "" {
+		*groupMaxWait = 0 // no groups to release
+	}
 	natsOpts, err := auth.options()
 	if err != nil {
 		return err
@@ -138,7 +153,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		NATSNoAuth: *natsNoAuth, PublishAccount: *publishAccount,
 		Subjects: jetlog.Subjects{Prefix: *prefix},
 		Fold: dealClock(events.Settings{DealSize: uint64(deal), MinPayload: uint64(minPayload), MaxWait: *maxWait, VerifyPieces: *verify,
-			MaxTickAhead: *tickAhead}),
+			MaxTickAhead: *tickAhead, GroupBy: group, GroupMaxWait: *groupMaxWait}),
 		FoldGiven: givenSettings(fs),
 		Pieces:    pieces, Fetch: fetches, CarStore: *carStore, CarStoreURL: *carStoreURL, PublicURL: *publicURL,
 		SyncInterval: *syncInterval, SyncAlways: *syncAlways, MinFree: uint64(minFree), MaxProjectionLag: *maxLag, Tick: *tick,
@@ -183,7 +198,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 // foldFlags maps the flags of the fold's settings to the settings' JSON
 // names (events.Settings).
 var foldFlags = map[string]string{"deal-size": "dealSize", "min-payload": "minPayload", "max-wait": "maxWait",
-	"verify-pieces": "verifyPieces", "max-tick-ahead": "maxTickAhead",
+	"verify-pieces": "verifyPieces", "max-tick-ahead": "maxTickAhead", "group-by": "groupBy", "group-max-wait": "groupMaxWait",
 	"deal-timeout": "dealTimeout", "max-offers": "maxOffers", "offer-backoff": "offerBackoff"}
 
 // givenSettings names the fold settings set on the command line: only

@@ -58,7 +58,8 @@ type Config struct {
 	// Fold is the settings a new log is made under. A log that records
 	// its settings is folded under those; FoldGiven names (by JSON name)
 	// the settings the operator chose explicitly, and one that disagrees
-	// with the log's stops Start (aggregator.Reconcile).
+	// with the log's stops Start (aggregator.Reconcile): a policy setting
+	// with the policy the log is folded under now (policy.go).
 	Fold      events.Settings
 	FoldGiven map[string]bool
 	// MinFree is the free space kept on the data dir's disk: below it
@@ -206,15 +207,8 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	logged, err := aggregator.LogSettings(ctx, n.JS)
-	if err != nil {
+	if err := n.reconcile(ctx); err != nil {
 		return err
-	}
-	if n.cfg.Fold, err = aggregator.Reconcile(logged, n.cfg.Fold, n.cfg.FoldGiven); err != nil {
-		return err
-	}
-	if logged != nil {
-		n.log.Info("settings from the aggregate log", "settings", logged.String())
 	}
 	if n.cfg.PublishAccount || n.Creds != nil {
 		if err := natsembed.EnsureReceiptsMirror(ctx, n.Conn, n.cfg.Replicas); err != nil {
@@ -243,7 +237,7 @@ func (n *Node) start(ctx context.Context) error {
 	n.API = &api.API{Store: store, Pins: n.Pins, Pub: n.Pub, DealSize: n.cfg.Fold.DealSize,
 		WriteToken: n.cfg.WriteToken, ReportToken: n.cfg.ReportToken, ReadToken: n.cfg.ReadToken, Log: n.log,
 		Metrics: promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}), Health: n.health, Behind: n.lag.behind,
-		Limits: n.cfg.HTTPLimits}
+		Limits: n.cfg.HTTPLimits, Policy: n.policy}
 	if n.API.PieceWork, err = n.pieceWork(ctx); err != nil {
 		return err
 	}

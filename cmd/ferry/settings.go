@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/wire"
+)
+
+// runSettings prints the settings the log is folded under, or with set
+// orders a change of its aggregation policy from the next input on.
+func runSettings(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("settings", "settings [set [--min-payload SIZE] [--max-wait D] [--group-by FIELD|none] [--group-max-wait D]]", stderr)
+	api := serverFlags(fs, defaultHTTP, "")
+	minPayload := size(0)
+	fs.Var(&minPayload, "min-payload", "set: CAR bytes an aggregate needs before max-wait closes it")
+	maxWait := fs.Duration("max-wait", 0, "set: how long the oldest CAR may wait once the aggregate has min-payload")
+	groupBy := fs.String("group-by", "", "set: fill an aggregate per group: a `path` into car.replicated's source (source.space), or none")
+	groupMaxWait := fs.Duration("group-max-wait", 0, "set: how long a group's aggregate may stay under min-payload before its CARs go to the shared pool (0: never)")
+	by := fs.String("by", "", "set: who asks, recorded with the change (default: the HTTP server names the time)")
+	ops, err := parseMixed(fs, args)
+	if err != nil {
+		return err
+	}
+	c := api.client()
+	switch {
+	case len(ops) == 0:
+		if given := setFlags(fs); len(given) > 0 {
+			return fmt.Errorf("%w: --%s changes settings only with 'ferry settings set'", errUsage, strings.Join(given, ", --"))
+		}
+		v, err := c.Settings(ctx)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, v)
+	case len(ops) == 1 && ops[0] == "set":
+	default:
+		fs.Usage()
+		return fmt.Errorf("%w: settings [set …]", errUsage)
+	}
+	change := wire.SettingsChange{By: *by}
+	for _, name := range setFlags(fs) {
+		switch name {
+		case "min-payload":
+			v := uint64(minPayload)
+			change.MinPayload = &v
+		case "max-wait":
+			change.MaxWait = durationOf(*maxWait)
+		case "group-by":
+			g, err := events.ParseGroupBy(*groupBy)
+			if err != nil {
+				return fmt.Errorf("%w: --%v", errUsage, err)
+			}
+			if g == "" {
+				g = events.GroupNone // "" would read as left out
+			}
+			change.GroupBy = &g
+		case "group-max-wait":
+			change.GroupMaxWait = durationOf(*groupMaxWait)
+		}
+	}
+	if change.MinPayload == nil && change.MaxWait == nil && change.GroupBy == nil && change.GroupMaxWait == nil {
+		fs.Usage()
+		return fmt.Errorf("%w: settings set: give --min-payload, --max-wait, --group-by or --group-max-wait", errUsage)
+	}
+	res, err := c.ChangeSettings(ctx, change)
+	if err != nil {
+		return err
+	}
+	s := res.Settings
+	groups := "none"
+	if s.GroupBy != "" {
+		groups = fmt.Sprintf("%s (released to the pool after %s)", s.GroupBy, s.GroupMaxWait)
+		if s.GroupMaxWait == 0 {
+			groups = s.GroupBy + " (never released to the pool: groupMaxWait 0)"
+		}
+	}
+	fmt.Fprintf(stdout, "settings change requested: input %d, by %s\n  from there on: minPayload %d, maxWait %s, groupBy %s\n",
+		res.Seq, res.By, s.MinPayload, s.MaxWait, groups)
+	return nil
+}
+
+// setFlags names the policy flags given on the command line (or in the
+// environment), in the order of the flag set.
+func setFlags(fs *flag.FlagSet) []string {
+	var given []string
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "min-payload", "max-wait", "group-by", "group-max-wait":
+			given = append(given, f.Name)
+		}
+	})
+	return given
+}
+
+func durationOf(d time.Duration) *wire.Duration {
+	v := wire.Duration(d)
+	return &v
+}
