@@ -23,9 +23,9 @@ import (
 
 // Defaults of the local setup every command agrees on.
 const (
-	// defaultGroupMaxWait gives a small group a day to fill its own
+	// serveGroupMaxWait gives a small group a day to fill its own
 	// aggregate before its CARs join the shared pool.
-	defaultGroupMaxWait = 24 * time.Hour
+	serveGroupMaxWait = 24 * time.Hour
 	defaultHTTP         = "127.0.0.1:8080"
 	defaultNATS         = "nats://127.0.0.1:4222"
 	defaultDeal         = 32 << 30
@@ -47,7 +47,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.Var(&minPayload, "min-payload", "CAR bytes an aggregate needs before max-wait closes it (default: just over half the deal, Spade's lower bound)")
 	maxWait := fs.Duration("max-wait", 4*time.Hour, "how long the oldest CAR may wait once the aggregate has min-payload")
 	groupBy := fs.String("group-by", events.GroupNone, "fill an aggregate per group: a `path` into car.replicated's source (source.space, source.account), or none (one stream of CARs)")
-	groupMaxWait := fs.Duration("group-max-wait", defaultGroupMaxWait, "with --group-by: how long a group's aggregate may stay under min-payload before its CARs go to the shared pool (0: never)")
+	groupMaxWait := fs.Duration("group-max-wait", serveGroupMaxWait, "with --group-by: how long a group's aggregate may stay under min-payload before its CARs go to the shared pool (0: never)")
 	dealClock := dealClockFlags(fs, "")
 	tick := fs.Duration("tick", 10*time.Second, "how often time enters the input log")
 	snapEvery := fs.Uint64("snapshot-every", aggregator.DefaultSnapshotEvery, "inputs between two snapshots of the aggregator's state (a new leader loads the latest and folds only what follows)")

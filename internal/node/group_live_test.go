@@ -68,6 +68,37 @@ func publishAll(t *testing.T, pub *jetlog.Publisher, evs ...events.Event) {
 	}
 }
 
+// waitFolded waits until the aggregator has applied every input (ticks
+// that decide nothing included), its batches are in the aggregate log
+// and the read models have applied them.
+func waitFolded(t *testing.T, n *Node, js jetstream.JetStream) {
+	t.Helper()
+	ctx := context.Background()
+	testutil.Eventually(t, 30*time.Second, "aggregator and read models to apply every input", func() bool {
+		in, err1 := js.Stream(ctx, jetlog.StreamIn)
+		agg, err2 := js.Stream(ctx, jetlog.StreamAgg)
+		if err1 != nil || err2 != nil {
+			return false
+		}
+		ii, err1 := in.Info(ctx)
+		ai, err2 := agg.Info(ctx)
+		if err1 != nil || err2 != nil {
+			return false
+		}
+		st := n.Runner.Status()
+		return st.Leader && st.LastIn >= ii.State.LastSeq && st.AggSeq == ai.State.LastSeq && n.Projector.Seq() == ai.State.LastSeq
+	})
+}
+
+// logDecisions logs the aggregate log, for a failure's reader.
+func logDecisions(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	_ = jetlog.Tail(context.Background(), js, jetlog.StreamAgg, 1, false, func(e jetlog.Entry) error {
+		t.Logf("aggregate log %d: %s", e.Seq, e.Data)
+		return nil
+	})
+}
+
 var t0 = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 
 func tick(d time.Duration) *events.Tick { return &events.Tick{Time: t0.Add(d)} }
@@ -137,11 +168,15 @@ func holdsOnly(a liveAggregate, cars []spaceCAR) bool {
 }
 
 // checkEachCAROnce checks that every CAR is in exactly one aggregate of
-// the API and that its own status names that one, in state.
+// the API that holds CARs (not one RELEASED, which lists the CARs it
+// gave away) and that its own status names that one, in state.
 func checkEachCAROnce(t *testing.T, api *client.HTTP, aggs []liveAggregate, cars []spaceCAR, state string) {
 	t.Helper()
 	in := map[string][]uint64{}
 	for _, a := range aggs {
+		if a.State == aggregator.Released {
+			continue
+		}
 		for _, c := range a.cars {
 			in[c] = append(in[c], a.ID)
 		}
@@ -170,9 +205,9 @@ func TestGroupedAggregationLiveGroupsFillReleaseAndVerify(t *testing.T) {
 	api := client.NewHTTP(n.HTTPAddr())
 	ctx := context.Background()
 
-	// A big space that fills deals on its own (64KiB pieces, more than a
-	// 1MiB deal holds), three small ones and CARs with no space.
-	big := spaceCARs(t, 1000, 24, 40_000, "did:key:big")
+	// A big space that fills deals on its own (128KiB pieces, seven to a
+	// 1MiB deal), three small ones and CARs with no space.
+	big := spaceCARs(t, 1000, 16, 100_000, "did:key:big")
 	small := slices.Concat(spaceCARs(t, 2000, 3, 3000, "did:key:s1"), spaceCARs(t, 3000, 2, 2000, "did:key:s2"),
 		spaceCARs(t, 4000, 1, 5000, "did:key:s3"))
 	pool := spaceCARs(t, 5000, 2, 4000, "")
@@ -187,7 +222,7 @@ func TestGroupedAggregationLiveGroupsFillReleaseAndVerify(t *testing.T) {
 		}
 	}
 	publishAll(t, pub, tick(30*time.Minute))
-	waitIdle(t, n, nt.JS)
+	waitFolded(t, n, nt.JS)
 
 	// Before the group max wait: each group fills its own aggregate.
 	live, err := api.Ingesting(ctx)
@@ -206,7 +241,7 @@ func TestGroupedAggregationLiveGroupsFillReleaseAndVerify(t *testing.T) {
 
 	// Past the group max wait, the small groups go to the pool.
 	publishAll(t, pub, tick(2*time.Hour))
-	waitIdle(t, n, nt.JS)
+	waitFolded(t, n, nt.JS)
 	compareWithWhatif(t, nt.JS)
 
 	aggs := aggregatesByAPI(t, n, api)
@@ -215,50 +250,56 @@ func TestGroupedAggregationLiveGroupsFillReleaseAndVerify(t *testing.T) {
 		switch {
 		case a.State == aggregator.Released:
 			released++
-			if a.Count != 0 || len(a.cars) != 0 || a.group == "" || a.Closed != events.ReleasedMaxWait {
-				t.Errorf("released aggregate %d: group %q, %d CARs %v, closed %q", a.ID, a.group, a.Count, a.cars, a.Closed)
+			if a.group == "" || a.Closed != events.ReleasedMaxWait {
+				t.Errorf("released aggregate %d: group %q, closed %q", a.ID, a.group, a.Closed)
 			}
-		case a.Closed == events.ClosedFull:
-			full++
-			if a.group != "did:key:big" || !holdsOnly(a, big) || a.State != aggregator.Ready {
-				t.Errorf("full aggregate %d of group %q (%s) holds CARs not of the big space: %v", a.ID, a.group, a.State, a.cars)
+		case a.group == "did:key:big":
+			if a.Closed == events.ClosedFull {
+				full++
+			}
+			if !holdsOnly(a, big) || a.State != aggregator.Ready || a.Closed != events.ClosedFull || a.Payload < n.Settings().MinPayload {
+				t.Errorf("aggregate %d of the big space: %s, closed %q, payload %d, CARs %v", a.ID, a.State, a.Closed, a.Payload, a.cars)
+			}
+		case a.group != "":
+			t.Errorf("aggregate %d of group %q is %s after the group max wait", a.ID, a.group, a.State)
+		}
+	}
+	if full < 2 {
+		t.Errorf("the big space filled %d aggregates of its own, want 2", full)
+	}
+	// s1, s2, s3 and the big space's rest, all under min-payload.
+	if released != 4 {
+		t.Errorf("%d aggregates released, want 4", released)
+	}
+	// The small spaces' CARs and the big space's rest are the pool's now.
+	pooled := map[string]bool{}
+	for _, a := range aggs {
+		if a.group == "" && a.State != aggregator.Released {
+			for _, c := range a.cars {
+				pooled[c] = true
 			}
 		}
 	}
-	if full == 0 {
-		t.Fatal("the big space filled no aggregate of its own")
-	}
-	// s1, s2 and s3 (and the big space's rest, under min-payload too).
-	if released < 3 {
-		t.Errorf("%d aggregates released, want at least the three small spaces'", released)
+	for _, c := range slices.Concat(small, pool, big[14:]) {
+		if !pooled[c.CID.String()] {
+			t.Errorf("CAR %s of space %q is in no aggregate of the pool", c.CID, c.space)
+		}
 	}
 	live, err = api.Ingesting(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var poolID uint64
-	for _, a := range live {
-		if a.Group != "" {
-			t.Errorf("aggregate %d of group %q still INGESTING after the group max wait", a.ID, a.Group)
-		}
-		poolID = a.ID
+	if len(live) != 1 || live[0].Group != "" {
+		t.Fatalf("INGESTING after the group max wait: %+v, want the pool's alone", live)
 	}
-	pooled, err := api.Aggregate(ctx, fmt.Sprint(poolID), -1, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range slices.Concat(small, pool) {
-		if !slices.ContainsFunc(pooled.Pieces, func(p wire.PieceView) bool { return p.Car == c.CID.String() }) {
-			t.Errorf("CAR %s of space %q is not in the pool's aggregate %d", c.CID, c.space, poolID)
-		}
-	}
+	poolID := live[0].ID
 
 	// The pool's aggregate closed by hand: every CAR READY, in exactly
 	// one aggregate, and each aggregate verifies with go-data-segment.
 	if err := api.CloseAggregate(ctx, poolID); err != nil {
 		t.Fatal(err)
 	}
-	waitIdle(t, n, nt.JS)
+	waitFolded(t, n, nt.JS)
 	aggs = aggregatesByAPI(t, n, api)
 	checkEachCAROnce(t, api, aggs, all, aggregator.Ready)
 	var cars []testutil.CAR
@@ -335,6 +376,7 @@ func compareWithWhatif(t *testing.T, js jetstream.JetStream) {
 	if o.Waiting.Ingesting != ingesting {
 		t.Errorf("whatif leaves %d CARs INGESTING, the live fold %d", o.Waiting.Ingesting, ingesting)
 	}
+	t.Logf("whatif under %s: the live fold's %d aggregates, %d CARs INGESTING", recorded, len(ready), ingesting)
 }
 
 func TestSettingsSetGroupsLaterCARsAndNoneReleasesTheGroups(t *testing.T) {
@@ -348,8 +390,10 @@ func TestSettingsSetGroupsLaterCARsAndNoneReleasesTheGroups(t *testing.T) {
 	api.Token = "w"
 	ctx := context.Background()
 
-	before := slices.Concat(spaceCARs(t, 100, 3, 3000, "did:key:a"), spaceCARs(t, 200, 3, 3000, "did:key:b"))
-	after := slices.Concat(spaceCARs(t, 300, 3, 3000, "did:key:a"), spaceCARs(t, 400, 3, 3000, "did:key:b"))
+	// Seven CARs in all: a 1MiB deal holds eight pieces, so they all fit
+	// the pool's one aggregate in the end.
+	before := slices.Concat(spaceCARs(t, 100, 2, 3000, "did:key:a"), spaceCARs(t, 200, 1, 3000, "did:key:b"))
+	after := slices.Concat(spaceCARs(t, 300, 2, 3000, "did:key:a"), spaceCARs(t, 400, 2, 3000, "did:key:b"))
 	publishAll(t, pub, tick(0))
 	for _, c := range before {
 		publishAll(t, pub, c.event())
@@ -366,7 +410,7 @@ func TestSettingsSetGroupsLaterCARsAndNoneReleasesTheGroups(t *testing.T) {
 	for _, c := range after {
 		publishAll(t, pub, c.event())
 	}
-	waitIdle(t, n, nt.JS)
+	waitFolded(t, n, nt.JS)
 
 	now, err := CurrentSettings(ctx, nt.JS, jetlog.DefaultSubjects, n.Settings())
 	if err != nil || now.GroupBy != g || now.GroupMaxWait != time.Hour {
@@ -395,14 +439,14 @@ func TestSettingsSetGroupsLaterCARsAndNoneReleasesTheGroups(t *testing.T) {
 			t.Errorf("group %s's aggregate holds %v, want its %d CARs published after the change", space, a.cars, len(want))
 		}
 	}
-	checkEachCAROnce(t, api, aggs, slices.Concat(before, after), aggregator.Ingesting)
+	checkEachCAROnce(t, api, aggs, slices.Concat(before, after), aggregator.Aggregating)
 
 	// Grouping ended: the groups' aggregates give their CARs to the pool.
 	none := events.GroupNone
 	if _, err := api.ChangeSettings(ctx, wire.SettingsChange{GroupBy: &none}); err != nil {
 		t.Fatal(err)
 	}
-	waitIdle(t, n, nt.JS)
+	waitFolded(t, n, nt.JS)
 	aggs = aggregatesByAPI(t, n, api)
 	var ingesting []liveAggregate
 	for _, a := range aggs {
@@ -416,9 +460,10 @@ func TestSettingsSetGroupsLaterCARsAndNoneReleasesTheGroups(t *testing.T) {
 		}
 	}
 	if len(ingesting) != 1 || ingesting[0].group != "" || len(ingesting[0].cars) != len(before)+len(after) {
+		logDecisions(t, nt.JS)
 		t.Fatalf("after --group-by none: INGESTING %+v, want the pool's alone with all %d CARs", ingesting, len(before)+len(after))
 	}
-	checkEachCAROnce(t, api, aggs, slices.Concat(before, after), aggregator.Ingesting)
+	checkEachCAROnce(t, api, aggs, slices.Concat(before, after), aggregator.Aggregating)
 	checkLogsUnder(t, nt.JS, n.Settings())
 }
 
@@ -473,7 +518,7 @@ func TestPostSettingsChecksAndPublishesTheChange(t *testing.T) {
 		ch.MinPayload != nil || !strings.HasPrefix(ch.By, "ops via http@") {
 		t.Fatalf("input %#v", inputs[0])
 	}
-	waitIdle(t, n, nt.JS)
+	waitFolded(t, n, nt.JS)
 	now, err := n.policy(context.Background())
 	if err != nil || now.MaxWait != 2*time.Hour || now.GroupBy != "source.space" {
 		t.Fatalf("the log is folded under %+v (%v)", now, err)
@@ -494,7 +539,7 @@ func TestServePolicyFlagsMeetTheLogsCurrentPolicy(t *testing.T) {
 	publishAll(t, pub, tick(0), &events.SettingsChange{MaxWait: &twoHours, By: "a"},
 		&events.SettingsChange{GroupBy: &g, By: "b"},
 		&events.SettingsChange{MaxWait: new(time.Duration(-1)), By: "ignored"})
-	waitIdle(t, n, nt.JS)
+	waitFolded(t, n, nt.JS)
 	n.Close()
 
 	restart := func(fold events.Settings, given ...string) error {
