@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-dev/ferry/aggregator"
+	"github.com/ferry-dev/ferry/client"
+	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/node"
+	"github.com/ferry-dev/ferry/internal/testutil"
+	"github.com/ferry-dev/ferry/jetlog"
+	"github.com/ferry-dev/ferry/wire"
+)
+
+// ferry settings set changes a live log's policy, which the aggregate log
+// records; a restart with the policy the log began with is refused, one
+// with the policy it has now is not.
+func TestSettingsSetChangesTheLivePolicyAndServeHoldsFlagsToIt(t *testing.T) {
+	data := t.TempDir()
+	s := serve(t, data, "--group-by", "source.space", "--group-max-wait", "1h", "--write-token", "w", "--piece-workers", "-1")
+	js := s.admin(t)
+	ctx := context.Background()
+
+	for _, args := range [][]string{
+		{"settings", "--server", s.http, "--token", "w", "set"},
+		{"settings", "--server", s.http, "--token", "w", "set", "--group-by", "space"},
+		{"settings", "--server", s.http, "--token", "w", "--max-wait", "2h"},
+		{"settings", "--server", s.http, "--token", "w", "sit", "--max-wait", "2h"},
+	} {
+		if out, _, err := run(t, args...); !errors.Is(err, errUsage) {
+			t.Errorf("ferry %s: %v, want a usage error\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	if _, _, err := run(t, "settings", "--server", s.http, "set", "--max-wait", "2h"); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("settings set without the write token: %v", err)
+	}
+	// Already so: refused by the server, naming the settings.
+	if _, _, err := run(t, "settings", "--server", s.http, "--token", "w", "set", "--group-by", "source.space"); err == nil || !strings.Contains(err.Error(), "already") {
+		t.Errorf("settings set to what they are: %v", err)
+	}
+
+	out := mustRun(t, "settings", "--server", s.http, "--token", "w", "set", "--max-wait", "2h", "--min-payload", "5MiB", "--by", "ops")
+	if !strings.Contains(out, "settings change requested: input 1, by ops via http@") ||
+		!strings.Contains(out, "minPayload 5242880, maxWait 2h0m0s, groupBy source.space (released to the pool after 1h0m0s)") {
+		t.Fatalf("settings set printed %q", out)
+	}
+	var first *events.Settings
+	var now events.Settings
+	testutil.Eventually(t, 30*time.Second, "the fold to record the change", func() bool {
+		var err error
+		if first, err = aggregator.LogSettings(ctx, js); err != nil || first == nil {
+			return false
+		}
+		now, err = node.CurrentSettings(ctx, js, jetlog.DefaultSubjects, *first)
+		return err == nil && now.MaxWait == 2*time.Hour
+	})
+	if first.MaxWait != 4*time.Hour || first.GroupBy != "source.space" || first.GroupMaxWait != time.Hour ||
+		now.MinPayload != 5<<20 || now.GroupBy != "source.space" || now.Fixed() != first.Fixed() {
+		t.Fatalf("the log began under %s and is folded under %s", first, now)
+	}
+	// ferry settings prints GET /v1/settings, where it is served, once
+	// the read models have applied the change.
+	testutil.Eventually(t, 30*time.Second, "ferry settings to print the change", func() bool {
+		out, _, err := run(t, "settings", "--server", s.http, "--token", "w")
+		var got events.Settings
+		switch {
+		case err != nil && (strings.Contains(err.Error(), "404") || strings.Contains(err.Error(), "405")):
+			t.Log("GET /v1/settings is not served here")
+			return true
+		case err != nil:
+			t.Logf("ferry settings: %v", err)
+			return false
+		case json.Unmarshal([]byte(out), &got) != nil:
+			t.Fatalf("ferry settings printed %q", out)
+		}
+		return got == now
+	})
+	if err := s.stop(t); err != nil {
+		t.Fatalf("serve returned %v\n%s", err, s.stderr)
+	}
+
+	// The first max wait, given again: refused, pointing at settings set.
+	_, _, err := run(t, "serve", "--data", data, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
+		"--deal-size", "8MiB", "--max-wait", "4h")
+	if !errors.Is(err, aggregator.ErrSettings) || !strings.Contains(err.Error(), "ferry settings set") ||
+		!strings.Contains(err.Error(), "maxWait 4h0m0s (the log's now: 2h0m0s)") {
+		t.Fatalf("serve with the log's first max wait: %v", err)
+	}
+	s = serve(t, data, "--max-wait", "2h", "--group-by", "source.space", "--min-payload", "5MiB", "--piece-workers", "-1")
+	if err := s.stop(t); err != nil {
+		t.Fatalf("serve with the log's current policy returned %v\n%s", err, s.stderr)
+	}
+}
+
+// ferry aggregates close without an id closes the shared pool's
+// INGESTING aggregate among several; with --group, that group's.
+func TestAggregatesCloseFindsThePoolsOrTheGroupsAggregate(t *testing.T) {
+	if _, ok := reflect.TypeFor[wire.AggregateView]().FieldByName("Group"); !ok {
+		t.Skip("the read models do not show groups yet")
+	}
+	s := serve(t, t.TempDir(), "--group-by", "source.space", "--piece-workers", "-1")
+	c := client.NewHTTP(s.http)
+	ctx := context.Background()
+	var evs []*events.CarReplicated
+	for i, space := range []string{"did:key:a", "did:key:b", ""} {
+		ev := testutil.MakeCAR(t, uint64(700+i), 3000).Event("https://carpark.example", true)
+		if space != "" {
+			ev.Source = json.RawMessage(fmt.Sprintf(`{"space":%q}`, space))
+		}
+		evs = append(evs, ev)
+	}
+	if _, err := c.Submit(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]uint64{}
+	testutil.Eventually(t, 30*time.Second, "three INGESTING aggregates", func() bool {
+		live, err := c.Ingesting(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range live {
+			ids[a.Group] = a.ID
+		}
+		return len(live) == 3
+	})
+	closed := func(id uint64) {
+		t.Helper()
+		testutil.Eventually(t, 30*time.Second, fmt.Sprintf("aggregate %d READY", id), func() bool {
+			v, err := c.Aggregate(ctx, fmt.Sprint(id), -1, 0)
+			return err == nil && v.State == aggregator.Ready
+		})
+	}
+	if out := mustRun(t, "aggregates", "--server", s.http, "close"); out != fmt.Sprintf("close of aggregate %d requested\n", ids[""]) {
+		t.Fatalf("aggregates close printed %q; the pool's is %d", out, ids[""])
+	}
+	closed(ids[""])
+	// Two groups' left, no pool's: close names them rather than pick one.
+	_, _, err := run(t, "aggregates", "--server", s.http, "close")
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf(`%d (group "did:key:a")`, ids["did:key:a"])) ||
+		!strings.Contains(err.Error(), fmt.Sprintf(`%d (group "did:key:b")`, ids["did:key:b"])) {
+		t.Fatalf("aggregates close with only groups' INGESTING: %v", err)
+	}
+	if out := mustRun(t, "aggregates", "--server", s.http, "close", "--group", "did:key:b"); out != fmt.Sprintf("close of aggregate %d requested\n", ids["did:key:b"]) {
+		t.Fatalf("aggregates close --group did:key:b printed %q; its aggregate is %d", out, ids["did:key:b"])
+	}
+	closed(ids["did:key:b"])
+	if _, _, err := run(t, "aggregates", "--server", s.http, "close", "--group", "did:key:c"); err == nil || !strings.Contains(err.Error(), `no INGESTING aggregate of group "did:key:c"`) {
+		t.Fatalf("aggregates close --group of no aggregate: %v", err)
+	}
+	// One left: close closes it, whatever it fills for.
+	if out := mustRun(t, "aggregates", "--server", s.http, "close"); out != fmt.Sprintf("close of aggregate %d requested\n", ids["did:key:a"]) {
+		t.Fatalf("aggregates close printed %q; the one left is %d", out, ids["did:key:a"])
+	}
+	closed(ids["did:key:a"])
+}
