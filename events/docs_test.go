@@ -66,7 +66,7 @@ func readEventsDoc(t *testing.T) []codeBlock {
 var allTypes = []string{
 	events.TypeCarReplicated, events.TypeCarPiece, events.TypeCarInvalid, events.TypeTick,
 	events.TypeAggregateClose, events.TypeDealOffered, events.TypeOfferFailed, events.TypeDealReport,
-	events.TypeAggReoffer, events.TypeAggFail,
+	events.TypeAggReoffer, events.TypeAggFail, events.TypeSettingsChange,
 	events.TypePinRequested, events.TypePinCancelled, events.TypePinFetching, events.TypePinFetched, events.TypePinFailed,
 }
 
@@ -161,7 +161,8 @@ func TestEventsDocAggregateLogExamplesUseTheBatchFields(t *testing.T) {
 	known := map[string]bool{}
 	for _, typ := range []string{events.DecCarQueued, events.DecCarAdded, events.DecCarRejected,
 		events.DecInputIgnored, events.DecAggClock, events.DecAggReady, events.DecAggOffered,
-		events.DecAggOfferFailed, events.DecAggDeals, events.DecAggFailed, events.DecCarsRequeued, events.DecAggRetry} {
+		events.DecAggOfferFailed, events.DecAggDeals, events.DecAggFailed, events.DecCarsRequeued, events.DecAggRetry,
+		events.DecLogSettings, events.DecAggReleased} {
 		known[typ] = true
 	}
 	n := 0

@@ -23,13 +23,14 @@ import (
 
 // Defaults of the local setup every command agrees on.
 const (
-	// serveGroupMaxWait gives a small group a day to fill its own
-	// aggregate before its CARs join the shared pool.
-	serveGroupMaxWait = 24 * time.Hour
-	defaultHTTP         = "127.0.0.1:8080"
-	defaultNATS         = "nats://127.0.0.1:4222"
-	defaultDeal         = 32 << 30
+	defaultHTTP = "127.0.0.1:8080"
+	defaultNATS = "nats://127.0.0.1:4222"
+	defaultDeal = 32 << 30
 )
+
+// serveGroupMaxWait gives a small group a day to fill its own aggregate
+// before its CARs join the shared pool.
+const serveGroupMaxWait = 24 * time.Hour
 
 func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("serve", "serve [flags]", stderr)
