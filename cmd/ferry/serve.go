@@ -117,8 +117,11 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if *groupMaxWait < 0 {
 		return fmt.Errorf("%w: --group-max-wait %s is negative", errUsage, *groupMaxWait)
 	}
-	if group == "" {
-		*groupMaxWait = 0 // no groups to release
+	if group == "" && !givenSettings(fs)["groupMaxWait"] {
+		// No groups to release: a new log records none. Given, it is
+		// what a later `ferry settings set --group-by` starts from, and
+		// what a grouped log's is held against.
+		*groupMaxWait = 0
 	}
 	natsOpts, err := auth.options()
 	if err != nil {

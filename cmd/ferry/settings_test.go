@@ -93,9 +93,23 @@ func TestSettingsSetChangesTheLivePolicyAndServeHoldsFlagsToIt(t *testing.T) {
 		!strings.Contains(err.Error(), "maxWait 4h0m0s (the log's now: 2h0m0s)") {
 		t.Fatalf("serve with the log's first max wait: %v", err)
 	}
-	s = serve(t, data, "--max-wait", "2h", "--group-by", "source.space", "--min-payload", "5MiB", "--piece-workers", "-1")
-	if err := s.stop(t); err != nil {
-		t.Fatalf("serve with the log's current policy returned %v\n%s", err, s.stderr)
+	for _, policy := range [][]string{
+		{"--max-wait", "2h", "--group-by", "source.space", "--min-payload", "5MiB"},
+		// Without --group-by, a group max wait is still the log's to match.
+		{"--group-max-wait", "1h"},
+	} {
+		s = serve(t, data, append(policy, "--piece-workers", "-1")...)
+		if err := s.stop(t); err != nil {
+			t.Fatalf("serve %v, the log's current policy, returned %v\n%s", policy, err, s.stderr)
+		}
+	}
+	for _, args := range [][]string{
+		{"serve", "--data", t.TempDir(), "--group-by", "space"},
+		{"serve", "--data", t.TempDir(), "--group-by", "source.space", "--group-max-wait", "-1h"},
+	} {
+		if _, _, err := run(t, args...); !errors.Is(err, errUsage) {
+			t.Errorf("ferry %s: %v, want a usage error", strings.Join(args, " "), err)
+		}
 	}
 }
 

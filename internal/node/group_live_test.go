@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"reflect"
 	"slices"
@@ -474,20 +473,6 @@ func TestPostSettingsChecksAndPublishesTheChange(t *testing.T) {
 	cfg := testConfig(t.TempDir(), nt.URL())
 	cfg.WriteToken = "w"
 	n := startNode(t, cfg)
-	base := "http://" + n.HTTPAddr() + "/v1/settings"
-	post := func(token, body string) (int, string) {
-		req, _ := http.NewRequest(http.MethodPost, base, strings.NewReader(body))
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
 	for _, c := range []struct {
 		token, body string
 		status      int
@@ -504,8 +489,8 @@ func TestPostSettingsChecksAndPublishesTheChange(t *testing.T) {
 		{"w", `{"maxWait":3600000000000}`, http.StatusBadRequest, "already"},
 		{"w", `{"maxWait":"2h","groupBy":"source.space","by":"ops"}`, http.StatusAccepted, `"seq":1`},
 	} {
-		status, body := post(c.token, c.body)
-		if status != c.status || !strings.Contains(body, c.says) {
+		status, body := psa(t, n, http.MethodPost, "/v1/settings", c.token, json.RawMessage(c.body), nil)
+		if status != c.status || !strings.Contains(string(body), c.says) {
 			t.Errorf("POST %s with token %q: %d %s, want %d saying %q", c.body, c.token, status, body, c.status, c.says)
 		}
 	}
