@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/url"
-	"strconv"
 
 	"github.com/ferry-dev/ferry/wire"
 )
@@ -30,24 +28,13 @@ func (c *HTTP) Settings(ctx context.Context) (json.RawMessage, error) {
 	return out, nil
 }
 
-// Filling is an INGESTING aggregate and the group it fills for ("": the
-// shared pool).
-type Filling struct {
-	ID    uint64 `json:"id"`
-	Group string `json:"group,omitempty"`
-}
-
 // Ingesting lists the INGESTING aggregates, in id order: the shared
-// pool's and, under a group-by policy, one per group.
-func (c *HTTP) Ingesting(ctx context.Context) ([]Filling, error) {
-	var all []Filling
+// pool's and, under a group-by policy, one per group (Group).
+func (c *HTTP) Ingesting(ctx context.Context) ([]wire.AggregateView, error) {
+	var all []wire.AggregateView
 	for after := uint64(0); ; {
-		var page struct {
-			Aggregates []Filling `json:"aggregates"`
-			Next       uint64    `json:"next,omitempty"`
-		}
-		q := url.Values{"state": {"INGESTING"}, "limit": {"1000"}, "after": {strconv.FormatUint(after, 10)}}
-		if err := c.do(ctx, http.MethodGet, "/v1/aggregates?"+q.Encode(), nil, &page); err != nil {
+		page, err := c.Aggregates(ctx, "INGESTING", after, 1000)
+		if err != nil {
 			return nil, err
 		}
 		all = append(all, page.Aggregates...)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"github.com/ferry-dev/ferry/internal/node"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
-	"github.com/ferry-dev/ferry/wire"
 )
 
 // ferry settings set changes a live log's policy, which the aggregate log
@@ -116,9 +114,6 @@ func TestSettingsSetChangesTheLivePolicyAndServeHoldsFlagsToIt(t *testing.T) {
 // ferry aggregates close without an id closes the shared pool's
 // INGESTING aggregate among several; with --group, that group's.
 func TestAggregatesCloseFindsThePoolsOrTheGroupsAggregate(t *testing.T) {
-	if _, ok := reflect.TypeFor[wire.AggregateView]().FieldByName("Group"); !ok {
-		t.Skip("the read models do not show groups yet")
-	}
 	s := serve(t, t.TempDir(), "--group-by", "source.space", "--piece-workers", "-1")
 	c := client.NewHTTP(s.http)
 	ctx := context.Background()

@@ -27,15 +27,6 @@ import (
 // several spaces published, time entered by ticks, everything checked
 // through the HTTP API.
 
-// needsGroupReadModels skips a test that reads groups and released
-// aggregates through the API when the read models do not know them yet.
-func needsGroupReadModels(t *testing.T) {
-	t.Helper()
-	if _, ok := reflect.TypeFor[wire.AggregateView]().FieldByName("Group"); !ok {
-		t.Skip("the read models do not show groups or apply aggregate.released yet")
-	}
-}
-
 // spaceCAR is a CAR of a space ("": no space, the shared pool).
 type spaceCAR struct {
 	testutil.CAR
@@ -110,16 +101,14 @@ func groupedConfig(dir, url string) Config {
 	return cfg
 }
 
-// liveAggregate is an aggregate as the API shows it, with the group it
-// names and its CARs.
+// liveAggregate is an aggregate as the API shows it, with its CARs.
 type liveAggregate struct {
 	wire.AggregateView
-	group string
-	cars  []string // sorted
+	cars []string // sorted
 }
 
-// aggregatesByAPI lists every aggregate with its CARs and group.
-func aggregatesByAPI(t *testing.T, n *Node, api *client.HTTP) []liveAggregate {
+// aggregatesByAPI lists every aggregate with its CARs.
+func aggregatesByAPI(t *testing.T, api *client.HTTP) []liveAggregate {
 	t.Helper()
 	ctx := context.Background()
 	var out []liveAggregate
@@ -137,20 +126,6 @@ func aggregatesByAPI(t *testing.T, n *Node, api *client.HTTP) []liveAggregate {
 			la.cars = append(la.cars, p.Car)
 		}
 		slices.Sort(la.cars)
-		// The group is read from the JSON: it is what the API tells.
-		resp, err := http.Get(fmt.Sprintf("http://%s/v1/aggregates/%d?limit=0", n.HTTPAddr(), a.ID))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var g struct {
-			Group string `json:"group"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&g)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		la.group = g.Group
 		out = append(out, la)
 	}
 	return out
@@ -197,7 +172,6 @@ func checkEachCAROnce(t *testing.T, api *client.HTTP, aggs []liveAggregate, cars
 }
 
 func TestGroupedAggregationLiveGroupsFillReleaseAndVerify(t *testing.T) {
-	needsGroupReadModels(t)
 	nt := testutil.StartNATS(t)
 	n := startNode(t, groupedConfig(t.TempDir(), nt.URL()))
 	pub := jetlog.NewPublisher(nt.JS, jetlog.DefaultSubjects)
@@ -243,24 +217,24 @@ func TestGroupedAggregationLiveGroupsFillReleaseAndVerify(t *testing.T) {
 	waitFolded(t, n, nt.JS)
 	compareWithWhatif(t, nt.JS)
 
-	aggs := aggregatesByAPI(t, n, api)
+	aggs := aggregatesByAPI(t, api)
 	var full, released int
 	for _, a := range aggs {
 		switch {
 		case a.State == aggregator.Released:
 			released++
-			if a.group == "" || a.Closed != events.ReleasedMaxWait {
-				t.Errorf("released aggregate %d: group %q, closed %q", a.ID, a.group, a.Closed)
+			if a.Group == "" || a.Closed != events.ReleasedMaxWait {
+				t.Errorf("released aggregate %d: group %q, closed %q", a.ID, a.Group, a.Closed)
 			}
-		case a.group == "did:key:big":
+		case a.Group == "did:key:big":
 			if a.Closed == events.ClosedFull {
 				full++
 			}
 			if !holdsOnly(a, big) || a.State != aggregator.Ready || a.Closed != events.ClosedFull || a.Payload < n.Settings().MinPayload {
 				t.Errorf("aggregate %d of the big space: %s, closed %q, payload %d, CARs %v", a.ID, a.State, a.Closed, a.Payload, a.cars)
 			}
-		case a.group != "":
-			t.Errorf("aggregate %d of group %q is %s after the group max wait", a.ID, a.group, a.State)
+		case a.Group != "":
+			t.Errorf("aggregate %d of group %q is %s after the group max wait", a.ID, a.Group, a.State)
 		}
 	}
 	if full < 2 {
@@ -273,7 +247,7 @@ func TestGroupedAggregationLiveGroupsFillReleaseAndVerify(t *testing.T) {
 	// The small spaces' CARs and the big space's rest are the pool's now.
 	pooled := map[string]bool{}
 	for _, a := range aggs {
-		if a.group == "" && a.State != aggregator.Released {
+		if a.Group == "" && a.State != aggregator.Released {
 			for _, c := range a.cars {
 				pooled[c] = true
 			}
@@ -299,7 +273,7 @@ func TestGroupedAggregationLiveGroupsFillReleaseAndVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFolded(t, n, nt.JS)
-	aggs = aggregatesByAPI(t, n, api)
+	aggs = aggregatesByAPI(t, api)
 	checkEachCAROnce(t, api, aggs, all, aggregator.Ready)
 	var cars []testutil.CAR
 	for _, c := range all {
@@ -379,7 +353,6 @@ func compareWithWhatif(t *testing.T, js jetstream.JetStream) {
 }
 
 func TestSettingsSetGroupsLaterCARsAndNoneReleasesTheGroups(t *testing.T) {
-	needsGroupReadModels(t)
 	nt := testutil.StartNATS(t)
 	cfg := testConfig(t.TempDir(), nt.URL())
 	cfg.WriteToken = "w"
@@ -415,11 +388,11 @@ func TestSettingsSetGroupsLaterCARsAndNoneReleasesTheGroups(t *testing.T) {
 	if err != nil || now.GroupBy != g || now.GroupMaxWait != time.Hour {
 		t.Fatalf("the log is folded under %+v (%v), want groupBy %s", now, err, g)
 	}
-	aggs := aggregatesByAPI(t, n, api)
+	aggs := aggregatesByAPI(t, api)
 	byGroup := map[string]liveAggregate{}
 	for _, a := range aggs {
 		if a.State == aggregator.Ingesting {
-			byGroup[a.group] = a
+			byGroup[a.Group] = a
 		}
 	}
 	// The CARs before the change are the pool's; those after, their
@@ -446,19 +419,19 @@ func TestSettingsSetGroupsLaterCARsAndNoneReleasesTheGroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFolded(t, n, nt.JS)
-	aggs = aggregatesByAPI(t, n, api)
+	aggs = aggregatesByAPI(t, api)
 	var ingesting []liveAggregate
 	for _, a := range aggs {
 		switch a.State {
 		case aggregator.Ingesting:
 			ingesting = append(ingesting, a)
 		case aggregator.Released:
-			if a.Closed != events.ReleasedSettings || a.group == "" {
-				t.Errorf("aggregate %d of group %q released, closed %q", a.ID, a.group, a.Closed)
+			if a.Closed != events.ReleasedSettings || a.Group == "" {
+				t.Errorf("aggregate %d of group %q released, closed %q", a.ID, a.Group, a.Closed)
 			}
 		}
 	}
-	if len(ingesting) != 1 || ingesting[0].group != "" || len(ingesting[0].cars) != len(before)+len(after) {
+	if len(ingesting) != 1 || ingesting[0].Group != "" || len(ingesting[0].cars) != len(before)+len(after) {
 		logDecisions(t, nt.JS)
 		t.Fatalf("after --group-by none: INGESTING %+v, want the pool's alone with all %d CARs", ingesting, len(before)+len(after))
 	}
