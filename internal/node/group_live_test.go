@@ -284,7 +284,8 @@ func TestGroupedAggregationLiveGroupsFillReleaseAndVerify(t *testing.T) {
 }
 
 // compareWithWhatif folds the input log with package whatif under the
-// log's recorded settings and requires the aggregates the live fold made:
+// log's recorded settings (and the settings.change inputs in it) and
+// requires the aggregates the live fold made:
 // the same ids, CARs, payloads and piece CIDs, read from the aggregate
 // log, and as many CARs left INGESTING.
 func compareWithWhatif(t *testing.T, js jetstream.JetStream) {
@@ -295,7 +296,7 @@ func compareWithWhatif(t *testing.T, js jetstream.JetStream) {
 	}
 	ctx := context.Background()
 	recorded, err := aggregator.LogSettings(ctx, js)
-	if err != nil || recorded == nil || recorded.GroupBy == "" {
+	if err != nil || recorded == nil {
 		t.Fatalf("recorded settings %v, %v", recorded, err)
 	}
 	type agg struct {
@@ -437,6 +438,9 @@ func TestSettingsSetGroupsLaterCARsAndNoneReleasesTheGroups(t *testing.T) {
 	}
 	checkEachCAROnce(t, api, aggs, slices.Concat(before, after), aggregator.Aggregating)
 	checkLogsUnder(t, nt.JS, n.Settings())
+	// whatif of the recorded policy follows both changes as the live
+	// fold did.
+	compareWithWhatif(t, nt.JS)
 }
 
 // The HTTP side of a settings change: the write token, a clear 400 for
