@@ -30,6 +30,10 @@ func runAggregates(ctx context.Context, args []string, _ io.Reader, stdout, stde
 		"reoffer": func(id uint64) error { return c.ReofferAggregate(ctx, id) },
 		"fail":    func(id uint64) error { return c.FailAggregate(ctx, id, *reason) },
 	}
+	if *group != "" && (len(args) != 1 || args[0] != "close") {
+		fs.Usage()
+		return fmt.Errorf("%w: --group goes with close and no ID", errUsage)
+	}
 	if len(args) == 1 && args[0] == "close" {
 		// Without an id, close is "close what is filling now": a reader
 		// need not look up the INGESTING aggregate's id first.

@@ -160,6 +160,11 @@ func TestAggregatesCloseFindsThePoolsOrTheGroupsAggregate(t *testing.T) {
 		t.Fatalf("aggregates close --group did:key:b printed %q; its aggregate is %d", out, ids["did:key:b"])
 	}
 	closed(ids["did:key:b"])
+	for _, args := range [][]string{{"close", "--group", "did:key:a", "1"}, {"--group", "did:key:a"}} {
+		if _, _, err := run(t, append([]string{"aggregates", "--server", s.http}, args...)...); !errors.Is(err, errUsage) {
+			t.Errorf("aggregates %v: %v, want a usage error", args, err)
+		}
+	}
 	if _, _, err := run(t, "aggregates", "--server", s.http, "close", "--group", "did:key:c"); err == nil || !strings.Contains(err.Error(), `no INGESTING aggregate of group "did:key:c"`) {
 		t.Fatalf("aggregates close --group of no aggregate: %v", err)
 	}
