@@ -65,18 +65,9 @@ func waitFolded(t *testing.T, n *Node, js jetstream.JetStream) {
 	t.Helper()
 	ctx := context.Background()
 	testutil.Eventually(t, 30*time.Second, "aggregator and read models to apply every input", func() bool {
-		in, err1 := js.Stream(ctx, jetlog.StreamIn)
-		agg, err2 := js.Stream(ctx, jetlog.StreamAgg)
-		if err1 != nil || err2 != nil {
-			return false
-		}
-		ii, err1 := in.Info(ctx)
-		ai, err2 := agg.Info(ctx)
-		if err1 != nil || err2 != nil {
-			return false
-		}
+		in, agg, ok := logEnds(ctx, js)
 		st := n.Runner.Status()
-		return st.Leader && st.LastIn >= ii.State.LastSeq && st.AggSeq == ai.State.LastSeq && n.Projector.Seq() == ai.State.LastSeq
+		return ok && st.Leader && st.LastIn >= in && st.AggSeq == agg && n.Projector.Seq() == agg
 	})
 }
 

@@ -57,16 +57,28 @@ func waitIdle(t *testing.T, n *Node, js jetstream.JetStream) {
 	t.Helper()
 	ctx := context.Background()
 	testutil.Eventually(t, 30*time.Second, "aggregator and projection to catch up", func() bool {
-		in, err1 := js.Stream(ctx, jetlog.StreamIn)
-		agg, err2 := js.Stream(ctx, jetlog.StreamAgg)
-		if err1 != nil || err2 != nil {
-			return false
-		}
-		ii, _ := in.Info(ctx)
-		ai, _ := agg.Info(ctx)
-		st := n.Runner.Status()
-		return st.Leader && n.Projector.Seq() == ai.State.LastSeq && lastInputSeen(t, js, ai.State.LastSeq) >= lastDecisive(ii.State.LastSeq)
+		in, agg, ok := logEnds(ctx, js)
+		return ok && n.Runner.Status().Leader && n.Projector.Seq() == agg && lastInputSeen(t, js, agg) >= lastDecisive(in)
 	})
+}
+
+// logEnds is the last sequence of the input log and of the aggregate log.
+func logEnds(ctx context.Context, js jetstream.JetStream) (in, agg uint64, ok bool) {
+	for _, s := range []struct {
+		name string
+		seq  *uint64
+	}{{jetlog.StreamIn, &in}, {jetlog.StreamAgg, &agg}} {
+		st, err := js.Stream(ctx, s.name)
+		if err != nil {
+			return 0, 0, false
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return 0, 0, false
+		}
+		*s.seq = info.State.LastSeq
+	}
+	return in, agg, true
 }
 
 // lastInputSeen is the input sequence named by the last aggregate log
