@@ -1,10 +1,11 @@
 // Package whatif answers "what would policy X have done with our
 // traffic?": it folds a recorded input log in memory under one or more
-// policies (fold settings: deal size, min payload, max wait) with the
-// aggregator's own fold, and reports per policy the aggregates made and
-// their fill, the CARs' time from acceptance to READY, the CARs still
-// waiting at the end, the deals that would have been offered, and the
-// alignment waste of the FRC-0058 layout.
+// policies (fold settings: deal size, min payload, max wait, group-by,
+// group max wait) with the aggregator's own fold, and reports per policy
+// the aggregates made and their fill, the CARs' time from acceptance to
+// READY, the CARs still waiting at the end, the deals that would have
+// been offered, the alignment waste of the FRC-0058 layout, and for a
+// grouped policy the same per group.
 //
 // # Rules
 //
@@ -21,6 +22,17 @@
 //     (Report.Skipped). So every closed aggregate stays READY: it is the
 //     deal that would have been offered, and a CAR's wait ends at READY.
 //     Failed deals and their re-queued CARs are outside what a what-if says.
+//   - A grouped policy's decisions are followed as the fold makes them:
+//     several INGESTING aggregates at once (the shared pool's and one per
+//     group), a group's aggregate released into the pool at its group max
+//     wait (RELEASED: not a deal), and the cars.requeued runs that move its
+//     CARs into the pool's aggregates. A CAR keeps its acceptance clock
+//     and its group wherever it goes: its time to READY counts from its
+//     acceptance, and the per-group figures count it in its own group.
+//   - settings.change inputs are what the operator did to ferry: the
+//     recorded policy (Policy.Recorded) folds them, as ferry did; any
+//     other policy holds its settings fixed and skips them, counted per
+//     policy (Outcome.Skipped), not in Report.Skipped.
 //   - Time is the log's own: the fold's clock, which only tick inputs move.
 //     A CAR's time to READY is the clock at its aggregate's READY minus the
 //     clock when it was accepted (a CAR accepted before the first tick

@@ -1,11 +1,13 @@
 package whatif
 
 import (
+	"cmp"
 	_ "embed"
 	"encoding/json"
 	"fmt"
 	"html/template"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -37,8 +39,112 @@ func (rep *Report) WriteText(w io.Writer) error {
 	fmt.Fprintln(w)
 	for _, o := range rep.Policies {
 		fmt.Fprintf(w, "%s: %s\n", o.Name, o.Settings)
+		for _, c := range o.Changes {
+			fmt.Fprintf(w, "  from input %d: %s\n", c.In, c.Settings)
+		}
+		for _, c := range o.Skipped {
+			fmt.Fprintf(w, "  skipped: %s %d\n", c.Type, c.N)
+		}
+	}
+	for _, o := range rep.Policies {
+		if o.GroupCounts == nil {
+			continue
+		}
+		if err := writeGroups(w, o); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// TopGroups is how many groups the table and the HTML report show of a
+// policy, the largest by bytes, beside the shared pool; a line sums the
+// rest. The JSON report holds every group.
+const TopGroups = 20
+
+// groupTable is a policy's groups as the table and the HTML show them.
+type groupTable struct {
+	Counts GroupCounts
+	// Rows are the shared pool (when it had CARs or aggregates) and the
+	// TopGroups largest groups by bytes, largest first, then by name.
+	Rows []Group
+	// More sums the CARs, bytes, deals, released and waiting CARs of the
+	// groups left out, MoreN of them.
+	More  Group
+	MoreN int
+}
+
+func (o Outcome) groupTable() groupTable {
+	t := groupTable{Counts: *o.GroupCounts}
+	var named []Group
+	for _, g := range o.Groups {
+		if g.Name == "" {
+			t.Rows = append(t.Rows, g)
+			continue
+		}
+		named = append(named, g)
+	}
+	slices.SortStableFunc(named, func(a, b Group) int { return cmp.Compare(b.Bytes, a.Bytes) }) // by name among equals
+	for i, g := range named {
+		if i < TopGroups {
+			t.Rows = append(t.Rows, g)
+			continue
+		}
+		t.MoreN++
+		t.More.CARs += g.CARs
+		t.More.Bytes += g.Bytes
+		t.More.Deals += g.Deals
+		t.More.ReleasedCARs += g.ReleasedCARs
+		t.More.Waiting += g.Waiting
+	}
+	return t
+}
+
+func writeGroups(w io.Writer, o Outcome) error {
+	t := o.groupTable()
+	fmt.Fprintf(w, "\ngroups of %s: %d groups, %d filled a deal alone, %d released CARs into the pool\n",
+		o.Name, t.Counts.Groups, t.Counts.FilledAlone, t.Counts.Released)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "group\tCARs\tbytes\tdeals alone\tfill p50\treleased\tto READY p50\tp90\tmax\twaiting\t")
+	for _, g := range t.Rows {
+		fill := "-"
+		if g.Deals > 0 {
+			fill = pct(g.Fill.P50)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%d\t%s\t%s\t%s\t%d\t\n", groupName(g.Name), g.CARs, iec(g.Bytes), g.Deals, fill,
+			g.ReleasedCARs, dur(g.ToReady.P50), dur(g.ToReady.P90), dur(g.ToReady.Max), g.Waiting)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if t.MoreN > 0 {
+		m := t.More
+		fmt.Fprintf(w, "+%d more groups: %d CARs, %s, %d deals alone, %d CARs released, %d waiting\n",
+			t.MoreN, m.CARs, iec(m.Bytes), m.Deals, m.ReleasedCARs, m.Waiting)
+	}
+	return nil
+}
+
+// groupName is how the table and the HTML name a group.
+func groupName(name string) string {
+	if name == "" {
+		return "(shared pool)"
+	}
+	return name
+}
+
+// iec spells bytes in binary units, to a tenth.
+func iec(n uint64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	f, i := float64(n)/1024, 0
+	for f >= 1024 && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", f, units[i])
 }
 
 func (rep *Report) skippedText() string {
@@ -70,7 +176,7 @@ func dur(sec float64) string {
 var reportHTML string
 
 var page = template.Must(template.New("report").Funcs(template.FuncMap{
-	"pct": pct, "dur": dur, "waste": Outcome.wasteText,
+	"pct": pct, "dur": dur, "waste": Outcome.wasteText, "iec": iec, "group": groupName,
 }).Parse(reportHTML))
 
 // WriteHTML writes the report as one self-contained HTML page: tables and
@@ -79,13 +185,19 @@ func (rep *Report) WriteHTML(w io.Writer) error {
 	type policy struct {
 		Outcome
 		FillChart, WaitChart chart
+		Groups               *groupTable
 	}
 	data := struct {
 		*Report
 		Rows []policy
 	}{Report: rep}
 	for _, o := range rep.Policies {
-		data.Rows = append(data.Rows, policy{o, fillChart(o.Fill), waitChart(o.ToReady)})
+		p := policy{Outcome: o, FillChart: fillChart(o.Fill), WaitChart: waitChart(o.ToReady)}
+		if o.GroupCounts != nil {
+			t := o.groupTable()
+			p.Groups = &t
+		}
+		data.Rows = append(data.Rows, p)
 	}
 	return page.Execute(w, data)
 }

@@ -8,8 +8,10 @@ package whatif_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -21,8 +23,9 @@ import (
 func TestTheHTMLReportDrawsTheFiguresInABrowser(t *testing.T) {
 	small := baseline()
 	small.DealSize, small.MaxWait = 1<<20, time.Minute
-	f := whatif.New([]whatif.Policy{{Name: "recorded", Fold: baseline()}, {Name: "deal=1MiB,maxwait=1m", Fold: small}}, whatif.Options{})
-	for _, in := range inputs(workload(500)) {
+	f := whatif.New([]whatif.Policy{{Name: "recorded", Fold: baseline()}, {Name: "deal=1MiB,maxwait=1m", Fold: small},
+		{Name: "space", Fold: grouped()}}, whatif.Options{})
+	for _, in := range inputs(workloadOf(800, tenantSource)) {
 		f.Apply(in)
 	}
 	rep := f.Report()
@@ -56,12 +59,14 @@ func TestTheHTMLReportDrawsTheFiguresInABrowser(t *testing.T) {
 
 	// Per policy: the summary row's deal count, and per chart the drawn
 	// bars' labels (their <title>) and rendered heights in pixels.
+	// And the rows of its group table: each row's cells.
 	type drawn struct {
 		Deals  string
 		Charts [][]struct {
 			Title  string
 			Height float64
 		}
+		Groups [][]string
 	}
 	if err := chromedp.Do(ctx, chromedp.Navigate("file://"+file), chromedp.WaitVisible(chromedp.ID("summary"))); err != nil {
 		t.Fatal(err)
@@ -69,7 +74,8 @@ func TestTheHTMLReportDrawsTheFiguresInABrowser(t *testing.T) {
 	got, err := chromedp.Run(ctx, chromedp.Evaluate[[]drawn](`[...document.querySelectorAll("section.policy")].map((s, i) => ({
 		Deals: document.querySelectorAll("#summary tr")[i+1].children[1].textContent,
 		Charts: [...s.querySelectorAll("svg")].map(svg => [...svg.querySelectorAll("rect")].map(r => ({
-			Title: r.querySelector("title").textContent, Height: r.getBoundingClientRect().height})))
+			Title: r.querySelector("title").textContent, Height: r.getBoundingClientRect().height}))),
+		Groups: [...s.querySelectorAll("table.groups tr")].slice(1).map(tr => [...tr.children].map(td => td.textContent))
 	}))`))
 	if err != nil {
 		t.Fatal(err)
@@ -117,6 +123,40 @@ func TestTheHTMLReportDrawsTheFiguresInABrowser(t *testing.T) {
 			if peak > 0 && tallest < 50 {
 				t.Errorf("%s chart %d: the tallest bar is %.0f px: the chart is not drawn", o.Name, c, tallest)
 			}
+		}
+		checkGroupRows(t, o, got[i].Groups)
+	}
+}
+
+// checkGroupRows checks a policy's group table as the browser shows it
+// against its JSON groups: the pool, then the TopGroups largest by bytes
+// with their CARs, then one row summing the CARs of the rest.
+func checkGroupRows(t *testing.T, o whatif.Outcome, rows [][]string) {
+	t.Helper()
+	if o.Groups == nil {
+		if len(rows) != 0 {
+			t.Errorf("%s: an ungrouped policy shows %d group rows", o.Name, len(rows))
+		}
+		return
+	}
+	named := slices.Clone(o.Groups[1:])
+	slices.SortStableFunc(named, func(a, b whatif.Group) int { return int(b.Bytes) - int(a.Bytes) })
+	want := [][2]string{{"(shared pool)", strconv.Itoa(o.Groups[0].CARs)}}
+	rest := 0
+	for i, g := range named {
+		if i < whatif.TopGroups {
+			want = append(want, [2]string{g.Name, strconv.Itoa(g.CARs)})
+		} else {
+			rest += g.CARs
+		}
+	}
+	want = append(want, [2]string{fmt.Sprintf("+%d more groups", len(named)-whatif.TopGroups), strconv.Itoa(rest)})
+	if len(rows) != len(want) {
+		t.Fatalf("%s: %d group rows shown, want %d", o.Name, len(rows), len(want))
+	}
+	for i, w := range want {
+		if rows[i][0] != w[0] || rows[i][1] != w[1] {
+			t.Errorf("%s: group row %d shows %q, %s CARs; want %q, %s", o.Name, i, rows[i][0], rows[i][1], w[0], w[1])
 		}
 	}
 }

@@ -15,12 +15,16 @@ import (
 )
 
 // Policy is one way of folding the log: the fold settings it runs under.
-// Grouping policies add their fields here.
 type Policy struct {
 	// Name is how the report names the policy ("recorded" for the log's
 	// own settings, the spec given otherwise).
 	Name string
 	Fold events.Settings
+	// Recorded folds the log's settings.change inputs, as ferry did: the
+	// recorded policy is the log's first settings and the changes the
+	// operator made from an input on. Any other policy holds its settings
+	// fixed and skips them (Outcome.Skipped).
+	Recorded bool
 }
 
 // Input is one input of the log and its type (the subject's last part;
@@ -58,7 +62,7 @@ type Folder struct {
 func New(policies []Policy, o Options) *Folder {
 	f := &Folder{skipped: map[string]int{}}
 	for _, p := range policies {
-		f.runs = append(f.runs, &run{policy: p, opts: o, st: aggregator.New(p.Fold), queued: map[string]time.Time{}})
+		f.runs = append(f.runs, newRun(p, o))
 	}
 	return f
 }
@@ -86,6 +90,7 @@ func (f *Folder) ApplyAll(ins []Input) {
 			f.skipped[typ]++
 			continue
 		}
+		in.Type = typ
 		kept = append(kept, in)
 	}
 	if len(f.runs) == 1 {
@@ -134,80 +139,198 @@ type run struct {
 	st     *aggregator.State
 
 	firstClock time.Time            // the fold's first clock
-	queued     map[string]time.Time // CARs waiting for a piece → their acceptance clock
-	open       openAgg              // the INGESTING aggregate
+	settings   bool                 // the fold has recorded its settings (its first log.settings)
+	grouped    bool                 // the fold grouped CARs at some point
+	changes    []Change             // the log.settings decided after the first
+	skipped    int                  // settings.change inputs it did not fold
+	queued     map[string]queuedCar // CARs waiting for a piece
+	open       map[uint64]*openAgg  // the INGESTING aggregates, by id
+	// released are the released aggregates whose CARs the cars.requeued
+	// of the same batch have not all placed yet.
+	released   map[uint64]*openAgg
 	accepted   int
 	rejected   int
 	aggs       []Aggregate
-	waits      []time.Duration // each READY CAR's time from acceptance
+	releases   []Release
+	groupIndex map[string]int32 // a group's name → its place in groups
+	groups     []*groupRun
 }
 
-// openAgg is what the report needs of the INGESTING aggregate.
+// queuedCar is a CAR waiting for its piece.
+type queuedCar struct {
+	at    time.Time // its acceptance clock
+	group int32     // its group (an index in run.groups)
+}
+
+// carAt is a CAR in an INGESTING aggregate.
+type carAt struct {
+	at     time.Time // its acceptance clock, which a requeue keeps
+	padded uint64    // its padded piece size
+	group  int32     // its own group, which a release into the pool keeps
+}
+
+// openAgg is what the report needs of an INGESTING aggregate.
 type openAgg struct {
-	id      uint64
-	since   []time.Time // the CARs' acceptance clocks, arrival order
-	padded  []uint64    // their padded piece sizes
+	cars    []carAt // arrival order
 	members []string
+}
+
+// groupRun is what a run counts of one group: the CARs whose group it is
+// and the aggregates filled for it.
+type groupRun struct {
+	name         string
+	accepted     int
+	rejected     int
+	bytes        uint64
+	fills        []float64       // of the READY aggregates of the group
+	releases     int             // its aggregates released into the pool
+	releasedCARs int             // the CARs they held
+	waits        []time.Duration // its CARs' time from acceptance to READY
+}
+
+func newRun(p Policy, o Options) *run {
+	return &run{policy: p, opts: o, st: aggregator.New(p.Fold), queued: map[string]queuedCar{},
+		open: map[uint64]*openAgg{}, released: map[uint64]*openAgg{}, groupIndex: map[string]int32{},
+		grouped: p.Fold.GroupBy != ""}
 }
 
 func (r *run) applyAll(ins []Input) {
 	for _, in := range ins {
+		if in.Type == events.TypeSettingsChange && !r.policy.Recorded {
+			r.skipped++
+			continue
+		}
 		b := r.st.ApplyInput(in.Input)
 		if r.firstClock.IsZero() && !b.Now.IsZero() {
 			r.firstClock = b.Now
 		}
 		for i := range b.Decisions {
-			r.observe(&b.Decisions[i], b.Now)
+			r.observe(&b.Decisions[i], b.In, b.Now)
 		}
 	}
 }
 
-// observe takes what the report needs from a decision made at clock now.
-func (r *run) observe(d *events.Decision, now time.Time) {
+// group is the index of the group named name, counted from now on.
+func (r *run) group(name string) int32 {
+	i, ok := r.groupIndex[name]
+	if !ok {
+		i = int32(len(r.groups))
+		r.groupIndex[name] = i
+		r.groups = append(r.groups, &groupRun{name: name})
+	}
+	return i
+}
+
+// agg is the INGESTING aggregate id, opened by this decision if new.
+func (r *run) agg(id uint64) *openAgg {
+	a := r.open[id]
+	if a == nil {
+		a = &openAgg{}
+		r.open[id] = a
+	}
+	return a
+}
+
+// observe takes what the report needs from a decision of the batch of
+// input in, made at clock now.
+func (r *run) observe(d *events.Decision, in uint64, now time.Time) {
 	switch d.Type {
+	case events.DecLogSettings:
+		if r.settings {
+			r.changes = append(r.changes, Change{In: in, Settings: *d.Settings})
+		}
+		r.settings = true
+		r.grouped = r.grouped || d.Settings.GroupBy != ""
 	case events.DecCarQueued:
-		r.accepted++
-		r.queued[d.Car] = now
+		g := r.group(d.Group)
+		r.accept(g, d.Record.Size)
+		r.queued[d.Car] = queuedCar{at: now, group: g}
 	case events.DecCarRejected:
 		r.rejected++
-		delete(r.queued, d.Car)
-	case events.DecCarAdded:
-		at := now
-		if d.Record == nil { // its piece came later: accepted when queued
-			at = r.queued[d.Car]
+		if q, ok := r.queued[d.Car]; ok { // accepted, then its piece refused it
+			r.groups[q.group].rejected++
 			delete(r.queued, d.Car)
+		}
+	case events.DecCarAdded:
+		c := carAt{at: now, padded: d.PieceSize}
+		if d.Record == nil { // its piece came later: accepted when queued
+			q := r.queued[d.Car]
+			delete(r.queued, d.Car)
+			c.at, c.group = q.at, q.group
 		} else {
-			r.accepted++
+			c.group = r.group(d.Group)
+			r.accept(c.group, d.Record.Size)
 		}
-		if len(r.open.since) == 0 {
-			r.open.id = d.Aggregate
-		}
-		r.open.since = append(r.open.since, at)
-		r.open.padded = append(r.open.padded, d.PieceSize)
+		a := r.agg(d.Aggregate)
+		a.cars = append(a.cars, c)
 		if r.opts.Members {
-			r.open.members = append(r.open.members, d.Car)
+			a.members = append(a.members, d.Car)
+		}
+	case events.DecAggReleased:
+		a := r.open[d.Aggregate]
+		delete(r.open, d.Aggregate)
+		g := r.groups[r.group(d.Group)]
+		g.releases++
+		g.releasedCARs += d.Count
+		r.releases = append(r.releases, Release{ID: d.Aggregate, Group: d.Group, Count: d.Count, Why: d.Closed})
+		if a != nil && len(a.cars) > 0 {
+			r.released[d.Aggregate] = a
+		}
+	case events.DecCarsRequeued:
+		// Only a released aggregate's: the deals that fail in a live fold
+		// are not in a what-if (see the package doc).
+		from := r.released[d.From]
+		if from == nil {
+			return
+		}
+		a := r.agg(d.Aggregate)
+		end := d.First + d.Count
+		a.cars = append(a.cars, from.cars[d.First:end]...)
+		if r.opts.Members {
+			a.members = append(a.members, from.members[d.First:end]...)
+		}
+		if end == len(from.cars) {
+			delete(r.released, d.From)
 		}
 	case events.DecAggReady:
 		r.ready(d, now)
 	}
 }
 
+func (r *run) accept(g int32, size uint64) {
+	r.accepted++
+	r.groups[g].accepted++
+	r.groups[g].bytes += size
+}
+
 func (r *run) ready(d *events.Decision, now time.Time) {
-	a := Aggregate{ID: d.Aggregate, Piece: d.Piece, Count: d.Count, Payload: d.Payload, Closed: d.Closed,
-		Members: r.open.members}
-	a.Padded, a.Gaps = layoutOf(r.open.padded)
+	open := r.open[d.Aggregate]
+	delete(r.open, d.Aggregate)
+	if open == nil {
+		open = &openAgg{}
+	}
+	padded := make([]uint64, len(open.cars))
+	for i, c := range open.cars {
+		padded[i] = c.padded
+	}
+	a := Aggregate{ID: d.Aggregate, Group: d.Group, Piece: d.Piece, Count: d.Count, Payload: d.Payload, Closed: d.Closed,
+		Members: open.members}
+	a.Padded, a.Gaps = layoutOf(padded)
 	a.Fill = float64(d.Payload) / float64(capacity(r.policy.Fold.DealSize))
-	for _, at := range r.open.since {
+	g := r.groups[r.group(d.Group)]
+	g.fills = append(g.fills, a.Fill)
+	for _, c := range open.cars {
+		at := c.at
 		if at.IsZero() {
 			at = r.firstClock
 		}
 		if at.IsZero() { // no tick yet: no time has passed on the log's clock
 			at = now
 		}
-		r.waits = append(r.waits, now.Sub(at))
+		w := r.groups[c.group]
+		w.waits = append(w.waits, now.Sub(at))
 	}
 	r.aggs = append(r.aggs, a)
-	r.open = openAgg{}
 }
 
 // layoutOf is the padded bytes of pieces and the gaps the FRC-0058

@@ -21,12 +21,12 @@ import (
 )
 
 func runWhatif(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("whatif", "whatif [--policy 'deal=SIZE,min=SIZE,maxwait=DURATION']... [flags]", stderr)
+	fs := newFlags("whatif", "whatif [--policy 'deal=SIZE,min=SIZE,maxwait=DURATION,groupby=PATH,groupmaxwait=DURATION']... [flags]", stderr)
 	data := fs.String("data", "./ferry-data", "ferry's data `dir` (without --nats, stop ferry serve first)")
 	natsURL := fs.String("nats", "", "NATS `URL` with ferry's streams (default: start the embedded server on --data)")
 	prefix := fs.String("prefix", jetlog.DefaultPrefix, "subject prefix (ferry serve's --prefix)")
 	var specs strList
-	fs.Var(&specs, "policy", "an alternative `policy` to fold the log under, e.g. 'deal=8GiB,min=4GiB,maxwait=2h' (repeatable; keys left out keep the recorded settings)")
+	fs.Var(&specs, "policy", "an alternative `policy` to fold the log under, e.g. 'deal=8GiB,min=4GiB,maxwait=2h' or 'groupby=source.space,groupmaxwait=12h' (repeatable; keys left out keep the recorded settings)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	htmlFile := fs.String("html", "", "also write the report as a self-contained HTML `file`")
 	auth := natsAuthFlags(fs, natsembed.RoleFerry)
@@ -60,7 +60,7 @@ func runWhatif(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	if recorded == nil {
 		return errors.New("the aggregate log records no settings (ferry serve has folded nothing yet): nothing to compare with")
 	}
-	policies := []whatif.Policy{{Name: "recorded", Fold: *recorded}}
+	policies := []whatif.Policy{{Name: "recorded", Fold: *recorded, Recorded: true}}
 	for _, spec := range specs {
 		p, err := parsePolicy(spec, *recorded)
 		if err != nil {
@@ -120,16 +120,22 @@ func writeHTML(path string, rep *whatif.Report) error {
 	return out.Close()
 }
 
-// parsePolicy reads a policy spec, "deal=SIZE,min=SIZE,maxwait=DURATION",
-// over the recorded settings: keys left out keep them, except that a
-// deal size given without min takes that size's default min payload
-// (the recorded one may not fit the new deal, or never be reached).
+// defaultGroupMaxWait is the group max wait of a policy that groups and
+// does not say: ferry serve's default.
+const defaultGroupMaxWait = 24 * time.Hour
+
+// parsePolicy reads a policy spec, "deal=SIZE,min=SIZE,maxwait=DURATION,
+// groupby=PATH,groupmaxwait=DURATION", over the recorded settings: keys
+// left out keep them, except that a deal size given without min takes
+// that size's default min payload (the recorded one may not fit the new
+// deal, or never be reached), and a groupby given without groupmaxwait
+// takes ferry serve's default group max wait (none for groupby=none).
 func parsePolicy(spec string, recorded events.Settings) (whatif.Policy, error) {
 	cfg := recorded
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: --policy %q: %s", errUsage, spec, fmt.Sprintf(format, a...))
 	}
-	var minGiven bool
+	var minGiven, groupByGiven, groupWaitGiven bool
 	for kv := range strings.SplitSeq(spec, ",") {
 		key, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
 		if !ok {
@@ -147,8 +153,17 @@ func parsePolicy(spec string, recorded events.Settings) (whatif.Policy, error) {
 			minGiven = true
 		case "maxwait":
 			cfg.MaxWait, err = time.ParseDuration(val)
+		case "groupby":
+			cfg.GroupBy, err = events.ParseGroupBy(val)
+			groupByGiven = true
+		case "groupmaxwait":
+			cfg.GroupMaxWait, err = time.ParseDuration(val)
+			if err == nil && cfg.GroupMaxWait < 0 {
+				err = fmt.Errorf("groupmaxwait %s is negative", val)
+			}
+			groupWaitGiven = true
 		default:
-			return whatif.Policy{}, bad("unknown key %q (want deal, min, maxwait)", key)
+			return whatif.Policy{}, bad("unknown key %q (want deal, min, maxwait, groupby, groupmaxwait)", key)
 		}
 		if err != nil {
 			return whatif.Policy{}, bad("%v", err)
@@ -156,6 +171,12 @@ func parsePolicy(spec string, recorded events.Settings) (whatif.Policy, error) {
 	}
 	if !minGiven && cfg.DealSize != recorded.DealSize {
 		cfg.MinPayload = aggregator.DefaultMinPayload(cfg.DealSize)
+	}
+	if groupByGiven && !groupWaitGiven {
+		cfg.GroupMaxWait = 0
+		if cfg.GroupBy != "" {
+			cfg.GroupMaxWait = defaultGroupMaxWait
+		}
 	}
 	if cfg.MinPayload > piece.Unpadded(cfg.DealSize) {
 		return whatif.Policy{}, bad("min %d is more than a %s deal holds: max wait would never close an aggregate", cfg.MinPayload, formatSize(cfg.DealSize))

@@ -90,11 +90,12 @@ func TestWhatifReportsTheRecordedAndAnotherPolicy(t *testing.T) {
 	}
 
 	// The table for a terminal, and usage errors.
-	text := mustRun(t, "whatif", "--nats", s.nats, "--data", data, "--policy", "deal=1MiB")
-	if !strings.Contains(text, "recorded") || !strings.Contains(text, "deal=1MiB") {
+	text := mustRun(t, "whatif", "--nats", s.nats, "--data", data, "--policy", "deal=1MiB", "--policy", "groupby=source.space")
+	if !strings.Contains(text, "recorded") || !strings.Contains(text, "deal=1MiB") ||
+		!strings.Contains(text, "groups of groupby=source.space: 0 groups") || !strings.Contains(text, "(shared pool)") {
 		t.Errorf("whatif table:\n%s", text)
 	}
-	for _, bad := range []string{"deal=3MiB", "speed=1", "min=9MiB", "maxwait"} {
+	for _, bad := range []string{"deal=3MiB", "speed=1", "min=9MiB", "maxwait", "groupby=space", "groupmaxwait=-1h"} {
 		if _, _, err := run(t, "whatif", "--nats", s.nats, "--data", data, "--policy", bad); err == nil || !strings.Contains(err.Error(), "--policy") {
 			t.Errorf("--policy %s: err %v, want a usage error naming it", bad, err)
 		}
@@ -124,12 +125,27 @@ func TestPolicySpecsKeepTheRecordedSettingsTheyLeaveOut(t *testing.T) {
 		{"maxwait=1h", events.Settings{DealSize: 32 << 30, MinPayload: 20 << 30, MaxWait: time.Hour, VerifyPieces: true}},
 		{"deal=8GiB", events.Settings{DealSize: 8 << 30, MinPayload: aggregator.DefaultMinPayload(8 << 30), MaxWait: 4 * time.Hour, VerifyPieces: true}},
 		{"deal=8GiB, min=1GiB,maxwait=30m", events.Settings{DealSize: 8 << 30, MinPayload: 1 << 30, MaxWait: 30 * time.Minute, VerifyPieces: true}},
+		// groupby without groupmaxwait takes ferry serve's default.
+		{"groupby=source.space", events.Settings{DealSize: 32 << 30, MinPayload: 20 << 30, MaxWait: 4 * time.Hour, VerifyPieces: true,
+			GroupBy: "source.space", GroupMaxWait: 24 * time.Hour}},
+		{"groupby=source.account,groupmaxwait=2h", events.Settings{DealSize: 32 << 30, MinPayload: 20 << 30, MaxWait: 4 * time.Hour, VerifyPieces: true,
+			GroupBy: "source.account", GroupMaxWait: 2 * time.Hour}},
 	}
 	for _, tt := range tests {
 		p, err := parsePolicy(tt.spec, rec)
-		if err != nil || p.Fold != tt.want || p.Name != tt.spec {
+		if err != nil || p.Fold != tt.want || p.Name != tt.spec || p.Recorded {
 			t.Errorf("%q: %+v, %v; want %+v", tt.spec, p, err, tt.want)
 		}
+	}
+	// Over a grouped log, groupby=none ends grouping (and its wait);
+	// another key keeps the recorded grouping.
+	grouped := rec
+	grouped.GroupBy, grouped.GroupMaxWait = "source.space", 6*time.Hour
+	if p, err := parsePolicy("groupby=none", grouped); err != nil || p.Fold != rec {
+		t.Errorf("groupby=none over %+v: %+v, %v; want %+v", grouped, p.Fold, err, rec)
+	}
+	if p, err := parsePolicy("maxwait=1h", grouped); err != nil || p.Fold.GroupBy != "source.space" || p.Fold.GroupMaxWait != 6*time.Hour {
+		t.Errorf("maxwait=1h over %+v: %+v, %v", grouped, p.Fold, err)
 	}
 }
 
