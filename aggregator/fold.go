@@ -190,7 +190,14 @@ func (s *State) Apply(seq uint64, data []byte) events.Batch {
 
 // ApplyInput is Apply with the input's stored time, which bounds ticks
 // (events.Settings.MaxTickAhead). The runner and every re-fold of a log use it.
-func (s *State) ApplyInput(in Input) events.Batch {
+func (s *State) ApplyInput(in Input) events.Batch { return s.ApplyEvent(in, nil) }
+
+// ApplyEvent is ApplyInput of an input its caller has decoded: ev is
+// events.Decode(in.Data), or nil for the fold to decode it (as it does an
+// input that does not decode, or is too large to be read). Folds of one
+// log under several settings (package whatif) decode each input once for
+// all of them; the fold only reads ev, so they may share it.
+func (s *State) ApplyEvent(in Input, ev events.Event) events.Batch {
 	b := &events.Batch{In: in.Seq}
 	if in.Seq <= s.lastIn {
 		return *b
@@ -199,13 +206,18 @@ func (s *State) ApplyInput(in Input) events.Batch {
 		cfg := s.cfg
 		s.emit(b, events.Decision{Type: events.DecLogSettings, Settings: &cfg})
 	}
-	if len(in.Data) > events.MaxInputBytes {
+	var err error
+	if ev == nil && len(in.Data) <= events.MaxInputBytes {
+		ev, err = events.Decode(in.Data)
+	}
+	switch {
+	case len(in.Data) > events.MaxInputBytes:
 		// The input log refuses these; one from a log made without that
 		// limit is refused here, without being read.
 		s.ignore(b, "", fmt.Sprintf("input of %d bytes, more than the %d an input may have", len(in.Data), events.MaxInputBytes))
-	} else if ev, err := events.Decode(in.Data); err != nil {
+	case err != nil:
 		s.undecodable(b, in.Data, err)
-	} else {
+	default:
 		s.decide(b, ev, in.Stored)
 	}
 	s.lastIn = in.Seq

@@ -57,6 +57,15 @@ func GroupOf(source json.RawMessage, path string) string {
 	if path == "" || len(source) == 0 {
 		return ""
 	}
+	if name, ok := groupOfFast(source, path); ok {
+		return name
+	}
+	return groupOfJSON(source, path)
+}
+
+// groupOfJSON is GroupOf by encoding/json: the reference groupOfFast is
+// held to, and where it falls back.
+func groupOfJSON(source json.RawMessage, path string) string {
 	keys := strings.Split(strings.TrimPrefix(path, "source."), ".")
 	v := source
 	for _, k := range keys {

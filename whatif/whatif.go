@@ -2,6 +2,7 @@ package whatif
 
 import (
 	"context"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,6 +53,7 @@ type Options struct {
 // concurrent use; ApplyAll folds the policies in parallel itself.
 type Folder struct {
 	runs    []*run
+	kept    []decoded // ApplyAll's, kept for the next call
 	inputs  int
 	skipped map[string]int
 	first   uint64 // sequences of the first and last input
@@ -70,29 +72,43 @@ func New(policies []Policy, o Options) *Folder {
 // Apply folds one input under every policy.
 func (f *Folder) Apply(in Input) { f.ApplyAll([]Input{in}) }
 
-// ApplyAll folds inputs, in order, under every policy; the policies fold
-// in parallel, each in its own goroutine, which keeps each deterministic.
+// ApplyAll folds inputs, in order, under every policy. Each input is
+// decoded once for all policies (the decoding shared among the cores),
+// then the policies fold in parallel, each in its own goroutine, which
+// keeps each deterministic.
 func (f *Folder) ApplyAll(ins []Input) {
-	kept := ins[:0:0]
+	kept := f.kept[:0]
 	for _, in := range ins {
-		typ := in.Type
-		if typ == "" {
-			if ev, err := events.Decode(in.Data); err == nil {
-				typ = ev.Kind()
-			}
-		}
 		if f.first == 0 {
 			f.first = in.Seq
 		}
 		f.last = max(f.last, in.Seq)
 		f.inputs++
-		if skipped[typ] {
-			f.skipped[typ]++
+		if skipped[in.Type] { // known by its subject: not even decoded
+			f.skipped[in.Type]++
 			continue
 		}
-		in.Type = typ
-		kept = append(kept, in)
+		kept = append(kept, decoded{Input: in})
 	}
+	inParallel(len(kept), func(i int) {
+		if d := &kept[i]; len(d.Data) <= events.MaxInputBytes {
+			d.ev, _ = events.Decode(d.Data) // one that does not decode is the fold's to record
+		}
+	})
+	n := 0
+	for _, d := range kept {
+		if d.Type == "" && d.ev != nil {
+			d.Type = d.ev.Kind()
+		}
+		if skipped[d.Type] {
+			f.skipped[d.Type]++
+			continue
+		}
+		kept[n] = d
+		n++
+	}
+	kept = kept[:n]
+	f.kept = kept
 	if len(f.runs) == 1 {
 		f.runs[0].applyAll(kept)
 		return
@@ -104,11 +120,43 @@ func (f *Folder) ApplyAll(ins []Input) {
 	wg.Wait()
 }
 
+// decoded is an input and its event (nil: the fold decodes it, and
+// records why it does not decode).
+type decoded struct {
+	Input
+	ev events.Event
+}
+
+// inParallel calls fn(0) … fn(n-1), shared among as many goroutines as
+// Go runs at once.
+func inParallel(n int, fn func(i int)) {
+	parts := min(runtime.GOMAXPROCS(0), max(n/64, 1))
+	var wg sync.WaitGroup
+	for p := range parts {
+		wg.Go(func() {
+			for i := p * n / parts; i < (p+1)*n/parts; i++ {
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
 // ReadLog folds the whole input log (FERRY_IN, as it is when ReadLog
 // starts) into f, reading it with an ephemeral consumer: nothing is
-// written. read counts the inputs read, for progress lines.
+// written. The read runs ahead of the fold by a few chunks, so that
+// reading and folding overlap. read counts the inputs folded, for
+// progress lines.
 func ReadLog(ctx context.Context, js jetstream.JetStream, sub jetlog.Subjects, f *Folder, read *atomic.Int64) error {
-	const chunk = 1024
+	const chunk, ahead = 1024, 4
+	chunks := make(chan []Input, ahead)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for c := range chunks {
+			f.ApplyAll(c)
+			read.Add(int64(len(c)))
+		}
+	})
 	buf := make([]Input, 0, chunk)
 	prefix := sub.Input("")
 	err := jetlog.Tail(ctx, js, jetlog.StreamIn, 1, false, func(e jetlog.Entry) error {
@@ -118,18 +166,21 @@ func ReadLog(ctx context.Context, js jetstream.JetStream, sub jetlog.Subjects, f
 		}
 		buf = append(buf, Input{Input: aggregator.Input{Seq: e.Seq, Data: e.Data, Stored: e.Time}, Type: typ})
 		if len(buf) == chunk {
-			f.ApplyAll(buf)
-			read.Add(int64(len(buf)))
-			buf = buf[:0]
+			select {
+			case chunks <- buf:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			buf = make([]Input, 0, chunk)
 		}
 		return ctx.Err()
 	})
-	if err != nil {
-		return err
+	if err == nil {
+		chunks <- buf
 	}
-	f.ApplyAll(buf)
-	read.Add(int64(len(buf)))
-	return nil
+	close(chunks)
+	wg.Wait()
+	return err
 }
 
 // run is one policy's fold and what the report needs from it.
@@ -154,6 +205,7 @@ type run struct {
 	releases   []Release
 	groupIndex map[string]int32 // a group's name → its place in groups
 	groups     []*groupRun
+	padded     []uint64 // ready's, kept for the next
 }
 
 // queuedCar is a CAR waiting for its piece.
@@ -194,13 +246,13 @@ func newRun(p Policy, o Options) *run {
 		grouped: p.Fold.GroupBy != ""}
 }
 
-func (r *run) applyAll(ins []Input) {
+func (r *run) applyAll(ins []decoded) {
 	for _, in := range ins {
 		if in.Type == events.TypeSettingsChange && !r.policy.Recorded {
 			r.skipped++
 			continue
 		}
-		b := r.st.ApplyInput(in.Input)
+		b := r.st.ApplyEvent(in.Input.Input, in.ev)
 		if r.firstClock.IsZero() && !b.Now.IsZero() {
 			r.firstClock = b.Now
 		}
@@ -309,10 +361,11 @@ func (r *run) ready(d *events.Decision, now time.Time) {
 	if open == nil {
 		open = &openAgg{}
 	}
-	padded := make([]uint64, len(open.cars))
-	for i, c := range open.cars {
-		padded[i] = c.padded
+	padded := r.padded[:0]
+	for _, c := range open.cars {
+		padded = append(padded, c.padded)
 	}
+	r.padded = padded
 	a := Aggregate{ID: d.Aggregate, Group: d.Group, Piece: d.Piece, Count: d.Count, Payload: d.Payload, Closed: d.Closed,
 		Members: open.members}
 	a.Padded, a.Gaps = layoutOf(padded)
