@@ -96,7 +96,7 @@ var commands = []command{
 	{"aggregates", "", "list aggregates; 'aggregates ID' shows one; 'aggregates close|reoffer|fail ID' orders one; 'aggregates close [--group G]' closes the pool's (or G's) INGESTING one", runAggregates},
 	{"settings", "[set]", "print the settings the log is folded under; 'settings set' changes the policy (--min-payload, --max-wait, --group-by, --group-max-wait) from the next input on", runSettings},
 	{"replay", "", "rebuild the read models from the logs, replacing them only once whole", runReplay},
-	{"whatif", "", "fold the input log in memory under other policies (--policy deal=,min=,maxwait=) and report what each would have done", runWhatif},
+	{"whatif", "", "fold the input log in memory under other policies (--policy deal=,min=,maxwait=,groupby=,groupmaxwait=) and report what each would have done", runWhatif},
 	{"receipts", "", "print deal receipts as JSON lines (--follow to keep going)", runReceipts},
 	{"commp", "", "piece CID, sizes, md5 and roots of a CAR file, URL or stdin", runCommp},
 	{"pack", "DIR", "pack a directory tree into CARs ready for deals, with a manifest (--out, --publish)", runPack},
