@@ -30,8 +30,8 @@
 //     and its group wherever it goes: its time to READY counts from its
 //     acceptance, and the per-group figures count it in its own group.
 //   - settings.change inputs are what the operator did to ferry: the
-//     recorded policy (Policy.Recorded) folds them, as ferry did; any
-//     other policy holds its settings fixed and skips them, counted per
+//     recorded policy folds them, as ferry did; every alternative policy
+//     holds its settings fixed (Policy.Fixed) and skips them, counted per
 //     policy (Outcome.Skipped), not in Report.Skipped.
 //   - Time is the log's own: the fold's clock, which only tick inputs move.
 //     A CAR's time to READY is the clock at its aggregate's READY minus the

@@ -21,11 +21,12 @@ type Policy struct {
 	// own settings, the spec given otherwise).
 	Name string
 	Fold events.Settings
-	// Recorded folds the log's settings.change inputs, as ferry did: the
-	// recorded policy is the log's first settings and the changes the
-	// operator made from an input on. Any other policy holds its settings
-	// fixed and skips them (Outcome.Skipped).
-	Recorded bool
+	// Fixed holds the policy's settings for the whole log: it skips the
+	// log's settings.change inputs (counted in Outcome.Skipped), as every
+	// alternative policy of ferry whatif does. A policy that is not Fixed
+	// folds them as ferry did: the recorded policy is the log's first
+	// settings and the changes the operator made from an input on.
+	Fixed bool
 }
 
 // Input is one input of the log and its type (the subject's last part;
@@ -248,7 +249,7 @@ func newRun(p Policy, o Options) *run {
 
 func (r *run) applyAll(ins []decoded) {
 	for _, in := range ins {
-		if in.Type == events.TypeSettingsChange && !r.policy.Recorded {
+		if in.Type == events.TypeSettingsChange && r.policy.Fixed {
 			r.skipped++
 			continue
 		}

@@ -170,7 +170,7 @@ func recordedOf(t *testing.T, nt *testutil.NATS, more ...whatif.Policy) (*whatif
 	if err != nil || recorded == nil {
 		t.Fatalf("recorded settings %v, %v", recorded, err)
 	}
-	policies := append([]whatif.Policy{{Name: "recorded", Fold: *recorded, Recorded: true}}, more...)
+	policies := append([]whatif.Policy{{Name: "recorded", Fold: *recorded}}, more...)
 	f := whatif.New(policies, whatif.Options{Members: true})
 	var read atomic.Int64
 	if err := whatif.ReadLog(context.Background(), nt.JS, jetlog.DefaultSubjects, f, &read); err != nil {
@@ -319,7 +319,7 @@ func TestTheRecordedGroupedPolicyReproducesTheLiveFold(t *testing.T) {
 	at := len(evs) * 2 / 3
 	evs = slices.Insert(evs, at, events.Event(&events.SettingsChange{GroupBy: &account, By: "test"}))
 	nt, live := liveFold(t, grouped(), evs)
-	rep, _ := recordedOf(t, nt, whatif.Policy{Name: "space", Fold: grouped()})
+	rep, _ := recordedOf(t, nt, whatif.Policy{Name: "space", Fold: grouped(), Fixed: true})
 	o := rep.Policies[0]
 	sameAsLive(t, o, live)
 
@@ -381,7 +381,7 @@ func whatifQuantile(sorted []time.Duration, q float64) float64 {
 // one line.
 func TestGroupFiguresAddUpToTheInputs(t *testing.T) {
 	evs := workloadOf(800, tenantSource)
-	f := whatif.New([]whatif.Policy{{Name: "recorded", Fold: baseline(), Recorded: true}, {Name: "space", Fold: grouped()}}, whatif.Options{})
+	f := whatif.New([]whatif.Policy{{Name: "recorded", Fold: baseline()}, {Name: "space", Fold: grouped()}}, whatif.Options{})
 	f.ApplyAll(inputs(evs))
 	rep := f.Report()
 	if rep.Policies[0].Groups != nil {
@@ -563,7 +563,7 @@ func BenchmarkFold(b *testing.B) {
 	small, space := base, base
 	small.DealSize, small.MinPayload = 1<<20, 1
 	space.GroupBy, space.GroupMaxWait = "source.space", time.Hour
-	three := []whatif.Policy{{Name: "recorded", Fold: base, Recorded: true}, {Name: "small", Fold: small}, {Name: "space", Fold: space}}
+	three := []whatif.Policy{{Name: "recorded", Fold: base}, {Name: "small", Fold: small, Fixed: true}, {Name: "space", Fold: space, Fixed: true}}
 	for _, policies := range [][]whatif.Policy{three[:1], three} {
 		b.Run(fmt.Sprintf("policies=%d", len(policies)), func(b *testing.B) { benchFold(b, policies) })
 	}

@@ -60,7 +60,7 @@ func runWhatif(ctx context.Context, args []string, _ io.Reader, stdout, stderr i
 	if recorded == nil {
 		return errors.New("the aggregate log records no settings (ferry serve has folded nothing yet): nothing to compare with")
 	}
-	policies := []whatif.Policy{{Name: "recorded", Fold: *recorded, Recorded: true}}
+	policies := []whatif.Policy{{Name: "recorded", Fold: *recorded}}
 	for _, spec := range specs {
 		p, err := parsePolicy(spec, *recorded)
 		if err != nil {
@@ -130,6 +130,8 @@ const defaultGroupMaxWait = 24 * time.Hour
 // that size's default min payload (the recorded one may not fit the new
 // deal, or never be reached), and a groupby given without groupmaxwait
 // takes ferry serve's default group max wait (none for groupby=none).
+// The policy holds its settings for the whole log (whatif.Policy.Fixed):
+// the log's settings.change inputs are the recorded policy's alone.
 func parsePolicy(spec string, recorded events.Settings) (whatif.Policy, error) {
 	cfg := recorded
 	bad := func(format string, a ...any) error {
@@ -181,5 +183,5 @@ func parsePolicy(spec string, recorded events.Settings) (whatif.Policy, error) {
 	if cfg.MinPayload > piece.Unpadded(cfg.DealSize) {
 		return whatif.Policy{}, bad("min %d is more than a %s deal holds: max wait would never close an aggregate", cfg.MinPayload, formatSize(cfg.DealSize))
 	}
-	return whatif.Policy{Name: spec, Fold: cfg}, nil
+	return whatif.Policy{Name: spec, Fold: cfg, Fixed: true}, nil
 }
