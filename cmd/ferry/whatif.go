@@ -120,10 +120,6 @@ func writeHTML(path string, rep *whatif.Report) error {
 	return out.Close()
 }
 
-// defaultGroupMaxWait is the group max wait of a policy that groups and
-// does not say: ferry serve's default.
-const defaultGroupMaxWait = 24 * time.Hour
-
 // parsePolicy reads a policy spec, "deal=SIZE,min=SIZE,maxwait=DURATION,
 // groupby=PATH,groupmaxwait=DURATION", over the recorded settings: keys
 // left out keep them, except that a deal size given without min takes
@@ -177,7 +173,7 @@ func parsePolicy(spec string, recorded events.Settings) (whatif.Policy, error) {
 	if groupByGiven && !groupWaitGiven {
 		cfg.GroupMaxWait = 0
 		if cfg.GroupBy != "" {
-			cfg.GroupMaxWait = defaultGroupMaxWait
+			cfg.GroupMaxWait = serveGroupMaxWait
 		}
 	}
 	if cfg.MinPayload > piece.Unpadded(cfg.DealSize) {
