@@ -137,9 +137,10 @@ type State struct {
 	queued   map[string]queuedCar // CARs waiting for a piece
 
 	// The INGESTING aggregates: the shared pool's (group "") and one per
-	// group (Settings.GroupBy), by group and by id. Nothing iterates the
-	// maps: decisions about several take them in id order (groupQueue,
-	// ripeIDs).
+	// group (Settings.GroupBy), by group and by id. No decision depends on
+	// the maps' order: decisions about several take them in the order they
+	// opened (groupQueue) or in id order (liveIDs, and the ripe ones
+	// sorted).
 	ingesting map[string]*aggregate
 	live      map[uint64]*aggregate
 	// groupQueue is the groups' INGESTING aggregates in the order they
