@@ -157,9 +157,18 @@ type AggregatePage struct {
 
 // Aggregates lists aggregates with id > after, optionally in one state.
 func (c *HTTP) Aggregates(ctx context.Context, state string, after uint64, limit int) (*AggregatePage, error) {
+	return c.GroupAggregates(ctx, "", state, after, limit)
+}
+
+// GroupAggregates is Aggregates of one group's aggregates ("": of every
+// group and the shared pool).
+func (c *HTTP) GroupAggregates(ctx context.Context, group, state string, after uint64, limit int) (*AggregatePage, error) {
 	q := url.Values{"limit": {strconv.Itoa(limit)}, "after": {strconv.FormatUint(after, 10)}}
 	if state != "" {
 		q.Set("state", state)
+	}
+	if group != "" {
+		q.Set("group", group)
 	}
 	var p AggregatePage
 	if err := c.do(ctx, http.MethodGet, "/v1/aggregates?"+q.Encode(), nil, &p); err != nil {

@@ -54,6 +54,10 @@ type Settings struct {
 	GroupMaxWait time.Duration `json:"groupMaxWait,omitzero"`
 }
 
+// PolicyNames are the JSON names of the settings a settings.change may
+// change: those Fixed zeroes.
+var PolicyNames = []string{"minPayload", "maxWait", "groupBy", "groupMaxWait"}
+
 // Fixed is what of c no settings.change may change: a log's aggregates,
 // pieces and deal clocks were all decided under it.
 func (c Settings) Fixed() Settings {

@@ -1,25 +1,28 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/ferry-dev/ferry/client"
+	"github.com/ferry-dev/ferry/wire"
 )
 
 func runAggregates(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlags("aggregates", "aggregates [flags] [ID | close [ID | --group G] | reoffer ID | fail ID]", stderr)
+	fs := newFlags("aggregates", "aggregates [flags] [--group G] [ID | close [ID | --group G] | reoffer ID | fail ID]", stderr)
 	api := serverFlags(fs, defaultHTTP, "")
 	state := fs.String("state", "", "only aggregates in this state")
 	limit := fs.Int("limit", 100, "aggregates (or pieces of one) to show")
 	after := fs.Int("after", -1, "list after this id (or, for one aggregate, this piece position)")
 	reason := fs.String("reason", "", "why, for fail (recorded with the failure)")
-	group := fs.String("group", "", "close without an ID: close this group's INGESTING aggregate (default: the shared pool's)")
+	group := fs.String("group", "", "list only this group's aggregates; close without an ID: close this group's INGESTING aggregate (default: the shared pool's)")
 	args, err := parseMixed(fs, args)
 	if err != nil {
 		return err
@@ -30,9 +33,9 @@ func runAggregates(ctx context.Context, args []string, _ io.Reader, stdout, stde
 		"reoffer": func(id uint64) error { return c.ReofferAggregate(ctx, id) },
 		"fail":    func(id uint64) error { return c.FailAggregate(ctx, id, *reason) },
 	}
-	if *group != "" && (len(args) != 1 || args[0] != "close") {
+	if *group != "" && len(args) != 0 && (len(args) != 1 || args[0] != "close") {
 		fs.Usage()
-		return fmt.Errorf("%w: --group goes with close and no ID", errUsage)
+		return fmt.Errorf("%w: --group goes with the listing, or with close and no ID", errUsage)
 	}
 	if len(args) == 1 && args[0] == "close" {
 		// Without an id, close is "close what is filling now": a reader
@@ -61,21 +64,32 @@ func runAggregates(ctx context.Context, args []string, _ io.Reader, stdout, stde
 		}
 		return printJSON(stdout, v)
 	case len(args) == 0:
-		return listAggregates(ctx, c, *state, *after, *limit, stdout)
+		return listAggregates(ctx, c, *group, *state, *after, *limit, stdout)
 	}
 	fs.Usage()
 	return fmt.Errorf("%w: aggregates [ID | close [ID] | reoffer ID | fail ID]", errUsage)
 }
 
-func listAggregates(ctx context.Context, c *client.HTTP, state string, after, limit int, stdout io.Writer) error {
-	page, err := c.Aggregates(ctx, state, uint64(max(after, 0)), limit)
+// listAggregates prints a page of aggregates, with a GROUP column (last:
+// groups' names can be long) when one of them was filled for a group.
+func listAggregates(ctx context.Context, c *client.HTTP, group, state string, after, limit int, stdout io.Writer) error {
+	page, err := c.GroupAggregates(ctx, group, state, uint64(max(after, 0)), limit)
 	if err != nil {
 		return err
 	}
+	grouped := slices.ContainsFunc(page.Aggregates, func(a wire.AggregateView) bool { return a.Group != "" })
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tCARS\tPAYLOAD\tCLOSED\tPIECE")
+	header := "ID\tSTATE\tCARS\tPAYLOAD\tCLOSED\tPIECE"
+	if grouped {
+		header += "\tGROUP"
+	}
+	fmt.Fprintln(tw, header)
 	for _, a := range page.Aggregates {
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s\n", a.ID, a.State, a.Count, a.Payload, a.Closed, a.Piece)
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s", a.ID, a.State, a.Count, a.Payload, a.Closed, a.Piece)
+		if grouped {
+			fmt.Fprintf(tw, "\t%s", cmp.Or(a.Group, "(pool)"))
+		}
+		fmt.Fprintln(tw)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

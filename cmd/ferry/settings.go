@@ -1,11 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"reflect"
+	"slices"
+	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/ferry-dev/ferry/events"
@@ -23,6 +29,7 @@ func runSettings(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	groupBy := fs.String("group-by", "", "set: fill an aggregate per group: a `path` into car.replicated's source (source.space), or none")
 	groupMaxWait := fs.Duration("group-max-wait", 0, "set: how long a group's aggregate may stay under min-payload before its CARs go to the shared pool (0: never)")
 	by := fs.String("by", "", "set: who asks, recorded with the change (default: the HTTP server names the time)")
+	asJSON := fs.Bool("json", false, "print the settings as GET /v1/settings gives them (durations in nanoseconds)")
 	ops, err := parseMixed(fs, args)
 	if err != nil {
 		return err
@@ -37,7 +44,11 @@ func runSettings(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 		if err != nil {
 			return err
 		}
-		return printJSON(stdout, v)
+		var cfg events.Settings
+		if err := json.Unmarshal(v, &cfg); *asJSON || err != nil {
+			return printJSON(stdout, v)
+		}
+		return printSettings(stdout, cfg)
 	case len(ops) == 1 && ops[0] == "set":
 	default:
 		fs.Usage()
@@ -83,6 +94,38 @@ func runSettings(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	fmt.Fprintf(stdout, "settings change requested: input %d, by %s\n  from there on: minPayload %d, maxWait %s, groupBy %s\n",
 		res.Seq, res.By, s.MinPayload, s.MaxWait, groups)
 	return nil
+}
+
+// printSettings writes one setting a line, by its JSON name, sizes and
+// durations as a person reads them, the policy's marked as what
+// 'ferry settings set' changes.
+func printSettings(w io.Writer, s events.Settings) error {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	v := reflect.ValueOf(s)
+	for i := range v.NumField() {
+		f := v.Type().Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		var text string
+		switch x := v.Field(i).Interface().(type) {
+		case time.Duration:
+			text = x.String()
+		case uint64:
+			text = formatSize(x)
+			if text != strconv.FormatUint(x, 10) {
+				text += fmt.Sprintf(" (%d bytes)", x)
+			}
+		case string:
+			text = cmp.Or(x, events.GroupNone)
+		default:
+			text = fmt.Sprint(x)
+		}
+		kind := "fixed for the log"
+		if slices.Contains(events.PolicyNames, name) {
+			kind = "policy: ferry settings set"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", name, text, kind)
+	}
+	return tw.Flush()
 }
 
 // setFlags names the policy flags given on the command line (or in the

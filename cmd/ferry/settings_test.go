@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -63,15 +65,12 @@ func TestSettingsSetChangesTheLivePolicyAndServeHoldsFlagsToIt(t *testing.T) {
 		now.MinPayload != 5<<20 || now.GroupBy != "source.space" || now.Fixed() != first.Fixed() {
 		t.Fatalf("the log began under %s and is folded under %s", first, now)
 	}
-	// ferry settings prints GET /v1/settings, where it is served, once
-	// the read models have applied the change.
+	// ferry settings prints GET /v1/settings once the read models have
+	// applied the change.
 	testutil.Eventually(t, 30*time.Second, "ferry settings to print the change", func() bool {
-		out, _, err := run(t, "settings", "--server", s.http, "--token", "w")
+		out, _, err := run(t, "settings", "--server", s.http, "--token", "w", "--json")
 		var got events.Settings
 		switch {
-		case err != nil && (strings.Contains(err.Error(), "404") || strings.Contains(err.Error(), "405")):
-			t.Log("GET /v1/settings is not served here")
-			return true
 		case err != nil:
 			t.Logf("ferry settings: %v", err)
 			return false
@@ -80,12 +79,26 @@ func TestSettingsSetChangesTheLivePolicyAndServeHoldsFlagsToIt(t *testing.T) {
 		}
 		return got == now
 	})
+	// Without --json: one setting a line, as a person reads it, the
+	// policy's marked as what settings set changes.
+	out, _, err := run(t, "settings", "--server", s.http, "--token", "w")
+	if err != nil {
+		t.Fatalf("ferry settings: %v", err)
+	}
+	{
+		for _, want := range []string{"dealSize  8MiB (8388608 bytes)  fixed for the log", "maxWait  2h0m0s  policy: ferry settings set",
+			"minPayload  5MiB (5242880 bytes)  policy: ferry settings set", "groupBy  source.space  policy: ferry settings set"} {
+			if !strings.Contains(strings.Join(strings.Fields(strings.ReplaceAll(out, "\n", " | ")), " "), strings.Join(strings.Fields(want), " ")) {
+				t.Errorf("ferry settings printed\n%s\nwithout the line %q", out, want)
+			}
+		}
+	}
 	if err := s.stop(t); err != nil {
 		t.Fatalf("serve returned %v\n%s", err, s.stderr)
 	}
 
 	// The first max wait, given again: refused, pointing at settings set.
-	_, _, err := run(t, "serve", "--data", data, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
+	_, _, err = run(t, "serve", "--data", data, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
 		"--deal-size", "8MiB", "--max-wait", "4h")
 	if !errors.Is(err, aggregator.ErrSettings) || !strings.Contains(err.Error(), "ferry settings set") ||
 		!strings.Contains(err.Error(), "maxWait 4h0m0s (the log's now: 2h0m0s)") {
@@ -160,7 +173,29 @@ func TestAggregatesCloseFindsThePoolsOrTheGroupsAggregate(t *testing.T) {
 		t.Fatalf("aggregates close --group did:key:b printed %q; its aggregate is %d", out, ids["did:key:b"])
 	}
 	closed(ids["did:key:b"])
-	for _, args := range [][]string{{"close", "--group", "did:key:a", "1"}, {"--group", "did:key:a"}} {
+	// The listing names each aggregate's group, and --group lists one
+	// group's.
+	rows := func(args ...string) map[uint64]string {
+		t.Helper()
+		lines := strings.Split(strings.TrimSpace(mustRun(t, append([]string{"aggregates", "--server", s.http}, args...)...)), "\n")
+		if h := strings.Fields(lines[0]); h[len(h)-1] != "GROUP" {
+			t.Fatalf("aggregates %v: header %q has no GROUP column", args, lines[0])
+		}
+		got := map[uint64]string{}
+		for _, l := range lines[1:] {
+			f := strings.Fields(l)
+			id, _ := strconv.ParseUint(f[0], 10, 64)
+			got[id] = f[len(f)-1]
+		}
+		return got
+	}
+	if got, want := rows(), map[uint64]string{ids[""]: "(pool)", ids["did:key:a"]: "did:key:a", ids["did:key:b"]: "did:key:b"}; !maps.Equal(got, want) {
+		t.Fatalf("aggregates listed %v, want %v", got, want)
+	}
+	if got, want := rows("--group", "did:key:b"), map[uint64]string{ids["did:key:b"]: "did:key:b"}; !maps.Equal(got, want) {
+		t.Fatalf("aggregates --group did:key:b listed %v, want %v", got, want)
+	}
+	for _, args := range [][]string{{"close", "--group", "did:key:a", "1"}, {"reoffer", "1", "--group", "did:key:a"}} {
 		if _, _, err := run(t, append([]string{"aggregates", "--server", s.http}, args...)...); !errors.Is(err, errUsage) {
 			t.Errorf("aggregates %v: %v, want a usage error", args, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/ferry-dev/ferry/aggregator"
@@ -70,14 +71,7 @@ func policyFields(want, now events.Settings) []struct {
 	}
 }
 
-func isPolicy(name string) bool {
-	for _, f := range policyFields(events.Settings{}, events.Settings{}) {
-		if f.name == name {
-			return true
-		}
-	}
-	return false
-}
+func isPolicy(name string) bool { return slices.Contains(events.PolicyNames, name) }
 
 // checkPolicy is aggregator.ErrSettings naming every given policy setting
 // of want that differs from now's, or nil.
