@@ -71,6 +71,10 @@ func (c Settings) String() string {
 	parts := make([]string, v.NumField())
 	for i := range v.NumField() {
 		name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
+		if f := v.Field(i); f.Kind() == reflect.String && f.String() == "" {
+			parts[i] = name + " " + GroupNone // groupBy: one stream
+			continue
+		}
 		parts[i] = fmt.Sprintf("%s %v", name, v.Field(i))
 	}
 	return strings.Join(parts, ", ")

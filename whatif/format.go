@@ -111,8 +111,12 @@ func writeGroups(w io.Writer, o Outcome) error {
 		if g.Deals > 0 {
 			fill = pct(g.Fill.P50)
 		}
+		waits := []string{"-", "-", "-"} // none of its CARs reached READY: no wait to show
+		if g.ToReady.CARs > 0 {
+			waits = []string{dur(g.ToReady.P50), dur(g.ToReady.P90), dur(g.ToReady.Max)}
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%d\t%s\t%s\t%s\t%d\t\n", groupName(g.Name), g.CARs, iec(g.Bytes), g.Deals, fill,
-			g.ReleasedCARs, dur(g.ToReady.P50), dur(g.ToReady.P90), dur(g.ToReady.Max), g.Waiting)
+			g.ReleasedCARs, waits[0], waits[1], waits[2], g.Waiting)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -447,6 +447,44 @@ func TestGroupFiguresAddUpToTheInputs(t *testing.T) {
 		!strings.HasPrefix(lines[len(lines)-1], fmt.Sprintf("+%d more groups: %d CARs", len(named)-whatif.TopGroups, rest)) {
 		t.Errorf("group table (want a header, the pool, %d groups, and the rest's %d CARs):\n%s", whatif.TopGroups, rest, table)
 	}
+	checkWaitColumns(t, lines[2:2+whatif.TopGroups], named)
+}
+
+// checkWaitColumns holds each group's row of the table to its figures: a
+// group none of whose CARs reached READY shows no wait ("-"), not 0s.
+func checkWaitColumns(t *testing.T, rows []string, groups []whatif.Group) {
+	t.Helper()
+	for i, g := range groups[:len(rows)] {
+		f := strings.Fields(rows[i])
+		waits := strings.Join(f[len(f)-4:len(f)-1], " ")
+		if (waits == "- - -") != (g.ToReady.CARs == 0) {
+			t.Errorf("group %q with %d CARs READY shows waits %q", g.Name, g.ToReady.CARs, waits)
+		}
+	}
+}
+
+// A group whose CARs all still wait (a tenant that never filled a deal
+// and was never released) shows no wait in the table.
+func TestAGroupWithNoCARReadyShowsNoWait(t *testing.T) {
+	cfg := grouped()
+	cfg.GroupMaxWait = 0 // never released: the small tenants' CARs wait to the end
+	cfg.MinPayload = cfg.DealSize / 2
+	evs := workloadOf(300, tenantSource)
+	f := whatif.New([]whatif.Policy{{Name: "space", Fold: cfg}}, whatif.Options{})
+	f.ApplyAll(inputs(evs))
+	rep := f.Report()
+	named := slices.Clone(rep.Policies[0].Groups[1:])
+	slices.SortStableFunc(named, func(a, b whatif.Group) int { return int(b.Bytes) - int(a.Bytes) })
+	if !slices.ContainsFunc(named[:whatif.TopGroups], func(g whatif.Group) bool { return g.ToReady.CARs == 0 }) {
+		t.Fatal("no group of the table's has no CAR READY: the test shows nothing")
+	}
+	var text bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	_, table, _ := strings.Cut(text.String(), "groups of space:")
+	lines := strings.Split(strings.TrimSpace(table), "\n")
+	checkWaitColumns(t, lines[3:3+whatif.TopGroups], named)
 }
 
 // greedy packs CARs of sizes, in arrival order, into deals of dealSize
