@@ -19,6 +19,7 @@ const (
 	oldestQueued     = 10
 	queuedCountCap   = 100000
 	lastRejections   = 10
+	fillingShown     = 20 // the pool's and the oldest groups'; a log of thousands of tenants has as many
 	aggregatesPage   = 1000
 )
 
@@ -29,9 +30,11 @@ var states = []string{aggregator.Ingesting, aggregator.Ready, aggregator.DealPen
 type overviewPage struct {
 	Now      time.Time
 	Settings events.Settings
-	// Ingesting is every aggregate filling: the shared pool's first, then
-	// the groups' by id.
+	// Ingesting is the aggregates filling: the shared pool's first, then
+	// the groups' by id (the oldest, next to be released), at most
+	// fillingShown; More sums the rest.
 	Ingesting []*ingesting
+	More      moreFilling
 	// States counts aggregates by state, in the order of states.
 	States []stateCount
 	// Aggregates are the newest, newest first.
@@ -46,6 +49,12 @@ type overviewPage struct {
 	Pins       []stateCount // nil without a pins read model
 	Cars       uint64
 	AggSeq     uint64
+}
+
+// moreFilling sums the INGESTING aggregates the overview leaves out.
+type moreFilling struct {
+	N, CARs int
+	Payload uint64
 }
 
 type stateCount struct {
@@ -154,6 +163,12 @@ func (d *Dashboard) aggregates(p *overviewPage) error {
 	slices.SortFunc(p.Ingesting, func(a, b *ingesting) int {
 		return cmp.Or(cmp.Compare(pooled(a), pooled(b)), cmp.Compare(a.ID, b.ID))
 	})
+	if len(p.Ingesting) > fillingShown {
+		for _, in := range p.Ingesting[fillingShown:] {
+			p.More.N, p.More.CARs, p.More.Payload = p.More.N+1, p.More.CARs+in.Count, p.More.Payload+in.Payload
+		}
+		p.Ingesting = p.Ingesting[:fillingShown]
+	}
 	p.Aggregates = newest
 	for _, st := range states {
 		p.States = append(p.States, stateCount{st, counts[st]})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/ferry-dev/ferry/internal/audit"
 	"html"
 	"net/http"
 	"regexp"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/ferry-dev/ferry/aggregator"
 	"github.com/ferry-dev/ferry/events"
+	"github.com/ferry-dev/ferry/internal/audit"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/ferry-dev/ferry/spade"
@@ -273,4 +273,63 @@ func TestGroupsInTheAPIDashboardAndReceipts(t *testing.T) {
 			t.Fatalf("the audit checked too little: %+v", rep)
 		}
 	})
+}
+
+// With more groups filling than the overview shows, it shows the pool's
+// and the oldest groups' aggregates and sums the rest, as the API counts
+// them.
+func TestTheOverviewShowsTheOldestGroupsFillingAndSumsTheRest(t *testing.T) {
+	const groups = 24
+	d := startDealsOn(t, "", groups+1, spade.SimConfig{}, "", func(c *Config) {
+		c.ReadToken = dashToken
+		c.Fold.GroupBy, c.Fold.GroupMaxWait = "source.space", time.Hour
+	})
+	d.api.Token = dashToken
+	s := &dashSetup{dealSetup: d, base: "http://" + d.n.HTTPAddr()}
+	ctx := context.Background()
+	pub := jetlog.NewPublisher(d.js, jetlog.DefaultSubjects)
+	for i, c := range d.cars { // one CAR a group, the last in the pool
+		ev := c.Event(s.base+"/cars", true)
+		if i < groups {
+			ev.Source = json.RawMessage(fmt.Sprintf(`{"space":"tenant-%02d"}`, i))
+		}
+		if _, err := pub.Publish(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var all aggList
+	testutil.Eventually(t, 30*time.Second, "every CAR in an INGESTING aggregate", func() bool {
+		all = aggList{}
+		return s.getJSON(t, "/v1/aggregates?state=INGESTING&limit=1000", &all) == http.StatusOK && len(all.Aggregates) == groups+1
+	})
+	_, page := s.get(t, "/", bearer(dashToken))
+	shown := regexp.MustCompile(`class="ingesting-agg" data-id="(\d+)" data-group="([^"]*)"`).FindAllStringSubmatch(page, -1)
+	// The pool's first, then the groups' by id: the oldest.
+	var pool wire.AggregateView
+	var byID []wire.AggregateView
+	for _, a := range all.Aggregates {
+		if a.Group == "" {
+			pool = a
+		} else {
+			byID = append(byID, a)
+		}
+	}
+	want := append([]wire.AggregateView{pool}, byID[:19]...)
+	if len(shown) != len(want) {
+		t.Fatalf("the overview shows %d aggregates filling, want %d", len(shown), len(want))
+	}
+	for i, m := range shown {
+		if m[1] != strconv.FormatUint(want[i].ID, 10) || m[2] != want[i].Group {
+			t.Fatalf("filling aggregate %d shown: %s of group %q; want %d of %q", i, m[1], m[2], want[i].ID, want[i].Group)
+		}
+	}
+	var cars int
+	var payload uint64
+	for _, a := range byID[19:] {
+		cars, payload = cars+a.Count, payload+a.Payload
+	}
+	more := fmt.Sprintf(`id="ingesting-more" data-n="%d" data-cars="%d" data-payload="%d"`, len(byID)-19, cars, payload)
+	if !strings.Contains(page, more) {
+		t.Fatalf("the overview does not sum the rest as %s", more)
+	}
 }
