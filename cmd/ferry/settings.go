@@ -27,7 +27,7 @@ func runSettings(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	fs.Var(&minPayload, "min-payload", "set: CAR bytes an aggregate needs before max-wait closes it")
 	maxWait := fs.Duration("max-wait", 0, "set: how long the oldest CAR may wait once the aggregate has min-payload")
 	groupBy := fs.String("group-by", "", "set: fill an aggregate per group: a `path` into car.replicated's source (source.space), or none")
-	groupMaxWait := fs.Duration("group-max-wait", 0, "set: how long a group's aggregate may stay under min-payload before its CARs go to the shared pool (0: never)")
+	groupMaxWait := fs.Duration("group-max-wait", 0, "set: how long a group's aggregate may stay under min-payload before its CARs go to the shared pool (0: never; with a first --group-by: 24h when not given)")
 	by := fs.String("by", "", "set: who asks, recorded with the change (default: the HTTP server names the time)")
 	asJSON := fs.Bool("json", false, "print the settings as GET /v1/settings gives them (durations in nanoseconds)")
 	ops, err := parseMixed(fs, args)
@@ -78,6 +78,22 @@ func runSettings(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	if change.MinPayload == nil && change.MaxWait == nil && change.GroupBy == nil && change.GroupMaxWait == nil {
 		fs.Usage()
 		return fmt.Errorf("%w: settings set: give --min-payload, --max-wait, --group-by or --group-max-wait", errUsage)
+	}
+	if change.GroupBy != nil && *change.GroupBy != events.GroupNone && change.GroupMaxWait == nil {
+		// A log that never grouped has a group max wait of 0, which never
+		// releases a group: grouping starts with serve's default instead,
+		// as `ferry serve --group-by` does.
+		v, err := c.Settings(ctx)
+		if err != nil {
+			return err
+		}
+		var now events.Settings
+		if err := json.Unmarshal(v, &now); err != nil {
+			return fmt.Errorf("GET /v1/settings: %w", err)
+		}
+		if now.GroupMaxWait == 0 {
+			change.GroupMaxWait = durationOf(serveGroupMaxWait)
+		}
 	}
 	res, err := c.ChangeSettings(ctx, change)
 	if err != nil {

@@ -209,3 +209,33 @@ func TestAggregatesCloseFindsThePoolsOrTheGroupsAggregate(t *testing.T) {
 	}
 	closed(ids["did:key:a"])
 }
+
+// A first --group-by on a log that never grouped starts with serve's
+// group max wait, not the log's 0 (which would never release a group);
+// a later one keeps the log's.
+func TestAFirstGroupByTakesServesGroupMaxWait(t *testing.T) {
+	s := serve(t, t.TempDir(), "--piece-workers", "-1")
+	out := mustRun(t, "settings", "--server", s.http, "set", "--group-by", "source.space")
+	if want := fmt.Sprintf("source.space (released to the pool after %s)", serveGroupMaxWait); !strings.Contains(out, want) {
+		t.Fatalf("settings set --group-by printed %q, want it to say %q", out, want)
+	}
+	current := func() events.Settings {
+		var got events.Settings
+		testutil.Eventually(t, 30*time.Second, "the change in GET /v1/settings", func() bool {
+			out, _, err := run(t, "settings", "--server", s.http, "--json")
+			got = events.Settings{}
+			return err == nil && json.Unmarshal([]byte(out), &got) == nil && got.GroupBy != ""
+		})
+		return got
+	}
+	if got := current(); got.GroupBy != "source.space" || got.GroupMaxWait != serveGroupMaxWait {
+		t.Fatalf("after a first --group-by the log is folded under %s", got)
+	}
+	mustRun(t, "settings", "--server", s.http, "set", "--group-max-wait", "2h")
+	testutil.Eventually(t, 30*time.Second, "group max wait 2h", func() bool { return current().GroupMaxWait == 2*time.Hour })
+	mustRun(t, "settings", "--server", s.http, "set", "--group-by", "source.account")
+	testutil.Eventually(t, 30*time.Second, "grouping by account", func() bool { return current().GroupBy == "source.account" })
+	if got := current(); got.GroupMaxWait != 2*time.Hour {
+		t.Fatalf("a later --group-by changed the group max wait: %s", got)
+	}
+}
