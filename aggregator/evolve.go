@@ -107,6 +107,7 @@ func (s *State) join(a *aggregate, m member) {
 	a.members = append(a.members, m)
 	a.used += m.padded
 	a.payload += m.size
+	s.ingestingCARs++
 	if a.payload >= s.cfg.MinPayload {
 		s.ripe[a.id] = struct{}{}
 	}
@@ -115,6 +116,7 @@ func (s *State) join(a *aggregate, m member) {
 // finish takes an INGESTING aggregate out of the live set, into the
 // closed ones, in state.
 func (s *State) finish(a *aggregate, state string) {
+	s.ingestingCARs -= len(a.members)
 	a.state = state
 	s.closed[a.id] = a
 	delete(s.ingesting, a.group)
@@ -239,9 +241,6 @@ type Counts struct {
 
 // Counts returns the state's sizes.
 func (s *State) Counts() Counts {
-	c := Counts{Accepted: s.accepted.Len(), Queued: len(s.queued), Closed: len(s.closed), Ingesting: len(s.live)}
-	for _, a := range s.live {
-		c.IngestingCount += len(a.members)
-	}
-	return c
+	return Counts{Accepted: s.accepted.Len(), Queued: len(s.queued), Closed: len(s.closed),
+		Ingesting: len(s.live), IngestingCount: s.ingestingCARs}
 }

@@ -150,6 +150,9 @@ type State struct {
 	// ripe are the INGESTING aggregates holding MinPayload: the only ones
 	// max wait may close.
 	ripe map[uint64]struct{}
+	// ingestingCARs counts the CARs in them, for Counts: the runner asks
+	// after every append, and there may be thousands of groups.
+	ingestingCARs int
 
 	closed map[uint64]*aggregate // every aggregate no longer INGESTING
 	byRoot map[[32]byte]uint64   // aggregate piece root → id

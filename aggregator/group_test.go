@@ -299,6 +299,15 @@ func TestGroupingRules(t *testing.T) {
 			if tc.check != nil {
 				tc.check(t, f.log)
 			}
+			ingesting := 0
+			for _, a := range m.Aggregates() {
+				if a.State == Ingesting {
+					ingesting += len(a.Cars)
+				}
+			}
+			if got := f.st.Counts(); got.IngestingCount != ingesting {
+				t.Errorf("Counts: %d CARs INGESTING; the model has %d", got.IngestingCount, ingesting)
+			}
 			checkRebuild(t, cfg, f.log, f.st)
 		})
 	}
@@ -359,15 +368,15 @@ func checkRebuild(t *testing.T, cfg events.Settings, log []events.Batch, st *Sta
 	// Inputs that decided nothing are not on the log: the runner takes
 	// the position and clock past them from the input log.
 	fresh.lastIn, fresh.now = st.lastIn, st.now
-	if got := fresh.MarshalSnapshot(nil); string(got) != string(want) {
-		t.Fatal("the state rebuilt from the log encodes otherwise than the folding one")
+	if got := fresh.MarshalSnapshot(nil); string(got) != string(want) || fresh.Counts() != st.Counts() {
+		t.Fatalf("the state rebuilt from the log encodes otherwise than the folding one (counts %+v, %+v)", fresh.Counts(), st.Counts())
 	}
 	loaded, err := LoadSnapshot(want, cfg, st.Accepted())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := loaded.MarshalSnapshot(nil); string(got) != string(want) {
-		t.Fatal("the state loaded from its snapshot encodes otherwise")
+	if got := loaded.MarshalSnapshot(nil); string(got) != string(want) || loaded.Counts() != st.Counts() {
+		t.Fatalf("the state loaded from its snapshot encodes otherwise (counts %+v, %+v)", loaded.Counts(), st.Counts())
 	}
 }
 

@@ -147,6 +147,7 @@ func LoadSnapshot(data []byte, cfg events.Settings, acc Accepted) (*State, error
 			break
 		}
 		s.ingesting[a.group], s.live[a.id] = a, a
+		s.ingestingCARs += len(a.members)
 		if a.group != "" {
 			s.groupQueue = append(s.groupQueue, a.id) // in id order: the order they opened
 		}
