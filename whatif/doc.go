@@ -31,7 +31,7 @@
 //     acceptance, and the per-group figures count it in its own group.
 //   - settings.change inputs are what the operator did to ferry: the
 //     recorded policy folds them, as ferry did; every alternative policy
-//     holds its settings fixed (Policy.Fixed) and skips them, counted per
+//     holds its settings fixed (Policy.HoldSettings) and skips them, counted per
 //     policy (Outcome.Skipped), not in Report.Skipped.
 //   - Time is the log's own: the fold's clock, which only tick inputs move.
 //     A CAR's time to READY is the clock at its aggregate's READY minus the

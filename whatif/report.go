@@ -39,7 +39,7 @@ type Outcome struct {
 	Changes []Change `json:"changes,omitempty"`
 	// Skipped counts the inputs this policy alone did not fold: an
 	// alternative policy holds its settings fixed, so it skips the log's
-	// settings.change inputs (see Policy.Fixed).
+	// settings.change inputs (see Policy.HoldSettings).
 	Skipped []Count `json:"skipped,omitempty"`
 	// Accepted and Rejected count CARs: accepted ones are queued or in an
 	// aggregate; a CAR larger than the policy's deal takes is rejected.

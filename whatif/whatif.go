@@ -21,12 +21,12 @@ type Policy struct {
 	// own settings, the spec given otherwise).
 	Name string
 	Fold events.Settings
-	// Fixed holds the policy's settings for the whole log: it skips the
+	// HoldSettings holds the policy's settings for the whole log: it skips the
 	// log's settings.change inputs (counted in Outcome.Skipped), as every
-	// alternative policy of ferry whatif does. A policy that is not Fixed
+	// alternative policy of ferry whatif does. A policy that does not hold them
 	// folds them as ferry did: the recorded policy is the log's first
 	// settings and the changes the operator made from an input on.
-	Fixed bool
+	HoldSettings bool
 }
 
 // Input is one input of the log and its type (the subject's last part;
@@ -249,7 +249,7 @@ func newRun(p Policy, o Options) *run {
 
 func (r *run) applyAll(ins []decoded) {
 	for _, in := range ins {
-		if in.Type == events.TypeSettingsChange && r.policy.Fixed {
+		if in.Type == events.TypeSettingsChange && r.policy.HoldSettings {
 			r.skipped++
 			continue
 		}

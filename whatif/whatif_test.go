@@ -319,7 +319,7 @@ func TestTheRecordedGroupedPolicyReproducesTheLiveFold(t *testing.T) {
 	at := len(evs) * 2 / 3
 	evs = slices.Insert(evs, at, events.Event(&events.SettingsChange{GroupBy: &account, By: "test"}))
 	nt, live := liveFold(t, grouped(), evs)
-	rep, _ := recordedOf(t, nt, whatif.Policy{Name: "space", Fold: grouped(), Fixed: true})
+	rep, _ := recordedOf(t, nt, whatif.Policy{Name: "space", Fold: grouped(), HoldSettings: true})
 	o := rep.Policies[0]
 	sameAsLive(t, o, live)
 
@@ -601,7 +601,7 @@ func BenchmarkFold(b *testing.B) {
 	small, space := base, base
 	small.DealSize, small.MinPayload = 1<<20, 1
 	space.GroupBy, space.GroupMaxWait = "source.space", time.Hour
-	three := []whatif.Policy{{Name: "recorded", Fold: base}, {Name: "small", Fold: small, Fixed: true}, {Name: "space", Fold: space, Fixed: true}}
+	three := []whatif.Policy{{Name: "recorded", Fold: base}, {Name: "small", Fold: small, HoldSettings: true}, {Name: "space", Fold: space, HoldSettings: true}}
 	for _, policies := range [][]whatif.Policy{three[:1], three} {
 		b.Run(fmt.Sprintf("policies=%d", len(policies)), func(b *testing.B) { benchFold(b, policies) })
 	}

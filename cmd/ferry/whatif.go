@@ -126,7 +126,7 @@ func writeHTML(path string, rep *whatif.Report) error {
 // that size's default min payload (the recorded one may not fit the new
 // deal, or never be reached), and a groupby given without groupmaxwait
 // takes ferry serve's default group max wait (none for groupby=none).
-// The policy holds its settings for the whole log (whatif.Policy.Fixed):
+// The policy holds its settings for the whole log (whatif.Policy.HoldSettings):
 // the log's settings.change inputs are the recorded policy's alone.
 func parsePolicy(spec string, recorded events.Settings) (whatif.Policy, error) {
 	cfg := recorded
@@ -179,5 +179,5 @@ func parsePolicy(spec string, recorded events.Settings) (whatif.Policy, error) {
 	if cfg.MinPayload > piece.Unpadded(cfg.DealSize) {
 		return whatif.Policy{}, bad("min %d is more than a %s deal holds: max wait would never close an aggregate", cfg.MinPayload, formatSize(cfg.DealSize))
 	}
-	return whatif.Policy{Name: spec, Fold: cfg, Fixed: true}, nil
+	return whatif.Policy{Name: spec, Fold: cfg, HoldSettings: true}, nil
 }

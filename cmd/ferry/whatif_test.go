@@ -133,7 +133,7 @@ func TestPolicySpecsKeepTheRecordedSettingsTheyLeaveOut(t *testing.T) {
 	}
 	for _, tt := range tests {
 		p, err := parsePolicy(tt.spec, rec)
-		if err != nil || p.Fold != tt.want || p.Name != tt.spec || !p.Fixed {
+		if err != nil || p.Fold != tt.want || p.Name != tt.spec || !p.HoldSettings {
 			t.Errorf("%q: %+v, %v; want %+v", tt.spec, p, err, tt.want)
 		}
 	}
