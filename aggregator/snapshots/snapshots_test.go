@@ -503,9 +503,12 @@ func TestTheSnapshotBucketIsReplicated(t *testing.T) {
 	c := natscluster.Start(t, 3)
 	_, js := c.Connect()
 	ctx := context.Background()
-	if err := jetlog.EnsureStreams(ctx, js, jetlog.StreamOptions{Subjects: jetlog.DefaultSubjects, Replicas: 3}); err != nil {
-		t.Fatal(err)
-	}
+	// Right after the start the meta leader may not know every server yet,
+	// and refuses a stream of three replicas ("no suitable peers for
+	// placement"): making the streams is part of what is waited for.
+	testutil.Eventually(t, 30*time.Second, "the streams made on three replicas", func() bool {
+		return jetlog.EnsureStreams(ctx, js, jetlog.StreamOptions{Subjects: jetlog.DefaultSubjects, Replicas: 3}) == nil
+	})
 	obs, err := js.ObjectStore(ctx, jetlog.BucketSnap)
 	if err != nil {
 		t.Fatal(err)
