@@ -446,6 +446,12 @@ func (r *Runner) apply(ctx context.Context, l *lease, st *State, aggSeq uint64) 
 					return err
 				}
 			}
+			// Inputs that decided nothing append nothing, yet they are
+			// applied: with no append in flight the status says so now
+			// (otherwise the next stored append does).
+			if pending == nil {
+				r.publishStatus(st, aggSeq)
+			}
 		}
 	}
 }

@@ -79,3 +79,58 @@ func TestTheRunnerRefusesOnTheRecordABatchTheLogCannotTake(t *testing.T) {
 		t.Fatalf("runner %+v, want leading past both inputs", st)
 	}
 }
+
+// An input that decides nothing (a tick before any max wait) appends
+// nothing, yet it is applied: the runner's status must say so, or
+// ferry_inputs_waiting and everything that waits on the status counted it
+// as waiting until the next append. A fresh-clone CI run timed out that
+// way when a live test's last tick arrived after the last append.
+func TestTheRunnerReportsAnInputThatDecidesNothingApplied(t *testing.T) {
+	s, err := natsembed.Start(natsembed.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	_, js := testutil.Connect(t, s.ClientURL())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := jetlog.EnsureStreams(ctx, js, jetlog.StreamOptions{Subjects: jetlog.DefaultSubjects}); err != nil {
+		t.Fatal(err)
+	}
+	r := NewRunner(js, RunnerConfig{Fold: testConfig(), Subjects: jetlog.DefaultSubjects, Holder: "test",
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = r.Run(ctx) })
+	defer wg.Wait()
+	defer cancel()
+
+	pub := jetlog.NewPublisher(js, jetlog.DefaultSubjects)
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	for _, ev := range []events.Event{&events.Tick{Time: t0}, testutil.Replicated(1, 1000, true)} {
+		if _, err := pub.Publish(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var appended uint64
+	testutil.Eventually(t, 20*time.Second, "the CAR's batch stored", func() bool {
+		st := r.Status()
+		appended = st.AggSeq
+		return st.Leader && st.LastIn == 2 && st.AggSeq > 0
+	})
+	// Ten seconds on, well inside the minute's max wait: no decision.
+	if _, err := pub.Publish(ctx, &events.Tick{Time: t0.Add(10 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "the tick reported applied", func() bool { return r.Status().LastIn == 3 })
+	stream, err := js.Stream(ctx, jetlog.StreamAgg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := r.Status(); info.State.LastSeq != appended || st.AggSeq != appended {
+		t.Fatalf("the tick was appended (aggregate log ends at %d, runner at %d, was %d): it should decide nothing", info.State.LastSeq, st.AggSeq, appended)
+	}
+}

@@ -64,9 +64,16 @@ func publishAll(t *testing.T, pub *jetlog.Publisher, evs ...events.Event) {
 func waitFolded(t *testing.T, n *Node, js jetstream.JetStream) {
 	t.Helper()
 	ctx := context.Background()
+	var last string // what the last look saw, for a failure's reader
+	defer func() {
+		if t.Failed() {
+			t.Logf("last seen: %s", last)
+		}
+	}()
 	testutil.Eventually(t, 30*time.Second, "aggregator and read models to apply every input", func() bool {
 		in, agg, ok := logEnds(ctx, js)
 		st := n.Runner.Status()
+		last = fmt.Sprintf("input log ends %d, aggregate log %d (ok %v); runner %+v; read models at %d", in, agg, ok, st, n.Projector.Seq())
 		return ok && st.Leader && st.LastIn >= in && st.AggSeq == agg && n.Projector.Seq() == agg
 	})
 }
