@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/internal/natscluster"
-	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -309,9 +308,30 @@ func (rig *failoverRig) check() {
 	rig.feed.stop(rig.tb)
 	// Whichever runner leads: on a loaded machine the lease may change
 	// hands between here and the last input's fold.
-	last := lastSeq(rig.tb, rig.js, jetlog.StreamIn)
-	testutil.Eventually(rig.tb, 60*time.Second, fmt.Sprintf("input %d folded and appended", last), func() bool {
-		return rig.leader() != nil && lastFolded(rig.ctx, rig.js, time.Second) == last
-	})
+	defer rig.explain()
+	waitFolded(rig.tb, rig.ctx, rig.js, func() bool { return rig.leader() != nil })
 	checkAggregateLog(rig.tb, rig.ctx, rig.js, testConfig())
+}
+
+// explain logs, after a failed check, what each runner and each stream
+// leader says, for the failure's reader.
+func (rig *failoverRig) explain() {
+	if !rig.tb.Failed() {
+		return
+	}
+	for i, rr := range rig.runners {
+		rig.tb.Logf("runner %d (connected to %s): %+v", i, rr.nc.ConnectedServerName(), rr.r.Status())
+	}
+	ctx, cancel := context.WithTimeout(rig.ctx, 5*time.Second)
+	defer cancel()
+	seq, err := jetlog.LastSeq(ctx, rig.js, jetlog.StreamAgg, "")
+	rig.tb.Logf("the aggregate log ends at %d (%v)", seq, err)
+	for _, stream := range []string{jetlog.StreamIn, jetlog.StreamAgg, leaseStream} {
+		rig.tb.Logf("%s led by server %d", stream, rig.c.StreamLeader(stream))
+		for i, s := range rig.c.Servers {
+			if s != nil {
+				rig.tb.Logf("  server %d: replica current %v", i, s.JetStreamIsStreamCurrent(natscluster.Account, stream))
+			}
+		}
+	}
 }

@@ -78,7 +78,7 @@ func TestALeaderWhoseRenewalsStallStopsAppendingBeforeItsLeaseCanExpire(t *testi
 
 	proxy.resume()
 	feed.stop(t)
-	waitFolded(t, ctx, js, r)
+	waitFolded(t, ctx, js, func() bool { return r.Status().Leader })
 	checkAggregateLog(t, ctx, js, testConfig())
 }
 
@@ -129,7 +129,7 @@ func TestAStandbyTakesOverFromACrashedLeaderWithinTheLeaseBound(t *testing.T) {
 	t.Logf("b appended %v after a's crash", took.Round(time.Millisecond))
 
 	feed.stop(t)
-	waitFolded(t, ctx, js, b)
+	waitFolded(t, ctx, js, func() bool { return b.Status().Leader })
 	checkAggregateLog(t, ctx, js, testConfig())
 }
 
@@ -294,14 +294,30 @@ func lastStored(t testing.TB, js jetstream.JetStream) time.Time {
 	return info.State.LastTime
 }
 
-// waitFolded waits until r leads and the aggregate log ends with the
-// batch of the input log's last input (every input of these tests, a
-// CAR, makes a batch).
-func waitFolded(t testing.TB, ctx context.Context, js jetstream.JetStream, r *Runner) {
+// waitFolded waits until leading holds and the aggregate log ends with
+// the batch of the input log's last input (every input of these tests, a
+// CAR, makes a batch). The input log's end is read at each look: a
+// publish cancelled as its feed stopped may be stored a moment after.
+func waitFolded(t testing.TB, ctx context.Context, js jetstream.JetStream, leading func() bool) {
 	t.Helper()
-	last := lastSeq(t, js, jetlog.StreamIn)
-	testutil.Eventually(t, 60*time.Second, fmt.Sprintf("input %d folded and appended", last), func() bool {
-		return r.Status().Leader && lastFolded(ctx, js, time.Second) == last
+	var in, folded uint64
+	defer func() {
+		if t.Failed() {
+			t.Logf("the input log ends at %d, the aggregate log with the batch of input %d", in, folded)
+		}
+	}()
+	testutil.Eventually(t, 60*time.Second, "the input log's last input folded and appended", func() bool {
+		if !leading() {
+			return false
+		}
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		end, err := jetlog.LastSeq(rctx, js, jetlog.StreamIn, "")
+		if err != nil {
+			return false
+		}
+		in, folded = end, lastFolded(ctx, js, time.Second)
+		return folded == in
 	})
 }
 
