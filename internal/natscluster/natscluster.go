@@ -70,9 +70,15 @@ func Start(tb testing.TB, n int) *Cluster {
 	for i := range n {
 		c.Restart(i)
 	}
-	c.Eventually(60*time.Second, "a JetStream meta leader", func() error {
+	// A meta leader is not enough: until it has every server's stats it
+	// places a replicated stream on too few peers and refuses it ("no
+	// suitable peers for placement").
+	c.Eventually(60*time.Second, "a JetStream meta leader that knows every server", func() error {
 		for _, s := range c.Servers {
 			if s.JetStreamIsLeader() {
+				if peers := s.JetStreamClusterPeers(); len(peers) < n {
+					return fmt.Errorf("the meta leader knows %d of %d servers", len(peers), n)
+				}
 				return nil
 			}
 		}
