@@ -62,17 +62,23 @@ func Reconcile(log *events.Settings, want events.Settings, given map[string]bool
 	if log == nil {
 		return want, nil
 	}
-	var diffs []string
-	mine, logs := reflect.ValueOf(want), reflect.ValueOf(*log)
-	for i := range mine.NumField() {
-		name, _, _ := strings.Cut(mine.Type().Field(i).Tag.Get("json"), ",")
-		if given[name] && !mine.Field(i).Equal(logs.Field(i)) {
-			diffs = append(diffs, fmt.Sprintf("%s %v (the log's: %v)", name, mine.Field(i), logs.Field(i)))
-		}
-	}
-	if len(diffs) > 0 {
+	if diffs := Disagreements(want, *log, given, "the log's"); len(diffs) > 0 {
 		return *log, fmt.Errorf("%w: %s; the log was made under %s: leave those flags out (or set them to the log's values)",
 			ErrSettings, strings.Join(diffs, ", "), log)
 	}
 	return *log, nil
+}
+
+// Disagreements spells out, as "name want (whose: have)", each setting
+// named in given (by its JSON name) on which want and have differ.
+func Disagreements(want, have events.Settings, given map[string]bool, whose string) []string {
+	var diffs []string
+	w, h := reflect.ValueOf(want), reflect.ValueOf(have)
+	for i := range w.NumField() {
+		name, _, _ := strings.Cut(w.Type().Field(i).Tag.Get("json"), ",")
+		if given[name] && !w.Field(i).Equal(h.Field(i)) {
+			diffs = append(diffs, fmt.Sprintf("%s %v (%s: %v)", name, w.Field(i), whose, h.Field(i)))
+		}
+	}
+	return diffs
 }

@@ -54,34 +54,12 @@ func (n *Node) reconcile(ctx context.Context) error {
 	return checkPolicy(want, now, policy)
 }
 
-// policyFields are a log's policy settings, by JSON name, as want and now
-// hold them: what events.Settings.Fixed zeroes.
-func policyFields(want, now events.Settings) []struct {
-	name      string
-	want, now any
-} {
-	return []struct {
-		name      string
-		want, now any
-	}{
-		{"minPayload", want.MinPayload, now.MinPayload},
-		{"maxWait", want.MaxWait, now.MaxWait},
-		{"groupBy", want.GroupBy, now.GroupBy},
-		{"groupMaxWait", want.GroupMaxWait, now.GroupMaxWait},
-	}
-}
-
 func isPolicy(name string) bool { return slices.Contains(events.PolicyNames, name) }
 
 // checkPolicy is aggregator.ErrSettings naming every given policy setting
 // of want that differs from now's, or nil.
 func checkPolicy(want, now events.Settings, given map[string]bool) error {
-	var diffs []string
-	for _, f := range policyFields(want, now) {
-		if given[f.name] && f.want != f.now {
-			diffs = append(diffs, fmt.Sprintf("%s %v (the log's now: %v)", f.name, f.want, f.now))
-		}
-	}
+	diffs := aggregator.Disagreements(want, now, given, "the log's now")
 	if len(diffs) == 0 {
 		return nil
 	}
