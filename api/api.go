@@ -59,14 +59,14 @@ type API struct {
 	Metrics   http.Handler
 	// Health reports why ferry is unhealthy, or nil.
 	Health func() error
-	// Behind reports whether the read models have yet to apply the
-	// aggregate log up to its last sequence, as its stream leader holds
-	// it (nil: never behind). A deal report for an aggregate they do not
+	// Behind reports whether the aggregate log, as its stream leader
+	// holds it now, goes past applied, a sequence the read models had
+	// applied (nil: never behind). A deal report for an aggregate they do not
 	// know is then answered 503, to be retried, instead of 404: with
 	// several ferries behind a load balancer the report of an offer one
 	// made may reach another whose read models have not applied the
 	// offer's aggregate yet.
-	Behind func(ctx context.Context) (bool, error)
+	Behind func(ctx context.Context, applied uint64) (bool, error)
 	// PieceWork returns the last failed attempt of a QUEUED CAR's piece
 	// work, nil when none is on record (nil func: never asked).
 	PieceWork func(ctx context.Context, car string) (*wire.WorkAttempt, error)
@@ -387,9 +387,13 @@ func (a *API) postReport(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	// What the read models had applied before the read: asked after it,
+	// a ferry whose read models caught up in between would call the
+	// aggregate unknown for good.
+	applied := a.Store.AggSeq()
 	agg, err := a.Store.Aggregate(rep.Aggregate, 0, 0)
 	if errors.Is(err, projections.ErrNotFound) || errors.Is(err, projections.ErrBadRef) || (err == nil && agg.State == aggregator.Ingesting) {
-		if behind, why := a.behind(r.Context()); behind {
+		if behind, why := a.behind(r.Context(), applied); behind {
 			writeErr(w, http.StatusServiceUnavailable, fmt.Sprintf("aggregate %q is not in the read models, which %s: retry", rep.Aggregate, why))
 			return
 		}
@@ -420,15 +424,15 @@ func (a *API) postReport(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]any{"status": "accepted", "seq": pub.Seq, "duplicate": pub.Duplicate})
 }
 
-// behind reports whether the read models may not know an aggregate yet,
-// and why: they are behind the aggregate log, or the log's end cannot be
-// asked for (its stream has no leader), when no answer is safer than a
-// final one.
-func (a *API) behind(ctx context.Context) (bool, string) {
+// behind reports whether read models that had applied the aggregate log
+// up to applied may not know an aggregate yet, and why: the log goes
+// past it, or the log's end cannot be asked for (its stream has no
+// leader), when no answer is safer than a final one.
+func (a *API) behind(ctx context.Context, applied uint64) (bool, string) {
 	if a.Behind == nil {
 		return false, ""
 	}
-	behind, err := a.Behind(ctx)
+	behind, err := a.Behind(ctx, applied)
 	if err != nil {
 		return true, "cannot be compared with the aggregate log now (" + err.Error() + ")"
 	}

@@ -77,17 +77,17 @@ func (w *lagWatch) poll(ctx context.Context) error {
 	return nil
 }
 
-// behind reports whether the read models have yet to apply the log up
-// to its last sequence, asking the stream's leader now (for
-// api.API.Behind).
-func (w *lagWatch) behind(ctx context.Context) (bool, error) {
+// behind reports whether the log goes past applied, asking the stream's
+// leader now (for api.API.Behind, which passes what the read models had
+// applied when it read them).
+func (w *lagWatch) behind(ctx context.Context, applied uint64) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	last, err := jetlog.LastSeq(ctx, w.js, jetlog.StreamAgg, "")
 	if err != nil {
 		return false, err
 	}
-	return w.applied() < last, nil
+	return applied < last, nil
 }
 
 // lag is how many aggregate log messages the read models are behind its

@@ -108,14 +108,11 @@ func TestMetricsShowTheProjectionLagFallingToZero(t *testing.T) {
 func TestBehindAsksTheLeaderForTheLogsEnd(t *testing.T) {
 	nt := aggLog(t, 3)
 	ctx := context.Background()
-	var applied atomic.Uint64
-	applied.Store(2)
-	w := newLagWatch(nt.JS, applied.Load, time.Minute)
-	if behind, err := w.behind(ctx); err != nil || !behind {
+	w := newLagWatch(nt.JS, func() uint64 { return 0 }, time.Minute)
+	if behind, err := w.behind(ctx, 2); err != nil || !behind {
 		t.Fatalf("applied 2 of 3: behind %v, %v", behind, err)
 	}
-	applied.Store(3)
-	if behind, err := w.behind(ctx); err != nil || behind {
+	if behind, err := w.behind(ctx, 3); err != nil || behind {
 		t.Fatalf("applied 3 of 3: behind %v, %v", behind, err)
 	}
 }
