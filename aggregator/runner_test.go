@@ -14,6 +14,7 @@ import (
 	"github.com/ferry-dev/ferry/internal/natsembed"
 	"github.com/ferry-dev/ferry/internal/testutil"
 	"github.com/ferry-dev/ferry/jetlog"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Issue 15, finding 1: a batch over the message limit made the runner fail
@@ -23,23 +24,8 @@ import (
 // limit (TestNoInputUpToTheMaxPayloadMakesABatchTheLogRefuses); a server
 // with a 16 KiB limit makes a batch that cannot fit.
 func TestTheRunnerRefusesOnTheRecordABatchTheLogCannotTake(t *testing.T) {
-	s, err := natsembed.Start(natsembed.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0", MaxPayload: 16 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Shutdown)
-	_, js := testutil.Connect(t, s.ClientURL())
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := jetlog.EnsureStreams(ctx, js, jetlog.StreamOptions{Subjects: jetlog.DefaultSubjects}); err != nil {
-		t.Fatal(err)
-	}
-	r := NewRunner(js, RunnerConfig{Fold: testConfig(), Subjects: jetlog.DefaultSubjects, Holder: "test",
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = r.Run(ctx) })
-	defer wg.Wait()
-	defer cancel()
+	ctx := context.Background()
+	js, r := runAlone(t, natsembed.Config{MaxPayload: 16 << 10})
 
 	// 16 URLs of 400 raw '<': a 7 KB input whose record escapes to 38 KB.
 	good := testutil.Replicated(1, 1000, true)
@@ -86,23 +72,8 @@ func TestTheRunnerRefusesOnTheRecordABatchTheLogCannotTake(t *testing.T) {
 // as waiting until the next append. A fresh-clone CI run timed out that
 // way when a live test's last tick arrived after the last append.
 func TestTheRunnerReportsAnInputThatDecidesNothingApplied(t *testing.T) {
-	s, err := natsembed.Start(natsembed.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Shutdown)
-	_, js := testutil.Connect(t, s.ClientURL())
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := jetlog.EnsureStreams(ctx, js, jetlog.StreamOptions{Subjects: jetlog.DefaultSubjects}); err != nil {
-		t.Fatal(err)
-	}
-	r := NewRunner(js, RunnerConfig{Fold: testConfig(), Subjects: jetlog.DefaultSubjects, Holder: "test",
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = r.Run(ctx) })
-	defer wg.Wait()
-	defer cancel()
+	ctx := context.Background()
+	js, r := runAlone(t, natsembed.Config{})
 
 	pub := jetlog.NewPublisher(js, jetlog.DefaultSubjects)
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
@@ -133,4 +104,29 @@ func TestTheRunnerReportsAnInputThatDecidesNothingApplied(t *testing.T) {
 	if st := r.Status(); info.State.LastSeq != appended || st.AggSeq != appended {
 		t.Fatalf("the tick was appended (aggregate log ends at %d, runner at %d, was %d): it should decide nothing", info.State.LastSeq, st.AggSeq, appended)
 	}
+}
+
+// runAlone starts a NATS server with cfg (in a temporary directory, on
+// loopback), ferry's streams and one runner on it, stopped at the test's
+// end.
+func runAlone(t *testing.T, cfg natsembed.Config) (jetstream.JetStream, *Runner) {
+	t.Helper()
+	cfg.Dir, cfg.Listen = t.TempDir(), "127.0.0.1:0"
+	s, err := natsembed.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	_, js := testutil.Connect(t, s.ClientURL())
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := jetlog.EnsureStreams(ctx, js, jetlog.StreamOptions{Subjects: jetlog.DefaultSubjects}); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	r := NewRunner(js, RunnerConfig{Fold: testConfig(), Subjects: jetlog.DefaultSubjects, Holder: "test",
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = r.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return js, r
 }
